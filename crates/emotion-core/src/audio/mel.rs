@@ -1,0 +1,358 @@
+//! Log-mel spectrogram on CPU or CUDA with torchaudio's option names and semantics
+//! (`torchaudio.transforms.MelSpectrogram` followed by `AmplitudeToDB`).
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MelScale {
+    Htk,
+    Slaney,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Align {
+    /// Keep the first `durationSeconds` of each clip (the reference pipeline).
+    Start,
+    /// Keep the middle `durationSeconds`.
+    Center,
+}
+
+/// Front-end settings. Defaults reproduce the reference pipeline: 48 kHz, 3 s clips, n_fft 2048,
+/// hop 512, 128 HTK mels, power 2, `center=True` with reflect padding (282 frames), of which the
+/// first 280 are kept; dB with `top_db = 80` per clip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct MelConfig {
+    pub sample_rate: u32,
+    pub n_fft: i64,
+    /// Defaults to `n_fft`.
+    pub win_length: Option<i64>,
+    pub hop_length: i64,
+    pub f_min: f64,
+    /// Defaults to `sample_rate / 2`.
+    pub f_max: Option<f64>,
+    pub n_mels: i64,
+    pub power: f64,
+    pub center: bool,
+    pub pad_mode: String,
+    /// `None` or `"slaney"` (area normalisation of the triangles).
+    pub norm: Option<String>,
+    pub mel_scale: MelScale,
+    /// Convert power to decibels (`AmplitudeToDB(stype='power')`).
+    pub to_db: bool,
+    /// Clamp each clip to `max - top_db` dB. Applied per clip (torchaudio applies it per batch).
+    pub top_db: Option<f64>,
+    /// Clip length the waveform is padded with zeros or trimmed to.
+    pub duration_seconds: f64,
+    pub align: Align,
+    /// Frames kept from the start of the spectrogram; `None` keeps all.
+    pub frames: Option<i64>,
+}
+
+impl Default for MelConfig {
+    fn default() -> Self {
+        MelConfig {
+            sample_rate: 48_000,
+            n_fft: 2048,
+            win_length: None,
+            hop_length: 512,
+            f_min: 0.0,
+            f_max: None,
+            n_mels: 128,
+            power: 2.0,
+            center: true,
+            pad_mode: "reflect".into(),
+            norm: None,
+            mel_scale: MelScale::Htk,
+            to_db: true,
+            top_db: Some(80.0),
+            duration_seconds: 3.0,
+            align: Align::Start,
+            frames: Some(280),
+        }
+    }
+}
+
+impl MelConfig {
+    pub fn win_length(&self) -> i64 {
+        self.win_length.unwrap_or(self.n_fft)
+    }
+
+    pub fn f_max(&self) -> f64 {
+        self.f_max.unwrap_or(self.sample_rate as f64 / 2.0)
+    }
+
+    pub fn num_samples(&self) -> usize {
+        (self.duration_seconds * self.sample_rate as f64).round() as usize
+    }
+
+    /// STFT frames for `num_samples()` before cropping.
+    pub fn stft_frames(&self) -> i64 {
+        let n = self.num_samples() as i64;
+        let padded = if self.center { n + 2 * (self.n_fft / 2) } else { n };
+        1 + (padded - self.n_fft) / self.hop_length
+    }
+
+    /// Frames in the output.
+    pub fn output_frames(&self) -> i64 {
+        let all = self.stft_frames();
+        self.frames.map_or(all, |f| f.min(all))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |opt: &str, why: String| Err(Error::invalid(format!("mel.{opt}"), why));
+        if !(1_000..=384_000).contains(&self.sample_rate) {
+            return bad("sampleRate", format!("must be 1000..384000 Hz, got {}", self.sample_rate));
+        }
+        if self.n_fft < 16 || self.n_fft > 65_536 {
+            return bad("nFft", format!("must be 16..65536, got {}", self.n_fft));
+        }
+        if self.win_length() < 1 || self.win_length() > self.n_fft {
+            return bad("winLength", format!("must be 1..=nFft ({}), got {}", self.n_fft, self.win_length()));
+        }
+        if self.hop_length < 1 {
+            return bad("hopLength", format!("must be ≥ 1, got {}", self.hop_length));
+        }
+        if self.n_mels < 1 || self.n_mels > 1024 {
+            return bad("nMels", format!("must be 1..1024, got {}", self.n_mels));
+        }
+        let nyquist = self.sample_rate as f64 / 2.0;
+        if !(self.f_min >= 0.0 && self.f_min < self.f_max() && self.f_max() <= nyquist) {
+            return bad("fMax", format!("need 0 ≤ fMin ({}) < fMax ({}) ≤ sampleRate/2 ({nyquist})", self.f_min, self.f_max()));
+        }
+        if !(self.power > 0.0 && self.power.is_finite()) {
+            return bad("power", format!("must be > 0, got {}", self.power));
+        }
+        if !["reflect", "constant", "replicate", "circular"].contains(&self.pad_mode.as_str()) {
+            return bad("padMode", format!("must be reflect, constant, replicate or circular, got '{}'", self.pad_mode));
+        }
+        if let Some(norm) = &self.norm {
+            if norm != "slaney" {
+                return bad("norm", format!("must be null or 'slaney', got '{norm}'"));
+            }
+        }
+        if let Some(top) = self.top_db {
+            if !(top > 0.0) {
+                return bad("topDb", format!("must be > 0 or null, got {top}"));
+            }
+        }
+        if !(self.duration_seconds > 0.0 && self.duration_seconds <= 600.0) {
+            return bad("durationSeconds", format!("must be in (0, 600], got {}", self.duration_seconds));
+        }
+        if (self.num_samples() as i64) <= self.n_fft / 2 && self.center {
+            return bad("durationSeconds", "clip is shorter than nFft / 2, reflect padding impossible".into());
+        }
+        if self.stft_frames() < 1 {
+            return bad("durationSeconds", "clip is shorter than one STFT frame".into());
+        }
+        if let Some(f) = self.frames {
+            if f < 1 {
+                return bad("frames", format!("must be ≥ 1 or null, got {f}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pads with zeros or trims `samples` to exactly `n`.
+pub fn fit_length(samples: &[f32], n: usize, align: Align) -> Vec<f32> {
+    if samples.len() >= n {
+        let start = match align {
+            Align::Start => 0,
+            Align::Center => (samples.len() - n) / 2,
+        };
+        return samples[start..start + n].to_vec();
+    }
+    let mut out = vec![0.0; n];
+    let offset = match align {
+        Align::Start => 0,
+        Align::Center => (n - samples.len()) / 2,
+    };
+    out[offset..offset + samples.len()].copy_from_slice(samples);
+    out
+}
+
+fn hz_to_mel(f: f64, scale: MelScale) -> f64 {
+    match scale {
+        MelScale::Htk => 2595.0 * (1.0 + f / 700.0).log10(),
+        MelScale::Slaney => {
+            let (f_sp, min_log_hz, logstep) = slaney_constants();
+            if f >= min_log_hz {
+                min_log_hz / f_sp + (f / min_log_hz).ln() / logstep
+            } else {
+                f / f_sp
+            }
+        }
+    }
+}
+
+fn mel_to_hz(m: f64, scale: MelScale) -> f64 {
+    match scale {
+        MelScale::Htk => 700.0 * (10f64.powf(m / 2595.0) - 1.0),
+        MelScale::Slaney => {
+            let (f_sp, min_log_hz, logstep) = slaney_constants();
+            let min_log_mel = min_log_hz / f_sp;
+            if m >= min_log_mel {
+                min_log_hz * (logstep * (m - min_log_mel)).exp()
+            } else {
+                f_sp * m
+            }
+        }
+    }
+}
+
+fn slaney_constants() -> (f64, f64, f64) {
+    (200.0 / 3.0, 1000.0, 6.4f64.ln() / 27.0)
+}
+
+/// Triangular filterbank `[n_fft/2 + 1, n_mels]`, as `torchaudio.functional.melscale_fbanks`.
+pub fn mel_filterbank(config: &MelConfig) -> Vec<f64> {
+    let n_freqs = (config.n_fft / 2 + 1) as usize;
+    let n_mels = config.n_mels as usize;
+    let top = (config.sample_rate / 2) as f64;
+    let all_freqs: Vec<f64> = (0..n_freqs).map(|i| top * i as f64 / (n_freqs - 1) as f64).collect();
+    let (m_min, m_max) = (hz_to_mel(config.f_min, config.mel_scale), hz_to_mel(config.f_max(), config.mel_scale));
+    let f_pts: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(m_min + (m_max - m_min) * i as f64 / (n_mels + 1) as f64, config.mel_scale))
+        .collect();
+    let mut fb = vec![0.0; n_freqs * n_mels];
+    for (fi, &f) in all_freqs.iter().enumerate() {
+        for m in 0..n_mels {
+            let down = (f - f_pts[m]) / (f_pts[m + 1] - f_pts[m]);
+            let up = (f_pts[m + 2] - f) / (f_pts[m + 2] - f_pts[m + 1]);
+            let mut w = down.min(up).max(0.0);
+            if config.norm.as_deref() == Some("slaney") {
+                w *= 2.0 / (f_pts[m + 2] - f_pts[m]);
+            }
+            fb[fi * n_mels + m] = w;
+        }
+    }
+    fb
+}
+
+/// A configured front end resident on one device: the window and filterbank are built once.
+pub struct MelExtractor {
+    config: MelConfig,
+    device: Device,
+    window: Tensor,
+    /// `[n_freqs, n_mels]`
+    filterbank: Tensor,
+}
+
+impl MelExtractor {
+    pub fn new(config: MelConfig, device: Device) -> Result<Self> {
+        config.validate()?;
+        let window = Tensor::f_hann_window_periodic(config.win_length(), true, (Kind::Float, device))?;
+        let n_freqs = config.n_fft / 2 + 1;
+        let filterbank = Tensor::f_from_slice(&mel_filterbank(&config))?
+            .f_reshape([n_freqs, config.n_mels])?
+            .f_to_kind(Kind::Float)?
+            .f_to_device(device)?;
+        Ok(MelExtractor { config, device, window, filterbank })
+    }
+
+    pub fn config(&self) -> &MelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Power mel spectrogram of a batch of equal-length waveforms `[B, N]` → `[B, n_mels, T]` (all frames).
+    pub fn power_mel(&self, waves: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let waves = waves.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
+        // tch's stft with center=true is broken (tch-rs#993): pad here, then stft without centring.
+        let padded = if c.center {
+            let p = c.n_fft / 2;
+            waves.f_unsqueeze(1)?.f_pad([p, p], &c.pad_mode, None)?.f_squeeze_dim(1)?
+        } else {
+            waves
+        };
+        let spec = padded.f_stft(c.n_fft, c.hop_length, c.win_length(), Some(&self.window), false, true, true, false)?;
+        // [B, n_freqs, T] complex → power
+        let magnitude = spec.f_abs()?;
+        let power = if c.power == 1.0 {
+            magnitude
+        } else if c.power == 2.0 {
+            magnitude.f_square()?
+        } else {
+            magnitude.f_pow_tensor_scalar(c.power)?
+        };
+        // [B, T, n_freqs] @ [n_freqs, n_mels] → [B, T, n_mels] → [B, n_mels, T]
+        Ok(power.f_transpose(1, 2)?.f_matmul(&self.filterbank)?.f_transpose(1, 2)?)
+    }
+
+    /// Features as the models see them: `[B, n_mels, frames]`, in dB when `to_db`.
+    pub fn forward(&self, waves: &Tensor) -> Result<Tensor> {
+        let mel = self.power_mel(waves)?;
+        let mel = if self.config.to_db { power_to_db(&mel, self.config.top_db)? } else { mel };
+        let frames = self.config.output_frames();
+        Ok(mel.f_narrow(2, 0, frames)?.f_contiguous()?)
+    }
+}
+
+/// `10 * log10(max(x, 1e-10))`, then each item clamped to its own `max - top_db`.
+pub fn power_to_db(power: &Tensor, top_db: Option<f64>) -> Result<Tensor> {
+    let db = power.f_clamp_min(1e-10)?.f_log10()?.f_mul_scalar(10.0)?;
+    match top_db {
+        None => Ok(db),
+        Some(top) => {
+            let batch = db.size()[0];
+            let floor = db.f_reshape([batch, -1])?.f_amax([1i64].as_slice(), true)?.f_sub_scalar(top)?.f_unsqueeze(2)?;
+            Ok(db.f_maximum(&floor)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_shape_is_128_by_280_from_282_frames() {
+        let c = MelConfig::default();
+        assert_eq!(c.num_samples(), 144_000);
+        assert_eq!(c.stft_frames(), 282);
+        assert_eq!(c.output_frames(), 280);
+    }
+
+    #[test]
+    fn fit_length_pads_and_trims() {
+        assert_eq!(fit_length(&[1.0, 2.0], 4, Align::Start), vec![1.0, 2.0, 0.0, 0.0]);
+        assert_eq!(fit_length(&[1.0, 2.0], 4, Align::Center), vec![0.0, 1.0, 2.0, 0.0]);
+        assert_eq!(fit_length(&[1.0, 2.0, 3.0, 4.0, 5.0], 3, Align::Center), vec![2.0, 3.0, 4.0]);
+        assert_eq!(fit_length(&[1.0, 2.0, 3.0], 2, Align::Start), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn a_tone_lands_in_the_mel_bin_of_its_frequency() {
+        let c = MelConfig { to_db: false, ..MelConfig::default() };
+        let ex = MelExtractor::new(c.clone(), Device::Cpu).unwrap();
+        let f0 = 1000.0;
+        let wave: Vec<f32> = (0..c.num_samples()).map(|i| (2.0 * std::f64::consts::PI * f0 * i as f64 / 48_000.0).sin() as f32).collect();
+        let mel = ex.forward(&Tensor::from_slice(&wave).unsqueeze(0)).unwrap();
+        assert_eq!(mel.size(), vec![1, 128, 280]);
+        let per_bin = mel.mean_dim([2i64].as_slice(), false, Kind::Float).squeeze();
+        let peak = per_bin.argmax(0, false).int64_value(&[]);
+        let expected = (0..128).map(|m| m as f64).min_by(|a, b| {
+            let centre = |m: f64| mel_to_hz(hz_to_mel(0.0, MelScale::Htk) + (hz_to_mel(24_000.0, MelScale::Htk)) * (m + 1.0) / 129.0, MelScale::Htk);
+            (centre(*a) - f0).abs().total_cmp(&(centre(*b) - f0).abs())
+        }).unwrap() as i64;
+        assert!((peak - expected).abs() <= 1, "peak bin {peak}, expected about {expected}");
+    }
+
+    #[test]
+    fn invalid_options_name_the_field() {
+        let err = MelConfig { n_mels: 0, ..MelConfig::default() }.validate().unwrap_err();
+        assert_eq!(err.code(), "INVALID_OPTION");
+        assert!(err.to_string().contains("mel.nMels"), "{err}");
+        let err = MelConfig { win_length: Some(4096), ..MelConfig::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("mel.winLength"), "{err}");
+    }
+}

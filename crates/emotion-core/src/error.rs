@@ -1,0 +1,111 @@
+use std::path::PathBuf;
+
+/// Every failure the core can report. The Node binding maps each variant, once, to a stable
+/// `err.code` string (see [`Error::code`]); messages always name the file or option involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption { option: String, reason: String },
+
+    #[error("cannot decode audio {}: {reason}", path.display())]
+    AudioDecode { path: PathBuf, reason: String },
+
+    #[error("dataset error{}: {reason}", path.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
+    Dataset { path: Option<PathBuf>, reason: String },
+
+    #[error("CUDA unavailable: {0}")]
+    CudaUnavailable(String),
+
+    #[error("out of memory on {device}: {reason}")]
+    OutOfMemory { device: String, reason: String },
+
+    #[error("cancelled")]
+    Cancelled,
+
+    #[error("non-finite value: {0}")]
+    NonFinite(String),
+
+    #[error("libtorch error: {0}")]
+    Torch(String),
+
+    #[error("I/O error on {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Stable machine-readable code, identical to the JS `err.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidOption { .. } => "INVALID_OPTION",
+            Error::AudioDecode { .. } => "AUDIO_DECODE",
+            Error::Dataset { .. } => "DATASET",
+            Error::CudaUnavailable(_) => "CUDA_UNAVAILABLE",
+            Error::OutOfMemory { .. } => "OUT_OF_MEMORY",
+            Error::Cancelled => "CANCELLED",
+            Error::NonFinite(_) => "NON_FINITE",
+            Error::Torch(_) => "TORCH",
+            Error::Io { .. } => "IO",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn invalid(option: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidOption { option: option.into(), reason: reason.into() }
+    }
+
+    pub fn decode(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::AudioDecode { path: path.into(), reason: reason.into() }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        let text = e.to_string();
+        // libtorch reports allocation failures as plain errors; classify them so callers can react.
+        if text.contains("out of memory") || text.contains("CUDA out of memory") {
+            Error::OutOfMemory { device: device_in_message(&text), reason: first_line(&text) }
+        } else {
+            Error::Torch(first_line(&text))
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or(text).trim().to_string()
+}
+
+fn device_in_message(text: &str) -> String {
+    text.find("GPU ")
+        .map(|i| text[i..].split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "device".to_string())
+}
+
+/// Runs `f`, turning a panic (tch's non-`f_` ops panic on libtorch errors) into [`Error`].
+pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic without message".to_string());
+            if text.contains("out of memory") {
+                Err(Error::OutOfMemory { device: device_in_message(&text), reason: first_line(&text) })
+            } else if text.contains("Torch(") || text.contains("libtorch") || text.contains("TchError") {
+                Err(Error::Torch(first_line(&text)))
+            } else {
+                Err(Error::Internal(first_line(&text)))
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! emotion-core: speech emotion recognition on libtorch. Pure Rust + tch; knows nothing of Node.
+
+pub mod audio;
+pub mod control;
+pub mod device;
+pub mod error;
+
+pub use error::{Error, Result};

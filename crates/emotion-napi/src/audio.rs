@@ -1,0 +1,109 @@
+use crate::errors::{to_js, JsResult};
+use crate::job::{emit, spawn, ProgressCallback};
+use crate::system::{parse_options, CancelToken};
+use emotion_core::audio::{self, features};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::path::PathBuf;
+
+#[napi(object)]
+pub struct DecodedAudio {
+    /// Mono samples (channels averaged).
+    pub samples: Float32Array,
+    pub sample_rate: u32,
+    pub duration_seconds: f64,
+    /// Channels in the file before the mono downmix.
+    pub channels: u32,
+}
+
+fn to_decoded(a: audio::Audio) -> DecodedAudio {
+    let duration_seconds = a.duration_seconds();
+    DecodedAudio { samples: a.samples.into(), sample_rate: a.sample_rate, duration_seconds, channels: a.channels }
+}
+
+/// Decodes a WAV, FLAC, Ogg Vorbis or MP3 file to mono, resampled to `sampleRate` when given.
+#[napi(ts_return_type = "Promise<DecodedAudio>")]
+pub fn decode_audio<'env>(env: &'env Env, path: String, sample_rate: Option<u32>) -> Result<Object<'env>> {
+    spawn(env, "decode", move || audio::load(&PathBuf::from(path), sample_rate), |_, a| Ok(to_decoded(a)))
+}
+
+#[napi]
+pub fn decode_audio_sync(path: String, sample_rate: Option<u32>) -> JsResult<DecodedAudio> {
+    audio::load(&PathBuf::from(path), sample_rate).map(to_decoded).map_err(to_js)
+}
+
+#[napi(object)]
+pub struct SamplesInput {
+    pub samples: Float32Array,
+    pub sample_rate: u32,
+}
+
+#[napi(object)]
+pub struct FailedInput {
+    pub index: u32,
+    pub path: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[napi(object)]
+pub struct MelResult {
+    /// Row-major `[shape[0], nMels, frames]`.
+    pub data: Float32Array,
+    pub shape: Vec<u32>,
+    /// `indices[i]`: the input that row `i` came from (failed inputs have no row).
+    pub indices: Vec<u32>,
+    pub failed: Vec<FailedInput>,
+    pub device: String,
+}
+
+/// Log-mel features of many clips, batched on the device. `optionsJson` is a JSON
+/// `ExtractOptions` (`{ mel, device, batchSize, strict, decodeThreads }`).
+#[napi(ts_return_type = "Promise<MelResult>")]
+pub fn extract_mel<'env>(
+    env: &'env Env,
+    inputs: Vec<Either<String, SamplesInput>>,
+    options_json: Option<String>,
+    on_progress: Option<ProgressCallback>,
+    cancel: Option<&CancelToken>,
+) -> Result<Object<'env>> {
+    let options: features::ExtractOptions = match parse_options("extractMel options", options_json) {
+        Ok(o) => o,
+        Err(e) => return reject_now(env, e),
+    };
+    // Typed arrays are copied here, on the JS thread, before the worker takes them.
+    let inputs: Vec<features::AudioInput> = inputs
+        .into_iter()
+        .map(|input| match input {
+            Either::A(path) => features::AudioInput::Path(PathBuf::from(path)),
+            Either::B(s) => features::AudioInput::Samples { samples: s.samples.to_vec(), sample_rate: s.sample_rate },
+        })
+        .collect();
+    let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    spawn(
+        env,
+        "mel",
+        move || {
+            let mut progress = |p: emotion_core::control::Progress| emit(on_progress.as_ref(), &p);
+            features::extract_mel(&inputs, &options, &flag, &mut progress)
+        },
+        |_, out| {
+            Ok(MelResult {
+                data: out.data.into(),
+                shape: out.shape.iter().map(|&d| d as u32).collect(),
+                indices: out.indices.iter().map(|&i| i as u32).collect(),
+                failed: out
+                    .failed
+                    .into_iter()
+                    .map(|f| FailedInput { index: f.index as u32, path: f.path, code: f.code.into(), message: f.message })
+                    .collect(),
+                device: out.device,
+            })
+        },
+    )
+}
+
+/// A promise rejected with `err` (its code kept), for option errors found before any work starts.
+fn reject_now(env: &Env, err: emotion_core::Error) -> Result<Object<'_>> {
+    spawn(env, "reject", move || Err::<(), _>(err), |_, ()| Ok(()))
+}

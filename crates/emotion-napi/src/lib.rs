@@ -1,0 +1,9 @@
+//! Node binding of emotion-core. Thin: options in, one core call, results out.
+
+mod audio;
+mod errors;
+mod job;
+mod system;
+
+pub use audio::*;
+pub use system::*;

@@ -1,0 +1,119 @@
+use crate::errors::{to_js, JsResult};
+use emotion_core::control::CancelFlag;
+use emotion_core::device;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+#[napi(object)]
+pub struct GpuDevice {
+    pub index: u32,
+    pub name: String,
+    pub total_memory_bytes: f64,
+}
+
+#[napi(object)]
+pub struct LibtorchInfo {
+    /// Folder of the libtorch shared libraries this process loaded.
+    pub path: String,
+    /// How the build found libtorch: `LIBTORCH`, `python` (active virtualenv) or `cache-venv`.
+    pub source: String,
+    /// The Python whose torch package provides libtorch, if any.
+    pub python: Option<String>,
+}
+
+#[napi(object)]
+pub struct DeviceInfo {
+    pub torch_version: String,
+    pub cuda_available: bool,
+    pub cuda_device_count: u32,
+    pub devices: Vec<GpuDevice>,
+    pub cudnn_version: Option<u32>,
+    pub libtorch: LibtorchInfo,
+    /// Why CUDA is unusable, when it is.
+    pub cuda_problem: Option<String>,
+    pub cpu_threads: u32,
+}
+
+/// What libtorch and CUDA this process sees.
+#[napi]
+pub fn device_info() -> DeviceInfo {
+    let info = device::device_info();
+    DeviceInfo {
+        torch_version: info.torch_version,
+        cuda_available: info.cuda_available,
+        cuda_device_count: info.cuda_device_count,
+        devices: info
+            .devices
+            .into_iter()
+            .map(|d| GpuDevice { index: d.index, name: d.name, total_memory_bytes: d.total_memory_bytes as f64 })
+            .collect(),
+        cudnn_version: info.cudnn_version,
+        libtorch: LibtorchInfo { path: info.libtorch.path, source: info.libtorch.source, python: info.libtorch.python },
+        cuda_problem: info.cuda_problem,
+        cpu_threads: info.cpu_threads,
+    }
+}
+
+#[napi(object)]
+pub struct TensorRoundTrip {
+    pub data: Float32Array,
+    pub shape: Vec<i64>,
+    pub device: String,
+    /// Sum computed by libtorch on the device.
+    pub sum: f64,
+}
+
+/// Copies `data` into a libtorch tensor of `shape` on `device` and back. Proves the chain and
+/// surfaces libtorch errors (a shape that does not fit the data) as `TORCH`.
+#[napi]
+pub fn tensor_round_trip(data: Float32Array, shape: Vec<i64>, device: Option<String>) -> JsResult<TensorRoundTrip> {
+    let values = data.to_vec();
+    let device_spec = device.unwrap_or_else(|| "cpu".into());
+    let result = emotion_core::error::catch_panic(|| {
+        let dev = device::parse_device(&device_spec)?;
+        let t = tch::Tensor::f_from_slice(&values)?.f_reshape(shape.as_slice())?.f_to_device(dev)?;
+        let sum = t.f_sum(tch::Kind::Double)?.f_double_value(&[])?;
+        let back: Vec<f32> = Vec::<f32>::try_from(t.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)?;
+        Ok((back, t.size(), device::device_name(dev), sum))
+    })
+    .map_err(to_js)?;
+    Ok(TensorRoundTrip { data: result.0.into(), shape: result.1, device: result.2, sum: result.3 })
+}
+
+/// Set from JS (an AbortSignal in TypeScript) to stop a running job at its next step.
+#[napi]
+pub struct CancelToken {
+    pub(crate) flag: CancelFlag,
+}
+
+#[napi]
+impl CancelToken {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        CancelToken { flag: CancelFlag::new() }
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.flag.cancel();
+    }
+
+    #[napi(getter)]
+    pub fn cancelled(&self) -> bool {
+        self.flag.is_cancelled()
+    }
+}
+
+/// Parses a JSON options object into a core config; a bad field is `INVALID_OPTION` naming it.
+pub fn parse_options<T: serde::de::DeserializeOwned + Default>(what: &str, json: Option<String>) -> emotion_core::Result<T> {
+    match json {
+        None => Ok(T::default()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| emotion_core::Error::invalid(what, strip_position(&e.to_string()))),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    message.split(" at line ").next().unwrap_or(message).to_string()
+}

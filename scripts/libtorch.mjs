@@ -1,0 +1,110 @@
+// Finds or provisions the libtorch that tch 0.24 needs (PyTorch 2.11.0, from the PyPI wheel).
+//
+// Order: $LIBTORCH (a libtorch or torch package folder) → the active virtualenv's torch → a per-user
+// cache venv (~/.cache/emotion-pipeline/libtorch-2.11.0, or $EMOTION_PIPELINE_CACHE), created once.
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+
+export const TORCH_VERSION = '2.11.0'
+// torchaudio and numpy serve the parity tests and the Python reference benchmarks.
+const PIP_PACKAGES = [`torch==${TORCH_VERSION}`, `torchaudio==${TORCH_VERSION}`, 'numpy']
+
+export function cacheDir() {
+  return process.env.EMOTION_PIPELINE_CACHE || join(homedir(), '.cache', 'emotion-pipeline')
+}
+
+function versionOf(torchRoot) {
+  const file = join(torchRoot, 'version.py')
+  if (!existsSync(file)) return null
+  const match = readFileSync(file, 'utf8').match(/__version__\s*=\s*['"]([^'"]+)['"]/)
+  return match ? match[1] : null
+}
+
+function sitePackagesTorch(venv) {
+  const lib = join(venv, 'lib')
+  if (!existsSync(lib)) return null
+  for (const py of readdirSync(lib)) {
+    const torch = join(lib, py, 'site-packages', 'torch')
+    if (existsSync(join(torch, 'lib', 'libtorch_cpu.so'))) return torch
+  }
+  return null
+}
+
+function describe(root, source, python) {
+  const version = versionOf(root)
+  if (version && !version.startsWith(TORCH_VERSION)) {
+    throw new Error(
+      `libtorch at ${root} (from ${source}) is ${version}, but tch 0.24 needs ${TORCH_VERSION}. ` +
+        `Unset LIBTORCH / deactivate the virtualenv, or install torch==${TORCH_VERSION} there.`,
+    )
+  }
+  return { root, libDir: join(root, 'lib'), version: version ?? 'unknown', source, python: python ?? '' }
+}
+
+function withLock(dir, fn) {
+  const lock = join(dir, '.lock')
+  mkdirSync(dir, { recursive: true })
+  const started = Date.now()
+  for (;;) {
+    try {
+      mkdirSync(lock)
+      break
+    } catch {
+      // Another process is installing; a lock older than an hour is stale (a killed install).
+      if (Date.now() - statSync(lock).mtimeMs > 3_600_000) rmSync(lock, { recursive: true, force: true })
+      if (Date.now() - started > 3_600_000) throw new Error(`timed out waiting for ${lock}`)
+      execFileSync('sleep', ['5'])
+    }
+  }
+  try {
+    return fn()
+  } finally {
+    rmSync(lock, { recursive: true, force: true })
+  }
+}
+
+function provisionCacheVenv(log) {
+  const venv = join(cacheDir(), `libtorch-${TORCH_VERSION}`)
+  const marker = join(venv, '.emotion-pipeline-complete')
+  const python = join(venv, 'bin', 'python')
+  if (!existsSync(marker)) {
+    withLock(cacheDir(), () => {
+      if (existsSync(marker)) return
+      log(`Installing PyTorch ${TORCH_VERSION} (libtorch for tch) into ${venv}: once per machine, ~4 GB…`)
+      if (!existsSync(python)) execFileSync('python3', ['-m', 'venv', venv], { stdio: 'inherit' })
+      execFileSync(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', ...PIP_PACKAGES], {
+        stdio: 'inherit',
+      })
+      writeFileSync(marker, new Date().toISOString() + '\n')
+    })
+  }
+  const root = sitePackagesTorch(venv)
+  if (!root) throw new Error(`torch is missing from ${venv}; delete that folder and run again`)
+  return describe(root, 'cache-venv', python)
+}
+
+/** Resolves libtorch, installing it into the cache when nothing else provides it. */
+export function resolveLibtorch({ log = (m) => console.error(m) } = {}) {
+  if (process.env.LIBTORCH) {
+    const root = process.env.LIBTORCH
+    if (!existsSync(join(root, 'lib'))) throw new Error(`LIBTORCH=${root} has no lib/ folder`)
+    return describe(root, 'LIBTORCH', '')
+  }
+  if (process.env.VIRTUAL_ENV) {
+    const root = sitePackagesTorch(process.env.VIRTUAL_ENV)
+    if (root) return describe(root, 'python', join(process.env.VIRTUAL_ENV, 'bin', 'python'))
+  }
+  return provisionCacheVenv(log)
+}
+
+/** Environment for cargo and napi builds that link against `lib`. */
+export function buildEnv(lib) {
+  return {
+    ...process.env,
+    LIBTORCH: lib.root,
+    EMOTION_LIBTORCH_SOURCE: lib.source,
+    EMOTION_LIBTORCH_PYTHON: lib.python,
+  }
+}
