@@ -1,4 +1,4 @@
-use crate::errors::{to_js, JsResult};
+use crate::errors::{to_js, Code};
 use crate::job::{emit, spawn, ProgressCallback};
 use crate::system::{parse_options, CancelToken};
 use emotion_core::audio::{self, features};
@@ -28,7 +28,7 @@ pub fn decode_audio<'env>(env: &'env Env, path: String, sample_rate: Option<u32>
 }
 
 #[napi]
-pub fn decode_audio_sync(path: String, sample_rate: Option<u32>) -> JsResult<DecodedAudio> {
+pub fn decode_audio_sync(path: String, sample_rate: Option<u32>) -> Result<DecodedAudio, Code> {
     audio::load(&PathBuf::from(path), sample_rate).map(to_decoded).map_err(to_js)
 }
 

@@ -1,4 +1,4 @@
-use crate::errors::{to_js, JsResult};
+use crate::errors::{to_js, Code};
 use emotion_core::control::CancelFlag;
 use emotion_core::device;
 use napi::bindgen_prelude::*;
@@ -66,7 +66,7 @@ pub struct TensorRoundTrip {
 /// Copies `data` into a libtorch tensor of `shape` on `device` and back. Proves the chain and
 /// surfaces libtorch errors (a shape that does not fit the data) as `TORCH`.
 #[napi]
-pub fn tensor_round_trip(data: Float32Array, shape: Vec<i64>, device: Option<String>) -> JsResult<TensorRoundTrip> {
+pub fn tensor_round_trip(data: Float32Array, shape: Vec<i64>, device: Option<String>) -> Result<TensorRoundTrip, Code> {
     let values = data.to_vec();
     let device_spec = device.unwrap_or_else(|| "cpu".into());
     let result = emotion_core::error::catch_panic(|| {

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Everything `npm test` and `npm run demo` need on a fresh clone: npm packages, libtorch, the
+// release addon (bindings/) and the compiled TypeScript (dist/). Each step is skipped when up to date.
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { buildEnv, resolveLibtorch } from './libtorch.mjs'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const log = (message) => console.error(`[setup] ${message}`)
+const run = (cmd, args, env = process.env) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env })
+
+function ensureNodeModules() {
+  const lock = join(root, 'package-lock.json')
+  const stamp = join(root, 'node_modules', '.emotion-pipeline-installed')
+  const want = existsSync(lock) ? readFileSync(lock, 'utf8').length + ':' + statSync(lock).mtimeMs : 'none'
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return
+  log('installing npm packages…')
+  // onnxruntime-node (via transformers.js) would try to download CUDA binaries: its CPU build ships inside.
+  const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', ONNXRUNTIME_NODE_INSTALL_CUDA: 'skip' }
+  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'], env)
+  writeFileSync(stamp, want)
+}
+
+function buildAddon(lib) {
+  log(`building the native addon against libtorch ${lib.version} (${lib.source}: ${lib.root})…`)
+  run(
+    join(root, 'node_modules', '.bin', 'napi'),
+    ['build', '--platform', '--release', '--manifest-path', 'crates/emotion-napi/Cargo.toml',
+      '--output-dir', 'bindings', '--js', 'index.js', '--dts', 'index.d.ts'],
+    buildEnv(lib),
+  )
+}
+
+function buildTypeScript() {
+  log('compiling TypeScript…')
+  run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'])
+}
+
+try {
+  ensureNodeModules()
+  const lib = resolveLibtorch({ log })
+  buildAddon(lib)
+  buildTypeScript()
+} catch (err) {
+  console.error(`[setup] failed: ${err.message}`)
+  process.exit(1)
+}

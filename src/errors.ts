@@ -1,0 +1,56 @@
+/** Stable codes carried by every error this library throws or rejects with. */
+export type ErrorCode =
+  | 'INVALID_OPTION'
+  | 'AUDIO_DECODE'
+  | 'DATASET'
+  | 'CUDA_UNAVAILABLE'
+  | 'OUT_OF_MEMORY'
+  | 'CANCELLED'
+  | 'NON_FINITE'
+  | 'TORCH'
+  | 'IO'
+  | 'INTERNAL'
+
+export class EmotionPipelineError extends Error {
+  readonly code: ErrorCode
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'EmotionPipelineError'
+    this.code = code
+  }
+}
+
+const KNOWN = new Set<string>([
+  'INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY',
+  'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'INTERNAL',
+])
+
+/** Turns an error from the addon (which carries `code`) into an `EmotionPipelineError`. */
+export function fromNative(err: unknown): EmotionPipelineError {
+  if (err instanceof EmotionPipelineError) return err
+  const e = err as { code?: unknown; message?: unknown }
+  const code = typeof e?.code === 'string' && KNOWN.has(e.code) ? (e.code as ErrorCode) : 'INTERNAL'
+  const message = typeof e?.message === 'string' ? e.message : String(err)
+  return new EmotionPipelineError(code, message, { cause: err })
+}
+
+/** Runs a native call, rethrowing its error as `EmotionPipelineError`. */
+export function callNative<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+export async function awaitNative<T>(promise: Promise<T>): Promise<T> {
+  try {
+    return await promise
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+export function invalidOption(option: string, reason: string): EmotionPipelineError {
+  return new EmotionPipelineError('INVALID_OPTION', `invalid option \`${option}\`: ${reason}`)
+}

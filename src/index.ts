@@ -1,0 +1,8 @@
+export { deviceInfo, doctorChecks, formatDoctor } from './device.js'
+export type { DeviceInfo, DeviceSpec, DoctorCheck, GpuDevice } from './device.js'
+export { decodeAudio, decodeAudioSync, extractMel } from './audio.js'
+export type { AudioInput, DecodedAudio, ExtractMelOptions, MelFeatures, MelOptions, ProgressEvent } from './audio.js'
+export { EmotionPipelineError } from './errors.js'
+export type { ErrorCode } from './errors.js'
+export { tensorRoundTrip } from './tensor.js'
+export { findRavdess } from './data.js'
