@@ -1,0 +1,73 @@
+import test from 'ava'
+import { execFileSync } from 'node:child_process'
+import { readdirSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { deviceInfo, EmotionPipelineError, tensorRoundTrip } from '../src/index.js'
+
+const root = resolve(import.meta.dirname, '..')
+
+test('deviceInfo reports libtorch 2.11 and a consistent CUDA picture', (t) => {
+  const info = deviceInfo()
+  t.regex(info.torchVersion, /^2\.11\.0/)
+  t.true(info.libtorch.path.endsWith('/lib'), info.libtorch.path)
+  t.is(info.cudaDeviceCount, info.devices.length)
+  t.is(info.cudaAvailable, info.cudaDeviceCount > 0)
+  if (!info.cudaAvailable) {
+    t.truthy(info.cudaProblem, 'a machine without CUDA must say why')
+    t.log(`no CUDA here: ${info.cudaProblem}`)
+  }
+  t.true(info.cpuThreads >= 1)
+})
+
+test('the addon links libtorch_cuda.so (no --as-needed drop) and carries an rpath', (t) => {
+  const addon = readdirSync(join(root, 'bindings')).find((f) => f.endsWith('.node'))
+  t.truthy(addon, 'bindings/*.node is built')
+  const ldd = execFileSync('ldd', [join(root, 'bindings', addon!)], { encoding: 'utf8', env: { ...process.env, LD_LIBRARY_PATH: '' } })
+  t.regex(ldd, /libtorch_cuda\.so => \//)
+  t.notRegex(ldd, /not found/)
+})
+
+test('a tensor goes through libtorch and back unchanged', (t) => {
+  const data = Float32Array.from({ length: 12 }, (_, i) => i * 0.5)
+  const r = tensorRoundTrip(data, [3, 4])
+  t.deepEqual(Array.from(r.data), Array.from(data))
+  t.deepEqual(r.shape, [3, 4])
+  t.is(r.sum, 33)
+})
+
+test('a libtorch failure rejects with code TORCH and the process lives on', (t) => {
+  const err = t.throws(() => tensorRoundTrip(new Float32Array(5), [2, 2]), { instanceOf: EmotionPipelineError })
+  t.is(err!.code, 'TORCH')
+  t.regex(err!.message, /shape '\[2, 2\]' is invalid for input of size 5/)
+  // The addon still works after the failure.
+  t.is(tensorRoundTrip(new Float32Array([1, 2]), [2]).sum, 3)
+})
+
+test('asking for CUDA without a GPU is CUDA_UNAVAILABLE, never a silent CPU fallback', (t) => {
+  if (deviceInfo().cudaAvailable) {
+    t.pass('CUDA present: covered by the GPU tests')
+    return
+  }
+  const err = t.throws(() => tensorRoundTrip(new Float32Array([1]), [1], 'cuda'), { instanceOf: EmotionPipelineError })
+  t.is(err!.code, 'CUDA_UNAVAILABLE')
+  t.regex(err!.message, /cuda:0/)
+  const bad = t.throws(() => tensorRoundTrip(new Float32Array([1]), [1], 'gpu' as never))
+  t.is((bad as EmotionPipelineError).code, 'INVALID_OPTION')
+})
+
+test('the package resolves by name through its exports map', async (t) => {
+  const mod = await import('emotion-pipeline')
+  t.is(typeof mod.deviceInfo, 'function')
+  t.is(typeof mod.extractMel, 'function')
+})
+
+test('CLI doctor prints a readable report and valid JSON', (t) => {
+  const cli = join(root, 'dist', 'cli.js')
+  const text = execFileSync(process.execPath, [cli, 'doctor'], { encoding: 'utf8' })
+  t.regex(text, /libtorch\s+2\.11\.0/)
+  t.regex(text, /CUDA/)
+  const json = JSON.parse(execFileSync(process.execPath, [cli, 'doctor', '--json'], { encoding: 'utf8' }))
+  t.regex(json.torchVersion, /^2\.11/)
+  t.true(Array.isArray(json.checks))
+  if (!json.cudaAvailable) t.truthy(json.checks.find((c: { name: string; fix?: string }) => c.name === 'CUDA' && c.fix))
+})
