@@ -19,7 +19,8 @@ function ensureNodeModules() {
   log('installing npm packages…')
   // onnxruntime-node (via transformers.js) would try to download CUDA binaries: its CPU build ships inside.
   const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', ONNXRUNTIME_NODE_INSTALL_CUDA: 'skip' }
-  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'], env)
+  // `npm install`, not `npm ci`: npm 11's lock omits other platforms' optional packages and `ci` then refuses.
+  run('npm', ['install', '--no-audit', '--no-fund'], env)
   writeFileSync(stamp, want)
 }
 

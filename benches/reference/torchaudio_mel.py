@@ -1,9 +1,10 @@
 """torchaudio reference for parity tests: same waveforms in, power mel, log-mel and resampled audio out.
 
-Usage: python torchaudio_mel.py REQUEST.json
+Usage: python torchaudio_mel.py REQUESTS.json   (one request or a list; one Python start for all)
 REQUEST: {"waves": "in.f32", "count": B, "length": N, "config": {...MelConfig, camelCase...},
           "out": "prefix", "device": "cpu", "resample": {"input": "x.f32", "from": 44100, "to": 48000}}
-Writes prefix.power.f32 and prefix.db.f32 ([B, n_mels, frames], all frames) and prefix.resampled.f32.
+Writes prefix.power.f32 and prefix.db.f32 ([B, n_mels, frames], all frames) and prefix.resampled.f32;
+prints one JSON line per request.
 """
 import json
 import sys
@@ -14,7 +15,12 @@ import torchaudio
 
 
 def main(path):
-    req = json.load(open(path))
+    reqs = json.load(open(path))
+    for req in reqs if isinstance(reqs, list) else [reqs]:
+        run(req)
+
+
+def run(req):
     device = req.get("device", "cpu")
     c = req["config"]
     waves = np.fromfile(req["waves"], dtype=np.float32).reshape(req["count"], req["length"])

@@ -190,48 +190,42 @@ fn hz_to_mel(f: f64, scale: MelScale) -> f64 {
     }
 }
 
-fn mel_to_hz(m: f64, scale: MelScale) -> f64 {
-    match scale {
-        MelScale::Htk => 700.0 * (10f64.powf(m / 2595.0) - 1.0),
-        MelScale::Slaney => {
-            let (f_sp, min_log_hz, logstep) = slaney_constants();
-            let min_log_mel = min_log_hz / f_sp;
-            if m >= min_log_mel {
-                min_log_hz * (logstep * (m - min_log_mel)).exp()
-            } else {
-                f_sp * m
-            }
-        }
-    }
-}
-
 fn slaney_constants() -> (f64, f64, f64) {
     (200.0 / 3.0, 1000.0, 6.4f64.ln() / 27.0)
 }
 
-/// Triangular filterbank `[n_fft/2 + 1, n_mels]`, as `torchaudio.functional.melscale_fbanks`.
-pub fn mel_filterbank(config: &MelConfig) -> Vec<f64> {
-    let n_freqs = (config.n_fft / 2 + 1) as usize;
-    let n_mels = config.n_mels as usize;
-    let top = (config.sample_rate / 2) as f64;
-    let all_freqs: Vec<f64> = (0..n_freqs).map(|i| top * i as f64 / (n_freqs - 1) as f64).collect();
-    let (m_min, m_max) = (hz_to_mel(config.f_min, config.mel_scale), hz_to_mel(config.f_max(), config.mel_scale));
-    let f_pts: Vec<f64> = (0..n_mels + 2)
-        .map(|i| mel_to_hz(m_min + (m_max - m_min) * i as f64 / (n_mels + 1) as f64, config.mel_scale))
-        .collect();
-    let mut fb = vec![0.0; n_freqs * n_mels];
-    for (fi, &f) in all_freqs.iter().enumerate() {
-        for m in 0..n_mels {
-            let down = (f - f_pts[m]) / (f_pts[m + 1] - f_pts[m]);
-            let up = (f_pts[m + 2] - f) / (f_pts[m + 2] - f_pts[m + 1]);
-            let mut w = down.min(up).max(0.0);
-            if config.norm.as_deref() == Some("slaney") {
-                w *= 2.0 / (f_pts[m + 2] - f_pts[m]);
-            }
-            fb[fi * n_mels + m] = w;
+/// Triangular filterbank `[n_fft/2 + 1, n_mels]`. The same float32 tensor ops, in the same order, as
+/// `torchaudio.functional.melscale_fbanks`, so both libraries round alike.
+pub fn mel_filterbank(config: &MelConfig) -> Result<Tensor> {
+    let opts = (Kind::Float, Device::Cpu);
+    let n_freqs = config.n_fft / 2 + 1;
+    let all_freqs = Tensor::f_linspace(0.0, (config.sample_rate / 2) as f64, n_freqs, opts)?;
+    let m_min = hz_to_mel(config.f_min, config.mel_scale);
+    let m_max = hz_to_mel(config.f_max(), config.mel_scale);
+    let m_pts = Tensor::f_linspace(m_min, m_max, config.n_mels + 2, opts)?;
+    let f_pts = match config.mel_scale {
+        MelScale::Htk => Tensor::f_pow_scalar(10.0, &m_pts.f_div_scalar(2595.0)?)?.f_sub_scalar(1.0)?.f_mul_scalar(700.0)?,
+        MelScale::Slaney => {
+            let (f_sp, min_log_hz, logstep) = slaney_constants();
+            let min_log_mel = min_log_hz / f_sp;
+            let linear = m_pts.f_mul_scalar(f_sp)?;
+            let log = m_pts.f_sub_scalar(min_log_mel)?.f_mul_scalar(logstep)?.f_exp()?.f_mul_scalar(min_log_hz)?;
+            log.f_where_self(&m_pts.f_ge(min_log_mel)?, &linear)?
         }
+    };
+    let n = config.n_mels;
+    let f_diff = f_pts.f_narrow(0, 1, n + 1)?.f_sub(&f_pts.f_narrow(0, 0, n + 1)?)?;
+    let slopes = f_pts.f_unsqueeze(0)?.f_sub(&all_freqs.f_unsqueeze(1)?)?;
+    let down = slopes.f_narrow(1, 0, n)?.f_mul_scalar(-1.0)?.f_div(&f_diff.f_narrow(0, 0, n)?)?;
+    let up = slopes.f_narrow(1, 2, n)?.f_div(&f_diff.f_narrow(0, 1, n)?)?;
+    let fb = down.f_minimum(&up)?.f_clamp_min(0.0)?;
+    if config.norm.as_deref() == Some("slaney") {
+        let width = f_pts.f_narrow(0, 2, n)?.f_sub(&f_pts.f_narrow(0, 0, n)?)?;
+        let enorm = Tensor::f_full([n], 2.0, opts)?.f_div(&width)?;
+        Ok(fb.f_mul(&enorm.f_unsqueeze(0)?)?)
+    } else {
+        Ok(fb)
     }
-    fb
 }
 
 /// A configured front end resident on one device: the window and filterbank are built once.
@@ -247,11 +241,7 @@ impl MelExtractor {
     pub fn new(config: MelConfig, device: Device) -> Result<Self> {
         config.validate()?;
         let window = Tensor::f_hann_window_periodic(config.win_length(), true, (Kind::Float, device))?;
-        let n_freqs = config.n_fft / 2 + 1;
-        let filterbank = Tensor::f_from_slice(&mel_filterbank(&config))?
-            .f_reshape([n_freqs, config.n_mels])?
-            .f_to_kind(Kind::Float)?
-            .f_to_device(device)?;
+        let filterbank = mel_filterbank(&config)?.f_to_device(device)?;
         Ok(MelExtractor { config, device, window, filterbank })
     }
 
@@ -340,10 +330,9 @@ mod tests {
         assert_eq!(mel.size(), vec![1, 128, 280]);
         let per_bin = mel.mean_dim([2i64].as_slice(), false, Kind::Float).squeeze();
         let peak = per_bin.argmax(0, false).int64_value(&[]);
-        let expected = (0..128).map(|m| m as f64).min_by(|a, b| {
-            let centre = |m: f64| mel_to_hz(hz_to_mel(0.0, MelScale::Htk) + (hz_to_mel(24_000.0, MelScale::Htk)) * (m + 1.0) / 129.0, MelScale::Htk);
-            (centre(*a) - f0).abs().total_cmp(&(centre(*b) - f0).abs())
-        }).unwrap() as i64;
+        // The mel bin whose triangle weighs the 1 kHz FFT bin most.
+        let fft_bin = (f0 / 48_000.0 * 2048.0).round() as i64;
+        let expected = mel_filterbank(&c).unwrap().get(fft_bin).argmax(0, false).int64_value(&[]);
         assert!((peak - expected).abs() <= 1, "peak bin {peak}, expected about {expected}");
     }
 
