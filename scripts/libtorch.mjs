@@ -8,8 +8,8 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 
 export const TORCH_VERSION = '2.11.0'
-// torchaudio and numpy serve the parity tests and the Python reference benchmarks.
-const PIP_PACKAGES = [`torch==${TORCH_VERSION}`, `torchaudio==${TORCH_VERSION}`, 'numpy']
+// torchaudio, numpy and soundfile serve the parity tests and the Python reference benchmarks.
+const PIP_PACKAGES = [`torch==${TORCH_VERSION}`, `torchaudio==${TORCH_VERSION}`, 'numpy', 'soundfile']
 
 export function cacheDir() {
   return process.env.EMOTION_PIPELINE_CACHE || join(homedir(), '.cache', 'emotion-pipeline')
@@ -69,15 +69,18 @@ function provisionCacheVenv(log) {
   const venv = join(cacheDir(), `libtorch-${TORCH_VERSION}`)
   const marker = join(venv, '.emotion-pipeline-complete')
   const python = join(venv, 'bin', 'python')
-  if (!existsSync(marker)) {
+  // The marker records what was installed, so adding a package to PIP_PACKAGES re-runs pip once.
+  const wanted = PIP_PACKAGES.join(' ')
+  const installed = () => existsSync(marker) && readFileSync(marker, 'utf8').trim() === wanted
+  if (!installed()) {
     withLock(cacheDir(), () => {
-      if (existsSync(marker)) return
+      if (installed()) return
       log(`Installing PyTorch ${TORCH_VERSION} (libtorch for tch) into ${venv}: once per machine, ~4 GB…`)
       if (!existsSync(python)) execFileSync('python3', ['-m', 'venv', venv], { stdio: 'inherit' })
       execFileSync(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', ...PIP_PACKAGES], {
         stdio: 'inherit',
       })
-      writeFileSync(marker, new Date().toISOString() + '\n')
+      writeFileSync(marker, wanted + '\n')
     })
   }
   const root = sitePackagesTorch(venv)

@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+// Front-end benchmark: decode + resample + log-mel, and log-mel alone, emotion-pipeline against
+// soundfile + torchaudio on the same device with the same parameters, in one run. Prints JSON.
+//
+//   node benches/mel.mjs [--data DIR] [--clips N] [--device cpu|cuda] [--batch 64] [--repeats 3]
+import { execFileSync } from 'node:child_process'
+import { readdirSync, statSync, writeFileSync } from 'node:fs'
+import { cpus, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { decodeAudio, deviceInfo, extractMel } from '../dist/index.js'
+import { referencePython } from './python.mjs'
+
+const { values } = parseArgs({
+  options: {
+    data: { type: 'string', default: process.env.RAVDESS_DIR ?? resolve(import.meta.dirname, '../../shared/data/ravdess') },
+    clips: { type: 'string', default: '1200' },
+    device: { type: 'string', default: 'cpu' },
+    batch: { type: 'string', default: '64' },
+    repeats: { type: 'string', default: '3' },
+  },
+})
+
+function audioFiles(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name)
+    if (statSync(path).isDirectory()) return audioFiles(path)
+    return /\.(wav|flac|ogg|mp3)$/i.test(name) ? [path] : []
+  })
+}
+
+const files = audioFiles(values.data).sort().slice(0, Number(values.clips))
+if (files.length === 0) {
+  console.error(`no audio under ${values.data}: set --data or RAVDESS_DIR`)
+  process.exit(1)
+}
+const batchSize = Number(values.batch)
+const repeats = Number(values.repeats)
+const device = values.device
+
+// The same decoded 3 s clips feed both libraries' mel-only timing.
+const N = 144000
+let audioSeconds = 0
+const waves = []
+const fitted = new Float32Array(files.length * N)
+for (const [i, f] of files.entries()) {
+  const a = await decodeAudio(f, { sampleRate: 48000 })
+  audioSeconds += a.durationSeconds
+  const clip = new Float32Array(N)
+  clip.set(a.samples.subarray(0, N))
+  fitted.set(clip, i * N)
+  waves.push({ samples: clip, sampleRate: 48000 })
+}
+const clipSeconds = files.length * 3
+
+async function best(fn) {
+  await fn() // warm-up
+  let min = Infinity
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now()
+    await fn()
+    min = Math.min(min, (performance.now() - t0) / 1000)
+  }
+  return min
+}
+
+const oursFull = await best(() => extractMel(files, { device, batchSize }))
+const oursMel = await best(() => extractMel(waves, { device, batchSize }))
+
+const python = referencePython()
+let reference = null
+if (python) {
+  const listing = join(tmpdir(), `ep-bench-files-${process.pid}.txt`)
+  const wavesPath = join(tmpdir(), `ep-bench-waves-${process.pid}.f32`)
+  writeFileSync(listing, files.join('\n'))
+  writeFileSync(wavesPath, fitted)
+  const script = resolve(import.meta.dirname, 'reference', 'mel_bench.py')
+  const args = [script, listing, wavesPath, device, String(batchSize), String(repeats)]
+  reference = JSON.parse(execFileSync(python, args, { encoding: 'utf8' }))
+}
+
+const rate = (seconds) => ({
+  seconds: +seconds.toFixed(3),
+  clipsPerSecond: +(files.length / seconds).toFixed(1),
+  audioHoursPerSecond: +(audioSeconds / 3600 / seconds).toFixed(4),
+})
+const info = deviceInfo()
+const out = {
+  benchmark: 'mel-front-end',
+  machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, device, gpu: info.devices[0]?.name ?? null },
+  clips: files.length,
+  audioHours: +(audioSeconds / 3600).toFixed(4),
+  clipSeconds,
+  batchSize,
+  repeats,
+  emotionPipeline: { decodeResampleMel: rate(oursFull), melOnly: rate(oursMel) },
+  torchaudio: reference && {
+    decodeResampleMel: reference.decodeMelSeconds === null ? 'soundfile missing: not timed' : rate(reference.decodeMelSeconds),
+    melOnly: rate(reference.melSeconds),
+    torchThreads: reference.threads,
+  },
+  speedup: reference && {
+    decodeResampleMel: reference.decodeMelSeconds === null ? null : +(reference.decodeMelSeconds / oursFull).toFixed(2),
+    melOnly: +(reference.melSeconds / oursMel).toFixed(2),
+  },
+}
+console.log(JSON.stringify(out, null, 2))

@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+// Packs what a Linux GPU host with PyTorch 2.11 but no Node and no Rust needs to run the GPU tests and
+// benchmarks: this machine's Node binary (xz), the built addon, dist/, and the small Vorbis RAVDESS copy.
+// Everything goes into .device/ (git-ignored, < 64 MiB). Then, on the host, from the repository root:
+//   bash .device/run.sh            # npm run test:gpu + GPU benchmarks, results under $OUT if set
+import { execFileSync } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+
+const root = resolve(import.meta.dirname, '..')
+const out = join(root, '.device')
+const data = process.env.EMOTION_GPU_DATA_SOURCE ?? resolve(root, '..', 'shared', 'data', 'ravdess-device')
+
+const addon = readdirSync(join(root, 'bindings')).find((f) => f.endsWith('.node'))
+if (!addon || !existsSync(join(root, 'dist', 'index.js'))) {
+  console.error('build first: npm run build')
+  process.exit(1)
+}
+rmSync(out, { recursive: true, force: true })
+mkdirSync(out)
+execFileSync('sh', ['-c', `xz -T0 -c "${process.execPath}" > "${join(out, 'node.xz')}"`])
+cpSync(join(root, 'bindings', addon), join(out, addon))
+cpSync(join(root, 'dist'), join(out, 'dist'), { recursive: true })
+if (existsSync(data)) cpSync(data, join(out, 'data'), { recursive: true })
+else console.error(`warning: ${data} not found; GPU tests will look for ../shared/data/ravdess-wav`)
+
+writeFileSync(
+  join(out, 'run.sh'),
+  `#!/usr/bin/env bash
+# Runs on the GPU host from the repository root. Needs python3 with torch 2.11 (for libtorch) and xz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node
+cp .device/${addon} bindings/ && rm -rf dist && cp -r .device/dist dist
+TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$TORCH_LIB:\${LD_LIBRARY_PATH:-}"
+export EMOTION_GPU_DATA=.device/data
+RESULTS=\${OUT:-/tmp/emotion-gpu-results}; mkdir -p "$RESULTS"
+/tmp/node --version
+/tmp/node dist/cli.js doctor
+/tmp/node --test-reporter=spec scripts/test-gpu.mjs 2>&1 | tee "$RESULTS/test-gpu.log"
+status=\${PIPESTATUS[0]}
+if [ "\${1:-}" != "--tests-only" ]; then
+  for b in 16 64; do
+    /tmp/node benches/mel.mjs --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
+  done
+fi
+exit $status
+`,
+  { mode: 0o755 },
+)
+
+const size = (p) => (statSync(p).isDirectory() ? readdirSync(p).reduce((s, f) => s + size(join(p, f)), 0) : statSync(p).size)
+const mib = size(out) / 2 ** 20
+console.log(`.device/ ready: ${mib.toFixed(1)} MiB (limit 64 MiB with the repository)`)
+console.log('On a GPU host, from the repository root: bash .device/run.sh')
+console.log('With the device tool: run { command: "bash .device/run.sh", carry: [".device"] }')
