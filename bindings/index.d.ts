@@ -16,6 +16,12 @@ export declare class CancelToken {
   get cancelled(): boolean
 }
 
+export interface CacheStats {
+  hits: number
+  misses: number
+  writes: number
+}
+
 /** Decodes a WAV, FLAC, Ogg Vorbis or MP3 file to mono, resampled to `sampleRate` when given. */
 export declare function decodeAudio(path: string, sampleRate?: number | undefined | null): Promise<DecodedAudio>
 
@@ -64,6 +70,9 @@ export interface GpuDevice {
   totalMemoryBytes: number
 }
 
+/** Indexes a corpus folder. Resolves to the JSON text of a `DatasetIndex` (typed in TypeScript). */
+export declare function indexDataset(dir: string, optionsJson?: string | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+
 export interface LibtorchInfo {
   /** Folder of the libtorch shared libraries this process loaded. */
   path: string
@@ -81,12 +90,17 @@ export interface MelResult {
   indices: Array<number>
   failed: Array<FailedInput>
   device: string
+  /** Feature-cache counts when `cacheDir` was given. */
+  cache?: CacheStats
 }
 
 export interface SamplesInput {
   samples: Float32Array
   sampleRate: number
 }
+
+/** Splits items (JSON array of `Item`) into train/val/test. Returns the JSON text of a `Split`. */
+export declare function splitDataset(itemsJson: string, optionsJson?: string | undefined | null): string
 
 /**
  * Copies `data` into a libtorch tensor of `shape` on `device` and back. Proves the chain and

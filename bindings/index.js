@@ -840,4 +840,6 @@ module.exports.decodeAudio = nativeBinding.decodeAudio
 module.exports.decodeAudioSync = nativeBinding.decodeAudioSync
 module.exports.deviceInfo = nativeBinding.deviceInfo
 module.exports.extractMel = nativeBinding.extractMel
+module.exports.indexDataset = nativeBinding.indexDataset
+module.exports.splitDataset = nativeBinding.splitDataset
 module.exports.tensorRoundTrip = nativeBinding.tensorRoundTrip

@@ -67,6 +67,8 @@ export interface ExtractMelOptions {
   strict?: boolean
   /** CPU threads that decode and resample; 0 = all cores. @default 0 */
   decodeThreads?: number
+  /** On-disk feature cache keyed by file content + mel settings; off when not given. */
+  cacheDir?: string
   onProgress?: (event: ProgressEvent) => void
   signal?: AbortSignal
 }
@@ -83,6 +85,8 @@ export interface MelFeatures {
   failed: { index: number; path: string; code: string; message: string }[]
   /** Device the spectrograms were computed on. */
   device: string
+  /** Cache counts when `cacheDir` was given. */
+  cache?: { hits: number; misses: number; writes: number }
 }
 
 function checkRate(sampleRate: number | undefined, option: string): void {

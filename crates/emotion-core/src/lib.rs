@@ -2,6 +2,7 @@
 
 pub mod audio;
 pub mod control;
+pub mod dataset;
 pub mod device;
 pub mod error;
 

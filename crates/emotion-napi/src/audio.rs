@@ -55,6 +55,15 @@ pub struct MelResult {
     pub indices: Vec<u32>,
     pub failed: Vec<FailedInput>,
     pub device: String,
+    /// Feature-cache counts when `cacheDir` was given.
+    pub cache: Option<CacheStats>,
+}
+
+#[napi(object)]
+pub struct CacheStats {
+    pub hits: u32,
+    pub misses: u32,
+    pub writes: u32,
 }
 
 /// Log-mel features of many clips, batched on the device. `optionsJson` is a JSON
@@ -98,6 +107,7 @@ pub fn extract_mel<'env>(
                     .map(|f| FailedInput { index: f.index as u32, path: f.path, code: f.code.into(), message: f.message })
                     .collect(),
                 device: out.device,
+                cache: out.cache.map(|c| CacheStats { hits: c.hits as u32, misses: c.misses as u32, writes: c.writes as u32 }),
             })
         },
     )

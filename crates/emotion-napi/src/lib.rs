@@ -1,9 +1,11 @@
 //! Node binding of emotion-core. Thin: options in, one core call, results out.
 
 mod audio;
+mod dataset;
 mod errors;
 mod job;
 mod system;
 
 pub use audio::*;
+pub use dataset::*;
 pub use system::*;

@@ -36,6 +36,42 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
     decode_bytes(bytes, hint_ext.as_deref()).map_err(|reason| Error::decode(path, reason))
 }
 
+/// What a file's header says, without decoding the samples.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeInfo {
+    pub sample_rate: u32,
+    pub channels: u32,
+    pub frames: Option<u64>,
+}
+
+impl ProbeInfo {
+    pub fn duration_seconds(&self) -> Option<f64> {
+        self.frames.map(|n| n as f64 / self.sample_rate as f64)
+    }
+}
+
+/// Reads only the container header of an in-memory file. The error is a reason without the path.
+pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
+    if bytes.is_empty() {
+        return Err("file is empty (0 bytes)".into());
+    }
+    let mut hint = Hint::new();
+    if let Some(ext) = extension {
+        hint.with_extension(ext);
+    }
+    let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), MediaSourceStreamOptions::default());
+    let probed = symphonia::default::get_probe()
+        .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
+        .map_err(|e| format!("unsupported or unrecognised format ({})", describe(&e)))?;
+    let track = probed.format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or("no audio track")?;
+    let p = &track.codec_params;
+    let sample_rate = p.sample_rate.filter(|&r| r > 0).ok_or("sample rate unknown")?;
+    if p.n_frames == Some(0) {
+        return Err("no audio samples (zero-length audio)".into());
+    }
+    Ok(ProbeInfo { sample_rate, channels: p.channels.map(|c| c.count() as u32).unwrap_or(0), frames: p.n_frames })
+}
+
 /// Decodes an in-memory file. The error is a reason without the path; callers add it.
 pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, String> {
     if bytes.is_empty() {

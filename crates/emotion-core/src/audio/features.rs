@@ -1,12 +1,14 @@
 //! Batch feature extraction: decode and resample on CPU threads, log-mel in batches on the device.
 
-use super::decode::decode_file;
+use super::cache::{CacheStats, FeatureCache};
+use super::decode::decode_bytes;
 use super::mel::{fit_length, MelConfig, MelExtractor};
 use super::resample::resample;
 use crate::control::{CancelFlag, Progress};
 use crate::device::{device_name, parse_device};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use tch::Tensor;
 
@@ -39,11 +41,13 @@ pub struct ExtractOptions {
     pub strict: bool,
     /// CPU threads decoding and resampling; 0 = all cores.
     pub decode_threads: usize,
+    /// Folder of the on-disk feature cache; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { mel: MelConfig::default(), device: "auto".into(), batch_size: 64, strict: false, decode_threads: 0 }
+        ExtractOptions { mel: MelConfig::default(), device: "auto".into(), batch_size: 64, strict: false, decode_threads: 0, cache_dir: None }
     }
 }
 
@@ -64,14 +68,40 @@ pub struct MelFeatures {
     pub indices: Vec<usize>,
     pub failed: Vec<FailedInput>,
     pub device: String,
+    pub cache: Option<CacheStats>,
+}
+
+/// A clip ready for the mel stage: features found in the cache, or a waveform to featurise.
+enum Loaded {
+    Cached(Vec<f32>),
+    Wave { samples: Vec<f32>, cache_key: Option<String> },
 }
 
 /// Decodes (or takes) one clip, resamples it to `mel.sample_rate` and fits it to the clip length.
 pub fn load_waveform(input: &AudioInput, index: usize, mel: &MelConfig) -> Result<Vec<f32>> {
-    let (samples, rate) = match input {
+    match load(input, index, mel, None)? {
+        Loaded::Wave { samples, .. } => Ok(samples),
+        Loaded::Cached(_) => unreachable!("no cache given"),
+    }
+}
+
+fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&FeatureCache>) -> Result<Loaded> {
+    let expected = (mel.n_mels * mel.output_frames()) as usize;
+    let (samples, rate, cache_key) = match input {
         AudioInput::Path(path) => {
-            let audio = decode_file(path)?;
-            (audio.samples, audio.sample_rate)
+            let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::decode(path, "file not found"),
+                _ => Error::io(path, e),
+            })?;
+            let key = cache.map(|c| c.key(&crate::dataset::index::hex(&Sha256::digest(&bytes))));
+            if let (Some(c), Some(k)) = (cache, &key) {
+                if let Some(features) = c.get(k, expected) {
+                    return Ok(Loaded::Cached(features));
+                }
+            }
+            let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+            let audio = decode_bytes(bytes, ext.as_deref()).map_err(|reason| Error::decode(path, reason))?;
+            (audio.samples, audio.sample_rate, key)
         }
         AudioInput::Samples { samples, sample_rate } => {
             let label = input.label(index);
@@ -84,11 +114,11 @@ pub fn load_waveform(input: &AudioInput, index: usize, mel: &MelConfig) -> Resul
             if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
                 return Err(Error::decode(label, format!("non-finite sample (NaN or infinity) at frame {i}")));
             }
-            (samples.clone(), *sample_rate)
+            (samples.clone(), *sample_rate, None)
         }
     };
     let resampled = resample(&samples, rate, mel.sample_rate);
-    Ok(fit_length(&resampled, mel.num_samples(), mel.align))
+    Ok(Loaded::Wave { samples: fit_length(&resampled, mel.num_samples(), mel.align), cache_key })
 }
 
 pub fn extract_mel(
@@ -109,40 +139,58 @@ pub fn extract_mel(
         options.decode_threads
     };
 
-    let mut out = MelFeatures { data: Vec::new(), shape: [0, n_mels, frames], indices: Vec::new(), failed: Vec::new(), device: device_name(device) };
+    let cache = options.cache_dir.as_deref().map(|dir| FeatureCache::open(dir, &options.mel)).transpose()?;
+    let per_clip = n_mels * frames;
+    let mut out = MelFeatures { data: Vec::new(), shape: [0, n_mels, frames], indices: Vec::new(), failed: Vec::new(), device: device_name(device), cache: None };
     out.data.reserve(inputs.len() * n_mels * frames);
     let total = inputs.len();
     for (batch_no, batch) in inputs.chunks(options.batch_size).enumerate() {
         cancel.check()?;
         let first = batch_no * options.batch_size;
-        let waves = load_parallel(batch, first, &options.mel, threads);
-        let mut rows = Vec::with_capacity(batch.len());
-        for (offset, wave) in waves.into_iter().enumerate() {
+        let loaded = load_parallel(batch, first, &options.mel, threads, cache.as_ref());
+        // Rows of this batch in input order: cached features now, computed ones after the mel pass.
+        let mut rows: Vec<(usize, Option<Vec<f32>>)> = Vec::with_capacity(batch.len());
+        let mut waves: Vec<(usize, Vec<f32>, Option<String>)> = Vec::new();
+        for (offset, result) in loaded.into_iter().enumerate() {
             let index = first + offset;
-            match wave {
-                Ok(w) => rows.push((index, w)),
+            match result {
+                Ok(Loaded::Cached(features)) => rows.push((index, Some(features))),
+                Ok(Loaded::Wave { samples, cache_key }) => {
+                    rows.push((index, None));
+                    waves.push((rows.len() - 1, samples, cache_key));
+                }
                 Err(e) if options.strict => return Err(e),
                 Err(e) => out.failed.push(FailedInput { index, path: batch[offset].label(index), code: e.code(), message: e.to_string() }),
             }
         }
-        if !rows.is_empty() {
-            let flat: Vec<f32> = rows.iter().flat_map(|(_, w)| w.iter().copied()).collect();
-            let waves = Tensor::f_from_slice(&flat)?.f_reshape([rows.len() as i64, options.mel.num_samples() as i64])?;
-            let mel = extractor.forward(&waves)?.f_to_device(tch::Device::Cpu)?;
+        if !waves.is_empty() {
+            let flat: Vec<f32> = waves.iter().flat_map(|(_, w, _)| w.iter().copied()).collect();
+            let batch_waves = Tensor::f_from_slice(&flat)?.f_reshape([waves.len() as i64, options.mel.num_samples() as i64])?;
+            let mel = extractor.forward(&batch_waves)?.f_to_device(tch::Device::Cpu)?;
             let mel_flat: Vec<f32> = Vec::<f32>::try_from(mel.f_flatten(0, -1)?).map_err(Error::from)?;
-            if let Some(i) = mel_flat.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite(format!("mel output of input {} is not finite", rows[i / (n_mels * frames)].0)));
+            for (k, (row, _, key)) in waves.iter().enumerate() {
+                let features = &mel_flat[k * per_clip..(k + 1) * per_clip];
+                if features.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::NonFinite(format!("mel output of input {} is not finite", rows[*row].0)));
+                }
+                if let (Some(c), Some(key)) = (&cache, key) {
+                    c.put(key, features)?;
+                }
+                rows[*row].1 = Some(features.to_vec());
             }
-            out.data.extend_from_slice(&mel_flat);
-            out.indices.extend(rows.iter().map(|(i, _)| *i));
+        }
+        for (index, features) in rows {
+            out.data.extend_from_slice(&features.expect("every row is cached or computed"));
+            out.indices.push(index);
         }
         on_progress(Progress { stage: "mel", done: (first + batch.len()).min(total), total, failed: out.failed.len() });
     }
     out.shape[0] = out.indices.len();
+    out.cache = cache.map(|c| c.stats());
     Ok(out)
 }
 
-fn load_parallel(batch: &[AudioInput], first: usize, mel: &MelConfig, threads: usize) -> Vec<Result<Vec<f32>>> {
+fn load_parallel(batch: &[AudioInput], first: usize, mel: &MelConfig, threads: usize, cache: Option<&FeatureCache>) -> Vec<Result<Loaded>> {
     let chunk = batch.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = batch
@@ -153,7 +201,7 @@ fn load_parallel(batch: &[AudioInput], first: usize, mel: &MelConfig, threads: u
                     items
                         .iter()
                         .enumerate()
-                        .map(|(k, input)| load_waveform(input, first + c * chunk + k, mel))
+                        .map(|(k, input)| load(input, first + c * chunk + k, mel, cache))
                         .collect::<Vec<_>>()
                 })
             })

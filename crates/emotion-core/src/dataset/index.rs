@@ -1,0 +1,385 @@
+//! Finding, labelling, validating and de-duplicating the clips of a corpus.
+
+use super::ravdess::RavdessName;
+use crate::audio::decode::{decode_bytes, probe_bytes};
+use crate::control::{CancelFlag, Progress};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+pub const AUDIO_EXTENSIONS: [&str; 4] = ["wav", "flac", "ogg", "mp3"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// RAVDESS names if most files carry them, else `<label>/<file>` folders.
+    Auto,
+    Ravdess,
+    /// `<label>/<file>`: the parent folder is the label.
+    Folders,
+    /// A CSV (`path,label[,speaker]` header) or JSONL manifest, given as `manifest`.
+    Manifest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Read the container header (fast): empty, unknown and header-less files are caught.
+    Header,
+    /// Decode every clip: also catches truncated and corrupt streams.
+    Decode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct IndexOptions {
+    pub layout: Layout,
+    /// Manifest file for `layout: manifest` (paths in it are relative to its folder).
+    pub manifest: Option<PathBuf>,
+    /// RAVDESS: keep speech (`03-01-…`) only.
+    pub speech_only: bool,
+    pub verify: Verify,
+    /// Worker threads for hashing and probing; 0 = all cores.
+    pub threads: usize,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions { layout: Layout::Auto, manifest: None, speech_only: true, verify: Verify::Header, threads: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub path: String,
+    pub label: String,
+    /// Empty when the layout does not say.
+    pub speaker: String,
+    /// SHA-256 of the file's bytes.
+    pub hash: String,
+    pub duration_seconds: Option<f64>,
+    pub sample_rate: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ravdess: Option<RavdessName>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Duplicate {
+    pub path: String,
+    pub duplicate_of: String,
+    /// `content` (same bytes) or `identity` (same RAVDESS name fields).
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub path: String,
+    /// `unreadable`, `mislabelled` or `unlabelled`.
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub items: usize,
+    pub by_label: BTreeMap<String, usize>,
+    pub by_speaker: BTreeMap<String, usize>,
+    /// Files seen but not kept because of `speechOnly` (RAVDESS song or video).
+    pub skipped: usize,
+    pub duration_seconds: DurationStats,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DurationStats {
+    pub total: f64,
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetIndex {
+    pub root: String,
+    pub layout: Layout,
+    pub items: Vec<Item>,
+    pub duplicates: Vec<Duplicate>,
+    pub problems: Vec<Problem>,
+    pub counts: Counts,
+}
+
+/// A candidate file with its label source, before hashing.
+struct Candidate {
+    path: PathBuf,
+    label: String,
+    speaker: String,
+    ravdess: Option<RavdessName>,
+}
+
+pub fn index_dataset(
+    root: &Path,
+    options: &IndexOptions,
+    cancel: &CancelFlag,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<DatasetIndex> {
+    if !root.is_dir() {
+        return Err(Error::Dataset { path: Some(root.into()), reason: "folder not found".into() });
+    }
+    let mut problems = Vec::new();
+    let mut skipped = 0;
+    let (layout, candidates) = match options.layout {
+        Layout::Manifest => {
+            let manifest = options.manifest.as_ref().ok_or_else(|| Error::invalid("manifest", "required with layout 'manifest'"))?;
+            (Layout::Manifest, from_manifest(manifest, &mut problems)?)
+        }
+        layout => {
+            let files = find_audio(root)?;
+            let layout = if layout == Layout::Auto { detect_layout(&files) } else { layout };
+            let mut out = Vec::new();
+            for path in files {
+                match label_file(root, &path, layout, &mut problems) {
+                    Some(c) if options.speech_only && c.ravdess.is_some_and(|r| !r.is_speech()) => skipped += 1,
+                    Some(c) => out.push(c),
+                    None => {}
+                }
+            }
+            (layout, out)
+        }
+    };
+    if candidates.is_empty() && problems.is_empty() {
+        return Err(Error::Dataset { path: Some(root.into()), reason: "no audio files (wav, flac, ogg, mp3) found".into() });
+    }
+
+    let probed = probe_all(&candidates, options, cancel, on_progress)?;
+    let mut items = Vec::new();
+    for (c, result) in candidates.into_iter().zip(probed) {
+        match result {
+            Ok((hash, rate, duration)) => items.push(Item {
+                path: c.path.display().to_string(),
+                label: c.label,
+                speaker: c.speaker,
+                hash,
+                duration_seconds: duration,
+                sample_rate: Some(rate),
+                ravdess: c.ravdess,
+            }),
+            Err(message) => problems.push(Problem { path: c.path.display().to_string(), kind: "unreadable".into(), message }),
+        }
+    }
+    let (items, duplicates) = drop_duplicates(items);
+    let counts = count(&items, skipped);
+    Ok(DatasetIndex { root: root.display().to_string(), layout, items, duplicates, problems, counts })
+}
+
+fn find_audio(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if has_audio_extension(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn has_audio_extension(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn stem(path: &Path) -> &str {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("")
+}
+
+fn detect_layout(files: &[PathBuf]) -> Layout {
+    let named = files.iter().filter(|p| matches!(RavdessName::parse(stem(p)), Ok(Some(_)) | Err(_))).count();
+    if named * 2 > files.len() { Layout::Ravdess } else { Layout::Folders }
+}
+
+fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Problem>) -> Option<Candidate> {
+    let shown = path.display().to_string();
+    match layout {
+        Layout::Ravdess => match RavdessName::parse(stem(path)) {
+            Ok(Some(name)) => {
+                // A file in `Actor_NN/` must carry actor NN in its name.
+                let folder = path.parent().and_then(|p| p.file_name()).and_then(|f| f.to_str()).unwrap_or("");
+                if let Some(n) = folder.strip_prefix("Actor_").and_then(|n| n.parse::<u8>().ok()) {
+                    if n != name.actor {
+                        problems.push(Problem {
+                            path: shown,
+                            kind: "mislabelled".into(),
+                            message: format!("file name says actor {:02} but it is in folder {folder}", name.actor),
+                        });
+                        return None;
+                    }
+                }
+                Some(Candidate { path: path.into(), label: name.label().into(), speaker: name.speaker(), ravdess: Some(name) })
+            }
+            Ok(None) => {
+                problems.push(Problem { path: shown, kind: "unlabelled".into(), message: "not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA)".into() });
+                None
+            }
+            Err(message) => {
+                problems.push(Problem { path: shown, kind: "mislabelled".into(), message });
+                None
+            }
+        },
+        _ => {
+            let parent = path.parent().filter(|p| *p != root).and_then(|p| p.file_name()).and_then(|f| f.to_str());
+            match parent {
+                Some(label) => Some(Candidate { path: path.into(), label: label.to_string(), speaker: String::new(), ravdess: None }),
+                None => {
+                    problems.push(Problem { path: shown, kind: "unlabelled".into(), message: "file is not inside a <label>/ folder".into() });
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Candidate>> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let bad = |line: usize, why: String| Error::Dataset { path: Some(manifest.into()), reason: format!("line {line}: {why}") };
+    let jsonl = manifest.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
+    let mut rows = Vec::new();
+    if jsonl {
+        #[derive(Deserialize)]
+        struct Row {
+            path: String,
+            label: String,
+            #[serde(default)]
+            speaker: Option<String>,
+        }
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let row: Row = serde_json::from_str(line).map_err(|e| bad(i + 1, e.to_string()))?;
+            rows.push((row.path, row.label, row.speaker.unwrap_or_default()));
+        }
+    } else {
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let (_, header) = lines.next().ok_or_else(|| bad(1, "empty manifest".into()))?;
+        let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+        let col = |name: &str| cols.iter().position(|c| c == name);
+        let (p, l) = (col("path").ok_or_else(|| bad(1, "header needs a `path` column".into()))?, col("label").ok_or_else(|| bad(1, "header needs a `label` column".into()))?);
+        let s = col("speaker");
+        for (i, line) in lines {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let get = |k: usize| fields.get(k).copied().ok_or_else(|| bad(i + 1, format!("expected {} fields", cols.len())));
+            rows.push((get(p)?.to_string(), get(l)?.to_string(), s.map(get).transpose()?.unwrap_or("").to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    for (path, label, speaker) in rows {
+        let full = base.join(&path);
+        if !full.is_file() {
+            problems.push(Problem { path: full.display().to_string(), kind: "unreadable".into(), message: "listed in the manifest but not found".into() });
+            continue;
+        }
+        if label.is_empty() {
+            problems.push(Problem { path: full.display().to_string(), kind: "unlabelled".into(), message: "empty label in the manifest".into() });
+            continue;
+        }
+        let ravdess = RavdessName::parse(stem(&full)).ok().flatten();
+        out.push(Candidate { path: full, label, speaker, ravdess });
+    }
+    Ok(out)
+}
+
+type Probed = std::result::Result<(String, u32, Option<f64>), String>;
+
+fn probe_all(candidates: &[Candidate], options: &IndexOptions, cancel: &CancelFlag, on_progress: &mut dyn FnMut(Progress)) -> Result<Vec<Probed>> {
+    let threads = if options.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { options.threads };
+    let total = candidates.len();
+    let mut out = Vec::with_capacity(total);
+    let chunk = 64;
+    for (i, batch) in candidates.chunks(chunk).enumerate() {
+        cancel.check()?;
+        let per = batch.len().div_ceil(threads).max(1);
+        let results: Vec<Probed> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch.chunks(per).map(|part| scope.spawn(move || part.iter().map(|c| probe_one(&c.path, options.verify)).collect::<Vec<_>>())).collect();
+            handles.into_iter().zip(batch.chunks(per)).flat_map(|(h, part)| h.join().unwrap_or_else(|_| part.iter().map(|_| Err("probe thread panicked".to_string())).collect())).collect()
+        });
+        out.extend(results);
+        let failed = out.iter().filter(|r| r.is_err()).count();
+        on_progress(Progress { stage: "index", done: (i * chunk + batch.len()).min(total), total, failed });
+    }
+    Ok(out)
+}
+
+fn probe_one(path: &Path, verify: Verify) -> Probed {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let hash = hex(&Sha256::digest(&bytes));
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match verify {
+        Verify::Header => {
+            let info = probe_bytes(bytes, ext.as_deref())?;
+            Ok((hash, info.sample_rate, info.duration_seconds()))
+        }
+        Verify::Decode => {
+            let audio = decode_bytes(bytes, ext.as_deref())?;
+            Ok((hash, audio.sample_rate, Some(audio.duration_seconds())))
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps the first of each group of equal content or equal RAVDESS identity (items are sorted by path).
+fn drop_duplicates(items: Vec<Item>) -> (Vec<Item>, Vec<Duplicate>) {
+    let mut by_hash: HashMap<String, String> = HashMap::new();
+    let mut by_identity: HashMap<RavdessName, String> = HashMap::new();
+    let mut kept = Vec::with_capacity(items.len());
+    let mut duplicates = Vec::new();
+    for item in items {
+        if let Some(first) = by_hash.get(&item.hash) {
+            duplicates.push(Duplicate { path: item.path, duplicate_of: first.clone(), reason: "content".into() });
+            continue;
+        }
+        if let Some(first) = item.ravdess.and_then(|r| by_identity.get(&r)) {
+            duplicates.push(Duplicate { path: item.path, duplicate_of: first.clone(), reason: "identity".into() });
+            continue;
+        }
+        by_hash.insert(item.hash.clone(), item.path.clone());
+        if let Some(r) = item.ravdess {
+            by_identity.insert(r, item.path.clone());
+        }
+        kept.push(item);
+    }
+    (kept, duplicates)
+}
+
+fn count(items: &[Item], skipped: usize) -> Counts {
+    let mut counts = Counts { items: items.len(), skipped, ..Counts::default() };
+    let durations: Vec<f64> = items.iter().filter_map(|i| i.duration_seconds).collect();
+    for item in items {
+        *counts.by_label.entry(item.label.clone()).or_default() += 1;
+        if !item.speaker.is_empty() {
+            *counts.by_speaker.entry(item.speaker.clone()).or_default() += 1;
+        }
+    }
+    if !durations.is_empty() {
+        let total: f64 = durations.iter().sum();
+        counts.duration_seconds = DurationStats {
+            total,
+            min: durations.iter().copied().fold(f64::INFINITY, f64::min),
+            mean: total / durations.len() as f64,
+            max: durations.iter().copied().fold(0.0, f64::max),
+        };
+    }
+    counts
+}
