@@ -5,5 +5,9 @@ pub mod control;
 pub mod dataset;
 pub mod device;
 pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod optim;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,99 @@
+//! The reference audio CNN: six conv blocks (3×3 conv → batch norm → ReLU → 2×2 max-pool) with
+//! 32·64·128·256·512·512 filters, global average pooling, then FC 512→256→128→classes with dropout.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct AudioCnnConfig {
+    pub channels: Vec<i64>,
+    /// Hidden widths of the head; the first is the embedding the fusion model uses.
+    pub hidden: Vec<i64>,
+    pub dropout: f64,
+    /// Dropout after each conv block (0 in the reference).
+    pub conv_dropout: f64,
+    /// Keep batch norm in inference mode while training (fine-tuning; exact accumulation parity).
+    pub freeze_batch_norm: bool,
+}
+
+impl Default for AudioCnnConfig {
+    fn default() -> Self {
+        AudioCnnConfig { channels: vec![32, 64, 128, 256, 512, 512], hidden: vec![256, 128], dropout: 0.5, conv_dropout: 0.0, freeze_batch_norm: false }
+    }
+}
+
+#[derive(Debug)]
+struct ConvBlock {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+}
+
+#[derive(Debug)]
+pub struct AudioCnn {
+    blocks: Vec<ConvBlock>,
+    head: Vec<nn::Linear>,
+    out: nn::Linear,
+    config: AudioCnnConfig,
+}
+
+impl AudioCnn {
+    /// Parameter paths: `blocks.{i}.conv`, `blocks.{i}.bn`, `head.{i}`, `out` (stable across versions).
+    pub fn new(p: &nn::Path, config: &AudioCnnConfig, classes: i64) -> AudioCnn {
+        let mut blocks = Vec::new();
+        let mut in_ch = 1;
+        for (i, &ch) in config.channels.iter().enumerate() {
+            let bp = p / "blocks" / i;
+            let conv = nn::conv2d(&bp / "conv", in_ch, ch, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+            let bn = nn::batch_norm2d(&bp / "bn", ch, Default::default());
+            blocks.push(ConvBlock { conv, bn });
+            in_ch = ch;
+        }
+        let mut head = Vec::new();
+        let mut width = in_ch;
+        for (i, &h) in config.hidden.iter().enumerate() {
+            head.push(nn::linear(p / "head" / i, width, h, Default::default()));
+            width = h;
+        }
+        let out = nn::linear(p / "out", width, classes, Default::default());
+        AudioCnn { blocks, head, out, config: config.clone() }
+    }
+
+    /// Width of [`AudioCnn::embed`].
+    pub fn embedding_width(&self) -> i64 {
+        self.config.hidden[0]
+    }
+
+    /// `[B, n_mels, frames]` log-mel → `[B, hidden[0]]` (the fusion model's audio features).
+    pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = xs.unsqueeze(1); // [B, 1, M, T]
+        for block in &self.blocks {
+            // [B, C, H, W] → [B, C', H/2, W/2]
+            x = block.conv.forward_t(&x, train).apply_t(&block.bn, train && !self.config.freeze_batch_norm).relu();
+            // Pool only while both sides are ≥ 2, so short or narrow inputs still work.
+            let size = x.size();
+            if size[2] >= 2 && size[3] >= 2 {
+                x = x.max_pool2d_default(2);
+            }
+            if self.config.conv_dropout > 0.0 {
+                x = x.dropout(self.config.conv_dropout, train);
+            }
+        }
+        // [B, C, h, w] → [B, C]
+        let x = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        // [B, C] → [B, hidden[0]]
+        self.head[0].forward_t(&x, train).relu().dropout(self.config.dropout, train)
+    }
+}
+
+impl ModuleT for AudioCnn {
+    /// `[B, n_mels, frames]` → logits `[B, classes]`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = self.embed(xs, train);
+        for layer in &self.head[1..] {
+            x = layer.forward_t(&x, train).relu().dropout(self.config.dropout, train);
+        }
+        x.apply(&self.out)
+    }
+}

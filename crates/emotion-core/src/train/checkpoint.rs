@@ -1,0 +1,169 @@
+//! Checkpoints: weights as safetensors, optimiser state as safetensors, and JSON state. Every file is
+//! written to a temporary name and renamed, the JSON last, so a crash leaves the previous checkpoint.
+
+use super::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::optim::{Adam, LossScaler};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+pub const FORMAT: &str = "emotion-pipeline/checkpoint@1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochRecord {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub val_f1: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+    pub skipped_steps: u32,
+}
+
+/// Running sums of the epoch in progress (so a mid-epoch resume reports the same history).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochProgress {
+    pub loss_sum: f64,
+    pub correct: f64,
+    pub seen: usize,
+    pub windows: usize,
+    pub skipped: u32,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainState {
+    pub format: String,
+    pub config: TrainConfig,
+    /// Mel input normalisation `(mean, std)` from the training set.
+    pub norm: (f64, f64),
+    /// Epoch in progress (0-based) and the next micro-batch in it.
+    pub epoch: u32,
+    pub next_batch: usize,
+    pub progress: EpochProgress,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: Option<u32>,
+    pub best_value: Option<f64>,
+    pub epochs_without_improvement: u32,
+    pub scaler: LossScaler,
+    pub finished: bool,
+}
+
+/// What `loadModel` needs: saved beside `best.safetensors` / `last.safetensors`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelMeta {
+    pub format: String,
+    pub config: TrainConfig,
+    pub norm: (f64, f64),
+    pub epoch: u32,
+    pub val: Option<Metrics>,
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{}.{name}", std::process::id()))
+}
+
+fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
+    let tmp = temp_name(path).with_extension("safetensors");
+    Tensor::write_safetensors(named, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn weights(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// `best.*`: weights and the metadata to rebuild the model.
+pub fn save_model(dir: &Path, tag: &str, vs: &VarStore, meta: &ModelMeta) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(format!("{tag}.safetensors"));
+    save_tensors(&path, &weights(vs))?;
+    write_atomic(&dir.join(format!("{tag}.json")), &json(meta)?)?;
+    Ok(path)
+}
+
+/// `last.*`: weights, optimiser state and the loop state needed to resume.
+pub fn save_resumable(dir: &Path, vs: &VarStore, adam: &Adam, state: &TrainState, meta: &ModelMeta) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = save_model_files(dir, vs, meta)?;
+    let mut optim: Vec<(String, Tensor)> = Vec::new();
+    for (i, (m, v)) in adam.exp_avg.iter().zip(&adam.exp_avg_sq).enumerate() {
+        optim.push((format!("exp_avg.{i}"), m.shallow_clone()));
+        optim.push((format!("exp_avg_sq.{i}"), v.shallow_clone()));
+    }
+    optim.push(("step".into(), Tensor::from_slice(&[adam.step])));
+    save_tensors(&dir.join("last.optim.safetensors"), &optim)?;
+    write_atomic(&dir.join("last.state.json"), &json(state)?)?;
+    Ok(path)
+}
+
+fn save_model_files(dir: &Path, vs: &VarStore, meta: &ModelMeta) -> Result<PathBuf> {
+    save_model(dir, "last", vs, meta)
+}
+
+pub fn load_state(dir: &Path) -> Result<Option<TrainState>> {
+    let path = dir.join("last.state.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::Dataset { path: Some(path.clone()), reason: format!("unreadable checkpoint state: {e}") })?;
+    if state.format != FORMAT {
+        return Err(Error::Dataset { path: Some(path), reason: format!("checkpoint format {} is not {FORMAT}", state.format) });
+    }
+    Ok(Some(state))
+}
+
+pub fn load_resumable(dir: &Path, vs: &mut VarStore, adam: &mut Adam) -> Result<()> {
+    vs.load(dir.join("last.safetensors"))?;
+    let named = Tensor::read_safetensors(dir.join("last.optim.safetensors"))?;
+    let device = vs.device();
+    let _guard = tch::no_grad_guard();
+    for (name, t) in named {
+        let t = t.f_to_device(device)?;
+        if name == "step" {
+            adam.step = t.f_int64_value(&[0])?;
+        } else if let Some((kind, i)) = name.split_once('.') {
+            let i: usize = i.parse().map_err(|_| Error::Internal(format!("bad optimiser entry {name}")))?;
+            let slot = if kind == "exp_avg" { adam.exp_avg.get_mut(i) } else { adam.exp_avg_sq.get_mut(i) };
+            slot.ok_or_else(|| Error::Internal(format!("optimiser entry {name} does not match the model")))?.f_copy_(&t)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn load_meta(dir: &Path) -> Result<(ModelMeta, PathBuf)> {
+    for tag in ["best", "last"] {
+        let meta = dir.join(format!("{tag}.json"));
+        if meta.exists() {
+            let text = std::fs::read_to_string(&meta).map_err(|e| Error::io(&meta, e))?;
+            let parsed: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::Dataset { path: Some(meta.clone()), reason: format!("unreadable model metadata: {e}") })?;
+            return Ok((parsed, dir.join(format!("{tag}.safetensors"))));
+        }
+    }
+    Err(Error::Dataset { path: Some(dir.into()), reason: "no checkpoint here (best.json or last.json)".into() })
+}

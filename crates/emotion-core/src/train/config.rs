@@ -1,0 +1,164 @@
+//! Training settings. Defaults reproduce the reference: Adam 1e-3, cross-entropy, batch 16,
+//! 50 epochs, gradient accumulation 2, mixed precision (fp16) on CUDA.
+
+use crate::models::{AudioCnnConfig, FusionConfig, TextLstmConfig};
+use crate::optim::AdamConfig;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Audio,
+    Text,
+    Fusion,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Audio => "audio",
+            ModelKind::Text => "text",
+            ModelKind::Fusion => "fusion",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Amp {
+    /// fp16 on CUDA, fp32 on the CPU.
+    Auto,
+    Fp16,
+    Bf16,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    Constant,
+    /// Cosine decay from `lr` to 0 over all optimiser steps.
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopMetric {
+    ValLoss,
+    ValAccuracy,
+    ValF1,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub metric: StopMetric,
+    pub patience: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelKind,
+    /// Class names; label ids index into it.
+    pub labels: Vec<String>,
+    pub audio: AudioCnnConfig,
+    pub text: TextLstmConfig,
+    pub fusion: FusionConfig,
+    /// Token vocabulary size (text and fusion), `<pad>` = 0 included.
+    pub vocab_size: i64,
+    pub optim: AdamConfig,
+    pub epochs: u32,
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub accumulation: usize,
+    pub seed: u64,
+    pub label_smoothing: f64,
+    pub class_weights: Option<Vec<f64>>,
+    pub lr_schedule: LrSchedule,
+    pub early_stopping: Option<EarlyStopping>,
+    pub amp: Amp,
+    pub device: String,
+    /// Where `best`/`last` checkpoints go; none → no checkpoints (and no resume).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from `checkpoint_dir/last.*` when present.
+    pub resume: bool,
+    /// Consecutive skipped (non-finite) optimiser steps before training stops with `NON_FINITE`.
+    pub max_non_finite_steps: u32,
+    /// Minimum milliseconds between `step` progress events.
+    pub progress_interval_ms: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelKind::Audio,
+            labels: crate::dataset::ravdess::EMOTIONS.iter().map(|s| s.to_string()).collect(),
+            audio: AudioCnnConfig::default(),
+            text: TextLstmConfig::default(),
+            fusion: FusionConfig::default(),
+            vocab_size: 0,
+            optim: AdamConfig::default(),
+            epochs: 50,
+            batch_size: 16,
+            accumulation: 2,
+            seed: 42,
+            label_smoothing: 0.0,
+            class_weights: None,
+            lr_schedule: LrSchedule::Constant,
+            early_stopping: None,
+            amp: Amp::Auto,
+            device: "auto".into(),
+            checkpoint_dir: None,
+            resume: false,
+            max_non_finite_steps: 10,
+            progress_interval_ms: 250,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |opt: &str, why: String| Err(Error::invalid(opt, why));
+        if self.labels.len() < 2 {
+            return bad("labels", format!("need at least 2 classes, got {}", self.labels.len()));
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be ≥ 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batchSize", "must be ≥ 1".into());
+        }
+        if self.accumulation == 0 {
+            return bad("accumulation", "must be ≥ 1".into());
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return bad("optim.lr", format!("must be a positive number, got {}", self.optim.lr));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("labelSmoothing", format!("must be in [0, 1), got {}", self.label_smoothing));
+        }
+        if let Some(w) = &self.class_weights {
+            if w.len() != self.labels.len() || w.iter().any(|x| !(*x >= 0.0 && x.is_finite())) {
+                return bad("classWeights", format!("need {} non-negative weights, one per label", self.labels.len()));
+            }
+        }
+        if self.model != ModelKind::Audio && self.vocab_size < 2 {
+            return bad("vocabSize", format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size));
+        }
+        for (name, p) in [("audio.dropout", self.audio.dropout), ("text.dropout", self.text.dropout), ("fusion.dropout", self.fusion.dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(name, format!("must be in [0, 1), got {p}"));
+            }
+        }
+        if self.audio.channels.is_empty() || self.audio.hidden.is_empty() {
+            return bad("audio.channels", "need at least one conv block and one hidden layer".into());
+        }
+        if self.resume && self.checkpoint_dir.is_none() {
+            return bad("resume", "needs checkpointDir".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! Training inputs: log-mel features, token ids and labels, kept resident on the training device.
+
+use crate::error::{Error, Result};
+use tch::{Device, Kind, Tensor};
+
+/// One split's inputs as flat host buffers (from JS or from the feature extractor).
+#[derive(Debug, Clone, Default)]
+pub struct HostSet {
+    /// Row-major `[n, n_mels, frames]`.
+    pub mel: Option<(Vec<f32>, [usize; 3])>,
+    /// Row-major `[n, max_len]` token ids.
+    pub tokens: Option<(Vec<i64>, [usize; 2])>,
+    pub labels: Vec<i64>,
+}
+
+/// The same on a device. Batches are index gathers on the device: no host round trip per step.
+pub struct DeviceSet {
+    pub mel: Option<Tensor>,
+    pub tokens: Option<Tensor>,
+    pub labels: Tensor,
+    pub len: usize,
+}
+
+impl HostSet {
+    /// Checks shapes, label range and finiteness, naming the set (`train`, `val`, `test`) and row.
+    pub fn validate(&self, name: &str, classes: usize, needs_mel: bool, needs_tokens: bool, vocab: i64) -> Result<()> {
+        let n = self.labels.len();
+        if n == 0 {
+            return Err(Error::invalid(name, "has no examples"));
+        }
+        if let Some(i) = self.labels.iter().position(|&l| l < 0 || l as usize >= classes) {
+            return Err(Error::invalid(format!("{name}.labels[{i}]"), format!("{} is not a class id in 0..{classes}", self.labels[i])));
+        }
+        match (&self.mel, needs_mel) {
+            (None, true) => return Err(Error::invalid(format!("{name}.mel"), "required by this model")),
+            (Some((data, shape)), _) => {
+                if shape[0] != n || data.len() != shape.iter().product::<usize>() {
+                    return Err(Error::invalid(format!("{name}.mel"), format!("shape {shape:?} does not fit {} values and {n} labels", data.len())));
+                }
+                if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+                    let row = i / (shape[1] * shape[2]).max(1);
+                    return Err(Error::NonFinite(format!("{name}.mel row {row} holds NaN or infinity")));
+                }
+            }
+            _ => {}
+        }
+        match (&self.tokens, needs_tokens) {
+            (None, true) => return Err(Error::invalid(format!("{name}.tokens"), "required by this model")),
+            (Some((data, shape)), _) => {
+                if shape[0] != n || data.len() != shape[0] * shape[1] {
+                    return Err(Error::invalid(format!("{name}.tokens"), format!("shape {shape:?} does not fit {} values and {n} labels", data.len())));
+                }
+                if let Some(i) = data.iter().position(|&t| t < 0 || t >= vocab) {
+                    return Err(Error::invalid(format!("{name}.tokens"), format!("token id {} at row {} is outside the vocabulary (0..{vocab})", data[i], i / shape[1])));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Mean and standard deviation of all mel values (the input normalisation).
+    pub fn mel_stats(&self) -> (f64, f64) {
+        let Some((data, _)) = &self.mel else { return (0.0, 1.0) };
+        let n = data.len().max(1) as f64;
+        let mean = data.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = data.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt().max(1e-6))
+    }
+
+    /// Uploads to `device`, normalising mel with `(mean, std)`.
+    pub fn to_device(&self, device: Device, norm: (f64, f64)) -> Result<DeviceSet> {
+        let mel = match &self.mel {
+            Some((data, s)) => Some(
+                Tensor::f_from_slice(data)?
+                    .f_reshape([s[0] as i64, s[1] as i64, s[2] as i64])?
+                    .f_to_device(device)?
+                    .f_sub_scalar(norm.0)?
+                    .f_div_scalar(norm.1)?,
+            ),
+            None => None,
+        };
+        let tokens = match &self.tokens {
+            Some((data, s)) => Some(Tensor::f_from_slice(data)?.f_reshape([s[0] as i64, s[1] as i64])?.f_to_device(device)?),
+            None => None,
+        };
+        let labels = Tensor::f_from_slice(&self.labels)?.f_to_kind(Kind::Int64)?.f_to_device(device)?;
+        Ok(DeviceSet { mel, tokens, labels, len: self.labels.len() })
+    }
+}
+
+impl DeviceSet {
+    /// Gathers rows `index` (an int64 tensor on the same device).
+    pub fn batch(&self, index: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Tensor)> {
+        let pick = |t: &Option<Tensor>| t.as_ref().map(|t| t.f_index_select(0, index)).transpose();
+        Ok((pick(&self.mel)?, pick(&self.tokens)?, self.labels.f_index_select(0, index)?))
+    }
+}

@@ -1,0 +1,34 @@
+//! One of the three reference models behind one interface, built in a VarStore on a device.
+
+use super::config::{ModelKind, TrainConfig};
+use crate::models::{AudioCnn, Fusion, TextLstm};
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+pub enum Model {
+    Audio(AudioCnn),
+    Text(TextLstm),
+    Fusion(Fusion),
+}
+
+impl Model {
+    pub fn build(root: &nn::Path, config: &TrainConfig) -> Model {
+        let classes = config.labels.len() as i64;
+        match config.model {
+            ModelKind::Audio => Model::Audio(AudioCnn::new(root, &config.audio, classes)),
+            ModelKind::Text => Model::Text(TextLstm::new(root, &config.text, config.vocab_size, classes)),
+            ModelKind::Fusion => {
+                Model::Fusion(Fusion::new(root, &config.audio, &config.text, &config.fusion, config.vocab_size, classes))
+            }
+        }
+    }
+
+    /// Logits `[B, classes]` from mel `[B, M, T]` and/or tokens `[B, L]`.
+    pub fn logits(&self, mel: Option<&Tensor>, tokens: Option<&Tensor>, train: bool) -> Tensor {
+        match self {
+            Model::Audio(m) => m.forward_t(mel.expect("audio model needs mel"), train),
+            Model::Text(m) => m.forward_t(tokens.expect("text model needs tokens"), train),
+            Model::Fusion(m) => m.forward_pair(mel.expect("fusion needs mel"), tokens.expect("fusion needs tokens"), train),
+        }
+    }
+}

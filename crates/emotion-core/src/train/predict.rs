@@ -1,0 +1,64 @@
+//! Loading a trained model from a checkpoint folder and predicting labels with probabilities.
+
+use super::checkpoint::{load_meta, ModelMeta};
+use super::data::HostSet;
+use super::engine::predict_logits;
+use super::model::Model;
+use crate::device::parse_device;
+use crate::error::Result;
+use serde::Serialize;
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::Device;
+
+pub struct LoadedModel {
+    pub meta: ModelMeta,
+    model: Model,
+    _vs: VarStore,
+    device: Device,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prediction {
+    pub label: String,
+    pub index: usize,
+    /// One probability per label, in label order.
+    pub probabilities: Vec<f32>,
+}
+
+pub fn load_model(dir: &Path, device: &str) -> Result<LoadedModel> {
+    let (meta, weights) = load_meta(dir)?;
+    let device = parse_device(device)?;
+    let mut vs = VarStore::new(device);
+    let model = Model::build(&vs.root(), &meta.config);
+    vs.load(&weights)?;
+    Ok(LoadedModel { meta, model, _vs: vs, device })
+}
+
+impl LoadedModel {
+    /// `inputs.labels` may be empty: only mel/tokens are read.
+    pub fn predict(&self, inputs: &HostSet) -> Result<Vec<Prediction>> {
+        let n = inputs.mel.as_ref().map(|m| m.1[0]).or(inputs.tokens.as_ref().map(|t| t.1[0])).unwrap_or(0);
+        let with_labels = HostSet { labels: vec![0; n], ..inputs.clone() };
+        let kind = self.meta.config.model;
+        with_labels.validate(
+            "inputs",
+            self.meta.config.labels.len(),
+            kind != super::ModelKind::Text,
+            kind != super::ModelKind::Audio,
+            self.meta.config.vocab_size,
+        )?;
+        let set = with_labels.to_device(self.device, self.meta.norm)?;
+        let (logits, _) = predict_logits(&self.model, &set)?;
+        let probs: Vec<f32> = Vec::<f32>::try_from(logits.f_softmax(1, tch::Kind::Float)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
+        let k = self.meta.config.labels.len();
+        Ok(probs
+            .chunks(k)
+            .map(|p| {
+                let index = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                Prediction { label: self.meta.config.labels[index].clone(), index, probabilities: p.to_vec() }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,227 @@
+//! Trainer behaviour on small synthetic problems (fast, CPU): accumulation parity, resume, cancel,
+//! divergence handling, checkpoints and prediction.
+
+use emotion_core::control::CancelFlag;
+use emotion_core::dataset::rng::SplitMix64;
+use emotion_core::models::AudioCnnConfig;
+use emotion_core::train::predict::load_model;
+use emotion_core::train::{train, HostSet, ModelKind, Sets, TrainConfig, TrainEvent};
+use emotion_core::Error;
+use std::path::PathBuf;
+use tch::nn::VarStore;
+
+const M: usize = 16;
+
+/// libtorch's RNG is process-global and the test harness runs tests on parallel threads: tests that
+/// build models take turns so the determinism checks see only their own random draws.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+const T: usize = 20;
+
+/// Three classes whose "spectrograms" differ in which band is loud.
+fn toy_set(n: usize, seed: u64) -> HostSet {
+    let mut rng = SplitMix64::new(seed);
+    let mut mel = Vec::with_capacity(n * M * T);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (i % 3) as i64;
+        for m in 0..M {
+            for _ in 0..T {
+                let noise = (rng.next_u64() % 1000) as f32 / 1000.0 - 0.5;
+                let band = if m / (M / 3).max(1) == class as usize { 3.0 } else { 0.0 };
+                mel.push(band + noise - 40.0);
+            }
+        }
+        labels.push(class);
+    }
+    HostSet { mel: Some((mel, [n, M, T])), tokens: None, labels }
+}
+
+fn small_config() -> TrainConfig {
+    TrainConfig {
+        model: ModelKind::Audio,
+        labels: vec!["a".into(), "b".into(), "c".into()],
+        audio: AudioCnnConfig { channels: vec![4, 8], hidden: vec![16, 8], dropout: 0.0, conv_dropout: 0.0, freeze_batch_norm: false },
+        epochs: 3,
+        batch_size: 8,
+        accumulation: 1,
+        device: "cpu".into(),
+        progress_interval_ms: 0,
+        ..TrainConfig::default()
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ep-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn weights(dir: &std::path::Path, file: &str) -> Vec<(String, Vec<f32>)> {
+    let mut out: Vec<(String, Vec<f32>)> = tch::Tensor::read_safetensors(dir.join(file))
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).flatten(0, -1)).unwrap()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).flat_map(|((ka, va), (kb, vb))| {
+        assert_eq!(ka, kb);
+        va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+    }).fold(0.0, f32::max)
+}
+
+#[test]
+fn learns_a_separable_toy_problem_and_predicts_from_the_checkpoint() {
+    let _turn = turn();
+    let dir = tmp("learn");
+    let train_set = toy_set(48, 1);
+    let val_set = toy_set(24, 2);
+    let config = TrainConfig { epochs: 12, optim: emotion_core::optim::AdamConfig { lr: 3e-3, ..Default::default() }, checkpoint_dir: Some(dir.clone()), ..small_config() };
+    let mut events = Vec::new();
+    let r = train(&config, Sets { train: &train_set, val: Some(&val_set), test: Some(&val_set) }, &CancelFlag::new(), &mut |e| events.push(e)).unwrap();
+    assert_eq!(r.history.len(), 12);
+    assert!(r.test.as_ref().unwrap().accuracy > 0.9, "test accuracy {:?}", r.test.as_ref().map(|m| m.accuracy));
+    assert!(r.history.last().unwrap().train_loss < r.history[0].train_loss);
+    assert_eq!(r.precision, "fp32");
+    assert!(events.iter().any(|e| matches!(e, TrainEvent::Warning { message, .. } if message.contains("CUDA-only"))));
+    assert!(events.iter().any(|e| matches!(e, TrainEvent::Checkpoint { kind: "best", .. })));
+    let model = load_model(&dir, "cpu").unwrap();
+    let predictions = model.predict(&HostSet { labels: vec![], ..val_set.clone() }).unwrap();
+    let correct = predictions.iter().zip(&val_set.labels).filter(|(p, &l)| p.index as i64 == l).count();
+    assert!(correct as f64 / 24.0 > 0.9);
+    assert!((predictions[0].probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn two_accumulated_micro_batches_equal_one_double_batch() {
+    let _turn = turn();
+    // fp32, no dropout, batch norm frozen: the gradients must agree up to float rounding.
+    let set = toy_set(40, 3); // 40 = 16 + 16 + 8: the last window is short
+    let base = TrainConfig {
+        epochs: 2,
+        audio: AudioCnnConfig { freeze_batch_norm: true, ..small_config().audio },
+        ..small_config()
+    };
+    let run = |batch_size: usize, accumulation: usize, name: &str| {
+        let dir = tmp(name);
+        let config = TrainConfig { batch_size, accumulation, checkpoint_dir: Some(dir.clone()), ..base.clone() };
+        let r = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap();
+        (weights(&dir, "last.safetensors"), r.optimizer_steps)
+    };
+    let (accumulated, steps_a) = run(8, 2, "acc");
+    let (double, steps_b) = run(16, 1, "double");
+    assert_eq!(steps_a, steps_b);
+    let diff = max_diff(&accumulated, &double);
+    assert!(diff < 1e-5, "max weight difference {diff}");
+}
+
+#[test]
+fn resuming_after_a_cancel_gives_the_uninterrupted_result() {
+    let _turn = turn();
+    let set = toy_set(48, 4);
+    let val = toy_set(12, 5);
+    let base = TrainConfig { epochs: 3, audio: AudioCnnConfig { dropout: 0.3, ..small_config().audio }, ..small_config() };
+
+    let whole = tmp("whole");
+    let cfg = TrainConfig { checkpoint_dir: Some(whole.clone()), ..base.clone() };
+    let full = train(&cfg, Sets { train: &set, val: Some(&val), test: None }, &CancelFlag::new(), &mut |_| {}).unwrap();
+
+    // Cancel in the middle of epoch 2, then resume.
+    let parts = tmp("parts");
+    let cfg = TrainConfig { checkpoint_dir: Some(parts.clone()), ..base.clone() };
+    let cancel = CancelFlag::new();
+    let trigger = cancel.clone();
+    let err = train(&cfg, Sets { train: &set, val: Some(&val), test: None }, &cancel, &mut |e| {
+        if let TrainEvent::Step { epoch: 2, step: 3, .. } = e {
+            trigger.cancel();
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    assert!(parts.join("last.state.json").exists(), "cancel writes a checkpoint");
+    let resumed = train(&TrainConfig { resume: true, ..cfg }, Sets { train: &set, val: Some(&val), test: None }, &CancelFlag::new(), &mut |_| {}).unwrap();
+
+    assert_eq!(resumed.history.len(), 3);
+    for (a, b) in full.history.iter().zip(&resumed.history) {
+        // The interrupted epoch's mean loss is summed in two f32 parts: equal to ~1e-7, not bit for bit.
+        assert!((a.train_loss - b.train_loss).abs() < 1e-6, "epoch {}: {} vs {}", a.epoch, a.train_loss, b.train_loss);
+        assert_eq!(a.val_accuracy, b.val_accuracy);
+    }
+    let diff = max_diff(&weights(&whole, "last.safetensors"), &weights(&parts, "last.safetensors"));
+    assert!(diff == 0.0, "weights differ by {diff}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_non_finite_and_keeps_its_checkpoint() {
+    let _turn = turn();
+    let set = toy_set(64, 6);
+    let dir = tmp("diverge");
+    let config = TrainConfig {
+        epochs: 30,
+        optim: emotion_core::optim::AdamConfig { lr: 1e12, ..Default::default() },
+        max_non_finite_steps: 3,
+        checkpoint_dir: Some(dir.clone()),
+        ..small_config()
+    };
+    let mut warnings = 0;
+    let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |e| {
+        if let TrainEvent::Warning { message, .. } = e {
+            if message.contains("skipped") {
+                warnings += 1;
+            }
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err.code(), "NON_FINITE", "{err}");
+    assert!(err.to_string().contains("lr"), "{err}");
+    assert!(warnings >= 3);
+    let kept = weights(&dir, "last.safetensors");
+    assert!(kept.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())), "the saved weights are the last finite ones");
+}
+
+#[test]
+fn bad_inputs_are_rejected_with_the_field_named() {
+    let _turn = turn();
+    let mut set = toy_set(6, 7);
+    set.labels[2] = 9;
+    let err = train(&small_config(), Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("train.labels[2]"), "{err}");
+    let mut set = toy_set(6, 7);
+    if let Some((data, _)) = &mut set.mel {
+        data[M * T + 5] = f32::NAN;
+    }
+    let err = train(&small_config(), Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.code(), "NON_FINITE");
+    assert!(err.to_string().contains("row 1"), "{err}");
+    let err = train(&TrainConfig { device: "cuda".into(), ..small_config() }, Sets { train: &toy_set(6, 7), val: None, test: None }, &CancelFlag::new(), &mut |_| {});
+    if !tch::Cuda::is_available() {
+        assert_eq!(err.unwrap_err().code(), "CUDA_UNAVAILABLE");
+    }
+}
+
+#[test]
+fn reference_models_have_the_reference_shapes() {
+    let _turn = turn();
+    let vs = VarStore::new(tch::Device::Cpu);
+    let config = TrainConfig { model: ModelKind::Fusion, vocab_size: 200, labels: (0..8).map(|i| i.to_string()).collect(), ..TrainConfig::default() };
+    let model = emotion_core::train::model::Model::build(&vs.root(), &config);
+    let mel = tch::Tensor::randn([2, 128, 280], (tch::Kind::Float, tch::Device::Cpu));
+    let tokens = tch::Tensor::from_slice(&[1i64, 2, 3, 0, 0, 0, 4, 5, 0, 0, 0, 0]).reshape([2, 6]);
+    let logits = model.logits(Some(&mel), Some(&tokens), false);
+    assert_eq!(logits.size(), vec![2, 8]);
+    let names: Vec<String> = vs.variables().into_keys().collect();
+    for expected in ["audio.blocks.5.conv.weight", "audio.head.0.weight", "text.lstm.weight_ih_l1_reverse", "head.0.fc.weight", "head.1.bn.running_mean", "out.weight"] {
+        assert!(names.iter().any(|n| n == expected), "missing {expected} in {names:?}");
+    }
+    let conv5 = vs.variables()["audio.blocks.5.conv.weight"].size();
+    assert_eq!(conv5, vec![512, 512, 3, 3]);
+    assert_eq!(vs.variables()["head.0.fc.weight"].size(), vec![256, 384]);
+}
