@@ -16,6 +16,19 @@ export declare class CancelToken {
   get cancelled(): boolean
 }
 
+/** A trained model loaded from a checkpoint folder. */
+export declare class NativeModel {
+  /** Loads `best` (else `last`) from `dir` onto `device`. */
+  static load(dir: string, device?: string | undefined | null): NativeModel
+  /** The JSON text of the model's metadata (config, labels, normalisation, validation scores). */
+  get metaJson(): string
+  /**
+   * Predicts from inputs (`labels` ignored). Returns the JSON text of `Prediction[]`. Runs on the
+   * calling thread: meant for batches of clips, not for a whole corpus.
+   */
+  predict(inputs: TrainSet): string
+}
+
 export interface CacheStats {
   hits: number
   misses: number
@@ -114,4 +127,19 @@ export interface TensorRoundTrip {
   device: string
   /** Sum computed by libtorch on the device. */
   sum: number
+}
+
+/**
+ * Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text
+ * of a `TrainResult`; progress events are JSON text.
+ */
+export declare function train(configJson: string, trainSet: TrainSet, valSet?: TrainSet | undefined | null, testSet?: TrainSet | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+
+/** One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`. */
+export interface TrainSet {
+  mel?: Float32Array
+  melShape?: Array<number>
+  tokens?: Int32Array
+  tokensShape?: Array<number>
+  labels: Int32Array
 }

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.CancelToken = nativeBinding.CancelToken
+module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.decodeAudio = nativeBinding.decodeAudio
 module.exports.decodeAudioSync = nativeBinding.decodeAudioSync
 module.exports.deviceInfo = nativeBinding.deviceInfo
@@ -843,3 +844,4 @@ module.exports.extractMel = nativeBinding.extractMel
 module.exports.indexDataset = nativeBinding.indexDataset
 module.exports.splitDataset = nativeBinding.splitDataset
 module.exports.tensorRoundTrip = nativeBinding.tensorRoundTrip
+module.exports.train = nativeBinding.train

@@ -5,7 +5,9 @@ mod dataset;
 mod errors;
 mod job;
 mod system;
+mod train;
 
 pub use audio::*;
 pub use dataset::*;
 pub use system::*;
+pub use train::*;

@@ -89,6 +89,11 @@ pub struct TrainConfig {
     pub max_non_finite_steps: u32,
     /// Minimum milliseconds between `step` progress events.
     pub progress_interval_ms: u64,
+    /// The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
+    /// audio files featurises them the same way.
+    pub mel: Option<crate::audio::MelConfig>,
+    /// Token vocabulary (index = id), kept in checkpoints for `predict` on text.
+    pub vocabulary: Option<Vec<String>>,
 }
 
 impl Default for TrainConfig {
@@ -115,6 +120,8 @@ impl Default for TrainConfig {
             resume: false,
             max_non_finite_steps: 10,
             progress_interval_ms: 250,
+            mel: None,
+            vocabulary: None,
         }
     }
 }

@@ -1,0 +1,94 @@
+import test from 'ava'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { EmotionPipelineError, extractMel, indexDataset, loadModel, train } from '../src/index.js'
+import type { TrainEvent, TrainSet } from '../src/index.js'
+import { haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+
+const EMOTIONS = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
+// A small CNN keeps these CPU tests quick; the reference widths are the defaults.
+const SMALL = { channels: [16, 32, 64, 64], hidden: [64, 32], dropout: 0 }
+
+let subset: Promise<{ set: TrainSet; paths: string[] }> | undefined
+/** Two clips per emotion from actor 1: 16 real clips. */
+function realSubset() {
+  subset ??= (async () => {
+    const index = await indexDataset(join(ravdessDir, 'Actor_01'))
+    const items = EMOTIONS.flatMap((e) => index.items.filter((i) => i.label === e).slice(0, 2))
+    const paths = items.map((i) => i.path)
+    const mel = await extractMel(paths, { device: 'cpu' })
+    return { set: { mel: { data: mel.data, shape: mel.shape }, labels: items.map((i) => EMOTIONS.indexOf(i.label)) }, paths }
+  })()
+  return subset
+}
+
+test('the audio CNN overfits 16 real clips to 100% training accuracy, and predicts from its checkpoint', async (t) => {
+  if (!haveRavdess) return t.pass(NO_DATA)
+  const { set, paths } = await realSubset()
+  const checkpointDir = tempDir('ep-overfit-')
+  const events: TrainEvent[] = []
+  const result = await train({
+    train: set, val: set, epochs: 40, batchSize: 4, accumulation: 1, audio: SMALL, optim: { lr: 3e-3 },
+    device: 'cpu', checkpointDir, mel: {}, onProgress: (e) => events.push(e),
+  })
+  t.is(result.precision, 'fp32')
+  t.is(result.history.length, 40)
+  t.is(Math.max(...result.history.map((h) => h.trainAccuracy)), 1, 'training accuracy reaches 100%')
+  // `val` is scored with the best checkpoint: the training clips again, in inference mode.
+  t.is(result.val!.accuracy, 1, `accuracy on the training clips: ${result.val!.accuracy}`)
+  t.deepEqual(result.val!.confusion.map((row, i) => row[i]), EMOTIONS.map(() => 2))
+  t.true(result.history.at(-1)!.trainLoss < result.history[0].trainLoss / 4)
+  t.true(events.some((e) => e.type === 'warning' && /CUDA-only/.test(e.message)), 'says it trains in fp32 on the CPU')
+  t.true(events.some((e) => e.type === 'epochEnd'))
+  t.true(existsSync(join(checkpointDir, 'best.safetensors')) && existsSync(join(checkpointDir, 'last.state.json')))
+
+  const model = loadModel(checkpointDir, { device: 'cpu' })
+  t.deepEqual(model.labels, EMOTIONS)
+  const predictions = await model.predictFiles(paths)
+  t.is(predictions.filter((p, i) => p.index === set.labels[i]).length, 16)
+  t.true(Math.abs(predictions[0].probabilities.reduce((a, b) => a + b, 0) - 1) < 1e-5)
+})
+
+test('an AbortSignal stops training with CANCELLED and leaves a resumable checkpoint', async (t) => {
+  if (!haveRavdess) return t.pass(NO_DATA)
+  const { set } = await realSubset()
+  const checkpointDir = tempDir('ep-cancel-')
+  const controller = new AbortController()
+  const err = await t.throwsAsync(
+    train({
+      train: set, epochs: 50, batchSize: 4, accumulation: 1, audio: SMALL, device: 'cpu', checkpointDir, progressIntervalMs: 0,
+      signal: controller.signal,
+      onProgress: (e) => { if (e.type === 'epochEnd' && e.record.epoch === 2) controller.abort() },
+    }),
+    { instanceOf: EmotionPipelineError },
+  )
+  t.is(err!.code, 'CANCELLED')
+  t.true(existsSync(join(checkpointDir, 'last.state.json')))
+  const resumed = await train({ train: set, epochs: 4, batchSize: 4, accumulation: 1, audio: SMALL, device: 'cpu', checkpointDir, resume: true })
+  t.is(resumed.history.length, 4)
+  t.true(resumed.history[0].epoch === 1 && resumed.history[3].epoch === 4)
+})
+
+test('invalid training options are INVALID_OPTION naming the field', async (t) => {
+  const set: TrainSet = { mel: { data: new Float32Array(2 * 8 * 8), shape: [2, 8, 8] }, labels: [0, 1] }
+  const cases: [object, RegExp][] = [
+    [{ epochs: 0 }, /epochs/],
+    [{ batchSize: 0 }, /batchSize/],
+    [{ optim: { lr: -1 } }, /optim\.lr/],
+    [{ model: 'text' }, /vocabSize/],
+    [{ amp: 'bf16' }, /amp/],
+    [{ epoch: 3 }, /unknown field `epoch`/],
+    [{ train: { ...set, labels: [0, 9] } }, /train\.labels\[1\]/],
+    [{ resume: true }, /resume/],
+  ]
+  for (const [options, pattern] of cases) {
+    const err = await t.throwsAsync(train({ train: set, device: 'cpu', ...options }), undefined, JSON.stringify(options))
+    t.is((err as EmotionPipelineError).code, 'INVALID_OPTION', JSON.stringify(options))
+    t.regex(err!.message, pattern)
+  }
+  const nan = new Float32Array(2 * 8 * 8)
+  nan[70] = NaN
+  const err = await t.throwsAsync(train({ train: { mel: { data: nan, shape: [2, 8, 8] }, labels: [0, 1] }, device: 'cpu' }))
+  t.is((err as EmotionPipelineError).code, 'NON_FINITE')
+  t.regex(err!.message, /row 1/)
+})

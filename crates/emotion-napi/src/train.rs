@@ -1,0 +1,103 @@
+use crate::errors::{to_js, Code};
+use crate::job::{emit, spawn, ProgressCallback};
+use crate::system::{parse_options, CancelToken};
+use emotion_core::train::predict::{load_model as core_load_model, LoadedModel};
+use emotion_core::train::{self, HostSet, TrainConfig};
+use emotion_core::Error as CoreError;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::path::PathBuf;
+
+/// One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`.
+#[napi(object)]
+pub struct TrainSet {
+    pub mel: Option<Float32Array>,
+    pub mel_shape: Option<Vec<u32>>,
+    pub tokens: Option<Int32Array>,
+    pub tokens_shape: Option<Vec<u32>>,
+    pub labels: Int32Array,
+}
+
+fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
+    let shape3 = |s: &Option<Vec<u32>>, what: &str| -> emotion_core::Result<[usize; 3]> {
+        match s.as_deref() {
+            Some([a, b, c]) => Ok([*a as usize, *b as usize, *c as usize]),
+            _ => Err(CoreError::invalid(format!("{name}.{what}"), "must be [n, nMels, frames]")),
+        }
+    };
+    let mel = match &set.mel {
+        Some(data) => Some((data.to_vec(), shape3(&set.mel_shape, "melShape")?)),
+        None => None,
+    };
+    let tokens = match (&set.tokens, set.tokens_shape.as_deref()) {
+        (Some(data), Some([n, l])) => Some((data.iter().map(|&t| t as i64).collect(), [*n as usize, *l as usize])),
+        (Some(_), _) => return Err(CoreError::invalid(format!("{name}.tokensShape"), "must be [n, maxLen]")),
+        (None, _) => None,
+    };
+    Ok(HostSet { mel, tokens, labels: set.labels.iter().map(|&l| l as i64).collect() })
+}
+
+/// Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text
+/// of a `TrainResult`; progress events are JSON text.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn train<'env>(
+    env: &'env Env,
+    config_json: String,
+    train_set: TrainSet,
+    val_set: Option<TrainSet>,
+    test_set: Option<TrainSet>,
+    on_progress: Option<ProgressCallback>,
+    cancel: Option<&CancelToken>,
+) -> Result<Object<'env>> {
+    // Typed arrays are copied here, on the JS thread.
+    let prepared = (|| -> emotion_core::Result<_> {
+        let config: TrainConfig = parse_options("train options", Some(config_json))?;
+        let train = to_host(&train_set, "train")?;
+        let val = val_set.as_ref().map(|s| to_host(s, "val")).transpose()?;
+        let test = test_set.as_ref().map(|s| to_host(s, "test")).transpose()?;
+        Ok((config, train, val, test))
+    })();
+    let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    spawn(
+        env,
+        "train",
+        move || {
+            let (config, train, val, test) = prepared?;
+            let mut progress = |e: train::TrainEvent| emit(on_progress.as_ref(), &e);
+            let result = train::train(&config, train::Sets { train: &train, val: val.as_ref(), test: test.as_ref() }, &flag, &mut progress)?;
+            serde_json::to_string(&result).map_err(|e| CoreError::Internal(e.to_string()))
+        },
+        |_, json| Ok(json),
+    )
+}
+
+/// A trained model loaded from a checkpoint folder.
+#[napi]
+pub struct NativeModel {
+    inner: LoadedModel,
+}
+
+#[napi]
+impl NativeModel {
+    /// Loads `best` (else `last`) from `dir` onto `device`.
+    #[napi(factory)]
+    pub fn load(dir: String, device: Option<String>) -> Result<NativeModel, Code> {
+        let inner = core_load_model(&PathBuf::from(dir), device.as_deref().unwrap_or("auto")).map_err(to_js)?;
+        Ok(NativeModel { inner })
+    }
+
+    /// The JSON text of the model's metadata (config, labels, normalisation, validation scores).
+    #[napi(getter)]
+    pub fn meta_json(&self) -> String {
+        serde_json::to_string(&self.inner.meta).unwrap_or_default()
+    }
+
+    /// Predicts from inputs (`labels` ignored). Returns the JSON text of `Prediction[]`. Runs on the
+    /// calling thread: meant for batches of clips, not for a whole corpus.
+    #[napi]
+    pub fn predict(&self, inputs: TrainSet) -> Result<String, Code> {
+        let set = to_host(&inputs, "inputs").map_err(to_js)?;
+        let out = emotion_core::error::catch_panic(|| self.inner.predict(&set)).map_err(to_js)?;
+        serde_json::to_string(&out).map_err(|e| to_js(CoreError::Internal(e.to_string())))
+    }
+}

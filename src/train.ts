@@ -1,0 +1,195 @@
+import { awaitNative, callNative, invalidOption } from './errors.js'
+import { native } from './native.js'
+import { withCancel } from './cancel.js'
+import { extractMel } from './audio.js'
+import type { MelOptions } from './audio.js'
+import type { DeviceSpec } from './device.js'
+
+/** Inputs of one split. `mel` from `extractMel` (`[n, nMels, frames]`), `tokens` `[n, maxLen]` ids. */
+export interface TrainSet {
+  mel?: { data: Float32Array; shape: [number, number, number] }
+  tokens?: { data: Int32Array; shape: [number, number] }
+  /** Class ids indexing `labels`. */
+  labels: Int32Array | number[]
+}
+
+export interface EpochRecord {
+  epoch: number
+  trainLoss: number
+  trainAccuracy: number
+  valLoss: number | null
+  valAccuracy: number | null
+  valF1: number | null
+  lr: number
+  seconds: number
+  skippedSteps: number
+}
+
+export interface ClassScores { label: string; precision: number; recall: number; f1: number; support: number }
+
+export interface Metrics {
+  accuracy: number
+  weightedPrecision: number
+  weightedRecall: number
+  weightedF1: number
+  macroPrecision: number
+  macroRecall: number
+  macroF1: number
+  /** Unweighted average recall. */
+  uar: number
+  perClass: ClassScores[]
+  /** Rows: true class; columns: predicted class. */
+  confusion: number[][]
+  count: number
+}
+
+export type TrainEvent =
+  | { type: 'start'; model: string; device: string; precision: 'fp16' | 'fp32'; epochs: number; stepsPerEpoch: number; resumedFromEpoch: number | null }
+  | { type: 'epochStart'; model: string; epoch: number; epochs: number }
+  | { type: 'step'; model: string; epoch: number; step: number; steps: number; loss: number }
+  | { type: 'epochEnd'; model: string; record: EpochRecord; epochs: number }
+  | { type: 'checkpoint'; model: string; kind: 'best' | 'last'; path: string; epoch: number }
+  | { type: 'warning'; model: string; message: string }
+
+export interface TrainOptions {
+  /** @default 'audio' */
+  model?: 'audio' | 'text' | 'fusion'
+  /** Class names; `labels` in the sets index into it. @default the 8 RAVDESS emotions */
+  labels?: string[]
+  train: TrainSet
+  /** Drives the best checkpoint and early stopping. */
+  val?: TrainSet
+  /** Scored with the best weights at the end. */
+  test?: TrainSet
+  /** @default 50 */
+  epochs?: number
+  /** @default 16 */
+  batchSize?: number
+  /** Micro-batches per optimiser step. @default 2 */
+  accumulation?: number
+  /** @default 42 */
+  seed?: number
+  /** Adam. @default { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 } */
+  optim?: { lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number }
+  /** @default 0 */
+  labelSmoothing?: number
+  classWeights?: number[]
+  /** @default 'constant' */
+  lrSchedule?: 'constant' | 'cosine'
+  earlyStopping?: { metric: 'valLoss' | 'valAccuracy' | 'valF1'; patience: number }
+  /** `auto`: fp16 autocast + loss scaling on CUDA, fp32 on the CPU. @default 'auto' */
+  amp?: 'auto' | 'fp16' | 'bf16' | 'off'
+  /** @default 'auto' */
+  device?: DeviceSpec
+  /** `best.*` and `last.*` checkpoints go here. */
+  checkpointDir?: string
+  /** Continue from `checkpointDir/last.*`. @default false */
+  resume?: boolean
+  /** Consecutive non-finite optimiser steps before `NON_FINITE`. @default 10 */
+  maxNonFiniteSteps?: number
+  /** @default 250 */
+  progressIntervalMs?: number
+  audio?: { channels?: number[]; hidden?: number[]; dropout?: number; convDropout?: number; freezeBatchNorm?: boolean }
+  text?: { embedding?: number; hidden?: number; layers?: number; head?: number; dropout?: number }
+  fusion?: { hidden?: number[]; dropout?: number; freezeBatchNorm?: boolean }
+  /** Token vocabulary size (text, fusion). */
+  vocabSize?: number
+  /** Saved with the checkpoint so `predictFiles` featurises audio the same way. */
+  mel?: MelOptions
+  vocabulary?: string[]
+  onProgress?: (event: TrainEvent) => void
+  signal?: AbortSignal
+}
+
+export interface TrainResult {
+  model: 'audio' | 'text' | 'fusion'
+  labels: string[]
+  device: string
+  precision: 'fp16' | 'fp32'
+  history: EpochRecord[]
+  bestEpoch: number | null
+  val: Metrics | null
+  test: Metrics | null
+  checkpointDir: string | null
+  seconds: number
+  optimizerSteps: number
+  microStepsPerSecond: number
+  skippedSteps: number
+  stoppedEarly: boolean
+}
+
+function toNativeSet(set: TrainSet | undefined, name: string) {
+  if (set === undefined) return undefined
+  if (!set || !(set.labels instanceof Int32Array || Array.isArray(set.labels))) throw invalidOption(`${name}.labels`, 'must be an Int32Array or number[]')
+  if (set.mel && !(set.mel.data instanceof Float32Array)) throw invalidOption(`${name}.mel.data`, 'must be a Float32Array')
+  return {
+    mel: set.mel?.data,
+    melShape: set.mel?.shape,
+    tokens: set.tokens ? Int32Array.from(set.tokens.data) : undefined,
+    tokensShape: set.tokens?.shape,
+    labels: Int32Array.from(set.labels),
+  }
+}
+
+/** Trains one model on its own thread; progress through `onProgress`, cancel with `signal`. */
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
+  const { train: trainSet, val, test, onProgress, signal, ...config } = options
+  const json = await withCancel(signal, (token) =>
+    awaitNative(
+      native.train(
+        JSON.stringify(config),
+        toNativeSet(trainSet, 'train')!,
+        toNativeSet(val, 'val'),
+        toNativeSet(test, 'test'),
+        onProgress ? (e: string) => onProgress(JSON.parse(e) as TrainEvent) : undefined,
+        token,
+      ),
+    ),
+  )
+  return JSON.parse(json) as TrainResult
+}
+
+export interface Prediction {
+  label: string
+  index: number
+  /** One per label, in label order. */
+  probabilities: number[]
+}
+
+export interface ModelMeta {
+  config: Required<Pick<TrainOptions, 'model' | 'labels' | 'epochs' | 'batchSize'>> & { mel: MelOptions | null; vocabulary: string[] | null }
+  norm: [number, number]
+  epoch: number
+  val: Metrics | null
+}
+
+/** A trained model: `loadModel(dir)`. */
+export class EmotionModel {
+  private constructor(private readonly inner: InstanceType<typeof native.NativeModel>, readonly meta: ModelMeta) {}
+
+  static load(dir: string, options: { device?: DeviceSpec } = {}): EmotionModel {
+    const inner = callNative(() => native.NativeModel.load(dir, options.device ?? 'auto'))
+    return new EmotionModel(inner, JSON.parse(inner.metaJson) as ModelMeta)
+  }
+
+  get labels(): string[] {
+    return this.meta.config.labels
+  }
+
+  /** Predicts from features (mel from `extractMel` made with `meta.config.mel`, or tokens). */
+  predict(inputs: Omit<TrainSet, 'labels'>): Prediction[] {
+    const set = toNativeSet({ ...inputs, labels: [] }, 'inputs')!
+    return JSON.parse(callNative(() => this.inner.predict(set))) as Prediction[]
+  }
+
+  /** Featurises audio files with the settings the model was trained on, then predicts (audio model). */
+  async predictFiles(paths: string[], options: { device?: DeviceSpec } = {}): Promise<(Prediction & { path: string })[]> {
+    const mel = await extractMel(paths, { mel: this.meta.config.mel ?? {}, device: options.device ?? 'cpu', strict: true })
+    return this.predict({ mel: { data: mel.data, shape: mel.shape } }).map((p, i) => ({ ...p, path: paths[mel.indices[i]] }))
+  }
+}
+
+export function loadModel(dir: string, options: { device?: DeviceSpec } = {}): EmotionModel {
+  return EmotionModel.load(dir, options)
+}
