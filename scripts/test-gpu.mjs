@@ -107,3 +107,32 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   assert.ok(rel <= 1e-4, `power rel err ${rel}`)
   assert.ok(dbErr <= 1e-3, `dB err ${dbErr}`)
 })
+
+test('the audio CNN trains on CUDA with fp16 autocast (AMP active) and in fp32 when off', async () => {
+  const { train } = await import('../dist/index.js')
+  const n = 64
+  const data = new Float32Array(n * 128 * 280)
+  for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 10 - 40 + ((i / (128 * 280)) % 8)
+  const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
+  for (const [amp, expected] of [['auto', 'fp16'], ['off', 'fp32']]) {
+    const events = []
+    const r = await train({ train: { mel: { data, shape: [n, 128, 280] }, labels }, val: { mel: { data, shape: [n, 128, 280] }, labels }, epochs: 3, device: 'cuda', amp, onProgress: (e) => events.push(e) })
+    assert.equal(r.device, 'cuda:0')
+    assert.equal(r.precision, expected)
+    assert.equal(events.find((e) => e.type === 'start').precision, expected)
+    assert.ok(r.history.every((h) => Number.isFinite(h.trainLoss)), JSON.stringify(r.history))
+    console.log(`  ${amp}: ${expected}, ${r.microStepsPerSecond.toFixed(1)} micro-steps/s, skipped ${r.skippedSteps}`)
+  }
+})
+
+test('CUDA out of memory becomes OUT_OF_MEMORY naming the batch size, and the process carries on', async () => {
+  const { train, tensorRoundTrip } = await import('../dist/index.js')
+  const [n, m, t] = [16, 1024, 8192] // conv1 alone needs 17 GB per activation of this batch
+  const data = new Float32Array(n * m * t)
+  const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
+  await assert.rejects(
+    train({ train: { mel: { data, shape: [n, m, t] }, labels }, epochs: 1, batchSize: 16, accumulation: 1, device: 'cuda' }),
+    (err) => err.code === 'OUT_OF_MEMORY' && /batch size 16/.test(err.message),
+  )
+  assert.equal(tensorRoundTrip(Float32Array.from([1, 2]), [2], 'cuda').sum, 3)
+})

@@ -8,7 +8,7 @@ use super::model::Model;
 use crate::control::CancelFlag;
 use crate::dataset::rng::SplitMix64;
 use crate::device::{device_name, parse_device};
-use crate::error::{Error, Result};
+use crate::error::{catch_panic, Error, Result};
 use crate::metrics::{classification_metrics, Metrics};
 use crate::optim::{Adam, LossScaler};
 use serde::Serialize;
@@ -209,13 +209,11 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
             let hi = ((b + 1) * bs).min(train_set.len) as i64;
             let index = order.f_narrow(0, lo, hi - lo)?;
             let (mel, tokens, labels) = train_set.batch(&index)?;
-            let logits = if fp16 {
-                tch::autocast(true, || model.logits(mel.as_ref(), tokens.as_ref(), true))
-            } else {
-                model.logits(mel.as_ref(), tokens.as_ref(), true)
-            }
-            .f_to_kind(Kind::Float)
-            .map_err(Error::from)
+            // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
+            let logits = catch_panic(|| {
+                let forward = || model.logits(mel.as_ref(), tokens.as_ref(), true);
+                Ok(if fp16 { tch::autocast(true, forward) } else { forward() }.f_to_kind(Kind::Float)?)
+            })
             .map_err(oom_context)?;
             let loss = logits.f_cross_entropy_loss(&labels, class_weights.as_ref(), Reduction::Mean, -100, config.label_smoothing)?;
             state.scaler.scale_loss(&loss.f_div_scalar(window_len as f64)?)?.f_backward().map_err(Error::from).map_err(oom_context)?;

@@ -1,0 +1,64 @@
+"""The reference audio CNN and training step in Python PyTorch, for a side-by-side speed figure.
+
+Usage: python train_bench.py DEVICE STEPS BATCH ACCUM AMP(fp16|off)   → one JSON line
+Same architecture and loop as emotion-pipeline's defaults: 6 conv blocks (32..512), BN, max-pool,
+global average pool, FC 512→256→128→8, dropout 0.5, Adam 1e-3, cross-entropy, accumulation.
+"""
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+
+class AudioCnn(nn.Module):
+    def __init__(self, classes=8):
+        super().__init__()
+        layers, c_in = [], 1
+        for c in [32, 64, 128, 256, 512, 512]:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 128), nn.ReLU(),
+                                  nn.Dropout(0.5), nn.Linear(128, classes))
+
+    def forward(self, x):
+        x = self.features(x.unsqueeze(1))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def main(device, steps, batch, accum, amp):
+    torch.manual_seed(0)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    model = AudioCnn().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    use_amp = amp == "fp16" and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    data = torch.randn(512, 128, 280, device=device)
+    labels = torch.randint(0, 8, (512,), device=device)
+
+    def run(n):
+        for step in range(n):
+            idx = torch.randint(0, 512, (batch,), device=device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss = nn.functional.cross_entropy(model(data[idx]).float(), labels[idx]) / accum
+            scaler.scale(loss).backward()
+            if (step + 1) % accum == 0:
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    run(max(4, accum * 2))  # warm-up: cuDNN autotuning, allocator
+    t0 = time.perf_counter()
+    run(steps)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"microStepsPerSecond": steps / seconds, "seconds": seconds, "amp": use_amp,
+                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
