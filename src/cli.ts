@@ -1,20 +1,47 @@
 #!/usr/bin/env node
-import { readdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { deviceInfo, doctorChecks, formatDoctor } from './device.js'
-import { extractMel } from './audio.js'
 import { EmotionPipelineError } from './errors.js'
-import { tensorRoundTrip } from './tensor.js'
 import { findRavdess } from './data.js'
+import { packageRoot } from './native.js'
+import { trainPipeline } from './pipeline.js'
+import type { ModelName, PipelineOptions, PipelineResult } from './pipeline.js'
+import { progressPrinter } from './progress.js'
+import type { ProgressMode } from './progress.js'
+import { loadModel } from './train.js'
+import { REFERENCE_ACCURACY } from './report.js'
+import type { DeviceSpec } from './device.js'
 
 const HELP = `emotion-pipeline <command> [options]
 
 Commands:
-  doctor [--json]     what libtorch and CUDA this machine offers, and how to fix what is missing
-  demo                a short end-to-end run on RAVDESS ($RAVDESS_DIR or ../shared/data/ravdess)
+  train     train the audio, text and fusion models on a dataset folder and write a run directory
+  predict   label audio files with a trained run
+  doctor    what libtorch and CUDA this machine offers, and how to fix what is missing
+  bench     native benchmarks against Python PyTorch/torchaudio (mel front end, training speed)
+  demo      a short trainPipeline run on RAVDESS ($RAVDESS_DIR or ../shared/data/ravdess)
 
 Run \`emotion-pipeline <command> --help\` for a command's options.`
+
+const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
+
+  --data DIR            dataset folder (RAVDESS names, or <label>/ folders)
+  --out DIR             run directory to write
+  --models LIST         comma-separated: audio,text,fusion (default: all three)
+  --split KIND          stratified (default, 80/20) | speaker (no speaker in two parts)
+  --epochs N            default 50
+  --batch-size N        default 16
+  --accumulation N      default 2
+  --lr X                default 0.001
+  --device D            auto (default) | cpu | cuda | cuda:N
+  --amp MODE            auto (default: fp16 on CUDA, fp32 on CPU) | fp16 | off
+  --seed N              default 42
+  --max-items N         train on a stratified sample of N clips (quick runs)
+  --json                progress and result as JSON lines on stdout
+  --quiet               no progress, only the result`
 
 async function doctor(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean' } } })
@@ -29,38 +56,121 @@ async function doctor(argv: string[]): Promise<number> {
   return checks.find((c) => c.name === 'libtorch')?.ok ? 0 : 1
 }
 
-async function demo(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { help: { type: 'boolean' } } })
-  if (values.help) {
-    console.log('emotion-pipeline demo\n\nDoctor report, a tensor round trip through libtorch and log-mel features of one RAVDESS actor.')
-    return 0
+function summary(result: PipelineResult): string {
+  const lines = ['', 'model    test acc   weighted F1   reference acc', '-------  ---------  ------------  -------------']
+  for (const [m, r] of Object.entries(result.models)) {
+    const t = r!.test
+    const ref = REFERENCE_ACCURACY[m as ModelName]
+    lines.push(`${m.padEnd(7)}  ${t ? (t.accuracy * 100).toFixed(2).padStart(7) + ' %' : '      —  '}  ${t ? (t.weightedF1 * 100).toFixed(2).padStart(10) + ' %' : '—'}  ${(ref * 100).toFixed(2).padStart(11)} %`)
   }
-  const info = deviceInfo()
-  console.log(formatDoctor(info, doctorChecks(info)))
-  const trip = tensorRoundTrip(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3])
-  console.log(`\ntensor round trip on ${trip.device}: shape [${trip.shape}] sum ${trip.sum}`)
-  const ravdess = findRavdess()
-  if (!ravdess) {
-    console.log('\nRAVDESS not found: set RAVDESS_DIR to run the audio part of the demo.')
-    return 0
+  lines.push('', `Run directory: ${result.runDir} (report.md, metrics.json, history.csv, plots)`)
+  return lines.join('\n')
+}
+
+async function runPipeline(options: PipelineOptions, mode: ProgressMode): Promise<number> {
+  const controller = new AbortController()
+  const onSignal = () => {
+    process.stderr.write('\nstopping at the next step (a checkpoint is written)…\n')
+    controller.abort()
   }
-  const actor = join(ravdess, 'Actor_01')
-  const files = readdirSync(actor).filter((f) => /\.(wav|flac|ogg|mp3)$/i.test(f)).map((f) => join(actor, f))
-  const started = performance.now()
-  const mel = await extractMel(files, {
-    onProgress: (e) => process.stderr.write(`\rlog-mel ${e.done}/${e.total}`),
-  })
-  const seconds = (performance.now() - started) / 1000
-  process.stderr.write('\n')
-  console.log(
-    `log-mel of ${mel.shape[0]} clips from ${actor} on ${mel.device}: shape [${mel.shape}] in ${seconds.toFixed(2)} s ` +
-      `(${(mel.shape[0] / seconds).toFixed(1)} clips/s); ${mel.failed.length} failed`,
-  )
-  console.log('\nData: RAVDESS, Livingstone & Russo (2018), CC BY-NC-SA 4.0.')
+  process.once('SIGINT', onSignal)
+  const result = await trainPipeline({ ...options, onProgress: progressPrinter(mode), signal: controller.signal })
+  process.off('SIGINT', onSignal)
+  if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
+  else console.log(summary(result))
   return 0
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { doctor, demo }
+async function trainCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      data: { type: 'string' }, out: { type: 'string' }, models: { type: 'string' }, split: { type: 'string' },
+      epochs: { type: 'string' }, 'batch-size': { type: 'string' }, accumulation: { type: 'string' }, lr: { type: 'string' },
+      device: { type: 'string' }, amp: { type: 'string' }, seed: { type: 'string' }, 'max-items': { type: 'string' },
+      json: { type: 'boolean' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
+    },
+  })
+  if (values.help) {
+    console.log(TRAIN_HELP)
+    return 0
+  }
+  if (!values.data || !values.out) {
+    console.error(`--data and --out are required\n\n${TRAIN_HELP}`)
+    return 2
+  }
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v))
+  return runPipeline(
+    {
+      data: values.data, out: values.out,
+      models: values.models?.split(',').map((m) => m.trim()) as ModelName[] | undefined,
+      split: values.split as PipelineOptions['split'],
+      epochs: num(values.epochs), batchSize: num(values['batch-size']), accumulation: num(values.accumulation), lr: num(values.lr),
+      device: values.device as DeviceSpec | undefined, amp: values.amp as PipelineOptions['amp'], seed: num(values.seed), maxItems: num(values['max-items']),
+    },
+    values.json ? 'json' : values.quiet ? 'quiet' : 'human',
+  )
+}
+
+async function predictCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: { run: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
+  })
+  if (values.help || !values.run || positionals.length === 0) {
+    console.log('emotion-pipeline predict --run DIR [--model audio] [--device cpu] [--json] FILE...\n\nLabels audio files with the audio model of a run directory (models/<model>/best.*).')
+    return values.help ? 0 : 2
+  }
+  const model = values.model ?? 'audio'
+  if (model !== 'audio') throw new EmotionPipelineError('INVALID_OPTION', `invalid option \`--model\`: predicting from audio files needs the audio model (text and fusion need transcripts)`)
+  const dir = join(values.run, 'models', model)
+  if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
+  const loaded = loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu' })
+  const predictions = await loaded.predictFiles(positionals.map((p) => resolve(p)), { device: (values.device as DeviceSpec) ?? 'cpu' })
+  for (const p of predictions) {
+    if (values.json) console.log(JSON.stringify({ path: p.path, label: p.label, probabilities: Object.fromEntries(loaded.labels.map((l, i) => [l, p.probabilities[i]])) }))
+    else console.log(`${p.path}\t${p.label}\t${(p.probabilities[p.index] * 100).toFixed(1)} %`)
+  }
+  return 0
+}
+
+async function bench(argv: string[]): Promise<number> {
+  const [which, ...rest] = argv
+  if (!which || which === '--help' || !['mel', 'train'].includes(which)) {
+    console.log('emotion-pipeline bench mel|train [options]\n\n  mel     decode + resample + log-mel, and log-mel alone, against soundfile + torchaudio\n  train   reference audio CNN steps per second against Python PyTorch\n\nOptions are passed to benches/<which>.mjs (--device, --clips, --batch, --steps, --amp).')
+    return which === '--help' ? 0 : 2
+  }
+  execFileSync(process.execPath, [join(packageRoot, 'benches', `${which}.mjs`), ...rest], { stdio: 'inherit' })
+  return 0
+}
+
+async function demo(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { full: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' }, out: { type: 'string' } } })
+  const full = values.full || deviceInfo().cudaAvailable
+  if (values.help) {
+    console.log(`emotion-pipeline demo [--full] [--out DIR] [--json]
+
+Runs trainPipeline on RAVDESS ($RAVDESS_DIR or ../shared/data/ravdess): audio, text and fusion models.
+Quick schedule on a CPU (a stratified sample of 240 clips, 4 epochs for audio and fusion, 20 for text:
+a few minutes on 2 cores); the reference schedule (all clips, 50 epochs) with --full or when CUDA is present.`)
+    return 0
+  }
+  const data = findRavdess()
+  if (!data) {
+    console.error('RAVDESS not found: set RAVDESS_DIR to a folder of RAVDESS clips.')
+    return 1
+  }
+  const out = values.out ?? join(process.cwd(), 'runs', full ? 'demo-full' : 'demo')
+  console.log(full ? `Reference schedule on ${data}: all clips, 50 epochs.` : `Quick demo on ${data}: 240 clips, audio/fusion 4 epochs, text 20 (use --full for the reference schedule).`)
+  const options: PipelineOptions = full
+    ? { data, out }
+    : { data, out, maxItems: 240, epochs: 4, train: { text: { epochs: 20 } } }
+  const code = await runPipeline(options, values.json ? 'json' : 'human')
+  console.log('Data: RAVDESS, Livingstone & Russo (2018), CC BY-NC-SA 4.0.')
+  return code
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { train: trainCommand, predict: predictCommand, doctor, bench, demo }
 
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)
@@ -79,8 +189,8 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err) => {
-    const code = err instanceof EmotionPipelineError ? err.code : 'INTERNAL'
+    const code = err instanceof EmotionPipelineError ? err.code : (err?.code ?? 'INTERNAL')
     console.error(`error [${code}]: ${err instanceof Error ? err.message : String(err)}`)
-    process.exit(1)
+    process.exit(code === 'CANCELLED' ? 130 : 1)
   },
 )

@@ -1,6 +1,6 @@
 //! Native command line for long runs and benchmarks without Node:
 //!   emotion-native train-audio --data DIR --out DIR [--epochs 50] [--device auto] [--seed 42]
-//!     [--split stratified|speaker] [--cache DIR]
+//!     [--split stratified|speaker] [--cache DIR] [--resume]
 //! Indexes the corpus, splits it, extracts (cached) log-mel features and trains the audio CNN with the
 //! reference settings, printing one JSON line per epoch and the final result.
 
@@ -19,7 +19,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) != Some("train-audio") {
-        eprintln!("usage: emotion-native train-audio --data DIR --out DIR [--epochs 50] [--device auto] [--seed 42] [--split stratified|speaker] [--cache DIR]");
+        eprintln!("usage: emotion-native train-audio --data DIR --out DIR [--epochs 50] [--device auto] [--seed 42] [--split stratified|speaker] [--cache DIR] [--resume]");
         std::process::exit(2);
     }
     if let Err(e) = run(&args) {
@@ -54,7 +54,8 @@ fn run(args: &[String]) -> emotion_core::Result<()> {
     let (train_set, test_set) = (features(&split.train)?, features(&split.test)?);
     let feature_seconds = t1.elapsed().as_secs_f64();
     eprintln!("{} train / {} test clips; index {index_seconds:.1}s, features {feature_seconds:.1}s", split.train.len(), split.test.len());
-    let config = TrainConfig { epochs, seed, device, checkpoint_dir: Some(out.clone()), ..TrainConfig::default() };
+    let resume = args.iter().any(|a| a == "--resume");
+    let config = TrainConfig { epochs, seed, device, checkpoint_dir: Some(out.clone()), resume, ..TrainConfig::default() };
     let result = train(&config, Sets { train: &train_set, val: None, test: Some(&test_set) }, &CancelFlag::new(), &mut |e| match e {
         TrainEvent::EpochEnd { record, .. } => println!("{}", serde_json::to_string(&record).unwrap_or_default()),
         TrainEvent::Warning { message, .. } => eprintln!("warning: {message}"),

@@ -1,0 +1,244 @@
+// trainPipeline(): dataset folder → index → split → features → (transcripts → tokens) → train audio,
+// text and fusion models → evaluate → run directory with metrics, plots and a report.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, homedir } from 'node:os'
+import { basename, join, resolve } from 'node:path'
+import { extractMel } from './audio.js'
+import type { MelOptions } from './audio.js'
+import { indexDataset, saveSplit, splitDataset } from './dataset.js'
+import type { DatasetItem, IndexOptions, Split, SplitOptions } from './dataset.js'
+import { deviceInfo } from './device.js'
+import type { DeviceSpec } from './device.js'
+import { EmotionPipelineError, invalidOption } from './errors.js'
+import { REFERENCE_ACCURACY, reportMarkdown, writeHistoryCsv, writePlots } from './report.js'
+import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
+import { train } from './train.js'
+import type { TrainEvent, TrainOptions, TrainResult, TrainSet } from './train.js'
+
+export type ModelName = 'audio' | 'text' | 'fusion'
+
+export interface PipelineOptions {
+  /** Dataset folder (RAVDESS names, `<label>/` folders, or use `index.manifest`). */
+  data: string
+  /** Run directory (created). */
+  out: string
+  /** @default ['audio', 'text', 'fusion'] */
+  models?: ModelName[]
+  /** `stratified` 80/20 (the reference), `speaker` (no speaker in two parts), or full split options. @default 'stratified' */
+  split?: 'stratified' | 'speaker' | SplitOptions
+  /** @default 42 */
+  seed?: number
+  /** @default 50 */
+  epochs?: number
+  /** @default 16 */
+  batchSize?: number
+  /** @default 2 */
+  accumulation?: number
+  /** @default 1e-3 */
+  lr?: number
+  /** @default 'auto' */
+  amp?: TrainOptions['amp']
+  /** @default 'auto' */
+  device?: DeviceSpec
+  mel?: MelOptions
+  index?: Omit<IndexOptions, 'onProgress' | 'signal'>
+  /** Feature cache folder. @default ~/.cache/emotion-pipeline/features */
+  cacheDir?: string | null
+  /**
+   * Transcripts for the text and fusion models: a map from clip path to text, or `'ravdess-names'`
+   * (the statement encoded in each RAVDESS file name). Whisper transcription comes with `transcribe()`.
+   * @default 'ravdess-names' for RAVDESS, else required for text/fusion
+   */
+  transcripts?: Record<string, string> | 'ravdess-names'
+  /** Tokens per transcript. @default 6 */
+  maxTokens?: number
+  /** Use a stratified sample of this many clips (quick runs). */
+  maxItems?: number
+  /** Extra per-model training options (architecture, schedule, …). */
+  train?: Partial<Record<ModelName, Partial<TrainOptions>>>
+  onProgress?: (event: PipelineEvent) => void
+  signal?: AbortSignal
+}
+
+export type PipelineEvent =
+  | { type: 'stage'; stage: string; message: string }
+  | { type: 'features'; done: number; total: number }
+  | (TrainEvent & { stage?: undefined })
+
+export interface PipelineResult {
+  runDir: string
+  models: Partial<Record<ModelName, TrainResult>>
+  files: string[]
+  split: { strategy: string; train: number; val: number; test: number }
+  stageSeconds: Record<string, number>
+}
+
+const DEFAULT_MODELS: ModelName[] = ['audio', 'text', 'fusion']
+
+export async function trainPipeline(options: PipelineOptions): Promise<PipelineResult> {
+  validate(options)
+  const emit = options.onProgress ?? (() => {})
+  const stage = (name: string, message: string) => emit({ type: 'stage', stage: name, message })
+  const runDir = resolve(options.out)
+  mkdirSync(runDir, { recursive: true })
+  const models = options.models ?? DEFAULT_MODELS
+  const seed = options.seed ?? 42
+  const stageSeconds: Record<string, number> = {}
+  const timed = async <T>(name: string, fn: () => Promise<T> | T): Promise<T> => {
+    const t0 = performance.now()
+    try {
+      return await fn()
+    } finally {
+      stageSeconds[name] = (performance.now() - t0) / 1000
+    }
+  }
+  const info = deviceInfo()
+  const device = options.device ?? 'auto'
+  const deviceName = device === 'auto' ? (info.cudaAvailable ? 'cuda:0' : 'cpu') : device
+  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(homedir(), '.cache', 'emotion-pipeline', 'features'))
+
+  stage('index', `indexing ${options.data}`)
+  const index = await timed('index', () => indexDataset(options.data, { ...options.index, signal: options.signal }))
+  if (index.items.length === 0) throw new EmotionPipelineError('DATASET', `no usable clips in ${options.data}`)
+  let items = index.items
+  if (options.maxItems && options.maxItems < items.length) {
+    items = splitDataset(items, { testFraction: options.maxItems / items.length, seed }).test
+  }
+  const labels = [...new Set(items.map((i) => i.label))]
+  const ravdessOrder = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
+  if (labels.every((l) => ravdessOrder.includes(l))) labels.sort((a, b) => ravdessOrder.indexOf(a) - ravdessOrder.indexOf(b))
+  else labels.sort()
+
+  const splitOptions: SplitOptions =
+    typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? 'stratified', testFraction: 0.2, seed }
+  const split: Split = splitDataset(items, splitOptions)
+  saveSplit(split, join(runDir, 'split.json'))
+  stage('split', `${split.options.strategy}: ${split.train.length} train, ${split.val.length} val, ${split.test.length} test`)
+
+  stage('features', 'log-mel spectrograms')
+  const features = await timed('features', async () => {
+    const all = [...split.train, ...split.val, ...split.test]
+    const mel = await extractMel(all.map((i) => i.path), {
+      mel: options.mel, device, cacheDir, strict: true, signal: options.signal,
+      onProgress: (e) => emit({ type: 'features', done: e.done, total: e.total }),
+    })
+    return mel
+  })
+  const per = features.shape[1] * features.shape[2]
+  const sliceMel = (from: number, count: number): TrainSet['mel'] => ({
+    data: features.data.subarray(from * per, (from + count) * per),
+    shape: [count, features.shape[1], features.shape[2]],
+  })
+  const labelIds = (list: DatasetItem[]) => Int32Array.from(list.map((i) => labels.indexOf(i.label)))
+  const parts = { train: split.train, val: split.val, test: split.test }
+  const offsets = { train: 0, val: split.train.length, test: split.train.length + split.val.length }
+
+  // Text inputs, only when a text-using model is asked for.
+  const notes: string[] = []
+  let tokenizer: Tokenizer | undefined
+  let transcriptSource = 'none'
+  const needsText = models.some((m) => m !== 'audio')
+  const textOf = needsText ? transcriptsFor(options, [...split.train, ...split.val, ...split.test]) : undefined
+  if (textOf) {
+    transcriptSource = options.transcripts && typeof options.transcripts === 'object' ? 'provided' : 'RAVDESS statements from the file names'
+    tokenizer = Tokenizer.fit(split.train.map((i) => textOf(i)), options.maxTokens ?? 6)
+    writeFileSync(join(runDir, 'vocabulary.json'), JSON.stringify(tokenizer.toJSON(), null, 1))
+    notes.push(`Text: ${transcriptSource}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`)
+  }
+  const set = (name: keyof typeof parts): TrainSet | undefined => {
+    const list = parts[name]
+    if (list.length === 0) return undefined
+    return {
+      mel: sliceMel(offsets[name], list.length),
+      tokens: tokenizer ? { data: tokenizer.encodeAll(list.map((i) => textOf!(i))), shape: [list.length, tokenizer.maxLength] } : undefined,
+      labels: labelIds(list),
+    }
+  }
+  const sets = { train: set('train')!, val: set('val'), test: set('test') }
+
+  const results: Partial<Record<ModelName, TrainResult>> = {}
+  const files: string[] = ['split.json']
+  for (const model of models) {
+    const name = `train-${model}`
+    stage(name, `training the ${model} model`)
+    const extra = options.train?.[model] ?? {}
+    results[model] = await timed(name, () =>
+      train({
+        model, labels, epochs: options.epochs ?? 50, batchSize: options.batchSize ?? 16, accumulation: options.accumulation ?? 2,
+        seed, amp: options.amp ?? 'auto', device, optim: { lr: options.lr ?? 1e-3 },
+        vocabSize: tokenizer?.vocabulary.length, vocabulary: tokenizer?.vocabulary, mel: options.mel ?? {},
+        checkpointDir: join(runDir, 'models', model),
+        ...extra,
+        train: model === 'text' ? { ...sets.train, mel: undefined } : model === 'audio' ? { ...sets.train, tokens: undefined } : sets.train,
+        val: sets.val && (model === 'text' ? { ...sets.val, mel: undefined } : sets.val),
+        test: sets.test && (model === 'text' ? { ...sets.test, mel: undefined } : sets.test),
+        onProgress: (e) => emit(e),
+        signal: options.signal,
+      }),
+    )
+    files.push(`models/${model}/best.safetensors`, `models/${model}/best.json`)
+  }
+
+  stage('report', `writing ${runDir}`)
+  await timed('report', () => {
+    const trained = results as Record<string, TrainResult>
+    writeHistoryCsv(join(runDir, 'history.csv'), trained)
+    for (const [model, r] of Object.entries(trained)) files.push(...writePlots(runDir, model, r, r.test))
+    const metrics = {
+      reference: REFERENCE_ACCURACY,
+      split: { strategy: split.options.strategy, seed, train: split.train.length, val: split.val.length, test: split.test.length },
+      models: Object.fromEntries(Object.entries(trained).map(([m, r]) => [m, { test: r.test, val: r.val, bestEpoch: r.bestEpoch, seconds: r.seconds, precision: r.precision, device: r.device }])),
+      stageSeconds,
+    }
+    writeFileSync(join(runDir, 'metrics.json'), JSON.stringify(metrics, null, 1))
+    const config = {
+      options: { ...options, onProgress: undefined, signal: undefined, transcripts: transcriptSource },
+      labels, device: deviceName, torch: info.torchVersion, cpus: cpus().length, node: process.version,
+      package: 'emotion-pipeline', dataset: { root: index.root, items: index.items.length, duplicates: index.duplicates.length, problems: index.problems.length },
+    }
+    writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 1))
+    if (index.duplicates.length) notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
+    writeFileSync(join(runDir, 'report.md'), reportMarkdown({
+      results: trained,
+      split: { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length, seed },
+      device: deviceName, machine: `${cpus().length} CPU cores${info.devices[0] ? `, ${info.devices[0].name}` : ''}`,
+      stageSeconds, transcripts: transcriptSource, notes,
+    }))
+    files.push('history.csv', 'metrics.json', 'config.json', 'report.md')
+  })
+  return {
+    runDir, models: results, files,
+    split: { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length },
+    stageSeconds,
+  }
+}
+
+function transcriptsFor(options: PipelineOptions, items: DatasetItem[]): (item: DatasetItem) => string {
+  const source = options.transcripts ?? 'ravdess-names'
+  if (source === 'ravdess-names') {
+    const missing = items.find((i) => !i.ravdess)
+    if (missing) throw invalidOption('transcripts', `'ravdess-names' needs RAVDESS file names; ${missing.path} is not one: pass transcripts`)
+    return (i) => RAVDESS_STATEMENTS[i.ravdess!.statement]
+  }
+  const missing = items.find((i) => typeof source[i.path] !== 'string')
+  if (missing) throw invalidOption('transcripts', `no transcript for ${missing.path}`)
+  return (i) => source[i.path]
+}
+
+function validate(o: PipelineOptions): void {
+  if (!o || typeof o !== 'object') throw invalidOption('options', 'must be an object')
+  if (typeof o.data !== 'string' || !o.data) throw invalidOption('data', 'must be the dataset folder')
+  if (typeof o.out !== 'string' || !o.out) throw invalidOption('out', 'must be the run directory')
+  for (const m of o.models ?? []) if (!DEFAULT_MODELS.includes(m)) throw invalidOption('models', `unknown model '${m}' (audio, text, fusion)`)
+  if (o.models && o.models.length === 0) throw invalidOption('models', 'must name at least one model')
+  const positiveInt = (name: string, v: unknown) => {
+    if (v !== undefined && !(Number.isInteger(v) && (v as number) > 0)) throw invalidOption(name, `must be a positive integer, got ${v}`)
+  }
+  positiveInt('epochs', o.epochs)
+  positiveInt('batchSize', o.batchSize)
+  positiveInt('accumulation', o.accumulation)
+  positiveInt('maxItems', o.maxItems)
+  positiveInt('maxTokens', o.maxTokens)
+  if (o.lr !== undefined && !(o.lr > 0)) throw invalidOption('lr', `must be > 0, got ${o.lr}`)
+  if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split)) throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
+}
