@@ -1,0 +1,140 @@
+import test from 'ava'
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { inflateSync } from 'node:zlib'
+import { EmotionPipelineError, loadModel, trainPipeline } from '../src/index.js'
+import type { PipelineEvent } from '../src/index.js'
+import { haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+
+const SMALL = { audio: { channels: [8, 16, 32], hidden: [32, 16] } }
+const quick = (out: string) => ({
+  data: ravdessDir, out, maxItems: 48, epochs: 2, device: 'cpu' as const,
+  train: { audio: SMALL, fusion: SMALL, text: { epochs: 3 } },
+})
+
+/** Decodes a PNG far enough to prove it is whole: signature, IHDR, and IDAT that inflates to the image size. */
+function decodePng(path: string): { width: number; height: number } {
+  const b = readFileSync(path)
+  if (!b.subarray(0, 8).equals(Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]))) throw new Error(`${path}: not a PNG`)
+  let offset = 8
+  let width = 0
+  let height = 0
+  let channels = 0
+  const idat: Buffer[] = []
+  while (offset < b.length) {
+    const length = b.readUInt32BE(offset)
+    const type = b.toString('ascii', offset + 4, offset + 8)
+    const data = b.subarray(offset + 8, offset + 8 + length)
+    if (type === 'IHDR') {
+      width = data.readUInt32BE(0)
+      height = data.readUInt32BE(4)
+      channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[data[9]] ?? 0
+    }
+    if (type === 'IDAT') idat.push(data)
+    offset += 12 + length
+  }
+  const raw = inflateSync(Buffer.concat(idat))
+  if (raw.length !== height * (1 + width * channels)) throw new Error(`${path}: pixel data ${raw.length} bytes, expected ${height * (1 + width * channels)}`)
+  return { width, height }
+}
+
+let run: ReturnType<typeof trainPipeline> | undefined
+const runDir = tempDir('ep-run-')
+const events: PipelineEvent[] = []
+function quickRun() {
+  run ??= trainPipeline({ ...quick(runDir), onProgress: (e) => events.push(e) })
+  return run
+}
+
+test('trainPipeline writes a complete run directory with metrics in range', async (t) => {
+  if (!haveRavdess) return t.pass(NO_DATA)
+  const result = await quickRun()
+  t.deepEqual(Object.keys(result.models), ['audio', 'text', 'fusion'])
+  t.deepEqual(result.split, { strategy: 'stratified', train: 38, val: 0, test: 10 })
+  for (const f of ['config.json', 'split.json', 'metrics.json', 'history.csv', 'report.md', 'vocabulary.json', 'models/audio/best.safetensors', 'models/fusion/last.state.json']) {
+    t.true(existsSync(join(runDir, f)), f)
+  }
+  const metrics = JSON.parse(readFileSync(join(runDir, 'metrics.json'), 'utf8'))
+  for (const m of ['audio', 'text', 'fusion']) {
+    const test = metrics.models[m].test
+    t.is(test.count, 10)
+    for (const k of ['accuracy', 'weightedF1', 'weightedPrecision', 'weightedRecall', 'macroF1', 'uar']) t.true(test[k] >= 0 && test[k] <= 1, `${m}.${k} = ${test[k]}`)
+    t.is(test.confusion.flat().reduce((a: number, b: number) => a + b, 0), 10)
+  }
+  const csv = readFileSync(join(runDir, 'history.csv'), 'utf8').trim().split('\n')
+  t.is(csv[0], 'model,epoch,trainLoss,trainAccuracy,valLoss,valAccuracy,valF1,lr,seconds,skippedSteps')
+  t.is(csv.length, 1 + 2 + 3 + 2)
+  const report = readFileSync(join(runDir, 'report.md'), 'utf8')
+  t.regex(report, /\| audio \| .* \| 69\.28 % \|/)
+  t.regex(report, /CC BY-NC-SA 4\.0/)
+  t.true(events.some((e) => e.type === 'stage' && e.stage === 'features'))
+  t.true(events.some((e) => e.type === 'epochEnd'))
+})
+
+test('plots are SVG and PNG files that decode', async (t) => {
+  if (!haveRavdess) return t.pass(NO_DATA)
+  await quickRun()
+  for (const m of ['audio', 'text', 'fusion']) {
+    for (const kind of ['confusion', 'loss']) {
+      const svg = readFileSync(join(runDir, `${kind}-${m}.svg`), 'utf8')
+      t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/)
+      const { width, height } = decodePng(join(runDir, `${kind}-${m}.png`))
+      t.true(width > 400 && height > 300, `${kind}-${m}.png is ${width}×${height}`)
+    }
+  }
+  t.regex(readFileSync(join(runDir, 'confusion-audio.svg'), 'utf8'), />surprised</)
+})
+
+test('predict on a saved run: API and CLI', async (t) => {
+  if (!haveRavdess) return t.pass(NO_DATA)
+  await quickRun()
+  const split = JSON.parse(readFileSync(join(runDir, 'split.json'), 'utf8'))
+  const files: string[] = split.test.slice(0, 3).map((i: { path: string }) => i.path)
+  const model = loadModel(join(runDir, 'models', 'audio'), { device: 'cpu' })
+  const predictions = await model.predictFiles(files)
+  t.is(predictions.length, 3)
+  t.true(predictions.every((p) => model.labels.includes(p.label) && p.probabilities.length === 8))
+  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+  const out = execFileSync(process.execPath, [cli, 'predict', '--run', runDir, '--json', ...files], { encoding: 'utf8' })
+  const lines = out.trim().split('\n').map((l) => JSON.parse(l))
+  t.deepEqual(lines.map((l) => l.label), predictions.map((p) => p.label))
+})
+
+test('an aborted pipeline rejects with CANCELLED', async (t) => {
+  if (!haveRavdess) return t.pass(NO_DATA)
+  const controller = new AbortController()
+  const err = await t.throwsAsync(
+    trainPipeline({
+      ...quick(tempDir('ep-run-cancel-')), signal: controller.signal,
+      onProgress: (e) => { if (e.type === 'start') controller.abort() },
+    }),
+    { instanceOf: EmotionPipelineError },
+  )
+  t.is(err!.code, 'CANCELLED')
+})
+
+test('invalid pipeline options are INVALID_OPTION naming the field', async (t) => {
+  const cases: [object, RegExp][] = [
+    [{ data: '' }, /`data`/],
+    [{ models: ['video'] }, /`models`.*video/],
+    [{ epochs: 0 }, /`epochs`/],
+    [{ split: 'random' }, /`split`/],
+    [{ lr: -1 }, /`lr`/],
+  ]
+  for (const [options, pattern] of cases) {
+    const err = await t.throwsAsync(trainPipeline({ data: ravdessDir, out: tempDir(), ...options } as never))
+    t.is((err as EmotionPipelineError).code, 'INVALID_OPTION', JSON.stringify(options))
+    t.regex(err!.message, pattern)
+  }
+  const missing = await t.throwsAsync(trainPipeline({ data: '/no/such/folder', out: tempDir() }))
+  t.is((missing as EmotionPipelineError).code, 'DATASET')
+})
+
+test('CLI train --help and unknown commands', (t) => {
+  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+  t.regex(execFileSync(process.execPath, [cli, 'train', '--help'], { encoding: 'utf8' }), /--split KIND/)
+  t.regex(execFileSync(process.execPath, [cli, '--help'], { encoding: 'utf8' }), /predict/)
+  const err = t.throws(() => execFileSync(process.execPath, [cli, 'fly'], { encoding: 'utf8', stdio: 'pipe' }))
+  t.regex(String((err as { stderr?: string }).stderr), /unknown command 'fly'/)
+})
