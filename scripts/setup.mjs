@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, resolveLibtorch } from './libtorch.mjs'
+import { ensureWhisperModel } from './whisper.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const log = (message) => console.error(`[setup] ${message}`)
@@ -44,6 +45,7 @@ try {
   const lib = resolveLibtorch({ log })
   buildAddon(lib)
   buildTypeScript()
+  ensureWhisperModel({ log })
 } catch (err) {
   console.error(`[setup] failed: ${err.message}`)
   process.exit(1)

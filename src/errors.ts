@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'NON_FINITE'
   | 'TORCH'
   | 'IO'
+  | 'MODEL_NOT_FOUND'
   | 'INTERNAL'
 
 export class EmotionPipelineError extends Error {
@@ -22,7 +23,7 @@ export class EmotionPipelineError extends Error {
 
 const KNOWN = new Set<string>([
   'INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY',
-  'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'INTERNAL',
+  'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL',
 ])
 
 /** Turns an error from the addon (which carries `code`) into an `EmotionPipelineError`. */

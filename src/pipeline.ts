@@ -1,6 +1,6 @@
 // trainPipeline(): dataset folder → index → split → features → (transcripts → tokens) → train audio,
 // text and fusion models → evaluate → run directory with metrics, plots and a report.
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { extractMel } from './audio.js'
@@ -13,6 +13,8 @@ import { EmotionPipelineError, invalidOption } from './errors.js'
 import { REFERENCE_ACCURACY, reportMarkdown, writeHistoryCsv, writePlots } from './report.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
+import { bundledWhisperDir, transcribe } from './transcribe.js'
+import type { TranscribeOptions } from './transcribe.js'
 import type { TrainEvent, TrainOptions, TrainResult, TrainSet } from './train.js'
 
 export type ModelName = 'audio' | 'text' | 'fusion'
@@ -45,11 +47,14 @@ export interface PipelineOptions {
   /** Feature cache folder. @default ~/.cache/emotion-pipeline/features */
   cacheDir?: string | null
   /**
-   * Transcripts for the text and fusion models: a map from clip path to text, or `'ravdess-names'`
-   * (the statement encoded in each RAVDESS file name). Whisper transcription comes with `transcribe()`.
-   * @default 'ravdess-names' for RAVDESS, else required for text/fusion
+   * Transcripts for the text and fusion models: `'whisper'` (Whisper tiny.en through transformers.js, as
+   * the reference), `'ravdess-names'` (the statement each RAVDESS file name encodes), or a map from clip
+   * path to text. @default 'whisper'
    */
-  transcripts?: Record<string, string> | 'ravdess-names'
+  transcripts?: Record<string, string> | 'whisper' | 'ravdess-names'
+  /** Whisper settings (`transcribe()` options). The model folder defaults to `$EMOTION_PIPELINE_WHISPER_DIR`,
+   * then the one `scripts/whisper.mjs` builds, then the hub. */
+  whisper?: Pick<TranscribeOptions, 'model' | 'modelDir' | 'cacheDir' | 'batchSize'>
   /** Tokens per transcript. @default 6 */
   maxTokens?: number
   /** Use a stratified sample of this many clips (quick runs). */
@@ -63,6 +68,7 @@ export interface PipelineOptions {
 export type PipelineEvent =
   | { type: 'stage'; stage: string; message: string }
   | { type: 'features'; done: number; total: number }
+  | { type: 'transcribe'; done: number; total: number; cached: number }
   | (TrainEvent & { stage?: undefined })
 
 export interface PipelineResult {
@@ -138,11 +144,14 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   let tokenizer: Tokenizer | undefined
   let transcriptSource = 'none'
   const needsText = models.some((m) => m !== 'audio')
-  const textOf = needsText ? transcriptsFor(options, [...split.train, ...split.val, ...split.test]) : undefined
+  const allItems = [...split.train, ...split.val, ...split.test]
+  const textOf = needsText ? await timed('transcripts', () => transcriptsFor(options, allItems, stage, emit)) : undefined
   if (textOf) {
-    transcriptSource = options.transcripts && typeof options.transcripts === 'object' ? 'provided' : 'RAVDESS statements from the file names'
+    const source = options.transcripts ?? 'whisper'
+    transcriptSource = typeof source === 'object' ? 'provided' : source === 'whisper' ? 'Whisper tiny.en (transformers.js)' : 'RAVDESS statements from the file names'
     tokenizer = Tokenizer.fit(split.train.map((i) => textOf(i)), options.maxTokens ?? 6)
     writeFileSync(join(runDir, 'vocabulary.json'), JSON.stringify(tokenizer.toJSON(), null, 1))
+    writeFileSync(join(runDir, 'transcripts.json'), JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
     notes.push(`Text: ${transcriptSource}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`)
   }
   const set = (name: keyof typeof parts): TrainSet | undefined => {
@@ -213,8 +222,24 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   }
 }
 
-function transcriptsFor(options: PipelineOptions, items: DatasetItem[]): (item: DatasetItem) => string {
-  const source = options.transcripts ?? 'ravdess-names'
+async function transcriptsFor(
+  options: PipelineOptions,
+  items: DatasetItem[],
+  stage: (name: string, message: string) => void,
+  emit: (e: PipelineEvent) => void,
+): Promise<(item: DatasetItem) => string> {
+  const source = options.transcripts ?? 'whisper'
+  if (source === 'whisper') {
+    const bundled = bundledWhisperDir()
+    const modelDir = options.whisper?.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (existsSync(bundled) ? bundled : undefined)
+    stage('transcripts', `Whisper on ${items.length} clips (${modelDir ?? options.whisper?.model ?? 'hub model'})`)
+    const out = await transcribe(items.map((i) => i.path), {
+      ...options.whisper, modelDir, signal: options.signal,
+      onProgress: (e) => emit({ type: 'transcribe', done: e.done, total: e.total, cached: e.cached }),
+    })
+    const byPath = new Map(out.map((t) => [t.path, t.text]))
+    return (i) => byPath.get(i.path) ?? ''
+  }
   if (source === 'ravdess-names') {
     const missing = items.find((i) => !i.ravdess)
     if (missing) throw invalidOption('transcripts', `'ravdess-names' needs RAVDESS file names; ${missing.path} is not one: pass transcripts`)

