@@ -3,9 +3,9 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::{CodecParameters, DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -50,8 +50,8 @@ impl ProbeInfo {
     }
 }
 
-/// Reads only the container header of an in-memory file. The error is a reason without the path.
-pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
+/// Opens the container of an in-memory file and finds its first audio track.
+fn open(bytes: Vec<u8>, extension: Option<&str>) -> Result<(Box<dyn FormatReader>, u32, CodecParameters), String> {
     if bytes.is_empty() {
         return Err("file is empty (0 bytes)".into());
     }
@@ -64,7 +64,13 @@ pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo,
         .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
         .map_err(|e| format!("unsupported or unrecognised format ({})", describe(&e)))?;
     let track = probed.format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or("no audio track")?;
-    let p = &track.codec_params;
+    let (id, params) = (track.id, track.codec_params.clone());
+    Ok((probed.format, id, params))
+}
+
+/// Reads only the container header of an in-memory file. The error is a reason without the path.
+pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
+    let (_, _, p) = open(bytes, extension)?;
     let sample_rate = p.sample_rate.filter(|&r| r > 0).ok_or("sample rate unknown")?;
     if p.n_frames == Some(0) {
         return Err("no audio samples (zero-length audio)".into());
@@ -74,25 +80,7 @@ pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo,
 
 /// Decodes an in-memory file. The error is a reason without the path; callers add it.
 pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, String> {
-    if bytes.is_empty() {
-        return Err("file is empty (0 bytes)".into());
-    }
-    let mut hint = Hint::new();
-    if let Some(ext) = extension {
-        hint.with_extension(ext);
-    }
-    let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), MediaSourceStreamOptions::default());
-    let probed = symphonia::default::get_probe()
-        .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
-        .map_err(|e| format!("unsupported or unrecognised format ({})", describe(&e)))?;
-    let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or("no audio track")?;
-    let track_id = track.id;
-    let params = track.codec_params.clone();
+    let (mut format, track_id, params) = open(bytes, extension)?;
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| format!("unsupported codec ({})", describe(&e)))?;
