@@ -109,7 +109,7 @@ pub fn save_model(dir: &Path, tag: &str, vs: &VarStore, meta: &ModelMeta) -> Res
 /// `last.*`: weights, optimiser state and the loop state needed to resume.
 pub fn save_resumable(dir: &Path, vs: &VarStore, adam: &Adam, state: &TrainState, meta: &ModelMeta) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let path = save_model_files(dir, vs, meta)?;
+    let path = save_model(dir, "last", vs, meta)?;
     let mut optim: Vec<(String, Tensor)> = Vec::new();
     for (i, (m, v)) in adam.exp_avg.iter().zip(&adam.exp_avg_sq).enumerate() {
         optim.push((format!("exp_avg.{i}"), m.shallow_clone()));
@@ -119,10 +119,6 @@ pub fn save_resumable(dir: &Path, vs: &VarStore, adam: &Adam, state: &TrainState
     save_tensors(&dir.join("last.optim.safetensors"), &optim)?;
     write_atomic(&dir.join("last.state.json"), &json(state)?)?;
     Ok(path)
-}
-
-fn save_model_files(dir: &Path, vs: &VarStore, meta: &ModelMeta) -> Result<PathBuf> {
-    save_model(dir, "last", vs, meta)
 }
 
 pub fn load_state(dir: &Path) -> Result<Option<TrainState>> {
