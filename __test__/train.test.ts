@@ -76,7 +76,7 @@ test('invalid training options are INVALID_OPTION naming the field', async (t) =
     [{ batchSize: 0 }, /batchSize/],
     [{ optim: { lr: -1 } }, /optim\.lr/],
     [{ model: 'text' }, /vocabSize/],
-    [{ amp: 'bf16' }, /amp/],
+    [{ amp: 'fp8' }, /unknown variant `fp8`/],
     [{ epoch: 3 }, /unknown field `epoch`/],
     [{ train: { ...set, labels: [0, 9] } }, /train\.labels\[1\]/],
     [{ resume: true }, /resume/],

@@ -2,7 +2,7 @@
 // Training-speed benchmark: the reference audio CNN and loop (batch 16, accumulation 2) in
 // emotion-pipeline and in Python PyTorch on the same device, in one run. Prints JSON with the ratio.
 //
-//   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--amp auto|fp16|off]
+//   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--amp auto|fp16|bf16|off]
 import { execFileSync } from 'node:child_process'
 import { cpus } from 'node:os'
 import { resolve } from 'node:path'
@@ -46,7 +46,7 @@ const python = referencePython()
 let reference = null
 if (python) {
   const script = resolve(import.meta.dirname, 'reference', 'train_bench.py')
-  const amp = values.amp === 'off' ? 'off' : 'fp16'
+  const amp = values.amp === 'off' ? 'off' : values.amp === 'bf16' ? 'bf16' : 'fp16'
   reference = JSON.parse(execFileSync(python, [script, device, String(steps), String(batchSize), String(accumulation), amp], { encoding: 'utf8' }))
 }
 const info = deviceInfo()

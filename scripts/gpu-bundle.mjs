@@ -44,7 +44,7 @@ if [ "\${1:-}" != "--tests-only" ]; then
   for b in 16 64; do
     /tmp/node benches/mel.mjs --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
   done
-  for amp in fp16 off; do
+  for amp in fp16 bf16 off; do
     /tmp/node benches/train.mjs --device cuda --steps 400 --amp $amp | tee "$RESULTS/bench-train-cuda-$amp.json"
   done
 fi

@@ -108,13 +108,13 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   assert.ok(dbErr <= 1e-3, `dB err ${dbErr}`)
 })
 
-test('the audio CNN trains on CUDA with fp16 autocast (AMP active) and in fp32 when off', async () => {
+test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocast, and in fp32 when off', async () => {
   const { train } = await import('../dist/index.js')
   const n = 64
   const data = new Float32Array(n * 128 * 280)
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 10 - 40 + ((i / (128 * 280)) % 8)
   const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
-  for (const [amp, expected] of [['auto', 'fp16'], ['off', 'fp32']]) {
+  for (const [amp, expected] of [['auto', 'fp16'], ['bf16', 'bf16'], ['off', 'fp32']]) {
     const events = []
     const r = await train({ train: { mel: { data, shape: [n, 128, 280] }, labels }, val: { mel: { data, shape: [n, 128, 280] }, labels }, epochs: 3, device: 'cuda', amp, onProgress: (e) => events.push(e) })
     assert.equal(r.device, 'cuda:0')

@@ -44,7 +44,7 @@ export interface Metrics {
 }
 
 export type TrainEvent =
-  | { type: 'start'; model: string; device: string; precision: 'fp16' | 'fp32'; epochs: number; stepsPerEpoch: number; resumedFromEpoch: number | null }
+  | { type: 'start'; model: string; device: string; precision: 'fp16' | 'bf16' | 'fp32'; epochs: number; stepsPerEpoch: number; resumedFromEpoch: number | null }
   | { type: 'epochStart'; model: string; epoch: number; epochs: number }
   | { type: 'step'; model: string; epoch: number; step: number; steps: number; loss: number }
   | { type: 'epochEnd'; model: string; record: EpochRecord; epochs: number }
@@ -77,7 +77,7 @@ export interface TrainOptions {
   /** @default 'constant' */
   lrSchedule?: 'constant' | 'cosine'
   earlyStopping?: { metric: 'valLoss' | 'valAccuracy' | 'valF1'; patience: number }
-  /** `auto`: fp16 autocast + loss scaling on CUDA, fp32 on the CPU. @default 'auto' */
+  /** `auto`/`fp16`: fp16 autocast + loss scaling on CUDA; `bf16`: bf16 autocast, no scaling; fp32 on the CPU. @default 'auto' */
   amp?: 'auto' | 'fp16' | 'bf16' | 'off'
   /** @default 'auto' */
   device?: DeviceSpec
@@ -105,7 +105,7 @@ export interface TrainResult {
   model: 'audio' | 'text' | 'fusion'
   labels: string[]
   device: string
-  precision: 'fp16' | 'fp32'
+  precision: 'fp16' | 'bf16' | 'fp32'
   history: EpochRecord[]
   bestEpoch: number | null
   val: Metrics | null

@@ -1,6 +1,6 @@
 """The reference audio CNN and training step in Python PyTorch, for a side-by-side speed figure.
 
-Usage: python train_bench.py DEVICE STEPS BATCH ACCUM AMP(fp16|off)   → one JSON line
+Usage: python train_bench.py DEVICE STEPS BATCH ACCUM AMP(fp16|bf16|off)   → one JSON line
 Same architecture and loop as emotion-pipeline's defaults: 6 conv blocks (32..512), BN, max-pool,
 global average pool, FC 512→256→128→8, dropout 0.5, Adam 1e-3, cross-entropy, accumulation.
 """
@@ -34,15 +34,16 @@ def main(device, steps, batch, accum, amp):
         torch.backends.cudnn.benchmark = True
     model = AudioCnn().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    use_amp = amp == "fp16" and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    use_amp = amp in ("fp16", "bf16") and device.startswith("cuda")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp == "fp16")
     data = torch.randn(512, 128, 280, device=device)
     labels = torch.randint(0, 8, (512,), device=device)
 
     def run(n):
         for step in range(n):
             idx = torch.randint(0, 512, (batch,), device=device)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            with torch.autocast("cuda", dtype=dtype, enabled=use_amp):
                 loss = nn.functional.cross_entropy(model(data[idx]).float(), labels[idx]) / accum
             scaler.scale(loss).backward()
             if (step + 1) % accum == 0:
@@ -56,7 +57,7 @@ def main(device, steps, batch, accum, amp):
     t0 = time.perf_counter()
     run(steps)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"microStepsPerSecond": steps / seconds, "seconds": seconds, "amp": use_amp,
+    print(json.dumps({"microStepsPerSecond": steps / seconds, "seconds": seconds, "amp": amp if use_amp else False,
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
 

@@ -39,7 +39,7 @@ pub struct TrainResult {
     pub model: &'static str,
     pub labels: Vec<String>,
     pub device: String,
-    /// `fp16` (autocast + loss scaling) or `fp32`.
+    /// `fp16` (autocast + loss scaling), `bf16` (autocast) or `fp32`.
     pub precision: &'static str,
     pub history: Vec<EpochRecord>,
     pub best_epoch: Option<u32>,
@@ -57,6 +57,23 @@ pub struct Sets<'a> {
     pub train: &'a HostSet,
     pub val: Option<&'a HostSet>,
     pub test: Option<&'a HostSet>,
+}
+
+extern "C" {
+    fn emotion_set_cuda_autocast_bf16(bf16: std::os::raw::c_int);
+    fn emotion_cuda_autocast_is_bf16() -> std::os::raw::c_int;
+}
+
+/// Chooses bf16 (no loss scaling needed) or fp16 for CUDA autocast regions (csrc/autocast.cpp).
+fn set_cuda_autocast_bf16(bf16: bool) {
+    // SAFETY: sets one thread-local/global dtype in libtorch; no pointers cross.
+    unsafe { emotion_set_cuda_autocast_bf16(bf16 as std::os::raw::c_int) }
+}
+
+/// Whether CUDA autocast regions currently run in bf16.
+pub fn cuda_autocast_is_bf16() -> bool {
+    // SAFETY: reads one dtype from libtorch.
+    unsafe { emotion_cuda_autocast_is_bf16() != 0 }
 }
 
 /// libtorch's random generator is process-global (dropout, init): training jobs in one process take
@@ -79,19 +96,25 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
         t.validate("test", classes, needs_mel, needs_tokens, config.vocab_size)?;
     }
     let device = parse_device(&config.device)?;
-    let fp16 = match (config.amp, device) {
-        (Amp::Bf16, _) => return Err(Error::invalid("amp", "'bf16' autocast is not available through tch 0.24 yet; use 'fp16' or 'off'")),
-        (Amp::Fp16, Device::Cpu) => {
-            emit(TrainEvent::Warning { model: name, message: "amp 'fp16' needs CUDA: training in fp32 on the CPU".into() });
-            false
+    // `autocast`: a CUDA autocast region (fp16 or bf16); `fp16`: it is fp16, so losses are scaled.
+    let (autocast, fp16, precision) = match (config.amp, device) {
+        (Amp::Off, _) => (false, false, "fp32"),
+        (amp, Device::Cpu) => {
+            let what = match amp {
+                Amp::Fp16 => "amp 'fp16' needs CUDA",
+                Amp::Bf16 => "amp 'bf16' needs CUDA",
+                _ => "mixed precision is CUDA-only",
+            };
+            emit(TrainEvent::Warning { model: name, message: format!("{what}: training in fp32 on the CPU") });
+            (false, false, "fp32")
         }
-        (Amp::Auto, Device::Cpu) => {
-            emit(TrainEvent::Warning { model: name, message: "mixed precision is CUDA-only: training in fp32 on the CPU".into() });
-            false
-        }
-        (Amp::Off, _) => false,
-        _ => true,
+        (Amp::Bf16, _) => (true, false, "bf16"),
+        _ => (true, true, "fp16"),
     };
+    if autocast {
+        // Global libtorch state: set for every job (jobs take turns, see ONE_AT_A_TIME).
+        set_cuda_autocast_bf16(!fp16);
+    }
     if let Device::Cuda(_) = device {
         tch::Cuda::cudnn_set_benchmark(true);
     }
@@ -145,7 +168,6 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
     let bs = config.batch_size;
     let steps_per_epoch = train_set.len.div_ceil(bs);
     let total_opt_steps = (config.epochs as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
-    let precision = if fp16 { "fp16" } else { "fp32" };
     emit(TrainEvent::Start {
         model: name,
         device: device_name(device),
@@ -212,7 +234,7 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
             // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
             let logits = catch_panic(|| {
                 let forward = || model.logits(mel.as_ref(), tokens.as_ref(), true);
-                Ok(if fp16 { tch::autocast(true, forward) } else { forward() }.f_to_kind(Kind::Float)?)
+                Ok(if autocast { tch::autocast(true, forward) } else { forward() }.f_to_kind(Kind::Float)?)
             })
             .map_err(oom_context)?;
             let loss = logits.f_cross_entropy_loss(&labels, class_weights.as_ref(), Reduction::Mean, -100, config.label_smoothing)?;
@@ -405,4 +427,17 @@ pub fn predict_logits(model: &Model, set: &DeviceSet) -> Result<(Tensor, Tensor)
         outs.push(model.logits(mel.as_ref(), tokens.as_ref(), false).f_to_kind(Kind::Float)?);
     }
     Ok((Tensor::f_cat(&outs, 0)?, set.labels.shallow_clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_autocast_shim_sets_and_reads_the_cuda_autocast_dtype() {
+        set_cuda_autocast_bf16(true);
+        assert!(cuda_autocast_is_bf16());
+        set_cuda_autocast_bf16(false);
+        assert!(!cuda_autocast_is_bf16());
+    }
 }
