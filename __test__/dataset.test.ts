@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 
 import { basename, join } from 'node:path'
 import { EmotionPipelineError, extractMel, indexDataset, loadSplit, saveSplit, splitDataset } from '../src/index.js'
 import type { DatasetIndex, DatasetItem } from '../src/index.js'
-import { haveRavdess, listAudio, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+import { skip, haveRavdess, listAudio, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
 let full: DatasetIndex | undefined
 async function fullIndex(): Promise<DatasetIndex> {
@@ -14,7 +14,7 @@ async function fullIndex(): Promise<DatasetIndex> {
 const EMOTIONS = ['angry', 'calm', 'disgust', 'fearful', 'happy', 'neutral', 'sad', 'surprised']
 
 test('RAVDESS actors 1–20: 80 neutral and 160 of every other emotion, 60 per actor, all 48 kHz', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const index = await fullIndex()
   t.is(index.layout, 'ravdess')
   t.deepEqual(index.problems, [])
@@ -29,7 +29,7 @@ test('RAVDESS actors 1–20: 80 neutral and 160 of every other emotion, 60 per a
 })
 
 test('byte-identical clips inside the corpus are reported as content duplicates', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const index = await fullIndex()
   for (const d of index.duplicates) {
     const kept = index.items.find((i) => i.path === d.duplicateOf)!
@@ -42,7 +42,7 @@ test('byte-identical clips inside the corpus are reported as content duplicates'
 })
 
 test('a copied actor folder, a corrupt clip, a song clip and a misplaced clip are all reported', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const root = tempDir('ep-dataset-')
   const actor = listAudio(join(ravdessDir, 'Actor_03')).slice(0, 12)
   for (const folder of ['Actor_03', 'Actor_03 - Copy']) {
@@ -87,7 +87,7 @@ test('missing folders and empty folders are DATASET errors naming the path', asy
 })
 
 test('label folders and CSV/JSONL manifests index generic corpora', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const root = tempDir('ep-generic-')
   const files = listAudio(join(ravdessDir, 'Actor_05')).slice(0, 6)
   for (const [i, f] of files.entries()) {
@@ -119,7 +119,7 @@ function labelsOf(items: DatasetItem[]) {
 }
 
 test('stratified 80/20 keeps class proportions and is stable for a seed', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const index = await fullIndex()
   const a = splitDataset(index)
   const n = index.items.length
@@ -151,7 +151,7 @@ test('the reference 1440-clip shape splits 1152/288', (t) => {
 })
 
 test('speaker splits never share a speaker; named test speakers are honoured; folds partition', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const index = await fullIndex()
   const speakers = (items: DatasetItem[]) => new Set(items.map((i) => i.speaker))
   const s = splitDataset(index, { strategy: 'speaker', testFraction: 0.2, valFraction: 0.1, seed: 3 })
@@ -183,7 +183,7 @@ test('speaker splits never share a speaker; named test speakers are honoured; fo
 })
 
 test('split.json round-trips to the same split', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const split = splitDataset(await fullIndex(), { strategy: 'speaker', testFraction: 0.2 })
   const path = join(tempDir(), 'run', 'split.json')
   saveSplit(split, path)
@@ -193,7 +193,7 @@ test('split.json round-trips to the same split', async (t) => {
 })
 
 test('the feature cache: a second run reads every clip from disk and gives the same features', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const files = listAudio(join(ravdessDir, 'Actor_06')).slice(0, 24)
   const cacheDir = tempDir('ep-cache-')
   const first = await extractMel(files, { device: 'cpu', cacheDir })

@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { decodeAudio, extractMel } from '../src/index.js'
 import type { MelOptions } from '../src/index.js'
-import { haveWavs, listAudio, referencePython, sine, tempDir, wavDir, writeWav } from './helpers.js'
+import { skip, haveWavs, listAudio, referencePython, sine, tempDir, wavDir, writeWav } from './helpers.js'
 
 const python = referencePython()
 const script = resolve(import.meta.dirname, '..', 'benches', 'reference', 'torchaudio_mel.py')
@@ -100,8 +100,8 @@ async function ours(waves: Float32Array[], mel: MelOptions) {
 const SKIP = 'no Python with torch/torchaudio 2.11 found (see scripts/libtorch.mjs): parity skipped'
 
 test('log-mel of the 16 original RAVDESS WAVs matches torchaudio (default reference settings)', async (t) => {
-  if (!python) return t.pass(SKIP)
-  if (!haveWavs) return t.pass('ravdess-wav not found: skipped')
+  if (!python) return skip(t, SKIP)
+  if (!haveWavs) return skip(t, 'ravdess-wav not found: skipped')
   const waves = await Promise.all(listAudio(wavDir).map(async (f) => (await decodeAudio(f)).samples.slice(0, 144000)))
   const ref = await torchaudio({ name: 'ravdess', waves, config: DEFAULTS })
   const mine = await ours(waves, {})
@@ -121,7 +121,7 @@ const SYNTHETIC: [string, MelOptions, Record<string, unknown>][] = [
 
 for (const [name, mel, config] of SYNTHETIC) {
   test(`log-mel of synthetic signals matches torchaudio: ${name}`, async (t) => {
-    if (!python) return t.pass(SKIP)
+    if (!python) return skip(t, SKIP)
     const rate = mel.sampleRate ?? 48000
     const n = rate
     let seed = 7
@@ -141,7 +141,7 @@ for (const [name, mel, config] of SYNTHETIC) {
 }
 
 test('resampling matches torchaudio.functional.resample (44.1k→48k, 48k→16k)', async (t) => {
-  if (!python) return t.pass(SKIP)
+  if (!python) return skip(t, SKIP)
   const pairs = [[44100, 48000], [48000, 16000], [22050, 48000]]
   await Promise.all(pairs.map(async ([from, to]) => {
     const source = sine(997, from, from, 0.4).map((v, i) => v + 0.2 * Math.sin(i * 0.37))

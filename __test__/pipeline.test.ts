@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
 import { EmotionPipelineError, loadModel, trainPipeline } from '../src/index.js'
 import type { PipelineEvent } from '../src/index.js'
-import { haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
 const SMALL = { audio: { channels: [8, 16, 32], hidden: [32, 16] } }
 const quick = (out: string) => ({
@@ -48,7 +48,7 @@ function quickRun() {
 }
 
 test('trainPipeline writes a complete run directory with metrics in range', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const result = await quickRun()
   t.deepEqual(Object.keys(result.models), ['audio', 'text', 'fusion'])
   t.deepEqual(result.split, { strategy: 'stratified', train: 38, val: 0, test: 10 })
@@ -73,7 +73,7 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
 })
 
 test('plots are SVG and PNG files that decode', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   await quickRun()
   for (const m of ['audio', 'text', 'fusion']) {
     for (const kind of ['confusion', 'loss']) {
@@ -87,7 +87,7 @@ test('plots are SVG and PNG files that decode', async (t) => {
 })
 
 test('predict on a saved run: API and CLI', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   await quickRun()
   const split = JSON.parse(readFileSync(join(runDir, 'split.json'), 'utf8'))
   const files: string[] = split.test.slice(0, 3).map((i: { path: string }) => i.path)
@@ -102,7 +102,7 @@ test('predict on a saved run: API and CLI', async (t) => {
 })
 
 test('an aborted pipeline rejects with CANCELLED', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const controller = new AbortController()
   const err = await t.throwsAsync(
     trainPipeline({

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { EmotionPipelineError, extractMel, indexDataset, loadModel, train } from '../src/index.js'
 import type { TrainEvent, TrainSet } from '../src/index.js'
-import { haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
 const EMOTIONS = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
 // A small CNN keeps these CPU tests quick; the reference widths are the defaults.
@@ -23,7 +23,7 @@ function realSubset() {
 }
 
 test('the audio CNN overfits 16 real clips to 100% training accuracy, and predicts from its checkpoint', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const { set, paths } = await realSubset()
   const checkpointDir = tempDir('ep-overfit-')
   const events: TrainEvent[] = []
@@ -50,7 +50,7 @@ test('the audio CNN overfits 16 real clips to 100% training accuracy, and predic
 })
 
 test('an AbortSignal stops training with CANCELLED and leaves a resumable checkpoint', async (t) => {
-  if (!haveRavdess) return t.pass(NO_DATA)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const { set } = await realSubset()
   const checkpointDir = tempDir('ep-cancel-')
   const controller = new AbortController()

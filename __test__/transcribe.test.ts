@@ -2,7 +2,7 @@ import test from 'ava'
 import { existsSync } from 'node:fs'
 import { basename } from 'node:path'
 import { bundledWhisperDir, EmotionPipelineError, Tokenizer, transcribe, wordErrorRate } from '../src/index.js'
-import { haveWavs, listAudio, tempDir, wavDir } from './helpers.js'
+import { skip, haveWavs, listAudio, tempDir, wavDir } from './helpers.js'
 
 const modelDir = process.env.EMOTION_PIPELINE_WHISPER_DIR ?? bundledWhisperDir()
 const haveModel = existsSync(modelDir)
@@ -10,8 +10,8 @@ const NO_MODEL = `no offline Whisper model at ${modelDir} (node scripts/whisper.
 const SENTENCES: Record<string, string> = { '01': 'Kids are talking by the door', '02': 'Dogs are sitting by the door' }
 
 test('Whisper tiny.en transcribes the 16 original RAVDESS WAVs (real weights, offline), then serves them from the cache', async (t) => {
-  if (!haveModel) return t.pass(NO_MODEL)
-  if (!haveWavs) return t.pass('ravdess-wav not found: skipped')
+  if (!haveModel) return skip(t, NO_MODEL)
+  if (!haveWavs) return skip(t, 'ravdess-wav not found: skipped')
   const files = listAudio(wavDir)
   const cacheDir = tempDir('ep-transcripts-')
   const events: number[] = []
@@ -40,7 +40,7 @@ test('a missing model folder is MODEL_NOT_FOUND explaining both ways', async (t)
 })
 
 test('a missing audio file is AUDIO_DECODE naming it', async (t) => {
-  if (!haveModel) return t.pass(NO_MODEL)
+  if (!haveModel) return skip(t, NO_MODEL)
   const err = await t.throwsAsync(transcribe(['/no/such/clip.wav'], { modelDir, cacheDir: null }))
   t.is((err as EmotionPipelineError).code, 'AUDIO_DECODE')
   t.regex(err!.message, /\/no\/such\/clip\.wav/)
