@@ -114,6 +114,33 @@ test('an aborted pipeline rejects with CANCELLED', async (t) => {
   t.is(err!.code, 'CANCELLED')
 })
 
+test('a cancelled pipeline resumes: finished models are kept, the interrupted one goes on', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const out = tempDir('ep-run-resume-')
+  const options = { ...quick(out), models: ['audio', 'fusion'] as ('audio' | 'fusion')[], transcripts: 'ravdess-names' as const }
+  const controller = new AbortController()
+  const cancelled = await t.throwsAsync(trainPipeline({
+    ...options, signal: controller.signal,
+    onProgress: (e) => { if (e.type === 'start' && e.model === 'fusion') controller.abort() },
+  }))
+  t.is((cancelled as EmotionPipelineError).code, 'CANCELLED')
+  const audioWeights = readFileSync(join(out, 'models', 'audio', 'best.safetensors'))
+  t.true(existsSync(join(out, 'models', 'fusion', 'last.state.json')), 'the cancelled model left a checkpoint')
+
+  const wrongSplit = await t.throwsAsync(trainPipeline({ ...options, seed: 7, resume: true }))
+  t.is((wrongSplit as EmotionPipelineError).code, 'INVALID_OPTION')
+  t.regex(wrongSplit!.message, /`resume`.*split\.json/)
+
+  const events: PipelineEvent[] = []
+  const resumed = await trainPipeline({ ...options, resume: true, onProgress: (e) => events.push(e) })
+  t.false(events.some((e) => e.type === 'epochEnd' && e.model === 'audio'), 'the finished audio model is not retrained')
+  t.deepEqual(readFileSync(join(out, 'models', 'audio', 'best.safetensors')), audioWeights)
+  t.deepEqual(resumed.models.audio!.history.map((h) => h.epoch), [1, 2])
+  t.deepEqual(resumed.models.fusion!.history.map((h) => h.epoch), [1, 2])
+  const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'))
+  t.is(metrics.models.audio.trainSeconds, resumed.models.audio!.history.reduce((s, h) => s + h.seconds, 0))
+})
+
 test('invalid pipeline options are INVALID_OPTION naming the field', async (t) => {
   const cases: [object, RegExp][] = [
     [{ data: '' }, /`data`/],
@@ -121,6 +148,7 @@ test('invalid pipeline options are INVALID_OPTION naming the field', async (t) =
     [{ epochs: 0 }, /`epochs`/],
     [{ split: 'random' }, /`split`/],
     [{ lr: -1 }, /`lr`/],
+    [{ resume: 'yes' }, /`resume`/],
   ]
   for (const [options, pattern] of cases) {
     const err = await t.throwsAsync(trainPipeline({ data: ravdessDir, out: tempDir(), ...options } as never))

@@ -37,9 +37,10 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
   --accumulation N      default 2
   --lr X                default 0.001
   --device D            auto (default) | cpu | cuda | cuda:N
-  --amp MODE            auto (default: fp16 on CUDA, fp32 on CPU) | fp16 | off
+  --amp MODE            auto (default: fp16 on CUDA, fp32 on CPU) | fp16 | bf16 | off
   --seed N              default 42
   --max-items N         train on a stratified sample of N clips (quick runs)
+  --resume              continue the run in --out (finished models are kept, interrupted ones go on)
   --json                progress and result as JSON lines on stdout
   --quiet               no progress, only the result`
 
@@ -70,7 +71,7 @@ function summary(result: PipelineResult): string {
 async function runPipeline(options: PipelineOptions, mode: ProgressMode): Promise<number> {
   const controller = new AbortController()
   const onSignal = () => {
-    process.stderr.write('\nstopping at the next step (a checkpoint is written)…\n')
+    process.stderr.write(`\nstopping at the next step (a checkpoint is written); continue with the same command and --resume…\n`)
     controller.abort()
   }
   process.once('SIGINT', onSignal)
@@ -88,7 +89,7 @@ async function trainCommand(argv: string[]): Promise<number> {
       data: { type: 'string' }, out: { type: 'string' }, models: { type: 'string' }, split: { type: 'string' },
       epochs: { type: 'string' }, 'batch-size': { type: 'string' }, accumulation: { type: 'string' }, lr: { type: 'string' },
       device: { type: 'string' }, amp: { type: 'string' }, seed: { type: 'string' }, 'max-items': { type: 'string' },
-      json: { type: 'boolean' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
+      resume: { type: 'boolean' }, json: { type: 'boolean' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
     },
   })
   if (values.help) {
@@ -107,6 +108,7 @@ async function trainCommand(argv: string[]): Promise<number> {
       split: values.split as PipelineOptions['split'],
       epochs: num(values.epochs), batchSize: num(values['batch-size']), accumulation: num(values.accumulation), lr: num(values.lr),
       device: values.device as DeviceSpec | undefined, amp: values.amp as PipelineOptions['amp'], seed: num(values.seed), maxItems: num(values['max-items']),
+      resume: values.resume,
     },
     values.json ? 'json' : values.quiet ? 'quiet' : 'human',
   )

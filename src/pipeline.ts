@@ -1,16 +1,16 @@
 // trainPipeline(): dataset folder → index → split → features → (transcripts → tokens) → train audio,
 // text and fusion models → evaluate → run directory with metrics, plots and a report.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { extractMel } from './audio.js'
 import type { MelOptions } from './audio.js'
-import { indexDataset, saveSplit, splitDataset } from './dataset.js'
+import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 import type { DatasetItem, IndexOptions, Split, SplitOptions } from './dataset.js'
 import { deviceInfo } from './device.js'
 import type { DeviceSpec } from './device.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
-import { REFERENCE_ACCURACY, reportMarkdown, writeHistoryCsv, writePlots } from './report.js'
+import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
 import { bundledWhisperDir, transcribe } from './transcribe.js'
@@ -59,6 +59,12 @@ export interface PipelineOptions {
   maxTokens?: number
   /** Use a stratified sample of this many clips (quick runs). */
   maxItems?: number
+  /**
+   * Continue the run already in `out`: its `split.json` (and vocabulary) must be what these options give;
+   * models whose checkpoints finished are evaluated, not retrained; interrupted ones go on from their last
+   * checkpoint (same result as an uninterrupted run). Without it a run in `out` is overwritten. @default false
+   */
+  resume?: boolean
   /** Extra per-model training options (architecture, schedule, …). */
   train?: Partial<Record<ModelName, Partial<TrainOptions>>>
   onProgress?: (event: PipelineEvent) => void
@@ -118,6 +124,7 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   const splitOptions: SplitOptions =
     typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? 'stratified', testFraction: 0.2, seed }
   const split: Split = splitDataset(items, splitOptions)
+  if (options.resume) checkSameSplit(join(runDir, 'split.json'), split)
   saveSplit(split, join(runDir, 'split.json'))
   stage('split', `${split.options.strategy}: ${split.train.length} train, ${split.val.length} val, ${split.test.length} test`)
 
@@ -150,6 +157,7 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
     const source = options.transcripts ?? 'whisper'
     transcriptSource = typeof source === 'object' ? 'provided' : source === 'whisper' ? 'Whisper tiny.en (transformers.js)' : 'RAVDESS statements from the file names'
     tokenizer = Tokenizer.fit(split.train.map((i) => textOf(i)), options.maxTokens ?? 6)
+    if (options.resume) checkSameVocabulary(join(runDir, 'vocabulary.json'), tokenizer.vocabulary)
     writeFileSync(join(runDir, 'vocabulary.json'), JSON.stringify(tokenizer.toJSON(), null, 1))
     writeFileSync(join(runDir, 'transcripts.json'), JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
     notes.push(`Text: ${transcriptSource}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`)
@@ -176,7 +184,7 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
         model, labels, epochs: options.epochs ?? 50, batchSize: options.batchSize ?? 16, accumulation: options.accumulation ?? 2,
         seed, amp: options.amp ?? 'auto', device, optim: { lr: options.lr ?? 1e-3 },
         vocabSize: tokenizer?.vocabulary.length, vocabulary: tokenizer?.vocabulary, mel: options.mel ?? {},
-        checkpointDir: join(runDir, 'models', model),
+        checkpointDir: join(runDir, 'models', model), resume: options.resume ?? false,
         ...extra,
         train: model === 'text' ? { ...sets.train, mel: undefined } : model === 'audio' ? { ...sets.train, tokens: undefined } : sets.train,
         val: sets.val && (model === 'text' ? { ...sets.val, mel: undefined } : sets.val),
@@ -196,7 +204,10 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
     const metrics = {
       reference: REFERENCE_ACCURACY,
       split: { strategy: split.options.strategy, seed, train: split.train.length, val: split.val.length, test: split.test.length },
-      models: Object.fromEntries(Object.entries(trained).map(([m, r]) => [m, { test: r.test, val: r.val, bestEpoch: r.bestEpoch, seconds: r.seconds, precision: r.precision, device: r.device }])),
+      models: Object.fromEntries(Object.entries(trained).map(([m, r]) => [m, {
+        test: r.test, val: r.val, bestEpoch: r.bestEpoch, epochs: r.history.length, trainSeconds: trainingSeconds(r), seconds: r.seconds,
+        precision: r.precision, device: r.device,
+      }])),
       stageSeconds,
     }
     writeFileSync(join(runDir, 'metrics.json'), JSON.stringify(metrics, null, 1))
@@ -219,6 +230,26 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
     runDir, models: results, files,
     split: { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length },
     stageSeconds,
+  }
+}
+
+function checkSameSplit(path: string, split: Split): void {
+  if (!existsSync(path)) return
+  const saved = loadSplit(path)
+  for (const part of ['train', 'val', 'test'] as const) {
+    const before = saved[part].map((i) => i.path)
+    const now = split[part].map((i) => i.path)
+    if (before.length !== now.length || before.some((p, k) => p !== now[k])) {
+      throw invalidOption('resume', `${path} holds another ${part} set (${before.length} clips, now ${now.length}): resume with the data, split and seed of that run, or write to another out folder`)
+    }
+  }
+}
+
+function checkSameVocabulary(path: string, vocabulary: string[]): void {
+  if (!existsSync(path)) return
+  const saved = JSON.parse(readFileSync(path, 'utf8')) as { vocabulary?: string[] }
+  if (JSON.stringify(saved.vocabulary) !== JSON.stringify(vocabulary)) {
+    throw invalidOption('resume', `${path} differs from the vocabulary of these transcripts: resume with the transcripts of that run, or write to another out folder`)
   }
 }
 
@@ -264,6 +295,7 @@ function validate(o: PipelineOptions): void {
   positiveInt('accumulation', o.accumulation)
   positiveInt('maxItems', o.maxItems)
   positiveInt('maxTokens', o.maxTokens)
+  if (o.resume !== undefined && typeof o.resume !== 'boolean') throw invalidOption('resume', `must be true or false, got ${o.resume}`)
   if (o.lr !== undefined && !(o.lr > 0)) throw invalidOption('lr', `must be > 0, got ${o.lr}`)
   if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split)) throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
 }

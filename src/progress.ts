@@ -9,6 +9,7 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
   if (mode === 'json') return (e) => stream.write(JSON.stringify(e) + '\n')
   const tty = stream.isTTY === true
   let started = 0
+  let firstEpoch = 0
   let live = false
   const line = (text: string, final: boolean) => {
     if (tty) {
@@ -36,6 +37,7 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
         break
       case 'start':
         started = Date.now()
+        firstEpoch = e.resumedFromEpoch ?? 0
         stream.write(`  ${e.model}: ${e.epochs} epochs × ${e.stepsPerEpoch} steps on ${e.device} (${e.precision})${e.resumedFromEpoch !== null ? `, resumed at epoch ${e.resumedFromEpoch + 1}` : ''}\n`)
         break
       case 'step':
@@ -44,7 +46,7 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
       case 'epochEnd': {
         const r = e.record
         const elapsed = (Date.now() - started) / 1000
-        const eta = (elapsed / r.epoch) * (e.epochs - r.epoch)
+        const eta = (elapsed / Math.max(1, r.epoch - firstEpoch)) * (e.epochs - r.epoch)
         const val = r.valAccuracy !== null ? ` val acc ${(r.valAccuracy * 100).toFixed(1)}%` : ''
         line(`  ${e.model} epoch ${r.epoch}/${e.epochs} ${bar(r.epoch / e.epochs)} loss ${r.trainLoss.toFixed(3)} acc ${(r.trainAccuracy * 100).toFixed(1)}%${val} ETA ${clock(eta)}`, true)
         break

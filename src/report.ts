@@ -7,6 +7,11 @@ import type { Metrics, TrainResult } from './train.js'
 /** The published reference this library reproduces (test accuracy, random stratified 80/20). */
 export const REFERENCE_ACCURACY = { audio: 0.6928, text: 0.1312, fusion: 0.6014 } as const
 
+/** Seconds spent in training epochs, over every session of a resumed run (`TrainResult.seconds` is this call's). */
+export function trainingSeconds(result: TrainResult): number {
+  return result.history.reduce((sum, h) => sum + h.seconds, 0)
+}
+
 export function writeHistoryCsv(path: string, results: Record<string, TrainResult>): void {
   const rows = ['model,epoch,trainLoss,trainAccuracy,valLoss,valAccuracy,valF1,lr,seconds,skippedSteps']
   for (const [model, r] of Object.entries(results)) {
@@ -33,6 +38,7 @@ export function writePlots(dir: string, model: string, result: TrainResult, metr
   return files
 }
 
+const clock = (s: number) => (s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`)
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? '—' : `${(x * 100).toFixed(2)} %`)
 
 export interface ReportInput {
@@ -60,10 +66,11 @@ export function reportMarkdown(r: ReportInput): string {
     const res = r.results[m]
     const t = res.test
     const ref = REFERENCE_ACCURACY[m as keyof typeof REFERENCE_ACCURACY]
-    lines.push(`| ${m} | ${pct(t?.accuracy)} | ${pct(t?.weightedF1)} | ${pct(t?.weightedPrecision)} | ${pct(t?.weightedRecall)} | ${pct(t?.uar)} | ${pct(ref)} | ${res.history.length} | ${res.seconds.toFixed(0)} s |`)
+    lines.push(`| ${m} | ${pct(t?.accuracy)} | ${pct(t?.weightedF1)} | ${pct(t?.weightedPrecision)} | ${pct(t?.weightedRecall)} | ${pct(t?.uar)} | ${pct(ref)} | ${res.history.length} | ${clock(trainingSeconds(res))} |`)
   }
   lines.push('', 'Reference: the published RAVDESS pipeline (audio 69.28 %, text 13.12 %, fusion 60.14 %, random stratified 80/20).', '')
-  lines.push('## Time per stage', '', '| stage | seconds |', '|---|---|')
+  lines.push('Train time is the sum of the epochs\' wall time (over every session when a run was resumed).', '')
+  lines.push('## Time per stage (this session)', '', '| stage | seconds |', '|---|---|')
   for (const [stage, s] of Object.entries(r.stageSeconds)) lines.push(`| ${stage} | ${s.toFixed(1)} |`)
   for (const m of models) {
     lines.push('', `## ${m}`, '')
