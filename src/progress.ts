@@ -38,6 +38,10 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
       case 'start':
         started = Date.now()
         firstEpoch = e.resumedFromEpoch ?? 0
+        if (e.resumedFromEpoch !== null && e.resumedFromEpoch >= e.epochs) {
+          stream.write(`  ${e.model}: already trained (${e.resumedFromEpoch} epochs), evaluating its checkpoint\n`)
+          break
+        }
         stream.write(`  ${e.model}: ${e.epochs} epochs × ${e.stepsPerEpoch} steps on ${e.device} (${e.precision})${e.resumedFromEpoch !== null ? `, resumed at epoch ${e.resumedFromEpoch + 1}` : ''}\n`)
         break
       case 'step':
