@@ -149,6 +149,7 @@ test('invalid pipeline options are INVALID_OPTION naming the field', async (t) =
     [{ split: 'random' }, /`split`/],
     [{ lr: -1 }, /`lr`/],
     [{ resume: 'yes' }, /`resume`/],
+    [{ transcripts: 'gpt' }, /`transcripts`/],
   ]
   for (const [options, pattern] of cases) {
     const err = await t.throwsAsync(trainPipeline({ data: ravdessDir, out: tempDir(), ...options } as never))
@@ -165,4 +166,6 @@ test('CLI train --help and unknown commands', (t) => {
   t.regex(execFileSync(process.execPath, [cli, '--help'], { encoding: 'utf8' }), /predict/)
   const err = t.throws(() => execFileSync(process.execPath, [cli, 'fly'], { encoding: 'utf8', stdio: 'pipe' }))
   t.regex(String((err as { stderr?: string }).stderr), /unknown command 'fly'/)
+  const badJson = t.throws(() => execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', tempDir(), '--mel', '{align'], { encoding: 'utf8', stdio: 'pipe' }))
+  t.regex(String((badJson as { stderr?: string }).stderr), /error \[INVALID_OPTION\]: invalid option `--mel`: not JSON/)
 })

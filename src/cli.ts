@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { deviceInfo, doctorChecks, formatDoctor } from './device.js'
-import { EmotionPipelineError } from './errors.js'
+import { EmotionPipelineError, invalidOption } from './errors.js'
 import { findRavdess } from './data.js'
 import { packageRoot } from './native.js'
 import { trainPipeline } from './pipeline.js'
@@ -40,6 +40,9 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
   --amp MODE            auto (default: fp16 on CUDA, fp32 on CPU) | fp16 | bf16 | off
   --seed N              default 42
   --max-items N         train on a stratified sample of N clips (quick runs)
+  --transcripts KIND    whisper (default) | ravdess-names (the statement in each RAVDESS file name)
+  --mel JSON            front-end options, e.g. '{"align":"centre"}' (MelOptions, torchaudio names)
+  --train JSON          per-model training options, e.g. '{"audio":{"labelSmoothing":0.1}}'
   --resume              continue the run in --out (finished models are kept, interrupted ones go on)
   --json                progress and result as JSON lines on stdout
   --quiet               no progress, only the result`
@@ -82,6 +85,15 @@ async function runPipeline(options: PipelineOptions, mode: ProgressMode): Promis
   return 0
 }
 
+function jsonOption<T>(name: string, text: string | undefined): T | undefined {
+  if (text === undefined) return undefined
+  try {
+    return JSON.parse(text) as T
+  } catch (err) {
+    throw invalidOption(name, `not JSON (${(err as Error).message})`)
+  }
+}
+
 async function trainCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -89,6 +101,7 @@ async function trainCommand(argv: string[]): Promise<number> {
       data: { type: 'string' }, out: { type: 'string' }, models: { type: 'string' }, split: { type: 'string' },
       epochs: { type: 'string' }, 'batch-size': { type: 'string' }, accumulation: { type: 'string' }, lr: { type: 'string' },
       device: { type: 'string' }, amp: { type: 'string' }, seed: { type: 'string' }, 'max-items': { type: 'string' },
+      transcripts: { type: 'string' }, mel: { type: 'string' }, train: { type: 'string' },
       resume: { type: 'boolean' }, json: { type: 'boolean' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
     },
   })
@@ -109,6 +122,8 @@ async function trainCommand(argv: string[]): Promise<number> {
       epochs: num(values.epochs), batchSize: num(values['batch-size']), accumulation: num(values.accumulation), lr: num(values.lr),
       device: values.device as DeviceSpec | undefined, amp: values.amp as PipelineOptions['amp'], seed: num(values.seed), maxItems: num(values['max-items']),
       resume: values.resume,
+      transcripts: values.transcripts as PipelineOptions['transcripts'],
+      mel: jsonOption('--mel', values.mel), train: jsonOption('--train', values.train),
     },
     values.json ? 'json' : values.quiet ? 'quiet' : 'human',
   )

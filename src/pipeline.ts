@@ -297,5 +297,8 @@ function validate(o: PipelineOptions): void {
   positiveInt('maxTokens', o.maxTokens)
   if (o.resume !== undefined && typeof o.resume !== 'boolean') throw invalidOption('resume', `must be true or false, got ${o.resume}`)
   if (o.lr !== undefined && !(o.lr > 0)) throw invalidOption('lr', `must be > 0, got ${o.lr}`)
+  if (typeof o.transcripts === 'string' && !['whisper', 'ravdess-names'].includes(o.transcripts)) {
+    throw invalidOption('transcripts', `must be 'whisper', 'ravdess-names' or a { path: text } map, got '${o.transcripts}'`)
+  }
   if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split)) throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
 }
