@@ -1,6 +1,6 @@
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
 import { EmotionPipelineError, loadModel, trainPipeline } from '../src/index.js'
@@ -139,6 +139,24 @@ test('a cancelled pipeline resumes: finished models are kept, the interrupted on
   t.deepEqual(resumed.models.fusion!.history.map((h) => h.epoch), [1, 2])
   const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'))
   t.is(metrics.models.audio.trainSeconds, resumed.models.audio!.history.reduce((s, h) => s + h.seconds, 0))
+})
+
+test('transcripts from a file keyed by file name give the same vocabulary as the RAVDESS statements', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const base = { data: ravdessDir, maxItems: 48, epochs: 1, device: 'cpu' as const, models: ['text'] as 'text'[] }
+  const byNames = await trainPipeline({ ...base, out: tempDir('ep-run-names-'), transcripts: 'ravdess-names' })
+  const texts = JSON.parse(readFileSync(join(byNames.runDir, 'transcripts.json'), 'utf8')) as Record<string, string>
+  const byStem = Object.fromEntries(Object.entries(texts).map(([path, text]) => [path.split('/').pop()!.replace(/\.flac$/, ''), text]))
+  const file = join(tempDir('ep-transcripts-file-'), 'transcripts.json')
+  writeFileSync(file, JSON.stringify(byStem))
+  const out = tempDir('ep-run-file-')
+  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+  execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '48', '--epochs', '1', '--device', 'cpu', '--models', 'text', '--transcripts', file, '--quiet'], { stdio: 'pipe' })
+  t.deepEqual(JSON.parse(readFileSync(join(out, 'vocabulary.json'), 'utf8')), JSON.parse(readFileSync(join(byNames.runDir, 'vocabulary.json'), 'utf8')))
+  delete byStem[Object.keys(byStem)[0]]
+  writeFileSync(file, JSON.stringify(byStem))
+  const err = t.throws(() => execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '48', '--models', 'text', '--transcripts', file], { encoding: 'utf8', stdio: 'pipe' }))
+  t.regex(String((err as { stderr?: string }).stderr), /INVALID_OPTION.*`transcripts`: no transcript for /)
 })
 
 test('invalid pipeline options are INVALID_OPTION naming the field', async (t) => {

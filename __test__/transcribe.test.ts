@@ -39,6 +39,14 @@ test('a missing model folder is MODEL_NOT_FOUND explaining both ways', async (t)
   t.regex(err!.message, /hub/)
 })
 
+test('without modelDir the offline model folder that setup builds is used, not the hub', async (t) => {
+  if (!existsSync(bundledWhisperDir())) return skip(t, NO_MODEL)
+  if (!haveWavs) return skip(t, 'ravdess-wav not found: skipped')
+  const [file] = listAudio(wavDir).filter((f) => basename(f).split('-')[4] === '01')
+  const [result] = await transcribe([file], { cacheDir: null })
+  t.is(wordErrorRate(SENTENCES['01'], result.text), 0, result.text)
+})
+
 test('a missing audio file is AUDIO_DECODE naming it', async (t) => {
   if (!haveModel) return skip(t, NO_MODEL)
   const err = await t.throwsAsync(transcribe(['/no/such/clip.wav'], { modelDir, cacheDir: null }))

@@ -3,13 +3,17 @@
 // benchmarks: this machine's Node binary (xz), the built addon, dist/, and the small Vorbis RAVDESS copy.
 // Everything goes into .device/ (git-ignored, < 64 MiB). Then, on the host, from the repository root:
 //   bash .device/run.sh            # npm run test:gpu + GPU benchmarks, results under $OUT if set
+//   bash .device/run.sh --full [train options]   # the reference pipeline on the Vorbis copy, on CUDA
+// Whisper runs here (CPU, transformers.js): its transcripts of the FLAC corpus travel as
+// .device/transcripts.json, keyed by file name, so the GPU host needs no Whisper model.
 import { execFileSync } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 
 const root = resolve(import.meta.dirname, '..')
 const out = join(root, '.device')
 const data = process.env.EMOTION_GPU_DATA_SOURCE ?? resolve(root, '..', 'shared', 'data', 'ravdess-device')
+const flac = process.env.RAVDESS_DIR ?? resolve(root, '..', 'shared', 'data', 'ravdess')
 
 const addon = readdirSync(join(root, 'bindings')).find((f) => f.endsWith('.node'))
 if (!addon || !existsSync(join(root, 'dist', 'index.js'))) {
@@ -23,6 +27,18 @@ cpSync(join(root, 'bindings', addon), join(out, addon))
 cpSync(join(root, 'dist'), join(out, 'dist'), { recursive: true })
 if (existsSync(data)) cpSync(data, join(out, 'data'), { recursive: true })
 else console.error(`warning: ${data} not found; GPU tests will look for ../shared/data/ravdess-wav`)
+if (existsSync(flac)) {
+  const { indexDataset, transcribe } = await import(join(root, 'dist', 'index.js'))
+  // Duplicates too: a byte-identical FLAC pair need not stay identical in the lossy copy.
+  const index = await indexDataset(flac)
+  const paths = [...index.items.map((i) => i.path), ...index.duplicates.map((d) => d.path)]
+  console.log(`transcribing ${paths.length} clips of ${flac} for the GPU run (cached after the first time)…`)
+  const texts = await transcribe(paths)
+  const byName = Object.fromEntries(texts.map((t) => [basename(t.path).replace(/\.[^.]*$/, ''), t.text]))
+  writeFileSync(join(out, 'transcripts.json'), JSON.stringify(byName))
+} else {
+  console.error(`warning: ${flac} not found; run.sh --full will need Whisper on the GPU host`)
+}
 
 writeFileSync(
   join(out, 'run.sh'),
@@ -38,6 +54,16 @@ export EMOTION_GPU_DATA=.device/data
 RESULTS=\${OUT:-/tmp/emotion-gpu-results}; mkdir -p "$RESULTS"
 /tmp/node --version
 /tmp/node dist/cli.js doctor
+if [ "\${1:-}" = "--full" ]; then
+  shift
+  RUN=/tmp/emotion-full-run; rm -rf "$RUN"
+  /tmp/node dist/cli.js train --data .device/data --out "$RUN" --transcripts .device/transcripts.json --json "$@" \
+    > "$RESULTS/full-result.json" 2> "$RESULTS/full-progress.jsonl"
+  status=$?
+  cp "$RUN"/*.json "$RUN"/*.md "$RUN"/*.csv "$RUN"/*.png "$RESULTS"/ 2>/dev/null
+  tail -3 "$RESULTS/full-progress.jsonl"; cat "$RUN/report.md"
+  exit $status
+fi
 /tmp/node --test-reporter=spec scripts/test-gpu.mjs 2>&1 | tee "$RESULTS/test-gpu.log"
 status=\${PIPESTATUS[0]}
 if [ "\${1:-}" != "--tests-only" ]; then

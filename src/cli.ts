@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { deviceInfo, doctorChecks, formatDoctor } from './device.js'
@@ -40,7 +40,8 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
   --amp MODE            auto (default: fp16 on CUDA, fp32 on CPU) | fp16 | bf16 | off
   --seed N              default 42
   --max-items N         train on a stratified sample of N clips (quick runs)
-  --transcripts KIND    whisper (default) | ravdess-names (the statement in each RAVDESS file name)
+  --transcripts KIND    whisper (default) | ravdess-names (the statement in each RAVDESS file name) |
+                        FILE.json: { "<clip path or file name without extension>": "text", … }
   --mel JSON            front-end options, e.g. '{"align":"centre"}' (MelOptions, torchaudio names)
   --train JSON          per-model training options, e.g. '{"audio":{"labelSmoothing":0.1}}'
   --resume              continue the run in --out (finished models are kept, interrupted ones go on)
@@ -94,6 +95,19 @@ function jsonOption<T>(name: string, text: string | undefined): T | undefined {
   }
 }
 
+function transcriptsOption(value: string | undefined): PipelineOptions['transcripts'] {
+  if (value === undefined || value === 'whisper' || value === 'ravdess-names') return value
+  let text: string
+  try {
+    text = readFileSync(value, 'utf8')
+  } catch {
+    throw invalidOption('--transcripts', `'${value}' is neither whisper, ravdess-names nor a readable JSON file`)
+  }
+  const map = jsonOption<Record<string, string>>('--transcripts', text)
+  if (!map || typeof map !== 'object' || Array.isArray(map)) throw invalidOption('--transcripts', `${value} must hold a JSON object of clip → text`)
+  return map
+}
+
 async function trainCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -122,7 +136,7 @@ async function trainCommand(argv: string[]): Promise<number> {
       epochs: num(values.epochs), batchSize: num(values['batch-size']), accumulation: num(values.accumulation), lr: num(values.lr),
       device: values.device as DeviceSpec | undefined, amp: values.amp as PipelineOptions['amp'], seed: num(values.seed), maxItems: num(values['max-items']),
       resume: values.resume,
-      transcripts: values.transcripts as PipelineOptions['transcripts'],
+      transcripts: transcriptsOption(values.transcripts),
       mel: jsonOption('--mel', values.mel), train: jsonOption('--train', values.train),
     },
     values.json ? 'json' : values.quiet ? 'quiet' : 'human',

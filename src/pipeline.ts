@@ -48,8 +48,8 @@ export interface PipelineOptions {
   cacheDir?: string | null
   /**
    * Transcripts for the text and fusion models: `'whisper'` (Whisper tiny.en through transformers.js, as
-   * the reference), `'ravdess-names'` (the statement each RAVDESS file name encodes), or a map from clip
-   * path to text. @default 'whisper'
+   * the reference), `'ravdess-names'` (the statement each RAVDESS file name encodes), or a map to text
+   * from clip path or file name without extension. @default 'whisper'
    */
   transcripts?: Record<string, string> | 'whisper' | 'ravdess-names'
   /** Whisper settings (`transcribe()` options). The model folder defaults to `$EMOTION_PIPELINE_WHISPER_DIR`,
@@ -276,9 +276,11 @@ async function transcriptsFor(
     if (missing) throw invalidOption('transcripts', `'ravdess-names' needs RAVDESS file names; ${missing.path} is not one: pass transcripts`)
     return (i) => RAVDESS_STATEMENTS[i.ravdess!.statement]
   }
-  const missing = items.find((i) => typeof source[i.path] !== 'string')
-  if (missing) throw invalidOption('transcripts', `no transcript for ${missing.path}`)
-  return (i) => source[i.path]
+  // Keys are clip paths or file names without extension (so one map serves FLAC, WAV and Vorbis copies).
+  const textOf = (i: DatasetItem) => source[i.path] ?? source[basename(i.path).replace(/\.[^.]*$/, '')]
+  const missing = items.find((i) => typeof textOf(i) !== 'string')
+  if (missing) throw invalidOption('transcripts', `no transcript for ${missing.path} (keys are clip paths or file names without extension)`)
+  return textOf
 }
 
 function validate(o: PipelineOptions): void {

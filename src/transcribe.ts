@@ -13,7 +13,10 @@ export const DEFAULT_WHISPER_MODEL = 'Xenova/whisper-tiny.en'
 export interface TranscribeOptions {
   /** Hub model id, used when `modelDir` is not given and the hub can be reached. @default 'Xenova/whisper-tiny.en' */
   model?: string
-  /** A local transformers.js model folder (offline). Also `$EMOTION_PIPELINE_WHISPER_DIR`. */
+  /**
+   * A local transformers.js model folder (offline). Also `$EMOTION_PIPELINE_WHISPER_DIR`; without either,
+   * and without `model`, the folder `scripts/whisper.mjs` builds is used when it exists.
+   */
   modelDir?: string
   /** Transcript cache folder (`null` disables). @default ~/.cache/emotion-pipeline/transcripts */
   cacheDir?: string | null
@@ -67,7 +70,8 @@ export function bundledWhisperDir(): string {
 }
 
 async function loadWhisper(options: TranscribeOptions): Promise<{ whisper: Whisper; id: string }> {
-  const modelDir = options.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR
+  const bundled = bundledWhisperDir()
+  const modelDir = options.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (!options.model && existsSync(bundled) ? bundled : undefined)
   const id = modelDir ? `local:${modelDir}` : (options.model ?? DEFAULT_WHISPER_MODEL)
   if (!loaded.has(id)) {
     loaded.set(id, (async () => {
