@@ -213,6 +213,13 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
     writeFileSync(join(runDir, 'metrics.json'), JSON.stringify(metrics, null, 1))
     const config = {
       options: { ...options, onProgress: undefined, signal: undefined, transcripts: transcriptSource },
+      // What the run used, defaults filled in, so a run can be repeated from this file alone.
+      effective: {
+        models, split: split.options, epochs: options.epochs ?? 50, batchSize: options.batchSize ?? 16,
+        accumulation: options.accumulation ?? 2, lr: options.lr ?? 1e-3, amp: options.amp ?? 'auto',
+        precision: Object.fromEntries(Object.entries(trained).map(([m, r]) => [m, r.precision])),
+        mel: options.mel ?? 'defaults', maxTokens: options.maxTokens ?? 6, maxItems: options.maxItems ?? null, train: options.train ?? {},
+      },
       labels, device: deviceName, torch: info.torchVersion, cpus: cpus().length, node: process.version,
       package: 'emotion-pipeline', dataset: { root: index.root, items: index.items.length, duplicates: index.duplicates.length, problems: index.problems.length },
     }
