@@ -38,7 +38,13 @@ export function writePlots(dir: string, model: string, result: TrainResult, metr
   return files
 }
 
-const clock = (s: number) => (s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`)
+function clock(seconds: number): string {
+  if (seconds < 60) return `${seconds.toFixed(1)} s`
+  const s = Math.round(seconds)
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`
+  const m = Math.round(s / 60)
+  return `${Math.floor(m / 60)} h ${m % 60} min`
+}
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? '—' : `${(x * 100).toFixed(2)} %`)
 
 export interface ReportInput {
