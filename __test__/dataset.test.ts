@@ -207,4 +207,12 @@ test('the feature cache: a second run reads every clip from disk and gives the s
   t.deepEqual(other.cache, { hits: 0, misses: 2, writes: 2 })
   const leftovers = readdirSync(cacheDir, { recursive: true }).filter((f) => String(f).endsWith('.tmp'))
   t.deepEqual(leftovers, [])
+  // One batch mixing cached and new clips keeps the input order.
+  const fresh = listAudio(join(ravdessDir, 'Actor_08')).slice(0, 8)
+  const mixed = fresh.flatMap((f, i) => [files[i], f])
+  const withCache = await extractMel(mixed, { device: 'cpu', cacheDir })
+  t.deepEqual(withCache.cache, { hits: 8, misses: 8, writes: 8 })
+  const without = await extractMel(mixed, { device: 'cpu' })
+  t.deepEqual(withCache.indices, mixed.map((_, i) => i))
+  t.true(Buffer.from(withCache.data.buffer).equals(Buffer.from(without.data.buffer)))
 })

@@ -114,11 +114,26 @@ fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&Featur
             if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
                 return Err(Error::decode(label, format!("non-finite sample (NaN or infinity) at frame {i}")));
             }
-            (samples.clone(), *sample_rate, None)
+            return Ok(Loaded::Wave { samples: to_clip(samples, *sample_rate, mel), cache_key: None });
         }
     };
-    let resampled = resample(&samples, rate, mel.sample_rate);
-    Ok(Loaded::Wave { samples: fit_length(&resampled, mel.num_samples(), mel.align), cache_key })
+    Ok(Loaded::Wave { samples: to_clip(&samples, rate, mel), cache_key })
+}
+
+/// Resamples to `mel.sample_rate` when the rates differ and fits the clip length: one copy of the
+/// input at the target rate (this is the whole cost of the mel-only path outside libtorch).
+fn to_clip(samples: &[f32], rate: u32, mel: &MelConfig) -> Vec<f32> {
+    if rate == mel.sample_rate {
+        fit_length(samples, mel.num_samples(), mel.align)
+    } else {
+        fit_length(&resample(samples, rate, mel.sample_rate), mel.num_samples(), mel.align)
+    }
+}
+
+/// A row of the output in input order: features read from the cache, or row `k` of this batch's mel pass.
+enum Row {
+    Cached(Vec<f32>),
+    Computed(usize),
 }
 
 pub fn extract_mel(
@@ -148,39 +163,47 @@ pub fn extract_mel(
         cancel.check()?;
         let first = batch_no * options.batch_size;
         let loaded = load_parallel(batch, first, &options.mel, threads, cache.as_ref());
-        // Rows of this batch in input order: cached features now, computed ones after the mel pass.
-        let mut rows: Vec<(usize, Option<Vec<f32>>)> = Vec::with_capacity(batch.len());
+        let mut rows: Vec<(usize, Row)> = Vec::with_capacity(batch.len());
         let mut waves: Vec<(usize, Vec<f32>, Option<String>)> = Vec::new();
         for (offset, result) in loaded.into_iter().enumerate() {
             let index = first + offset;
             match result {
-                Ok(Loaded::Cached(features)) => rows.push((index, Some(features))),
+                Ok(Loaded::Cached(features)) => rows.push((index, Row::Cached(features))),
                 Ok(Loaded::Wave { samples, cache_key }) => {
-                    rows.push((index, None));
-                    waves.push((rows.len() - 1, samples, cache_key));
+                    rows.push((index, Row::Computed(waves.len())));
+                    waves.push((index, samples, cache_key));
                 }
                 Err(e) if options.strict => return Err(e),
                 Err(e) => out.failed.push(FailedInput { index, path: batch[offset].label(index), code: e.code(), message: e.to_string() }),
             }
         }
+        let mut mel_rows: Vec<f32> = Vec::new();
         if !waves.is_empty() {
-            let flat: Vec<f32> = waves.iter().flat_map(|(_, w, _)| w.iter().copied()).collect();
-            let batch_waves = Tensor::f_from_slice(&flat)?.f_reshape([waves.len() as i64, options.mel.num_samples() as i64])?;
+            let n = options.mel.num_samples();
+            let mut flat: Vec<f32> = Vec::with_capacity(waves.len() * n);
+            for (_, wave, _) in &waves {
+                flat.extend_from_slice(wave);
+            }
+            let batch_waves = Tensor::f_from_slice(&flat)?.f_reshape([waves.len() as i64, n as i64])?;
+            drop(flat);
             let mel = extractor.forward(&batch_waves)?.f_to_device(tch::Device::Cpu)?;
-            let mel_flat: Vec<f32> = Vec::<f32>::try_from(mel.f_flatten(0, -1)?).map_err(Error::from)?;
-            for (k, (row, _, key)) in waves.iter().enumerate() {
-                let features = &mel_flat[k * per_clip..(k + 1) * per_clip];
+            mel_rows = vec![0.0; waves.len() * per_clip];
+            mel.f_copy_data(&mut mel_rows, waves.len() * per_clip)?;
+            for (k, (index, _, key)) in waves.iter().enumerate() {
+                let features = &mel_rows[k * per_clip..(k + 1) * per_clip];
                 if features.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::NonFinite(format!("mel output of input {} is not finite", rows[*row].0)));
+                    return Err(Error::NonFinite(format!("mel output of input {index} is not finite")));
                 }
                 if let (Some(c), Some(key)) = (&cache, key) {
                     c.put(key, features)?;
                 }
-                rows[*row].1 = Some(features.to_vec());
             }
         }
-        for (index, features) in rows {
-            out.data.extend_from_slice(&features.expect("every row is cached or computed"));
+        for (index, row) in rows {
+            match row {
+                Row::Cached(features) => out.data.extend_from_slice(&features),
+                Row::Computed(k) => out.data.extend_from_slice(&mel_rows[k * per_clip..(k + 1) * per_clip]),
+            }
             out.indices.push(index);
         }
         on_progress(Progress { stage: "mel", done: (first + batch.len()).min(total), total, failed: out.failed.len() });
