@@ -2,13 +2,14 @@ import test from 'ava'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { decodeAudio, decodeAudioSync, EmotionPipelineError, extractMel } from '../src/index.js'
-import { skip, haveRavdess, haveWavs, listAudio, NO_DATA, ravdessDir, sine, tempDir, wavDir, writeWav } from './helpers.js'
+import { skip, haveRavdess, haveWavs, listAudio, NO_DATA, NO_WAVS, ravdessDir, sine, tempDir, wavDir, writeWav } from './helpers.js'
 import type { WavFormat } from './helpers.js'
 
 const tmp = tempDir()
 
 test('original RAVDESS WAVs (with the FLLR chunk) decode, and equal their FLAC copies sample for sample', async (t) => {
-  if (!haveWavs || !haveRavdess) return skip(t, NO_DATA)
+  if (!haveWavs) return skip(t, NO_WAVS)
+  if (!haveRavdess) return skip(t, NO_DATA)
   const wavs = listAudio(wavDir)
   t.is(wavs.length, 16)
   for (const wav of wavs) {

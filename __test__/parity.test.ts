@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { decodeAudio, extractMel } from '../src/index.js'
 import type { MelOptions } from '../src/index.js'
-import { skip, haveWavs, listAudio, referencePython, sine, tempDir, wavDir, writeWav } from './helpers.js'
+import { skip, haveWavs, NO_WAVS, listAudio, referencePython, sine, tempDir, wavDir, writeWav } from './helpers.js'
 
 const python = referencePython()
 const script = resolve(import.meta.dirname, '..', 'benches', 'reference', 'torchaudio_mel.py')
@@ -101,7 +101,7 @@ const SKIP = 'no Python with torch/torchaudio 2.11 found (see scripts/libtorch.m
 
 test('log-mel of the 16 original RAVDESS WAVs matches torchaudio (default reference settings)', async (t) => {
   if (!python) return skip(t, SKIP)
-  if (!haveWavs) return skip(t, 'ravdess-wav not found: skipped')
+  if (!haveWavs) return skip(t, NO_WAVS)
   const waves = await Promise.all(listAudio(wavDir).map(async (f) => (await decodeAudio(f)).samples.slice(0, 144000)))
   const ref = await torchaudio({ name: 'ravdess', waves, config: DEFAULTS })
   const mine = await ours(waves, {})

@@ -2,7 +2,7 @@ import test from 'ava'
 import { existsSync } from 'node:fs'
 import { basename } from 'node:path'
 import { bundledWhisperDir, EmotionPipelineError, Tokenizer, transcribe, wordErrorRate } from '../src/index.js'
-import { skip, haveWavs, listAudio, tempDir, wavDir } from './helpers.js'
+import { skip, haveWavs, NO_WAVS, listAudio, tempDir, wavDir } from './helpers.js'
 
 const modelDir = process.env.EMOTION_PIPELINE_WHISPER_DIR ?? bundledWhisperDir()
 const haveModel = existsSync(modelDir)
@@ -11,7 +11,7 @@ const SENTENCES: Record<string, string> = { '01': 'Kids are talking by the door'
 
 test('Whisper tiny.en transcribes the 16 original RAVDESS WAVs (real weights, offline), then serves them from the cache', async (t) => {
   if (!haveModel) return skip(t, NO_MODEL)
-  if (!haveWavs) return skip(t, 'ravdess-wav not found: skipped')
+  if (!haveWavs) return skip(t, NO_WAVS)
   const files = listAudio(wavDir)
   const cacheDir = tempDir('ep-transcripts-')
   const events: number[] = []
@@ -41,7 +41,7 @@ test('a missing model folder is MODEL_NOT_FOUND explaining both ways', async (t)
 
 test('without modelDir the offline model folder that setup builds is used, not the hub', async (t) => {
   if (!existsSync(bundledWhisperDir())) return skip(t, NO_MODEL)
-  if (!haveWavs) return skip(t, 'ravdess-wav not found: skipped')
+  if (!haveWavs) return skip(t, NO_WAVS)
   const [file] = listAudio(wavDir).filter((f) => basename(f).split('-')[4] === '01')
   const [result] = await transcribe([file], { cacheDir: null })
   t.is(wordErrorRate(SENTENCES['01'], result.text), 0, result.text)
