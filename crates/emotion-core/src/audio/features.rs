@@ -120,8 +120,8 @@ fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&Featur
     Ok(Loaded::Wave { samples: to_clip(&samples, rate, mel), cache_key })
 }
 
-/// Resamples to `mel.sample_rate` when the rates differ and fits the clip length: one copy of the
-/// input at the target rate (this is the whole cost of the mel-only path outside libtorch).
+/// Resamples to `mel.sample_rate` when the rates differ and fits the clip length, copying input that
+/// is already at the target rate once (`resample` would copy it again first).
 fn to_clip(samples: &[f32], rate: u32, mel: &MelConfig) -> Vec<f32> {
     if rate == mel.sample_rate {
         fit_length(samples, mel.num_samples(), mel.align)
