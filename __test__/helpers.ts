@@ -2,7 +2,6 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { deviceInfo } from '../src/device.js'
 
 export const shared = resolve(import.meta.dirname, '..', '..', 'shared', 'data')
 export const ravdessDir = process.env.RAVDESS_DIR ?? join(shared, 'ravdess')
@@ -28,7 +27,6 @@ export function tempDir(prefix = 'ep-test-'): string {
 export function referencePython(): string | null {
   const candidates = [
     process.env.EMOTION_PIPELINE_PYTHON,
-    deviceInfo().libtorch.python,
     join(process.env.EMOTION_PIPELINE_CACHE ?? join(homedir(), '.cache', 'emotion-pipeline'), 'libtorch-2.11.0', 'bin', 'python'),
   ]
   for (const py of candidates) {

@@ -111,3 +111,8 @@ export function buildEnv(lib) {
     EMOTION_LIBTORCH_PYTHON: lib.python,
   }
 }
+
+/** The host's Rust target triple (`napi build` builds for it; tests reuse those artifacts). */
+export function hostTarget() {
+  return execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)[1]
+}

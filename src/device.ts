@@ -1,7 +1,10 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { callNative } from './errors.js'
-import { native } from './native.js'
+import { callNative, EmotionPipelineError } from './errors.js'
+import { findAddon, native, nativeState, PLATFORM_PACKAGE } from './native.js'
+import { installTorchCommand, locateLibtorch, REQUIRED_TORCH } from './libtorch.js'
+import type { LibtorchSearch } from './libtorch.js'
+import { bundledWhisperDir } from './transcribe.js'
 
 export interface GpuDevice {
   index: number
@@ -19,9 +22,8 @@ export interface DeviceInfo {
   libtorch: {
     /** Folder of the libtorch shared libraries this process loaded. */
     path: string
-    /** How the build found libtorch: `LIBTORCH`, `python` (active virtualenv) or `cache-venv`. */
+    /** How it was found: `$EMOTION_PIPELINE_LIBTORCH`, `$LIBTORCH`, `$VIRTUAL_ENV`, `python3`, `install-torch cache`, … */
     source: string
-    python?: string
   }
   /** Why CUDA is not usable, when it is not. */
   cudaProblem?: string
@@ -33,10 +35,19 @@ export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`
 
 /** What libtorch and CUDA this process sees. */
 export function deviceInfo(): DeviceInfo {
-  return callNative(() => native.deviceInfo()) as DeviceInfo
+  const info = callNative(() => native.deviceInfo())
+  const state = nativeState()
+  // The loader knows why libtorch_cuda did not load (a missing CUDA library); the core only sees that it is absent.
+  const cudaProblem = info.cudaAvailable ? undefined : (state?.cuda.problem ?? info.cudaProblem ?? undefined)
+  return {
+    ...info,
+    cudnnVersion: info.cudnnVersion ?? undefined,
+    libtorch: { path: info.libtorch.path, source: state?.libtorch?.via ?? 'unknown' },
+    cudaProblem,
+  }
 }
 
-export const REQUIRED_TORCH = '2.11.0'
+export { REQUIRED_TORCH }
 
 export interface DoctorCheck {
   name: string
@@ -45,52 +56,96 @@ export interface DoctorCheck {
   fix?: string
 }
 
-/** Checks the installation and says how to fix what is missing. */
-export function doctorChecks(info: DeviceInfo = deviceInfo()): DoctorCheck[] {
-  const checks: DoctorCheck[] = []
-  const versionOk = info.torchVersion.startsWith(REQUIRED_TORCH)
-  checks.push({
-    name: 'libtorch',
-    ok: versionOk,
-    detail: `${info.torchVersion} from ${info.libtorch.path} (found via ${info.libtorch.source})`,
-    fix: versionOk
-      ? undefined
-      : `tch 0.24 needs PyTorch ${REQUIRED_TORCH}: unset LIBTORCH or point it at torch==${REQUIRED_TORCH}, then \`npm run build\``,
-  })
-  const cudaLinked = existsSync(join(info.libtorch.path, 'libtorch_cuda.so'))
-  checks.push({
-    name: 'libtorch CUDA build',
-    ok: cudaLinked,
-    detail: cudaLinked ? 'libtorch_cuda.so present' : 'CPU-only libtorch',
-    fix: cudaLinked ? undefined : `install the CUDA wheel (pip install torch==${REQUIRED_TORCH}) and rebuild`,
-  })
-  checks.push({
-    name: 'CUDA',
-    ok: info.cudaAvailable,
-    detail: info.cudaAvailable
-      ? info.devices.map((d) => `cuda:${d.index} ${d.name}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`).join('; ')
-      : (info.cudaProblem ?? 'not available'),
-    fix: info.cudaAvailable
-      ? undefined
-      : 'training runs on the CPU; for a GPU install an NVIDIA driver that supports CUDA 13 (libcuda.so.1) and check `nvidia-smi`',
-  })
-  if (info.cudaAvailable) {
-    checks.push({
-      name: 'cuDNN',
-      ok: info.cudnnVersion !== undefined,
-      detail: info.cudnnVersion !== undefined ? String(info.cudnnVersion) : 'not found',
-      fix: info.cudnnVersion !== undefined ? undefined : 'install nvidia-cudnn-cu13 beside torch',
-    })
-  }
-  return checks
+export interface DoctorReport {
+  /** Every place libtorch was looked for, in order, and why each unused one was skipped. */
+  libtorchSearch: LibtorchSearch
+  /** Where the prebuilt addon was found. */
+  addon?: { dir: string; from: string }
+  glibc?: string
+  /** What libtorch and CUDA the loaded addon sees; absent when libtorch could not be loaded. */
+  device?: DeviceInfo
+  /** The coded error that stopped loading, when one did. */
+  error?: { code: string; message: string }
+  checks: DoctorCheck[]
 }
 
-export function formatDoctor(info: DeviceInfo, checks: DoctorCheck[]): string {
-  const lines = ['emotion-pipeline doctor', '']
-  for (const c of checks) {
-    lines.push(`${c.ok ? '✔' : '✘'} ${c.name.padEnd(20)} ${c.detail}`)
-    if (c.fix) lines.push(`  ${' '.repeat(20)} fix: ${c.fix}`)
+/** Checks the installation and says how to fix what is missing. Never throws. */
+export function doctor(): DoctorReport {
+  let device: DeviceInfo | undefined
+  let error: { code: string; message: string } | undefined
+  try {
+    device = deviceInfo()
+  } catch (err) {
+    const e = err instanceof EmotionPipelineError ? err : new EmotionPipelineError('INTERNAL', String(err))
+    error = { code: e.code, message: e.message }
   }
-  lines.push('', `CPU threads used by libtorch: ${info.cpuThreads}`)
+  const state = nativeState()
+  const libtorchSearch = state?.search ?? locateLibtorch()
+  const addon = state?.addon ?? findAddon()
+  const checks: DoctorCheck[] = []
+  checks.push({
+    name: 'addon',
+    ok: addon !== undefined,
+    detail: addon ? `${addon.dir} (${addon.from})` : `no prebuilt addon (package ${PLATFORM_PACKAGE})`,
+    fix: addon ? undefined : `npm install emotion-pipeline on Linux x64 (glibc ≥ 2.34) without --omit=optional, or build from source: npm run build`,
+  })
+  const found = libtorchSearch.found
+  checks.push({
+    name: 'libtorch',
+    ok: device !== undefined,
+    detail: device
+      ? `${device.torchVersion} from ${device.libtorch.path} (via ${device.libtorch.source})`
+      : found
+        ? `found ${found.version} at ${found.root} (via ${found.via}) but it did not load: ${error?.message}`
+        : error?.code === 'LIBTORCH_NOT_FOUND'
+          ? `libtorch ${REQUIRED_TORCH} not found in any of the places below`
+          : (error?.message ?? `libtorch ${REQUIRED_TORCH} not found`),
+    fix: device ? undefined : installTorchCommand(),
+  })
+  if (device) {
+    checks.push({
+      name: 'CUDA',
+      ok: device.cudaAvailable,
+      detail: device.cudaAvailable
+        ? device.devices.map((d) => `cuda:${d.index} ${d.name}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`).join('; ')
+        : (device.cudaProblem ?? 'not available'),
+      fix: device.cudaAvailable
+        ? undefined
+        : state?.cuda.problem?.includes('did not load') || state?.cuda.problem?.includes('CPU-only')
+          ? `training runs on the CPU; for a GPU: npx emotion-pipeline install-torch --cuda`
+          : 'training runs on the CPU; for a GPU install an NVIDIA driver that supports CUDA 13 (libcuda.so.1) and check `nvidia-smi`',
+    })
+    if (device.cudaAvailable) {
+      checks.push({
+        name: 'cuDNN',
+        ok: device.cudnnVersion !== undefined,
+        detail: device.cudnnVersion !== undefined ? String(device.cudnnVersion) : 'not found',
+        fix: device.cudnnVersion !== undefined ? undefined : 'npx emotion-pipeline install-torch --cuda',
+      })
+    }
+  }
+  const whisper = bundledWhisperDir()
+  const whisperOk = existsSync(join(whisper, 'config.json'))
+  checks.push({
+    name: 'whisper',
+    ok: whisperOk,
+    detail: whisperOk ? `tiny.en in ${whisper} (text and fusion models)` : `no offline Whisper model in ${whisper}: only needed for the text and fusion models`,
+    fix: whisperOk ? undefined : 'npx emotion-pipeline install-models',
+  })
+  return { libtorchSearch, addon, glibc: state?.glibc, device, error, checks }
+}
+
+export function formatDoctor(report: DoctorReport): string {
+  const lines = ['emotion-pipeline doctor', '']
+  for (const c of report.checks) {
+    lines.push(`${c.ok ? '✔' : '✘'} ${c.name.padEnd(10)} ${c.detail}`)
+    if (c.fix) lines.push(`  ${' '.repeat(10)} fix: ${c.fix}`)
+  }
+  lines.push('', 'libtorch search order:')
+  for (const c of report.libtorchSearch.candidates) {
+    lines.push(`  ${c.skipped ? '·' : '→'} ${c.via.padEnd(34)} ${c.skipped ? `skipped: ${c.skipped}` : `used: ${c.path}`}`)
+  }
+  if (report.glibc) lines.push('', `glibc ${report.glibc}`)
+  if (report.device) lines.push(`CPU threads used by libtorch: ${report.device.cpuThreads}`)
   return lines.join('\n')
 }

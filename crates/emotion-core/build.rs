@@ -1,5 +1,3 @@
-include!("link_libtorch.rs");
-
 fn main() {
     link_libtorch();
     build_autocast_shim();
@@ -20,4 +18,25 @@ fn build_autocast_shim() {
         .flag_if_supported("-w")
         .file("csrc/autocast.cpp")
         .compile("emotion_autocast");
+}
+
+/// For this crate's own test binaries and tools only (`rustc-link-arg` does not reach dependents, so
+/// the shipped addon is unaffected): rustc passes `--as-needed`, so the linker would drop
+/// libtorch_cuda.so (nothing references its symbols) and CUDA would vanish from `cargo test` on a GPU
+/// host; an rpath to the libtorch we built against lets the tests run without LD_LIBRARY_PATH.
+fn link_libtorch() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        println!("cargo:warning=DEP_TCH_LIBTORCH_LIB not set; libtorch rpath not added");
+        return;
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    for lib in ["torch_cuda", "torch_cpu", "torch", "c10_cuda", "c10"] {
+        let file = std::path::Path::new(&lib_dir).join(format!("lib{lib}.so"));
+        if file.exists() {
+            println!("cargo:rustc-link-arg=-l{lib}");
+        }
+    }
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
 }

@@ -56,10 +56,6 @@ pub struct GpuInfo {
 pub struct LibtorchInfo {
     /// Directory of the libtorch shared libraries actually loaded by this process.
     pub path: String,
-    /// How the build found libtorch (`LIBTORCH`, `cache-venv`, `python`), set by the build script.
-    pub source: String,
-    /// Python interpreter whose torch package provided libtorch, when there is one.
-    pub python: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,8 +85,6 @@ pub fn device_info() -> DeviceInfo {
         cudnn_version: if cuda_available { cuda_driver::cudnn_version() } else { None },
         libtorch: LibtorchInfo {
             path: lib_dir.map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into()),
-            source: option_env!("EMOTION_LIBTORCH_SOURCE").unwrap_or("unknown").to_string(),
-            python: option_env!("EMOTION_LIBTORCH_PYTHON").filter(|s| !s.is_empty()).map(str::to_string),
         },
         cuda_problem: if cuda_available { None } else { Some(cuda_probe_summary()) },
         cpu_threads: tch::get_num_threads().max(0) as u32,
@@ -117,7 +111,7 @@ fn torch_version_near(lib_dir: &Path) -> Option<String> {
 pub fn cuda_probe_summary() -> String {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     if !maps.contains("libtorch_cuda.so") {
-        return "libtorch_cuda.so is not loaded: this libtorch is CPU-only or the addon was linked without it".into();
+        return "libtorch_cuda.so is not loaded: this libtorch is CPU-only, or it did not load (emotion-pipeline doctor says why)".into();
     }
     match cuda_driver::driver_device_count() {
         Err(why) => format!("NVIDIA driver not usable ({why})"),

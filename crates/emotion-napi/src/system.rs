@@ -15,10 +15,6 @@ pub struct GpuDevice {
 pub struct LibtorchInfo {
     /// Folder of the libtorch shared libraries this process loaded.
     pub path: String,
-    /// How the build found libtorch: `LIBTORCH`, `python` (active virtualenv) or `cache-venv`.
-    pub source: String,
-    /// The Python whose torch package provides libtorch, if any.
-    pub python: Option<String>,
 }
 
 #[napi(object)]
@@ -48,7 +44,7 @@ pub fn device_info() -> DeviceInfo {
             .map(|d| GpuDevice { index: d.index, name: d.name, total_memory_bytes: d.total_memory_bytes as f64 })
             .collect(),
         cudnn_version: info.cudnn_version,
-        libtorch: LibtorchInfo { path: info.libtorch.path, source: info.libtorch.source, python: info.libtorch.python },
+        libtorch: LibtorchInfo { path: info.libtorch.path },
         cuda_problem: info.cuda_problem,
         cpu_threads: info.cpu_threads,
     }
