@@ -43,17 +43,25 @@ export interface InstallTorchResult {
 const CPU_CUDA_EXTRAS = ['cudart', 'cupti']
 
 function ioError(option: string, path: string, err: unknown): EmotionPipelineError {
-  const why = (err as NodeJS.ErrnoException)?.code ?? (err instanceof Error ? err.message : String(err))
+  let why = (err as NodeJS.ErrnoException)?.code ?? (err instanceof Error ? err.message : String(err))
+  // mkdir -p under a regular file reports EEXIST; say what is actually in the way.
+  for (let p = path; p !== dirname(p); p = dirname(p)) {
+    if (existsSync(p)) {
+      if (!statSync(p).isDirectory()) why = `${p} is a file, not a folder`
+      break
+    }
+  }
   return new EmotionPipelineError('IO', `option \`${option}\`: cannot write ${path} (${why})`, { cause: err })
 }
 
-function runPython(python: string, args: string[], what: string, inherit = false): string {
-  const result = spawnSync(python, args, { encoding: 'utf8', stdio: inherit ? ['ignore', 'inherit', 'inherit'] : 'pipe', maxBuffer: 64 * 2 ** 20 })
+/** Runs Python; with `progress`, its stdout (pip's progress bar) goes to our stderr. Its stderr is kept for the error message. */
+function runPython(python: string, args: string[], what: string, progress = false): string {
+  const result = spawnSync(python, args, { encoding: 'utf8', stdio: ['ignore', progress ? 2 : 'pipe', 'pipe'], maxBuffer: 64 * 2 ** 20 })
   if (result.error) {
     throw new EmotionPipelineError('IO', `install-torch needs Python 3 with pip to ${what}: \`${python}\` could not run (${(result.error as NodeJS.ErrnoException).code ?? result.error.message}). Install python3, or pass --python`, { cause: result.error })
   }
   if (result.status !== 0) {
-    const tail = (result.stderr ?? '').trim().split('\n').slice(-3).join(' ')
+    const tail = (result.stderr ?? '').trim().split('\n').slice(-3).join(' ').replace(/^ERROR: /, '')
     throw new EmotionPipelineError('IO', `could not ${what} (${python} exited ${result.status})${tail ? `: ${tail}` : ''}`)
   }
   return result.stdout ?? ''
@@ -72,7 +80,7 @@ const EXTRACT = `
 import sys, zipfile
 dest = sys.argv[1]
 for i, path in enumerate(sys.argv[2:], 1):
-    print(f'[install-torch] unpacking {path} ({i}/{len(sys.argv) - 2})', file=sys.stderr, flush=True)
+    print(f'[install-torch] unpacking {path} ({i}/{len(sys.argv) - 2})', flush=True)
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
