@@ -1,6 +1,9 @@
 #!/usr/bin/env node
-// Packs what a Linux GPU host with PyTorch 2.11 but no Node and no Rust needs to run the GPU tests and
-// benchmarks: this machine's Node binary (xz), the built addon, dist/, and the small Vorbis RAVDESS copy.
+// Packs what a Linux GPU host with PyTorch 2.11 but no Node, npm or Rust needs to run the GPU tests and
+// benchmarks: this machine's Node binary (xz), the release tarballs (`npm run pack:release`: exactly
+// what users install), the runtime dependency the audio path needs (@resvg, for plots), and the small
+// Vorbis RAVDESS copy. On the host run.sh lays the tarballs out as `npm install` would and uses the
+// torch the host already has through its active Python (`python3`), with LD_LIBRARY_PATH unset.
 // Everything goes into .device/ (git-ignored, < 64 MiB). Then, on the host, from the repository root:
 //   bash .device/run.sh            # npm run test:gpu + GPU benchmarks, results under $OUT if set
 //   bash .device/run.sh --full [train options]   # the reference pipeline on the Vorbis copy, on CUDA
@@ -15,16 +18,14 @@ const out = join(root, '.device')
 const data = process.env.EMOTION_GPU_DATA_SOURCE ?? resolve(root, '..', 'shared', 'data', 'ravdess-device')
 const flac = process.env.RAVDESS_DIR ?? resolve(root, '..', 'shared', 'data', 'ravdess')
 
-const addon = readdirSync(join(root, 'bindings')).find((f) => f.endsWith('.node'))
-if (!addon || !existsSync(join(root, 'dist', 'index.js'))) {
-  console.error('build first: npm run build')
-  process.exit(1)
-}
 rmSync(out, { recursive: true, force: true })
 mkdirSync(out)
 execFileSync('sh', ['-c', `xz -T0 -c "${process.execPath}" > "${join(out, 'node.xz')}"`])
-cpSync(join(root, 'bindings', addon), join(out, addon))
-cpSync(join(root, 'dist'), join(out, 'dist'), { recursive: true })
+const packed = JSON.parse(execFileSync(process.execPath, [join(root, 'scripts', 'pack-release.mjs'), '--no-build', '--out', out], { encoding: 'utf8' }))
+const [mainTgz, platformTgz] = [basename(packed.main.file), basename(packed.platform.file)]
+for (const dep of ['@resvg/resvg-js', '@resvg/resvg-js-linux-x64-gnu']) {
+  cpSync(join(root, 'node_modules', dep), join(out, 'deps', dep), { recursive: true })
+}
 if (existsSync(data)) cpSync(data, join(out, 'data'), { recursive: true })
 else console.error(`warning: ${data} not found; GPU tests will look for ../shared/data/ravdess-wav`)
 if (existsSync(flac)) {
@@ -43,21 +44,28 @@ if (existsSync(flac)) {
 writeFileSync(
   join(out, 'run.sh'),
   `#!/usr/bin/env bash
-# Runs on the GPU host from the repository root. Needs python3 with torch 2.11 (for libtorch) and xz.
+# Runs on the GPU host from the repository root. Needs python3 with torch 2.11 (found by the loader as
+# the active Python) and xz. No npm there: the tarballs are unpacked as npm would lay them out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node
-cp .device/${addon} bindings/ && rm -rf dist && cp -r .device/dist dist
-TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH="$TORCH_LIB:\${LD_LIBRARY_PATH:-}"
+APP=/tmp/emotion-app; rm -rf "$APP"; mkdir -p "$APP/node_modules/@emotion-pipeline"
+tar xzf .device/${mainTgz} -C "$APP" && mv "$APP/package" "$APP/node_modules/emotion-pipeline"
+tar xzf .device/${platformTgz} -C "$APP" && mv "$APP/package" "$APP/node_modules/@emotion-pipeline/linux-x64-gnu"
+cp -r .device/deps/* "$APP/node_modules/"
+echo '{"name":"gpu-host","private":true,"type":"module"}' > "$APP/package.json"
+unset LD_LIBRARY_PATH
+PKG="$APP/node_modules/emotion-pipeline"
+export EMOTION_PIPELINE_MODULE="$PKG/dist/index.js"
 export EMOTION_GPU_DATA=.device/data
 RESULTS=\${OUT:-/tmp/emotion-gpu-results}; mkdir -p "$RESULTS"
 /tmp/node --version
-/tmp/node dist/cli.js doctor
+/tmp/node "$PKG/dist/cli.js" doctor --json > "$RESULTS/doctor.json"; /tmp/node "$PKG/dist/cli.js" doctor
 if [ "\${1:-}" = "--full" ]; then
   shift
   RUN=/tmp/emotion-full-run; rm -rf "$RUN"
-  /tmp/node dist/cli.js train --data .device/data --out "$RUN" --transcripts .device/transcripts.json --json "$@" \
+  TRANSCRIPTS=(); [ -f .device/transcripts.json ] && TRANSCRIPTS=(--transcripts .device/transcripts.json)
+  /tmp/node "$PKG/dist/cli.js" train --data .device/data --out "$RUN" "\${TRANSCRIPTS[@]}" --json "$@" \\
     > "$RESULTS/full-result.json" 2> "$RESULTS/full-progress.jsonl"
   status=$?
   cp "$RUN"/*.json "$RUN"/*.md "$RUN"/*.csv "$RUN"/*.png "$RESULTS"/ 2>/dev/null
@@ -68,10 +76,10 @@ fi
 status=\${PIPESTATUS[0]}
 if [ "\${1:-}" != "--tests-only" ]; then
   for b in 16 64; do
-    /tmp/node benches/mel.mjs --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
+    /tmp/node "$PKG/benches/mel.mjs" --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
   done
   for amp in fp16 bf16 off; do
-    /tmp/node benches/train.mjs --device cuda --steps 400 --amp $amp | tee "$RESULTS/bench-train-cuda-$amp.json"
+    /tmp/node "$PKG/benches/train.mjs" --device cuda --steps 400 --amp $amp | tee "$RESULTS/bench-train-cuda-$amp.json"
   done
 fi
 exit $status

@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { deviceInfo, extractMel, tensorRoundTrip } from '../dist/index.js'
+// The installed package on a GPU host (run.sh sets EMOTION_PIPELINE_MODULE), else this clone's build.
+const lib = await import(process.env.EMOTION_PIPELINE_MODULE ?? '../dist/index.js')
+const { deviceInfo, extractMel, tensorRoundTrip } = lib
 import { referencePython } from '../benches/python.mjs'
 
 const root = resolve(import.meta.dirname, '..')
@@ -74,7 +76,7 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   const mel = await extractMel(clips, { device: 'cuda', mel: { frames: null, toDb: false } })
   const db = await extractMel(clips, { device: 'cuda', mel: { frames: null } })
   // Feed torchaudio the exact waveforms we used: decode + fit through our API.
-  const { decodeAudio } = await import('../dist/index.js')
+  const { decodeAudio } = lib
   const waves = await Promise.all(clips.map(async (f) => {
     const a = await decodeAudio(f, { sampleRate: 48000 })
     const w = new Float32Array(144000)
@@ -109,7 +111,7 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
 })
 
 test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocast, and in fp32 when off', async () => {
-  const { train } = await import('../dist/index.js')
+  const { train } = lib
   const n = 64
   const data = new Float32Array(n * 128 * 280)
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 10 - 40 + ((i / (128 * 280)) % 8)
@@ -126,7 +128,7 @@ test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocas
 })
 
 test('CUDA out of memory becomes OUT_OF_MEMORY naming the batch size, and the process carries on', async () => {
-  const { train, tensorRoundTrip } = await import('../dist/index.js')
+  const { train, tensorRoundTrip } = lib
   const [n, m, t] = [16, 1024, 8192] // conv1 alone needs 17 GB per activation of this batch
   const data = new Float32Array(n * m * t)
   const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
