@@ -35,7 +35,7 @@ test('Whisper tiny.en transcribes the 16 original RAVDESS WAVs (real weights, of
 test('a missing model folder is MODEL_NOT_FOUND explaining both ways', async (t) => {
   const err = await t.throwsAsync(transcribe([], { modelDir: tempDir('ep-empty-model-') }), { instanceOf: EmotionPipelineError })
   t.is(err!.code, 'MODEL_NOT_FOUND')
-  t.regex(err!.message, /scripts\/whisper\.mjs/)
+  t.regex(err!.message, /npx emotion-pipeline install-models/)
   t.regex(err!.message, /hub/)
 })
 

@@ -69,8 +69,8 @@ const INSTALL_TORCH_HELP = `emotion-pipeline install-torch [--cpu | --cuda] [--f
 
 Installs libtorch ${REQUIRED_TORCH} (from the PyPI torch wheel, through pip) where emotion-pipeline finds it.
 
-  --cpu          libtorch without the CUDA libraries (about 1.3 GB on disk)
-  --cuda         libtorch with every CUDA library torch uses (about 4.5 GB)
+  --cpu          libtorch without the CUDA libraries it can do without (about 1.1 GB on disk)
+  --cuda         libtorch with every CUDA library torch uses (about 3.7 GB)
                  default: --cuda where an NVIDIA driver is loaded, else --cpu
   --from FILE    install from wheels or a libtorch .zip already on disk (repeat for several); no download
   --dir DIR      install folder (default ${'$'}EMOTION_PIPELINE_CACHE or ~/.cache/emotion-pipeline, then torch-${REQUIRED_TORCH})
