@@ -174,6 +174,7 @@ test.serial('4 + 5. install-torch --cpu gives a CPU libtorch without the heavy C
   t.is(r.status, 0, r.stderr)
   const result = JSON.parse(r.stdout.trim().split('\n').pop()!)
   t.is(result.ld, null)
+  t.true(readdirSync(join(cache, 'features')).length > 0, 'the feature cache lives under $EMOTION_PIPELINE_CACHE')
   t.true(result.accuracy >= 0 && result.accuracy <= 1)
 
   trainAndPredict(t, p, env)

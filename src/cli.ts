@@ -47,7 +47,7 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
   --max-items N         train on a stratified sample of N clips (quick runs)
   --transcripts KIND    whisper (default) | ravdess-names (the statement in each RAVDESS file name) |
                         FILE.json: { "<clip path or file name without extension>": "text", … }
-  --mel JSON            front-end options, e.g. '{"align":"centre"}' (MelOptions, torchaudio names)
+  --mel JSON            front-end options, e.g. '{"align":"center"}' (MelOptions, torchaudio names)
   --train JSON          per-model training options, e.g. '{"audio":{"labelSmoothing":0.1}}'
   --resume              continue the run in --out (finished models are kept, interrupted ones go on)
   --json                progress and result as JSON lines on stdout

@@ -9,16 +9,11 @@
 //      virtualenv that `npm run setup` makes in a clone of the repository.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { cacheRoot } from './cache.js'
 
 /** The PyTorch release tch 0.24 is built against; libtorch must match it exactly. */
 export const REQUIRED_TORCH = '2.11.0'
-
-/** The one root of every per-user cache this library keeps (features, transcripts, models, libtorch). */
-export function cacheRoot(): string {
-  return process.env.EMOTION_PIPELINE_CACHE || join(homedir(), '.cache', 'emotion-pipeline')
-}
 
 /** Where `install-torch` puts libtorch by default. */
 export function defaultTorchInstallDir(): string {

@@ -1,7 +1,7 @@
 // trainPipeline(): dataset folder → index → split → features → (transcripts → tokens) → train audio,
 // text and fusion models → evaluate → run directory with metrics, plots and a report.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus, homedir } from 'node:os'
+import { cpus } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { extractMel } from './audio.js'
 import type { MelOptions } from './audio.js'
@@ -10,6 +10,7 @@ import type { DatasetItem, IndexOptions, Split, SplitOptions } from './dataset.j
 import { deviceInfo } from './device.js'
 import type { DeviceSpec } from './device.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
+import { cacheRoot } from './cache.js'
 import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
@@ -44,7 +45,7 @@ export interface PipelineOptions {
   device?: DeviceSpec
   mel?: MelOptions
   index?: Omit<IndexOptions, 'onProgress' | 'signal'>
-  /** Feature cache folder. @default ~/.cache/emotion-pipeline/features */
+  /** Feature cache folder. @default $EMOTION_PIPELINE_CACHE/features, else ~/.cache/emotion-pipeline/features */
   cacheDir?: string | null
   /**
    * Transcripts for the text and fusion models: `'whisper'` (Whisper tiny.en through transformers.js, as
@@ -107,7 +108,7 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   const info = deviceInfo()
   const device = options.device ?? 'auto'
   const deviceName = device === 'auto' ? (info.cudaAvailable ? 'cuda:0' : 'cpu') : device
-  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(homedir(), '.cache', 'emotion-pipeline', 'features'))
+  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features'))
 
   stage('index', `indexing ${options.data}`)
   const index = await timed('index', () => indexDataset(options.data, { ...options.index, signal: options.signal }))

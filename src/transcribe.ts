@@ -3,10 +3,10 @@
 // runs on the CPU through onnxruntime so that libtorch's CUDA and onnxruntime's never share a process.
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { extractMel } from './audio.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
+import { cacheRoot } from './cache.js'
 
 export const DEFAULT_WHISPER_MODEL = 'Xenova/whisper-tiny.en'
 
@@ -18,7 +18,7 @@ export interface TranscribeOptions {
    * and without `model`, the folder `scripts/whisper.mjs` builds is used when it exists.
    */
   modelDir?: string
-  /** Transcript cache folder (`null` disables). @default ~/.cache/emotion-pipeline/transcripts */
+  /** Transcript cache folder (`null` disables). @default $EMOTION_PIPELINE_CACHE/transcripts, else ~/.cache/emotion-pipeline/transcripts */
   cacheDir?: string | null
   /** Clips per Whisper call. @default 8 */
   batchSize?: number
@@ -66,7 +66,7 @@ const loaded = new Map<string, Promise<Whisper>>()
 
 /** The default local model folder built by `scripts/whisper.mjs` (used by this repository's tests and demo). */
 export function bundledWhisperDir(): string {
-  return join(process.env.EMOTION_PIPELINE_CACHE ?? join(homedir(), '.cache', 'emotion-pipeline'), 'whisper', 'whisper-tiny.en')
+  return join(cacheRoot(), 'whisper', 'whisper-tiny.en')
 }
 
 /** transformers.js is an optional dependency (its onnxruntime-node fetches CUDA binaries at install time, which fails offline). */
@@ -142,7 +142,7 @@ export async function transcribe(paths: string[], options: TranscribeOptions = {
   if (!Array.isArray(paths) || paths.some((p) => typeof p !== 'string')) throw invalidOption('paths', 'must be an array of file paths')
   const batchSize = options.batchSize ?? 8
   if (!(Number.isInteger(batchSize) && batchSize > 0)) throw invalidOption('batchSize', `must be a positive integer, got ${batchSize}`)
-  const cacheDir = options.cacheDir === null ? null : (options.cacheDir ?? join(homedir(), '.cache', 'emotion-pipeline', 'transcripts'))
+  const cacheDir = options.cacheDir === null ? null : (options.cacheDir ?? join(cacheRoot(), 'transcripts'))
   const { whisper, id } = await loadWhisper(options)
   const results: Transcript[] = new Array(paths.length)
   const pending: { index: number; key: string }[] = []
