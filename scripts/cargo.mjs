@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
 
 const args = process.argv.slice(2)
-if (['build', 'test', 'run', 'bench'].includes(args[0]) && !args.includes('--target')) {
+if (['build', 'test', 'run', 'bench', 'clippy', 'check'].includes(args[0]) && !args.includes('--target')) {
   args.splice(1, 0, '--target', hostTarget())
 }
 const result = spawnSync('cargo', args, { stdio: 'inherit', env: buildEnv(resolveLibtorch()) })

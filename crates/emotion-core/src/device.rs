@@ -76,7 +76,7 @@ pub fn device_info() -> DeviceInfo {
     let lib_dir = loaded_libtorch_dir();
     let cuda_available = tch::Cuda::is_available();
     let count = if cuda_available { tch::Cuda::device_count().max(0) as u32 } else { 0 };
-    let devices = (0..count).map(|i| cuda_driver::gpu(i)).collect();
+    let devices = (0..count).map(cuda_driver::gpu).collect();
     DeviceInfo {
         torch_version: lib_dir.as_deref().and_then(torch_version_near).unwrap_or_else(|| "unknown".into()),
         cuda_available,

@@ -136,7 +136,7 @@ impl MelConfig {
             }
         }
         if let Some(top) = self.top_db {
-            if !(top > 0.0) {
+            if top.is_nan() || top <= 0.0 {
                 return bad("topDb", format!("must be > 0 or null, got {top}"));
             }
         }

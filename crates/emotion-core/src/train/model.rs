@@ -5,6 +5,8 @@ use crate::models::{AudioCnn, Fusion, TextLstm};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+// One value per training job: boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Audio(AudioCnn),
     Text(TextLstm),
