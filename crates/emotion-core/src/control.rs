@@ -23,7 +23,11 @@ impl CancelFlag {
 
     /// `Err(Cancelled)` once cancelled: call between steps with `?`.
     pub fn check(&self) -> Result<()> {
-        if self.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 }
 

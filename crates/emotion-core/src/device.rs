@@ -83,9 +83,7 @@ pub fn device_info() -> DeviceInfo {
         cuda_device_count: count,
         devices,
         cudnn_version: if cuda_available { cuda_driver::cudnn_version() } else { None },
-        libtorch: LibtorchInfo {
-            path: lib_dir.map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into()),
-        },
+        libtorch: LibtorchInfo { path: lib_dir.map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into()) },
         cuda_problem: if cuda_available { None } else { Some(cuda_probe_summary()) },
         cpu_threads: tch::get_num_threads().max(0) as u32,
     }
@@ -116,7 +114,9 @@ pub fn cuda_probe_summary() -> String {
     match cuda_driver::driver_device_count() {
         Err(why) => format!("NVIDIA driver not usable ({why})"),
         Ok(0) => "the NVIDIA driver reports no GPU".into(),
-        Ok(n) => format!("the driver sees {n} GPU(s) but libtorch cannot use them (driver too old for this CUDA build?)"),
+        Ok(n) => {
+            format!("the driver sees {n} GPU(s) but libtorch cannot use them (driver too old for this CUDA build?)")
+        }
     }
 }
 

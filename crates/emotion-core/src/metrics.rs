@@ -53,7 +53,8 @@ pub fn classification_metrics(truth: &[i64], predicted: &[i64], labels: &[String
             ClassScores { label: labels[c].clone(), precision, recall, f1, support }
         })
         .collect();
-    let weighted = |f: fn(&ClassScores) -> f64| per_class.iter().map(|c| f(c) * c.support as f64).sum::<f64>() / n.max(1) as f64;
+    let weighted =
+        |f: fn(&ClassScores) -> f64| per_class.iter().map(|c| f(c) * c.support as f64).sum::<f64>() / n.max(1) as f64;
     let mean = |f: fn(&ClassScores) -> f64| per_class.iter().map(f).sum::<f64>() / k.max(1) as f64;
     let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
     Metrics {

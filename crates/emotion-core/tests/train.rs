@@ -44,7 +44,13 @@ fn small_config() -> TrainConfig {
     TrainConfig {
         model: ModelKind::Audio,
         labels: vec!["a".into(), "b".into(), "c".into()],
-        audio: AudioCnnConfig { channels: vec![4, 8], hidden: vec![16, 8], dropout: 0.0, conv_dropout: 0.0, freeze_batch_norm: false },
+        audio: AudioCnnConfig {
+            channels: vec![4, 8],
+            hidden: vec![16, 8],
+            dropout: 0.0,
+            conv_dropout: 0.0,
+            freeze_batch_norm: false,
+        },
         epochs: 3,
         batch_size: 8,
         accumulation: 1,
@@ -72,10 +78,13 @@ fn weights(dir: &std::path::Path, file: &str) -> Vec<(String, Vec<f32>)> {
 
 fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).flat_map(|((ka, va), (kb, vb))| {
-        assert_eq!(ka, kb);
-        va.iter().zip(vb).map(|(x, y)| (x - y).abs())
-    }).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .flat_map(|((ka, va), (kb, vb))| {
+            assert_eq!(ka, kb);
+            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -84,9 +93,20 @@ fn learns_a_separable_toy_problem_and_predicts_from_the_checkpoint() {
     let dir = tmp("learn");
     let train_set = toy_set(48, 1);
     let val_set = toy_set(24, 2);
-    let config = TrainConfig { epochs: 12, optim: emotion_core::optim::AdamConfig { lr: 3e-3, ..Default::default() }, checkpoint_dir: Some(dir.clone()), ..small_config() };
+    let config = TrainConfig {
+        epochs: 12,
+        optim: emotion_core::optim::AdamConfig { lr: 3e-3, ..Default::default() },
+        checkpoint_dir: Some(dir.clone()),
+        ..small_config()
+    };
     let mut events = Vec::new();
-    let r = train(&config, Sets { train: &train_set, val: Some(&val_set), test: Some(&val_set) }, &CancelFlag::new(), &mut |e| events.push(e)).unwrap();
+    let r = train(
+        &config,
+        Sets { train: &train_set, val: Some(&val_set), test: Some(&val_set) },
+        &CancelFlag::new(),
+        &mut |e| events.push(e),
+    )
+    .unwrap();
     assert_eq!(r.history.len(), 12);
     assert!(r.test.as_ref().unwrap().accuracy > 0.9, "test accuracy {:?}", r.test.as_ref().map(|m| m.accuracy));
     assert!(r.history.last().unwrap().train_loss < r.history[0].train_loss);
@@ -128,7 +148,8 @@ fn resuming_after_a_cancel_gives_the_uninterrupted_result() {
     let _turn = turn();
     let set = toy_set(48, 4);
     let val = toy_set(12, 5);
-    let base = TrainConfig { epochs: 3, audio: AudioCnnConfig { dropout: 0.3, ..small_config().audio }, ..small_config() };
+    let base =
+        TrainConfig { epochs: 3, audio: AudioCnnConfig { dropout: 0.3, ..small_config().audio }, ..small_config() };
 
     let whole = tmp("whole");
     let cfg = TrainConfig { checkpoint_dir: Some(whole.clone()), ..base.clone() };
@@ -147,7 +168,13 @@ fn resuming_after_a_cancel_gives_the_uninterrupted_result() {
     .unwrap_err();
     assert!(matches!(err, Error::Cancelled), "{err}");
     assert!(parts.join("last.state.json").exists(), "cancel writes a checkpoint");
-    let resumed = train(&TrainConfig { resume: true, ..cfg }, Sets { train: &set, val: Some(&val), test: None }, &CancelFlag::new(), &mut |_| {}).unwrap();
+    let resumed = train(
+        &TrainConfig { resume: true, ..cfg },
+        Sets { train: &set, val: Some(&val), test: None },
+        &CancelFlag::new(),
+        &mut |_| {},
+    )
+    .unwrap();
 
     assert_eq!(resumed.history.len(), 3);
     for (a, b) in full.history.iter().zip(&resumed.history) {
@@ -192,16 +219,23 @@ fn bad_inputs_are_rejected_with_the_field_named() {
     let _turn = turn();
     let mut set = toy_set(6, 7);
     set.labels[2] = 9;
-    let err = train(&small_config(), Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    let err = train(&small_config(), Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {})
+        .unwrap_err();
     assert!(err.to_string().contains("train.labels[2]"), "{err}");
     let mut set = toy_set(6, 7);
     if let Some((data, _)) = &mut set.mel {
         data[M * T + 5] = f32::NAN;
     }
-    let err = train(&small_config(), Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    let err = train(&small_config(), Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {})
+        .unwrap_err();
     assert_eq!(err.code(), "NON_FINITE");
     assert!(err.to_string().contains("row 1"), "{err}");
-    let err = train(&TrainConfig { device: "cuda".into(), ..small_config() }, Sets { train: &toy_set(6, 7), val: None, test: None }, &CancelFlag::new(), &mut |_| {});
+    let err = train(
+        &TrainConfig { device: "cuda".into(), ..small_config() },
+        Sets { train: &toy_set(6, 7), val: None, test: None },
+        &CancelFlag::new(),
+        &mut |_| {},
+    );
     if !tch::Cuda::is_available() {
         assert_eq!(err.unwrap_err().code(), "CUDA_UNAVAILABLE");
     }
@@ -211,14 +245,26 @@ fn bad_inputs_are_rejected_with_the_field_named() {
 fn reference_models_have_the_reference_shapes() {
     let _turn = turn();
     let vs = VarStore::new(tch::Device::Cpu);
-    let config = TrainConfig { model: ModelKind::Fusion, vocab_size: 200, labels: (0..8).map(|i| i.to_string()).collect(), ..TrainConfig::default() };
+    let config = TrainConfig {
+        model: ModelKind::Fusion,
+        vocab_size: 200,
+        labels: (0..8).map(|i| i.to_string()).collect(),
+        ..TrainConfig::default()
+    };
     let model = emotion_core::train::model::Model::build(&vs.root(), &config);
     let mel = tch::Tensor::randn([2, 128, 280], (tch::Kind::Float, tch::Device::Cpu));
     let tokens = tch::Tensor::from_slice(&[1i64, 2, 3, 0, 0, 0, 4, 5, 0, 0, 0, 0]).reshape([2, 6]);
     let logits = model.logits(Some(&mel), Some(&tokens), false);
     assert_eq!(logits.size(), vec![2, 8]);
     let names: Vec<String> = vs.variables().into_keys().collect();
-    for expected in ["audio.blocks.5.conv.weight", "audio.head.0.weight", "text.lstm.weight_ih_l1_reverse", "head.0.fc.weight", "head.1.bn.running_mean", "out.weight"] {
+    for expected in [
+        "audio.blocks.5.conv.weight",
+        "audio.head.0.weight",
+        "text.lstm.weight_ih_l1_reverse",
+        "head.0.fc.weight",
+        "head.1.bn.running_mean",
+        "out.weight",
+    ] {
         assert!(names.iter().any(|n| n == expected), "missing {expected} in {names:?}");
     }
     let conv5 = vs.variables()["audio.blocks.5.conv.weight"].size();

@@ -104,10 +104,19 @@ pub fn extract_mel<'env>(
                 failed: out
                     .failed
                     .into_iter()
-                    .map(|f| FailedInput { index: f.index as u32, path: f.path, code: f.code.into(), message: f.message })
+                    .map(|f| FailedInput {
+                        index: f.index as u32,
+                        path: f.path,
+                        code: f.code.into(),
+                        message: f.message,
+                    })
                     .collect(),
                 device: out.device,
-                cache: out.cache.map(|c| CacheStats { hits: c.hits as u32, misses: c.misses as u32, writes: c.writes as u32 }),
+                cache: out.cache.map(|c| CacheStats {
+                    hits: c.hits as u32,
+                    misses: c.misses as u32,
+                    writes: c.writes as u32,
+                }),
             })
         },
     )

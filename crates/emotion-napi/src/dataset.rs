@@ -32,8 +32,8 @@ pub fn index_dataset<'env>(
 /// Splits items (JSON array of `Item`) into train/val/test. Returns the JSON text of a `Split`.
 #[napi]
 pub fn split_dataset(items_json: String, options_json: Option<String>) -> Result<String, Code> {
-    let items: Vec<Item> = serde_json::from_str(&items_json)
-        .map_err(|e| to_js(emotion_core::Error::invalid("items", e.to_string())))?;
+    let items: Vec<Item> =
+        serde_json::from_str(&items_json).map_err(|e| to_js(emotion_core::Error::invalid("items", e.to_string())))?;
     let options: SplitOptions = parse_options("splitDataset options", options_json).map_err(to_js)?;
     let split = dataset::split_dataset(&items, &options).map_err(to_js)?;
     serde_json::to_string(&split).map_err(|e| to_js(emotion_core::Error::Internal(e.to_string())))

@@ -18,7 +18,6 @@ impl From<Status> for Code {
     }
 }
 
-
 pub fn to_js(e: CoreError) -> napi::Error<Code> {
     napi::Error::new(Code(e.code().to_string()), e.to_string())
 }

@@ -102,11 +102,15 @@ impl CancelToken {
 }
 
 /// Parses a JSON options object into a core config; a bad field is `INVALID_OPTION` naming it.
-pub fn parse_options<T: serde::de::DeserializeOwned + Default>(what: &str, json: Option<String>) -> emotion_core::Result<T> {
+pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
+    what: &str,
+    json: Option<String>,
+) -> emotion_core::Result<T> {
     match json {
         None => Ok(T::default()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| emotion_core::Error::invalid(what, strip_position(&e.to_string()))),
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| emotion_core::Error::invalid(what, strip_position(&e.to_string())))
+        }
     }
 }
 

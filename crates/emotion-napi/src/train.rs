@@ -64,7 +64,12 @@ pub fn train<'env>(
         move || {
             let (config, train, val, test) = prepared?;
             let mut progress = |e: train::TrainEvent| emit(on_progress.as_ref(), &e);
-            let result = train::train(&config, train::Sets { train: &train, val: val.as_ref(), test: test.as_ref() }, &flag, &mut progress)?;
+            let result = train::train(
+                &config,
+                train::Sets { train: &train, val: val.as_ref(), test: test.as_ref() },
+                &flag,
+                &mut progress,
+            )?;
             serde_json::to_string(&result).map_err(|e| CoreError::Internal(e.to_string()))
         },
         |_, json| Ok(json),

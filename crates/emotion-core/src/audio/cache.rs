@@ -64,7 +64,9 @@ impl FeatureCache {
         let path = self.path(key);
         let dir = path.parent().expect("cache entries live in a subfolder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let tmp = dir.join(format!(".{key}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+        let tmp = dir.join(
+            format!(".{key}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
+        );
         let mut bytes = Vec::with_capacity(16 + data.len() * 4);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
@@ -113,7 +115,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ep-cache-test-{}", std::process::id()));
         let cache = FeatureCache::open(&dir, &MelConfig::default()).unwrap();
         let key = cache.key("abc");
-        assert_ne!(key, FeatureCache::open(&dir, &MelConfig { n_mels: 64, ..MelConfig::default() }).unwrap().key("abc"));
+        assert_ne!(
+            key,
+            FeatureCache::open(&dir, &MelConfig { n_mels: 64, ..MelConfig::default() }).unwrap().key("abc")
+        );
         assert!(cache.get(&key, 3).is_none());
         cache.put(&key, &[1.0, -2.5, 3.25]).unwrap();
         assert_eq!(cache.get(&key, 3), Some(vec![1.0, -2.5, 3.25]));

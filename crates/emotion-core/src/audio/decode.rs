@@ -63,7 +63,8 @@ fn open(bytes: Vec<u8>, extension: Option<&str>) -> Result<(Box<dyn FormatReader
     let probed = symphonia::default::get_probe()
         .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
         .map_err(|e| format!("unsupported or unrecognised format ({})", describe(&e)))?;
-    let track = probed.format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or("no audio track")?;
+    let track =
+        probed.format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or("no audio track")?;
     let (id, params) = (track.id, track.codec_params.clone());
     Ok((probed.format, id, params))
 }

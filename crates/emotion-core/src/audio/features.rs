@@ -47,7 +47,14 @@ pub struct ExtractOptions {
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { mel: MelConfig::default(), device: "auto".into(), batch_size: 64, strict: false, decode_threads: 0, cache_dir: None }
+        ExtractOptions {
+            mel: MelConfig::default(),
+            device: "auto".into(),
+            batch_size: 64,
+            strict: false,
+            decode_threads: 0,
+            cache_dir: None,
+        }
     }
 }
 
@@ -109,7 +116,10 @@ fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&Featur
                 return Err(Error::decode(label, "no audio samples (zero-length audio)"));
             }
             if *sample_rate < 1000 {
-                return Err(Error::invalid(format!("inputs[{index}].sampleRate"), format!("must be ≥ 1000 Hz, got {sample_rate}")));
+                return Err(Error::invalid(
+                    format!("inputs[{index}].sampleRate"),
+                    format!("must be ≥ 1000 Hz, got {sample_rate}"),
+                ));
             }
             if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
                 return Err(Error::decode(label, format!("non-finite sample (NaN or infinity) at frame {i}")));
@@ -156,7 +166,14 @@ pub fn extract_mel(
 
     let cache = options.cache_dir.as_deref().map(|dir| FeatureCache::open(dir, &options.mel)).transpose()?;
     let per_clip = n_mels * frames;
-    let mut out = MelFeatures { data: Vec::new(), shape: [0, n_mels, frames], indices: Vec::new(), failed: Vec::new(), device: device_name(device), cache: None };
+    let mut out = MelFeatures {
+        data: Vec::new(),
+        shape: [0, n_mels, frames],
+        indices: Vec::new(),
+        failed: Vec::new(),
+        device: device_name(device),
+        cache: None,
+    };
     out.data.reserve(inputs.len() * n_mels * frames);
     let total = inputs.len();
     for (batch_no, batch) in inputs.chunks(options.batch_size).enumerate() {
@@ -174,7 +191,12 @@ pub fn extract_mel(
                     waves.push((index, samples, cache_key));
                 }
                 Err(e) if options.strict => return Err(e),
-                Err(e) => out.failed.push(FailedInput { index, path: batch[offset].label(index), code: e.code(), message: e.to_string() }),
+                Err(e) => out.failed.push(FailedInput {
+                    index,
+                    path: batch[offset].label(index),
+                    code: e.code(),
+                    message: e.to_string(),
+                }),
             }
         }
         let mut mel_rows: Vec<f32> = Vec::new();
@@ -213,7 +235,13 @@ pub fn extract_mel(
     Ok(out)
 }
 
-fn load_parallel(batch: &[AudioInput], first: usize, mel: &MelConfig, threads: usize, cache: Option<&FeatureCache>) -> Vec<Result<Loaded>> {
+fn load_parallel(
+    batch: &[AudioInput],
+    first: usize,
+    mel: &MelConfig,
+    threads: usize,
+    cache: Option<&FeatureCache>,
+) -> Vec<Result<Loaded>> {
     let chunk = batch.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = batch
@@ -233,7 +261,9 @@ fn load_parallel(batch: &[AudioInput], first: usize, mel: &MelConfig, threads: u
             .into_iter()
             .zip(batch.chunks(chunk))
             .flat_map(|(h, items)| {
-                h.join().unwrap_or_else(|_| items.iter().map(|_| Err(Error::Internal("decode thread panicked".into()))).collect())
+                h.join().unwrap_or_else(|_| {
+                    items.iter().map(|_| Err(Error::Internal("decode thread panicked".into()))).collect()
+                })
             })
             .collect()
     })

@@ -122,13 +122,19 @@ impl MelConfig {
         }
         let nyquist = self.sample_rate as f64 / 2.0;
         if !(self.f_min >= 0.0 && self.f_min < self.f_max() && self.f_max() <= nyquist) {
-            return bad("fMax", format!("need 0 ≤ fMin ({}) < fMax ({}) ≤ sampleRate/2 ({nyquist})", self.f_min, self.f_max()));
+            return bad(
+                "fMax",
+                format!("need 0 ≤ fMin ({}) < fMax ({}) ≤ sampleRate/2 ({nyquist})", self.f_min, self.f_max()),
+            );
         }
         if !(self.power > 0.0 && self.power.is_finite()) {
             return bad("power", format!("must be > 0, got {}", self.power));
         }
         if !["reflect", "constant", "replicate", "circular"].contains(&self.pad_mode.as_str()) {
-            return bad("padMode", format!("must be reflect, constant, replicate or circular, got '{}'", self.pad_mode));
+            return bad(
+                "padMode",
+                format!("must be reflect, constant, replicate or circular, got '{}'", self.pad_mode),
+            );
         }
         if let Some(norm) = &self.norm {
             if norm != "slaney" {
@@ -204,7 +210,9 @@ pub fn mel_filterbank(config: &MelConfig) -> Result<Tensor> {
     let m_max = hz_to_mel(config.f_max(), config.mel_scale);
     let m_pts = Tensor::f_linspace(m_min, m_max, config.n_mels + 2, opts)?;
     let f_pts = match config.mel_scale {
-        MelScale::Htk => Tensor::f_pow_scalar(10.0, &m_pts.f_div_scalar(2595.0)?)?.f_sub_scalar(1.0)?.f_mul_scalar(700.0)?,
+        MelScale::Htk => {
+            Tensor::f_pow_scalar(10.0, &m_pts.f_div_scalar(2595.0)?)?.f_sub_scalar(1.0)?.f_mul_scalar(700.0)?
+        }
         MelScale::Slaney => {
             let (f_sp, min_log_hz, logstep) = slaney_constants();
             let min_log_mel = min_log_hz / f_sp;
@@ -264,7 +272,8 @@ impl MelExtractor {
         } else {
             waves
         };
-        let spec = padded.f_stft(c.n_fft, c.hop_length, c.win_length(), Some(&self.window), false, true, true, false)?;
+        let spec =
+            padded.f_stft(c.n_fft, c.hop_length, c.win_length(), Some(&self.window), false, true, true, false)?;
         // [B, n_freqs, T] complex → power
         let magnitude = spec.f_abs()?;
         let power = if c.power == 1.0 {
@@ -294,7 +303,8 @@ pub fn power_to_db(power: &Tensor, top_db: Option<f64>) -> Result<Tensor> {
         None => Ok(db),
         Some(top) => {
             let batch = db.size()[0];
-            let floor = db.f_reshape([batch, -1])?.f_amax([1i64].as_slice(), true)?.f_sub_scalar(top)?.f_unsqueeze(2)?;
+            let floor =
+                db.f_reshape([batch, -1])?.f_amax([1i64].as_slice(), true)?.f_sub_scalar(top)?.f_unsqueeze(2)?;
             Ok(db.f_maximum(&floor)?)
         }
     }
@@ -325,7 +335,9 @@ mod tests {
         let c = MelConfig { to_db: false, ..MelConfig::default() };
         let ex = MelExtractor::new(c.clone(), Device::Cpu).unwrap();
         let f0 = 1000.0;
-        let wave: Vec<f32> = (0..c.num_samples()).map(|i| (2.0 * std::f64::consts::PI * f0 * i as f64 / 48_000.0).sin() as f32).collect();
+        let wave: Vec<f32> = (0..c.num_samples())
+            .map(|i| (2.0 * std::f64::consts::PI * f0 * i as f64 / 48_000.0).sin() as f32)
+            .collect();
         let mel = ex.forward(&Tensor::from_slice(&wave).unsqueeze(0)).unwrap();
         assert_eq!(mel.size(), vec![1, 128, 280]);
         let per_bin = mel.mean_dim([2i64].as_slice(), false, Kind::Float).squeeze();

@@ -1,7 +1,7 @@
 //! Audio front end: decode → mono → resample → fixed length → log-mel.
 
-pub mod decode;
 pub mod cache;
+pub mod decode;
 pub mod features;
 pub mod mel;
 pub mod resample;

@@ -53,7 +53,11 @@ impl SincKernel {
         // Zero padding of `width` on the left and `width + orig` on the right, as torchaudio does.
         let at = |i: isize| -> f64 {
             let j = i - self.width as isize;
-            if j >= 0 && (j as usize) < len { input[j as usize] as f64 } else { 0.0 }
+            if j >= 0 && (j as usize) < len {
+                input[j as usize] as f64
+            } else {
+                0.0
+            }
         };
         let mut out = Vec::with_capacity(target);
         let mut frame = 0usize;
@@ -95,7 +99,9 @@ mod tests {
         let tone = |f: f64| -> Vec<f32> {
             (0..sr).map(|i| (2.0 * std::f64::consts::PI * f * i as f64 / sr as f64).sin() as f32).collect()
         };
-        let rms = |x: &[f32]| (x[2000..x.len() - 2000].iter().map(|v| (v * v) as f64).sum::<f64>() / (x.len() - 4000) as f64).sqrt();
+        let rms = |x: &[f32]| {
+            (x[2000..x.len() - 2000].iter().map(|v| (v * v) as f64).sum::<f64>() / (x.len() - 4000) as f64).sqrt()
+        };
         let low = resample(&tone(440.0), sr, 16_000);
         let high = resample(&tone(12_000.0), sr, 16_000);
         assert!((rms(&low) - std::f64::consts::FRAC_1_SQRT_2).abs() < 0.01, "440 Hz rms {}", rms(&low));

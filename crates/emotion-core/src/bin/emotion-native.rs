@@ -50,15 +50,26 @@ fn prepare(args: &[String]) -> emotion_core::Result<Prepared> {
     };
     let index = index_dataset(&data, &IndexOptions::default(), &CancelFlag::new(), &mut |_| {})?;
     let split = split_dataset(&index.items, &SplitOptions { strategy, seed, ..SplitOptions::default() })?;
-    Ok(Prepared { split, strategy, device: arg(args, "--device").unwrap_or_else(|| "auto".into()), cache: arg(args, "--cache").map(PathBuf::from) })
+    Ok(Prepared {
+        split,
+        strategy,
+        device: arg(args, "--device").unwrap_or_else(|| "auto".into()),
+        cache: arg(args, "--cache").map(PathBuf::from),
+    })
 }
 
 fn features(items: &[Item], device: &str, cache: &Option<PathBuf>) -> emotion_core::Result<HostSet> {
     let inputs: Vec<AudioInput> = items.iter().map(|i| AudioInput::Path(PathBuf::from(&i.path))).collect();
-    let options = ExtractOptions { device: device.into(), cache_dir: cache.clone(), strict: true, ..ExtractOptions::default() };
+    let options =
+        ExtractOptions { device: device.into(), cache_dir: cache.clone(), strict: true, ..ExtractOptions::default() };
     let mel = extract_mel(&inputs, &options, &CancelFlag::new(), &mut |_| {})?;
-    let labels: HashMap<&str, i64> = emotion_core::dataset::ravdess::EMOTIONS.iter().enumerate().map(|(i, l)| (*l, i as i64)).collect();
-    Ok(HostSet { mel: Some((mel.data, mel.shape)), tokens: None, labels: items.iter().map(|i| labels[i.label.as_str()]).collect() })
+    let labels: HashMap<&str, i64> =
+        emotion_core::dataset::ravdess::EMOTIONS.iter().enumerate().map(|(i, l)| (*l, i as i64)).collect();
+    Ok(HostSet {
+        mel: Some((mel.data, mel.shape)),
+        tokens: None,
+        labels: items.iter().map(|i| labels[i.label.as_str()]).collect(),
+    })
 }
 
 fn evaluate(args: &[String]) -> emotion_core::Result<()> {
@@ -66,7 +77,8 @@ fn evaluate(args: &[String]) -> emotion_core::Result<()> {
     let p = prepare(args)?;
     let test = features(&p.split.test, &p.device, &p.cache)?;
     let model = emotion_core::train::predict::load_model(&out, &p.device)?;
-    let predicted: Vec<i64> = model.predict(&HostSet { labels: vec![], ..test.clone() })?.iter().map(|x| x.index as i64).collect();
+    let predicted: Vec<i64> =
+        model.predict(&HostSet { labels: vec![], ..test.clone() })?.iter().map(|x| x.index as i64).collect();
     let m = emotion_core::metrics::classification_metrics(&test.labels, &predicted, &model.meta.config.labels);
     let summary = serde_json::json!({
         "checkpointEpoch": model.meta.epoch, "test": p.split.test.len(), "split": format!("{:?}", p.strategy).to_lowercase(),
@@ -86,14 +98,24 @@ fn run(args: &[String]) -> emotion_core::Result<()> {
     let t1 = Instant::now();
     let (train_set, test_set) = (features(&split.train, &device, &cache)?, features(&split.test, &device, &cache)?);
     let feature_seconds = t1.elapsed().as_secs_f64();
-    eprintln!("{} train / {} test clips; index {index_seconds:.1}s, features {feature_seconds:.1}s", split.train.len(), split.test.len());
+    eprintln!(
+        "{} train / {} test clips; index {index_seconds:.1}s, features {feature_seconds:.1}s",
+        split.train.len(),
+        split.test.len()
+    );
     let resume = args.iter().any(|a| a == "--resume");
-    let config = TrainConfig { epochs, seed, device, checkpoint_dir: Some(out.clone()), resume, ..TrainConfig::default() };
-    let result = train(&config, Sets { train: &train_set, val: None, test: Some(&test_set) }, &CancelFlag::new(), &mut |e| match e {
-        TrainEvent::EpochEnd { record, .. } => println!("{}", serde_json::to_string(&record).unwrap_or_default()),
-        TrainEvent::Warning { message, .. } => eprintln!("warning: {message}"),
-        _ => {}
-    })?;
+    let config =
+        TrainConfig { epochs, seed, device, checkpoint_dir: Some(out.clone()), resume, ..TrainConfig::default() };
+    let result =
+        train(&config, Sets { train: &train_set, val: None, test: Some(&test_set) }, &CancelFlag::new(), &mut |e| {
+            match e {
+                TrainEvent::EpochEnd { record, .. } => {
+                    println!("{}", serde_json::to_string(&record).unwrap_or_default())
+                }
+                TrainEvent::Warning { message, .. } => eprintln!("warning: {message}"),
+                _ => {}
+            }
+        })?;
     let summary = serde_json::json!({
         "model": "audio",
         "split": format!("{strategy:?}").to_lowercase(),
@@ -111,6 +133,7 @@ fn run(args: &[String]) -> emotion_core::Result<()> {
         "confusion": result.test.as_ref().map(|m| m.confusion.clone()),
     });
     println!("{summary}");
-    std::fs::write(out.join("result.json"), serde_json::to_vec_pretty(&summary).unwrap_or_default()).map_err(|e| emotion_core::Error::io(&out, e))?;
+    std::fs::write(out.join("result.json"), serde_json::to_vec_pretty(&summary).unwrap_or_default())
+        .map_err(|e| emotion_core::Error::io(&out, e))?;
     Ok(())
 }

@@ -136,7 +136,10 @@ pub fn index_dataset(
     let mut skipped = 0;
     let (layout, candidates) = match options.layout {
         Layout::Manifest => {
-            let manifest = options.manifest.as_ref().ok_or_else(|| Error::invalid("manifest", "required with layout 'manifest'"))?;
+            let manifest = options
+                .manifest
+                .as_ref()
+                .ok_or_else(|| Error::invalid("manifest", "required with layout 'manifest'"))?;
             (Layout::Manifest, from_manifest(manifest, &mut problems)?)
         }
         layout => {
@@ -154,7 +157,10 @@ pub fn index_dataset(
         }
     };
     if candidates.is_empty() && problems.is_empty() {
-        return Err(Error::Dataset { path: Some(root.into()), reason: "no audio files (wav, flac, ogg, mp3) found".into() });
+        return Err(Error::Dataset {
+            path: Some(root.into()),
+            reason: "no audio files (wav, flac, ogg, mp3) found".into(),
+        });
     }
 
     let probed = probe_all(&candidates, options, cancel, on_progress)?;
@@ -170,7 +176,9 @@ pub fn index_dataset(
                 sample_rate: Some(rate),
                 ravdess: c.ravdess,
             }),
-            Err(message) => problems.push(Problem { path: c.path.display().to_string(), kind: "unreadable".into(), message }),
+            Err(message) => {
+                problems.push(Problem { path: c.path.display().to_string(), kind: "unreadable".into(), message })
+            }
         }
     }
     let (items, duplicates) = drop_duplicates(items);
@@ -197,7 +205,9 @@ fn find_audio(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn has_audio_extension(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn stem(path: &Path) -> &str {
@@ -206,7 +216,11 @@ fn stem(path: &Path) -> &str {
 
 fn detect_layout(files: &[PathBuf]) -> Layout {
     let named = files.iter().filter(|p| matches!(RavdessName::parse(stem(p)), Ok(Some(_)) | Err(_))).count();
-    if named * 2 > files.len() { Layout::Ravdess } else { Layout::Folders }
+    if named * 2 > files.len() {
+        Layout::Ravdess
+    } else {
+        Layout::Folders
+    }
 }
 
 fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Problem>) -> Option<Candidate> {
@@ -226,10 +240,19 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
                         return None;
                     }
                 }
-                Some(Candidate { path: path.into(), label: name.label().into(), speaker: name.speaker(), ravdess: Some(name) })
+                Some(Candidate {
+                    path: path.into(),
+                    label: name.label().into(),
+                    speaker: name.speaker(),
+                    ravdess: Some(name),
+                })
             }
             Ok(None) => {
-                problems.push(Problem { path: shown, kind: "unlabelled".into(), message: "not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA)".into() });
+                problems.push(Problem {
+                    path: shown,
+                    kind: "unlabelled".into(),
+                    message: "not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA)".into(),
+                });
                 None
             }
             Err(message) => {
@@ -240,9 +263,18 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
         _ => {
             let parent = path.parent().filter(|p| *p != root).and_then(|p| p.file_name()).and_then(|f| f.to_str());
             match parent {
-                Some(label) => Some(Candidate { path: path.into(), label: label.to_string(), speaker: String::new(), ravdess: None }),
+                Some(label) => Some(Candidate {
+                    path: path.into(),
+                    label: label.to_string(),
+                    speaker: String::new(),
+                    ravdess: None,
+                }),
                 None => {
-                    problems.push(Problem { path: shown, kind: "unlabelled".into(), message: "file is not inside a <label>/ folder".into() });
+                    problems.push(Problem {
+                        path: shown,
+                        kind: "unlabelled".into(),
+                        message: "file is not inside a <label>/ folder".into(),
+                    });
                     None
                 }
             }
@@ -253,7 +285,10 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
 fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Candidate>> {
     let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
     let base = manifest.parent().unwrap_or(Path::new("."));
-    let bad = |line: usize, why: String| Error::Dataset { path: Some(manifest.into()), reason: format!("line {line}: {why}") };
+    let bad = |line: usize, why: String| Error::Dataset {
+        path: Some(manifest.into()),
+        reason: format!("line {line}: {why}"),
+    };
     let jsonl = manifest.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
     let mut rows = Vec::new();
     if jsonl {
@@ -273,11 +308,15 @@ fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Can
         let (_, header) = lines.next().ok_or_else(|| bad(1, "empty manifest".into()))?;
         let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
         let col = |name: &str| cols.iter().position(|c| c == name);
-        let (p, l) = (col("path").ok_or_else(|| bad(1, "header needs a `path` column".into()))?, col("label").ok_or_else(|| bad(1, "header needs a `label` column".into()))?);
+        let (p, l) = (
+            col("path").ok_or_else(|| bad(1, "header needs a `path` column".into()))?,
+            col("label").ok_or_else(|| bad(1, "header needs a `label` column".into()))?,
+        );
         let s = col("speaker");
         for (i, line) in lines {
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let get = |k: usize| fields.get(k).copied().ok_or_else(|| bad(i + 1, format!("expected {} fields", cols.len())));
+            let get =
+                |k: usize| fields.get(k).copied().ok_or_else(|| bad(i + 1, format!("expected {} fields", cols.len())));
             rows.push((get(p)?.to_string(), get(l)?.to_string(), s.map(get).transpose()?.unwrap_or("").to_string()));
         }
     }
@@ -285,11 +324,19 @@ fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Can
     for (path, label, speaker) in rows {
         let full = base.join(&path);
         if !full.is_file() {
-            problems.push(Problem { path: full.display().to_string(), kind: "unreadable".into(), message: "listed in the manifest but not found".into() });
+            problems.push(Problem {
+                path: full.display().to_string(),
+                kind: "unreadable".into(),
+                message: "listed in the manifest but not found".into(),
+            });
             continue;
         }
         if label.is_empty() {
-            problems.push(Problem { path: full.display().to_string(), kind: "unlabelled".into(), message: "empty label in the manifest".into() });
+            problems.push(Problem {
+                path: full.display().to_string(),
+                kind: "unlabelled".into(),
+                message: "empty label in the manifest".into(),
+            });
             continue;
         }
         let ravdess = RavdessName::parse(stem(&full)).ok().flatten();
@@ -300,8 +347,17 @@ fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Can
 
 type Probed = std::result::Result<(String, u32, Option<f64>), String>;
 
-fn probe_all(candidates: &[Candidate], options: &IndexOptions, cancel: &CancelFlag, on_progress: &mut dyn FnMut(Progress)) -> Result<Vec<Probed>> {
-    let threads = if options.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { options.threads };
+fn probe_all(
+    candidates: &[Candidate],
+    options: &IndexOptions,
+    cancel: &CancelFlag,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Probed>> {
+    let threads = if options.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        options.threads
+    };
     let total = candidates.len();
     let mut out = Vec::with_capacity(total);
     let chunk = 64;
@@ -309,8 +365,19 @@ fn probe_all(candidates: &[Candidate], options: &IndexOptions, cancel: &CancelFl
         cancel.check()?;
         let per = batch.len().div_ceil(threads).max(1);
         let results: Vec<Probed> = std::thread::scope(|scope| {
-            let handles: Vec<_> = batch.chunks(per).map(|part| scope.spawn(move || part.iter().map(|c| probe_one(&c.path, options.verify)).collect::<Vec<_>>())).collect();
-            handles.into_iter().zip(batch.chunks(per)).flat_map(|(h, part)| h.join().unwrap_or_else(|_| part.iter().map(|_| Err("probe thread panicked".to_string())).collect())).collect()
+            let handles: Vec<_> = batch
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|c| probe_one(&c.path, options.verify)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .zip(batch.chunks(per))
+                .flat_map(|(h, part)| {
+                    h.join().unwrap_or_else(|_| part.iter().map(|_| Err("probe thread panicked".to_string())).collect())
+                })
+                .collect()
         });
         out.extend(results);
         let failed = out.iter().filter(|r| r.is_err()).count();

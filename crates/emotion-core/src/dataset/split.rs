@@ -76,8 +76,22 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
         }
         Strategy::Speaker => {
             let speakers = speakers_of(&sorted)?;
-            let test_set = pick_speakers(&speakers, options.test_speakers.as_ref(), options.test_fraction, &BTreeSet::new(), &mut rng, "testSpeakers")?;
-            let val_set = pick_speakers(&speakers, options.val_speakers.as_ref(), options.val_fraction, &test_set, &mut rng, "valSpeakers")?;
+            let test_set = pick_speakers(
+                &speakers,
+                options.test_speakers.as_ref(),
+                options.test_fraction,
+                &BTreeSet::new(),
+                &mut rng,
+                "testSpeakers",
+            )?;
+            let val_set = pick_speakers(
+                &speakers,
+                options.val_speakers.as_ref(),
+                options.val_fraction,
+                &test_set,
+                &mut rng,
+                "valSpeakers",
+            )?;
             partition_by_speaker(&sorted, &test_set, &val_set)
         }
         Strategy::Kfold => {
@@ -88,7 +102,11 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
             for members in by_class.values_mut() {
                 rng.shuffle(members);
                 for item in members.iter() {
-                    if position % options.folds == options.fold { test.push(*item) } else { rest.push(*item) }
+                    if position % options.folds == options.fold {
+                        test.push(*item)
+                    } else {
+                        rest.push(*item)
+                    }
                     position += 1;
                 }
             }
@@ -99,10 +117,18 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
         Strategy::SpeakerKfold => {
             let mut speakers: Vec<String> = speakers_of(&sorted)?.into_iter().collect();
             if speakers.len() < options.folds {
-                return Err(Error::invalid("folds", format!("{} folds but only {} speakers", options.folds, speakers.len())));
+                return Err(Error::invalid(
+                    "folds",
+                    format!("{} folds but only {} speakers", options.folds, speakers.len()),
+                ));
             }
             rng.shuffle(&mut speakers);
-            let test_set: BTreeSet<String> = speakers.iter().enumerate().filter(|(i, _)| i % options.folds == options.fold).map(|(_, s)| s.clone()).collect();
+            let test_set: BTreeSet<String> = speakers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % options.folds == options.fold)
+                .map(|(_, s)| s.clone())
+                .collect();
             let remaining: BTreeSet<String> = speakers.iter().filter(|s| !test_set.contains(*s)).cloned().collect();
             let val_set = pick_speakers(&remaining, None, options.val_fraction, &test_set, &mut rng, "valSpeakers")?;
             partition_by_speaker(&sorted, &test_set, &val_set)
@@ -117,7 +143,11 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
 
 fn validate(o: &SplitOptions) -> Result<()> {
     let frac = |name: &str, v: f64| {
-        if (0.0..1.0).contains(&v) { Ok(()) } else { Err(Error::invalid(name, format!("must be in [0, 1), got {v}"))) }
+        if (0.0..1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(Error::invalid(name, format!("must be in [0, 1), got {v}")))
+        }
     };
     frac("testFraction", o.test_fraction)?;
     frac("valFraction", o.val_fraction)?;
@@ -174,7 +204,11 @@ fn stratified_take<'a>(items: &[&'a Item], n: usize, rng: &mut SplitMix64) -> (V
 
 fn speakers_of(items: &[&Item]) -> Result<BTreeSet<String>> {
     if let Some(item) = items.iter().find(|i| i.speaker.is_empty()) {
-        return Err(Error::Dataset { path: Some(item.path.clone().into()), reason: "a speaker split needs a speaker for every item (RAVDESS names or a manifest `speaker` column)".into() });
+        return Err(Error::Dataset {
+            path: Some(item.path.clone().into()),
+            reason: "a speaker split needs a speaker for every item (RAVDESS names or a manifest `speaker` column)"
+                .into(),
+        });
     }
     Ok(items.iter().map(|i| i.speaker.clone()).collect())
 }
@@ -190,7 +224,10 @@ fn pick_speakers(
     if let Some(list) = named {
         for s in list {
             if !all.contains(s) {
-                return Err(Error::invalid(option, format!("unknown speaker '{s}' (known: {})", all.iter().cloned().collect::<Vec<_>>().join(", "))));
+                return Err(Error::invalid(
+                    option,
+                    format!("unknown speaker '{s}' (known: {})", all.iter().cloned().collect::<Vec<_>>().join(", ")),
+                ));
             }
             if taken.contains(s) {
                 return Err(Error::invalid(option, format!("speaker '{s}' is already in the test set")));
@@ -210,7 +247,11 @@ fn pick_speakers(
     Ok(pool.into_iter().take(n).collect())
 }
 
-fn partition_by_speaker<'a>(items: &[&'a Item], test: &BTreeSet<String>, val: &BTreeSet<String>) -> (Vec<&'a Item>, Vec<&'a Item>, Vec<&'a Item>) {
+fn partition_by_speaker<'a>(
+    items: &[&'a Item],
+    test: &BTreeSet<String>,
+    val: &BTreeSet<String>,
+) -> (Vec<&'a Item>, Vec<&'a Item>, Vec<&'a Item>) {
     let (mut train, mut v, mut t) = (Vec::new(), Vec::new(), Vec::new());
     for &item in items {
         if test.contains(&item.speaker) {

@@ -20,7 +20,13 @@ pub struct AudioCnnConfig {
 
 impl Default for AudioCnnConfig {
     fn default() -> Self {
-        AudioCnnConfig { channels: vec![32, 64, 128, 256, 512, 512], hidden: vec![256, 128], dropout: 0.5, conv_dropout: 0.0, freeze_batch_norm: false }
+        AudioCnnConfig {
+            channels: vec![32, 64, 128, 256, 512, 512],
+            hidden: vec![256, 128],
+            dropout: 0.5,
+            conv_dropout: 0.0,
+            freeze_batch_norm: false,
+        }
     }
 }
 

@@ -33,14 +33,24 @@ pub struct Fusion {
 
 impl Fusion {
     /// Parameter paths: `audio.*`, `text.*` (as the branch models), `head.{i}.fc`, `head.{i}.bn`, `out`.
-    pub fn new(p: &nn::Path, audio: &AudioCnnConfig, text: &TextLstmConfig, config: &FusionConfig, vocab: i64, classes: i64) -> Fusion {
+    pub fn new(
+        p: &nn::Path,
+        audio: &AudioCnnConfig,
+        text: &TextLstmConfig,
+        config: &FusionConfig,
+        vocab: i64,
+        classes: i64,
+    ) -> Fusion {
         let audio = AudioCnn::new(&(p / "audio"), audio, classes);
         let text = TextLstm::new(&(p / "text"), text, vocab, classes);
         let mut width = audio.embedding_width() + text.embedding_width();
         let mut layers = Vec::new();
         for (i, &h) in config.hidden.iter().enumerate() {
             let lp = p / "head" / i;
-            layers.push((nn::linear(&lp / "fc", width, h, Default::default()), nn::batch_norm1d(&lp / "bn", h, Default::default())));
+            layers.push((
+                nn::linear(&lp / "fc", width, h, Default::default()),
+                nn::batch_norm1d(&lp / "bn", h, Default::default()),
+            ));
             width = h;
         }
         let out = nn::linear(p / "out", width, classes, Default::default());

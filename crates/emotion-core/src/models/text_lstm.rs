@@ -35,7 +35,8 @@ impl TextLstm {
     /// Parameter paths: `embedding`, `lstm`, `head`, `out`.
     pub fn new(p: &nn::Path, config: &TextLstmConfig, vocab: i64, classes: i64) -> TextLstm {
         let embedding = nn::embedding(p / "embedding", vocab, config.embedding, Default::default());
-        let rnn = nn::RNNConfig { num_layers: config.layers, bidirectional: true, batch_first: true, ..Default::default() };
+        let rnn =
+            nn::RNNConfig { num_layers: config.layers, bidirectional: true, batch_first: true, ..Default::default() };
         let lstm = nn::lstm(p / "lstm", config.embedding, config.hidden, rnn);
         let head = nn::linear(p / "head", 2 * config.hidden, config.head, Default::default());
         let out = nn::linear(p / "out", config.head, classes, Default::default());

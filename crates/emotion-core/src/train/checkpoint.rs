@@ -127,9 +127,15 @@ pub fn load_state(dir: &Path) -> Result<Option<TrainState>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::Dataset { path: Some(path.clone()), reason: format!("unreadable checkpoint state: {e}") })?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::Dataset {
+        path: Some(path.clone()),
+        reason: format!("unreadable checkpoint state: {e}"),
+    })?;
     if state.format != FORMAT {
-        return Err(Error::Dataset { path: Some(path), reason: format!("checkpoint format {} is not {FORMAT}", state.format) });
+        return Err(Error::Dataset {
+            path: Some(path),
+            reason: format!("checkpoint format {} is not {FORMAT}", state.format),
+        });
     }
     Ok(Some(state))
 }
@@ -146,7 +152,8 @@ pub fn load_resumable(dir: &Path, vs: &mut VarStore, adam: &mut Adam) -> Result<
         } else if let Some((kind, i)) = name.split_once('.') {
             let i: usize = i.parse().map_err(|_| Error::Internal(format!("bad optimiser entry {name}")))?;
             let slot = if kind == "exp_avg" { adam.exp_avg.get_mut(i) } else { adam.exp_avg_sq.get_mut(i) };
-            slot.ok_or_else(|| Error::Internal(format!("optimiser entry {name} does not match the model")))?.f_copy_(&t)?;
+            slot.ok_or_else(|| Error::Internal(format!("optimiser entry {name} does not match the model")))?
+                .f_copy_(&t)?;
         }
     }
     Ok(())
@@ -157,7 +164,10 @@ pub fn load_meta(dir: &Path) -> Result<(ModelMeta, PathBuf)> {
         let meta = dir.join(format!("{tag}.json"));
         if meta.exists() {
             let text = std::fs::read_to_string(&meta).map_err(|e| Error::io(&meta, e))?;
-            let parsed: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::Dataset { path: Some(meta.clone()), reason: format!("unreadable model metadata: {e}") })?;
+            let parsed: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::Dataset {
+                path: Some(meta.clone()),
+                reason: format!("unreadable model metadata: {e}"),
+            })?;
             return Ok((parsed, dir.join(format!("{tag}.safetensors"))));
         }
     }

@@ -1,9 +1,9 @@
 //! Training settings. Defaults reproduce the reference: Adam 1e-3, cross-entropy, batch 16,
 //! 50 epochs, gradient accumulation 2, mixed precision (fp16) on CUDA.
 
+use crate::error::{Error, Result};
 use crate::models::{AudioCnnConfig, FusionConfig, TextLstmConfig};
 use crate::optim::AdamConfig;
-use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -153,9 +153,16 @@ impl TrainConfig {
             }
         }
         if self.model != ModelKind::Audio && self.vocab_size < 2 {
-            return bad("vocabSize", format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size));
+            return bad(
+                "vocabSize",
+                format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size),
+            );
         }
-        for (name, p) in [("audio.dropout", self.audio.dropout), ("text.dropout", self.text.dropout), ("fusion.dropout", self.fusion.dropout)] {
+        for (name, p) in [
+            ("audio.dropout", self.audio.dropout),
+            ("text.dropout", self.text.dropout),
+            ("fusion.dropout", self.fusion.dropout),
+        ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(name, format!("must be in [0, 1), got {p}"));
             }

@@ -29,13 +29,19 @@ impl HostSet {
             return Err(Error::invalid(name, "has no examples"));
         }
         if let Some(i) = self.labels.iter().position(|&l| l < 0 || l as usize >= classes) {
-            return Err(Error::invalid(format!("{name}.labels[{i}]"), format!("{} is not a class id in 0..{classes}", self.labels[i])));
+            return Err(Error::invalid(
+                format!("{name}.labels[{i}]"),
+                format!("{} is not a class id in 0..{classes}", self.labels[i]),
+            ));
         }
         match (&self.mel, needs_mel) {
             (None, true) => return Err(Error::invalid(format!("{name}.mel"), "required by this model")),
             (Some((data, shape)), _) => {
                 if shape[0] != n || data.len() != shape.iter().product::<usize>() {
-                    return Err(Error::invalid(format!("{name}.mel"), format!("shape {shape:?} does not fit {} values and {n} labels", data.len())));
+                    return Err(Error::invalid(
+                        format!("{name}.mel"),
+                        format!("shape {shape:?} does not fit {} values and {n} labels", data.len()),
+                    ));
                 }
                 if let Some(i) = data.iter().position(|x| !x.is_finite()) {
                     let row = i / (shape[1] * shape[2]).max(1);
@@ -48,10 +54,16 @@ impl HostSet {
             (None, true) => return Err(Error::invalid(format!("{name}.tokens"), "required by this model")),
             (Some((data, shape)), _) => {
                 if shape[0] != n || data.len() != shape[0] * shape[1] {
-                    return Err(Error::invalid(format!("{name}.tokens"), format!("shape {shape:?} does not fit {} values and {n} labels", data.len())));
+                    return Err(Error::invalid(
+                        format!("{name}.tokens"),
+                        format!("shape {shape:?} does not fit {} values and {n} labels", data.len()),
+                    ));
                 }
                 if let Some(i) = data.iter().position(|&t| t < 0 || t >= vocab) {
-                    return Err(Error::invalid(format!("{name}.tokens"), format!("token id {} at row {} is outside the vocabulary (0..{vocab})", data[i], i / shape[1])));
+                    return Err(Error::invalid(
+                        format!("{name}.tokens"),
+                        format!("token id {} at row {} is outside the vocabulary (0..{vocab})", data[i], i / shape[1]),
+                    ));
                 }
             }
             _ => {}
@@ -81,7 +93,9 @@ impl HostSet {
             None => None,
         };
         let tokens = match &self.tokens {
-            Some((data, s)) => Some(Tensor::f_from_slice(data)?.f_reshape([s[0] as i64, s[1] as i64])?.f_to_device(device)?),
+            Some((data, s)) => {
+                Some(Tensor::f_from_slice(data)?.f_reshape([s[0] as i64, s[1] as i64])?.f_to_device(device)?)
+            }
             None => None,
         };
         let labels = Tensor::f_from_slice(&self.labels)?.f_to_kind(Kind::Int64)?.f_to_device(device)?;

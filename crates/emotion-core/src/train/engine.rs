@@ -20,7 +20,14 @@ use tch::{Device, Kind, Reduction, Tensor};
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum TrainEvent {
     #[serde(rename_all = "camelCase")]
-    Start { model: &'static str, device: String, precision: &'static str, epochs: u32, steps_per_epoch: usize, resumed_from_epoch: Option<u32> },
+    Start {
+        model: &'static str,
+        device: String,
+        precision: &'static str,
+        epochs: u32,
+        steps_per_epoch: usize,
+        resumed_from_epoch: Option<u32>,
+    },
     #[serde(rename_all = "camelCase")]
     EpochStart { model: &'static str, epoch: u32, epochs: u32 },
     #[serde(rename_all = "camelCase")]
@@ -80,7 +87,12 @@ pub fn cuda_autocast_is_bf16() -> bool {
 /// turns so each stays reproducible.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut dyn FnMut(TrainEvent)) -> Result<TrainResult> {
+pub fn train(
+    config: &TrainConfig,
+    sets: Sets,
+    cancel: &CancelFlag,
+    emit: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainResult> {
     config.validate()?;
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let kind = config.model;
@@ -163,7 +175,8 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
         checkpoint::load_resumable(dir, &mut vs, &mut adam)?;
         state = TrainState { config: config.clone(), ..saved };
     }
-    let class_weights = config.class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
+    let class_weights =
+        config.class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
 
     let bs = config.batch_size;
     let steps_per_epoch = train_set.len.div_ceil(bs);
@@ -181,11 +194,19 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
     let mut consecutive_bad = 0u32;
     let mut total_skipped = 0u32;
     let mut stopped_early = false;
-    let meta = |state: &TrainState, val: Option<Metrics>| ModelMeta { format: FORMAT.into(), config: config.clone(), norm: state.norm, epoch: state.epoch, val };
+    let meta = |state: &TrainState, val: Option<Metrics>| ModelMeta {
+        format: FORMAT.into(),
+        config: config.clone(),
+        norm: state.norm,
+        epoch: state.epoch,
+        val,
+    };
     let oom_context = |e: Error| match e {
         Error::OutOfMemory { device, reason } => Error::OutOfMemory {
             device,
-            reason: format!("{reason} (batch size {bs}); lower batchSize and raise accumulation to keep the effective batch"),
+            reason: format!(
+                "{reason} (batch size {bs}); lower batchSize and raise accumulation to keep the effective batch"
+            ),
         },
         other => other,
     };
@@ -215,7 +236,12 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
                 state.next_batch = b;
                 if let Some(dir) = &config.checkpoint_dir {
                     let path = checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, None))?;
-                    emit(TrainEvent::Checkpoint { model: name, kind: "last", path: path.display().to_string(), epoch: epoch + 1 });
+                    emit(TrainEvent::Checkpoint {
+                        model: name,
+                        kind: "last",
+                        path: path.display().to_string(),
+                        epoch: epoch + 1,
+                    });
                 }
                 return Err(Error::Cancelled);
             }
@@ -237,12 +263,24 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
                 Ok(if autocast { tch::autocast(true, forward) } else { forward() }.f_to_kind(Kind::Float)?)
             })
             .map_err(oom_context)?;
-            let loss = logits.f_cross_entropy_loss(&labels, class_weights.as_ref(), Reduction::Mean, -100, config.label_smoothing)?;
-            state.scaler.scale_loss(&loss.f_div_scalar(window_len as f64)?)?.f_backward().map_err(Error::from).map_err(oom_context)?;
+            let loss = logits.f_cross_entropy_loss(
+                &labels,
+                class_weights.as_ref(),
+                Reduction::Mean,
+                -100,
+                config.label_smoothing,
+            )?;
+            state
+                .scaler
+                .scale_loss(&loss.f_div_scalar(window_len as f64)?)?
+                .f_backward()
+                .map_err(Error::from)
+                .map_err(oom_context)?;
             let _guard = tch::no_grad_guard();
             let n = (hi - lo) as f64;
             window_loss = window_loss.f_add(&loss.detach().f_mul_scalar(n)?)?;
-            window_correct = window_correct.f_add(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
+            window_correct =
+                window_correct.f_add(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
             window_seen += (hi - lo) as usize;
             micro_steps += 1;
             b += 1;
@@ -263,8 +301,15 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
                     state.progress.skipped += 1;
                     total_skipped += 1;
                     consecutive_bad += 1;
-                    let what = if fp16 { format!("fp16 overflow at loss scale {}", state.scaler.scale) } else { "NaN or infinite loss/gradients".into() };
-                    emit(TrainEvent::Warning { model: name, message: format!("epoch {} step {b}: {what}; optimiser step skipped", epoch + 1) });
+                    let what = if fp16 {
+                        format!("fp16 overflow at loss scale {}", state.scaler.scale)
+                    } else {
+                        "NaN or infinite loss/gradients".into()
+                    };
+                    emit(TrainEvent::Warning {
+                        model: name,
+                        message: format!("epoch {} step {b}: {what}; optimiser step skipped", epoch + 1),
+                    });
                 }
                 state.scaler.update(finite);
                 adam.zero_grad();
@@ -275,7 +320,12 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
                 let limit = if fp16 { config.max_non_finite_steps.max(30) } else { config.max_non_finite_steps };
                 if consecutive_bad >= limit {
                     state.next_batch = b;
-                    flush_progress(&mut state.progress, &epoch_loss, &epoch_correct, epoch_clock.elapsed().as_secs_f64())?;
+                    flush_progress(
+                        &mut state.progress,
+                        &epoch_loss,
+                        &epoch_correct,
+                        epoch_clock.elapsed().as_secs_f64(),
+                    )?;
                     if let Some(dir) = &config.checkpoint_dir {
                         checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, None))?;
                     }
@@ -289,7 +339,13 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
                 }
                 if last_event.elapsed().as_millis() as u64 >= config.progress_interval_ms {
                     last_event = Instant::now();
-                    emit(TrainEvent::Step { model: name, epoch: epoch + 1, step: b, steps: steps_per_epoch, loss: loss.f_double_value(&[])? });
+                    emit(TrainEvent::Step {
+                        model: name,
+                        epoch: epoch + 1,
+                        step: b,
+                        steps: steps_per_epoch,
+                        loss: loss.f_double_value(&[])?,
+                    });
                 }
             }
         }
@@ -323,7 +379,13 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
             (None, r) => (r.val_f1, true),
         };
         let improved = match (score, state.best_value) {
-            (Some(s), Some(best)) => if higher_better { s > best } else { s < best },
+            (Some(s), Some(best)) => {
+                if higher_better {
+                    s > best
+                } else {
+                    s < best
+                }
+            }
             (Some(_), None) => true,
             (None, _) => true,
         };
@@ -332,8 +394,14 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
             state.best_epoch = Some(record.epoch);
             state.epochs_without_improvement = 0;
             if let Some(dir) = &config.checkpoint_dir {
-                let path = checkpoint::save_model(dir, "best", &vs, &meta(&state, val.as_ref().map(|(_, m)| m.clone())))?;
-                emit(TrainEvent::Checkpoint { model: name, kind: "best", path: path.display().to_string(), epoch: record.epoch });
+                let path =
+                    checkpoint::save_model(dir, "best", &vs, &meta(&state, val.as_ref().map(|(_, m)| m.clone())))?;
+                emit(TrainEvent::Checkpoint {
+                    model: name,
+                    kind: "best",
+                    path: path.display().to_string(),
+                    epoch: record.epoch,
+                });
             }
         } else {
             state.epochs_without_improvement += 1;
@@ -349,7 +417,12 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
         }
         if let Some(dir) = &config.checkpoint_dir {
             let path = checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, val.map(|(_, m)| m)))?;
-            emit(TrainEvent::Checkpoint { model: name, kind: "last", path: path.display().to_string(), epoch: record.epoch });
+            emit(TrainEvent::Checkpoint {
+                model: name,
+                kind: "last",
+                path: path.display().to_string(),
+                epoch: record.epoch,
+            });
         }
     }
 
@@ -359,8 +432,10 @@ pub fn train(config: &TrainConfig, sets: Sets, cancel: &CancelFlag, emit: &mut d
             vs.load(dir.join("best.safetensors"))?;
         }
     }
-    let val = val_set.as_ref().map(|v| evaluate(&model, v, class_weights.as_ref(), config)).transpose()?.map(|(_, m)| m);
-    let test = test_set.as_ref().map(|t| evaluate(&model, t, class_weights.as_ref(), config)).transpose()?.map(|(_, m)| m);
+    let val =
+        val_set.as_ref().map(|v| evaluate(&model, v, class_weights.as_ref(), config)).transpose()?.map(|(_, m)| m);
+    let test =
+        test_set.as_ref().map(|t| evaluate(&model, t, class_weights.as_ref(), config)).transpose()?.map(|(_, m)| m);
     let seconds = started.elapsed().as_secs_f64();
     Ok(TrainResult {
         model: name,
@@ -402,14 +477,23 @@ fn step_seed(seed: u64, epoch: u32, batch: usize) -> u64 {
 fn lr_at(config: &TrainConfig, step: f64, total: f64) -> f64 {
     match config.lr_schedule {
         LrSchedule::Constant => config.optim.lr,
-        LrSchedule::Cosine => config.optim.lr * 0.5 * (1.0 + (std::f64::consts::PI * (step / total.max(1.0)).min(1.0)).cos()),
+        LrSchedule::Cosine => {
+            config.optim.lr * 0.5 * (1.0 + (std::f64::consts::PI * (step / total.max(1.0)).min(1.0)).cos())
+        }
     }
 }
 
 /// Loss and metrics of `set` in inference mode.
-pub fn evaluate(model: &Model, set: &DeviceSet, weights: Option<&Tensor>, config: &TrainConfig) -> Result<(f64, Metrics)> {
+pub fn evaluate(
+    model: &Model,
+    set: &DeviceSet,
+    weights: Option<&Tensor>,
+    config: &TrainConfig,
+) -> Result<(f64, Metrics)> {
     let (logits, labels) = predict_logits(model, set)?;
-    let loss = logits.f_cross_entropy_loss(&labels, weights, Reduction::Mean, -100, config.label_smoothing)?.f_double_value(&[])?;
+    let loss = logits
+        .f_cross_entropy_loss(&labels, weights, Reduction::Mean, -100, config.label_smoothing)?
+        .f_double_value(&[])?;
     let predicted: Vec<i64> = Vec::<i64>::try_from(logits.f_argmax(1, false)?.f_to_device(Device::Cpu)?)?;
     let truth: Vec<i64> = Vec::<i64>::try_from(labels.f_to_device(Device::Cpu)?)?;
     Ok((loss, classification_metrics(&truth, &predicted, &config.labels)))

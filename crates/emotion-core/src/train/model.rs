@@ -19,9 +19,14 @@ impl Model {
         match config.model {
             ModelKind::Audio => Model::Audio(AudioCnn::new(root, &config.audio, classes)),
             ModelKind::Text => Model::Text(TextLstm::new(root, &config.text, config.vocab_size, classes)),
-            ModelKind::Fusion => {
-                Model::Fusion(Fusion::new(root, &config.audio, &config.text, &config.fusion, config.vocab_size, classes))
-            }
+            ModelKind::Fusion => Model::Fusion(Fusion::new(
+                root,
+                &config.audio,
+                &config.text,
+                &config.fusion,
+                config.vocab_size,
+                classes,
+            )),
         }
     }
 
@@ -30,7 +35,9 @@ impl Model {
         match self {
             Model::Audio(m) => m.forward_t(mel.expect("audio model needs mel"), train),
             Model::Text(m) => m.forward_t(tokens.expect("text model needs tokens"), train),
-            Model::Fusion(m) => m.forward_pair(mel.expect("fusion needs mel"), tokens.expect("fusion needs tokens"), train),
+            Model::Fusion(m) => {
+                m.forward_pair(mel.expect("fusion needs mel"), tokens.expect("fusion needs tokens"), train)
+            }
         }
     }
 }

@@ -51,7 +51,8 @@ impl LoadedModel {
         )?;
         let set = with_labels.to_device(self.device, self.meta.norm)?;
         let (logits, _) = predict_logits(&self.model, &set)?;
-        let probs: Vec<f32> = Vec::<f32>::try_from(logits.f_softmax(1, tch::Kind::Float)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
+        let probs: Vec<f32> =
+            Vec::<f32>::try_from(logits.f_softmax(1, tch::Kind::Float)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
         let k = self.meta.config.labels.len();
         Ok(probs
             .chunks(k)
