@@ -37,8 +37,12 @@ function torchaudio(request: Request): Promise<Reference> {
       const batch = pending
       pending = []
       runPython(batch.map((b) => b.request)).then(
-        (all) => batch.forEach((b) => b.resolve(all.get(b.request.name)!)),
-        (err) => batch.forEach((b) => b.reject(err)),
+        (all) => {
+          for (const b of batch) b.resolve(all.get(b.request.name)!)
+        },
+        (err) => {
+          for (const b of batch) b.reject(err)
+        },
       )
     }, 500)
   })
