@@ -110,7 +110,10 @@ test.serial('1. doctor --json names the libtorch it found ($LIBTORCH)', async (t
 })
 
 test.serial('2. train 1 epoch on two actors and predict one clip from the installed package', async (t) => {
-  if (!haveRavdess) return t.log(`SKIPPED: ${NO_DATA}`), t.pass()
+  if (!haveRavdess) {
+    t.log(`SKIPPED: ${NO_DATA}`)
+    return t.pass()
+  }
   const p = await installedProject()
   trainAndPredict(t, p, userEnv({ LIBTORCH: locateLibtorch().found!.root }))
 })
@@ -143,7 +146,10 @@ test.serial('3. with every libtorch source hidden: import works, calls reject LI
 })
 
 test.serial('4 + 5. install-torch --cpu gives a CPU libtorch without the heavy CUDA libraries, and a plain import trains on it', async (t) => {
-  if (!haveRavdess) return t.log(`SKIPPED: ${NO_DATA}`), t.pass()
+  if (!haveRavdess) {
+    t.log(`SKIPPED: ${NO_DATA}`)
+    return t.pass()
+  }
   const p = await installedProject()
   const cache = tempDir('ep-user-cache-')
   const env = userEnv({ EMOTION_PIPELINE_CACHE: cache })

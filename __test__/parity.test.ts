@@ -52,7 +52,7 @@ async function runPython(batch: Request[]): Promise<Map<string, Reference>> {
   const specs = batch.map(({ name, waves, config, resample }) => {
     const length = waves[0].length
     const flat = new Float32Array(waves.length * length)
-    waves.forEach((w, i) => flat.set(w, i * length))
+    for (const [i, w] of waves.entries()) flat.set(w, i * length)
     const wavesPath = join(tmp, `${name}.waves.f32`)
     writeFileSync(wavesPath, flat)
     return { waves: wavesPath, count: waves.length, length, config, out: join(tmp, name), resample }
@@ -129,7 +129,10 @@ for (const [name, mel, config] of SYNTHETIC) {
     const rate = mel.sampleRate ?? 48000
     const n = rate
     let seed = 7
-    const noise = Float32Array.from({ length: n }, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.2)
+    const noise = Float32Array.from({ length: n }, () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return (seed / 2 ** 31 - 0.5) * 0.2
+    })
     const chirp = Float32Array.from({ length: n }, (_, i) => 0.5 * Math.sin(2 * Math.PI * (100 + (rate / 4) * (i / n)) * (i / rate)))
     const overtone = sine(3300, rate, n, 0.05)
     const mix = sine(440, rate, n, 0.3).map((v, i) => v + overtone[i])

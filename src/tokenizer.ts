@@ -39,7 +39,7 @@ export class Tokenizer {
 
   encodeAll(texts: string[]): Int32Array {
     const out = new Int32Array(texts.length * this.maxLength)
-    texts.forEach((t, i) => out.set(this.encode(t), i * this.maxLength))
+    for (const [i, t] of texts.entries()) out.set(this.encode(t), i * this.maxLength)
     return out
   }
 
