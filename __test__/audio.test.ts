@@ -111,7 +111,13 @@ test('extractMel lists bad inputs in `failed` and featurises the rest; strict re
   const r = await extractMel(inputs, { device: 'cpu' })
   t.deepEqual(r.shape, [2, 128, 280])
   t.deepEqual(r.indices, [0, 2])
-  t.deepEqual(r.failed.map((f) => [f.index, f.code]), [[1, 'AUDIO_DECODE'], [3, 'AUDIO_DECODE']])
+  t.deepEqual(
+    r.failed.map((f) => [f.index, f.code]),
+    [
+      [1, 'AUDIO_DECODE'],
+      [3, 'AUDIO_DECODE'],
+    ],
+  )
   t.is(r.failed[0].path, files.empty)
   const err = await t.throwsAsync(extractMel(inputs, { device: 'cpu', strict: true }), { instanceOf: EmotionPipelineError })
   t.is(err!.code, 'AUDIO_DECODE')
@@ -148,7 +154,9 @@ test('extractMel streams progress and stops with CANCELLED when aborted', async 
   const pending = extractMel(files, {
     device: 'cpu',
     batchSize: 4,
-    onProgress: (e) => { if (e.done >= 4) controller.abort() },
+    onProgress: (e) => {
+      if (e.done >= 4) controller.abort()
+    },
     signal: controller.signal,
   })
   const err = await t.throwsAsync(pending, { instanceOf: EmotionPipelineError })

@@ -37,7 +37,9 @@ test('byte-identical clips inside the corpus are reported as content duplicates'
     t.truthy(kept, `${d.duplicateOf} is kept`)
     t.false(index.items.some((i) => i.path === d.path))
   }
-  t.log(`duplicates in actors 1–20: ${index.duplicates.map((d) => `${basename(d.path)} = ${basename(d.duplicateOf)}`).join(', ') || 'none'}`)
+  t.log(
+    `duplicates in actors 1–20: ${index.duplicates.map((d) => `${basename(d.path)} = ${basename(d.duplicateOf)}`).join(', ') || 'none'}`,
+  )
   t.is(new Set(index.items.map((i) => i.hash)).size, index.items.length, 'kept items have distinct content')
 })
 
@@ -64,7 +66,11 @@ test('a copied actor folder, a corrupt clip, a song clip and a misplaced clip ar
   t.is(index.items.length, 12)
   t.is(index.duplicates.filter((d) => d.path.includes('Copy')).length, 12)
   t.true(index.duplicates.filter((d) => d.path.includes('Copy')).every((d) => d.reason === 'content'))
-  if (haveVorbis) t.deepEqual(index.duplicates.filter((d) => d.reason === 'identity').map((d) => basename(d.path)), [basename(vorbis)])
+  if (haveVorbis)
+    t.deepEqual(
+      index.duplicates.filter((d) => d.reason === 'identity').map((d) => basename(d.path)),
+      [basename(vorbis)],
+    )
   t.is(index.counts.skipped, 1, 'the song clip is skipped by speechOnly')
   const corrupt = index.problems.find((p) => p.path.endsWith('03-01-05-01-01-01-03.ogg'))
   t.is(corrupt?.kind, 'unreadable')
@@ -100,16 +106,26 @@ test('label folders and CSV/JSONL manifests index generic corpora', async (t) =>
   t.deepEqual(folders.counts.byLabel, { happy: 3, sad: 3 })
 
   const csv = join(root, 'manifest.csv')
-  writeFileSync(csv, 'path,label,speaker\n' + files.map((_, i) => `${i % 2 ? 'happy' : 'sad'}/clip${i}.flac,${i < 3 ? 'a' : 'b'},spk${i % 3}`).join('\n'))
+  writeFileSync(
+    csv,
+    'path,label,speaker\n' + files.map((_, i) => `${i % 2 ? 'happy' : 'sad'}/clip${i}.flac,${i < 3 ? 'a' : 'b'},spk${i % 3}`).join('\n'),
+  )
   const fromCsv = await indexDataset(root, { layout: 'manifest', manifest: csv })
   t.deepEqual(fromCsv.counts.byLabel, { a: 3, b: 3 })
   t.deepEqual(fromCsv.counts.bySpeaker, { spk0: 2, spk1: 2, spk2: 2 })
 
   const jsonl = join(root, 'manifest.jsonl')
-  writeFileSync(jsonl, files.map((_, i) => JSON.stringify({ path: `${i % 2 ? 'happy' : 'sad'}/clip${i}.flac`, label: 'x' })).join('\n') + '\n{"path":"gone.wav","label":"x"}\n')
+  writeFileSync(
+    jsonl,
+    files.map((_, i) => JSON.stringify({ path: `${i % 2 ? 'happy' : 'sad'}/clip${i}.flac`, label: 'x' })).join('\n') +
+      '\n{"path":"gone.wav","label":"x"}\n',
+  )
   const fromJsonl = await indexDataset(root, { layout: 'manifest', manifest: jsonl })
   t.is(fromJsonl.items.length, 6)
-  t.deepEqual(fromJsonl.problems.map((p) => [basename(p.path), p.kind]), [['gone.wav', 'unreadable']])
+  t.deepEqual(
+    fromJsonl.problems.map((p) => [basename(p.path), p.kind]),
+    [['gone.wav', 'unreadable']],
+  )
 })
 
 function labelsOf(items: DatasetItem[]) {
@@ -140,7 +156,14 @@ test('the reference 1440-clip shape splits 1152/288', (t) => {
   for (let actor = 1; actor <= 24; actor++) {
     for (let e = 0; e < 8; e++) {
       for (let k = 0; k < (e === 5 ? 4 : 8); k++) {
-        items.push({ path: `a${actor}/e${e}-${k}`, label: EMOTIONS[e], speaker: `actor_${actor}`, hash: `${actor}-${e}-${k}`, durationSeconds: 3, sampleRate: 48000 })
+        items.push({
+          path: `a${actor}/e${e}-${k}`,
+          label: EMOTIONS[e],
+          speaker: `actor_${actor}`,
+          hash: `${actor}-${e}-${k}`,
+          durationSeconds: 3,
+          sampleRate: 48000,
+        })
       }
     }
   }
@@ -213,6 +236,9 @@ test('the feature cache: a second run reads every clip from disk and gives the s
   const withCache = await extractMel(mixed, { device: 'cpu', cacheDir })
   t.deepEqual(withCache.cache, { hits: 8, misses: 8, writes: 8 })
   const without = await extractMel(mixed, { device: 'cpu' })
-  t.deepEqual(withCache.indices, mixed.map((_, i) => i))
+  t.deepEqual(
+    withCache.indices,
+    mixed.map((_, i) => i),
+  )
   t.true(Buffer.from(withCache.data.buffer).equals(Buffer.from(without.data.buffer)))
 })

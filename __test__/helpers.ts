@@ -8,7 +8,9 @@ export const ravdessDir = process.env.RAVDESS_DIR ?? join(shared, 'ravdess')
 // The 16 original WAVs: RAVDESS_WAV_DIR, else beside RAVDESS_DIR (as in ../shared/data), else ../shared/data.
 export const wavDir =
   process.env.RAVDESS_WAV_DIR ??
-  [process.env.RAVDESS_DIR && join(process.env.RAVDESS_DIR, '..', 'ravdess-wav'), join(shared, 'ravdess-wav')].find((d) => d && existsSync(d)) ??
+  [process.env.RAVDESS_DIR && join(process.env.RAVDESS_DIR, '..', 'ravdess-wav'), join(shared, 'ravdess-wav')].find(
+    (d) => d && existsSync(d),
+  ) ??
   join(shared, 'ravdess-wav')
 export const haveRavdess = existsSync(ravdessDir)
 export const haveWavs = existsSync(wavDir)
@@ -16,7 +18,10 @@ export const NO_DATA = `RAVDESS not found at ${ravdessDir} (set RAVDESS_DIR): sk
 export const NO_WAVS = `the original RAVDESS WAVs were not found at ${wavDir} (set RAVDESS_WAV_DIR): skipped`
 
 export function listAudio(dir: string): string[] {
-  return readdirSync(dir).filter((f) => /\.(wav|flac|ogg|mp3)$/i.test(f)).sort().map((f) => join(dir, f))
+  return readdirSync(dir)
+    .filter((f) => /\.(wav|flac|ogg|mp3)$/i.test(f))
+    .sort()
+    .map((f) => join(dir, f))
 }
 
 export function tempDir(prefix = 'ep-test-'): string {

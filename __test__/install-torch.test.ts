@@ -14,7 +14,10 @@ function installTorch(args: string[]) {
 }
 
 /** The install folder and its siblings must hold nothing the loader or a later run could mistake for an install. */
-function assertNothingInstalled(t: { false: (v: boolean, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void }, dir: string) {
+function assertNothingInstalled(
+  t: { false: (v: boolean, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void },
+  dir: string,
+) {
   t.false(existsSync(dir), `${dir} must not exist`)
   const leftovers = existsSync(dirname(dir)) ? readdirSync(dirname(dir)).filter((f) => f.includes('.partial-') || f.includes('.old-')) : []
   t.deepEqual(leftovers, [], 'no staging folder left behind')
@@ -22,7 +25,12 @@ function assertNothingInstalled(t: { false: (v: boolean, m?: string) => void; de
 
 /** A zip made with Python's zipfile (the wheel format). */
 function makeZip(path: string, files: Record<string, string>) {
-  execFileSync('python3', ['-c', 'import json, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], "w") as z:\n    for k, v in json.loads(sys.argv[2]).items(): z.writestr(k, v)', path, JSON.stringify(files)])
+  execFileSync('python3', [
+    '-c',
+    'import json, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], "w") as z:\n    for k, v in json.loads(sys.argv[2]).items(): z.writestr(k, v)',
+    path,
+    JSON.stringify(files),
+  ])
 }
 
 test('an unknown flag is INVALID_OPTION with exit code 2', (t) => {

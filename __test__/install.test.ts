@@ -45,16 +45,26 @@ function installedProject(): Promise<Project> {
     const work = tempDir('ep-install-')
     const started = Date.now()
     const packed = JSON.parse(
-      execFileSync(process.execPath, [join(root, 'scripts', 'pack-release.mjs'), '--no-build', '--out', join(work, 'release')], { encoding: 'utf8' }),
+      execFileSync(process.execPath, [join(root, 'scripts', 'pack-release.mjs'), '--no-build', '--out', join(work, 'release')], {
+        encoding: 'utf8',
+      }),
     )
     const dir = join(work, 'project')
     mkdirSync(dir)
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'user-project', private: true, type: 'module' }))
     const env = userEnv()
     t0log(`packed in ${((Date.now() - started) / 1000).toFixed(1)} s`)
-    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', packed.platform.file, packed.main.file], { cwd: dir, env, stdio: 'pipe' })
+    execFileSync(
+      'npm',
+      ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', packed.platform.file, packed.main.file],
+      { cwd: dir, env, stdio: 'pipe' },
+    )
     t0log(`packed and installed in ${((Date.now() - started) / 1000).toFixed(1)} s`)
-    return { dir, cli: join(dir, 'node_modules', '.bin', 'emotion-pipeline'), sizes: { main: packed.main.size, platform: packed.platform.size } }
+    return {
+      dir,
+      cli: join(dir, 'node_modules', '.bin', 'emotion-pipeline'),
+      sizes: { main: packed.main.size, platform: packed.platform.size },
+    }
   })()
   return project
 }
@@ -76,9 +86,21 @@ function run(p: Project, args: string[], env: NodeJS.ProcessEnv) {
 }
 
 /** Trains the audio model 1 epoch on two actors with the installed CLI, then predicts one clip. */
-function trainAndPredict(t: { is: (a: unknown, b: unknown, m?: string) => void; regex: (s: string, r: RegExp, m?: string) => void; log: (...a: unknown[]) => void }, p: Project, env: NodeJS.ProcessEnv) {
+function trainAndPredict(
+  t: {
+    is: (a: unknown, b: unknown, m?: string) => void
+    regex: (s: string, r: RegExp, m?: string) => void
+    log: (...a: unknown[]) => void
+  },
+  p: Project,
+  env: NodeJS.ProcessEnv,
+) {
   const out = join(tempDir('ep-install-run-'), 'run')
-  const trained = run(p, ['train', '--data', twoActors(), '--out', out, '--models', 'audio', '--epochs', '1', '--device', 'cpu', '--quiet'], env)
+  const trained = run(
+    p,
+    ['train', '--data', twoActors(), '--out', out, '--models', 'audio', '--epochs', '1', '--device', 'cpu', '--quiet'],
+    env,
+  )
   t.is(trained.status, 0, trained.stderr)
   const metrics = JSON.parse(execFileSync('cat', [join(out, 'metrics.json')], { encoding: 'utf8' }))
   t.regex(JSON.stringify(metrics), /"accuracy"/)
@@ -95,7 +117,10 @@ test.serial('packages: main and platform tarballs within their size limits', asy
   t.true(p.sizes.main <= MAX_MAIN_BYTES)
   t.true(p.sizes.platform <= MAX_PLATFORM_BYTES)
   t.true(existsSync(join(p.dir, 'node_modules', '@emotion-pipeline', 'linux-x64-gnu', 'emotion-pipeline.linux-x64-gnu.node')))
-  t.false(existsSync(join(p.dir, 'node_modules', 'emotion-pipeline', 'bindings', 'emotion-pipeline.linux-x64-gnu.node')), 'no native code in the main package')
+  t.false(
+    existsSync(join(p.dir, 'node_modules', 'emotion-pipeline', 'bindings', 'emotion-pipeline.linux-x64-gnu.node')),
+    'no native code in the main package',
+  )
 })
 
 test.serial('1. doctor --json names the libtorch it found ($LIBTORCH)', async (t) => {
@@ -137,7 +162,11 @@ test.serial('3. with every libtorch source hidden: import works, calls reject LI
   t.regex(r.stderr, /npx emotion-pipeline install-torch --c(pu|uda)/, 'the message gives the command that fixes it')
   t.false(out.doctor.ok)
   t.true(out.alive)
-  const cli = spawnSync(join(bin, 'node'), [p.cli, 'train', '--data', '/nowhere', '--out', '/tmp/nowhere'], { cwd: p.dir, env, encoding: 'utf8' })
+  const cli = spawnSync(join(bin, 'node'), [p.cli, 'train', '--data', '/nowhere', '--out', '/tmp/nowhere'], {
+    cwd: p.dir,
+    env,
+    encoding: 'utf8',
+  })
   t.not(cli.status, 0)
   t.regex(cli.stderr, /LIBTORCH_NOT_FOUND/)
   const doctor = spawnSync(join(bin, 'node'), [p.cli, 'doctor'], { cwd: p.dir, env, encoding: 'utf8' })
@@ -145,46 +174,49 @@ test.serial('3. with every libtorch source hidden: import works, calls reject LI
   t.regex(doctor.stdout, /✘ libtorch/)
 })
 
-test.serial('4 + 5. install-torch --cpu gives a CPU libtorch without the heavy CUDA libraries, and a plain import trains on it', async (t) => {
-  if (!haveRavdess) {
-    t.log(`SKIPPED: ${NO_DATA}`)
-    return t.pass()
-  }
-  const p = await installedProject()
-  const cache = tempDir('ep-user-cache-')
-  const env = userEnv({ EMOTION_PIPELINE_CACHE: cache })
-  const started = Date.now()
-  const installed = run(p, ['install-torch', '--cpu'], env)
-  t.is(installed.status, 0, installed.stderr)
-  const dir = join(cache, 'torch-2.11.0')
-  const nvidia = join(dir, 'nvidia')
-  const libs = readdirSync(join(nvidia, 'cu13', 'lib'))
-  t.deepEqual(readdirSync(nvidia), ['cu13'])
-  t.true(libs.includes('libcudart.so.13') && libs.includes('libcupti.so.13'))
-  for (const heavy of ['libcublas.so.13', 'libcufft.so.12', 'libcusparse.so.12']) t.false(libs.includes(heavy), heavy)
-  t.false(existsSync(join(nvidia, 'cudnn')))
-  const bytes = du(dir)
-  t.log(`install-torch --cpu: ${(bytes / 2 ** 30).toFixed(2)} GiB on disk, ${((Date.now() - started) / 1000).toFixed(1)} s`)
+test.serial(
+  '4 + 5. install-torch --cpu gives a CPU libtorch without the heavy CUDA libraries, and a plain import trains on it',
+  async (t) => {
+    if (!haveRavdess) {
+      t.log(`SKIPPED: ${NO_DATA}`)
+      return t.pass()
+    }
+    const p = await installedProject()
+    const cache = tempDir('ep-user-cache-')
+    const env = userEnv({ EMOTION_PIPELINE_CACHE: cache })
+    const started = Date.now()
+    const installed = run(p, ['install-torch', '--cpu'], env)
+    t.is(installed.status, 0, installed.stderr)
+    const dir = join(cache, 'torch-2.11.0')
+    const nvidia = join(dir, 'nvidia')
+    const libs = readdirSync(join(nvidia, 'cu13', 'lib'))
+    t.deepEqual(readdirSync(nvidia), ['cu13'])
+    t.true(libs.includes('libcudart.so.13') && libs.includes('libcupti.so.13'))
+    for (const heavy of ['libcublas.so.13', 'libcufft.so.12', 'libcusparse.so.12']) t.false(libs.includes(heavy), heavy)
+    t.false(existsSync(join(nvidia, 'cudnn')))
+    const bytes = du(dir)
+    t.log(`install-torch --cpu: ${(bytes / 2 ** 30).toFixed(2)} GiB on disk, ${((Date.now() - started) / 1000).toFixed(1)} s`)
 
-  const doctor = JSON.parse(run(p, ['doctor', '--json'], env).stdout)
-  t.is(doctor.device.libtorch.source, 'install-torch cache')
-  t.regex(doctor.device.cudaProblem, /libtorch_cuda\.so did not load/, 'doctor says why CUDA is off')
+    const doctor = JSON.parse(run(p, ['doctor', '--json'], env).stdout)
+    t.is(doctor.device.libtorch.source, 'install-torch cache')
+    t.regex(doctor.device.cudaProblem, /libtorch_cuda\.so did not load/, 'doctor says why CUDA is off')
 
-  // 5: a plain import in a fresh node, LD_LIBRARY_PATH unset, trains.
-  const out = join(tempDir('ep-import-run-'), 'run')
-  const script = `
+    // 5: a plain import in a fresh node, LD_LIBRARY_PATH unset, trains.
+    const out = join(tempDir('ep-import-run-'), 'run')
+    const script = `
     import { trainPipeline } from 'emotion-pipeline'
     const r = await trainPipeline({ data: ${JSON.stringify(twoActors())}, out: ${JSON.stringify(out)}, models: ['audio'], epochs: 1, device: 'cpu' })
     console.log(JSON.stringify({ accuracy: r.models.audio.test.accuracy, ld: process.env.LD_LIBRARY_PATH ?? null }))`
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: p.dir, env, encoding: 'utf8', timeout: 240_000 })
-  t.is(r.status, 0, r.stderr)
-  const result = JSON.parse(r.stdout.trim().split('\n').pop()!)
-  t.is(result.ld, null)
-  t.true(readdirSync(join(cache, 'features')).length > 0, 'the feature cache lives under $EMOTION_PIPELINE_CACHE')
-  t.true(result.accuracy >= 0 && result.accuracy <= 1)
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: p.dir, env, encoding: 'utf8', timeout: 240_000 })
+    t.is(r.status, 0, r.stderr)
+    const result = JSON.parse(r.stdout.trim().split('\n').pop()!)
+    t.is(result.ld, null)
+    t.true(readdirSync(join(cache, 'features')).length > 0, 'the feature cache lives under $EMOTION_PIPELINE_CACHE')
+    t.true(result.accuracy >= 0 && result.accuracy <= 1)
 
-  trainAndPredict(t, p, env)
-})
+    trainAndPredict(t, p, env)
+  },
+)
 
 function du(dir: string): number {
   let total = 0

@@ -42,9 +42,14 @@ test('the addon needs libtorch_cpu and libc10 by name only: no libtorch_cuda, no
   const libs = needed(ADDON)
   t.true(libs.includes('libtorch_cpu.so'), libs.join(' '))
   t.true(libs.includes('libc10.so'), libs.join(' '))
-  for (const cudaOnly of ['libtorch_cuda.so', 'libtorch.so', 'libc10_cuda.so']) t.false(libs.includes(cudaOnly), `${cudaOnly} must load at run time, not link time`)
+  for (const cudaOnly of ['libtorch_cuda.so', 'libtorch.so', 'libc10_cuda.so'])
+    t.false(libs.includes(cudaOnly), `${cudaOnly} must load at run time, not link time`)
   for (const file of [ADDON, LOADER]) t.notRegex(dynamic(file), /\((RPATH|RUNPATH)\)/, `${file} carries no path of the build machine`)
-  t.deepEqual(needed(LOADER).filter((l) => /torch|c10/.test(l)), [], 'the loader is torch-free')
+  t.deepEqual(
+    needed(LOADER).filter((l) => /torch|c10/.test(l)),
+    [],
+    'the loader is torch-free',
+  )
 })
 
 test(`the addons run on glibc ${BASELINE.GLIBC} with libstdc++ GLIBCXX_${BASELINE.GLIBCXX} (the README's baseline)`, (t) => {
@@ -76,7 +81,11 @@ test('libtorch_cuda is brought in at run time exactly when present; importing al
 
 /** Runs a script against the repository's dist with only `libtorchDir` as libtorch source. */
 function withLibtorch(libtorchDir: string, script: string) {
-  const env: NodeJS.ProcessEnv = { ...process.env, EMOTION_PIPELINE_LIBTORCH: libtorchDir, EMOTION_PIPELINE_CACHE: tempDir('ep-empty-cache-') }
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    EMOTION_PIPELINE_LIBTORCH: libtorchDir,
+    EMOTION_PIPELINE_CACHE: tempDir('ep-empty-cache-'),
+  }
   delete env.LD_LIBRARY_PATH
   delete env.LIBTORCH
   return spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env })

@@ -12,8 +12,16 @@ const python = referencePython()
 const script = resolve(import.meta.dirname, '..', 'benches', 'reference', 'torchaudio_mel.py')
 const tmp = tempDir('ep-parity-')
 const DEFAULTS = {
-  sampleRate: 48000, nFft: 2048, hopLength: 512, fMin: 0, nMels: 128, power: 2, center: true,
-  padMode: 'reflect', melScale: 'htk', topDb: 80,
+  sampleRate: 48000,
+  nFft: 2048,
+  hopLength: 512,
+  fMin: 0,
+  nMels: 128,
+  power: 2,
+  center: true,
+  padMode: 'reflect',
+  melScale: 'htk',
+  topDb: 80,
 }
 
 function readF32(path: string): Float32Array {
@@ -21,8 +29,18 @@ function readF32(path: string): Float32Array {
   return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)
 }
 
-interface Reference { power: Float32Array; db: Float32Array; shape: number[]; resampled?: Float32Array }
-interface Request { name: string; waves: Float32Array[]; config: Record<string, unknown>; resample?: object }
+interface Reference {
+  power: Float32Array
+  db: Float32Array
+  shape: number[]
+  resampled?: Float32Array
+}
+interface Request {
+  name: string
+  waves: Float32Array[]
+  config: Record<string, unknown>
+  resample?: object
+}
 
 // Reference computations are batched into as few Python processes as possible (importing torch
 // costs seconds): requests arriving within 500 ms of each other share one run.
@@ -63,12 +81,15 @@ async function runPython(batch: Request[]): Promise<Map<string, Reference>> {
   return new Map(
     batch.map((r, i) => {
       const out = specs[i].out
-      return [r.name, {
-        power: readF32(`${out}.power.f32`),
-        db: readF32(`${out}.db.f32`),
-        shape: JSON.parse(lines[i]).shape,
-        resampled: r.resample ? readF32(`${out}.resampled.f32`) : undefined,
-      }]
+      return [
+        r.name,
+        {
+          power: readF32(`${out}.power.f32`),
+          db: readF32(`${out}.db.f32`),
+          shape: JSON.parse(lines[i]).shape,
+          resampled: r.resample ? readF32(`${out}.resampled.f32`) : undefined,
+        },
+      ]
     }),
   )
 }
@@ -118,8 +139,11 @@ test('log-mel of the 16 original RAVDESS WAVs matches torchaudio (default refere
 
 const SYNTHETIC: [string, MelOptions, Record<string, unknown>][] = [
   ['defaults', {}, {}],
-  ['slaney scale and norm, 16 kHz, short window', { sampleRate: 16000, nFft: 512, winLength: 400, hopLength: 160, nMels: 64, melScale: 'slaney', norm: 'slaney', fMin: 20, fMax: 7600 },
-    { sampleRate: 16000, nFft: 512, winLength: 400, hopLength: 160, nMels: 64, melScale: 'slaney', norm: 'slaney', fMin: 20, fMax: 7600 }],
+  [
+    'slaney scale and norm, 16 kHz, short window',
+    { sampleRate: 16000, nFft: 512, winLength: 400, hopLength: 160, nMels: 64, melScale: 'slaney', norm: 'slaney', fMin: 20, fMax: 7600 },
+    { sampleRate: 16000, nFft: 512, winLength: 400, hopLength: 160, nMels: 64, melScale: 'slaney', norm: 'slaney', fMin: 20, fMax: 7600 },
+  ],
   ['power 1, no centring, no top_db', { power: 1, center: false, topDb: null }, { power: 1, center: false, topDb: null }],
 ]
 
@@ -149,22 +173,28 @@ for (const [name, mel, config] of SYNTHETIC) {
 
 test('resampling matches torchaudio.functional.resample (44.1k→48k, 48k→16k)', async (t) => {
   if (!python) return skip(t, SKIP)
-  const pairs = [[44100, 48000], [48000, 16000], [22050, 48000]]
-  await Promise.all(pairs.map(async ([from, to]) => {
-    const source = sine(997, from, from, 0.4).map((v, i) => v + 0.2 * Math.sin(i * 0.37))
-    const path = join(tmp, `rs-${from}.wav`)
-    writeWav(path, [source], from, 'f32')
-    const raw = join(tmp, `rs-${from}.f32`)
-    writeFileSync(raw, source)
-    const [decoded, ref] = await Promise.all([
-      decodeAudio(path, { sampleRate: to }),
-      torchaudio({ name: `rs-${from}-${to}`, waves: [sine(1, 48000, 4096)], config: DEFAULTS, resample: { input: raw, from, to } }),
-    ])
-    const expected = ref.resampled!
-    t.is(decoded.samples.length, expected.length)
-    let worst = 0
-    for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(decoded.samples[i] - expected[i]))
-    t.log(`resample ${from}→${to}: max abs err ${worst.toExponential(2)} (signal peak ≈ 0.6)`)
-    t.true(worst < 1e-5, `max abs error ${worst}`)
-  }))
+  const pairs = [
+    [44100, 48000],
+    [48000, 16000],
+    [22050, 48000],
+  ]
+  await Promise.all(
+    pairs.map(async ([from, to]) => {
+      const source = sine(997, from, from, 0.4).map((v, i) => v + 0.2 * Math.sin(i * 0.37))
+      const path = join(tmp, `rs-${from}.wav`)
+      writeWav(path, [source], from, 'f32')
+      const raw = join(tmp, `rs-${from}.f32`)
+      writeFileSync(raw, source)
+      const [decoded, ref] = await Promise.all([
+        decodeAudio(path, { sampleRate: to }),
+        torchaudio({ name: `rs-${from}-${to}`, waves: [sine(1, 48000, 4096)], config: DEFAULTS, resample: { input: raw, from, to } }),
+      ])
+      const expected = ref.resampled!
+      t.is(decoded.samples.length, expected.length)
+      let worst = 0
+      for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(decoded.samples[i] - expected[i]))
+      t.log(`resample ${from}→${to}: max abs err ${worst.toExponential(2)} (signal peak ≈ 0.6)`)
+      t.true(worst < 1e-5, `max abs error ${worst}`)
+    }),
+  )
 })

@@ -9,7 +9,11 @@ import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
 const SMALL = { audio: { channels: [8, 16, 32], hidden: [32, 16] } }
 const quick = (out: string) => ({
-  data: ravdessDir, out, maxItems: 48, epochs: 2, device: 'cpu' as const,
+  data: ravdessDir,
+  out,
+  maxItems: 48,
+  epochs: 2,
+  device: 'cpu' as const,
   train: { audio: SMALL, fusion: SMALL, text: { epochs: 3 } },
 })
 
@@ -35,7 +39,8 @@ function decodePng(path: string): { width: number; height: number } {
     offset += 12 + length
   }
   const raw = inflateSync(Buffer.concat(idat))
-  if (raw.length !== height * (1 + width * channels)) throw new Error(`${path}: pixel data ${raw.length} bytes, expected ${height * (1 + width * channels)}`)
+  if (raw.length !== height * (1 + width * channels))
+    throw new Error(`${path}: pixel data ${raw.length} bytes, expected ${height * (1 + width * channels)}`)
   return { width, height }
 }
 
@@ -52,21 +57,42 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
   const result = await quickRun()
   t.deepEqual(Object.keys(result.models), ['audio', 'text', 'fusion'])
   t.deepEqual(result.split, { strategy: 'stratified', train: 38, val: 0, test: 10 })
-  for (const f of ['config.json', 'split.json', 'metrics.json', 'history.csv', 'report.md', 'vocabulary.json', 'models/audio/best.safetensors', 'models/fusion/last.state.json']) {
+  for (const f of [
+    'config.json',
+    'split.json',
+    'metrics.json',
+    'history.csv',
+    'report.md',
+    'vocabulary.json',
+    'models/audio/best.safetensors',
+    'models/fusion/last.state.json',
+  ]) {
     t.true(existsSync(join(runDir, f)), f)
   }
   const metrics = JSON.parse(readFileSync(join(runDir, 'metrics.json'), 'utf8'))
   for (const m of ['audio', 'text', 'fusion']) {
     const test = metrics.models[m].test
     t.is(test.count, 10)
-    for (const k of ['accuracy', 'weightedF1', 'weightedPrecision', 'weightedRecall', 'macroF1', 'uar']) t.true(test[k] >= 0 && test[k] <= 1, `${m}.${k} = ${test[k]}`)
-    t.is(test.confusion.flat().reduce((a: number, b: number) => a + b, 0), 10)
+    for (const k of ['accuracy', 'weightedF1', 'weightedPrecision', 'weightedRecall', 'macroF1', 'uar'])
+      t.true(test[k] >= 0 && test[k] <= 1, `${m}.${k} = ${test[k]}`)
+    t.is(
+      test.confusion.flat().reduce((a: number, b: number) => a + b, 0),
+      10,
+    )
   }
   const csv = readFileSync(join(runDir, 'history.csv'), 'utf8').trim().split('\n')
   t.is(csv[0], 'model,epoch,trainLoss,trainAccuracy,valLoss,valAccuracy,valF1,lr,seconds,skippedSteps')
   t.is(csv.length, 1 + 2 + 3 + 2)
   const config = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8'))
-  t.like(config.effective, { epochs: 2, batchSize: 16, accumulation: 2, lr: 1e-3, maxTokens: 6, maxItems: 48, precision: { audio: 'fp32' } })
+  t.like(config.effective, {
+    epochs: 2,
+    batchSize: 16,
+    accumulation: 2,
+    lr: 1e-3,
+    maxTokens: 6,
+    maxItems: 48,
+    precision: { audio: 'fp32' },
+  })
   t.is(config.effective.split.seed, 42)
   const report = readFileSync(join(runDir, 'report.md'), 'utf8')
   t.regex(report, /\| audio \| .* \| 69\.28 % \|/)
@@ -100,8 +126,14 @@ test('predict on a saved run: API and CLI', async (t) => {
   t.true(predictions.every((p) => model.labels.includes(p.label) && p.probabilities.length === 8))
   const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
   const out = execFileSync(process.execPath, [cli, 'predict', '--run', runDir, '--json', ...files], { encoding: 'utf8' })
-  const lines = out.trim().split('\n').map((l) => JSON.parse(l))
-  t.deepEqual(lines.map((l) => l.label), predictions.map((p) => p.label))
+  const lines = out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+  t.deepEqual(
+    lines.map((l) => l.label),
+    predictions.map((p) => p.label),
+  )
 })
 
 test('an aborted pipeline rejects with CANCELLED', async (t) => {
@@ -109,8 +141,11 @@ test('an aborted pipeline rejects with CANCELLED', async (t) => {
   const controller = new AbortController()
   const err = await t.throwsAsync(
     trainPipeline({
-      ...quick(tempDir('ep-run-cancel-')), signal: controller.signal,
-      onProgress: (e) => { if (e.type === 'start') controller.abort() },
+      ...quick(tempDir('ep-run-cancel-')),
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.type === 'start') controller.abort()
+      },
     }),
     { instanceOf: EmotionPipelineError },
   )
@@ -122,14 +157,21 @@ test('a cancelled pipeline resumes: finished models are kept, the interrupted on
   const out = tempDir('ep-run-resume-')
   // Fusion gets 40 short epochs so the abort (sent when its first epoch ends) lands mid-run even on a busy machine.
   const options = {
-    ...quick(out), models: ['audio', 'fusion'] as ('audio' | 'fusion')[], transcripts: 'ravdess-names' as const,
+    ...quick(out),
+    models: ['audio', 'fusion'] as ('audio' | 'fusion')[],
+    transcripts: 'ravdess-names' as const,
     train: { audio: SMALL, fusion: { ...SMALL, epochs: 40 } },
   }
   const controller = new AbortController()
-  const cancelled = await t.throwsAsync(trainPipeline({
-    ...options, signal: controller.signal,
-    onProgress: (e) => { if (e.type === 'epochEnd' && e.model === 'fusion') controller.abort() },
-  }))
+  const cancelled = await t.throwsAsync(
+    trainPipeline({
+      ...options,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.type === 'epochEnd' && e.model === 'fusion') controller.abort()
+      },
+    }),
+  )
   t.is((cancelled as EmotionPipelineError).code, 'CANCELLED')
   const audioWeights = readFileSync(join(out, 'models', 'audio', 'best.safetensors'))
 
@@ -139,16 +181,31 @@ test('a cancelled pipeline resumes: finished models are kept, the interrupted on
 
   const events: PipelineEvent[] = []
   const resumed = await trainPipeline({ ...options, resume: true, onProgress: (e) => events.push(e) })
-  t.false(events.some((e) => e.type === 'epochEnd' && e.model === 'audio'), 'the finished audio model is not retrained')
+  t.false(
+    events.some((e) => e.type === 'epochEnd' && e.model === 'audio'),
+    'the finished audio model is not retrained',
+  )
   t.deepEqual(readFileSync(join(out, 'models', 'audio', 'best.safetensors')), audioWeights)
-  t.deepEqual(resumed.models.audio!.history.map((h) => h.epoch), [1, 2])
+  t.deepEqual(
+    resumed.models.audio!.history.map((h) => h.epoch),
+    [1, 2],
+  )
   const start = events.find((e) => e.type === 'start' && e.model === 'fusion')
   const from = start?.type === 'start' ? start.resumedFromEpoch : null
   t.true(from !== null && from >= 1 && from < 40, `fusion resumed from epoch ${from}`)
-  t.false(events.some((e) => e.type === 'epochEnd' && e.model === 'fusion' && e.record.epoch <= from!), 'finished fusion epochs are not rerun')
-  t.deepEqual(resumed.models.fusion!.history.map((h) => h.epoch), Array.from({ length: 40 }, (_, k) => k + 1))
+  t.false(
+    events.some((e) => e.type === 'epochEnd' && e.model === 'fusion' && e.record.epoch <= from!),
+    'finished fusion epochs are not rerun',
+  )
+  t.deepEqual(
+    resumed.models.fusion!.history.map((h) => h.epoch),
+    Array.from({ length: 40 }, (_, k) => k + 1),
+  )
   const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'))
-  t.is(metrics.models.audio.trainSeconds, resumed.models.audio!.history.reduce((s, h) => s + h.seconds, 0))
+  t.is(
+    metrics.models.audio.trainSeconds,
+    resumed.models.audio!.history.reduce((s, h) => s + h.seconds, 0),
+  )
 })
 
 test('transcripts from a file keyed by file name give the same vocabulary as the RAVDESS statements', async (t) => {
@@ -156,16 +213,55 @@ test('transcripts from a file keyed by file name give the same vocabulary as the
   const base = { data: ravdessDir, maxItems: 48, epochs: 1, device: 'cpu' as const, models: ['text'] as 'text'[] }
   const byNames = await trainPipeline({ ...base, out: tempDir('ep-run-names-'), transcripts: 'ravdess-names' })
   const texts = JSON.parse(readFileSync(join(byNames.runDir, 'transcripts.json'), 'utf8')) as Record<string, string>
-  const byStem = Object.fromEntries(Object.entries(texts).map(([path, text]) => [path.split('/').pop()!.replace(/\.flac$/, ''), text]))
+  const byStem = Object.fromEntries(
+    Object.entries(texts).map(([path, text]) => [
+      path
+        .split('/')
+        .pop()!
+        .replace(/\.flac$/, ''),
+      text,
+    ]),
+  )
   const file = join(tempDir('ep-transcripts-file-'), 'transcripts.json')
   writeFileSync(file, JSON.stringify(byStem))
   const out = tempDir('ep-run-file-')
   const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
-  execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '48', '--epochs', '1', '--device', 'cpu', '--models', 'text', '--transcripts', file, '--quiet'], { stdio: 'pipe' })
-  t.deepEqual(JSON.parse(readFileSync(join(out, 'vocabulary.json'), 'utf8')), JSON.parse(readFileSync(join(byNames.runDir, 'vocabulary.json'), 'utf8')))
+  execFileSync(
+    process.execPath,
+    [
+      cli,
+      'train',
+      '--data',
+      ravdessDir,
+      '--out',
+      out,
+      '--max-items',
+      '48',
+      '--epochs',
+      '1',
+      '--device',
+      'cpu',
+      '--models',
+      'text',
+      '--transcripts',
+      file,
+      '--quiet',
+    ],
+    { stdio: 'pipe' },
+  )
+  t.deepEqual(
+    JSON.parse(readFileSync(join(out, 'vocabulary.json'), 'utf8')),
+    JSON.parse(readFileSync(join(byNames.runDir, 'vocabulary.json'), 'utf8')),
+  )
   delete byStem[Object.keys(byStem)[0]]
   writeFileSync(file, JSON.stringify(byStem))
-  const err = t.throws(() => execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '48', '--models', 'text', '--transcripts', file], { encoding: 'utf8', stdio: 'pipe' }))
+  const err = t.throws(() =>
+    execFileSync(
+      process.execPath,
+      [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '48', '--models', 'text', '--transcripts', file],
+      { encoding: 'utf8', stdio: 'pipe' },
+    ),
+  )
   t.regex(String((err as { stderr?: string }).stderr), /INVALID_OPTION.*`transcripts`: no transcript for /)
 })
 
@@ -194,6 +290,11 @@ test('CLI train --help and unknown commands', (t) => {
   t.regex(execFileSync(process.execPath, [cli, '--help'], { encoding: 'utf8' }), /predict/)
   const err = t.throws(() => execFileSync(process.execPath, [cli, 'fly'], { encoding: 'utf8', stdio: 'pipe' }))
   t.regex(String((err as { stderr?: string }).stderr), /unknown command 'fly'/)
-  const badJson = t.throws(() => execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', tempDir(), '--mel', '{align'], { encoding: 'utf8', stdio: 'pipe' }))
+  const badJson = t.throws(() =>
+    execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', tempDir(), '--mel', '{align'], {
+      encoding: 'utf8',
+      stdio: 'pipe',
+    }),
+  )
   t.regex(String((badJson as { stderr?: string }).stderr), /error \[INVALID_OPTION\]: invalid option `--mel`: not JSON/)
 })

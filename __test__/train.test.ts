@@ -28,17 +28,32 @@ test('the audio CNN overfits 16 real clips to 100% training accuracy, and predic
   const checkpointDir = tempDir('ep-overfit-')
   const events: TrainEvent[] = []
   const result = await train({
-    train: set, val: set, epochs: 40, batchSize: 4, accumulation: 1, audio: SMALL, optim: { lr: 3e-3 },
-    device: 'cpu', checkpointDir, mel: {}, onProgress: (e) => events.push(e),
+    train: set,
+    val: set,
+    epochs: 40,
+    batchSize: 4,
+    accumulation: 1,
+    audio: SMALL,
+    optim: { lr: 3e-3 },
+    device: 'cpu',
+    checkpointDir,
+    mel: {},
+    onProgress: (e) => events.push(e),
   })
   t.is(result.precision, 'fp32')
   t.is(result.history.length, 40)
   t.is(Math.max(...result.history.map((h) => h.trainAccuracy)), 1, 'training accuracy reaches 100%')
   // `val` is scored with the best checkpoint: the training clips again, in inference mode.
   t.is(result.val!.accuracy, 1, `accuracy on the training clips: ${result.val!.accuracy}`)
-  t.deepEqual(result.val!.confusion.map((row, i) => row[i]), EMOTIONS.map(() => 2))
+  t.deepEqual(
+    result.val!.confusion.map((row, i) => row[i]),
+    EMOTIONS.map(() => 2),
+  )
   t.true(result.history.at(-1)!.trainLoss < result.history[0].trainLoss / 4)
-  t.true(events.some((e) => e.type === 'warning' && /CUDA-only/.test(e.message)), 'says it trains in fp32 on the CPU')
+  t.true(
+    events.some((e) => e.type === 'warning' && /CUDA-only/.test(e.message)),
+    'says it trains in fp32 on the CPU',
+  )
   t.true(events.some((e) => e.type === 'epochEnd'))
   t.true(existsSync(join(checkpointDir, 'best.safetensors')) && existsSync(join(checkpointDir, 'last.state.json')))
 
@@ -56,15 +71,33 @@ test('an AbortSignal stops training with CANCELLED and leaves a resumable checkp
   const controller = new AbortController()
   const err = await t.throwsAsync(
     train({
-      train: set, epochs: 50, batchSize: 4, accumulation: 1, audio: SMALL, device: 'cpu', checkpointDir, progressIntervalMs: 0,
+      train: set,
+      epochs: 50,
+      batchSize: 4,
+      accumulation: 1,
+      audio: SMALL,
+      device: 'cpu',
+      checkpointDir,
+      progressIntervalMs: 0,
       signal: controller.signal,
-      onProgress: (e) => { if (e.type === 'epochEnd' && e.record.epoch === 2) controller.abort() },
+      onProgress: (e) => {
+        if (e.type === 'epochEnd' && e.record.epoch === 2) controller.abort()
+      },
     }),
     { instanceOf: EmotionPipelineError },
   )
   t.is(err!.code, 'CANCELLED')
   t.true(existsSync(join(checkpointDir, 'last.state.json')))
-  const resumed = await train({ train: set, epochs: 4, batchSize: 4, accumulation: 1, audio: SMALL, device: 'cpu', checkpointDir, resume: true })
+  const resumed = await train({
+    train: set,
+    epochs: 4,
+    batchSize: 4,
+    accumulation: 1,
+    audio: SMALL,
+    device: 'cpu',
+    checkpointDir,
+    resume: true,
+  })
   t.is(resumed.history.length, 4)
   t.true(resumed.history[0].epoch === 1 && resumed.history[3].epoch === 4)
 })

@@ -28,7 +28,10 @@ test('Whisper tiny.en transcribes the 16 original RAVDESS WAVs (real weights, of
   const t1 = performance.now()
   const second = await transcribe(files, { modelDir, cacheDir })
   t.true(second.every((r) => r.cached))
-  t.deepEqual(second.map((r) => r.text), first.map((r) => r.text))
+  t.deepEqual(
+    second.map((r) => r.text),
+    first.map((r) => r.text),
+  )
   t.log(`from the cache: ${((performance.now() - t1) / 1000).toFixed(2)} s`)
 })
 
@@ -55,7 +58,7 @@ test('a missing audio file is AUDIO_DECODE naming it', async (t) => {
 })
 
 test('tokeniser: lower case, no punctuation, training vocabulary only, <unk> and padding to 6', (t) => {
-  const tok = Tokenizer.fit(['Kids are talking by the door.', "Dogs are SITTING, by the door!"])
+  const tok = Tokenizer.fit(['Kids are talking by the door.', 'Dogs are SITTING, by the door!'])
   t.deepEqual(tok.vocabulary, ['<pad>', '<unk>', 'are', 'by', 'dogs', 'door', 'kids', 'sitting', 'talking', 'the'])
   t.deepEqual(tok.encode('Kids are talking by the door.'), [6, 2, 8, 3, 9, 5])
   t.deepEqual(tok.encode('Cats are here'), [1, 2, 1, 0, 0, 0])

@@ -34,7 +34,11 @@ const epochSeconds = []
 let precision = 'fp32'
 await train({
   train: { mel: { data, shape: [n, 128, 280] }, labels },
-  epochs: 2, batchSize, accumulation, device, amp: values.amp,
+  epochs: 2,
+  batchSize,
+  accumulation,
+  device,
+  amp: values.amp,
   onProgress: (e) => {
     if (e.type === 'start') precision = e.precision
     if (e.type === 'epochEnd') epochSeconds.push(e.record.seconds)
@@ -47,14 +51,29 @@ let reference = null
 if (python) {
   const script = resolve(import.meta.dirname, 'reference', 'train_bench.py')
   const amp = values.amp === 'off' ? 'off' : values.amp === 'bf16' ? 'bf16' : 'fp16'
-  reference = JSON.parse(execFileSync(python, [script, device, String(steps), String(batchSize), String(accumulation), amp], { encoding: 'utf8' }))
+  reference = JSON.parse(
+    execFileSync(python, [script, device, String(steps), String(batchSize), String(accumulation), amp], { encoding: 'utf8' }),
+  )
 }
 const info = deviceInfo()
-console.log(JSON.stringify({
-  benchmark: 'train-audio-cnn',
-  machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, device, gpu: info.devices[0]?.name ?? null },
-  batchSize, accumulation, microSteps: steps,
-  emotionPipeline: { microStepsPerSecond: +ours.toFixed(3), precision },
-  pytorch: reference && { microStepsPerSecond: +reference.microStepsPerSecond.toFixed(3), amp: reference.amp, torch: reference.torch, threads: reference.threads },
-  ratio: reference && +(ours / reference.microStepsPerSecond).toFixed(3),
-}, null, 2))
+console.log(
+  JSON.stringify(
+    {
+      benchmark: 'train-audio-cnn',
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, device, gpu: info.devices[0]?.name ?? null },
+      batchSize,
+      accumulation,
+      microSteps: steps,
+      emotionPipeline: { microStepsPerSecond: +ours.toFixed(3), precision },
+      pytorch: reference && {
+        microStepsPerSecond: +reference.microStepsPerSecond.toFixed(3),
+        amp: reference.amp,
+        torch: reference.torch,
+        threads: reference.threads,
+      },
+      ratio: reference && +(ours / reference.microStepsPerSecond).toFixed(3),
+    },
+    null,
+    2,
+  ),
+)

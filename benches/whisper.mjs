@@ -15,7 +15,10 @@ const { values } = parseArgs({
     'model-dir': { type: 'string', default: process.env.EMOTION_PIPELINE_WHISPER_DIR ?? bundledWhisperDir() },
   },
 })
-const walk = (d) => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : /\.(wav|flac|ogg|mp3)$/i.test(n) ? [join(d, n)] : []))
+const walk = (d) =>
+  readdirSync(d).flatMap((n) =>
+    statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : /\.(wav|flac|ogg|mp3)$/i.test(n) ? [join(d, n)] : [],
+  )
 const all = walk(values.data).sort()
 const n = Math.min(Number(values.clips), all.length)
 // Every k-th clip: all actors, emotions and both sentences.
@@ -31,15 +34,21 @@ await transcribe(files, options)
 const cachedSeconds = (performance.now() - t1) / 1000
 const wers = out.map((r) => wordErrorRate(sentences[basename(r.path).split('-')[4]], r.text))
 const errors = out.filter((_, i) => wers[i] > 0).map((r) => `${basename(r.path)}: "${r.text}"`)
-console.log(JSON.stringify({
-  benchmark: 'whisper-tiny.en',
-  machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model },
-  clips: files.length,
-  meanWer: +(wers.reduce((a, b) => a + b, 0) / wers.length).toFixed(4),
-  clipsWithErrors: errors.length,
-  examples: errors.slice(0, 5),
-  seconds: +seconds.toFixed(1),
-  clipsPerSecond: +(files.length / seconds).toFixed(2),
-  projected1200ClipsMinutes: +((1200 / (files.length / seconds)) / 60).toFixed(1),
-  cachedSeconds: +cachedSeconds.toFixed(2),
-}, null, 2))
+console.log(
+  JSON.stringify(
+    {
+      benchmark: 'whisper-tiny.en',
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model },
+      clips: files.length,
+      meanWer: +(wers.reduce((a, b) => a + b, 0) / wers.length).toFixed(4),
+      clipsWithErrors: errors.length,
+      examples: errors.slice(0, 5),
+      seconds: +seconds.toFixed(1),
+      clipsPerSecond: +(files.length / seconds).toFixed(2),
+      projected1200ClipsMinutes: +(1200 / (files.length / seconds) / 60).toFixed(1),
+      cachedSeconds: +cachedSeconds.toFixed(2),
+    },
+    null,
+    2,
+  ),
+)

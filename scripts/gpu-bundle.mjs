@@ -21,7 +21,9 @@ const flac = process.env.RAVDESS_DIR ?? resolve(root, '..', 'shared', 'data', 'r
 rmSync(out, { recursive: true, force: true })
 mkdirSync(out)
 execFileSync('sh', ['-c', `xz -T0 -c "${process.execPath}" > "${join(out, 'node.xz')}"`])
-const packed = JSON.parse(execFileSync(process.execPath, [join(root, 'scripts', 'pack-release.mjs'), '--no-build', '--out', out], { encoding: 'utf8' }))
+const packed = JSON.parse(
+  execFileSync(process.execPath, [join(root, 'scripts', 'pack-release.mjs'), '--no-build', '--out', out], { encoding: 'utf8' }),
+)
 const [mainTgz, platformTgz] = [basename(packed.main.file), basename(packed.platform.file)]
 for (const dep of ['@resvg/resvg-js', '@resvg/resvg-js-linux-x64-gnu']) {
   cpSync(join(root, 'node_modules', dep), join(out, 'deps', dep), { recursive: true })

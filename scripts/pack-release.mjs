@@ -95,7 +95,12 @@ writeFileSync(
 
 const pack = (dir) => {
   const [info] = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', out], { cwd: dir, encoding: 'utf8' }))
-  return { file: join(out, info.filename), size: statSync(join(out, info.filename)).size, unpacked: info.unpackedSize, entries: info.entryCount }
+  return {
+    file: join(out, info.filename),
+    size: statSync(join(out, info.filename)).size,
+    unpacked: info.unpackedSize,
+    entries: info.entryCount,
+  }
 }
 const result = { version, main: pack(mainDir), platform: pack(platformDir) }
 rmSync(stage, { recursive: true, force: true })

@@ -31,11 +31,26 @@ function buildAddons(lib) {
   const env = buildEnv(lib)
   const target = hostTarget()
   run('cargo', ['build', '--release', '--target', target, '-p', 'emotion-loader'], env)
-  copyFileSync(join(root, 'target', target, 'release', 'libemotion_loader.so'), join(root, 'bindings', 'emotion-pipeline-loader.linux-x64-gnu.node'))
+  copyFileSync(
+    join(root, 'target', target, 'release', 'libemotion_loader.so'),
+    join(root, 'bindings', 'emotion-pipeline-loader.linux-x64-gnu.node'),
+  )
   run(
     join(root, 'node_modules', '.bin', 'napi'),
-    ['build', '--platform', '--release', '--target', target, '--manifest-path', 'crates/emotion-napi/Cargo.toml',
-      '--output-dir', 'bindings', '--no-js', '--dts', 'index.d.ts'],
+    [
+      'build',
+      '--platform',
+      '--release',
+      '--target',
+      target,
+      '--manifest-path',
+      'crates/emotion-napi/Cargo.toml',
+      '--output-dir',
+      'bindings',
+      '--no-js',
+      '--dts',
+      'index.d.ts',
+    ],
     env,
   )
 }

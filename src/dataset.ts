@@ -67,9 +67,7 @@ export async function indexDataset(dir: string, options: IndexOptions = {}): Pro
   if (typeof dir !== 'string' || dir === '') throw invalidOption('dir', 'must be a folder path')
   const { onProgress, signal, ...rest } = options
   const json = await withCancel(signal, (token) =>
-    awaitNative(
-      native.indexDataset(dir, JSON.stringify(rest), onProgress ? (e: string) => onProgress(JSON.parse(e)) : undefined, token),
-    ),
+    awaitNative(native.indexDataset(dir, JSON.stringify(rest), onProgress ? (e: string) => onProgress(JSON.parse(e)) : undefined, token)),
   )
   return JSON.parse(json) as DatasetIndex
 }

@@ -87,7 +87,9 @@ export function doctor(): DoctorReport {
     name: 'addon',
     ok: addon !== undefined,
     detail: addon ? `${addon.dir} (${addon.from})` : `no prebuilt addon (package ${PLATFORM_PACKAGE})`,
-    fix: addon ? undefined : `npm install emotion-pipeline on Linux x64 (glibc ≥ 2.34) without --omit=optional, or build from source: npm run build`,
+    fix: addon
+      ? undefined
+      : `npm install emotion-pipeline on Linux x64 (glibc ≥ 2.34) without --omit=optional, or build from source: npm run build`,
   })
   const found = libtorchSearch.found
   checks.push({
@@ -129,7 +131,9 @@ export function doctor(): DoctorReport {
   checks.push({
     name: 'whisper',
     ok: whisperOk,
-    detail: whisperOk ? `tiny.en in ${whisper} (text and fusion models)` : `no offline Whisper model in ${whisper}: only needed for the text and fusion models`,
+    detail: whisperOk
+      ? `tiny.en in ${whisper} (text and fusion models)`
+      : `no offline Whisper model in ${whisper}: only needed for the text and fusion models`,
     fix: whisperOk ? undefined : 'npx emotion-pipeline install-models',
   })
   return { libtorchSearch, addon, glibc: state?.glibc, device, error, checks }

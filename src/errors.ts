@@ -24,8 +24,19 @@ export class EmotionPipelineError extends Error {
 }
 
 const KNOWN = new Set<string>([
-  'INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY',
-  'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL', 'LIBTORCH_NOT_FOUND', 'LIBTORCH_VERSION',
+  'INVALID_OPTION',
+  'AUDIO_DECODE',
+  'DATASET',
+  'CUDA_UNAVAILABLE',
+  'OUT_OF_MEMORY',
+  'CANCELLED',
+  'NON_FINITE',
+  'TORCH',
+  'IO',
+  'MODEL_NOT_FOUND',
+  'INTERNAL',
+  'LIBTORCH_NOT_FOUND',
+  'LIBTORCH_VERSION',
 ])
 
 /** Turns an error from the addon (which carries `code`) into an `EmotionPipelineError`. */

@@ -13,7 +13,14 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { EmotionPipelineError, invalidOption } from './errors.js'
-import { defaultTorchInstallDir, INSTALL_MARKER, nvidiaDriverPresent, readTorchVersion, REQUIRED_TORCH, versionMatches } from './libtorch.js'
+import {
+  defaultTorchInstallDir,
+  INSTALL_MARKER,
+  nvidiaDriverPresent,
+  readTorchVersion,
+  REQUIRED_TORCH,
+  versionMatches,
+} from './libtorch.js'
 
 export type TorchVariant = 'cpu' | 'cuda'
 
@@ -58,10 +65,19 @@ function ioError(option: string, path: string, err: unknown): EmotionPipelineErr
 function runPython(python: string, args: string[], what: string, progress = false): string {
   const result = spawnSync(python, args, { encoding: 'utf8', stdio: ['ignore', progress ? 2 : 'pipe', 'pipe'], maxBuffer: 64 * 2 ** 20 })
   if (result.error) {
-    throw new EmotionPipelineError('IO', `install-torch needs Python 3 with pip to ${what}: \`${python}\` could not run (${(result.error as NodeJS.ErrnoException).code ?? result.error.message}). Install python3, or pass --python`, { cause: result.error })
+    throw new EmotionPipelineError(
+      'IO',
+      `install-torch needs Python 3 with pip to ${what}: \`${python}\` could not run (${(result.error as NodeJS.ErrnoException).code ?? result.error.message}). Install python3, or pass --python`,
+      { cause: result.error },
+    )
   }
   if (result.status !== 0) {
-    const tail = (result.stderr ?? '').trim().split('\n').slice(-3).join(' ').replace(/^ERROR: /, '')
+    const tail = (result.stderr ?? '')
+      .trim()
+      .split('\n')
+      .slice(-3)
+      .join(' ')
+      .replace(/^ERROR: /, '')
     throw new EmotionPipelineError('IO', `could not ${what} (${python} exited ${result.status})${tail ? `: ${tail}` : ''}`)
   }
   return result.stdout ?? ''
@@ -101,7 +117,13 @@ export function cudaRequirements(requiresDist: string[], variant: TorchVariant):
     if (name === 'cuda-toolkit') {
       const pin = requirement.match(/==\s*([^\s,;]+)/)?.[1]
       if (!pin) continue
-      const extras = variant === 'cpu' ? CPU_CUDA_EXTRAS : (requirement.match(/\[([^\]]+)\]/)?.[1].split(',').map((s) => s.trim()) ?? [])
+      const extras =
+        variant === 'cpu'
+          ? CPU_CUDA_EXTRAS
+          : (requirement
+              .match(/\[([^\]]+)\]/)?.[1]
+              .split(',')
+              .map((s) => s.trim()) ?? [])
       specs.push(`cuda-toolkit[${extras.join(',')}]==${pin}`)
     } else if (variant === 'cuda' && name.startsWith('nvidia-')) {
       specs.push(requirement.replace(/\s+/g, ''))
@@ -113,7 +135,23 @@ export function cudaRequirements(requiresDist: string[], variant: TorchVariant):
 function pipDownload(python: string, downloads: string, specs: string[], withDeps: boolean, log: (l: string) => void): void {
   log(`downloading ${specs.join(' ')} with pip into ${downloads}`)
   const resume = pipSupportsResume(python) ? ['--resume-retries', '5'] : []
-  runPython(python, ['-m', 'pip', 'download', '--disable-pip-version-check', '--only-binary=:all:', ...(withDeps ? [] : ['--no-deps']), ...resume, '-d', downloads, ...specs], `download ${specs.join(' ')}`, true)
+  runPython(
+    python,
+    [
+      '-m',
+      'pip',
+      'download',
+      '--disable-pip-version-check',
+      '--only-binary=:all:',
+      ...(withDeps ? [] : ['--no-deps']),
+      ...resume,
+      '-d',
+      downloads,
+      ...specs,
+    ],
+    `download ${specs.join(' ')}`,
+    true,
+  )
 }
 
 function pipSupportsResume(python: string): boolean {
@@ -167,7 +205,9 @@ export function installTorch(options: InstallTorchOptions = {}): InstallTorchRes
       pipDownload(python, downloads, [`torch==${REQUIRED_TORCH}`], false, log)
       const torchWheel = readdirSync(downloads).find((f) => f.startsWith(`torch-${REQUIRED_TORCH}-`) && f.endsWith('.whl'))
       if (!torchWheel) throw new EmotionPipelineError('IO', `pip reported success but no torch ${REQUIRED_TORCH} wheel is in ${downloads}`)
-      const requires = runPython(python, ['-c', READ_REQUIRES, join(downloads, torchWheel)], `read ${torchWheel}`).split('\n').filter(Boolean)
+      const requires = runPython(python, ['-c', READ_REQUIRES, join(downloads, torchWheel)], `read ${torchWheel}`)
+        .split('\n')
+        .filter(Boolean)
       const cuda = cudaRequirements(requires, variant)
       if (cuda.length > 0) pipDownload(python, downloads, cuda, true, log)
       const wanted = new Set([torchWheel, ...wheelsFor(downloads, cuda, variant)])
@@ -176,16 +216,26 @@ export function installTorch(options: InstallTorchOptions = {}): InstallTorchRes
     runPython(python, ['-c', EXTRACT, staging, ...archives], 'unpack the wheels', true)
 
     const rootName = torchRootIn(staging)
-    if (!rootName) throw invalidOption('from', `none of ${archives.map((a) => basename(a)).join(', ')} contains libtorch (lib/libtorch_cpu.so): pass the torch wheel or a libtorch .zip`)
+    if (!rootName)
+      throw invalidOption(
+        'from',
+        `none of ${archives.map((a) => basename(a)).join(', ')} contains libtorch (lib/libtorch_cpu.so): pass the torch wheel or a libtorch .zip`,
+      )
     const version = readTorchVersion(join(staging, rootName))
     if (!version || !versionMatches(version)) {
-      throw new EmotionPipelineError('LIBTORCH_VERSION', `${archives.map((a) => basename(a)).join(', ')} holds torch ${version ?? 'of unknown version'}, but emotion-pipeline needs ${REQUIRED_TORCH}`)
+      throw new EmotionPipelineError(
+        'LIBTORCH_VERSION',
+        `${archives.map((a) => basename(a)).join(', ')} holds torch ${version ?? 'of unknown version'}, but emotion-pipeline needs ${REQUIRED_TORCH}`,
+      )
     }
     if (version.includes('+cu') && rootName === 'torch') {
       const cudaLib = join(staging, 'nvidia', 'cu13', 'lib')
       const missing = ['libcudart.so.13', 'libcupti.so.13'].filter((f) => !existsSync(join(cudaLib, f)))
       if (missing.length > 0) {
-        throw invalidOption('from', `libtorch_cpu.so of this CUDA build needs ${missing.join(' and ')}: add the nvidia-cuda-runtime and nvidia-cuda-cupti wheels`)
+        throw invalidOption(
+          'from',
+          `libtorch_cpu.so of this CUDA build needs ${missing.join(' and ')}: add the nvidia-cuda-runtime and nvidia-cuda-cupti wheels`,
+        )
       }
     }
     const files = archives.map((a) => basename(a))

@@ -90,7 +90,11 @@ function load(): typeof Native {
   state.search = search
   const fix = installTorchCommand()
   if (!search.found) {
-    if (search.versionError) fail('LIBTORCH_VERSION', `${search.versionError}. Fix: ${fix} (or point EMOTION_PIPELINE_LIBTORCH at a torch ${REQUIRED_TORCH} folder).`)
+    if (search.versionError)
+      fail(
+        'LIBTORCH_VERSION',
+        `${search.versionError}. Fix: ${fix} (or point EMOTION_PIPELINE_LIBTORCH at a torch ${REQUIRED_TORCH} folder).`,
+      )
     const tried = search.candidates.map((c) => `${c.via}: ${c.skipped}`).join('; ')
     fail('LIBTORCH_NOT_FOUND', `libtorch ${REQUIRED_TORCH} not found (${tried}). Fix: ${fix}`)
   }
@@ -110,7 +114,11 @@ function load(): typeof Native {
     return require(join(addon.dir, ADDON_FILE)) as typeof Native
   } catch (err) {
     const why = err instanceof Error ? err.message.split('\n')[0] : String(err)
-    fail('INTERNAL', `emotion-pipeline: the native addon in ${addon.dir} did not load with libtorch ${lib.version} from ${lib.root}: ${why}`, err)
+    fail(
+      'INTERNAL',
+      `emotion-pipeline: the native addon in ${addon.dir} did not load with libtorch ${lib.version} from ${lib.root}: ${why}`,
+      err,
+    )
   }
 }
 

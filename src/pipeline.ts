@@ -132,10 +132,17 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   stage('features', 'log-mel spectrograms')
   const features = await timed('features', async () => {
     const all = [...split.train, ...split.val, ...split.test]
-    const mel = await extractMel(all.map((i) => i.path), {
-      mel: options.mel, device, cacheDir, strict: true, signal: options.signal,
-      onProgress: (e) => emit({ type: 'features', done: e.done, total: e.total }),
-    })
+    const mel = await extractMel(
+      all.map((i) => i.path),
+      {
+        mel: options.mel,
+        device,
+        cacheDir,
+        strict: true,
+        signal: options.signal,
+        onProgress: (e) => emit({ type: 'features', done: e.done, total: e.total }),
+      },
+    )
     return mel
   })
   const per = features.shape[1] * features.shape[2]
@@ -156,12 +163,22 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   const textOf = needsText ? await timed('transcripts', () => transcriptsFor(options, allItems, stage, emit)) : undefined
   if (textOf) {
     const source = options.transcripts ?? 'whisper'
-    transcriptSource = typeof source === 'object' ? 'provided' : source === 'whisper' ? 'Whisper tiny.en (transformers.js)' : 'RAVDESS statements from the file names'
-    tokenizer = Tokenizer.fit(split.train.map((i) => textOf(i)), options.maxTokens ?? 6)
+    transcriptSource =
+      typeof source === 'object'
+        ? 'provided'
+        : source === 'whisper'
+          ? 'Whisper tiny.en (transformers.js)'
+          : 'RAVDESS statements from the file names'
+    tokenizer = Tokenizer.fit(
+      split.train.map((i) => textOf(i)),
+      options.maxTokens ?? 6,
+    )
     if (options.resume) checkSameVocabulary(join(runDir, 'vocabulary.json'), tokenizer.vocabulary)
     writeFileSync(join(runDir, 'vocabulary.json'), JSON.stringify(tokenizer.toJSON(), null, 1))
     writeFileSync(join(runDir, 'transcripts.json'), JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
-    notes.push(`Text: ${transcriptSource}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`)
+    notes.push(
+      `Text: ${transcriptSource}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`,
+    )
   }
   const set = (name: keyof typeof parts): TrainSet | undefined => {
     const list = parts[name]
@@ -182,10 +199,20 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
     const extra = options.train?.[model] ?? {}
     results[model] = await timed(name, () =>
       train({
-        model, labels, epochs: options.epochs ?? 50, batchSize: options.batchSize ?? 16, accumulation: options.accumulation ?? 2,
-        seed, amp: options.amp ?? 'auto', device, optim: { lr: options.lr ?? 1e-3 },
-        vocabSize: tokenizer?.vocabulary.length, vocabulary: tokenizer?.vocabulary, mel: options.mel ?? {},
-        checkpointDir: join(runDir, 'models', model), resume: options.resume ?? false,
+        model,
+        labels,
+        epochs: options.epochs ?? 50,
+        batchSize: options.batchSize ?? 16,
+        accumulation: options.accumulation ?? 2,
+        seed,
+        amp: options.amp ?? 'auto',
+        device,
+        optim: { lr: options.lr ?? 1e-3 },
+        vocabSize: tokenizer?.vocabulary.length,
+        vocabulary: tokenizer?.vocabulary,
+        mel: options.mel ?? {},
+        checkpointDir: join(runDir, 'models', model),
+        resume: options.resume ?? false,
         ...extra,
         train: model === 'text' ? { ...sets.train, mel: undefined } : model === 'audio' ? { ...sets.train, tokens: undefined } : sets.train,
         val: sets.val && (model === 'text' ? { ...sets.val, mel: undefined } : sets.val),
@@ -205,10 +232,21 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
     const metrics = {
       reference: REFERENCE_ACCURACY,
       split: { strategy: split.options.strategy, seed, train: split.train.length, val: split.val.length, test: split.test.length },
-      models: Object.fromEntries(Object.entries(trained).map(([m, r]) => [m, {
-        test: r.test, val: r.val, bestEpoch: r.bestEpoch, epochs: r.history.length, trainSeconds: trainingSeconds(r), seconds: r.seconds,
-        precision: r.precision, device: r.device,
-      }])),
+      models: Object.fromEntries(
+        Object.entries(trained).map(([m, r]) => [
+          m,
+          {
+            test: r.test,
+            val: r.val,
+            bestEpoch: r.bestEpoch,
+            epochs: r.history.length,
+            trainSeconds: trainingSeconds(r),
+            seconds: r.seconds,
+            precision: r.precision,
+            device: r.device,
+          },
+        ]),
+      ),
       stageSeconds,
     }
     writeFileSync(join(runDir, 'metrics.json'), JSON.stringify(metrics, null, 1))
@@ -216,26 +254,48 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
       options: { ...options, onProgress: undefined, signal: undefined, transcripts: transcriptSource },
       // What the run used, defaults filled in, so a run can be repeated from this file alone.
       effective: {
-        models, split: split.options, epochs: options.epochs ?? 50, batchSize: options.batchSize ?? 16,
-        accumulation: options.accumulation ?? 2, lr: options.lr ?? 1e-3, amp: options.amp ?? 'auto',
+        models,
+        split: split.options,
+        epochs: options.epochs ?? 50,
+        batchSize: options.batchSize ?? 16,
+        accumulation: options.accumulation ?? 2,
+        lr: options.lr ?? 1e-3,
+        amp: options.amp ?? 'auto',
         precision: Object.fromEntries(Object.entries(trained).map(([m, r]) => [m, r.precision])),
-        mel: options.mel ?? 'defaults', maxTokens: options.maxTokens ?? 6, maxItems: options.maxItems ?? null, train: options.train ?? {},
+        mel: options.mel ?? 'defaults',
+        maxTokens: options.maxTokens ?? 6,
+        maxItems: options.maxItems ?? null,
+        train: options.train ?? {},
       },
-      labels, device: deviceName, torch: info.torchVersion, cpus: cpus().length, node: process.version,
-      package: 'emotion-pipeline', dataset: { root: index.root, items: index.items.length, duplicates: index.duplicates.length, problems: index.problems.length },
+      labels,
+      device: deviceName,
+      torch: info.torchVersion,
+      cpus: cpus().length,
+      node: process.version,
+      package: 'emotion-pipeline',
+      dataset: { root: index.root, items: index.items.length, duplicates: index.duplicates.length, problems: index.problems.length },
     }
     writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 1))
-    if (index.duplicates.length) notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
-    writeFileSync(join(runDir, 'report.md'), reportMarkdown({
-      results: trained,
-      split: { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length, seed },
-      device: deviceName, machine: `${cpus().length} CPU cores${info.devices[0] ? `, ${info.devices[0].name}` : ''}`,
-      stageSeconds, transcripts: transcriptSource, notes,
-    }))
+    if (index.duplicates.length)
+      notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
+    writeFileSync(
+      join(runDir, 'report.md'),
+      reportMarkdown({
+        results: trained,
+        split: { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length, seed },
+        device: deviceName,
+        machine: `${cpus().length} CPU cores${info.devices[0] ? `, ${info.devices[0].name}` : ''}`,
+        stageSeconds,
+        transcripts: transcriptSource,
+        notes,
+      }),
+    )
     files.push('history.csv', 'metrics.json', 'config.json', 'report.md')
   })
   return {
-    runDir, models: results, files,
+    runDir,
+    models: results,
+    files,
     split: { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length },
     stageSeconds,
   }
@@ -248,7 +308,10 @@ function checkSameSplit(path: string, split: Split): void {
     const before = saved[part].map((i) => i.path)
     const now = split[part].map((i) => i.path)
     if (before.length !== now.length || before.some((p, k) => p !== now[k])) {
-      throw invalidOption('resume', `${path} holds another ${part} set (${before.length} clips, now ${now.length}): resume with the data, split and seed of that run, or write to another out folder`)
+      throw invalidOption(
+        'resume',
+        `${path} holds another ${part} set (${before.length} clips, now ${now.length}): resume with the data, split and seed of that run, or write to another out folder`,
+      )
     }
   }
 }
@@ -257,7 +320,10 @@ function checkSameVocabulary(path: string, vocabulary: string[]): void {
   if (!existsSync(path)) return
   const saved = JSON.parse(readFileSync(path, 'utf8')) as { vocabulary?: string[] }
   if (JSON.stringify(saved.vocabulary) !== JSON.stringify(vocabulary)) {
-    throw invalidOption('resume', `${path} differs from the vocabulary of these transcripts: resume with the transcripts of that run, or write to another out folder`)
+    throw invalidOption(
+      'resume',
+      `${path} differs from the vocabulary of these transcripts: resume with the transcripts of that run, or write to another out folder`,
+    )
   }
 }
 
@@ -272,16 +338,22 @@ async function transcriptsFor(
     const bundled = bundledWhisperDir()
     const modelDir = options.whisper?.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (existsSync(bundled) ? bundled : undefined)
     stage('transcripts', `Whisper on ${items.length} clips (${modelDir ?? options.whisper?.model ?? 'hub model'})`)
-    const out = await transcribe(items.map((i) => i.path), {
-      ...options.whisper, modelDir, signal: options.signal,
-      onProgress: (e) => emit({ type: 'transcribe', done: e.done, total: e.total, cached: e.cached }),
-    })
+    const out = await transcribe(
+      items.map((i) => i.path),
+      {
+        ...options.whisper,
+        modelDir,
+        signal: options.signal,
+        onProgress: (e) => emit({ type: 'transcribe', done: e.done, total: e.total, cached: e.cached }),
+      },
+    )
     const byPath = new Map(out.map((t) => [t.path, t.text]))
     return (i) => byPath.get(i.path) ?? ''
   }
   if (source === 'ravdess-names') {
     const missing = items.find((i) => !i.ravdess)
-    if (missing) throw invalidOption('transcripts', `'ravdess-names' needs RAVDESS file names; ${missing.path} is not one: pass transcripts`)
+    if (missing)
+      throw invalidOption('transcripts', `'ravdess-names' needs RAVDESS file names; ${missing.path} is not one: pass transcripts`)
     return (i) => RAVDESS_STATEMENTS[i.ravdess!.statement]
   }
   // Keys are clip paths or file names without extension (so one map serves FLAC, WAV and Vorbis copies).
@@ -295,7 +367,8 @@ function validate(o: PipelineOptions): void {
   if (!o || typeof o !== 'object') throw invalidOption('options', 'must be an object')
   if (typeof o.data !== 'string' || !o.data) throw invalidOption('data', 'must be the dataset folder')
   if (typeof o.out !== 'string' || !o.out) throw invalidOption('out', 'must be the run directory')
-  for (const m of o.models ?? []) if (!DEFAULT_MODELS.includes(m)) throw invalidOption('models', `unknown model '${m}' (audio, text, fusion)`)
+  for (const m of o.models ?? [])
+    if (!DEFAULT_MODELS.includes(m)) throw invalidOption('models', `unknown model '${m}' (audio, text, fusion)`)
   if (o.models && o.models.length === 0) throw invalidOption('models', 'must name at least one model')
   const positiveInt = (name: string, v: unknown) => {
     if (v !== undefined && !(Number.isInteger(v) && (v as number) > 0)) throw invalidOption(name, `must be a positive integer, got ${v}`)
@@ -310,5 +383,6 @@ function validate(o: PipelineOptions): void {
   if (typeof o.transcripts === 'string' && !['whisper', 'ravdess-names'].includes(o.transcripts)) {
     throw invalidOption('transcripts', `must be 'whisper', 'ravdess-names' or a { path: text } map, got '${o.transcripts}'`)
   }
-  if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split)) throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
+  if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split))
+    throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
 }

@@ -48,9 +48,22 @@ export function confusionSvg(confusion: number[][], labels: string[], title: str
   return parts.join('\n')
 }
 
-interface Series { name: string; values: (number | null)[]; color: string }
+interface Series {
+  name: string
+  values: (number | null)[]
+  color: string
+}
 
-function panel(x0: number, y0: number, w: number, h: number, title: string, series: Series[], epochs: number[], yRange?: [number, number]): string {
+function panel(
+  x0: number,
+  y0: number,
+  w: number,
+  h: number,
+  title: string,
+  series: Series[],
+  epochs: number[],
+  yRange?: [number, number],
+): string {
   const all = series.flatMap((s) => s.values.filter((v): v is number => v !== null && Number.isFinite(v)))
   let [lo, hi] = yRange ?? [Math.min(...all, 0), Math.max(...all, 1e-9)]
   if (hi - lo < 1e-9) hi = lo + 1
@@ -63,15 +76,25 @@ function panel(x0: number, y0: number, w: number, h: number, title: string, seri
   ]
   for (let t = 0; t <= 4; t++) {
     const v = lo + ((hi - lo) * t) / 4
-    out.push(`<line x1="${x0}" x2="${x0 + w}" y1="${py(v)}" y2="${py(v)}" stroke="#eee"/>`, `<text x="${x0 - 6}" y="${py(v) + 4}" font-size="10" text-anchor="end">${v.toFixed(2)}</text>`)
+    out.push(
+      `<line x1="${x0}" x2="${x0 + w}" y1="${py(v)}" y2="${py(v)}" stroke="#eee"/>`,
+      `<text x="${x0 - 6}" y="${py(v) + 4}" font-size="10" text-anchor="end">${v.toFixed(2)}</text>`,
+    )
   }
   const step = Math.max(1, Math.ceil(n / 10))
-  epochs.forEach((e, i) => { if (i % step === 0 || i === n - 1) out.push(`<text x="${px(i)}" y="${y0 + h + 14}" font-size="10" text-anchor="middle">${e}</text>`) })
+  epochs.forEach((e, i) => {
+    if (i % step === 0 || i === n - 1) out.push(`<text x="${px(i)}" y="${y0 + h + 14}" font-size="10" text-anchor="middle">${e}</text>`)
+  })
   out.push(`<text x="${x0 + w / 2}" y="${y0 + h + 30}" font-size="11" text-anchor="middle">epoch</text>`)
   series.forEach((s, k) => {
-    const pts = s.values.map((v, i) => (v === null || !Number.isFinite(v) ? null : `${px(i).toFixed(1)},${py(v).toFixed(1)}`)).filter(Boolean)
+    const pts = s.values
+      .map((v, i) => (v === null || !Number.isFinite(v) ? null : `${px(i).toFixed(1)},${py(v).toFixed(1)}`))
+      .filter(Boolean)
     if (pts.length) out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"/>`)
-    out.push(`<rect x="${x0 + 10}" y="${y0 + 8 + k * 16}" width="12" height="3" fill="${s.color}"/>`, `<text x="${x0 + 28}" y="${y0 + 13 + k * 16}" font-size="11">${esc(s.name)}</text>`)
+    out.push(
+      `<rect x="${x0 + 10}" y="${y0 + 8 + k * 16}" width="12" height="3" fill="${s.color}"/>`,
+      `<text x="${x0 + 28}" y="${y0 + 13 + k * 16}" font-size="11">${esc(s.name)}</text>`,
+    )
   })
   return out.join('\n')
 }
@@ -93,8 +116,25 @@ export function curvesSvg(history: EpochRecord[], title: string): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ${FONT}>`,
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="${width / 2}" y="22" font-size="16" text-anchor="middle" font-weight="bold">${esc(title)}</text>`,
-    panel(60, 60, 330, 210, 'loss', loss.filter((s) => s.values.some((v) => v !== null)), epochs),
-    panel(480, 60, 330, 210, 'accuracy', acc.filter((s) => s.values.some((v) => v !== null)), epochs, [0, 1]),
+    panel(
+      60,
+      60,
+      330,
+      210,
+      'loss',
+      loss.filter((s) => s.values.some((v) => v !== null)),
+      epochs,
+    ),
+    panel(
+      480,
+      60,
+      330,
+      210,
+      'accuracy',
+      acc.filter((s) => s.values.some((v) => v !== null)),
+      epochs,
+      [0, 1],
+    ),
     '</svg>',
   ].join('\n')
 }

@@ -42,7 +42,9 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
           stream.write(`  ${e.model}: already trained (${e.resumedFromEpoch} epochs), evaluating its checkpoint\n`)
           break
         }
-        stream.write(`  ${e.model}: ${e.epochs} epochs × ${e.stepsPerEpoch} steps on ${e.device} (${e.precision})${e.resumedFromEpoch !== null ? `, resumed at epoch ${e.resumedFromEpoch + 1}` : ''}\n`)
+        stream.write(
+          `  ${e.model}: ${e.epochs} epochs × ${e.stepsPerEpoch} steps on ${e.device} (${e.precision})${e.resumedFromEpoch !== null ? `, resumed at epoch ${e.resumedFromEpoch + 1}` : ''}\n`,
+        )
         break
       case 'step':
         line(`  ${e.model} epoch ${e.epoch} ${bar(e.step / e.steps)} step ${e.step}/${e.steps} loss ${e.loss.toFixed(3)}`, false)
@@ -52,7 +54,10 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
         const elapsed = (Date.now() - started) / 1000
         const eta = (elapsed / Math.max(1, r.epoch - firstEpoch)) * (e.epochs - r.epoch)
         const val = r.valAccuracy !== null ? ` val acc ${(r.valAccuracy * 100).toFixed(1)}%` : ''
-        line(`  ${e.model} epoch ${r.epoch}/${e.epochs} ${bar(r.epoch / e.epochs)} loss ${r.trainLoss.toFixed(3)} acc ${(r.trainAccuracy * 100).toFixed(1)}%${val} ETA ${clock(eta)}`, true)
+        line(
+          `  ${e.model} epoch ${r.epoch}/${e.epochs} ${bar(r.epoch / e.epochs)} loss ${r.trainLoss.toFixed(3)} acc ${(r.trainAccuracy * 100).toFixed(1)}%${val} ETA ${clock(eta)}`,
+          true,
+        )
         break
       }
       case 'warning':
@@ -72,5 +77,7 @@ function bar(fraction: number, width = 20): string {
 
 function clock(seconds: number): string {
   const s = Math.round(seconds)
-  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`
+  return s >= 3600
+    ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`
+    : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`
 }

@@ -16,7 +16,20 @@ export function writeHistoryCsv(path: string, results: Record<string, TrainResul
   const rows = ['model,epoch,trainLoss,trainAccuracy,valLoss,valAccuracy,valF1,lr,seconds,skippedSteps']
   for (const [model, r] of Object.entries(results)) {
     for (const h of r.history) {
-      rows.push([model, h.epoch, h.trainLoss, h.trainAccuracy, h.valLoss ?? '', h.valAccuracy ?? '', h.valF1 ?? '', h.lr, h.seconds.toFixed(3), h.skippedSteps].join(','))
+      rows.push(
+        [
+          model,
+          h.epoch,
+          h.trainLoss,
+          h.trainAccuracy,
+          h.valLoss ?? '',
+          h.valAccuracy ?? '',
+          h.valF1 ?? '',
+          h.lr,
+          h.seconds.toFixed(3),
+          h.skippedSteps,
+        ].join(','),
+      )
     }
   }
   writeFileSync(path, rows.join('\n') + '\n')
@@ -72,10 +85,12 @@ export function reportMarkdown(r: ReportInput): string {
     const res = r.results[m]
     const t = res.test
     const ref = REFERENCE_ACCURACY[m as keyof typeof REFERENCE_ACCURACY]
-    lines.push(`| ${m} | ${pct(t?.accuracy)} | ${pct(t?.weightedF1)} | ${pct(t?.weightedPrecision)} | ${pct(t?.weightedRecall)} | ${pct(t?.uar)} | ${pct(ref)} | ${res.history.length} | ${clock(trainingSeconds(res))} |`)
+    lines.push(
+      `| ${m} | ${pct(t?.accuracy)} | ${pct(t?.weightedF1)} | ${pct(t?.weightedPrecision)} | ${pct(t?.weightedRecall)} | ${pct(t?.uar)} | ${pct(ref)} | ${res.history.length} | ${clock(trainingSeconds(res))} |`,
+    )
   }
   lines.push('', 'Reference: the published RAVDESS pipeline (audio 69.28 %, text 13.12 %, fusion 60.14 %, random stratified 80/20).', '')
-  lines.push('Train time is the sum of the epochs\' wall time (over every session when a run was resumed).', '')
+  lines.push("Train time is the sum of the epochs' wall time (over every session when a run was resumed).", '')
   lines.push('## Time per stage (this session)', '', '| stage | seconds |', '|---|---|')
   for (const [stage, s] of Object.entries(r.stageSeconds)) lines.push(`| ${stage} | ${s.toFixed(1)} |`)
   for (const m of models) {

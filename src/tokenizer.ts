@@ -18,7 +18,10 @@ export class Tokenizer {
   readonly index: Map<string, number>
 
   /** `vocabulary[0]` is `<pad>`, `vocabulary[1]` `<unk>`. */
-  constructor(readonly vocabulary: string[], readonly maxLength = 6) {
+  constructor(
+    readonly vocabulary: string[],
+    readonly maxLength = 6,
+  ) {
     if (vocabulary[0] !== PAD || vocabulary[1] !== UNK) throw new Error('vocabulary must start with <pad>, <unk>')
     this.index = new Map(vocabulary.map((w, i) => [w, i]))
   }
@@ -32,7 +35,9 @@ export class Tokenizer {
 
   /** Ids padded with 0 (or cut) to `maxLength`. */
   encode(text: string): number[] {
-    const ids = words(text).slice(0, this.maxLength).map((w) => this.index.get(w) ?? 1)
+    const ids = words(text)
+      .slice(0, this.maxLength)
+      .map((w) => this.index.get(w) ?? 1)
     while (ids.length < this.maxLength) ids.push(0)
     return ids
   }

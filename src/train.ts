@@ -25,7 +25,13 @@ export interface EpochRecord {
   skippedSteps: number
 }
 
-export interface ClassScores { label: string; precision: number; recall: number; f1: number; support: number }
+export interface ClassScores {
+  label: string
+  precision: number
+  recall: number
+  f1: number
+  support: number
+}
 
 export interface Metrics {
   accuracy: number
@@ -44,7 +50,15 @@ export interface Metrics {
 }
 
 export type TrainEvent =
-  | { type: 'start'; model: string; device: string; precision: 'fp16' | 'bf16' | 'fp32'; epochs: number; stepsPerEpoch: number; resumedFromEpoch: number | null }
+  | {
+      type: 'start'
+      model: string
+      device: string
+      precision: 'fp16' | 'bf16' | 'fp32'
+      epochs: number
+      stepsPerEpoch: number
+      resumedFromEpoch: number | null
+    }
   | { type: 'epochStart'; model: string; epoch: number; epochs: number }
   | { type: 'step'; model: string; epoch: number; step: number; steps: number; loss: number }
   | { type: 'epochEnd'; model: string; record: EpochRecord; epochs: number }
@@ -120,7 +134,8 @@ export interface TrainResult {
 
 function toNativeSet(set: TrainSet | undefined, name: string) {
   if (set === undefined) return undefined
-  if (!set || !(set.labels instanceof Int32Array || Array.isArray(set.labels))) throw invalidOption(`${name}.labels`, 'must be an Int32Array or number[]')
+  if (!set || !(set.labels instanceof Int32Array || Array.isArray(set.labels)))
+    throw invalidOption(`${name}.labels`, 'must be an Int32Array or number[]')
   if (set.mel && !(set.mel.data instanceof Float32Array)) throw invalidOption(`${name}.mel.data`, 'must be a Float32Array')
   return {
     mel: set.mel?.data,
@@ -158,7 +173,10 @@ export interface Prediction {
 }
 
 export interface ModelMeta {
-  config: Required<Pick<TrainOptions, 'model' | 'labels' | 'epochs' | 'batchSize'>> & { mel: MelOptions | null; vocabulary: string[] | null }
+  config: Required<Pick<TrainOptions, 'model' | 'labels' | 'epochs' | 'batchSize'>> & {
+    mel: MelOptions | null
+    vocabulary: string[] | null
+  }
   norm: [number, number]
   epoch: number
   val: Metrics | null
@@ -166,7 +184,10 @@ export interface ModelMeta {
 
 /** A trained model: `loadModel(dir)`. */
 export class EmotionModel {
-  private constructor(private readonly inner: InstanceType<typeof native.NativeModel>, readonly meta: ModelMeta) {}
+  private constructor(
+    private readonly inner: InstanceType<typeof native.NativeModel>,
+    readonly meta: ModelMeta,
+  ) {}
 
   static load(dir: string, options: { device?: DeviceSpec } = {}): EmotionModel {
     const inner = callNative(() => native.NativeModel.load(dir, options.device ?? 'auto'))

