@@ -84,7 +84,18 @@ function load(): typeof Native {
         `the package ${PLATFORM_PACKAGE}). Supported: Linux x64 with glibc. Reinstall without --no-optional, or build from source (npm run build).`,
     )
   }
-  const loader = require(join(addon.dir, LOADER_FILE)) as Loader
+  let loader: Loader
+  try {
+    loader = require(join(addon.dir, LOADER_FILE)) as Loader
+  } catch (err) {
+    // The loader needs nothing but glibc: failing here means the C library is older than the baseline.
+    const why = err instanceof Error ? err.message.split('\n')[0] : String(err)
+    fail(
+      'INTERNAL',
+      `emotion-pipeline: the prebuilt addon in ${addon.dir} does not load on this system (${why}); it needs glibc ≥ 2.34`,
+      err,
+    )
+  }
   state.glibc = loader.glibcVersion()
   const search = locateLibtorch()
   state.search = search
