@@ -1,5 +1,5 @@
 import test from 'ava'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { join, resolve } from 'node:path'
 import { deviceInfo, EmotionPipelineError, tensorRoundTrip } from '../src/index.js'
 
@@ -63,4 +63,11 @@ test('CLI doctor prints a readable report and valid JSON', (t) => {
   t.true(Array.isArray(json.checks))
   t.true(json.libtorchSearch.candidates.length >= 2, 'lists the places it looked')
   if (!json.device.cudaAvailable) t.truthy(json.checks.find((c: { name: string; fix?: string }) => c.name === 'CUDA' && c.fix))
+})
+
+test('the TypeScript option types are the ones generated from the Rust schema (snapshot of the public surface)', (t) => {
+  // scripts/gen-types.mjs --check regenerates src/generated/options.ts from the committed schema, which
+  // crates/emotion-core/tests/schema.rs keeps equal to the Rust types: a changed option shows in review.
+  const r = spawnSync(process.execPath, [join(root, 'scripts', 'gen-types.mjs'), '--check'], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
 })

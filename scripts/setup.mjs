@@ -56,7 +56,8 @@ function buildAddons(lib) {
 }
 
 function buildTypeScript() {
-  log('compiling TypeScript…')
+  log('compiling TypeScript (option types generated from the Rust schema first)…')
+  run(process.execPath, [join(root, 'scripts', 'gen-types.mjs')])
   run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'])
 }
 

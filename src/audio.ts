@@ -2,44 +2,13 @@ import { awaitNative, callNative, EmotionPipelineError, invalidOption } from './
 import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
 import { withCancel } from './cancel.js'
+import type { MelConfig } from './generated/options.js'
 
-/** Log-mel front end. Names and meaning follow `torchaudio.transforms.MelSpectrogram`. */
-export interface MelOptions {
-  /** Target rate: every clip is resampled to it. @default 48000 */
-  sampleRate?: number
-  /** @default 2048 */
-  nFft?: number
-  /** @default nFft */
-  winLength?: number
-  /** @default 512 */
-  hopLength?: number
-  /** @default 0 */
-  fMin?: number
-  /** @default sampleRate / 2 */
-  fMax?: number
-  /** @default 128 */
-  nMels?: number
-  /** @default 2 */
-  power?: number
-  /** Reflect-pad nFft/2 on both sides (torch.stft `center`). @default true */
-  center?: boolean
-  /** @default 'reflect' */
-  padMode?: 'reflect' | 'constant' | 'replicate' | 'circular'
-  /** Filter normalisation. @default null */
-  norm?: 'slaney' | null
-  /** @default 'htk' */
-  melScale?: 'htk' | 'slaney'
-  /** Convert power to decibels (AmplitudeToDB, stype 'power'). @default true */
-  toDb?: boolean
-  /** Floor each clip at its own max − topDb. @default 80 */
-  topDb?: number | null
-  /** Clips are zero-padded or trimmed to this length. @default 3 */
-  durationSeconds?: number
-  /** Which part of a longer clip is kept. @default 'start' */
-  align?: 'start' | 'center'
-  /** Frames kept from the start (282 are computed for 3 s at hop 512). @default 280 */
-  frames?: number | null
-}
+/**
+ * Log-mel front end. Names and meaning follow `torchaudio.transforms.MelSpectrogram`; the one
+ * definition, with defaults and validation, is the core's `MelConfig` (`src/generated/options.ts`).
+ */
+export type MelOptions = MelConfig
 
 export interface DecodedAudio {
   /** Mono samples (channels averaged). */

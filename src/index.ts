@@ -14,5 +14,20 @@ export { bundledWhisperDir, DEFAULT_WHISPER_MODEL, transcribe, wordErrorRate } f
 export type { Transcript, TranscribeOptions } from './transcribe.js'
 export { EmotionPipelineError } from './errors.js'
 export type { ErrorCode } from './errors.js'
+export type {
+  AdamConfig,
+  Align,
+  Amp,
+  AudioCnnConfig,
+  EarlyStopping,
+  FusionConfig,
+  LrSchedule,
+  MelNorm,
+  MelScale,
+  ModelKind,
+  PadMode,
+  StopMetric,
+  TextLstmConfig,
+} from './generated/options.js'
 export { tensorRoundTrip } from './tensor.js'
 export { findRavdess } from './data.js'

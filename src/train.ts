@@ -4,6 +4,7 @@ import { withCancel } from './cancel.js'
 import { extractMel } from './audio.js'
 import type { MelOptions } from './audio.js'
 import type { DeviceSpec } from './device.js'
+import type { TrainConfig } from './generated/options.js'
 
 /** Inputs of one split. `mel` from `extractMel` (`[n, nMels, frames]`), `tokens` `[n, maxLen]` ids. */
 export interface TrainSet {
@@ -65,52 +66,18 @@ export type TrainEvent =
   | { type: 'checkpoint'; model: string; kind: 'best' | 'last'; path: string; epoch: number }
   | { type: 'warning'; model: string; message: string }
 
-export interface TrainOptions {
-  /** @default 'audio' */
-  model?: 'audio' | 'text' | 'fusion'
-  /** Class names; `labels` in the sets index into it. @default the 8 RAVDESS emotions */
-  labels?: string[]
+/**
+ * Options of `train()`: the core's `TrainConfig` (one definition, with its defaults and validation, in
+ * Rust: `src/generated/options.ts`) plus the data and the callbacks.
+ */
+export interface TrainOptions extends Omit<TrainConfig, 'device'> {
   train: TrainSet
   /** Drives the best checkpoint and early stopping. */
   val?: TrainSet
   /** Scored with the best weights at the end. */
   test?: TrainSet
-  /** @default 50 */
-  epochs?: number
-  /** @default 16 */
-  batchSize?: number
-  /** Micro-batches per optimiser step. @default 2 */
-  accumulation?: number
-  /** @default 42 */
-  seed?: number
-  /** Adam. @default { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 } */
-  optim?: { lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number }
-  /** @default 0 */
-  labelSmoothing?: number
-  classWeights?: number[]
-  /** @default 'constant' */
-  lrSchedule?: 'constant' | 'cosine'
-  earlyStopping?: { metric: 'valLoss' | 'valAccuracy' | 'valF1'; patience: number }
-  /** `auto`/`fp16`: fp16 autocast + loss scaling on CUDA; `bf16`: bf16 autocast, no scaling; fp32 on the CPU. @default 'auto' */
-  amp?: 'auto' | 'fp16' | 'bf16' | 'off'
-  /** @default 'auto' */
+  /** `'auto'`, `'cpu'`, `'cuda'` or `'cuda:N'`. @default 'auto' */
   device?: DeviceSpec
-  /** `best.*` and `last.*` checkpoints go here. */
-  checkpointDir?: string
-  /** Continue from `checkpointDir/last.*`. @default false */
-  resume?: boolean
-  /** Consecutive non-finite optimiser steps before `NON_FINITE`. @default 10 */
-  maxNonFiniteSteps?: number
-  /** @default 250 */
-  progressIntervalMs?: number
-  audio?: { channels?: number[]; hidden?: number[]; dropout?: number; convDropout?: number; freezeBatchNorm?: boolean }
-  text?: { embedding?: number; hidden?: number; layers?: number; head?: number; dropout?: number }
-  fusion?: { hidden?: number[]; dropout?: number; freezeBatchNorm?: boolean }
-  /** Token vocabulary size (text, fusion). */
-  vocabSize?: number
-  /** Saved with the checkpoint so `predictFiles` featurises audio the same way. */
-  mel?: MelOptions
-  vocabulary?: string[]
   onProgress?: (event: TrainEvent) => void
   signal?: AbortSignal
 }

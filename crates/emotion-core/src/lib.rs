@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod models;
 pub mod optim;
+pub mod schema;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -2,12 +2,15 @@
 //! fp16 mixed precision (tch has no GradScaler).
 
 use crate::error::Result;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// Adam, as `torch.optim.Adam`.
 pub struct AdamConfig {
+    /// Learning rate (the peak of the cosine schedule).
     pub lr: f64,
     pub beta1: f64,
     pub beta2: f64,

@@ -2,17 +2,48 @@
 //! (`torchaudio.transforms.MelSpectrogram` followed by `AmplitudeToDB`).
 
 use crate::error::{Error, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Mel scale of the filterbank (`torchaudio` `mel_scale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MelScale {
     Htk,
     Slaney,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Padding of the waveform when `center` is set (`torch.stft` `pad_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PadMode {
+    Reflect,
+    Constant,
+    Replicate,
+    Circular,
+}
+
+impl PadMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            PadMode::Reflect => "reflect",
+            PadMode::Constant => "constant",
+            PadMode::Replicate => "replicate",
+            PadMode::Circular => "circular",
+        }
+    }
+}
+
+/// Normalisation of the mel triangles: `slaney` divides each by its width (area normalisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MelNorm {
+    Slaney,
+}
+
+/// Which part of a clip longer than `durationSeconds` is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Align {
     /// Keep the first `durationSeconds` of each clip (the reference pipeline).
@@ -24,23 +55,30 @@ pub enum Align {
 /// Front-end settings. Defaults reproduce the reference pipeline: 48 kHz, 3 s clips, n_fft 2048,
 /// hop 512, 128 HTK mels, power 2, `center=True` with reflect padding (282 frames), of which the
 /// first 280 are kept; dB with `top_db = 80` per clip.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct MelConfig {
+    /// Target rate in Hz: every clip is resampled to it.
     pub sample_rate: u32,
+    /// FFT size.
     pub n_fft: i64,
-    /// Defaults to `n_fft`.
+    /// Window length; `null` means `nFft`.
     pub win_length: Option<i64>,
+    /// Hop between frames, in samples.
     pub hop_length: i64,
+    /// Lowest filter frequency, Hz.
     pub f_min: f64,
-    /// Defaults to `sample_rate / 2`.
+    /// Highest filter frequency, Hz; `null` means `sampleRate / 2`.
     pub f_max: Option<f64>,
+    /// Number of mel bands.
     pub n_mels: i64,
+    /// Exponent of the magnitude (2: power, 1: amplitude).
     pub power: f64,
+    /// Pad `nFft / 2` on both sides before framing (`torch.stft` `center`).
     pub center: bool,
-    pub pad_mode: String,
-    /// `None` or `"slaney"` (area normalisation of the triangles).
-    pub norm: Option<String>,
+    pub pad_mode: PadMode,
+    /// Filter normalisation; `null`: none (torchaudio's default).
+    pub norm: Option<MelNorm>,
     pub mel_scale: MelScale,
     /// Convert power to decibels (`AmplitudeToDB(stype='power')`).
     pub to_db: bool,
@@ -49,7 +87,7 @@ pub struct MelConfig {
     /// Clip length the waveform is padded with zeros or trimmed to.
     pub duration_seconds: f64,
     pub align: Align,
-    /// Frames kept from the start of the spectrogram; `None` keeps all.
+    /// Frames kept from the start of the spectrogram (282 are computed for 3 s at hop 512); `null` keeps all.
     pub frames: Option<i64>,
 }
 
@@ -65,7 +103,7 @@ impl Default for MelConfig {
             n_mels: 128,
             power: 2.0,
             center: true,
-            pad_mode: "reflect".into(),
+            pad_mode: PadMode::Reflect,
             norm: None,
             mel_scale: MelScale::Htk,
             to_db: true,
@@ -129,17 +167,6 @@ impl MelConfig {
         }
         if !(self.power > 0.0 && self.power.is_finite()) {
             return bad("power", format!("must be > 0, got {}", self.power));
-        }
-        if !["reflect", "constant", "replicate", "circular"].contains(&self.pad_mode.as_str()) {
-            return bad(
-                "padMode",
-                format!("must be reflect, constant, replicate or circular, got '{}'", self.pad_mode),
-            );
-        }
-        if let Some(norm) = &self.norm {
-            if norm != "slaney" {
-                return bad("norm", format!("must be null or 'slaney', got '{norm}'"));
-            }
         }
         if let Some(top) = self.top_db {
             if top.is_nan() || top <= 0.0 {
@@ -227,7 +254,7 @@ pub fn mel_filterbank(config: &MelConfig) -> Result<Tensor> {
     let down = slopes.f_narrow(1, 0, n)?.f_mul_scalar(-1.0)?.f_div(&f_diff.f_narrow(0, 0, n)?)?;
     let up = slopes.f_narrow(1, 2, n)?.f_div(&f_diff.f_narrow(0, 1, n)?)?;
     let fb = down.f_minimum(&up)?.f_clamp_min(0.0)?;
-    if config.norm.as_deref() == Some("slaney") {
+    if config.norm == Some(MelNorm::Slaney) {
         let width = f_pts.f_narrow(0, 2, n)?.f_sub(&f_pts.f_narrow(0, 0, n)?)?;
         let enorm = Tensor::f_full([n], 2.0, opts)?.f_div(&width)?;
         Ok(fb.f_mul(&enorm.f_unsqueeze(0)?)?)
@@ -268,7 +295,7 @@ impl MelExtractor {
         // tch's stft with center=true is broken (tch-rs#993): pad here, then stft without centring.
         let padded = if c.center {
             let p = c.n_fft / 2;
-            waves.f_unsqueeze(1)?.f_pad([p, p], &c.pad_mode, None)?.f_squeeze_dim(1)?
+            waves.f_unsqueeze(1)?.f_pad([p, p], c.pad_mode.as_str(), None)?.f_squeeze_dim(1)?
         } else {
             waves
         };

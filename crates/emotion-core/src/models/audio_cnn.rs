@@ -1,16 +1,20 @@
 //! The reference audio CNN: six conv blocks (3×3 conv → batch norm → ReLU → 2×2 max-pool) with
 //! 32·64·128·256·512·512 filters, global average pooling, then FC 512→256→128→classes with dropout.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// The log-mel CNN: conv blocks (conv 3×3, batch norm, ReLU, 2×2 max-pool), then a dense head.
 pub struct AudioCnnConfig {
+    /// Output channels of each conv block.
     pub channels: Vec<i64>,
     /// Hidden widths of the head; the first is the embedding the fusion model uses.
     pub hidden: Vec<i64>,
+    /// Dropout before each dense layer.
     pub dropout: f64,
     /// Dropout after each conv block (0 in the reference).
     pub conv_dropout: f64,

@@ -3,15 +3,20 @@
 
 use super::audio_cnn::{AudioCnn, AudioCnnConfig};
 use super::text_lstm::{TextLstm, TextLstmConfig};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// Audio and text embeddings concatenated (256 + 128 = 384 by default), then dense layers.
 pub struct FusionConfig {
+    /// Hidden widths after the concatenation.
     pub hidden: Vec<i64>,
+    /// Dropout before each dense layer.
     pub dropout: f64,
+    /// Keep batch norm in inference mode while training.
     pub freeze_batch_norm: bool,
 }
 

@@ -1,18 +1,24 @@
 //! The reference text model: token embedding (64) → 2-layer BiLSTM (hidden 128) → final forward and
 //! backward states (256) → FC 256→128→classes with dropout.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, RNN};
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// The transcript model: token embedding, bidirectional LSTM, dense head.
 pub struct TextLstmConfig {
+    /// Token embedding width.
     pub embedding: i64,
+    /// LSTM hidden width per direction.
     pub hidden: i64,
+    /// Stacked LSTM layers.
     pub layers: i64,
     /// Width of the head's hidden layer: the embedding the fusion model uses.
     pub head: i64,
+    /// Dropout before the head.
     pub dropout: f64,
 }
 

@@ -4,11 +4,13 @@
 use crate::error::{Error, Result};
 use crate::models::{AudioCnnConfig, FusionConfig, TextLstmConfig};
 use crate::optim::AdamConfig;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+/// Which of the three reference models.
 pub enum ModelKind {
     Audio,
     Text,
@@ -25,8 +27,9 @@ impl ModelKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+/// Mixed precision: `fp16` is autocast with loss scaling on CUDA, `bf16` autocast without scaling.
 pub enum Amp {
     /// fp16 on CUDA, fp32 on the CPU.
     Auto,
@@ -35,53 +38,68 @@ pub enum Amp {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+/// Learning-rate schedule over the optimiser steps.
 pub enum LrSchedule {
+    /// `lr` throughout (the reference).
     Constant,
     /// Cosine decay from `lr` to 0 over all optimiser steps.
     Cosine,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+/// Validation metric that picks the best epoch and drives early stopping.
 pub enum StopMetric {
     ValLoss,
     ValAccuracy,
     ValF1,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Stop when `metric` has not improved for `patience` epochs.
 pub struct EarlyStopping {
     pub metric: StopMetric,
+    /// Epochs without improvement before stopping.
     pub patience: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// Settings of one training job. Defaults reproduce the reference: Adam 1e-3, batch 16, 50 epochs,
+/// gradient accumulation 2, fp16 mixed precision on CUDA.
 pub struct TrainConfig {
     pub model: ModelKind,
     /// Class names; label ids index into it.
     pub labels: Vec<String>,
+    /// Architecture of the audio CNN (also the audio branch of fusion).
     pub audio: AudioCnnConfig,
+    /// Architecture of the text BiLSTM (also the text branch of fusion).
     pub text: TextLstmConfig,
+    /// Architecture of the fusion head.
     pub fusion: FusionConfig,
     /// Token vocabulary size (text and fusion), `<pad>` = 0 included.
     pub vocab_size: i64,
     pub optim: AdamConfig,
     pub epochs: u32,
+    /// Clips per micro-batch.
     pub batch_size: usize,
     /// Micro-batches per optimiser step.
     pub accumulation: usize,
+    /// Seeds initialisation, shuffling and dropout: the same seed gives the same weights.
     pub seed: u64,
+    /// Cross-entropy label smoothing, in [0, 1).
     pub label_smoothing: f64,
+    /// Cross-entropy weight per class, one per label.
     pub class_weights: Option<Vec<f64>>,
     pub lr_schedule: LrSchedule,
     pub early_stopping: Option<EarlyStopping>,
     pub amp: Amp,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`; `auto` picks CUDA device 0 when there is one.
     pub device: String,
-    /// Where `best`/`last` checkpoints go; none → no checkpoints (and no resume).
+    /// Where `best.*` and `last.*` checkpoints go; none: no checkpoints (and no resume).
     pub checkpoint_dir: Option<PathBuf>,
     /// Continue from `checkpoint_dir/last.*` when present.
     pub resume: bool,
