@@ -274,6 +274,14 @@ test('invalid pipeline options are INVALID_OPTION naming the field', async (t) =
     [{ lr: -1 }, /`lr`/],
     [{ resume: 'yes' }, /`resume`/],
     [{ transcripts: 'gpt' }, /`transcripts`/],
+    // Mistyped keys at every level, and values the core refuses, named as the user wrote them.
+    [{ epoch: 1 }, /`epoch`: unknown option/],
+    [{ lr: Number.POSITIVE_INFINITY }, /`lr`: must be a finite number/],
+    [{ amp: 'fp8' }, /`amp`: unknown variant `fp8`/],
+    [{ train: { audoi: {} } }, /`train\.audoi`: unknown model/],
+    [{ train: { audio: { epoch: 3 } } }, /`train\.audio\.epoch`: unknown field/],
+    [{ train: { audio: { labelSmoothing: 2 } } }, /`train\.audio\.labelSmoothing`/],
+    [{ train: { fusion: { optim: { lr: -1 } } } }, /`train\.fusion\.optim\.lr`/],
   ]
   for (const [options, pattern] of cases) {
     const err = await t.throwsAsync(trainPipeline({ data: ravdessDir, out: tempDir(), ...options } as never))

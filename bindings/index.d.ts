@@ -95,6 +95,12 @@ export interface MelResult {
   cache?: CacheStats
 }
 
+/**
+ * Parses and checks training options as `train` would, without data, and returns them resolved
+ * (every default filled in) as JSON text: the one place defaults and validation live.
+ */
+export declare function resolveTrainConfig(configJson: string): string
+
 export interface SamplesInput {
   samples: Float32Array
   sampleRate: number

@@ -1,4 +1,4 @@
-import { awaitNative, callNative, EmotionPipelineError, invalidOption } from './errors.js'
+import { awaitNative, callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
 import { withCancel } from './cancel.js'
@@ -92,7 +92,7 @@ export async function extractMel(inputs: AudioInput[], options: ExtractMelOption
     awaitNative(
       native.extractMel(
         inputs,
-        JSON.stringify(rest),
+        optionsJson(rest),
         onProgress ? (json: string) => onProgress(JSON.parse(json) as ProgressEvent) : undefined,
         token,
       ),

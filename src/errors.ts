@@ -68,3 +68,20 @@ export async function awaitNative<T>(promise: Promise<T>): Promise<T> {
 export function invalidOption(option: string, reason: string): EmotionPipelineError {
   return new EmotionPipelineError('INVALID_OPTION', `invalid option \`${option}\`: ${reason}`)
 }
+
+/**
+ * Options as JSON for the core. JSON has no Infinity or NaN (`JSON.stringify` writes `null`), so a
+ * non-finite number is refused here, naming its option, instead of reaching the core as `null`.
+ */
+export function optionsJson(value: unknown, prefix = ''): string {
+  const walk = (v: unknown, path: string): void => {
+    if (typeof v === 'number' && !Number.isFinite(v)) throw invalidOption(path || 'options', `must be a finite number, got ${v}`)
+    if (Array.isArray(v)) {
+      for (const [i, x] of v.entries()) walk(x, `${path}[${i}]`)
+    } else if (v && typeof v === 'object' && !ArrayBuffer.isView(v)) {
+      for (const [k, x] of Object.entries(v)) walk(x, path ? `${path}.${k}` : k)
+    }
+  }
+  walk(value, prefix)
+  return JSON.stringify(value)
+}

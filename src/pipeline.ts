@@ -9,7 +9,8 @@ import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 import type { DatasetItem, IndexOptions, Split, SplitOptions } from './dataset.js'
 import { deviceInfo } from './device.js'
 import type { DeviceSpec } from './device.js'
-import { EmotionPipelineError, invalidOption } from './errors.js'
+import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
+import { native } from './native.js'
 import { cacheRoot } from './cache.js'
 import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
@@ -17,6 +18,7 @@ import { train } from './train.js'
 import { bundledWhisperDir, transcribe } from './transcribe.js'
 import type { TranscribeOptions } from './transcribe.js'
 import type { TrainEvent, TrainOptions, TrainResult, TrainSet } from './train.js'
+import type { TrainConfig } from './generated/options.js'
 
 export type ModelName = 'audio' | 'text' | 'fusion'
 
@@ -171,7 +173,7 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
           : 'RAVDESS statements from the file names'
     tokenizer = Tokenizer.fit(
       split.train.map((i) => textOf(i)),
-      options.maxTokens ?? 6,
+      options.maxTokens,
     )
     if (options.resume) checkSameVocabulary(join(runDir, 'vocabulary.json'), tokenizer.vocabulary)
     writeFileSync(join(runDir, 'vocabulary.json'), JSON.stringify(tokenizer.toJSON(), null, 1))
@@ -196,24 +198,17 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   for (const model of models) {
     const name = `train-${model}`
     stage(name, `training the ${model} model`)
-    const extra = options.train?.[model] ?? {}
     results[model] = await timed(name, () =>
       train({
-        model,
+        ...trainSettings(options, model, seed),
         labels,
-        epochs: options.epochs ?? 50,
-        batchSize: options.batchSize ?? 16,
-        accumulation: options.accumulation ?? 2,
-        seed,
-        amp: options.amp ?? 'auto',
         device,
-        optim: { lr: options.lr ?? 1e-3 },
         vocabSize: tokenizer?.vocabulary.length,
         vocabulary: tokenizer?.vocabulary,
         mel: options.mel ?? {},
         checkpointDir: join(runDir, 'models', model),
-        resume: options.resume ?? false,
-        ...extra,
+        resume: options.resume,
+        ...options.train?.[model],
         train: model === 'text' ? { ...sets.train, mel: undefined } : model === 'audio' ? { ...sets.train, tokens: undefined } : sets.train,
         val: sets.val && (model === 'text' ? { ...sets.val, mel: undefined } : sets.val),
         test: sets.test && (model === 'text' ? { ...sets.test, mel: undefined } : sets.test),
@@ -256,14 +251,15 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
       effective: {
         models,
         split: split.options,
-        epochs: options.epochs ?? 50,
-        batchSize: options.batchSize ?? 16,
-        accumulation: options.accumulation ?? 2,
-        lr: options.lr ?? 1e-3,
-        amp: options.amp ?? 'auto',
+        // The pipeline-level settings as the core resolves them (no default restated here)…
+        ...pipelineLevel(options, seed),
+        // …and per model, as each job ran (defaults filled in); data-derived fields left out.
+        trainConfig: Object.fromEntries(
+          Object.entries(trained).map(([m, r]) => [m, { ...r.config, labels: undefined, vocabulary: undefined, checkpointDir: undefined }]),
+        ),
         precision: Object.fromEntries(Object.entries(trained).map(([m, r]) => [m, r.precision])),
         mel: options.mel ?? 'defaults',
-        maxTokens: options.maxTokens ?? 6,
+        maxTokens: tokenizer?.maxLength ?? null,
         maxItems: options.maxItems ?? null,
         train: options.train ?? {},
       },
@@ -363,6 +359,62 @@ async function transcriptsFor(
   return textOf
 }
 
+/**
+ * The training settings of one model from the pipeline options. Unset options stay unset: the core
+ * fills in its defaults (and results carry the resolved config), so no default is restated here.
+ */
+function trainSettings(o: PipelineOptions, model: ModelName, seed: number): Omit<TrainOptions, 'train'> {
+  return {
+    model,
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    accumulation: o.accumulation,
+    seed,
+    amp: o.amp,
+    optim: o.lr === undefined ? undefined : { lr: o.lr },
+  }
+}
+
+/** `epochs`, `batchSize`, `accumulation`, `lr` and `amp` after the core filled in its defaults. */
+function pipelineLevel(o: PipelineOptions, seed: number) {
+  const resolved = JSON.parse(
+    callNative(() => native.resolveTrainConfig(optionsJson(trainSettings(o, 'audio', seed)))),
+  ) as Required<TrainConfig>
+  return {
+    epochs: resolved.epochs,
+    batchSize: resolved.batchSize,
+    accumulation: resolved.accumulation,
+    lr: resolved.optim.lr,
+    amp: resolved.amp,
+  }
+}
+
+/** Every key `PipelineOptions` has; the compiler keeps it complete, the check refuses typos such as `epoch`. */
+const PIPELINE_KEYS = {
+  data: true,
+  out: true,
+  models: true,
+  split: true,
+  seed: true,
+  epochs: true,
+  batchSize: true,
+  accumulation: true,
+  lr: true,
+  amp: true,
+  device: true,
+  mel: true,
+  index: true,
+  cacheDir: true,
+  transcripts: true,
+  whisper: true,
+  maxTokens: true,
+  maxItems: true,
+  resume: true,
+  train: true,
+  onProgress: true,
+  signal: true,
+} satisfies Record<keyof PipelineOptions, true>
+
 function validate(o: PipelineOptions): void {
   if (!o || typeof o !== 'object') throw invalidOption('options', 'must be an object')
   if (typeof o.data !== 'string' || !o.data) throw invalidOption('data', 'must be the dataset folder')
@@ -373,13 +425,38 @@ function validate(o: PipelineOptions): void {
   const positiveInt = (name: string, v: unknown) => {
     if (v !== undefined && !(Number.isInteger(v) && (v as number) > 0)) throw invalidOption(name, `must be a positive integer, got ${v}`)
   }
-  positiveInt('epochs', o.epochs)
-  positiveInt('batchSize', o.batchSize)
-  positiveInt('accumulation', o.accumulation)
+  for (const key of Object.keys(o)) {
+    if (!(key in PIPELINE_KEYS)) throw invalidOption(key, `unknown option (known: ${Object.keys(PIPELINE_KEYS).join(', ')})`)
+  }
+  for (const key of Object.keys(o.train ?? {})) {
+    if (!DEFAULT_MODELS.includes(key as ModelName)) throw invalidOption(`train.${key}`, `unknown model (audio, text, fusion)`)
+  }
   positiveInt('maxItems', o.maxItems)
   positiveInt('maxTokens', o.maxTokens)
   if (o.resume !== undefined && typeof o.resume !== 'boolean') throw invalidOption('resume', `must be true or false, got ${o.resume}`)
-  if (o.lr !== undefined && !(o.lr > 0)) throw invalidOption('lr', `must be > 0, got ${o.lr}`)
+  // Training settings are checked by the core that owns them, before any feature is extracted.
+  for (const model of o.models ?? DEFAULT_MODELS) {
+    const { onProgress: _p, signal: _s, train: _t, val: _v, test: _x, ...extra } = (o.train?.[model] ?? {}) as Partial<TrainOptions>
+    const settings = trainSettings(o, model, o.seed ?? 0)
+    try {
+      callNative(() => native.resolveTrainConfig(optionsJson(settings)))
+    } catch (err) {
+      // The pipeline's `lr` is the core's `optim.lr`.
+      const e = err as EmotionPipelineError
+      throw new EmotionPipelineError(e.code, e.message.replace('`optim.lr`', '`lr`'), { cause: e })
+    }
+    try {
+      callNative(() => native.resolveTrainConfig(optionsJson({ ...settings, ...extra })))
+    } catch (err) {
+      // The top-level settings passed, so the fault is under train.<model>: say so in the option name.
+      const e = err as EmotionPipelineError
+      const named = e.message.replace(
+        /^invalid option `(?:train options|([^`]+))`/,
+        (_m, field?: string) => `invalid option \`train.${model}${field ? `.${field}` : ''}\``,
+      )
+      throw new EmotionPipelineError(e.code, named, { cause: e })
+    }
+  }
   if (typeof o.transcripts === 'string' && !['whisper', 'ravdess-names'].includes(o.transcripts)) {
     throw invalidOption('transcripts', `must be 'whisper', 'ravdess-names' or a { path: text } map, got '${o.transcripts}'`)
   }

@@ -1,4 +1,4 @@
-import { awaitNative, callNative, invalidOption } from './errors.js'
+import { awaitNative, callNative, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { extractMel } from './audio.js'
@@ -97,6 +97,8 @@ export interface TrainResult {
   microStepsPerSecond: number
   skippedSteps: number
   stoppedEarly: boolean
+  /** The settings the job ran with, every default filled in by the core. */
+  config: TrainConfig
 }
 
 function toNativeSet(set: TrainSet | undefined, name: string) {
@@ -120,7 +122,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const json = await withCancel(signal, (token) =>
     awaitNative(
       native.train(
-        JSON.stringify(config),
+        optionsJson(config),
         toNativeSet(trainSet, 'train')!,
         toNativeSet(val, 'val'),
         toNativeSet(test, 'test'),

@@ -108,9 +108,16 @@ pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
 ) -> emotion_core::Result<T> {
     match json {
         None => Ok(T::default()),
-        Some(text) => {
-            serde_json::from_str(&text).map_err(|e| emotion_core::Error::invalid(what, strip_position(&e.to_string())))
-        }
+        Some(text) => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)).map_err(|e| {
+            // Name the field that failed (`amp`, `mel.nMels`, `audio.channels[0]`), not only the object.
+            let path = e.path().to_string();
+            let field = match (path.as_str(), what.strip_suffix(" options")) {
+                (".", _) => what.to_string(),
+                (_, Some(_)) => path,
+                (_, None) => format!("{what}.{path}"),
+            };
+            emotion_core::Error::invalid(field, strip_position(&e.into_inner().to_string()))
+        }),
     }
 }
 

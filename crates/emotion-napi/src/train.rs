@@ -37,6 +37,15 @@ fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
     Ok(HostSet { mel, tokens, labels: set.labels.iter().map(|&l| l as i64).collect() })
 }
 
+/// Parses and checks training options as `train` would, without data, and returns them resolved
+/// (every default filled in) as JSON text: the one place defaults and validation live.
+#[napi]
+pub fn resolve_train_config(config_json: String) -> Result<String, Code> {
+    let config: TrainConfig = parse_options("train options", Some(config_json)).map_err(to_js)?;
+    config.validate_settings().map_err(to_js)?;
+    Ok(serde_json::to_string(&config).expect("a config serialises"))
+}
+
 /// Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text
 /// of a `TrainResult`; progress events are JSON text.
 #[napi(ts_return_type = "Promise<string>")]

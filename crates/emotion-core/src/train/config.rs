@@ -145,11 +145,31 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Every check, including those that need the data (labels, vocabulary).
     pub fn validate(&self) -> Result<()> {
-        let bad = |opt: &str, why: String| Err(Error::invalid(opt, why));
         if self.labels.len() < 2 {
-            return bad("labels", format!("need at least 2 classes, got {}", self.labels.len()));
+            return Err(Error::invalid("labels", format!("need at least 2 classes, got {}", self.labels.len())));
         }
+        if self.model != ModelKind::Audio && self.vocab_size < 2 {
+            return Err(Error::invalid(
+                "vocabSize",
+                format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size),
+            ));
+        }
+        if let Some(w) = &self.class_weights {
+            if w.len() != self.labels.len() {
+                return Err(Error::invalid(
+                    "classWeights",
+                    format!("need {} weights, one per label", self.labels.len()),
+                ));
+            }
+        }
+        self.validate_settings()
+    }
+
+    /// The checks that need no data, so a pipeline can refuse bad settings before it extracts features.
+    pub fn validate_settings(&self) -> Result<()> {
+        let bad = |opt: &str, why: String| Err(Error::invalid(opt, why));
         if self.epochs == 0 {
             return bad("epochs", "must be ≥ 1".into());
         }
@@ -166,15 +186,9 @@ impl TrainConfig {
             return bad("labelSmoothing", format!("must be in [0, 1), got {}", self.label_smoothing));
         }
         if let Some(w) = &self.class_weights {
-            if w.len() != self.labels.len() || w.iter().any(|x| !(*x >= 0.0 && x.is_finite())) {
-                return bad("classWeights", format!("need {} non-negative weights, one per label", self.labels.len()));
+            if w.iter().any(|x| !(*x >= 0.0 && x.is_finite())) {
+                return bad("classWeights", "weights must be finite and ≥ 0".into());
             }
-        }
-        if self.model != ModelKind::Audio && self.vocab_size < 2 {
-            return bad(
-                "vocabSize",
-                format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size),
-            );
         }
         for (name, p) in [
             ("audio.dropout", self.audio.dropout),

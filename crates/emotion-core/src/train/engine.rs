@@ -58,6 +58,8 @@ pub struct TrainResult {
     pub micro_steps_per_second: f64,
     pub skipped_steps: u32,
     pub stopped_early: bool,
+    /// The settings this job ran with, every default filled in (what `config.json` records).
+    pub config: TrainConfig,
 }
 
 pub struct Sets<'a> {
@@ -452,6 +454,7 @@ pub fn train(
         micro_steps_per_second: micro_steps as f64 / seconds.max(1e-9),
         skipped_steps: total_skipped,
         stopped_early,
+        config: config.clone(),
     })
 }
 
