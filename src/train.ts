@@ -5,6 +5,7 @@ import { extractMel } from './audio.js'
 import type { MelOptions } from './audio.js'
 import type { DeviceSpec } from './device.js'
 import type { TrainConfig } from './generated/options.js'
+import type { Metrics, TrainEvent, TrainResult } from './generated/results.js'
 
 /** Inputs of one split. `mel` from `extractMel` (`[n, nMels, frames]`), `tokens` `[n, maxLen]` ids. */
 export interface TrainSet {
@@ -14,57 +15,7 @@ export interface TrainSet {
   labels: Int32Array | number[]
 }
 
-export interface EpochRecord {
-  epoch: number
-  trainLoss: number
-  trainAccuracy: number
-  valLoss: number | null
-  valAccuracy: number | null
-  valF1: number | null
-  lr: number
-  seconds: number
-  skippedSteps: number
-}
-
-export interface ClassScores {
-  label: string
-  precision: number
-  recall: number
-  f1: number
-  support: number
-}
-
-export interface Metrics {
-  accuracy: number
-  weightedPrecision: number
-  weightedRecall: number
-  weightedF1: number
-  macroPrecision: number
-  macroRecall: number
-  macroF1: number
-  /** Unweighted average recall. */
-  uar: number
-  perClass: ClassScores[]
-  /** Rows: true class; columns: predicted class. */
-  confusion: number[][]
-  count: number
-}
-
-export type TrainEvent =
-  | {
-      type: 'start'
-      model: string
-      device: string
-      precision: 'fp16' | 'bf16' | 'fp32'
-      epochs: number
-      stepsPerEpoch: number
-      resumedFromEpoch: number | null
-    }
-  | { type: 'epochStart'; model: string; epoch: number; epochs: number }
-  | { type: 'step'; model: string; epoch: number; step: number; steps: number; loss: number }
-  | { type: 'epochEnd'; model: string; record: EpochRecord; epochs: number }
-  | { type: 'checkpoint'; model: string; kind: 'best' | 'last'; path: string; epoch: number }
-  | { type: 'warning'; model: string; message: string }
+export type { ClassScores, EpochRecord, Metrics, TrainEvent, TrainResult } from './generated/results.js'
 
 /**
  * Options of `train()`: the core's `TrainConfig` (one definition, with its defaults and validation, in
@@ -80,25 +31,6 @@ export interface TrainOptions extends Omit<TrainConfig, 'device'> {
   device?: DeviceSpec
   onProgress?: (event: TrainEvent) => void
   signal?: AbortSignal
-}
-
-export interface TrainResult {
-  model: 'audio' | 'text' | 'fusion'
-  labels: string[]
-  device: string
-  precision: 'fp16' | 'bf16' | 'fp32'
-  history: EpochRecord[]
-  bestEpoch: number | null
-  val: Metrics | null
-  test: Metrics | null
-  checkpointDir: string | null
-  seconds: number
-  optimizerSteps: number
-  microStepsPerSecond: number
-  skippedSteps: number
-  stoppedEarly: boolean
-  /** The settings the job ran with, every default filled in by the core. */
-  config: TrainConfig
 }
 
 function toNativeSet(set: TrainSet | undefined, name: string) {

@@ -1,20 +1,24 @@
 //! Classification metrics from predictions: accuracy, weighted and macro precision/recall/F1, UAR,
 //! per-class scores and the confusion matrix (rows: true class, columns: predicted).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+/// Scores of one class.
 pub struct ClassScores {
     pub label: String,
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// Clips of this class in the scored set.
     pub support: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+/// Scores of a model on one set of clips.
 pub struct Metrics {
     pub accuracy: f64,
     pub weighted_precision: f64,
@@ -26,7 +30,9 @@ pub struct Metrics {
     /// Unweighted average recall (= macro recall), the usual SER figure.
     pub uar: f64,
     pub per_class: Vec<ClassScores>,
+    /// Rows: true class; columns: predicted class.
     pub confusion: Vec<Vec<usize>>,
+    /// Clips scored.
     pub count: usize,
 }
 

@@ -1,23 +1,43 @@
-//! The JSON Schema of the option types that cross into TypeScript. `scripts/gen-types.mjs` turns the
-//! committed copy (`crates/emotion-core/schema/options.schema.json`, kept current by the test in
-//! `tests/schema.rs`) into `src/generated/options.ts`, so each option, its doc comment and its default
-//! are written once, here in Rust.
+//! The JSON Schema of the types that cross into TypeScript: options (what TypeScript sends) and
+//! results (what the core returns and emits). `scripts/gen-types.mjs` turns the committed copies
+//! (`crates/emotion-core/schema/*.schema.json`, kept current by `tests/schema.rs`) into
+//! `src/generated/*.ts`, so each type, its doc comments and defaults are written once, here in Rust.
 
 use schemars::JsonSchema;
-use serde::Serialize;
 
 /// The root of the schema: every option type, reachable through `$defs`.
-#[derive(Serialize, JsonSchema)]
+#[derive(JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Options {
     pub mel: crate::audio::MelConfig,
     pub train: crate::train::config::TrainConfig,
 }
 
-/// The schema as pretty-printed JSON, ending in a newline.
-pub fn options_schema_json() -> String {
-    let schema = schemars::schema_for!(Options);
-    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serialises");
+/// The root of the results' schema: what the core returns and emits, as serialised.
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Results {
+    pub train_result: crate::train::engine::TrainResult,
+    pub train_event: crate::train::engine::TrainEvent,
+}
+
+fn pretty(schema: &schemars::Schema) -> String {
+    let mut text = serde_json::to_string_pretty(schema).expect("a schema serialises");
     text.push('\n');
     text
+}
+
+/// The options' schema (as deserialised: fields with defaults are optional), pretty-printed.
+pub fn options_schema_json() -> String {
+    pretty(&schemars::schema_for!(Options))
+}
+
+/// The results' schema (as serialised: every field is present), pretty-printed.
+pub fn results_schema_json() -> String {
+    pretty(
+        &schemars::generate::SchemaSettings::default()
+            .for_serialize()
+            .into_generator()
+            .into_root_schema_for::<Results>(),
+    )
 }

@@ -1,13 +1,11 @@
-//! The committed JSON Schema of the options must be what the Rust types say. When a type changes on
-//! purpose, regenerate it with `EMOTION_UPDATE_SCHEMA=1 node scripts/cargo.mjs test --release -p
+//! The committed JSON Schemas must be what the Rust types say. When a type changes on purpose,
+//! regenerate them with `EMOTION_UPDATE_SCHEMA=1 node scripts/cargo.mjs test --release -p
 //! emotion-core --test schema` (then `node scripts/gen-types.mjs` rewrites the TypeScript).
 
 use std::path::Path;
 
-#[test]
-fn committed_schema_matches_the_rust_types() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join("options.schema.json");
-    let generated = emotion_core::schema::options_schema_json();
+fn check(file: &str, generated: String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join(file);
     if std::env::var_os("EMOTION_UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &generated).unwrap();
         return;
@@ -18,4 +16,14 @@ fn committed_schema_matches_the_rust_types() {
         "{} is out of date: run EMOTION_UPDATE_SCHEMA=1 node scripts/cargo.mjs test --release -p emotion-core --test schema, then node scripts/gen-types.mjs",
         path.display()
     );
+}
+
+#[test]
+fn committed_options_schema_matches_the_rust_types() {
+    check("options.schema.json", emotion_core::schema::options_schema_json());
+}
+
+#[test]
+fn committed_results_schema_matches_the_rust_types() {
+    check("results.schema.json", emotion_core::schema::results_schema_json());
 }

@@ -12,8 +12,9 @@ use tch::Tensor;
 
 pub const FORMAT: &str = "emotion-pipeline/checkpoint@1";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+/// One finished epoch: training loss and accuracy, validation scores when there is a validation set.
 pub struct EpochRecord {
     pub epoch: u32,
     pub train_loss: f64,

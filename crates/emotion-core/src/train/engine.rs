@@ -2,7 +2,7 @@
 //! with loss scaling on CUDA, per-epoch validation, checkpoints, resume, cancel and non-finite guards.
 
 use super::checkpoint::{self, EpochProgress, EpochRecord, ModelMeta, TrainState, FORMAT};
-use super::config::{Amp, LrSchedule, StopMetric, TrainConfig};
+use super::config::{Amp, LrSchedule, ModelKind, StopMetric, TrainConfig};
 use super::data::{DeviceSet, HostSet};
 use super::model::Model;
 use crate::control::CancelFlag;
@@ -11,42 +11,100 @@ use crate::device::{device_name, parse_device};
 use crate::error::{catch_panic, Error, Result};
 use crate::metrics::{classification_metrics, Metrics};
 use crate::optim::{Adam, LossScaler};
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
-#[derive(Debug, Clone, Serialize)]
+/// The precision a job trains in.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Precision {
+    /// fp16 autocast with loss scaling (CUDA).
+    Fp16,
+    /// bf16 autocast, no loss scaling.
+    Bf16,
+    Fp32,
+}
+
+/// Which checkpoint was written.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum CheckpointKind {
+    /// The weights of the best validation epoch so far.
+    Best,
+    /// The state after the last finished epoch, for resume.
+    Last,
+}
+
+/// Progress of a training job, one tag: `type`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum TrainEvent {
     #[serde(rename_all = "camelCase")]
     Start {
+        #[schemars(with = "ModelKind")]
         model: &'static str,
         device: String,
+        #[schemars(with = "Precision")]
         precision: &'static str,
         epochs: u32,
         steps_per_epoch: usize,
         resumed_from_epoch: Option<u32>,
     },
     #[serde(rename_all = "camelCase")]
-    EpochStart { model: &'static str, epoch: u32, epochs: u32 },
+    EpochStart {
+        #[schemars(with = "ModelKind")]
+        model: &'static str,
+        epoch: u32,
+        epochs: u32,
+    },
     #[serde(rename_all = "camelCase")]
-    Step { model: &'static str, epoch: u32, step: usize, steps: usize, loss: f64 },
+    Step {
+        #[schemars(with = "ModelKind")]
+        model: &'static str,
+        epoch: u32,
+        step: usize,
+        steps: usize,
+        loss: f64,
+    },
     #[serde(rename_all = "camelCase")]
-    EpochEnd { model: &'static str, record: EpochRecord, epochs: u32 },
+    EpochEnd {
+        #[schemars(with = "ModelKind")]
+        model: &'static str,
+        record: EpochRecord,
+        epochs: u32,
+    },
     #[serde(rename_all = "camelCase")]
-    Checkpoint { model: &'static str, kind: &'static str, path: String, epoch: u32 },
+    Checkpoint {
+        #[schemars(with = "ModelKind")]
+        model: &'static str,
+        #[schemars(with = "CheckpointKind")]
+        kind: &'static str,
+        path: String,
+        epoch: u32,
+    },
     #[serde(rename_all = "camelCase")]
-    Warning { model: &'static str, message: String },
+    Warning {
+        #[schemars(with = "ModelKind")]
+        model: &'static str,
+        message: String,
+    },
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What a training job returns.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainResult {
+    #[schemars(with = "ModelKind")]
     pub model: &'static str,
     pub labels: Vec<String>,
     pub device: String,
     /// `fp16` (autocast + loss scaling), `bf16` (autocast) or `fp32`.
+    #[schemars(with = "Precision")]
     pub precision: &'static str,
     pub history: Vec<EpochRecord>,
     pub best_epoch: Option<u32>,
