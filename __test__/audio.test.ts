@@ -131,6 +131,10 @@ test('invalid mel options are INVALID_OPTION naming the field', async (t) => {
     [{ mel: { fMax: 30000 } }, /mel\.fMax/],
     [{ batchSize: 0 }, /batchSize/],
     [{ device: 'tpu' }, /device/],
+    [{ mel: { hopLength: 4096 } }, /mel\.hopLength.*winLength/],
+    [{ mel: { nFft: 256, hopLength: 128, nMels: 200 } }, /mel\.nMels.*129 FFT bins/],
+    [{ mel: { padMode: 'zeros' } }, /mel\.padMode.*unknown variant `zeros`/],
+    [{ mel: { topDb: Number.NaN } }, /mel\.topDb.*finite/],
   ]
   for (const [options, pattern] of bad) {
     const err = await t.throwsAsync(extractMel([{ samples: sine(440, 48000, 4800), sampleRate: 48000 }], options as never))

@@ -113,6 +113,10 @@ test('invalid training options are INVALID_OPTION naming the field', async (t) =
     [{ epoch: 3 }, /unknown field `epoch`/],
     [{ train: { ...set, labels: [0, 9] } }, /train\.labels\[1\]/],
     [{ resume: true }, /resume/],
+    // Values of the right type that make no sense are refused by the core, naming the option.
+    [{ audio: { channels: [32, 0] } }, /`audio\.channels`: .*≥ 1, got 0/],
+    [{ text: { hidden: 0 } }, /`text\.hidden`/],
+    [{ optim: { lr: Number.POSITIVE_INFINITY } }, /`optim\.lr`: must be a finite number/],
   ]
   for (const [options, pattern] of cases) {
     const err = await t.throwsAsync(train({ train: set, device: 'cpu', ...options }), undefined, JSON.stringify(options))

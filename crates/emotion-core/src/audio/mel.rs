@@ -152,11 +152,18 @@ impl MelConfig {
         if self.win_length() < 1 || self.win_length() > self.n_fft {
             return bad("winLength", format!("must be 1..=nFft ({}), got {}", self.n_fft, self.win_length()));
         }
-        if self.hop_length < 1 {
-            return bad("hopLength", format!("must be ≥ 1, got {}", self.hop_length));
+        if self.hop_length < 1 || self.hop_length > self.win_length() {
+            return bad("hopLength", format!("must be 1..=winLength ({}), got {}", self.win_length(), self.hop_length));
         }
         if self.n_mels < 1 || self.n_mels > 1024 {
             return bad("nMels", format!("must be 1..1024, got {}", self.n_mels));
+        }
+        // More bands than FFT bins leaves bands without a bin (all-zero rows).
+        if self.n_mels > self.n_fft / 2 + 1 {
+            return bad(
+                "nMels",
+                format!("must be ≤ nFft/2 + 1 = {} FFT bins, got {}", self.n_fft / 2 + 1, self.n_mels),
+            );
         }
         let nyquist = self.sample_rate as f64 / 2.0;
         if !(self.f_min >= 0.0 && self.f_min < self.f_max() && self.f_max() <= nyquist) {

@@ -202,6 +202,20 @@ impl TrainConfig {
         if self.audio.channels.is_empty() || self.audio.hidden.is_empty() {
             return bad("audio.channels", "need at least one conv block and one hidden layer".into());
         }
+        let widths = [
+            ("audio.channels", self.audio.channels.clone()),
+            ("audio.hidden", self.audio.hidden.clone()),
+            ("fusion.hidden", self.fusion.hidden.clone()),
+            ("text.embedding", vec![self.text.embedding]),
+            ("text.hidden", vec![self.text.hidden]),
+            ("text.layers", vec![self.text.layers]),
+            ("text.head", vec![self.text.head]),
+        ];
+        for (name, values) in widths {
+            if let Some(w) = values.iter().find(|&&w| w < 1) {
+                return bad(name, format!("layer widths and counts must be ≥ 1, got {w}"));
+            }
+        }
         if self.resume && self.checkpoint_dir.is_none() {
             return bad("resume", "needs checkpointDir".into());
         }
