@@ -114,6 +114,18 @@ test('label folders and CSV/JSONL manifests index generic corpora', async (t) =>
   t.deepEqual(fromCsv.counts.byLabel, { a: 3, b: 3 })
   t.deepEqual(fromCsv.counts.bySpeaker, { spk0: 2, spk1: 2, spk2: 2 })
 
+  // A spreadsheet export: byte-order mark, CRLF, quoted fields holding commas and quotes.
+  const quoted = join(root, 'export.csv')
+  writeFileSync(
+    quoted,
+    '\ufeffpath,label,speaker\r\n' +
+      files.map((_, i) => `"${i % 2 ? 'happy' : 'sad'}/clip${i}.flac","${i < 3 ? 'sad, quiet' : 'says ""hi""'}",spk${i % 3}`).join('\r\n') +
+      '\r\n',
+  )
+  const fromQuoted = await indexDataset(root, { layout: 'manifest', manifest: quoted })
+  t.deepEqual(fromQuoted.counts.byLabel, { 'sad, quiet': 3, 'says "hi"': 3 })
+  t.deepEqual(fromQuoted.problems, [])
+
   const jsonl = join(root, 'manifest.jsonl')
   writeFileSync(
     jsonl,

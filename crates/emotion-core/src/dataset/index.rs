@@ -284,6 +284,8 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
 
 fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Candidate>> {
     let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    // Spreadsheet exports start with a byte-order mark, which would otherwise hide the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let base = manifest.parent().unwrap_or(Path::new("."));
     let bad = |line: usize, why: String| Error::Dataset {
         path: Some(manifest.into()),
@@ -304,19 +306,26 @@ fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Can
             rows.push((row.path, row.label, row.speaker.unwrap_or_default()));
         }
     } else {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        let (_, header) = lines.next().ok_or_else(|| bad(1, "empty manifest".into()))?;
-        let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+        // A real CSV reader (RFC 4180): quoted fields may hold commas, quotes and line breaks.
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
+        let cols: Vec<String> =
+            reader.headers().map_err(|e| bad(1, e.to_string()))?.iter().map(|c| c.to_ascii_lowercase()).collect();
+        if cols.iter().all(|c| c.is_empty()) {
+            return Err(bad(1, "empty manifest".into()));
+        }
         let col = |name: &str| cols.iter().position(|c| c == name);
         let (p, l) = (
             col("path").ok_or_else(|| bad(1, "header needs a `path` column".into()))?,
             col("label").ok_or_else(|| bad(1, "header needs a `label` column".into()))?,
         );
         let s = col("speaker");
-        for (i, line) in lines {
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let get =
-                |k: usize| fields.get(k).copied().ok_or_else(|| bad(i + 1, format!("expected {} fields", cols.len())));
+        for record in reader.records() {
+            let record = record.map_err(|e| bad(e.position().map_or(0, |p| p.line() as usize), e.to_string()))?;
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            let line = record.position().map_or(0, |p| p.line() as usize);
+            let get = |k: usize| record.get(k).ok_or_else(|| bad(line, format!("expected {} fields", cols.len())));
             rows.push((get(p)?.to_string(), get(l)?.to_string(), s.map(get).transpose()?.unwrap_or("").to_string()));
         }
     }
