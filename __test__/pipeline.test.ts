@@ -1,10 +1,11 @@
 import test from 'ava'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
 import { EmotionPipelineError, loadModel, trainPipeline } from '../src/index.js'
-import type { PipelineEvent } from '../src/index.js'
+import type { ModelName, PipelineEvent } from '../src/index.js'
 import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
 const SMALL = { audio: { channels: [8, 16, 32], hidden: [32, 16] } }
@@ -305,4 +306,38 @@ test('CLI train --help and unknown commands', (t) => {
     }),
   )
   t.regex(String((badJson as { stderr?: string }).stderr), /error \[INVALID_OPTION\]: invalid option `--mel`: not JSON/)
+})
+
+test('two runs into one out: the second is refused while the first holds the run-directory lock', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const out = tempDir()
+  const options = { data: ravdessDir, out, models: ['audio'] as ModelName[], epochs: 1, maxItems: 24, device: 'cpu' as const }
+  const [a, b] = await Promise.allSettled([trainPipeline(options), trainPipeline(options)])
+  const outcomes = [a, b].map((r) => r.status)
+  t.deepEqual(outcomes.sort(), ['fulfilled', 'rejected'])
+  const refused = [a, b].find((r) => r.status === 'rejected') as PromiseRejectedResult
+  t.is(refused.reason.code, 'IO')
+  t.regex(refused.reason.message, new RegExp(`\`out\`: .* is in use by another run \\(pid ${process.pid}`))
+  t.false(existsSync(join(out, '.lock')), 'the lock is released when the run ends')
+})
+
+test('a stale lock (dead pid on this host) is taken over; an out that cannot be created is IO naming out, without hanging', async (t) => {
+  const out = tempDir()
+  writeFileSync(join(out, '.lock'), JSON.stringify({ host: hostname(), pid: 2 ** 22 + 7, startedAt: '2026-01-01T00:00:00Z' }))
+  // Past the lock, the run fails on the data: proof the stale lock did not block it, and it is released.
+  const err = await t.throwsAsync(trainPipeline({ data: '/no/such/folder', out }))
+  t.is((err as EmotionPipelineError).code, 'DATASET')
+  t.false(existsSync(join(out, '.lock')))
+  const file = join(tempDir(), 'a-file')
+  writeFileSync(file, 'x')
+  const script = `
+    const m = await import(${JSON.stringify(resolve(import.meta.dirname, '..', 'dist', 'index.js'))})
+    for (const out of [${JSON.stringify(join(file, 'run'))}, '/proc/emotion-pipeline-run']) {
+      try { await m.trainPipeline({ data: '.', out }) } catch (e) { console.log(e.code + ' ' + e.message) }
+    }`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const [underFile, underProc] = r.stdout.trim().split('\n')
+  t.regex(underFile, /^IO option `out`: .*a-file is a file, not a folder/)
+  t.regex(underProc, /^IO option `out`: cannot use \/proc\/emotion-pipeline-run/)
 })

@@ -1,6 +1,6 @@
 // trainPipeline(): dataset folder → index → split → features → (transcripts → tokens) → train audio,
 // text and fusion models → evaluate → run directory with metrics, plots and a report.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { extractMel } from './audio.js'
@@ -12,6 +12,7 @@ import type { DeviceSpec } from './device.js'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { cacheRoot } from './cache.js'
+import { lockRunDir, makeRunDir } from './run-dir.js'
 import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
@@ -92,10 +93,19 @@ const DEFAULT_MODELS: ModelName[] = ['audio', 'text', 'fusion']
 
 export async function trainPipeline(options: PipelineOptions): Promise<PipelineResult> {
   validate(options)
+  const runDir = resolve(options.out)
+  makeRunDir(runDir)
+  const lock = lockRunDir(runDir)
+  try {
+    return await runStages(options, runDir)
+  } finally {
+    lock.release()
+  }
+}
+
+async function runStages(options: PipelineOptions, runDir: string): Promise<PipelineResult> {
   const emit = options.onProgress ?? (() => {})
   const stage = (name: string, message: string) => emit({ type: 'stage', stage: name, message })
-  const runDir = resolve(options.out)
-  mkdirSync(runDir, { recursive: true })
   const models = options.models ?? DEFAULT_MODELS
   const seed = options.seed ?? 42
   const stageSeconds: Record<string, number> = {}

@@ -1,0 +1,104 @@
+// The run directory: created with errors that name the option, and locked while a run writes to it,
+// so two runs into one `out` cannot mix their splits and models.
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { dirname, join } from 'node:path'
+import { EmotionPipelineError } from './errors.js'
+
+const LOCK = '.lock'
+
+function ioError(option: string, path: string, why: string, cause?: unknown): EmotionPipelineError {
+  return new EmotionPipelineError('IO', `option \`${option}\`: cannot use ${path} as a run directory (${why})`, { cause })
+}
+
+/**
+ * Creates `dir` one level at a time (no `recursive`, which loops on pseudo file systems such as
+ * /proc), refusing a path under a regular file or where the process may not write.
+ */
+export function makeRunDir(dir: string, option = 'out'): void {
+  const missing: string[] = []
+  let p = dir
+  while (!existsSync(p)) {
+    missing.unshift(p)
+    if (dirname(p) === p) break
+    p = dirname(p)
+  }
+  if (existsSync(p) && !statSync(p).isDirectory()) throw ioError(option, dir, `${p} is a file, not a folder`)
+  for (const m of missing) {
+    try {
+      mkdirSync(m)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw ioError(option, dir, (err as NodeJS.ErrnoException).code ?? String(err), err)
+    }
+  }
+  // A folder that exists but cannot hold files (read-only, /proc, …) fails here, not halfway through a run.
+  const probe = join(dir, `.write-test-${process.pid}`)
+  try {
+    closeSync(openSync(probe, 'w'))
+    rmSync(probe, { force: true })
+  } catch (err) {
+    throw ioError(option, dir, `not writable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, err)
+  }
+}
+
+interface LockOwner {
+  host: string
+  pid: number
+  startedAt: string
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Takes the run directory's lock (`.lock`: host, pid, start time), or fails with `IO` naming the
+ * owner. A lock left by a process of this host that no longer runs is stale and taken over; one from
+ * another host (a shared file system) is never guessed at: the message says which file to delete.
+ */
+export function lockRunDir(dir: string, option = 'out'): { release: () => void } {
+  const path = join(dir, LOCK)
+  const me: LockOwner = { host: hostname(), pid: process.pid, startedAt: new Date().toISOString() }
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx')
+      writeSync(fd, `${JSON.stringify(me)}\n`)
+      closeSync(fd)
+      return {
+        release: () => {
+          try {
+            const owner = JSON.parse(readFileSync(path, 'utf8')) as LockOwner
+            if (owner.pid === me.pid && owner.host === me.host && owner.startedAt === me.startedAt) rmSync(path, { force: true })
+          } catch {
+            // already gone
+          }
+        },
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw ioError(option, dir, (err as NodeJS.ErrnoException).code ?? String(err), err)
+    }
+    let owner: LockOwner | undefined
+    try {
+      owner = JSON.parse(readFileSync(path, 'utf8')) as LockOwner
+    } catch {
+      owner = undefined // torn or empty: written by a process killed mid-write
+    }
+    const stale = !owner || (owner.host === me.host && !alive(owner.pid))
+    if (!stale) {
+      throw new EmotionPipelineError(
+        'IO',
+        `option \`${option}\`: ${dir} is in use by another run (pid ${owner!.pid} on ${owner!.host}, since ${owner!.startedAt}). ` +
+          `Wait for it, write to another folder, or delete ${path} if that run is gone.`,
+      )
+    }
+    rmSync(path, { force: true })
+  }
+  throw ioError(option, dir, `could not take ${path}`)
+}
