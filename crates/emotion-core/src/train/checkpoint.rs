@@ -1,12 +1,18 @@
 //! Checkpoints: weights as safetensors, optimiser state as safetensors, and JSON state. Every file is
-//! written to a temporary name and renamed, the JSON last, so a crash leaves the previous checkpoint.
+//! written to a temporary name and renamed. The resumable checkpoint is atomic as a whole: its weights
+//! and optimiser state go to files named for this save (`last-<gen>.*`), `last.state.json` is written
+//! after them and names them with their SHA-256, and only then are older generations deleted. A crash
+//! at any point leaves `last.state.json` pointing at one complete generation, so resume continues
+//! exactly; parts that do not match their hashes are refused by name.
 
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::optim::{Adam, LossScaler};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::nn::VarStore;
 use tch::Tensor;
 
@@ -56,6 +62,36 @@ pub struct TrainState {
     pub epochs_without_improvement: u32,
     pub scaler: LossScaler,
     pub finished: bool,
+    /// The files of this checkpoint and their SHA-256 (absent in checkpoints of earlier versions).
+    #[serde(default)]
+    pub parts: Option<Parts>,
+}
+
+/// One generation of the resumable checkpoint's files, named in `last.state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parts {
+    pub weights: String,
+    pub weights_sha256: String,
+    pub optim: String,
+    pub optim_sha256: String,
+}
+
+/// Tests set `EMOTION_PIPELINE_CRASH_AT=<point>[@n]` to kill the process (abort, no clean-up) the
+/// n-th time (default 1st) a checkpoint save reaches `<point>`: `last-weights`, `last-optim`,
+/// `last-state`, `last-model`.
+fn crash_point(point: &str) {
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("EMOTION_PIPELINE_CRASH_AT") else { return };
+    let (name, nth) = spec.split_once('@').map_or((spec.as_str(), 1), |(n, k)| (n, k.parse().unwrap_or(1)));
+    if name == point && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        std::process::abort();
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
 /// What `loadModel` needs: saved beside `best.safetensors` / `last.safetensors`.
@@ -107,18 +143,43 @@ pub fn save_model(dir: &Path, tag: &str, vs: &VarStore, meta: &ModelMeta) -> Res
     Ok(path)
 }
 
-/// `last.*`: weights, optimiser state and the loop state needed to resume.
+/// The resumable checkpoint: a new generation of weights and optimiser state, then `last.state.json`
+/// naming it, then `last.safetensors`/`last.json` for `loadModel`, then the old generation goes.
 pub fn save_resumable(dir: &Path, vs: &VarStore, adam: &Adam, state: &TrainState, meta: &ModelMeta) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let path = save_model(dir, "last", vs, meta)?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let generation = format!("last-{}-{nanos}", adam.step);
+    let weights_name = format!("{generation}.safetensors");
+    save_tensors(&dir.join(&weights_name), &weights(vs))?;
+    crash_point("last-weights");
     let mut optim: Vec<(String, Tensor)> = Vec::new();
     for (i, (m, v)) in adam.exp_avg.iter().zip(&adam.exp_avg_sq).enumerate() {
         optim.push((format!("exp_avg.{i}"), m.shallow_clone()));
         optim.push((format!("exp_avg_sq.{i}"), v.shallow_clone()));
     }
     optim.push(("step".into(), Tensor::from_slice(&[adam.step])));
-    save_tensors(&dir.join("last.optim.safetensors"), &optim)?;
-    write_atomic(&dir.join("last.state.json"), &json(state)?)?;
+    let optim_name = format!("{generation}.optim.safetensors");
+    save_tensors(&dir.join(&optim_name), &optim)?;
+    crash_point("last-optim");
+    let parts = Parts {
+        weights_sha256: sha256_file(&dir.join(&weights_name))?,
+        weights: weights_name,
+        optim_sha256: sha256_file(&dir.join(&optim_name))?,
+        optim: optim_name,
+    };
+    let keep = [parts.weights.clone(), parts.optim.clone()];
+    write_atomic(&dir.join("last.state.json"), &json(&TrainState { parts: Some(parts), ..state.clone() })?)?;
+    crash_point("last-state");
+    let path = save_model(dir, "last", vs, meta)?;
+    crash_point("last-model");
+    // Older generations (and the unversioned parts of checkpoints from earlier versions) are now unused.
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old_generation = name.starts_with("last-") && name.ends_with(".safetensors") && !keep.contains(&name);
+        if old_generation || name == "last.optim.safetensors" {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     Ok(path)
 }
 
@@ -141,9 +202,29 @@ pub fn load_state(dir: &Path) -> Result<Option<TrainState>> {
     Ok(Some(state))
 }
 
-pub fn load_resumable(dir: &Path, vs: &mut VarStore, adam: &mut Adam) -> Result<()> {
-    vs.load(dir.join("last.safetensors"))?;
-    let named = Tensor::read_safetensors(dir.join("last.optim.safetensors"))?;
+/// Loads the generation `state` names, after checking each part against its SHA-256.
+pub fn load_resumable(dir: &Path, state: &TrainState, vs: &mut VarStore, adam: &mut Adam) -> Result<()> {
+    let (weights, optim) = match &state.parts {
+        Some(parts) => {
+            for (name, sha) in [(&parts.weights, &parts.weights_sha256), (&parts.optim, &parts.optim_sha256)] {
+                let path = dir.join(name);
+                let found = if path.exists() { sha256_file(&path)? } else { "nothing".into() };
+                if &found != sha {
+                    return Err(Error::Dataset {
+                        path: Some(path),
+                        reason: format!(
+                            "checkpoint part does not match last.state.json (SHA-256 {sha}, found {found}): the checkpoint is \
+                             damaged; train without resume to start over"
+                        ),
+                    });
+                }
+            }
+            (dir.join(&parts.weights), dir.join(&parts.optim))
+        }
+        None => (dir.join("last.safetensors"), dir.join("last.optim.safetensors")),
+    };
+    vs.load(&weights)?;
+    let named = Tensor::read_safetensors(&optim)?;
     let device = vs.device();
     let _guard = tch::no_grad_guard();
     for (name, t) in named {

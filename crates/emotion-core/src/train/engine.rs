@@ -230,9 +230,10 @@ pub fn train(
         epochs_without_improvement: 0,
         scaler: LossScaler::new(fp16),
         finished: false,
+        parts: None,
     };
     if let (Some(saved), Some(dir)) = (resumed, &config.checkpoint_dir) {
-        checkpoint::load_resumable(dir, &mut vs, &mut adam)?;
+        checkpoint::load_resumable(dir, &saved, &mut vs, &mut adam)?;
         state = TrainState { config: config.clone(), ..saved };
     }
     let class_weights =
