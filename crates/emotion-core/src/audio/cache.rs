@@ -1,6 +1,7 @@
 //! On-disk feature cache keyed by content hash + front-end settings + format version. Writes go to a
 //! temporary file that is renamed into place, so concurrent processes and crashes never leave a
-//! half-written entry under a real key; unreadable entries count as misses and are rewritten.
+//! half-written entry under a real key; unreadable entries count as misses and are rewritten. Each
+//! entry carries the SHA-256 of its values, so a flipped byte is a miss, never a silently wrong hit.
 
 use super::mel::MelConfig;
 use crate::dataset::index::hex;
@@ -13,7 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bump when the feature computation changes in a way that alters values.
 const FORMAT: &str = "emotion-pipeline mel v1";
-const MAGIC: &[u8; 8] = b"EPMEL\x00\x01\x00";
+/// Version 2 adds the SHA-256 of the values after the length; version 1 entries are misses.
+const MAGIC: &[u8; 8] = b"EPMEL\x00\x02\x00";
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,12 +69,12 @@ impl FeatureCache {
         let tmp = dir.join(
             format!(".{key}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
         );
-        let mut bytes = Vec::with_capacity(16 + data.len() * 4);
+        let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = Vec::with_capacity(48 + payload.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        for v in data {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        bytes.extend_from_slice(&payload);
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -98,9 +100,10 @@ impl FeatureCache {
 
 fn decode_entry(bytes: &[u8], expected_len: usize) -> Option<Vec<f32>> {
     let body = bytes.strip_prefix(MAGIC.as_slice())?;
-    let (len, data) = body.split_at_checked(8)?;
+    let (len, rest) = body.split_at_checked(8)?;
+    let (sum, data) = rest.split_at_checked(32)?;
     let len = u64::from_le_bytes(len.try_into().ok()?) as usize;
-    if len != expected_len || data.len() != len * 4 {
+    if len != expected_len || data.len() != len * 4 || Sha256::digest(data).as_slice() != sum {
         return None;
     }
     Some(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
@@ -123,10 +126,14 @@ mod tests {
         cache.put(&key, &[1.0, -2.5, 3.25]).unwrap();
         assert_eq!(cache.get(&key, 3), Some(vec![1.0, -2.5, 3.25]));
         assert!(cache.get(&key, 4).is_none(), "a length mismatch is a miss");
-        std::fs::write(cache.path(&key), b"EPMEL\x00\x01\x00garbage").unwrap();
+        let mut flipped = std::fs::read(cache.path(&key)).unwrap();
+        *flipped.last_mut().unwrap() ^= 0x40;
+        std::fs::write(cache.path(&key), &flipped).unwrap();
+        assert!(cache.get(&key, 3).is_none(), "a flipped byte fails the checksum: a miss");
+        std::fs::write(cache.path(&key), b"EPMEL\x00\x02\x00garbage").unwrap();
         assert!(cache.get(&key, 3).is_none(), "a corrupt entry is a miss");
         let s = cache.stats();
-        assert_eq!((s.hits, s.misses, s.writes), (1, 3, 1));
+        assert_eq!((s.hits, s.misses, s.writes), (1, 4, 1));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

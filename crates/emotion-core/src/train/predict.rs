@@ -5,7 +5,7 @@ use super::data::HostSet;
 use super::engine::predict_logits;
 use super::model::Model;
 use crate::device::parse_device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
 use tch::nn::VarStore;
@@ -33,6 +33,15 @@ pub fn load_model(dir: &Path, device: &str) -> Result<LoadedModel> {
     let mut vs = VarStore::new(device);
     let model = Model::build(&vs.root(), &meta.config);
     vs.load(&weights)?;
+    // A model with NaN or infinite weights would predict NaN probabilities: refuse it by file.
+    for (name, t) in vs.variables() {
+        if t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Err(Error::NonFinite(format!(
+                "{}: weight `{name}` holds NaN or infinite values, so the model is unusable; retrain it",
+                weights.display()
+            )));
+        }
+    }
     Ok(LoadedModel { meta, model, _vs: vs, device })
 }
 
@@ -49,6 +58,20 @@ impl LoadedModel {
             kind != super::ModelKind::Audio,
             self.meta.config.vocab_size,
         )?;
+        // Features must be what the model was trained on (`[n, nMels, frames]` of its front end).
+        if let (Some((_, [_, mels, frames])), Some(mel)) = (&inputs.mel, &self.meta.config.mel) {
+            let want = (mel.n_mels as usize, mel.frames.map(|f| f as usize));
+            if *mels != want.0 || want.1.is_some_and(|f| f != *frames) {
+                return Err(Error::invalid(
+                    "inputs.mel",
+                    format!(
+                        "features are [n, {mels}, {frames}] but the model was trained on [n, {}, {}]: make them with the model's mel settings",
+                        want.0,
+                        want.1.map_or("any".into(), |f| f.to_string())
+                    ),
+                ));
+            }
+        }
         let set = with_labels.to_device(self.device, self.meta.norm)?;
         let (logits, _) = predict_logits(&self.model, &set)?;
         let probs: Vec<f32> =

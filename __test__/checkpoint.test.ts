@@ -1,11 +1,11 @@
-// A process killed at each step of a checkpoint save (EMOTION_PIPELINE_CRASH_AT aborts it there, with no
+// Checkpoint integrity. A process killed at each step of a checkpoint save (EMOTION_PIPELINE_CRASH_AT aborts it there, with no
 // clean-up) must leave a checkpoint that resumes exactly: the resumed run's history equals an
 // uninterrupted run's. A damaged part is refused by name, never silently mixed in.
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { EmotionPipelineError, train } from '../src/index.js'
+import { EmotionPipelineError, loadModel, train } from '../src/index.js'
 import type { TrainOptions, TrainSet } from '../src/index.js'
 import { tempDir } from './helpers.js'
 
@@ -79,4 +79,30 @@ test('a damaged checkpoint part is refused by name, not resumed with', async (t)
   t.is(err!.code, 'DATASET')
   t.true(err!.message.includes(state.parts.weights), err!.message)
   t.regex(err!.message, /does not match last\.state\.json/)
+})
+
+test('a model whose weights hold NaN is refused by loadModel (NON_FINITE naming the file), not used to predict NaN', async (t) => {
+  const dir = tempDir('ep-nan-model-')
+  await train({ ...options(dir), epochs: 1, train: syntheticSet() })
+  // safetensors: 8-byte little-endian header length, JSON header, then the raw tensors.
+  const file = join(dir, 'best.safetensors')
+  const bytes = readFileSync(file)
+  const headerLength = Number(bytes.readBigUInt64LE(0))
+  bytes.writeFloatLE(Number.NaN, 8 + headerLength)
+  writeFileSync(file, bytes)
+  const err = t.throws(() => loadModel(dir, { device: 'cpu' }), { instanceOf: EmotionPipelineError })
+  t.is(err!.code, 'NON_FINITE')
+  t.true(err!.message.includes(file), err!.message)
+})
+
+test('features of another shape than the model was trained on are INVALID_OPTION, not predicted', async (t) => {
+  const dir = tempDir('ep-shape-')
+  await train({ ...options(dir), epochs: 1, train: syntheticSet(), mel: { nMels: 16, frames: 16 } })
+  const model = loadModel(dir, { device: 'cpu' })
+  t.is(model.predict({ mel: { data: new Float32Array(2 * 16 * 16), shape: [2, 16, 16] } }).length, 2)
+  const err = t.throws(() => model.predict({ mel: { data: new Float32Array(2 * 16 * 12), shape: [2, 16, 12] } }), {
+    instanceOf: EmotionPipelineError,
+  })
+  t.is(err!.code, 'INVALID_OPTION')
+  t.regex(err!.message, /\[n, 16, 12\] but the model was trained on \[n, 16, 16\]/)
 })
