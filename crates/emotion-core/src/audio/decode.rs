@@ -69,9 +69,59 @@ fn open(bytes: Vec<u8>, extension: Option<&str>) -> Result<(Box<dyn FormatReader
     Ok((probed.format, id, params))
 }
 
+/// Sample rates a header may declare. Outside this range the file is refused before anything is
+/// sized from it (a rate of 1 Hz would make the resampler allocate gigabytes).
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=768_000;
+const MAX_CHANNELS: usize = 64;
+/// Samples preallocated from a header's frame count at most (10 minutes at 48 kHz); the vector
+/// still grows past it for real long files, but a lying header cannot request terabytes.
+const MAX_PREALLOCATED_FRAMES: u64 = 48_000 * 600;
+
+/// Range-checks what a header declares before any of it is used.
+fn check_params(p: &CodecParameters) -> Result<(), String> {
+    if let Some(rate) = p.sample_rate {
+        if !SAMPLE_RATES.contains(&rate) {
+            return Err(format!(
+                "header declares a sample rate of {rate} Hz, outside {}–{} Hz",
+                SAMPLE_RATES.start(),
+                SAMPLE_RATES.end()
+            ));
+        }
+    }
+    if let Some(channels) = p.channels {
+        if channels.count() == 0 || channels.count() > MAX_CHANNELS {
+            return Err(format!("header declares {} channels (1–{MAX_CHANNELS} supported)", channels.count()));
+        }
+    }
+    if let Some(bits) = p.bits_per_sample {
+        if !(1..=64).contains(&bits) {
+            return Err(format!("header declares {bits} bits per sample"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a decoder step so that a panic inside it (a malformed file reaching an assertion in a codec)
+/// fails this file alone with a reason, instead of its thread or the process.
+fn guarded<T>(what: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(what)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(format!("malformed file: the decoder failed ({why})"))
+    })
+}
+
 /// Reads only the container header of an in-memory file. The error is a reason without the path.
 pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
+    guarded(|| probe_unguarded(bytes, extension))
+}
+
+fn probe_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
     let (_, _, p) = open(bytes, extension)?;
+    check_params(&p)?;
     let sample_rate = p.sample_rate.filter(|&r| r > 0).ok_or("sample rate unknown")?;
     if p.n_frames == Some(0) {
         return Err("no audio samples (zero-length audio)".into());
@@ -81,7 +131,12 @@ pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo,
 
 /// Decodes an in-memory file. The error is a reason without the path; callers add it.
 pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, String> {
+    guarded(|| decode_unguarded(bytes, extension))
+}
+
+fn decode_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, String> {
     let (mut format, track_id, params) = open(bytes, extension)?;
+    check_params(&params)?;
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| format!("unsupported codec ({})", describe(&e)))?;
@@ -89,7 +144,7 @@ pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, St
     let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut channels = params.channels.map(|c| c.count() as u32).unwrap_or(0);
     let expected_frames = params.n_frames;
-    let mut mono = Vec::with_capacity(expected_frames.unwrap_or(0) as usize);
+    let mut mono = Vec::with_capacity(expected_frames.unwrap_or(0).min(MAX_PREALLOCATED_FRAMES) as usize);
     let mut interleaved: Option<SampleBuffer<f32>> = None;
 
     loop {
@@ -109,6 +164,9 @@ pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, St
             Err(e) => return Err(format!("decoder failed ({})", describe(&e))),
         };
         let spec = *decoded.spec();
+        if !SAMPLE_RATES.contains(&spec.rate) || spec.channels.count() == 0 || spec.channels.count() > MAX_CHANNELS {
+            return Err(format!("stream declares {} Hz and {} channels", spec.rate, spec.channels.count()));
+        }
         sample_rate = spec.rate;
         channels = spec.channels.count() as u32;
         let buf = interleaved.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));

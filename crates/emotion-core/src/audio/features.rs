@@ -2,8 +2,8 @@
 
 use super::cache::{CacheStats, FeatureCache};
 use super::decode::decode_bytes;
-use super::mel::{fit_length, MelConfig, MelExtractor};
-use super::resample::resample;
+use super::mel::{fit_length, Align, MelConfig, MelExtractor};
+use super::resample::{input_needed, resample};
 use crate::control::{CancelFlag, Progress};
 use crate::device::{device_name, parse_device};
 use crate::error::{Error, Result};
@@ -134,10 +134,13 @@ fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&Featur
 /// is already at the target rate once (`resample` would copy it again first).
 fn to_clip(samples: &[f32], rate: u32, mel: &MelConfig) -> Vec<f32> {
     if rate == mel.sample_rate {
-        fit_length(samples, mel.num_samples(), mel.align)
-    } else {
-        fit_length(&resample(samples, rate, mel.sample_rate), mel.num_samples(), mel.align)
+        return fit_length(samples, mel.num_samples(), mel.align);
     }
+    // Keeping the start: resample only the input that the kept samples depend on (a 10-minute
+    // recording is not resampled to keep 3 s); the kept samples are identical either way.
+    let needed = input_needed(rate, mel.sample_rate, mel.num_samples());
+    let input = if mel.align == Align::Start && samples.len() > needed { &samples[..needed] } else { samples };
+    fit_length(&resample(input, rate, mel.sample_rate), mel.num_samples(), mel.align)
 }
 
 /// A row of the output in input order: features read from the cache, or row `k` of this batch's mel pass.
@@ -267,4 +270,26 @@ fn load_parallel(
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_before_resampling_keeps_the_kept_samples_identical() {
+        let mel = MelConfig::default();
+        for rate in [44_100u32, 22_050, 96_000, 16_000, 8_000] {
+            // 20 s of a deterministic noisy signal: far longer than the 3 s kept.
+            let mut seed = 7u64;
+            let long: Vec<f32> = (0..rate as usize * 20)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.3 + (i as f32 * 0.01).sin() * 0.5
+                })
+                .collect();
+            let full = fit_length(&resample(&long, rate, mel.sample_rate), mel.num_samples(), mel.align);
+            assert_eq!(to_clip(&long, rate, &mel), full, "{rate} Hz");
+        }
+    }
 }

@@ -11,6 +11,19 @@ pub fn resample(input: &[f32], from_hz: u32, to_hz: u32) -> Vec<f32> {
     kernel.apply(input)
 }
 
+/// Input samples that determine the first `outputs` resampled samples exactly: each block of `new`
+/// outputs reads `orig` inputs plus `width` on either side. Trimming a long clip to this before
+/// resampling gives the same first `outputs` samples as resampling all of it.
+pub fn input_needed(from_hz: u32, to_hz: u32, outputs: usize) -> usize {
+    if from_hz == to_hz {
+        return outputs;
+    }
+    let g = gcd(from_hz as u64, to_hz as u64);
+    let (orig, new) = ((from_hz as u64 / g) as usize, (to_hz as u64 / g) as usize);
+    let width = (LOWPASS_FILTER_WIDTH * orig as f64 / (orig.min(new) as f64 * ROLLOFF)).ceil() as usize;
+    (outputs.div_ceil(new) + 1) * orig + width
+}
+
 const LOWPASS_FILTER_WIDTH: f64 = 6.0;
 const ROLLOFF: f64 = 0.99;
 

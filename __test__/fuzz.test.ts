@@ -1,0 +1,181 @@
+// Fuzz test of the audio decoders: a fixed table of header mutations of real WAV, FLAC and Ogg files
+// (absurd sample rates, channels, bits, sizes past the end, truncation at every header byte) plus
+// seeded random mutations, fed through every public decode path (decodeAudioSync, decodeAudio,
+// extractMel) in a child process. The process must exit normally, and each input must either decode
+// or fail alone with AUDIO_DECODE naming it. `npm run fuzz` runs a longer random budget
+// (EMOTION_FUZZ_RANDOM). MP3 is covered only through the container probe of mutated files: the
+// data holds no MP3 and this machine has no encoder.
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { listAudio, ravdessDir, shared, tempDir, wavDir } from './helpers.js'
+
+const dist = resolve(import.meta.dirname, '..', 'dist', 'index.js')
+const RANDOM_PER_FORMAT = Number(process.env.EMOTION_FUZZ_RANDOM ?? 40)
+
+function rng(seed: number) {
+  let s = seed >>> 0
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    return s / 2 ** 32
+  }
+}
+
+/** Offset of a RIFF chunk's body (after its 8-byte header). */
+function chunk(bytes: Buffer, id: string): { at: number; size: number } {
+  let at = 12
+  while (at + 8 <= bytes.length) {
+    const size = bytes.readUInt32LE(at + 4)
+    if (bytes.toString('latin1', at, at + 4) === id) return { at: at + 8, size }
+    at += 8 + size + (size % 2)
+  }
+  throw new Error(`no ${id} chunk`)
+}
+
+function wavMutants(original: Buffer): [string, Buffer][] {
+  const fmt = chunk(original, 'fmt ')
+  const data = chunk(original, 'data')
+  const set = (name: string, fn: (b: Buffer) => void): [string, Buffer] => {
+    const b = Buffer.from(original)
+    fn(b)
+    return [name, b]
+  }
+  const out: [string, Buffer][] = [
+    set('rate-0', (b) => b.writeUInt32LE(0, fmt.at + 4)),
+    set('rate-1', (b) => b.writeUInt32LE(1, fmt.at + 4)),
+    set('rate-max', (b) => b.writeUInt32LE(0xffffffff, fmt.at + 4)),
+    set('channels-0', (b) => b.writeUInt16LE(0, fmt.at + 2)),
+    set('channels-max', (b) => b.writeUInt16LE(0xffff, fmt.at + 2)),
+    set('bits-0', (b) => b.writeUInt16LE(0, fmt.at + 14)),
+    set('bits-7', (b) => b.writeUInt16LE(7, fmt.at + 14)),
+    set('bits-64', (b) => b.writeUInt16LE(64, fmt.at + 14)),
+    set('block-align-0', (b) => b.writeUInt16LE(0, fmt.at + 12)),
+    set('format-unknown', (b) => b.writeUInt16LE(0x1234, fmt.at)),
+    set('data-size-past-end', (b) => b.writeUInt32LE(0xfffffff0, data.at - 4)),
+    set('fmt-size-past-end', (b) => b.writeUInt32LE(0xfffffff0, fmt.at - 4)),
+    set('riff-size-0', (b) => b.writeUInt32LE(0, 4)),
+  ]
+  // Truncation at every byte of the RIFF and fmt headers, then at each boundary of the later chunk headers.
+  const cuts = new Set<number>()
+  for (let cut = 0; cut <= fmt.at + fmt.size; cut++) cuts.add(cut)
+  for (let at = 12; at + 8 <= data.at; at += 8 + original.readUInt32LE(at + 4) + (original.readUInt32LE(at + 4) % 2)) {
+    for (const d of [0, 2, 4, 6, 8]) cuts.add(at + d)
+  }
+  for (const d of [0, 1, 2, 3, 4, 100]) cuts.add(data.at + d)
+  for (const cut of [...cuts].sort((a, b) => a - b)) out.push([`truncated-${cut}`, original.subarray(0, cut)])
+  return out
+}
+
+function flacMutants(original: Buffer): [string, Buffer][] {
+  // "fLaC", a 4-byte block header, then STREAMINFO: bytes 10–12 hold the 20-bit rate, 3-bit channels, 5-bit bps.
+  const info = 8
+  const set = (name: string, fn: (b: Buffer) => void): [string, Buffer] => {
+    const b = Buffer.from(original)
+    fn(b)
+    return [name, b]
+  }
+  const out: [string, Buffer][] = [
+    set('rate-0', (b) => {
+      b[info + 10] = 0
+      b[info + 11] = 0
+      b[info + 12] &= 0x0f
+    }),
+    set('rate-1', (b) => {
+      b[info + 10] = 0
+      b[info + 11] = 0
+      b[info + 12] = (b[info + 12] & 0x0f) | 0x10
+    }),
+    set('total-samples-max', (b) => {
+      b[info + 13] |= 0x0f
+      b.writeUInt32BE(0xffffffff, info + 14)
+    }),
+    set('block-size-0', (b) => b.writeUInt16BE(0, info + 2)),
+  ]
+  for (let cut = 0; cut <= 64; cut++) out.push([`truncated-${cut}`, original.subarray(0, cut)])
+  return out
+}
+
+function oggMutants(original: Buffer): [string, Buffer][] {
+  const out: [string, Buffer][] = []
+  for (let cut = 0; cut <= 256; cut += 4) out.push([`truncated-${cut}`, original.subarray(0, cut)])
+  return out
+}
+
+function randomMutants(original: Buffer, seed: number, count: number): [string, Buffer][] {
+  const next = rng(seed)
+  return Array.from({ length: count }, (_, i): [string, Buffer] => {
+    const b = Buffer.from(original)
+    const flips = 1 + Math.floor(next() * 8)
+    const headerOnly = next() < 0.7
+    for (let k = 0; k < flips; k++) {
+      const at = Math.floor(next() * (headerOnly ? Math.min(256, b.length) : b.length))
+      b[at] = Math.floor(next() * 256)
+    }
+    return [`random-${seed}-${i}`, b]
+  })
+}
+
+const firstIn = (dir: string, ext: string) => {
+  if (!existsSync(dir)) return undefined
+  const sub = readdirSync(dir).find((d) => d.startsWith('Actor_'))
+  return sub ? listAudio(join(dir, sub)).find((f) => f.endsWith(ext)) : listAudio(dir).find((f) => f.endsWith(ext))
+}
+
+const sources: { format: string; file?: string; mutants: (b: Buffer) => [string, Buffer][]; seed: number }[] = [
+  { format: 'wav', file: existsSync(wavDir) ? listAudio(wavDir)[0] : undefined, mutants: wavMutants, seed: 1 },
+  { format: 'flac', file: firstIn(ravdessDir, '.flac'), mutants: flacMutants, seed: 2 },
+  { format: 'ogg', file: firstIn(join(shared, 'ravdess-device'), '.ogg'), mutants: oggMutants, seed: 3 },
+]
+
+for (const source of sources) {
+  test(`fuzz: mutated ${source.format} files decode or fail alone with AUDIO_DECODE, on every decode path`, (t) => {
+    if (!source.file) {
+      t.log(`SKIPPED: no ${source.format} file in ../shared/data`)
+      return t.pass()
+    }
+    const original = readFileSync(source.file)
+    const dir = tempDir(`ep-fuzz-${source.format}-`)
+    const cases = [...source.mutants(original), ...randomMutants(original, source.seed, RANDOM_PER_FORMAT)]
+    const paths = cases.map(([name, bytes]) => {
+      const path = join(dir, `${name}.${source.format}`)
+      writeFileSync(path, bytes)
+      return path
+    })
+    const list = join(dir, 'inputs.json')
+    writeFileSync(list, JSON.stringify(paths))
+    const script = `
+      const m = await import(${JSON.stringify(dist)})
+      const paths = JSON.parse((await import('node:fs')).readFileSync(${JSON.stringify(list)}, 'utf8'))
+      const good = ${JSON.stringify(source.file)}
+      const results = []
+      for (const p of paths) {
+        let sync = 'ok', async_ = 'ok'
+        try { m.decodeAudioSync(p) } catch (e) { sync = e.code === 'AUDIO_DECODE' && e.message.includes(p) ? 'AUDIO_DECODE' : e.code + ': ' + e.message }
+        try { await m.decodeAudio(p) } catch (e) { async_ = e.code === 'AUDIO_DECODE' && e.message.includes(p) ? 'AUDIO_DECODE' : e.code + ': ' + e.message }
+        results.push({ p, sync, async: async_ })
+      }
+      const batch = [good, ...paths, good]
+      const mel = await m.extractMel(batch, { device: 'cpu', batchSize: 16 })
+      console.log(JSON.stringify({ results, rows: mel.indices, failed: mel.failed.map((f) => ({ index: f.index, code: f.code })) }))`
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 240_000,
+      maxBuffer: 64 * 2 ** 20,
+    })
+    if (r.error) throw r.error
+    t.is(r.signal, null, `the process was killed by ${r.signal}: ${r.stderr.slice(-2000)}`)
+    t.is(r.status, 0, r.stderr.slice(-2000))
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!)
+    const unexpected = out.results.filter(
+      (x: { sync: string; async: string }) => !/^(ok|AUDIO_DECODE)$/.test(x.sync) || !/^(ok|AUDIO_DECODE)$/.test(x.async),
+    )
+    t.deepEqual(unexpected, [], 'every input decodes or is AUDIO_DECODE naming it')
+    const decoded = out.results.filter((x: { sync: string }) => x.sync === 'ok').length
+    t.log(`${cases.length} ${source.format} mutants: ${decoded} decode, ${cases.length - decoded} refused with AUDIO_DECODE`)
+    // extractMel: the two good copies around the mutants are featurised; a failure is a coded error for that input alone.
+    t.true(out.rows.includes(0) && out.rows.includes(paths.length + 1), 'the good files in the same batch are featurised')
+    t.true(out.failed.every((f: { index: number; code: string }) => f.index > 0 && f.index <= paths.length && f.code === 'AUDIO_DECODE'))
+    t.is(out.rows.length + out.failed.length, paths.length + 2, 'every input is either a row or a listed failure')
+  })
+}
