@@ -1,6 +1,6 @@
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
@@ -340,4 +340,33 @@ test('a stale lock (dead pid on this host) is taken over; an out that cannot be 
   const [underFile, underProc] = r.stdout.trim().split('\n')
   t.regex(underFile, /^IO option `out`: .*a-file is a file, not a folder/)
   t.regex(underProc, /^IO option `out`: cannot use \/proc\/emotion-pipeline-run/)
+})
+
+test('a clip that cannot be decoded is skipped with an event and counted in metrics.json; strict: true stops on it', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const data = tempDir('ep-bad-clip-')
+  const actor = join(ravdessDir, 'Actor_01')
+  const clips = readdirSync(actor).sort().slice(0, 24)
+  mkdirSync(join(data, 'Actor_01'))
+  for (const f of clips.slice(1)) copyFileSync(join(actor, f), join(data, 'Actor_01', f))
+  // Its header is intact (indexing accepts it), its audio is cut short: only decoding finds out.
+  const bad = join(data, 'Actor_01', clips[0])
+  const whole = readFileSync(join(actor, clips[0]))
+  writeFileSync(bad, whole.subarray(0, whole.length >> 1))
+  const events: PipelineEvent[] = []
+  const out = tempDir()
+  const run = await trainPipeline({ data, out, models: ['audio'], epochs: 1, device: 'cpu', onProgress: (e) => events.push(e) })
+  const skippedEvents = events.filter((e) => e.type === 'skipped')
+  t.is(skippedEvents.length, 1)
+  t.is((skippedEvents[0] as { path: string }).path, bad)
+  const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'))
+  t.deepEqual(
+    metrics.skipped.map((s: { path: string; code: string }) => [s.path, s.code]),
+    [[bad, 'AUDIO_DECODE']],
+  )
+  t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /Skipped 1 clip/)
+  t.is(run.split.train + run.split.test + run.split.val, 24, 'the split still lists every indexed clip')
+  const err = await t.throwsAsync(trainPipeline({ data, out: tempDir(), models: ['audio'], epochs: 1, device: 'cpu', strict: true }))
+  t.is((err as EmotionPipelineError).code, 'AUDIO_DECODE')
+  t.true(err!.message.includes(bad))
 })

@@ -61,6 +61,8 @@ export interface PipelineOptions {
   whisper?: Pick<TranscribeOptions, 'model' | 'modelDir' | 'cacheDir' | 'batchSize'>
   /** Tokens per transcript. @default 6 */
   maxTokens?: number
+  /** Stop with `AUDIO_DECODE` at the first clip that cannot be decoded, instead of skipping it with a `skipped` event. @default false */
+  strict?: boolean
   /** Use a stratified sample of this many clips (quick runs). */
   maxItems?: number
   /**
@@ -79,6 +81,8 @@ export type PipelineEvent =
   | { type: 'stage'; stage: string; message: string }
   | { type: 'features'; done: number; total: number }
   | { type: 'transcribe'; done: number; total: number; cached: number }
+  /** A clip that could not be decoded was left out of the run (`strict: true` makes it an error). */
+  | { type: 'skipped'; path: string; code: string; message: string }
   | (TrainEvent & { stage?: undefined })
 
 export interface PipelineResult {
@@ -150,28 +154,41 @@ async function runStages(options: PipelineOptions, runDir: string): Promise<Pipe
         mel: options.mel,
         device,
         cacheDir,
-        strict: true,
+        strict: options.strict ?? false,
         signal: options.signal,
         onProgress: (e) => emit({ type: 'features', done: e.done, total: e.total }),
       },
     )
     return mel
   })
+  const notes: string[] = []
   const per = features.shape[1] * features.shape[2]
   const sliceMel = (from: number, count: number): TrainSet['mel'] => ({
     data: features.data.subarray(from * per, (from + count) * per),
     shape: [count, features.shape[1], features.shape[2]],
   })
   const labelIds = (list: DatasetItem[]) => Int32Array.from(list.map((i) => labels.indexOf(i.label)))
-  const parts = { train: split.train, val: split.val, test: split.test }
-  const offsets = { train: 0, val: split.train.length, test: split.train.length + split.val.length }
+  // A clip that cannot be featurised is skipped, said in a `skipped` event and counted in metrics.json
+  // and the report; `strict: true` makes it an error instead. Rows are in input order without it.
+  const skipped = features.failed.map((f) => ({ path: f.path, code: f.code, message: f.message }))
+  for (const s of skipped) emit({ type: 'skipped', ...s })
+  const failedInputs = new Set(features.failed.map((f) => f.index))
+  const keep = (list: DatasetItem[], offset: number) => list.filter((_, i) => !failedInputs.has(offset + i))
+  const parts = {
+    train: keep(split.train, 0),
+    val: keep(split.val, split.train.length),
+    test: keep(split.test, split.train.length + split.val.length),
+  }
+  if (parts.train.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
+  if (skipped.length > 0)
+    notes.push(`Skipped ${skipped.length} clip(s) that could not be decoded: ${skipped.map((s) => s.path).join(', ')}.`)
+  const offsets = { train: 0, val: parts.train.length, test: parts.train.length + parts.val.length }
 
   // Text inputs, only when a text-using model is asked for.
-  const notes: string[] = []
   let tokenizer: Tokenizer | undefined
   let transcriptSource = 'none'
   const needsText = models.some((m) => m !== 'audio')
-  const allItems = [...split.train, ...split.val, ...split.test]
+  const allItems = [...parts.train, ...parts.val, ...parts.test]
   const textOf = needsText ? await timed('transcripts', () => transcriptsFor(options, allItems, stage, emit)) : undefined
   if (textOf) {
     const source = options.transcripts ?? 'whisper'
@@ -182,7 +199,7 @@ async function runStages(options: PipelineOptions, runDir: string): Promise<Pipe
           ? 'Whisper tiny.en (transformers.js)'
           : 'RAVDESS statements from the file names'
     tokenizer = Tokenizer.fit(
-      split.train.map((i) => textOf(i)),
+      parts.train.map((i) => textOf(i)),
       options.maxTokens,
     )
     if (options.resume) checkSameVocabulary(join(runDir, 'vocabulary.json'), tokenizer.vocabulary)
@@ -237,6 +254,7 @@ async function runStages(options: PipelineOptions, runDir: string): Promise<Pipe
     const metrics = {
       reference: REFERENCE_ACCURACY,
       split: { strategy: split.options.strategy, seed, train: split.train.length, val: split.val.length, test: split.test.length },
+      skipped,
       models: Object.fromEntries(
         Object.entries(trained).map(([m, r]) => [
           m,
@@ -284,6 +302,10 @@ async function runStages(options: PipelineOptions, runDir: string): Promise<Pipe
     writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 1))
     if (index.duplicates.length)
       notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
+    if (index.problems.length)
+      notes.push(
+        `${index.problems.length} file(s) left out by indexing: ${index.problems.map((p) => `${basename(p.path)} (${p.kind}: ${p.message})`).join('; ')}.`,
+      )
     writeFileSync(
       join(runDir, 'report.md'),
       reportMarkdown({
@@ -423,6 +445,7 @@ const PIPELINE_KEYS = {
   train: true,
   onProgress: true,
   signal: true,
+  strict: true,
 } satisfies Record<keyof PipelineOptions, true>
 
 function validate(o: PipelineOptions): void {

@@ -35,6 +35,9 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
       case 'transcribe':
         line(`  transcripts ${e.done}/${e.total} (${e.cached} from the cache)`, e.done === e.total)
         break
+      case 'skipped':
+        line(`  warning: skipped ${e.path}: ${e.message}`, true)
+        break
       case 'start':
         started = Date.now()
         firstEpoch = e.resumedFromEpoch ?? 0
