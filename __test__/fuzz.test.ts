@@ -3,13 +3,13 @@
 // seeded random mutations, fed through every public decode path (decodeAudioSync, decodeAudio,
 // extractMel) in a child process. The process must exit normally, and each input must either decode
 // or fail alone with AUDIO_DECODE naming it. `npm run fuzz` runs a longer random budget
-// (EMOTION_FUZZ_RANDOM). MP3 is covered only through the container probe of mutated files: the
-// data holds no MP3 and this machine has no encoder.
+// (EMOTION_FUZZ_RANDOM). The data holds no MP3: one is encoded from a RAVDESS WAV with lameenc in the
+// contributor venv (skipped with a message where that Python is absent).
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { listAudio, ravdessDir, shared, tempDir, wavDir } from './helpers.js'
+import { listAudio, ravdessDir, referencePython, shared, tempDir, wavDir } from './helpers.js'
 
 const dist = resolve(import.meta.dirname, '..', 'dist', 'index.js')
 const RANDOM_PER_FORMAT = Number(process.env.EMOTION_FUZZ_RANDOM ?? 40)
@@ -116,6 +116,27 @@ function randomMutants(original: Buffer, seed: number, count: number): [string, 
   })
 }
 
+function mp3Mutants(original: Buffer): [string, Buffer][] {
+  const out: [string, Buffer][] = []
+  for (let cut = 0; cut <= 1200; cut += 13) out.push([`truncated-${cut}`, original.subarray(0, cut)])
+  return out
+}
+
+/** An MP3 of the first original WAV, encoded with lameenc (64 kbit/s mono), or undefined. */
+function encodeMp3(): string | undefined {
+  const python = referencePython()
+  if (!python || !existsSync(wavDir)) return undefined
+  const out = join(tempDir('ep-mp3-'), 'clip.mp3')
+  const script = [
+    'import sys, wave, lameenc',
+    'w = wave.open(sys.argv[1])',
+    'e = lameenc.Encoder(); e.set_bit_rate(64); e.set_in_sample_rate(w.getframerate()); e.set_channels(w.getnchannels()); e.set_quality(7)',
+    'open(sys.argv[2], "wb").write(e.encode(w.readframes(w.getnframes())) + e.flush())',
+  ].join('\n')
+  const r = spawnSync(python, ['-c', script, listAudio(wavDir)[0], out], { encoding: 'utf8' })
+  return r.status === 0 ? out : undefined
+}
+
 const firstIn = (dir: string, ext: string) => {
   if (!existsSync(dir)) return undefined
   const sub = readdirSync(dir).find((d) => d.startsWith('Actor_'))
@@ -126,12 +147,13 @@ const sources: { format: string; file?: string; mutants: (b: Buffer) => [string,
   { format: 'wav', file: existsSync(wavDir) ? listAudio(wavDir)[0] : undefined, mutants: wavMutants, seed: 1 },
   { format: 'flac', file: firstIn(ravdessDir, '.flac'), mutants: flacMutants, seed: 2 },
   { format: 'ogg', file: firstIn(join(shared, 'ravdess-device'), '.ogg'), mutants: oggMutants, seed: 3 },
+  { format: 'mp3', file: encodeMp3(), mutants: mp3Mutants, seed: 4 },
 ]
 
 for (const source of sources) {
   test(`fuzz: mutated ${source.format} files decode or fail alone with AUDIO_DECODE, on every decode path`, (t) => {
     if (!source.file) {
-      t.log(`SKIPPED: no ${source.format} file in ../shared/data`)
+      t.log(`SKIPPED: no ${source.format} file (../shared/data, or lameenc in the contributor venv for MP3)`)
       return t.pass()
     }
     const original = readFileSync(source.file)

@@ -8,8 +8,9 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 
 export const TORCH_VERSION = '2.11.0'
-// torchaudio, numpy and soundfile serve the parity tests and the Python reference benchmarks.
-const PIP_PACKAGES = [`torch==${TORCH_VERSION}`, `torchaudio==${TORCH_VERSION}`, 'numpy', 'soundfile']
+// torchaudio, numpy and soundfile serve the parity tests and the Python reference benchmarks; lameenc
+// encodes the MP3 the decoder fuzz test mutates (no MP3 in the data, no encoder on the machine).
+const PIP_PACKAGES = [`torch==${TORCH_VERSION}`, `torchaudio==${TORCH_VERSION}`, 'numpy', 'soundfile', 'lameenc']
 
 export function cacheDir() {
   return process.env.EMOTION_PIPELINE_CACHE || join(homedir(), '.cache', 'emotion-pipeline')
