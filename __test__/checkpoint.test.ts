@@ -5,7 +5,7 @@ import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { EmotionPipelineError, loadModel, train } from '../src/index.js'
+import { EmotionPipelineError, extractMel, loadModel, train } from '../src/index.js'
 import type { TrainOptions, TrainSet } from '../src/index.js'
 import { tempDir } from './helpers.js'
 
@@ -105,4 +105,17 @@ test('features of another shape than the model was trained on are INVALID_OPTION
   })
   t.is(err!.code, 'INVALID_OPTION')
   t.regex(err!.message, /\[n, 16, 12\] but the model was trained on \[n, 16, 16\]/)
+})
+
+test('a checkpointDir or cacheDir that cannot be written is IO naming the option', async (t) => {
+  const file = join(tempDir('ep-unwritable-'), 'a-file')
+  writeFileSync(file, 'x')
+  const err = await t.throwsAsync(train({ ...options(join(file, 'ckpt')), train: syntheticSet() }), { instanceOf: EmotionPipelineError })
+  t.is(err!.code, 'IO')
+  t.regex(err!.message, /`checkpointDir`: .*a-file is a file, not a folder/)
+  const mel = await t.throwsAsync(extractMel([{ samples: new Float32Array(4800), sampleRate: 48000 }], { cacheDir: join(file, 'cache') }), {
+    instanceOf: EmotionPipelineError,
+  })
+  t.is(mel!.code, 'IO')
+  t.regex(mel!.message, /`cacheDir`/)
 })

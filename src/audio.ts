@@ -2,6 +2,7 @@ import { awaitNative, callNative, EmotionPipelineError, invalidOption, optionsJs
 import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
 import { withCancel } from './cancel.js'
+import { ensureWritableDir } from './run-dir.js'
 import type { MelConfig } from './generated/options.js'
 
 /**
@@ -88,6 +89,7 @@ export async function extractMel(inputs: AudioInput[], options: ExtractMelOption
     checkRate(input.sampleRate, `inputs[${i}].sampleRate`)
   })
   const { onProgress, signal, ...rest } = options
+  if (rest.cacheDir) ensureWritableDir(rest.cacheDir, 'cacheDir')
   const result = await withCancel(signal, (token) =>
     awaitNative(
       native.extractMel(

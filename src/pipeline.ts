@@ -12,7 +12,7 @@ import type { DeviceSpec } from './device.js'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { cacheRoot } from './cache.js'
-import { lockRunDir, makeRunDir } from './run-dir.js'
+import { ensureWritableDir, lockRunDir } from './run-dir.js'
 import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
@@ -98,7 +98,7 @@ const DEFAULT_MODELS: ModelName[] = ['audio', 'text', 'fusion']
 export async function trainPipeline(options: PipelineOptions): Promise<PipelineResult> {
   validate(options)
   const runDir = resolve(options.out)
-  makeRunDir(runDir)
+  ensureWritableDir(runDir, 'out')
   const lock = lockRunDir(runDir)
   try {
     return await runStages(options, runDir)

@@ -8,14 +8,14 @@ import { EmotionPipelineError } from './errors.js'
 const LOCK = '.lock'
 
 function ioError(option: string, path: string, why: string, cause?: unknown): EmotionPipelineError {
-  return new EmotionPipelineError('IO', `option \`${option}\`: cannot use ${path} as a run directory (${why})`, { cause })
+  return new EmotionPipelineError('IO', `option \`${option}\`: cannot use ${path} as a folder to write to (${why})`, { cause })
 }
 
 /**
- * Creates `dir` one level at a time (no `recursive`, which loops on pseudo file systems such as
+ * Creates `dir` (a run directory, checkpoint or cache folder) one level at a time (no `recursive`, which loops on pseudo file systems such as
  * /proc), refusing a path under a regular file or where the process may not write.
  */
-export function makeRunDir(dir: string, option = 'out'): void {
+export function ensureWritableDir(dir: string, option: string): void {
   const missing: string[] = []
   let p = dir
   while (!existsSync(p)) {

@@ -1,6 +1,7 @@
 import { awaitNative, callNative, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
+import { ensureWritableDir } from './run-dir.js'
 import { extractMel } from './audio.js'
 import type { MelOptions } from './audio.js'
 import type { DeviceSpec } from './device.js'
@@ -51,6 +52,7 @@ function toNativeSet(set: TrainSet | undefined, name: string) {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
   const { train: trainSet, val, test, onProgress, signal, ...config } = options
+  if (config.checkpointDir) ensureWritableDir(config.checkpointDir, 'checkpointDir')
   const json = await withCancel(signal, (token) =>
     awaitNative(
       native.train(
