@@ -2,7 +2,7 @@
 // Everything `npm test` and `npm run demo` need on a fresh clone: npm packages, libtorch, the
 // release addon (bindings/) and the compiled TypeScript (dist/). Each step is skipped when up to date.
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
@@ -31,28 +31,27 @@ function buildAddons(lib) {
   const env = buildEnv(lib)
   const target = hostTarget()
   run('cargo', ['build', '--release', '--target', target, '-p', 'emotion-loader'], env)
-  copyFileSync(
+  replaceFile(
     join(root, 'target', target, 'release', 'libemotion_loader.so'),
     join(root, 'bindings', 'emotion-pipeline-loader.linux-x64-gnu.node'),
   )
-  run(
-    join(root, 'node_modules', '.bin', 'napi'),
-    [
-      'build',
-      '--platform',
-      '--release',
-      '--target',
-      target,
-      '--manifest-path',
-      'crates/emotion-napi/Cargo.toml',
-      '--output-dir',
-      'bindings',
-      '--no-js',
-      '--dts',
-      'index.d.ts',
-    ],
-    env,
-  )
+  const staging = join(root, 'target', 'napi-out')
+  mkdirSync(staging, { recursive: true })
+  const napiArgs = ['build', '--platform', '--release', '--target', target, '--manifest-path', 'crates/emotion-napi/Cargo.toml']
+  run(join(root, 'node_modules', '.bin', 'napi'), [...napiArgs, '--output-dir', staging, '--no-js', '--dts', 'index.d.ts'], env)
+  replaceFile(join(staging, 'emotion-pipeline.linux-x64-gnu.node'), join(root, 'bindings', 'emotion-pipeline.linux-x64-gnu.node'))
+  replaceFile(join(staging, 'index.d.ts'), join(root, 'bindings', 'index.d.ts'))
+}
+
+/**
+ * Copies to a temporary name, then renames: a process that has the old addon loaded keeps its
+ * (unlinked) file, where writing over it in place corrupts its mapped code (a SIGSEGV seen when a
+ * rebuild ran beside a long test).
+ */
+function replaceFile(from, to) {
+  const tmp = `${to}.tmp-${process.pid}`
+  copyFileSync(from, tmp)
+  renameSync(tmp, to)
 }
 
 function buildTypeScript() {
