@@ -146,7 +146,13 @@ const firstIn = (dir: string, ext: string) => {
 const sources: { format: string; file?: string; mutants: (b: Buffer) => [string, Buffer][]; seed: number }[] = [
   { format: 'wav', file: existsSync(wavDir) ? listAudio(wavDir)[0] : undefined, mutants: wavMutants, seed: 1 },
   { format: 'flac', file: firstIn(ravdessDir, '.flac'), mutants: flacMutants, seed: 2 },
-  { format: 'ogg', file: firstIn(join(shared, 'ravdess-device'), '.ogg'), mutants: oggMutants, seed: 3 },
+  // The Vorbis copy: beside RAVDESS_DIR (as in ../shared/data), else ../shared/data.
+  {
+    format: 'ogg',
+    file: firstIn(join(ravdessDir, '..', 'ravdess-device'), '.ogg') ?? firstIn(join(shared, 'ravdess-device'), '.ogg'),
+    mutants: oggMutants,
+    seed: 3,
+  },
   { format: 'mp3', file: encodeMp3(), mutants: mp3Mutants, seed: 4 },
 ]
 
