@@ -110,9 +110,11 @@ fn learns_a_separable_toy_problem_and_predicts_from_the_checkpoint() {
     assert_eq!(r.history.len(), 12);
     assert!(r.test.as_ref().unwrap().accuracy > 0.9, "test accuracy {:?}", r.test.as_ref().map(|m| m.accuracy));
     assert!(r.history.last().unwrap().train_loss < r.history[0].train_loss);
-    assert_eq!(r.precision, "fp32");
+    assert_eq!(r.precision, emotion_core::train::engine::Precision::Fp32);
     assert!(events.iter().any(|e| matches!(e, TrainEvent::Warning { message, .. } if message.contains("CUDA-only"))));
-    assert!(events.iter().any(|e| matches!(e, TrainEvent::Checkpoint { kind: "best", .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, TrainEvent::Checkpoint { kind: emotion_core::train::engine::CheckpointKind::Best, .. })));
     let model = load_model(&dir, "cpu").unwrap();
     let predictions = model.predict(&HostSet { labels: vec![], ..val_set.clone() }).unwrap();
     let correct = predictions.iter().zip(&val_set.labels).filter(|(p, &l)| p.index as i64 == l).count();

@@ -18,10 +18,9 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
 /// The precision a job trains in.
-#[derive(JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-#[allow(dead_code)]
-enum Precision {
+pub enum Precision {
     /// fp16 autocast with loss scaling (CUDA).
     Fp16,
     /// bf16 autocast, no loss scaling.
@@ -30,10 +29,9 @@ enum Precision {
 }
 
 /// Which checkpoint was written.
-#[derive(JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-#[allow(dead_code)]
-enum CheckpointKind {
+pub enum CheckpointKind {
     /// The weights of the best validation epoch so far.
     Best,
     /// The state after the last finished epoch, for resume.
@@ -46,66 +44,34 @@ enum CheckpointKind {
 pub enum TrainEvent {
     #[serde(rename_all = "camelCase")]
     Start {
-        #[schemars(with = "ModelKind")]
-        model: &'static str,
+        model: ModelKind,
         device: String,
-        #[schemars(with = "Precision")]
-        precision: &'static str,
+        precision: Precision,
         epochs: u32,
         steps_per_epoch: usize,
         resumed_from_epoch: Option<u32>,
     },
     #[serde(rename_all = "camelCase")]
-    EpochStart {
-        #[schemars(with = "ModelKind")]
-        model: &'static str,
-        epoch: u32,
-        epochs: u32,
-    },
+    EpochStart { model: ModelKind, epoch: u32, epochs: u32 },
     #[serde(rename_all = "camelCase")]
-    Step {
-        #[schemars(with = "ModelKind")]
-        model: &'static str,
-        epoch: u32,
-        step: usize,
-        steps: usize,
-        loss: f64,
-    },
+    Step { model: ModelKind, epoch: u32, step: usize, steps: usize, loss: f64 },
     #[serde(rename_all = "camelCase")]
-    EpochEnd {
-        #[schemars(with = "ModelKind")]
-        model: &'static str,
-        record: EpochRecord,
-        epochs: u32,
-    },
+    EpochEnd { model: ModelKind, record: EpochRecord, epochs: u32 },
     #[serde(rename_all = "camelCase")]
-    Checkpoint {
-        #[schemars(with = "ModelKind")]
-        model: &'static str,
-        #[schemars(with = "CheckpointKind")]
-        kind: &'static str,
-        path: String,
-        epoch: u32,
-    },
+    Checkpoint { model: ModelKind, kind: CheckpointKind, path: String, epoch: u32 },
     #[serde(rename_all = "camelCase")]
-    Warning {
-        #[schemars(with = "ModelKind")]
-        model: &'static str,
-        message: String,
-    },
+    Warning { model: ModelKind, message: String },
 }
 
 /// What a training job returns.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainResult {
-    #[schemars(with = "ModelKind")]
-    pub model: &'static str,
+    pub model: ModelKind,
     pub labels: Vec<String>,
     pub device: String,
     /// `fp16` (autocast + loss scaling), `bf16` (autocast) or `fp32`.
-    #[schemars(with = "Precision")]
-    pub precision: &'static str,
+    pub precision: Precision,
     pub history: Vec<EpochRecord>,
     pub best_epoch: Option<u32>,
     pub val: Option<Metrics>,
@@ -170,18 +136,18 @@ pub fn train(
     let device = parse_device(&config.device)?;
     // `autocast`: a CUDA autocast region (fp16 or bf16); `fp16`: it is fp16, so losses are scaled.
     let (autocast, fp16, precision) = match (config.amp, device) {
-        (Amp::Off, _) => (false, false, "fp32"),
+        (Amp::Off, _) => (false, false, Precision::Fp32),
         (amp, Device::Cpu) => {
             let what = match amp {
                 Amp::Fp16 => "amp 'fp16' needs CUDA",
                 Amp::Bf16 => "amp 'bf16' needs CUDA",
                 _ => "mixed precision is CUDA-only",
             };
-            emit(TrainEvent::Warning { model: name, message: format!("{what}: training in fp32 on the CPU") });
-            (false, false, "fp32")
+            emit(TrainEvent::Warning { model: kind, message: format!("{what}: training in fp32 on the CPU") });
+            (false, false, Precision::Fp32)
         }
-        (Amp::Bf16, _) => (true, false, "bf16"),
-        _ => (true, true, "fp16"),
+        (Amp::Bf16, _) => (true, false, Precision::Bf16),
+        _ => (true, true, Precision::Fp16),
     };
     if autocast {
         // Global libtorch state: set for every job (jobs take turns, see ONE_AT_A_TIME).
@@ -243,7 +209,7 @@ pub fn train(
     let steps_per_epoch = train_set.len.div_ceil(bs);
     let total_opt_steps = (config.epochs as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
     emit(TrainEvent::Start {
-        model: name,
+        model: kind,
         device: device_name(device),
         precision,
         epochs: config.epochs,
@@ -275,7 +241,7 @@ pub fn train(
     while state.epoch < config.epochs && !state.finished {
         let epoch = state.epoch;
         if state.next_batch == 0 {
-            emit(TrainEvent::EpochStart { model: name, epoch: epoch + 1, epochs: config.epochs });
+            emit(TrainEvent::EpochStart { model: kind, epoch: epoch + 1, epochs: config.epochs });
         }
         let order = epoch_order(config.seed, epoch, train_set.len);
         let order = Tensor::from_slice(&order).to_device(device);
@@ -298,8 +264,8 @@ pub fn train(
                 if let Some(dir) = &config.checkpoint_dir {
                     let path = checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, None))?;
                     emit(TrainEvent::Checkpoint {
-                        model: name,
-                        kind: "last",
+                        model: kind,
+                        kind: CheckpointKind::Last,
                         path: path.display().to_string(),
                         epoch: epoch + 1,
                     });
@@ -368,7 +334,7 @@ pub fn train(
                         "NaN or infinite loss/gradients".into()
                     };
                     emit(TrainEvent::Warning {
-                        model: name,
+                        model: kind,
                         message: format!("epoch {} step {b}: {what}; optimiser step skipped", epoch + 1),
                     });
                 }
@@ -401,7 +367,7 @@ pub fn train(
                 if last_event.elapsed().as_millis() as u64 >= config.progress_interval_ms {
                     last_event = Instant::now();
                     emit(TrainEvent::Step {
-                        model: name,
+                        model: kind,
                         epoch: epoch + 1,
                         step: b,
                         steps: steps_per_epoch,
@@ -426,7 +392,7 @@ pub fn train(
             skipped_steps: p.skipped,
         };
         state.history.push(record.clone());
-        emit(TrainEvent::EpochEnd { model: name, record: record.clone(), epochs: config.epochs });
+        emit(TrainEvent::EpochEnd { model: kind, record: record.clone(), epochs: config.epochs });
         state.epoch += 1;
         state.next_batch = 0;
 
@@ -458,8 +424,8 @@ pub fn train(
                 let path =
                     checkpoint::save_model(dir, "best", &vs, &meta(&state, val.as_ref().map(|(_, m)| m.clone())))?;
                 emit(TrainEvent::Checkpoint {
-                    model: name,
-                    kind: "best",
+                    model: kind,
+                    kind: CheckpointKind::Best,
                     path: path.display().to_string(),
                     epoch: record.epoch,
                 });
@@ -479,8 +445,8 @@ pub fn train(
         if let Some(dir) = &config.checkpoint_dir {
             let path = checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, val.map(|(_, m)| m)))?;
             emit(TrainEvent::Checkpoint {
-                model: name,
-                kind: "last",
+                model: kind,
+                kind: CheckpointKind::Last,
                 path: path.display().to_string(),
                 epoch: record.epoch,
             });
@@ -499,7 +465,7 @@ pub fn train(
         test_set.as_ref().map(|t| evaluate(&model, t, class_weights.as_ref(), config)).transpose()?.map(|(_, m)| m);
     let seconds = started.elapsed().as_secs_f64();
     Ok(TrainResult {
-        model: name,
+        model: kind,
         labels: config.labels.clone(),
         device: device_name(device),
         precision,
