@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { EmotionPipelineError, invalidOption } from './errors.js'
+import { fileInTheWay } from './run-dir.js'
 import {
   defaultTorchInstallDir,
   INSTALL_MARKER,
@@ -50,14 +51,8 @@ export interface InstallTorchResult {
 const CPU_CUDA_EXTRAS = ['cudart', 'cupti']
 
 function ioError(option: string, path: string, err: unknown): EmotionPipelineError {
-  let why = (err as NodeJS.ErrnoException)?.code ?? (err instanceof Error ? err.message : String(err))
   // mkdir -p under a regular file reports EEXIST; say what is actually in the way.
-  for (let p = path; p !== dirname(p); p = dirname(p)) {
-    if (existsSync(p)) {
-      if (!statSync(p).isDirectory()) why = `${p} is a file, not a folder`
-      break
-    }
-  }
+  const why = fileInTheWay(path) ?? (err as NodeJS.ErrnoException)?.code ?? (err instanceof Error ? err.message : String(err))
   return new EmotionPipelineError('IO', `option \`${option}\`: cannot write ${path} (${why})`, { cause: err })
 }
 

@@ -23,7 +23,8 @@ export function ensureWritableDir(dir: string, option: string): void {
     if (dirname(p) === p) break
     p = dirname(p)
   }
-  if (existsSync(p) && !statSync(p).isDirectory()) throw ioError(option, dir, `${p} is a file, not a folder`)
+  const blocked = fileInTheWay(dir)
+  if (blocked) throw ioError(option, dir, blocked)
   for (const m of missing) {
     try {
       mkdirSync(m)
@@ -39,6 +40,14 @@ export function ensureWritableDir(dir: string, option: string): void {
     rmSync(probe, { force: true })
   } catch (err) {
     throw ioError(option, dir, `not writable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, err)
+  }
+}
+
+/** `"<ancestor> is a file, not a folder"` when a regular file stands where `path` needs a folder. */
+export function fileInTheWay(path: string): string | undefined {
+  for (let p = path; ; p = dirname(p)) {
+    if (existsSync(p)) return statSync(p).isDirectory() ? undefined : `${p} is a file, not a folder`
+    if (dirname(p) === p) return undefined
   }
 }
 
