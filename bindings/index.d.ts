@@ -21,12 +21,6 @@ export declare class NativeModel {
   predict(inputs: TrainSet): string
 }
 
-export interface CacheStats {
-  hits: number
-  misses: number
-  writes: number
-}
-
 /** Decodes a WAV, FLAC, Ogg Vorbis or MP3 file to mono, resampled to `sampleRate` when given. */
 export declare function decodeAudio(path: string, sampleRate?: number | undefined | null): Promise<DecodedAudio>
 
@@ -41,20 +35,8 @@ export interface DecodedAudio {
   channels: number
 }
 
-/** What libtorch and CUDA this process sees. */
-export declare function deviceInfo(): DeviceInfo
-
-export interface DeviceInfo {
-  torchVersion: string
-  cudaAvailable: boolean
-  cudaDeviceCount: number
-  devices: Array<GpuDevice>
-  cudnnVersion?: number
-  libtorch: LibtorchInfo
-  /** Why CUDA is unusable, when it is. */
-  cudaProblem?: string
-  cpuThreads: number
-}
+/** What libtorch and CUDA this process sees: a JSON `DeviceInfo`. */
+export declare function deviceInfo(): string
 
 /**
  * Log-mel features of many clips, batched on the device. `optionsJson` is a JSON
@@ -62,37 +44,14 @@ export interface DeviceInfo {
  */
 export declare function extractMel(inputs: Array<string | SamplesInput>, optionsJson?: string | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<MelResult>
 
-export interface FailedInput {
-  index: number
-  path: string
-  code: string
-  message: string
-}
-
-export interface GpuDevice {
-  index: number
-  name: string
-  totalMemoryBytes: number
-}
-
 /** Indexes a corpus folder. Resolves to the JSON text of a `DatasetIndex` (typed in TypeScript). */
 export declare function indexDataset(dir: string, optionsJson?: string | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
-
-export interface LibtorchInfo {
-  /** Folder of the libtorch shared libraries this process loaded. */
-  path: string
-}
 
 export interface MelResult {
   /** Row-major `[shape[0], nMels, frames]`. */
   data: Float32Array
-  shape: Array<number>
-  /** `indices[i]`: the input that row `i` came from (failed inputs have no row). */
-  indices: Array<number>
-  failed: Array<FailedInput>
-  device: string
-  /** Feature-cache counts when `cacheDir` was given. */
-  cache?: CacheStats
+  /** The rest of the core's `MelFeatures` (shape, indices, failed inputs, device, cache counts) as JSON. */
+  featuresJson: string
 }
 
 /**

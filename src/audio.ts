@@ -3,7 +3,9 @@ import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
-import type { MelConfig } from './generated/options.js'
+import type { ExtractOptions, MelConfig } from './generated/options.js'
+import type { MelFeatures as CoreMelFeatures, ProgressEvent } from './generated/results.js'
+import type * as Native from '../bindings/index.js'
 
 /**
  * Log-mel front end. Names and meaning follow `torchaudio.transforms.MelSpectrogram`; the one
@@ -11,57 +13,34 @@ import type { MelConfig } from './generated/options.js'
  */
 export type MelOptions = MelConfig
 
-export interface DecodedAudio {
-  /** Mono samples (channels averaged). */
-  samples: Float32Array
-  sampleRate: number
-  durationSeconds: number
-  /** Channels in the file before the downmix. */
-  channels: number
-}
+/** Mono samples (channels averaged) with the rate and the channel count before the downmix. */
+export type DecodedAudio = Native.DecodedAudio
 
-export interface ProgressEvent {
-  stage: string
-  done: number
-  total: number
-  failed: number
-}
+export type { ProgressEvent }
 
-export interface ExtractMelOptions {
-  mel?: MelOptions
+/** Options of `extractMel`: the core's `ExtractOptions` plus progress and cancellation. */
+export interface ExtractMelOptions extends Omit<ExtractOptions, 'device'> {
   /** @default 'auto' */
   device?: DeviceSpec
-  /** Clips per batch on the device. @default 64 */
-  batchSize?: number
-  /** Reject on the first bad input instead of listing it in `failed`. @default false */
-  strict?: boolean
-  /** CPU threads that decode and resample; 0 = all cores. @default 0 */
-  decodeThreads?: number
-  /** On-disk feature cache keyed by file content + mel settings; off when not given. */
-  cacheDir?: string
   onProgress?: (event: ProgressEvent) => void
   signal?: AbortSignal
 }
 
 export type AudioInput = string | { samples: Float32Array; sampleRate: number }
 
-export interface MelFeatures {
+/** Log-mel features: the core's `MelFeatures` with the spectrograms as a typed array. */
+export interface MelFeatures extends CoreMelFeatures {
   /** Row-major `[shape[0], nMels, frames]`. */
   data: Float32Array
-  shape: [number, number, number]
-  /** `indices[i]` is the input that row `i` came from. */
-  indices: number[]
-  /** Inputs that could not be featurised, with the reason. */
-  failed: { index: number; path: string; code: string; message: string }[]
-  /** Device the spectrograms were computed on. */
-  device: string
-  /** Cache counts when `cacheDir` was given. */
-  cache?: { hits: number; misses: number; writes: number }
 }
 
+/**
+ * A sample rate must fit the binding's unsigned 32-bit integer; its range is the core's to check
+ * (`audio::SAMPLE_RATES`), so the message is the same from every entry point.
+ */
 function checkRate(sampleRate: number | undefined, option: string): void {
-  if (sampleRate !== undefined && !(Number.isInteger(sampleRate) && sampleRate >= 1000 && sampleRate <= 384000)) {
-    throw invalidOption(option, `must be an integer from 1000 to 384000 Hz, got ${sampleRate}`)
+  if (sampleRate !== undefined && !(Number.isInteger(sampleRate) && sampleRate >= 0 && sampleRate < 2 ** 32)) {
+    throw invalidOption(option, `must be a whole number of Hz, got ${sampleRate}`)
   }
 }
 
@@ -100,7 +79,7 @@ export async function extractMel(inputs: AudioInput[], options: ExtractMelOption
       ),
     ),
   )
-  return { ...result, shape: result.shape as [number, number, number] }
+  return { ...(JSON.parse(result.featuresJson) as CoreMelFeatures), data: result.data }
 }
 
 export { EmotionPipelineError }

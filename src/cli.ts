@@ -16,6 +16,7 @@ import { progressPrinter } from './progress.js'
 import type { ProgressMode } from './progress.js'
 import { loadModel } from './train.js'
 import { REFERENCE_ACCURACY } from './report.js'
+import { DEFAULTS } from './generated/options.js'
 import type { DeviceSpec } from './device.js'
 
 const HELP = `emotion-pipeline <command> [options]
@@ -31,19 +32,20 @@ Commands:
 
 Run \`emotion-pipeline <command> --help\` for a command's options.`
 
+const train = DEFAULTS.TrainConfig
 const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
 
   --data DIR            dataset folder (RAVDESS names, or <label>/ folders)
   --out DIR             run directory to write
   --models LIST         comma-separated: audio,text,fusion (default: all three)
   --split KIND          stratified (default, 80/20) | speaker (no speaker in two parts)
-  --epochs N            default 50
-  --batch-size N        default 16
-  --accumulation N      default 2
-  --lr X                default 0.001
+  --epochs N            default ${train.epochs}
+  --batch-size N        default ${train.batchSize}
+  --accumulation N      default ${train.accumulation}
+  --lr X                default ${DEFAULTS.AdamConfig.lr}
   --device D            auto (default) | cpu | cuda | cuda:N
   --amp MODE            auto (default: fp16 on CUDA, fp32 on CPU) | fp16 | bf16 | off
-  --seed N              default 42
+  --seed N              default ${train.seed}
   --max-items N         train on a stratified sample of N clips (quick runs)
   --transcripts KIND    whisper (default) | ravdess-names (the statement in each RAVDESS file name) |
                         FILE.json: { "<clip path or file name without extension>": "text", … }

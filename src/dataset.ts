@@ -4,60 +4,13 @@ import { mkdirSync } from 'node:fs'
 import { awaitNative, callNative, EmotionPipelineError, invalidOption } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
-import type { ProgressEvent } from './audio.js'
+import type { IndexOptions as CoreIndexOptions, SplitOptions } from './generated/options.js'
+import type { DatasetIndex, DatasetItem, ProgressEvent, Split } from './generated/results.js'
 
-export interface RavdessName {
-  modality: number
-  vocalChannel: number
-  /** 1 neutral, 2 calm, 3 happy, 4 sad, 5 angry, 6 fearful, 7 disgust, 8 surprised */
-  emotion: number
-  intensity: number
-  statement: number
-  repetition: number
-  actor: number
-}
+export type { DatasetIndex, DatasetItem, RavdessName } from './generated/results.js'
 
-export interface DatasetItem {
-  path: string
-  label: string
-  /** Empty when the layout does not name speakers. */
-  speaker: string
-  /** SHA-256 of the file's bytes. */
-  hash: string
-  durationSeconds: number | null
-  sampleRate: number | null
-  ravdess?: RavdessName
-}
-
-export interface DatasetIndex {
-  root: string
-  layout: 'ravdess' | 'folders' | 'manifest'
-  items: DatasetItem[]
-  /** Files left out because another file has the same content or the same RAVDESS identity. */
-  duplicates: { path: string; duplicateOf: string; reason: 'content' | 'identity' }[]
-  /** Files that could not be used, with why. Never fatal. */
-  problems: { path: string; kind: 'unreadable' | 'mislabelled' | 'unlabelled'; message: string }[]
-  counts: {
-    items: number
-    byLabel: Record<string, number>
-    bySpeaker: Record<string, number>
-    /** RAVDESS song/video files left out by `speechOnly`. */
-    skipped: number
-    durationSeconds: { total: number; min: number; mean: number; max: number }
-  }
-}
-
-export interface IndexOptions {
-  /** @default 'auto' (RAVDESS names when most files carry them, else `<label>/<file>` folders) */
-  layout?: 'auto' | 'ravdess' | 'folders' | 'manifest'
-  /** CSV (`path,label[,speaker]` header) or JSONL manifest, for `layout: 'manifest'`. */
-  manifest?: string
-  /** RAVDESS: keep speech (`03-01-…`) only. @default true */
-  speechOnly?: boolean
-  /** `header` reads container headers; `decode` decodes every clip and also catches truncation. @default 'header' */
-  verify?: 'header' | 'decode'
-  /** Hashing/probing threads; 0 = all cores. @default 0 */
-  threads?: number
+/** Options of `indexDataset`: the core's `IndexOptions` plus progress and cancellation. */
+export interface IndexOptions extends CoreIndexOptions {
   onProgress?: (event: ProgressEvent) => void
   signal?: AbortSignal
 }
@@ -72,33 +25,10 @@ export async function indexDataset(dir: string, options: IndexOptions = {}): Pro
   return JSON.parse(json) as DatasetIndex
 }
 
-export interface SplitOptions {
-  /**
-   * `stratified`: random with class proportions kept (the reference); `speaker`: no speaker in two parts;
-   * `kfold` / `speaker-kfold`: part `fold` of `folds` is the test set. @default 'stratified'
-   */
-  strategy?: 'stratified' | 'speaker' | 'kfold' | 'speaker-kfold'
-  /** @default 0.2 */
-  testFraction?: number
-  /** @default 0 */
-  valFraction?: number
-  /** @default 42 */
-  seed?: number
-  /** `speaker`: these speakers are the test set (else `testFraction` of speakers drawn by seed). */
-  testSpeakers?: string[]
-  valSpeakers?: string[]
-  /** @default 5 */
-  folds?: number
-  /** @default 0 */
-  fold?: number
-}
+export type { SplitOptions }
 
-export interface Split {
-  options: Required<Omit<SplitOptions, 'testSpeakers' | 'valSpeakers'>> & { testSpeakers: string[] | null; valSpeakers: string[] | null }
-  train: DatasetItem[]
-  val: DatasetItem[]
-  test: DatasetItem[]
-}
+/** A split as `splitDataset` returns it: its options with every default filled in. */
+export type { Split }
 
 /** Splits an index (or its items) reproducibly: the same items and options give the same split. */
 export function splitDataset(index: DatasetIndex | DatasetItem[], options: SplitOptions = {}): Split {

@@ -5,29 +5,19 @@ import { findAddon, native, nativeState, PLATFORM_PACKAGE } from './native.js'
 import { installTorchCommand, locateLibtorch, REQUIRED_TORCH } from './libtorch.js'
 import type { LibtorchSearch } from './libtorch.js'
 import { bundledWhisperDir } from './transcribe.js'
+import type { DeviceInfo as CoreDeviceInfo, GpuDevice } from './generated/results.js'
 
-export interface GpuDevice {
-  index: number
-  name: string
-  totalMemoryBytes: number
-}
+export type { GpuDevice }
 
-export interface DeviceInfo {
-  /** Version of the libtorch loaded by this process, e.g. `2.11.0+cu130`. */
-  torchVersion: string
-  cudaAvailable: boolean
-  cudaDeviceCount: number
-  devices: GpuDevice[]
+/** What libtorch and CUDA this process sees: the core's `DeviceInfo`, plus how libtorch was found. */
+export interface DeviceInfo extends Omit<CoreDeviceInfo, 'libtorch' | 'cudnnVersion' | 'cudaProblem'> {
   cudnnVersion?: number
-  libtorch: {
-    /** Folder of the libtorch shared libraries this process loaded. */
-    path: string
+  libtorch: CoreDeviceInfo['libtorch'] & {
     /** How it was found: `$EMOTION_PIPELINE_LIBTORCH`, `$LIBTORCH`, `$VIRTUAL_ENV`, `python3`, `install-torch cache`, … */
     source: string
   }
   /** Why CUDA is not usable, when it is not. */
   cudaProblem?: string
-  cpuThreads: number
 }
 
 /** `'auto' | 'cpu' | 'cuda' | 'cuda:N'` */
@@ -35,7 +25,7 @@ export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`
 
 /** What libtorch and CUDA this process sees. */
 export function deviceInfo(): DeviceInfo {
-  const info = callNative(() => native.deviceInfo())
+  const info = JSON.parse(callNative(() => native.deviceInfo())) as CoreDeviceInfo
   const state = nativeState()
   // The loader knows why libtorch_cuda did not load (a missing CUDA library); the core only sees that it is absent.
   const cudaProblem = info.cudaAvailable ? undefined : (state?.cuda.problem ?? info.cudaProblem ?? undefined)

@@ -1,18 +1,8 @@
-/** Stable codes carried by every error this library throws or rejects with. */
-export type ErrorCode =
-  | 'INVALID_OPTION'
-  | 'AUDIO_DECODE'
-  | 'DATASET'
-  | 'CUDA_UNAVAILABLE'
-  | 'OUT_OF_MEMORY'
-  | 'CANCELLED'
-  | 'NON_FINITE'
-  | 'TORCH'
-  | 'IO'
-  | 'MODEL_NOT_FOUND'
-  | 'INTERNAL'
-  | 'LIBTORCH_NOT_FOUND'
-  | 'LIBTORCH_VERSION'
+import { ERROR_CODES } from './generated/results.js'
+import type { ErrorCode } from './generated/results.js'
+
+/** Stable codes carried by every error this library throws or rejects with (the core's `ErrorCode`). */
+export type { ErrorCode }
 
 export class EmotionPipelineError extends Error {
   readonly code: ErrorCode
@@ -23,21 +13,7 @@ export class EmotionPipelineError extends Error {
   }
 }
 
-const KNOWN = new Set<string>([
-  'INVALID_OPTION',
-  'AUDIO_DECODE',
-  'DATASET',
-  'CUDA_UNAVAILABLE',
-  'OUT_OF_MEMORY',
-  'CANCELLED',
-  'NON_FINITE',
-  'TORCH',
-  'IO',
-  'MODEL_NOT_FOUND',
-  'INTERNAL',
-  'LIBTORCH_NOT_FOUND',
-  'LIBTORCH_VERSION',
-])
+const KNOWN = new Set<string>(ERROR_CODES)
 
 /** Turns an error from the addon (which carries `code`) into an `EmotionPipelineError`. */
 export function fromNative(err: unknown): EmotionPipelineError {

@@ -19,11 +19,15 @@ import { train } from './train.js'
 import { bundledWhisperDir, transcribe } from './transcribe.js'
 import type { TranscribeOptions } from './transcribe.js'
 import type { TrainEvent, TrainOptions, TrainResult, TrainSet } from './train.js'
+import { DEFAULTS } from './generated/options.js'
 import type { TrainConfig } from './generated/options.js'
 
 export type ModelName = 'audio' | 'text' | 'fusion'
 
-export interface PipelineOptions {
+/** Training settings shared by every model (the core's `TrainConfig` fields, defaults there). */
+type SharedTrainSettings = Pick<TrainConfig, 'epochs' | 'batchSize' | 'accumulation' | 'seed' | 'amp'>
+
+export interface PipelineOptions extends SharedTrainSettings {
   /** Dataset folder (RAVDESS names, `<label>/` folders, or use `index.manifest`). */
   data: string
   /** Run directory (created). */
@@ -32,18 +36,8 @@ export interface PipelineOptions {
   models?: ModelName[]
   /** `stratified` 80/20 (the reference), `speaker` (no speaker in two parts), or full split options. @default 'stratified' */
   split?: 'stratified' | 'speaker' | SplitOptions
-  /** @default 42 */
-  seed?: number
-  /** @default 50 */
-  epochs?: number
-  /** @default 16 */
-  batchSize?: number
-  /** @default 2 */
-  accumulation?: number
-  /** @default 1e-3 */
+  /** Adam's learning rate for every model: the core's `optim.lr` (`AdamConfig.lr`, whose default applies). */
   lr?: number
-  /** @default 'auto' */
-  amp?: TrainOptions['amp']
   /** @default 'auto' */
   device?: DeviceSpec
   mel?: MelOptions
@@ -111,7 +105,7 @@ async function runStages(options: PipelineOptions, runDir: string): Promise<Pipe
   const emit = options.onProgress ?? (() => {})
   const stage = (name: string, message: string) => emit({ type: 'stage', stage: name, message })
   const models = options.models ?? DEFAULT_MODELS
-  const seed = options.seed ?? 42
+  const seed = options.seed ?? DEFAULTS.TrainConfig.seed
   const stageSeconds: Record<string, number> = {}
   const timed = async <T>(name: string, fn: () => Promise<T> | T): Promise<T> => {
     const t0 = performance.now()

@@ -3,10 +3,9 @@ import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
 import { extractMel } from './audio.js'
-import type { MelOptions } from './audio.js'
 import type { DeviceSpec } from './device.js'
 import type { TrainConfig } from './generated/options.js'
-import type { Metrics, TrainEvent, TrainResult } from './generated/results.js'
+import type { ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
 
 /** Inputs of one split. `mel` from `extractMel` (`[n, nMels, frames]`), `tokens` `[n, maxLen]` ids. */
 export interface TrainSet {
@@ -16,7 +15,7 @@ export interface TrainSet {
   labels: Int32Array | number[]
 }
 
-export type { ClassScores, EpochRecord, Metrics, TrainEvent, TrainResult } from './generated/results.js'
+export type { ClassScores, EpochRecord, Metrics, ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
 
 /**
  * Options of `train()`: the core's `TrainConfig` (one definition, with its defaults and validation, in
@@ -66,23 +65,6 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     ),
   )
   return JSON.parse(json) as TrainResult
-}
-
-export interface Prediction {
-  label: string
-  index: number
-  /** One per label, in label order. */
-  probabilities: number[]
-}
-
-export interface ModelMeta {
-  config: Required<Pick<TrainOptions, 'model' | 'labels' | 'epochs' | 'batchSize'>> & {
-    mel: MelOptions | null
-    vocabulary: string[] | null
-  }
-  norm: [number, number]
-  epoch: number
-  val: Metrics | null
 }
 
 /** A trained model: `loadModel(dir)`. */

@@ -70,6 +70,36 @@ export interface EarlyStopping {
   patience: number
 }
 
+export interface ExtractOptions {
+  /** @default {'sampleRate':48000, 'nFft':2048, 'winLength':null, 'hopLength':512, 'fMin':0, 'fMax':null, 'nMels':128, 'power':2, 'center':true, 'padMode':'reflect', 'norm':null, 'melScale':'htk', 'toDb':true, 'topDb':80, 'durationSeconds':3, 'align':'start', 'frames':280} */
+  mel?: MelConfig
+  /**
+   * `auto`, `cpu`, `cuda`, `cuda:N`.
+   * @default 'auto'
+   */
+  device?: string
+  /**
+   * Clips per mel batch on the device.
+   * @default 64
+   */
+  batchSize?: number
+  /**
+   * Fail on the first bad input instead of reporting it in `failed`.
+   * @default false
+   */
+  strict?: boolean
+  /**
+   * CPU threads decoding and resampling; 0 = all cores.
+   * @default 0
+   */
+  decodeThreads?: number
+  /**
+   * Folder of the on-disk feature cache; `None` disables it.
+   * @default null
+   */
+  cacheDir?: string | null
+}
+
 /** Audio and text embeddings concatenated (256 + 128 = 384 by default), then dense layers. */
 export interface FusionConfig {
   /**
@@ -88,6 +118,41 @@ export interface FusionConfig {
    */
   freezeBatchNorm?: boolean
 }
+
+export interface IndexOptions {
+  /**
+   * How clips are labelled.
+   * @default 'auto'
+   */
+  layout?: Layout
+  /**
+   * Manifest file for `layout: manifest` (paths in it are relative to its folder).
+   * @default null
+   */
+  manifest?: string | null
+  /**
+   * RAVDESS: keep speech (`03-01-…`) only.
+   * @default true
+   */
+  speechOnly?: boolean
+  /**
+   * How thoroughly each clip is checked.
+   * @default 'header'
+   */
+  verify?: Verify
+  /**
+   * Worker threads for hashing and probing; 0 = all cores.
+   * @default 0
+   */
+  threads?: number
+}
+
+/**
+ * - `'auto'`: RAVDESS names if most files carry them, else `<label>/<file>` folders.
+ * - `'folders'`: `<label>/<file>`: the parent folder is the label.
+ * - `'manifest'`: A CSV (`path,label[,speaker]` header) or JSONL manifest, given as `manifest`.
+ */
+export type Layout = 'ravdess' | 'auto' | 'folders' | 'manifest'
 
 /**
  * Learning-rate schedule over the optimiser steps.
@@ -192,8 +257,56 @@ export type ModelKind = 'audio' | 'text' | 'fusion'
 /** Padding of the waveform when `center` is set (`torch.stft` `pad_mode`). */
 export type PadMode = 'reflect' | 'constant' | 'replicate' | 'circular'
 
+export interface SplitOptions {
+  /** @default 'stratified' */
+  strategy?: Strategy
+  /**
+   * Share of the clips (`stratified`, `kfold`) or speakers (`speaker`) in the test set.
+   * @default 0.2
+   */
+  testFraction?: number
+  /**
+   * Share taken from the training part for validation (0: no validation set).
+   * @default 0
+   */
+  valFraction?: number
+  /**
+   * The same items, options and seed give the same split.
+   * @default 42
+   */
+  seed?: number
+  /**
+   * `speaker`: these speakers form the test set (else `testFraction` of the speakers, drawn by seed).
+   * @default null
+   */
+  testSpeakers?: string[] | null
+  /**
+   * `speaker`: these speakers form the validation set.
+   * @default null
+   */
+  valSpeakers?: string[] | null
+  /**
+   * `kfold` / `speaker-kfold`: how many folds.
+   * @default 5
+   */
+  folds?: number
+  /**
+   * `kfold` / `speaker-kfold`: which fold is the test set (0-based).
+   * @default 0
+   */
+  fold?: number
+}
+
 /** Validation metric that picks the best epoch and drives early stopping. */
 export type StopMetric = 'valLoss' | 'valAccuracy' | 'valF1'
+
+/**
+ * - `'stratified'`: Random, with every class in the same proportion in each part (the reference pipeline's split).
+ * - `'speaker'`: Speaker-independent: no speaker in two parts.
+ * - `'kfold'`: Stratified k-fold: part `fold` of `folds` is the test set.
+ * - `'speaker-kfold'`: Leave-speakers-out folds: the speakers of fold `fold` are the test set.
+ */
+export type Strategy = 'stratified' | 'speaker' | 'kfold' | 'speaker-kfold'
 
 /** The transcript model: token embedding, bidirectional LSTM, dense head. */
 export interface TextLstmConfig {
@@ -328,3 +441,125 @@ export interface TrainConfig {
    */
   vocabulary?: string[] | null
 }
+
+/**
+ * - `'header'`: Read the container header (fast): empty, unknown and header-less files are caught.
+ * - `'decode'`: Decode every clip: also catches truncated and corrupt streams.
+ */
+export type Verify = 'header' | 'decode'
+
+/** The default of every option that has one, by type: the values the core fills in. */
+export const DEFAULTS = {
+  'AdamConfig': {
+    'lr': 0.001,
+    'beta1': 0.9,
+    'beta2': 0.999,
+    'eps': 1e-8,
+    'weightDecay': 0
+  },
+  'AudioCnnConfig': {
+    'channels': [
+      32,
+      64,
+      128,
+      256,
+      512,
+      512
+    ],
+    'hidden': [
+      256,
+      128
+    ],
+    'dropout': 0.5,
+    'convDropout': 0,
+    'freezeBatchNorm': false
+  },
+  'ExtractOptions': {
+    'device': 'auto',
+    'batchSize': 64,
+    'strict': false,
+    'decodeThreads': 0,
+    'cacheDir': null
+  },
+  'FusionConfig': {
+    'hidden': [
+      256,
+      128
+    ],
+    'dropout': 0.5,
+    'freezeBatchNorm': false
+  },
+  'IndexOptions': {
+    'layout': 'auto',
+    'manifest': null,
+    'speechOnly': true,
+    'verify': 'header',
+    'threads': 0
+  },
+  'MelConfig': {
+    'sampleRate': 48000,
+    'nFft': 2048,
+    'winLength': null,
+    'hopLength': 512,
+    'fMin': 0,
+    'fMax': null,
+    'nMels': 128,
+    'power': 2,
+    'center': true,
+    'padMode': 'reflect',
+    'norm': null,
+    'melScale': 'htk',
+    'toDb': true,
+    'topDb': 80,
+    'durationSeconds': 3,
+    'align': 'start',
+    'frames': 280
+  },
+  'SplitOptions': {
+    'strategy': 'stratified',
+    'testFraction': 0.2,
+    'valFraction': 0,
+    'seed': 42,
+    'testSpeakers': null,
+    'valSpeakers': null,
+    'folds': 5,
+    'fold': 0
+  },
+  'TextLstmConfig': {
+    'embedding': 64,
+    'hidden': 128,
+    'layers': 2,
+    'head': 128,
+    'dropout': 0.5
+  },
+  'TrainConfig': {
+    'model': 'audio',
+    'labels': [
+      'neutral',
+      'calm',
+      'happy',
+      'sad',
+      'angry',
+      'fearful',
+      'disgust',
+      'surprised'
+    ],
+    'vocabSize': 0,
+    'epochs': 50,
+    'batchSize': 16,
+    'accumulation': 2,
+    'seed': 42,
+    'labelSmoothing': 0,
+    'classWeights': null,
+    'lrSchedule': 'constant',
+    'earlyStopping': null,
+    'amp': 'auto',
+    'device': 'auto',
+    'checkpointDir': null,
+    'resume': false,
+    'maxNonFiniteSteps': 10,
+    'progressIntervalMs': 250,
+    'mel': null,
+    'vocabulary': null
+  }
+} as const

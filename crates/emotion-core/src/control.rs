@@ -32,9 +32,11 @@ impl CancelFlag {
 }
 
 /// Progress of a batch job: `done` of `total` items of `stage`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ProgressEvent")]
 pub struct Progress {
+    /// `index` (hashing and probing clips) or `mel` (featurising them).
     pub stage: &'static str,
     pub done: usize,
     pub total: usize,

@@ -43,28 +43,28 @@ pub fn device_name(device: tch::Device) -> String {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct GpuInfo {
+pub struct GpuDevice {
     pub index: u32,
     pub name: String,
     pub total_memory_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LibtorchInfo {
     /// Directory of the libtorch shared libraries actually loaded by this process.
     pub path: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceInfo {
     pub torch_version: String,
     pub cuda_available: bool,
     pub cuda_device_count: u32,
-    pub devices: Vec<GpuInfo>,
+    pub devices: Vec<GpuDevice>,
     pub cudnn_version: Option<u32>,
     pub libtorch: LibtorchInfo,
     /// Why CUDA is not usable, in words, when it is not.
@@ -123,7 +123,7 @@ pub fn cuda_probe_summary() -> String {
 /// Minimal use of the CUDA driver API (stable C signatures) for names and memory, which tch does
 /// not expose. Loaded at run time so CPU-only machines need nothing.
 mod cuda_driver {
-    use super::GpuInfo;
+    use super::GpuDevice;
     use libloading::{Library, Symbol};
     use std::os::raw::{c_char, c_int, c_uint};
 
@@ -153,7 +153,7 @@ mod cuda_driver {
         }
     }
 
-    pub fn gpu(index: u32) -> GpuInfo {
+    pub fn gpu(index: u32) -> GpuDevice {
         let (name, total_memory_bytes) = driver()
             .ok()
             .and_then(|lib| unsafe {
@@ -174,7 +174,7 @@ mod cuda_driver {
                 Some((name, bytes as u64))
             })
             .unwrap_or_else(|| ("unknown".into(), 0));
-        GpuInfo { index, name, total_memory_bytes }
+        GpuDevice { index, name, total_memory_bytes }
     }
 
     /// libtorch has already loaded cuDNN when CUDA works; ask it for its version.

@@ -35,22 +35,62 @@ pub enum Error {
     Internal(String),
 }
 
+/// The `code` of every error the library throws or rejects with, in Rust and in TypeScript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// An option or argument is invalid; the message names it.
+    InvalidOption,
+    /// An audio file cannot be decoded; the message names it.
+    AudioDecode,
+    /// The dataset folder, manifest or split cannot be used.
+    Dataset,
+    /// CUDA was asked for and is not usable.
+    CudaUnavailable,
+    /// The device ran out of memory.
+    OutOfMemory,
+    /// The job was cancelled (an `AbortSignal`).
+    Cancelled,
+    /// Training diverged (NaN or infinite values), or saved weights are not finite.
+    NonFinite,
+    /// libtorch reported an error.
+    Torch,
+    /// A file could not be read or written; the message names it.
+    Io,
+    /// A model (Whisper, a trained model) is missing; the message says how to get it.
+    ModelNotFound,
+    /// A bug: please report it.
+    Internal,
+    /// No libtorch was found (raised by the TypeScript loader before the core is loaded).
+    LibtorchNotFound,
+    /// A libtorch of another version was found (raised by the TypeScript loader).
+    LibtorchVersion,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The serde name is the one definition of the string.
+        let quoted = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(quoted.trim_matches('"'))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Stable machine-readable code, identical to the JS `err.code`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::InvalidOption { .. } => "INVALID_OPTION",
-            Error::AudioDecode { .. } => "AUDIO_DECODE",
-            Error::Dataset { .. } => "DATASET",
-            Error::CudaUnavailable(_) => "CUDA_UNAVAILABLE",
-            Error::OutOfMemory { .. } => "OUT_OF_MEMORY",
-            Error::Cancelled => "CANCELLED",
-            Error::NonFinite(_) => "NON_FINITE",
-            Error::Torch(_) => "TORCH",
-            Error::Io { .. } => "IO",
-            Error::Internal(_) => "INTERNAL",
+            Error::InvalidOption { .. } => ErrorCode::InvalidOption,
+            Error::AudioDecode { .. } => ErrorCode::AudioDecode,
+            Error::Dataset { .. } => ErrorCode::Dataset,
+            Error::CudaUnavailable(_) => ErrorCode::CudaUnavailable,
+            Error::OutOfMemory { .. } => ErrorCode::OutOfMemory,
+            Error::Cancelled => ErrorCode::Cancelled,
+            Error::NonFinite(_) => ErrorCode::NonFinite,
+            Error::Torch(_) => ErrorCode::Torch,
+            Error::Io { .. } => ErrorCode::Io,
+            Error::Internal(_) => ErrorCode::Internal,
         }
     }
 

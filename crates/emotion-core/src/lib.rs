@@ -1,5 +1,6 @@
 //! emotion-core: speech emotion recognition on libtorch. Pure Rust + tch; knows nothing of Node.
 
+pub mod atomic;
 pub mod audio;
 pub mod control;
 pub mod dataset;

@@ -11,6 +11,9 @@ use schemars::JsonSchema;
 pub struct Options {
     pub mel: crate::audio::MelConfig,
     pub train: crate::train::config::TrainConfig,
+    pub extract: crate::audio::features::ExtractOptions,
+    pub index: crate::dataset::index::IndexOptions,
+    pub split: crate::dataset::split::SplitOptions,
 }
 
 /// The root of the results' schema: what the core returns and emits, as serialised.
@@ -19,6 +22,14 @@ pub struct Options {
 pub struct Results {
     pub train_result: crate::train::engine::TrainResult,
     pub train_event: crate::train::engine::TrainEvent,
+    pub model_meta: crate::train::checkpoint::ModelMeta,
+    pub prediction: crate::train::predict::Prediction,
+    pub dataset_index: crate::dataset::index::DatasetIndex,
+    pub split: crate::dataset::split::Split,
+    pub progress: crate::control::Progress,
+    pub mel_features: crate::audio::features::MelFeatures,
+    pub device_info: crate::device::DeviceInfo,
+    pub error_code: crate::error::ErrorCode,
 }
 
 fn pretty(schema: &schemars::Schema) -> String {

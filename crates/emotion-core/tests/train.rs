@@ -3,6 +3,7 @@
 
 use emotion_core::control::CancelFlag;
 use emotion_core::dataset::rng::SplitMix64;
+use emotion_core::error::ErrorCode;
 use emotion_core::models::AudioCnnConfig;
 use emotion_core::train::predict::load_model;
 use emotion_core::train::{train, HostSet, ModelKind, Sets, TrainConfig, TrainEvent};
@@ -209,7 +210,7 @@ fn a_diverging_run_stops_with_non_finite_and_keeps_its_checkpoint() {
         }
     })
     .unwrap_err();
-    assert_eq!(err.code(), "NON_FINITE", "{err}");
+    assert_eq!(err.code(), ErrorCode::NonFinite, "{err}");
     assert!(err.to_string().contains("lr"), "{err}");
     assert!(warnings >= 3);
     let kept = weights(&dir, "last.safetensors");
@@ -230,7 +231,7 @@ fn bad_inputs_are_rejected_with_the_field_named() {
     }
     let err = train(&small_config(), Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {})
         .unwrap_err();
-    assert_eq!(err.code(), "NON_FINITE");
+    assert_eq!(err.code(), ErrorCode::NonFinite);
     assert!(err.to_string().contains("row 1"), "{err}");
     let err = train(
         &TrainConfig { device: "cuda".into(), ..small_config() },
@@ -239,7 +240,7 @@ fn bad_inputs_are_rejected_with_the_field_named() {
         &mut |_| {},
     );
     if !tch::Cuda::is_available() {
-        assert_eq!(err.unwrap_err().code(), "CUDA_UNAVAILABLE");
+        assert_eq!(err.unwrap_err().code(), ErrorCode::CudaUnavailable);
     }
 }
 

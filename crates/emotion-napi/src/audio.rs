@@ -39,31 +39,11 @@ pub struct SamplesInput {
 }
 
 #[napi(object)]
-pub struct FailedInput {
-    pub index: u32,
-    pub path: String,
-    pub code: String,
-    pub message: String,
-}
-
-#[napi(object)]
 pub struct MelResult {
     /// Row-major `[shape[0], nMels, frames]`.
     pub data: Float32Array,
-    pub shape: Vec<u32>,
-    /// `indices[i]`: the input that row `i` came from (failed inputs have no row).
-    pub indices: Vec<u32>,
-    pub failed: Vec<FailedInput>,
-    pub device: String,
-    /// Feature-cache counts when `cacheDir` was given.
-    pub cache: Option<CacheStats>,
-}
-
-#[napi(object)]
-pub struct CacheStats {
-    pub hits: u32,
-    pub misses: u32,
-    pub writes: u32,
+    /// The rest of the core's `MelFeatures` (shape, indices, failed inputs, device, cache counts) as JSON.
+    pub features_json: String,
 }
 
 /// Log-mel features of many clips, batched on the device. `optionsJson` is a JSON
@@ -96,28 +76,10 @@ pub fn extract_mel<'env>(
             let mut progress = |p: emotion_core::control::Progress| emit(on_progress.as_ref(), &p);
             features::extract_mel(&inputs, &options, &flag, &mut progress)
         },
-        |_, out| {
-            Ok(MelResult {
-                data: out.data.into(),
-                shape: out.shape.iter().map(|&d| d as u32).collect(),
-                indices: out.indices.iter().map(|&i| i as u32).collect(),
-                failed: out
-                    .failed
-                    .into_iter()
-                    .map(|f| FailedInput {
-                        index: f.index as u32,
-                        path: f.path,
-                        code: f.code.into(),
-                        message: f.message,
-                    })
-                    .collect(),
-                device: out.device,
-                cache: out.cache.map(|c| CacheStats {
-                    hits: c.hits as u32,
-                    misses: c.misses as u32,
-                    writes: c.writes as u32,
-                }),
-            })
+        |_, mut out| {
+            let data = std::mem::take(&mut out.data);
+            let features_json = serde_json::to_string(&out).map_err(|e| napi::Error::from_reason(e.to_string()))?;
+            Ok(MelResult { data: data.into(), features_json })
         },
     )
 }

@@ -27,7 +27,7 @@ pub fn to_js(e: CoreError) -> napi::Error<Code> {
 pub fn rejection(env: &Env, e: &CoreError) -> napi::Error {
     let made = (|| -> napi::Result<napi::Error> {
         let mut object = env.create_error(napi::Error::new(Status::GenericFailure, e.to_string()))?;
-        object.set_named_property("code", e.code())?;
+        object.set_named_property("code", e.code().to_string())?;
         Ok(napi::Error::from(object.into_unknown(env)?))
     })();
     made.unwrap_or_else(|err| err)

@@ -4,50 +4,10 @@ use emotion_core::device;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-#[napi(object)]
-pub struct GpuDevice {
-    pub index: u32,
-    pub name: String,
-    pub total_memory_bytes: f64,
-}
-
-#[napi(object)]
-pub struct LibtorchInfo {
-    /// Folder of the libtorch shared libraries this process loaded.
-    pub path: String,
-}
-
-#[napi(object)]
-pub struct DeviceInfo {
-    pub torch_version: String,
-    pub cuda_available: bool,
-    pub cuda_device_count: u32,
-    pub devices: Vec<GpuDevice>,
-    pub cudnn_version: Option<u32>,
-    pub libtorch: LibtorchInfo,
-    /// Why CUDA is unusable, when it is.
-    pub cuda_problem: Option<String>,
-    pub cpu_threads: u32,
-}
-
-/// What libtorch and CUDA this process sees.
+/// What libtorch and CUDA this process sees: a JSON `DeviceInfo`.
 #[napi]
-pub fn device_info() -> DeviceInfo {
-    let info = device::device_info();
-    DeviceInfo {
-        torch_version: info.torch_version,
-        cuda_available: info.cuda_available,
-        cuda_device_count: info.cuda_device_count,
-        devices: info
-            .devices
-            .into_iter()
-            .map(|d| GpuDevice { index: d.index, name: d.name, total_memory_bytes: d.total_memory_bytes as f64 })
-            .collect(),
-        cudnn_version: info.cudnn_version,
-        libtorch: LibtorchInfo { path: info.libtorch.path },
-        cuda_problem: info.cuda_problem,
-        cpu_threads: info.cpu_threads,
-    }
+pub fn device_info() -> String {
+    serde_json::to_string(&device::device_info()).expect("device info serialises")
 }
 
 #[napi(object)]

@@ -8,7 +8,6 @@ use crate::dataset::index::hex;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,7 +16,8 @@ const FORMAT: &str = "emotion-pipeline mel v1";
 /// Version 2 adds the SHA-256 of the values after the length; version 1 entries are misses.
 const MAGIC: &[u8; 8] = b"EPMEL\x00\x02\x00";
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+/// Feature-cache counts of one `extractMel` call.
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheStats {
     pub hits: usize,
@@ -66,25 +66,14 @@ impl FeatureCache {
         let path = self.path(key);
         let dir = path.parent().expect("cache entries live in a subfolder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let tmp = dir.join(
-            format!(".{key}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
-        );
         let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut bytes = Vec::with_capacity(48 + payload.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&Sha256::digest(&payload));
         bytes.extend_from_slice(&payload);
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            // No fsync: after a power cut a renamed-but-empty entry fails the length check and is a miss.
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(&path, e)
-        })?;
+        // No fsync: after a power cut a renamed-but-empty entry fails the length check and is a miss.
+        crate::atomic::write_atomic(&path, &bytes)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

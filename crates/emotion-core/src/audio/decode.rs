@@ -1,5 +1,6 @@
 //! Decoding WAV, FLAC, Ogg Vorbis and MP3 to mono f32 with symphonia (pure Rust).
 
+use super::SAMPLE_RATES;
 use crate::error::{Error, Result};
 use std::path::Path;
 use symphonia::core::audio::SampleBuffer;
@@ -71,7 +72,6 @@ fn open(bytes: Vec<u8>, extension: Option<&str>) -> Result<(Box<dyn FormatReader
 
 /// Sample rates a header may declare. Outside this range the file is refused before anything is
 /// sized from it (a rate of 1 Hz would make the resampler allocate gigabytes).
-pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=768_000;
 const MAX_CHANNELS: usize = 64;
 /// Samples preallocated from a header's frame count at most (10 minutes at 48 kHz); the vector
 /// still grows past it for real long files, but a lying header cannot request terabytes.

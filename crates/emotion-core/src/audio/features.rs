@@ -29,7 +29,7 @@ impl AudioInput {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ExtractOptions {
     pub mel: MelConfig,
@@ -58,23 +58,31 @@ impl Default for ExtractOptions {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedInput {
     pub index: usize,
     pub path: String,
-    pub code: &'static str,
+    pub code: crate::error::ErrorCode,
     pub message: String,
 }
 
-/// `data` is row-major `[shape[0], n_mels, frames]`; `indices[i]` is the input that row `i` came from.
-#[derive(Debug, Clone)]
+/// Log-mel features of many clips. Serialised without `data`, which crosses as a typed array.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MelFeatures {
+    /// Row-major `[shape[0], nMels, frames]`.
+    #[serde(skip)]
     pub data: Vec<f32>,
     pub shape: [usize; 3],
+    /// `indices[i]` is the input that row `i` came from (failed inputs have no row).
     pub indices: Vec<usize>,
+    /// Inputs that could not be featurised, with the reason.
     pub failed: Vec<FailedInput>,
+    /// The device the spectrograms were computed on.
     pub device: String,
+    /// Cache counts when `cacheDir` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
 }
 
@@ -82,14 +90,6 @@ pub struct MelFeatures {
 enum Loaded {
     Cached(Vec<f32>),
     Wave { samples: Vec<f32>, cache_key: Option<String> },
-}
-
-/// Decodes (or takes) one clip, resamples it to `mel.sample_rate` and fits it to the clip length.
-pub fn load_waveform(input: &AudioInput, index: usize, mel: &MelConfig) -> Result<Vec<f32>> {
-    match load(input, index, mel, None)? {
-        Loaded::Wave { samples, .. } => Ok(samples),
-        Loaded::Cached(_) => unreachable!("no cache given"),
-    }
 }
 
 fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&FeatureCache>) -> Result<Loaded> {
@@ -115,12 +115,7 @@ fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&Featur
             if samples.is_empty() {
                 return Err(Error::decode(label, "no audio samples (zero-length audio)"));
             }
-            if *sample_rate < 1000 {
-                return Err(Error::invalid(
-                    format!("inputs[{index}].sampleRate"),
-                    format!("must be ≥ 1000 Hz, got {sample_rate}"),
-                ));
-            }
+            super::check_sample_rate(&format!("inputs[{index}].sampleRate"), *sample_rate)?;
             if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
                 return Err(Error::decode(label, format!("non-finite sample (NaN or infinity) at frame {i}")));
             }

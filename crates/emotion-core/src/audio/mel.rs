@@ -143,9 +143,7 @@ impl MelConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |opt: &str, why: String| Err(Error::invalid(format!("mel.{opt}"), why));
-        if !(1_000..=384_000).contains(&self.sample_rate) {
-            return bad("sampleRate", format!("must be 1000..384000 Hz, got {}", self.sample_rate));
-        }
+        super::check_sample_rate("mel.sampleRate", self.sample_rate)?;
         if self.n_fft < 16 || self.n_fft > 65_536 {
             return bad("nFft", format!("must be 16..65536, got {}", self.n_fft));
         }
@@ -385,7 +383,7 @@ mod tests {
     #[test]
     fn invalid_options_name_the_field() {
         let err = MelConfig { n_mels: 0, ..MelConfig::default() }.validate().unwrap_err();
-        assert_eq!(err.code(), "INVALID_OPTION");
+        assert_eq!(err.code(), crate::error::ErrorCode::InvalidOption);
         assert!(err.to_string().contains("mel.nMels"), "{err}");
         let err = MelConfig { win_length: Some(4096), ..MelConfig::default() }.validate().unwrap_err();
         assert!(err.to_string().contains("mel.winLength"), "{err}");

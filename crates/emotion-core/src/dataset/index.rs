@@ -4,6 +4,7 @@ use super::ravdess::RavdessName;
 use crate::audio::decode::{decode_bytes, probe_bytes};
 use crate::control::{CancelFlag, Progress};
 use crate::error::{Error, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub const AUDIO_EXTENSIONS: [&str; 4] = ["wav", "flac", "ogg", "mp3"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// RAVDESS names if most files carry them, else `<label>/<file>` folders.
@@ -23,7 +24,7 @@ pub enum Layout {
     Manifest,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {
     /// Read the container header (fast): empty, unknown and header-less files are caught.
@@ -32,14 +33,16 @@ pub enum Verify {
     Decode,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct IndexOptions {
+    /// How clips are labelled.
     pub layout: Layout,
     /// Manifest file for `layout: manifest` (paths in it are relative to its folder).
     pub manifest: Option<PathBuf>,
     /// RAVDESS: keep speech (`03-01-…`) only.
     pub speech_only: bool,
+    /// How thoroughly each clip is checked.
     pub verify: Verify,
     /// Worker threads for hashing and probing; 0 = all cores.
     pub threads: usize,
@@ -51,8 +54,9 @@ impl Default for IndexOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "DatasetItem")]
 pub struct Item {
     pub path: String,
     pub label: String,
@@ -66,25 +70,43 @@ pub struct Item {
     pub ravdess: Option<RavdessName>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Duplicate {
     pub path: String,
     pub duplicate_of: String,
-    /// `content` (same bytes) or `identity` (same RAVDESS name fields).
-    pub reason: String,
+    pub reason: DuplicateReason,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateReason {
+    /// The same bytes as another file.
+    Content,
+    /// The same RAVDESS name fields as another file.
+    Identity,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     pub path: String,
-    /// `unreadable`, `mislabelled` or `unlabelled`.
-    pub kind: String,
+    pub kind: ProblemKind,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProblemKind {
+    /// Empty, truncated or not audio.
+    Unreadable,
+    /// Its label contradicts its file name or folder.
+    Mislabelled,
+    /// No label could be found for it.
+    Unlabelled,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
     pub items: usize,
@@ -95,7 +117,7 @@ pub struct Counts {
     pub duration_seconds: DurationStats,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DurationStats {
     pub total: f64,
@@ -104,13 +126,16 @@ pub struct DurationStats {
     pub max: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetIndex {
     pub root: String,
+    /// The layout used (`auto` resolved).
     pub layout: Layout,
     pub items: Vec<Item>,
+    /// Files left out because another file has the same content or the same RAVDESS identity.
     pub duplicates: Vec<Duplicate>,
+    /// Files that could not be used, with why. Never fatal.
     pub problems: Vec<Problem>,
     pub counts: Counts,
 }
@@ -177,7 +202,7 @@ pub fn index_dataset(
                 ravdess: c.ravdess,
             }),
             Err(message) => {
-                problems.push(Problem { path: c.path.display().to_string(), kind: "unreadable".into(), message })
+                problems.push(Problem { path: c.path.display().to_string(), kind: ProblemKind::Unreadable, message })
             }
         }
     }
@@ -234,7 +259,7 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
                     if n != name.actor {
                         problems.push(Problem {
                             path: shown,
-                            kind: "mislabelled".into(),
+                            kind: ProblemKind::Mislabelled,
                             message: format!("file name says actor {:02} but it is in folder {folder}", name.actor),
                         });
                         return None;
@@ -250,13 +275,13 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
             Ok(None) => {
                 problems.push(Problem {
                     path: shown,
-                    kind: "unlabelled".into(),
+                    kind: ProblemKind::Unlabelled,
                     message: "not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA)".into(),
                 });
                 None
             }
             Err(message) => {
-                problems.push(Problem { path: shown, kind: "mislabelled".into(), message });
+                problems.push(Problem { path: shown, kind: ProblemKind::Mislabelled, message });
                 None
             }
         },
@@ -272,7 +297,7 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
                 None => {
                     problems.push(Problem {
                         path: shown,
-                        kind: "unlabelled".into(),
+                        kind: ProblemKind::Unlabelled,
                         message: "file is not inside a <label>/ folder".into(),
                     });
                     None
@@ -335,7 +360,7 @@ fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Can
         if !full.is_file() {
             problems.push(Problem {
                 path: full.display().to_string(),
-                kind: "unreadable".into(),
+                kind: ProblemKind::Unreadable,
                 message: "listed in the manifest but not found".into(),
             });
             continue;
@@ -343,7 +368,7 @@ fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Can
         if label.is_empty() {
             problems.push(Problem {
                 path: full.display().to_string(),
-                kind: "unlabelled".into(),
+                kind: ProblemKind::Unlabelled,
                 message: "empty label in the manifest".into(),
             });
             continue;
@@ -423,11 +448,19 @@ fn drop_duplicates(items: Vec<Item>) -> (Vec<Item>, Vec<Duplicate>) {
     let mut duplicates = Vec::new();
     for item in items {
         if let Some(first) = by_hash.get(&item.hash) {
-            duplicates.push(Duplicate { path: item.path, duplicate_of: first.clone(), reason: "content".into() });
+            duplicates.push(Duplicate {
+                path: item.path,
+                duplicate_of: first.clone(),
+                reason: DuplicateReason::Content,
+            });
             continue;
         }
         if let Some(first) = item.ravdess.and_then(|r| by_identity.get(&r)) {
-            duplicates.push(Duplicate { path: item.path, duplicate_of: first.clone(), reason: "identity".into() });
+            duplicates.push(Duplicate {
+                path: item.path,
+                duplicate_of: first.clone(),
+                reason: DuplicateReason::Identity,
+            });
             continue;
         }
         by_hash.insert(item.hash.clone(), item.path.clone());

@@ -1,10 +1,11 @@
 //! RAVDESS file names: `MM-VV-EE-II-SS-RR-AA.ext`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const EMOTIONS: [&str; 8] = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RavdessName {
     /// 01 full AV, 02 video only, 03 audio only.

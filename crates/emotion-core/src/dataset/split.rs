@@ -3,10 +3,11 @@
 use super::index::Item;
 use super::rng::SplitMix64;
 use crate::error::{Error, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Random, with every class in the same proportion in each part (the reference pipeline's split).
@@ -19,17 +20,23 @@ pub enum Strategy {
     SpeakerKfold,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct SplitOptions {
     pub strategy: Strategy,
+    /// Share of the clips (`stratified`, `kfold`) or speakers (`speaker`) in the test set.
     pub test_fraction: f64,
+    /// Share taken from the training part for validation (0: no validation set).
     pub val_fraction: f64,
+    /// The same items, options and seed give the same split.
     pub seed: u64,
     /// `speaker`: these speakers form the test set (else `testFraction` of the speakers, drawn by seed).
     pub test_speakers: Option<Vec<String>>,
+    /// `speaker`: these speakers form the validation set.
     pub val_speakers: Option<Vec<String>>,
+    /// `kfold` / `speaker-kfold`: how many folds.
     pub folds: usize,
+    /// `kfold` / `speaker-kfold`: which fold is the test set (0-based).
     pub fold: usize,
 }
 
@@ -48,7 +55,7 @@ impl Default for SplitOptions {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Split {
     pub options: SplitOptions,

@@ -6,6 +6,7 @@
 //! exactly; parts that do not match their hashes are refused by name.
 
 use super::config::TrainConfig;
+use crate::atomic::{replace_file, write_atomic};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::optim::{Adam, LossScaler};
@@ -95,7 +96,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// What `loadModel` needs: saved beside `best.safetensors` / `last.safetensors`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelMeta {
     pub format: String,
@@ -105,23 +106,8 @@ pub struct ModelMeta {
     pub val: Option<Metrics>,
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_name(path);
-    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!(".{}.{name}", std::process::id()))
-}
-
 fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let tmp = temp_name(path).with_extension("safetensors");
-    Tensor::write_safetensors(named, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    replace_file(path, |tmp| Ok(Tensor::write_safetensors(named, tmp)?))
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -113,6 +113,8 @@ pub fn cuda_autocast_is_bf16() -> bool {
 /// turns so each stays reproducible.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Trains one model: validates the sets, builds or resumes the model, runs the epochs, and scores the
+/// best weights on the validation and test sets.
 pub fn train(
     config: &TrainConfig,
     sets: Sets,
@@ -121,366 +123,523 @@ pub fn train(
 ) -> Result<TrainResult> {
     config.validate()?;
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let kind = config.model;
-    let name = kind.name();
-    let needs_mel = kind != super::config::ModelKind::Text;
-    let needs_tokens = kind != super::config::ModelKind::Audio;
-    let classes = config.labels.len();
-    sets.train.validate("train", classes, needs_mel, needs_tokens, config.vocab_size)?;
-    if let Some(v) = sets.val {
-        v.validate("val", classes, needs_mel, needs_tokens, config.vocab_size)?;
+    let mut trainer = Trainer::new(config, sets, emit)?;
+    trainer.announce(emit);
+    while trainer.state.epoch < config.epochs && !trainer.state.finished {
+        trainer.run_epoch(cancel, emit)?;
+        trainer.end_epoch(emit)?;
     }
-    if let Some(t) = sets.test {
-        t.validate("test", classes, needs_mel, needs_tokens, config.vocab_size)?;
-    }
-    let device = parse_device(&config.device)?;
-    // `autocast`: a CUDA autocast region (fp16 or bf16); `fp16`: it is fp16, so losses are scaled.
-    let (autocast, fp16, precision) = match (config.amp, device) {
-        (Amp::Off, _) => (false, false, Precision::Fp32),
-        (amp, Device::Cpu) => {
-            let what = match amp {
-                Amp::Fp16 => "amp 'fp16' needs CUDA",
-                Amp::Bf16 => "amp 'bf16' needs CUDA",
-                _ => "mixed precision is CUDA-only",
-            };
-            emit(TrainEvent::Warning { model: kind, message: format!("{what}: training in fp32 on the CPU") });
-            (false, false, Precision::Fp32)
-        }
-        (Amp::Bf16, _) => (true, false, Precision::Bf16),
-        _ => (true, true, Precision::Fp16),
-    };
-    if autocast {
-        // Global libtorch state: set for every job (jobs take turns, see ONE_AT_A_TIME).
-        set_cuda_autocast_bf16(!fp16);
-    }
-    if let Device::Cuda(_) = device {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
+    trainer.finish()
+}
 
-    let resumed = match (&config.checkpoint_dir, config.resume) {
-        (Some(dir), true) => checkpoint::load_state(dir)?,
-        _ => None,
-    };
-    if let Some(state) = &resumed {
-        if state.config.model != config.model || state.config.labels != config.labels {
-            return Err(Error::invalid("resume", "the checkpoint was trained with another model or label set"));
+/// How a job's forward passes run: `autocast` (a CUDA autocast region) and `fp16` (losses scaled).
+#[derive(Clone, Copy)]
+struct Mixed {
+    autocast: bool,
+    fp16: bool,
+    precision: Precision,
+}
+
+impl Mixed {
+    fn choose(kind: ModelKind, amp: Amp, device: Device, emit: &mut dyn FnMut(TrainEvent)) -> Mixed {
+        let fp32 = Mixed { autocast: false, fp16: false, precision: Precision::Fp32 };
+        match (amp, device) {
+            (Amp::Off, _) => fp32,
+            (amp, Device::Cpu) => {
+                let what = match amp {
+                    Amp::Fp16 => "amp 'fp16' needs CUDA",
+                    Amp::Bf16 => "amp 'bf16' needs CUDA",
+                    _ => "mixed precision is CUDA-only",
+                };
+                emit(TrainEvent::Warning { model: kind, message: format!("{what}: training in fp32 on the CPU") });
+                fp32
+            }
+            (Amp::Bf16, _) => Mixed { autocast: true, fp16: false, precision: Precision::Bf16 },
+            _ => Mixed { autocast: true, fp16: true, precision: Precision::Fp16 },
         }
     }
-    let norm = resumed.as_ref().map(|s| s.norm).unwrap_or_else(|| sets.train.mel_stats());
-    let train_set = sets.train.to_device(device, norm)?;
-    let val_set = sets.val.map(|s| s.to_device(device, norm)).transpose()?;
-    let test_set = sets.test.map(|s| s.to_device(device, norm)).transpose()?;
+}
 
-    tch::manual_seed(config.seed as i64);
-    let mut vs = VarStore::new(device);
-    let model = Model::build(&vs.root(), config);
-    let mut adam = Adam::new(vs.trainable_variables(), config.optim.clone())?;
-    // Batch-norm running statistics move in every forward pass; a window whose gradients turn out
-    // non-finite restores them from this snapshot so the kept model stays usable.
-    let buffers: Vec<Tensor> = {
+/// Batch-norm running statistics move in every forward pass; a window whose gradients turn out
+/// non-finite restores them from the snapshot taken at its start, so the kept model stays usable.
+struct BufferSnapshot {
+    live: Vec<Tensor>,
+    saved: Vec<Tensor>,
+}
+
+impl BufferSnapshot {
+    fn new(vs: &VarStore) -> BufferSnapshot {
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        named.into_iter().map(|(_, t)| t).collect()
-    };
-    let mut buffer_snapshot: Vec<Tensor> = buffers.iter().map(|t| t.copy()).collect();
-    let mut state = TrainState {
-        format: FORMAT.into(),
-        config: config.clone(),
-        norm,
-        epoch: 0,
-        next_batch: 0,
-        progress: EpochProgress::default(),
-        history: Vec::new(),
-        best_epoch: None,
-        best_value: None,
-        epochs_without_improvement: 0,
-        scaler: LossScaler::new(fp16),
-        finished: false,
-        parts: None,
-    };
-    if let (Some(saved), Some(dir)) = (resumed, &config.checkpoint_dir) {
-        checkpoint::load_resumable(dir, &saved, &mut vs, &mut adam)?;
-        state = TrainState { config: config.clone(), ..saved };
+        let live: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+        let saved = live.iter().map(|t| t.copy()).collect();
+        BufferSnapshot { live, saved }
     }
-    let class_weights =
-        config.class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
 
-    let bs = config.batch_size;
-    let steps_per_epoch = train_set.len.div_ceil(bs);
-    let total_opt_steps = (config.epochs as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
-    emit(TrainEvent::Start {
-        model: kind,
-        device: device_name(device),
-        precision,
-        epochs: config.epochs,
-        steps_per_epoch,
-        resumed_from_epoch: (state.epoch > 0 || state.next_batch > 0).then_some(state.epoch),
-    });
-    let started = Instant::now();
-    let mut micro_steps = 0usize;
-    let mut consecutive_bad = 0u32;
-    let mut total_skipped = 0u32;
-    let mut stopped_early = false;
-    let meta = |state: &TrainState, val: Option<Metrics>| ModelMeta {
-        format: FORMAT.into(),
-        config: config.clone(),
-        norm: state.norm,
-        epoch: state.epoch,
-        val,
-    };
-    let oom_context = |e: Error| match e {
-        Error::OutOfMemory { device, reason } => Error::OutOfMemory {
-            device,
-            reason: format!(
-                "{reason} (batch size {bs}); lower batchSize and raise accumulation to keep the effective batch"
-            ),
-        },
-        other => other,
-    };
-
-    while state.epoch < config.epochs && !state.finished {
-        let epoch = state.epoch;
-        if state.next_batch == 0 {
-            emit(TrainEvent::EpochStart { model: kind, epoch: epoch + 1, epochs: config.epochs });
+    fn take(&mut self) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        for (saved, live) in self.saved.iter_mut().zip(&self.live) {
+            saved.f_copy_(live)?;
         }
-        let order = epoch_order(config.seed, epoch, train_set.len);
-        let order = Tensor::from_slice(&order).to_device(device);
-        let epoch_clock = Instant::now();
+        Ok(())
+    }
+
+    fn restore(&self) -> Result<()> {
+        for (live, saved) in self.live.iter().zip(&self.saved) {
+            live.shallow_clone().f_copy_(saved)?;
+        }
+        Ok(())
+    }
+}
+
+/// Device-side sums of the epoch in progress: nothing syncs with the host per step.
+struct EpochSums {
+    /// The accumulation window in progress (added to the epoch only when its step is finite).
+    window_loss: Tensor,
+    window_correct: Tensor,
+    window_seen: usize,
+    loss: Tensor,
+    correct: Tensor,
+}
+
+impl EpochSums {
+    fn new(device: Device) -> EpochSums {
+        let zero = || Tensor::zeros([], (Kind::Float, device));
+        EpochSums { window_loss: zero(), window_correct: zero(), window_seen: 0, loss: zero(), correct: zero() }
+    }
+
+    fn clear_window(&mut self) -> Result<()> {
+        self.window_loss = self.window_loss.f_zero_()?;
+        self.window_correct = self.window_correct.f_zero_()?;
+        self.window_seen = 0;
+        Ok(())
+    }
+}
+
+/// One training job's model, optimiser, data on the device and resumable state.
+struct Trainer<'a> {
+    config: &'a TrainConfig,
+    kind: ModelKind,
+    device: Device,
+    mixed: Mixed,
+    vs: VarStore,
+    model: Model,
+    adam: Adam,
+    buffers: BufferSnapshot,
+    /// Everything a resume needs (saved with every `last` checkpoint).
+    state: TrainState,
+    class_weights: Option<Tensor>,
+    train_set: DeviceSet,
+    val_set: Option<DeviceSet>,
+    test_set: Option<DeviceSet>,
+    steps_per_epoch: usize,
+    total_opt_steps: f64,
+    started: Instant,
+    micro_steps: usize,
+    consecutive_bad: u32,
+    total_skipped: u32,
+    stopped_early: bool,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(config: &'a TrainConfig, sets: Sets, emit: &mut dyn FnMut(TrainEvent)) -> Result<Trainer<'a>> {
+        let kind = config.model;
+        let needs_mel = kind != ModelKind::Text;
+        let needs_tokens = kind != ModelKind::Audio;
+        let classes = config.labels.len();
+        sets.train.validate("train", classes, needs_mel, needs_tokens, config.vocab_size)?;
+        if let Some(v) = sets.val {
+            v.validate("val", classes, needs_mel, needs_tokens, config.vocab_size)?;
+        }
+        if let Some(t) = sets.test {
+            t.validate("test", classes, needs_mel, needs_tokens, config.vocab_size)?;
+        }
+        let device = parse_device(&config.device)?;
+        let mixed = Mixed::choose(kind, config.amp, device, emit);
+        if mixed.autocast {
+            // Global libtorch state: set for every job (jobs take turns, see ONE_AT_A_TIME).
+            set_cuda_autocast_bf16(!mixed.fp16);
+        }
+        if let Device::Cuda(_) = device {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+
+        let resumed = match (&config.checkpoint_dir, config.resume) {
+            (Some(dir), true) => checkpoint::load_state(dir)?,
+            _ => None,
+        };
+        if let Some(state) = &resumed {
+            if state.config.model != config.model || state.config.labels != config.labels {
+                return Err(Error::invalid("resume", "the checkpoint was trained with another model or label set"));
+            }
+        }
+        let norm = resumed.as_ref().map(|s| s.norm).unwrap_or_else(|| sets.train.mel_stats());
+        let train_set = sets.train.to_device(device, norm)?;
+        let val_set = sets.val.map(|s| s.to_device(device, norm)).transpose()?;
+        let test_set = sets.test.map(|s| s.to_device(device, norm)).transpose()?;
+
+        tch::manual_seed(config.seed as i64);
+        let mut vs = VarStore::new(device);
+        let model = Model::build(&vs.root(), config);
+        let mut adam = Adam::new(vs.trainable_variables(), config.optim.clone())?;
+        let buffers = BufferSnapshot::new(&vs);
+        let mut state = TrainState {
+            format: FORMAT.into(),
+            config: config.clone(),
+            norm,
+            epoch: 0,
+            next_batch: 0,
+            progress: EpochProgress::default(),
+            history: Vec::new(),
+            best_epoch: None,
+            best_value: None,
+            epochs_without_improvement: 0,
+            scaler: LossScaler::new(mixed.fp16),
+            finished: false,
+            parts: None,
+        };
+        if let (Some(saved), Some(dir)) = (resumed, &config.checkpoint_dir) {
+            checkpoint::load_resumable(dir, &saved, &mut vs, &mut adam)?;
+            state = TrainState { config: config.clone(), ..saved };
+        }
+        let class_weights =
+            config.class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
+        let steps_per_epoch = train_set.len.div_ceil(config.batch_size);
+        let total_opt_steps = (config.epochs as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
+        Ok(Trainer {
+            config,
+            kind,
+            device,
+            mixed,
+            vs,
+            model,
+            adam,
+            buffers,
+            state,
+            class_weights,
+            train_set,
+            val_set,
+            test_set,
+            steps_per_epoch,
+            total_opt_steps,
+            started: Instant::now(),
+            micro_steps: 0,
+            consecutive_bad: 0,
+            total_skipped: 0,
+            stopped_early: false,
+        })
+    }
+
+    fn announce(&mut self, emit: &mut dyn FnMut(TrainEvent)) {
+        emit(TrainEvent::Start {
+            model: self.kind,
+            device: device_name(self.device),
+            precision: self.mixed.precision,
+            epochs: self.config.epochs,
+            steps_per_epoch: self.steps_per_epoch,
+            resumed_from_epoch: (self.state.epoch > 0 || self.state.next_batch > 0).then_some(self.state.epoch),
+        });
+        self.started = Instant::now();
+    }
+
+    fn meta(&self, val: Option<Metrics>) -> ModelMeta {
+        ModelMeta {
+            format: FORMAT.into(),
+            config: self.config.clone(),
+            norm: self.state.norm,
+            epoch: self.state.epoch,
+            val,
+        }
+    }
+
+    fn lr(&self) -> f64 {
+        lr_at(self.config, self.adam.step as f64, self.total_opt_steps)
+    }
+
+    /// An out-of-memory error says which batch size ran out and how to keep the effective batch.
+    fn oom_context(&self, e: Error) -> Error {
+        match e {
+            Error::OutOfMemory { device, reason } => Error::OutOfMemory {
+                device,
+                reason: format!(
+                    "{reason} (batch size {}); lower batchSize and raise accumulation to keep the effective batch",
+                    self.config.batch_size
+                ),
+            },
+            other => other,
+        }
+    }
+
+    /// Saves the resumable checkpoint (when there is a checkpoint folder) and says so.
+    fn save_last(&self, val: Option<Metrics>, epoch: u32, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
+        if let Some(dir) = &self.config.checkpoint_dir {
+            let path = checkpoint::save_resumable(dir, &self.vs, &self.adam, &self.state, &self.meta(val))?;
+            emit(TrainEvent::Checkpoint {
+                model: self.kind,
+                kind: CheckpointKind::Last,
+                path: path.display().to_string(),
+                epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// The micro-batches of the epoch in progress, from `state.next_batch` (a resume starts mid-epoch).
+    fn run_epoch(&mut self, cancel: &CancelFlag, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
+        let config = self.config;
+        let epoch = self.state.epoch;
+        if self.state.next_batch == 0 {
+            emit(TrainEvent::EpochStart { model: self.kind, epoch: epoch + 1, epochs: config.epochs });
+        }
+        let order = Tensor::from_slice(&epoch_order(config.seed, epoch, self.train_set.len)).to_device(self.device);
+        let clock = Instant::now();
         let mut last_event = Instant::now();
-        // Device-side sums for this epoch's windows that turned out finite: no sync per step.
-        let mut window_loss = Tensor::zeros([], (Kind::Float, device));
-        let mut window_correct = Tensor::zeros([], (Kind::Float, device));
-        let mut epoch_loss = Tensor::zeros([], (Kind::Float, device));
-        let mut epoch_correct = Tensor::zeros([], (Kind::Float, device));
-        let mut window_seen = 0usize;
-
-        let mut b = state.next_batch;
-        while b < steps_per_epoch {
+        let mut sums = EpochSums::new(self.device);
+        let mut b = self.state.next_batch;
+        while b < self.steps_per_epoch {
             let window_start = b - b % config.accumulation;
-            let window_len = config.accumulation.min(steps_per_epoch - window_start);
-            if b == window_start && cancel.is_cancelled() {
-                flush_progress(&mut state.progress, &epoch_loss, &epoch_correct, epoch_clock.elapsed().as_secs_f64())?;
-                state.next_batch = b;
-                if let Some(dir) = &config.checkpoint_dir {
-                    let path = checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, None))?;
-                    emit(TrainEvent::Checkpoint {
-                        model: kind,
-                        kind: CheckpointKind::Last,
-                        path: path.display().to_string(),
-                        epoch: epoch + 1,
-                    });
-                }
-                return Err(Error::Cancelled);
-            }
+            let window_len = config.accumulation.min(self.steps_per_epoch - window_start);
             if b == window_start {
-                let _guard = tch::no_grad_guard();
-                for (saved, live) in buffer_snapshot.iter_mut().zip(&buffers) {
-                    saved.f_copy_(live)?;
+                if cancel.is_cancelled() {
+                    return self.stop_cancelled(b, &sums, clock, emit);
                 }
+                self.buffers.take()?;
             }
-            // A seed per micro-batch makes dropout identical after a resume at any step.
-            tch::manual_seed(step_seed(config.seed, epoch, b) as i64);
-            let lo = (b * bs) as i64;
-            let hi = ((b + 1) * bs).min(train_set.len) as i64;
-            let index = order.f_narrow(0, lo, hi - lo)?;
-            let (mel, tokens, labels) = train_set.batch(&index)?;
-            // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
-            let logits = catch_panic(|| {
-                let forward = || model.logits(mel.as_ref(), tokens.as_ref(), true);
-                Ok(if autocast { tch::autocast(true, forward) } else { forward() }.f_to_kind(Kind::Float)?)
-            })
-            .map_err(oom_context)?;
-            let loss = logits.f_cross_entropy_loss(
-                &labels,
-                class_weights.as_ref(),
-                Reduction::Mean,
-                -100,
-                config.label_smoothing,
-            )?;
-            state
-                .scaler
-                .scale_loss(&loss.f_div_scalar(window_len as f64)?)?
-                .f_backward()
-                .map_err(Error::from)
-                .map_err(oom_context)?;
-            let _guard = tch::no_grad_guard();
-            let n = (hi - lo) as f64;
-            window_loss = window_loss.f_add(&loss.detach().f_mul_scalar(n)?)?;
-            window_correct =
-                window_correct.f_add(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
-            window_seen += (hi - lo) as usize;
-            micro_steps += 1;
+            let loss = self.micro_step(b, &order, window_len, &mut sums)?;
             b += 1;
-
             if b == window_start + window_len {
-                let finite = state.scaler.unscale_and_check(&adam.grads())?;
-                if finite {
-                    adam.step(lr_at(config, adam.step as f64, total_opt_steps))?;
-                    epoch_loss = epoch_loss.f_add(&window_loss)?;
-                    epoch_correct = epoch_correct.f_add(&window_correct)?;
-                    state.progress.seen += window_seen;
-                    state.progress.windows += 1;
-                    consecutive_bad = 0;
-                } else {
-                    for (live, saved) in buffers.iter().zip(&buffer_snapshot) {
-                        live.shallow_clone().f_copy_(saved)?;
-                    }
-                    state.progress.skipped += 1;
-                    total_skipped += 1;
-                    consecutive_bad += 1;
-                    let what = if fp16 {
-                        format!("fp16 overflow at loss scale {}", state.scaler.scale)
-                    } else {
-                        "NaN or infinite loss/gradients".into()
-                    };
-                    emit(TrainEvent::Warning {
-                        model: kind,
-                        message: format!("epoch {} step {b}: {what}; optimiser step skipped", epoch + 1),
-                    });
-                }
-                state.scaler.update(finite);
-                adam.zero_grad();
-                window_loss = window_loss.f_zero_()?;
-                window_correct = window_correct.f_zero_()?;
-                window_seen = 0;
-                // fp16 recovers by lowering the scale; in fp32 repeated failures mean divergence.
-                let limit = if fp16 { config.max_non_finite_steps.max(30) } else { config.max_non_finite_steps };
-                if consecutive_bad >= limit {
-                    state.next_batch = b;
-                    flush_progress(
-                        &mut state.progress,
-                        &epoch_loss,
-                        &epoch_correct,
-                        epoch_clock.elapsed().as_secs_f64(),
-                    )?;
-                    if let Some(dir) = &config.checkpoint_dir {
-                        checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, None))?;
-                    }
-                    return Err(Error::NonFinite(format!(
-                        "{name} model: {consecutive_bad} optimiser steps in a row had NaN or infinite gradients (epoch {}, lr {}); \
-                         weights from the last good step are kept{}. Lower optim.lr or check the inputs",
-                        epoch + 1,
-                        config.optim.lr,
-                        config.checkpoint_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
-                    )));
-                }
+                self.end_window(b, &mut sums, clock, emit)?;
                 if last_event.elapsed().as_millis() as u64 >= config.progress_interval_ms {
                     last_event = Instant::now();
                     emit(TrainEvent::Step {
-                        model: kind,
+                        model: self.kind,
                         epoch: epoch + 1,
                         step: b,
-                        steps: steps_per_epoch,
+                        steps: self.steps_per_epoch,
                         loss: loss.f_double_value(&[])?,
                     });
                 }
             }
         }
+        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())
+    }
 
-        flush_progress(&mut state.progress, &epoch_loss, &epoch_correct, epoch_clock.elapsed().as_secs_f64())?;
-        let p = std::mem::take(&mut state.progress);
-        let val = val_set.as_ref().map(|v| evaluate(&model, v, class_weights.as_ref(), config)).transpose()?;
+    /// Forward and backward of micro-batch `b`; returns its (unscaled, mean) loss.
+    fn micro_step(&mut self, b: usize, order: &Tensor, window_len: usize, sums: &mut EpochSums) -> Result<Tensor> {
+        let config = self.config;
+        let bs = config.batch_size;
+        // A seed per micro-batch makes dropout identical after a resume at any step.
+        tch::manual_seed(step_seed(config.seed, self.state.epoch, b) as i64);
+        let lo = (b * bs) as i64;
+        let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
+        let index = order.f_narrow(0, lo, hi - lo)?;
+        let (mel, tokens, labels) = self.train_set.batch(&index)?;
+        let (model, autocast) = (&self.model, self.mixed.autocast);
+        // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
+        let logits = catch_panic(|| {
+            let forward = || model.logits(mel.as_ref(), tokens.as_ref(), true);
+            Ok(if autocast { tch::autocast(true, forward) } else { forward() }.f_to_kind(Kind::Float)?)
+        })
+        .map_err(|e| self.oom_context(e))?;
+        let loss = logits.f_cross_entropy_loss(
+            &labels,
+            self.class_weights.as_ref(),
+            Reduction::Mean,
+            -100,
+            config.label_smoothing,
+        )?;
+        self.state
+            .scaler
+            .scale_loss(&loss.f_div_scalar(window_len as f64)?)?
+            .f_backward()
+            .map_err(Error::from)
+            .map_err(|e| self.oom_context(e))?;
+        let _guard = tch::no_grad_guard();
+        let n = (hi - lo) as f64;
+        sums.window_loss = sums.window_loss.f_add(&loss.detach().f_mul_scalar(n)?)?;
+        sums.window_correct =
+            sums.window_correct.f_add(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
+        sums.window_seen += (hi - lo) as usize;
+        self.micro_steps += 1;
+        Ok(loss)
+    }
+
+    /// The optimiser step that closes an accumulation window, or its rollback when the gradients are
+    /// not finite; stops with `NON_FINITE` after too many bad windows in a row.
+    fn end_window(
+        &mut self,
+        b: usize,
+        sums: &mut EpochSums,
+        clock: Instant,
+        emit: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
+        let finite = self.state.scaler.unscale_and_check(&self.adam.grads())?;
+        if finite {
+            self.adam.step(self.lr())?;
+            sums.loss = sums.loss.f_add(&sums.window_loss)?;
+            sums.correct = sums.correct.f_add(&sums.window_correct)?;
+            self.state.progress.seen += sums.window_seen;
+            self.state.progress.windows += 1;
+            self.consecutive_bad = 0;
+        } else {
+            self.buffers.restore()?;
+            self.state.progress.skipped += 1;
+            self.total_skipped += 1;
+            self.consecutive_bad += 1;
+            let what = if self.mixed.fp16 {
+                format!("fp16 overflow at loss scale {}", self.state.scaler.scale)
+            } else {
+                "NaN or infinite loss/gradients".into()
+            };
+            emit(TrainEvent::Warning {
+                model: self.kind,
+                message: format!("epoch {} step {b}: {what}; optimiser step skipped", self.state.epoch + 1),
+            });
+        }
+        self.state.scaler.update(finite);
+        self.adam.zero_grad();
+        sums.clear_window()?;
+        // fp16 recovers by lowering the scale; in fp32 repeated failures mean divergence.
+        let config = self.config;
+        let limit = if self.mixed.fp16 { config.max_non_finite_steps.max(30) } else { config.max_non_finite_steps };
+        if self.consecutive_bad < limit {
+            return Ok(());
+        }
+        self.state.next_batch = b;
+        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())?;
+        if let Some(dir) = &config.checkpoint_dir {
+            checkpoint::save_resumable(dir, &self.vs, &self.adam, &self.state, &self.meta(None))?;
+        }
+        Err(Error::NonFinite(format!(
+            "{} model: {} optimiser steps in a row had NaN or infinite gradients (epoch {}, lr {}); \
+             weights from the last good step are kept{}. Lower optim.lr or check the inputs",
+            self.kind.name(),
+            self.consecutive_bad,
+            self.state.epoch + 1,
+            config.optim.lr,
+            config.checkpoint_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
+        )))
+    }
+
+    /// Cancelled at the start of a window: save where to go on from, then stop with `CANCELLED`.
+    fn stop_cancelled(
+        &mut self,
+        b: usize,
+        sums: &EpochSums,
+        clock: Instant,
+        emit: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
+        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())?;
+        self.state.next_batch = b;
+        self.save_last(None, self.state.epoch + 1, emit)?;
+        Err(Error::Cancelled)
+    }
+
+    /// Validation, the epoch's record, the best checkpoint, early stopping and the resumable checkpoint.
+    fn end_epoch(&mut self, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
+        let config = self.config;
+        let p = std::mem::take(&mut self.state.progress);
+        let val = self.evaluate_on(self.val_set.as_ref())?;
         let record = EpochRecord {
-            epoch: epoch + 1,
+            epoch: self.state.epoch + 1,
             train_loss: if p.seen > 0 { p.loss_sum / p.seen as f64 } else { f64::NAN },
             train_accuracy: if p.seen > 0 { p.correct / p.seen as f64 } else { 0.0 },
             val_loss: val.as_ref().map(|(l, _)| *l),
             val_accuracy: val.as_ref().map(|(_, m)| m.accuracy),
             val_f1: val.as_ref().map(|(_, m)| m.weighted_f1),
-            lr: lr_at(config, adam.step as f64, total_opt_steps),
+            lr: self.lr(),
             seconds: p.seconds,
             skipped_steps: p.skipped,
         };
-        state.history.push(record.clone());
-        emit(TrainEvent::EpochEnd { model: kind, record: record.clone(), epochs: config.epochs });
-        state.epoch += 1;
-        state.next_batch = 0;
+        self.state.history.push(record.clone());
+        emit(TrainEvent::EpochEnd { model: self.kind, record: record.clone(), epochs: config.epochs });
+        self.state.epoch += 1;
+        self.state.next_batch = 0;
 
-        // Best: by the early-stopping metric, else validation weighted F1, else the last epoch.
-        let (score, higher_better) = match (&config.early_stopping, &record) {
-            (Some(es), r) => match es.metric {
-                StopMetric::ValLoss => (r.val_loss, false),
-                StopMetric::ValAccuracy => (r.val_accuracy, true),
-                StopMetric::ValF1 => (r.val_f1, true),
-            },
-            (None, r) => (r.val_f1, true),
-        };
-        let improved = match (score, state.best_value) {
-            (Some(s), Some(best)) => {
-                if higher_better {
-                    s > best
-                } else {
-                    s < best
-                }
-            }
-            (Some(_), None) => true,
-            (None, _) => true,
-        };
-        if improved {
-            state.best_value = score;
-            state.best_epoch = Some(record.epoch);
-            state.epochs_without_improvement = 0;
+        let score = best_score(config, &record);
+        if improves(score, self.state.best_value) {
+            self.state.best_value = score.map(|(s, _)| s);
+            self.state.best_epoch = Some(record.epoch);
+            self.state.epochs_without_improvement = 0;
             if let Some(dir) = &config.checkpoint_dir {
-                let path =
-                    checkpoint::save_model(dir, "best", &vs, &meta(&state, val.as_ref().map(|(_, m)| m.clone())))?;
+                let meta = self.meta(val.as_ref().map(|(_, m)| m.clone()));
+                let path = checkpoint::save_model(dir, "best", &self.vs, &meta)?;
                 emit(TrainEvent::Checkpoint {
-                    model: kind,
+                    model: self.kind,
                     kind: CheckpointKind::Best,
                     path: path.display().to_string(),
                     epoch: record.epoch,
                 });
             }
         } else {
-            state.epochs_without_improvement += 1;
+            self.state.epochs_without_improvement += 1;
         }
         if let Some(es) = &config.early_stopping {
-            if state.epochs_without_improvement >= es.patience && val_set.is_some() {
-                stopped_early = true;
-                state.finished = true;
+            if self.state.epochs_without_improvement >= es.patience && self.val_set.is_some() {
+                self.stopped_early = true;
+                self.state.finished = true;
             }
         }
-        if state.epoch == config.epochs {
-            state.finished = true;
+        if self.state.epoch == config.epochs {
+            self.state.finished = true;
         }
-        if let Some(dir) = &config.checkpoint_dir {
-            let path = checkpoint::save_resumable(dir, &vs, &adam, &state, &meta(&state, val.map(|(_, m)| m)))?;
-            emit(TrainEvent::Checkpoint {
-                model: kind,
-                kind: CheckpointKind::Last,
-                path: path.display().to_string(),
-                epoch: record.epoch,
-            });
-        }
+        self.save_last(val.map(|(_, m)| m), record.epoch, emit)
     }
 
-    // Report the best checkpoint's scores when there is one.
-    if let (Some(dir), Some(_)) = (&config.checkpoint_dir, state.best_epoch) {
-        if dir.join("best.safetensors").exists() {
-            vs.load(dir.join("best.safetensors"))?;
-        }
+    fn evaluate_on(&self, set: Option<&DeviceSet>) -> Result<Option<(f64, Metrics)>> {
+        set.map(|s| evaluate(&self.model, s, self.class_weights.as_ref(), self.config)).transpose()
     }
-    let val =
-        val_set.as_ref().map(|v| evaluate(&model, v, class_weights.as_ref(), config)).transpose()?.map(|(_, m)| m);
-    let test =
-        test_set.as_ref().map(|t| evaluate(&model, t, class_weights.as_ref(), config)).transpose()?.map(|(_, m)| m);
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(TrainResult {
-        model: kind,
-        labels: config.labels.clone(),
-        device: device_name(device),
-        precision,
-        history: state.history,
-        best_epoch: state.best_epoch,
-        val,
-        test,
-        checkpoint_dir: config.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
-        seconds,
-        optimizer_steps: adam.step,
-        micro_steps_per_second: micro_steps as f64 / seconds.max(1e-9),
-        skipped_steps: total_skipped,
-        stopped_early,
-        config: config.clone(),
-    })
+
+    /// Scores the best checkpoint's weights (when there is one) and builds the result.
+    fn finish(mut self) -> Result<TrainResult> {
+        let config = self.config;
+        if let (Some(dir), Some(_)) = (&config.checkpoint_dir, self.state.best_epoch) {
+            if dir.join("best.safetensors").exists() {
+                self.vs.load(dir.join("best.safetensors"))?;
+            }
+        }
+        let val = self.evaluate_on(self.val_set.as_ref())?.map(|(_, m)| m);
+        let test = self.evaluate_on(self.test_set.as_ref())?.map(|(_, m)| m);
+        let seconds = self.started.elapsed().as_secs_f64();
+        Ok(TrainResult {
+            model: self.kind,
+            labels: config.labels.clone(),
+            device: device_name(self.device),
+            precision: self.mixed.precision,
+            history: self.state.history,
+            best_epoch: self.state.best_epoch,
+            val,
+            test,
+            checkpoint_dir: config.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
+            seconds,
+            optimizer_steps: self.adam.step,
+            micro_steps_per_second: self.micro_steps as f64 / seconds.max(1e-9),
+            skipped_steps: self.total_skipped,
+            stopped_early: self.stopped_early,
+            config: config.clone(),
+        })
+    }
+}
+
+/// The epoch's score for choosing the best model, and whether higher is better: the early-stopping
+/// metric, else validation weighted F1; `None` without a validation set (then the last epoch is best).
+fn best_score(config: &TrainConfig, record: &EpochRecord) -> Option<(f64, bool)> {
+    match &config.early_stopping {
+        Some(es) => match es.metric {
+            StopMetric::ValLoss => record.val_loss.map(|v| (v, false)),
+            StopMetric::ValAccuracy => record.val_accuracy.map(|v| (v, true)),
+            StopMetric::ValF1 => record.val_f1.map(|v| (v, true)),
+        },
+        None => record.val_f1.map(|v| (v, true)),
+    }
+}
+
+fn improves(score: Option<(f64, bool)>, best: Option<f64>) -> bool {
+    match (score, best) {
+        (Some((s, true)), Some(best)) => s > best,
+        (Some((s, false)), Some(best)) => s < best,
+        (Some(_), None) | (None, _) => true,
+    }
 }
 
 /// Adds the device-side epoch sums to the host-side progress (one sync).

@@ -18,7 +18,7 @@ pub struct LoadedModel {
     device: Device,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Prediction {
     pub label: String,
