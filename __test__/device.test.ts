@@ -1,7 +1,8 @@
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { join, resolve } from 'node:path'
-import { deviceInfo, EmotionPipelineError, tensorRoundTrip } from '../src/index.js'
+import { tensorRoundTrip } from '../src/dev.js'
+import { deviceInfo, EmotionPipelineError } from '../src/index.js'
 
 const root = resolve(import.meta.dirname, '..')
 

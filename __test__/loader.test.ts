@@ -65,10 +65,11 @@ test('libtorch_cuda is brought in at run time exactly when present; importing al
   // A fresh process: nothing loaded until the first native call.
   const script = `
     const m = await import(${JSON.stringify(join(root, 'dist', 'index.js'))})
+    const dev = await import(${JSON.stringify(join(root, 'dist', 'dev.js'))})
     const before = (await import('node:fs')).readFileSync('/proc/self/maps', 'utf8').includes('libtorch_cpu.so')
     const info = m.deviceInfo()
     const maps = (await import('node:fs')).readFileSync('/proc/self/maps', 'utf8')
-    console.log(JSON.stringify({ before, cpu: maps.includes('libtorch_cpu.so'), cuda: maps.includes('libtorch_cuda.so'), path: info.libtorch.path, sum: m.tensorRoundTrip(new Float32Array([1, 2]), [2]).sum }))`
+    console.log(JSON.stringify({ before, cpu: maps.includes('libtorch_cpu.so'), cuda: maps.includes('libtorch_cuda.so'), path: info.libtorch.path, sum: dev.tensorRoundTrip(new Float32Array([1, 2]), [2]).sum }))`
   const env = { ...process.env }
   delete env.LD_LIBRARY_PATH
   const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env }))

@@ -1,7 +1,8 @@
 import test from 'ava'
 import { existsSync } from 'node:fs'
 import { basename } from 'node:path'
-import { bundledWhisperDir, EmotionPipelineError, Tokenizer, transcribe, wordErrorRate } from '../src/index.js'
+import { bundledWhisperDir } from '../src/dev.js'
+import { EmotionPipelineError, Tokenizer, transcribe, wordErrorRate } from '../src/index.js'
 import { skip, haveWavs, NO_WAVS, listAudio, tempDir, wavDir } from './helpers.js'
 
 const modelDir = process.env.EMOTION_PIPELINE_WHISPER_DIR ?? bundledWhisperDir()

@@ -5,7 +5,8 @@ import { mkdtempSync, readdirSync, statSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { bundledWhisperDir, transcribe, wordErrorRate } from '../dist/index.js'
+import { bundledWhisperDir } from '../dist/dev.js'
+import { transcribe, wordErrorRate } from '../dist/index.js'
 
 const { values } = parseArgs({
   options: {

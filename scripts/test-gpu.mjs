@@ -5,11 +5,17 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import test from 'node:test'
 import assert from 'node:assert/strict'
 // The installed package on a GPU host (run.sh sets EMOTION_PIPELINE_MODULE), else this clone's build.
-const lib = await import(process.env.EMOTION_PIPELINE_MODULE ?? '../dist/index.js')
-const { deviceInfo, extractMel, tensorRoundTrip } = lib
+const main = process.env.EMOTION_PIPELINE_MODULE
+  ? pathToFileURL(process.env.EMOTION_PIPELINE_MODULE).href
+  : new URL('../dist/index.js', import.meta.url).href
+const lib = await import(main)
+// Development helpers sit beside the entry point (`emotion-pipeline/dev`).
+const { tensorRoundTrip } = await import(new URL('dev.js', main).href)
+const { deviceInfo, extractMel } = lib
 import { referencePython } from '../benches/python.mjs'
 
 const root = resolve(import.meta.dirname, '..')
@@ -167,7 +173,7 @@ test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocas
 })
 
 test('CUDA out of memory becomes OUT_OF_MEMORY naming the batch size, and the process carries on', async () => {
-  const { train, tensorRoundTrip } = lib
+  const { train } = lib
   const [n, m, t] = [16, 1024, 8192] // conv1 alone needs 17 GB per activation of this batch
   const data = new Float32Array(n * m * t)
   const labels = Int32Array.from({ length: n }, (_, i) => i % 8)

@@ -1,9 +1,10 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { mkdirSync } from 'node:fs'
 import { awaitNative, callNative, EmotionPipelineError, invalidOption } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
+import { writeFileAtomic } from './run-dir.js'
 import type { IndexOptions as CoreIndexOptions, SplitOptions } from './generated/options.js'
 import type { DatasetIndex, DatasetItem, ProgressEvent, Split } from './generated/results.js'
 
@@ -45,9 +46,7 @@ const SPLIT_FORMAT = 'emotion-pipeline/split@1'
 /** Writes `split.json` atomically. */
 export function saveSplit(split: Split, path: string): void {
   mkdirSync(dirname(path), { recursive: true })
-  const tmp = join(dirname(path), `.${process.pid}.split.json.tmp`)
-  writeFileSync(tmp, JSON.stringify({ format: SPLIT_FORMAT, ...split }, null, 1))
-  renameSync(tmp, path)
+  writeFileAtomic(path, JSON.stringify({ format: SPLIT_FORMAT, ...split }, null, 1))
 }
 
 export function loadSplit(path: string): Split {

@@ -8,9 +8,8 @@ export { EmotionModel, loadModel, train } from './train.js'
 export type { ClassScores, EpochRecord, Metrics, ModelMeta, Prediction, TrainEvent, TrainOptions, TrainResult, TrainSet } from './train.js'
 export { trainPipeline } from './pipeline.js'
 export type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
-export { REFERENCE_ACCURACY } from './report.js'
 export { Tokenizer } from './tokenizer.js'
-export { bundledWhisperDir, DEFAULT_WHISPER_MODEL, transcribe, wordErrorRate } from './transcribe.js'
+export { DEFAULT_WHISPER_MODEL, transcribe, wordErrorRate } from './transcribe.js'
 export type { Transcript, TranscribeOptions } from './transcribe.js'
 export { EmotionPipelineError } from './errors.js'
 export type { ErrorCode } from './errors.js'
@@ -29,5 +28,3 @@ export type {
   StopMetric,
   TextLstmConfig,
 } from './generated/options.js'
-export { tensorRoundTrip } from './tensor.js'
-export { findRavdess } from './data.js'

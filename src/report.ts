@@ -1,5 +1,5 @@
 // Files of a run directory: metrics.json, history.csv, plots (SVG + PNG) and report.md.
-import { writeFileSync } from 'node:fs'
+import { writeFileAtomic } from './run-dir.js'
 import { join } from 'node:path'
 import { confusionSvg, curvesSvg, svgToPng } from './plots.js'
 import type { Metrics, TrainResult } from './train.js'
@@ -32,15 +32,15 @@ export function writeHistoryCsv(path: string, results: Record<string, TrainResul
       )
     }
   }
-  writeFileSync(path, rows.join('\n') + '\n')
+  writeFileAtomic(path, rows.join('\n') + '\n')
 }
 
 /** Writes `confusion-<model>.svg/png` and `loss-<model>.svg/png`; returns the file names. */
 export function writePlots(dir: string, model: string, result: TrainResult, metrics: Metrics | null): string[] {
   const files: string[] = []
   const write = (name: string, svg: string) => {
-    writeFileSync(join(dir, `${name}.svg`), svg)
-    writeFileSync(join(dir, `${name}.png`), svgToPng(svg))
+    writeFileAtomic(join(dir, `${name}.svg`), svg)
+    writeFileAtomic(join(dir, `${name}.png`), svgToPng(svg))
     files.push(`${name}.svg`, `${name}.png`)
   }
   if (metrics) {

@@ -1,11 +1,28 @@
-// The run directory: created with errors that name the option, and locked while a run writes to it,
-// so two runs into one `out` cannot mix their splits and models.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs'
+// The run directory: created with errors that name the option, locked while a run writes to it (so two
+// runs into one `out` cannot mix their splits and models), and written file by file atomically.
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { EmotionPipelineError } from './errors.js'
 
 const LOCK = '.lock'
+
+let written = 0
+
+/**
+ * Replaces `path` with `data` through a temporary sibling and a rename: a reader, or a run resumed after
+ * a crash, sees the old file or the new one, never half of one. The one way this package writes files.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  const tmp = join(dirname(path), `.${process.pid}-${written++}.tmp.${basename(path)}`)
+  try {
+    writeFileSync(tmp, data)
+    renameSync(tmp, path)
+  } catch (err) {
+    rmSync(tmp, { force: true })
+    throw new EmotionPipelineError('IO', `cannot write ${path}: ${(err as Error).message}`, { cause: err })
+  }
+}
 
 function ioError(option: string, path: string, why: string, cause?: unknown): EmotionPipelineError {
   return new EmotionPipelineError('IO', `option \`${option}\`: cannot use ${path} as a folder to write to (${why})`, { cause })

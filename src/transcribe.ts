@@ -2,11 +2,12 @@
 // maintained name of @xenova/transformers). Audio is decoded by our own decoder to 16 kHz mono. Whisper
 // runs on the CPU through onnxruntime so that libtorch's CUDA and onnxruntime's never share a process.
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { extractMel } from './audio.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import { cacheRoot } from './cache.js'
+import { writeFileAtomic } from './run-dir.js'
 
 export const DEFAULT_WHISPER_MODEL = 'Xenova/whisper-tiny.en'
 
@@ -203,9 +204,7 @@ export async function transcribe(paths: string[], options: TranscribeOptions = {
       if (cacheDir) {
         const file = join(cacheDir, key.slice(0, 2), `${key}.json`)
         mkdirSync(dirname(file), { recursive: true })
-        const tmp = `${file}.${process.pid}.tmp`
-        writeFileSync(tmp, JSON.stringify({ text: texts[k], model: id }))
-        renameSync(tmp, file)
+        writeFileAtomic(file, JSON.stringify({ text: texts[k], model: id }))
       }
     })
     options.onProgress?.({ stage: 'transcribe', done: cached + Math.min(i + batchSize, pending.length), total: paths.length, cached })

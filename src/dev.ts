@@ -1,0 +1,6 @@
+// Helpers for this repository's own tests, benchmarks and GPU scripts: `emotion-pipeline/dev`. Not the
+// library's API (the main entry point is), and free to change between versions.
+export { findRavdess } from './data.js'
+export { REFERENCE_ACCURACY } from './report.js'
+export { tensorRoundTrip } from './tensor.js'
+export { bundledWhisperDir } from './transcribe.js'

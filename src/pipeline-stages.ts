@@ -1,0 +1,321 @@
+// The stages of one trainPipeline() run: index and split → features → transcripts and tokens → one
+// training job per model. Each stage is a function of the run's shared state (`Run`).
+import { existsSync, readFileSync } from 'node:fs'
+import { basename, join } from 'node:path'
+import { extractMel } from './audio.js'
+import { cacheRoot } from './cache.js'
+import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
+import type { DatasetIndex, DatasetItem, Split, SplitOptions } from './dataset.js'
+import { EmotionPipelineError, invalidOption } from './errors.js'
+import { DEFAULTS } from './generated/options.js'
+import { DEFAULT_MODELS } from './pipeline.js'
+import type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
+import { writeFileAtomic } from './run-dir.js'
+import { writeRunFiles } from './run-files.js'
+import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
+import { train } from './train.js'
+import type { TrainOptions, TrainResult, TrainSet } from './train.js'
+import { bundledWhisperDir, transcribe } from './transcribe.js'
+
+/** What every stage of one run shares: its options, folder, progress and timings. */
+export interface Run {
+  options: PipelineOptions
+  runDir: string
+  seed: number
+  emit: (event: PipelineEvent) => void
+  /** Runs `fn`, recording its seconds under `name`. */
+  timed: <T>(name: string, fn: () => Promise<T> | T) => Promise<T>
+  /** Says a stage started (a `stage` event), then runs it timed. */
+  stage: <T>(name: string, message: string, fn: () => Promise<T> | T) => Promise<T>
+  stageSeconds: Record<string, number>
+  /** Lines for the report's notes. */
+  notes: string[]
+  /** Files written, relative to `runDir`. */
+  files: string[]
+  /** Clips left out because they could not be decoded. */
+  skipped: { path: string; code: string; message: string }[]
+}
+
+/** Clips of one part of the split that could be featurised, and their features. */
+interface Part {
+  items: DatasetItem[]
+  mel: TrainSet['mel']
+}
+
+export async function runStages(options: PipelineOptions, runDir: string): Promise<PipelineResult> {
+  const emit = options.onProgress ?? (() => {})
+  const stageSeconds: Record<string, number> = {}
+  const run: Run = {
+    options,
+    runDir,
+    seed: options.seed ?? DEFAULTS.TrainConfig.seed,
+    emit,
+    stageSeconds,
+    notes: [],
+    files: ['split.json'],
+    skipped: [],
+    timed: async (name, fn) => {
+      const t0 = performance.now()
+      try {
+        return await fn()
+      } finally {
+        stageSeconds[name] = (performance.now() - t0) / 1000
+      }
+    },
+    stage: (name, message, fn) => {
+      emit({ type: 'stage', stage: name, message })
+      return run.timed(name, fn)
+    },
+  }
+  const models = options.models ?? DEFAULT_MODELS
+  const { index, labels, split } = await indexAndSplit(run)
+  const parts = await featurise(run, split)
+  const text = models.some((m) => m !== 'audio') ? await textInputs(run, parts) : undefined
+  const sets = trainingSets(parts, labels, text)
+  const results: Partial<Record<ModelName, TrainResult>> = {}
+  for (const model of models) {
+    results[model] = await run.stage(`train-${model}`, `training the ${model} model`, () => trainModel(run, model, labels, sets, text))
+    run.files.push(`models/${model}/best.safetensors`, `models/${model}/best.json`)
+  }
+  await run.stage('report', `writing ${runDir}`, () => writeRunFiles(run, { index, labels, split, results, text, models }))
+  return {
+    runDir,
+    models: results,
+    files: run.files,
+    split: { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length },
+    stageSeconds,
+  }
+}
+
+/** Indexes the dataset, samples it (`maxItems`), orders the labels and writes `split.json`. */
+async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: string[]; split: Split }> {
+  const { options, seed } = run
+  const index = await run.stage('index', `indexing ${options.data}`, () =>
+    indexDataset(options.data, { ...options.index, signal: options.signal }),
+  )
+  if (index.items.length === 0) throw new EmotionPipelineError('DATASET', `no usable clips in ${options.data}`)
+  let items = index.items
+  if (options.maxItems && options.maxItems < items.length) {
+    items = splitDataset(items, { testFraction: options.maxItems / items.length, seed }).test
+  }
+  const labels = [...new Set(items.map((i) => i.label))]
+  if (labels.every((l) => RAVDESS_ORDER.includes(l))) labels.sort((a, b) => RAVDESS_ORDER.indexOf(a) - RAVDESS_ORDER.indexOf(b))
+  else labels.sort()
+
+  const splitOptions: SplitOptions =
+    typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? 'stratified', testFraction: 0.2, seed }
+  const split = splitDataset(items, splitOptions)
+  if (options.resume) checkSameSplit(join(run.runDir, 'split.json'), split)
+  saveSplit(split, join(run.runDir, 'split.json'))
+  run.emit({
+    type: 'stage',
+    stage: 'split',
+    message: `${split.options.strategy}: ${split.train.length} train, ${split.val.length} val, ${split.test.length} test`,
+  })
+  return { index, labels, split }
+}
+
+const RAVDESS_ORDER = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
+
+/**
+ * Log-mel features of every clip. A clip that cannot be featurised is left out with a `skipped` event,
+ * counted in metrics.json and the report; `strict: true` makes it an error instead.
+ */
+async function featurise(run: Run, split: Split): Promise<Parts> {
+  const { options } = run
+  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features'))
+  const all = [...split.train, ...split.val, ...split.test]
+  const features = await run.stage('features', 'log-mel spectrograms', () =>
+    extractMel(
+      all.map((i) => i.path),
+      {
+        mel: options.mel,
+        device: options.device ?? 'auto',
+        cacheDir,
+        strict: options.strict ?? false,
+        signal: options.signal,
+        onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }),
+      },
+    ),
+  )
+  const skipped = features.failed.map((f) => ({ path: f.path, code: f.code, message: f.message }))
+  run.skipped = skipped
+  for (const s of skipped) run.emit({ type: 'skipped', ...s })
+  if (skipped.length > 0)
+    run.notes.push(`Skipped ${skipped.length} clip(s) that could not be decoded: ${skipped.map((s) => s.path).join(', ')}.`)
+  // Rows are in input order, without the failed inputs.
+  const failed = new Set(features.failed.map((f) => f.index))
+  const per = features.shape[1] * features.shape[2]
+  let row = 0
+  const part = (list: DatasetItem[], offset: number): Part => {
+    const items = list.filter((_, i) => !failed.has(offset + i))
+    const mel = {
+      data: features.data.subarray(row * per, (row + items.length) * per),
+      shape: [items.length, features.shape[1], features.shape[2]] as [number, number, number],
+    }
+    row += items.length
+    return { items, mel }
+  }
+  const train = part(split.train, 0)
+  const val = part(split.val, split.train.length)
+  const test = part(split.test, split.train.length + split.val.length)
+  if (train.items.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
+  return { train, val, test }
+}
+
+type Parts = { train: Part; val: Part; test: Part }
+
+/** Transcripts and the tokenizer fitted on the training part, for the text and fusion models. */
+export interface TextInputs {
+  tokenizer: Tokenizer
+  textOf: (item: DatasetItem) => string
+  source: string
+}
+
+async function textInputs(run: Run, parts: Parts): Promise<TextInputs> {
+  const { options, runDir } = run
+  const allItems = [...parts.train.items, ...parts.val.items, ...parts.test.items]
+  const textOf = await run.timed('transcripts', () => transcriptsFor(run, allItems))
+  const choice = options.transcripts ?? 'whisper'
+  const source =
+    typeof choice === 'object'
+      ? 'provided'
+      : choice === 'whisper'
+        ? 'Whisper tiny.en (transformers.js)'
+        : 'RAVDESS statements from the file names'
+  const tokenizer = Tokenizer.fit(
+    parts.train.items.map((i) => textOf(i)),
+    options.maxTokens,
+  )
+  if (options.resume) checkSameVocabulary(join(runDir, 'vocabulary.json'), tokenizer.vocabulary)
+  writeFileAtomic(join(runDir, 'vocabulary.json'), JSON.stringify(tokenizer.toJSON(), null, 1))
+  writeFileAtomic(join(runDir, 'transcripts.json'), JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
+  run.notes.push(
+    `Text: ${source}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`,
+  )
+  return { tokenizer, textOf, source }
+}
+
+function trainingSets(parts: Parts, labels: string[], text: TextInputs | undefined) {
+  const set = (part: Part): TrainSet | undefined => {
+    if (part.items.length === 0) return undefined
+    return {
+      mel: part.mel,
+      tokens: text
+        ? {
+            data: text.tokenizer.encodeAll(part.items.map((i) => text.textOf(i))),
+            shape: [part.items.length, text.tokenizer.maxLength],
+          }
+        : undefined,
+      labels: Int32Array.from(part.items.map((i) => labels.indexOf(i.label))),
+    }
+  }
+  return { train: set(parts.train)!, val: set(parts.val), test: set(parts.test) }
+}
+
+/** Trains one model into `models/<model>`; each model sees only the inputs it uses. */
+function trainModel(
+  run: Run,
+  model: ModelName,
+  labels: string[],
+  sets: ReturnType<typeof trainingSets>,
+  text: TextInputs | undefined,
+): Promise<TrainResult> {
+  const { options } = run
+  const inputs = (set: TrainSet): TrainSet =>
+    model === 'text' ? { ...set, mel: undefined } : model === 'audio' ? { ...set, tokens: undefined } : set
+  return train({
+    ...trainSettings(options, model, run.seed),
+    labels,
+    device: options.device ?? 'auto',
+    vocabSize: text?.tokenizer.vocabulary.length,
+    vocabulary: text?.tokenizer.vocabulary,
+    mel: options.mel ?? {},
+    checkpointDir: join(run.runDir, 'models', model),
+    resume: options.resume,
+    ...options.train?.[model],
+    train: inputs(sets.train),
+    val: sets.val && inputs(sets.val),
+    test: sets.test && inputs(sets.test),
+    onProgress: (e) => run.emit(e),
+    signal: options.signal,
+  })
+}
+
+function checkSameSplit(path: string, split: Split): void {
+  if (!existsSync(path)) return
+  const saved = loadSplit(path)
+  for (const part of ['train', 'val', 'test'] as const) {
+    const before = saved[part].map((i) => i.path)
+    const now = split[part].map((i) => i.path)
+    if (before.length !== now.length || before.some((p, k) => p !== now[k])) {
+      throw invalidOption(
+        'resume',
+        `${path} holds another ${part} set (${before.length} clips, now ${now.length}): resume with the data, split and seed of that run, or write to another out folder`,
+      )
+    }
+  }
+}
+
+function checkSameVocabulary(path: string, vocabulary: string[]): void {
+  if (!existsSync(path)) return
+  const saved = JSON.parse(readFileSync(path, 'utf8')) as { vocabulary?: string[] }
+  if (JSON.stringify(saved.vocabulary) !== JSON.stringify(vocabulary)) {
+    throw invalidOption(
+      'resume',
+      `${path} differs from the vocabulary of these transcripts: resume with the transcripts of that run, or write to another out folder`,
+    )
+  }
+}
+
+async function transcriptsFor(run: Run, items: DatasetItem[]): Promise<(item: DatasetItem) => string> {
+  const { options, emit } = run
+  const source = options.transcripts ?? 'whisper'
+  if (source === 'whisper') {
+    const bundled = bundledWhisperDir()
+    const modelDir = options.whisper?.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (existsSync(bundled) ? bundled : undefined)
+    emit({
+      type: 'stage',
+      stage: 'transcripts',
+      message: `Whisper on ${items.length} clips (${modelDir ?? options.whisper?.model ?? 'hub model'})`,
+    })
+    const out = await transcribe(
+      items.map((i) => i.path),
+      {
+        ...options.whisper,
+        modelDir,
+        signal: options.signal,
+        onProgress: (e) => emit({ type: 'transcribe', done: e.done, total: e.total, cached: e.cached }),
+      },
+    )
+    const byPath = new Map(out.map((t) => [t.path, t.text]))
+    return (i) => byPath.get(i.path) ?? ''
+  }
+  if (source === 'ravdess-names') {
+    const missing = items.find((i) => !i.ravdess)
+    if (missing)
+      throw invalidOption('transcripts', `'ravdess-names' needs RAVDESS file names; ${missing.path} is not one: pass transcripts`)
+    return (i) => RAVDESS_STATEMENTS[i.ravdess!.statement]
+  }
+  // Keys are clip paths or file names without extension (so one map serves FLAC, WAV and Vorbis copies).
+  const textOf = (i: DatasetItem) => source[i.path] ?? source[basename(i.path).replace(/\.[^.]*$/, '')]
+  const missing = items.find((i) => typeof textOf(i) !== 'string')
+  if (missing) throw invalidOption('transcripts', `no transcript for ${missing.path} (keys are clip paths or file names without extension)`)
+  return textOf
+}
+
+/**
+ * The training settings of one model from the pipeline options. Unset options stay unset: the core
+ * fills in its defaults (and results carry the resolved config), so no default is restated here.
+ */
+export function trainSettings(o: PipelineOptions, model: ModelName, seed: number): Omit<TrainOptions, 'train'> {
+  return {
+    model,
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    accumulation: o.accumulation,
+    seed,
+    amp: o.amp,
+    optim: o.lr === undefined ? undefined : { lr: o.lr },
+  }
+}

@@ -1,0 +1,123 @@
+// The files a run leaves beside its models: history.csv, plots, metrics.json, config.json and report.md.
+import { cpus } from 'node:os'
+import { basename, join } from 'node:path'
+import type { DatasetIndex, Split } from './dataset.js'
+import { deviceInfo } from './device.js'
+import { callNative, optionsJson } from './errors.js'
+import type { TrainConfig } from './generated/options.js'
+import { native } from './native.js'
+import type { ModelName, PipelineOptions } from './pipeline.js'
+import type { Run, TextInputs } from './pipeline-stages.js'
+import { trainSettings } from './pipeline-stages.js'
+import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
+import { writeFileAtomic } from './run-dir.js'
+import type { TrainResult } from './train.js'
+
+/** history.csv, plots, metrics.json, config.json (what the run used, defaults filled in) and report.md. */
+export function writeRunFiles(
+  run: Run,
+  r: {
+    index: DatasetIndex
+    labels: string[]
+    split: Split
+    results: Partial<Record<ModelName, TrainResult>>
+    text: TextInputs | undefined
+    models: ModelName[]
+  },
+): void {
+  const { options, runDir, seed, stageSeconds, notes, files } = run
+  const { index, split } = r
+  const trained = r.results as Record<string, TrainResult>
+  const info = deviceInfo()
+  const device = options.device ?? 'auto'
+  const deviceName = device === 'auto' ? (info.cudaAvailable ? 'cuda:0' : 'cpu') : device
+  const transcriptSource = r.text?.source ?? 'none'
+  const splitSummary = { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length }
+  writeHistoryCsv(join(runDir, 'history.csv'), trained)
+  for (const [model, result] of Object.entries(trained)) files.push(...writePlots(runDir, model, result, result.test))
+  const metrics = {
+    reference: REFERENCE_ACCURACY,
+    split: { ...splitSummary, seed },
+    skipped: run.skipped,
+    models: Object.fromEntries(
+      Object.entries(trained).map(([m, result]) => [
+        m,
+        {
+          test: result.test,
+          val: result.val,
+          bestEpoch: result.bestEpoch,
+          epochs: result.history.length,
+          trainSeconds: trainingSeconds(result),
+          seconds: result.seconds,
+          precision: result.precision,
+          device: result.device,
+        },
+      ]),
+    ),
+    stageSeconds,
+  }
+  writeFileAtomic(join(runDir, 'metrics.json'), JSON.stringify(metrics, null, 1))
+  const config = {
+    options: { ...options, onProgress: undefined, signal: undefined, transcripts: transcriptSource },
+    // What the run used, defaults filled in, so a run can be repeated from this file alone.
+    effective: {
+      models: r.models,
+      split: split.options,
+      // The pipeline-level settings as the core resolves them (no default restated here)…
+      ...pipelineLevel(options, seed),
+      // …and per model, as each job ran (defaults filled in); data-derived fields left out.
+      trainConfig: Object.fromEntries(
+        Object.entries(trained).map(([m, result]) => [
+          m,
+          { ...result.config, labels: undefined, vocabulary: undefined, checkpointDir: undefined },
+        ]),
+      ),
+      precision: Object.fromEntries(Object.entries(trained).map(([m, result]) => [m, result.precision])),
+      mel: options.mel ?? 'defaults',
+      maxTokens: r.text?.tokenizer.maxLength ?? null,
+      maxItems: options.maxItems ?? null,
+      train: options.train ?? {},
+    },
+    labels: r.labels,
+    device: deviceName,
+    torch: info.torchVersion,
+    cpus: cpus().length,
+    node: process.version,
+    package: 'emotion-pipeline',
+    dataset: { root: index.root, items: index.items.length, duplicates: index.duplicates.length, problems: index.problems.length },
+  }
+  writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(config, null, 1))
+  if (index.duplicates.length)
+    notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
+  if (index.problems.length)
+    notes.push(
+      `${index.problems.length} file(s) left out by indexing: ${index.problems.map((p) => `${basename(p.path)} (${p.kind}: ${p.message})`).join('; ')}.`,
+    )
+  writeFileAtomic(
+    join(runDir, 'report.md'),
+    reportMarkdown({
+      results: trained,
+      split: { ...splitSummary, seed },
+      device: deviceName,
+      machine: `${cpus().length} CPU cores${info.devices[0] ? `, ${info.devices[0].name}` : ''}`,
+      stageSeconds,
+      transcripts: transcriptSource,
+      notes,
+    }),
+  )
+  files.push('history.csv', 'metrics.json', 'config.json', 'report.md')
+}
+
+/** `epochs`, `batchSize`, `accumulation`, `lr` and `amp` after the core filled in its defaults. */
+function pipelineLevel(o: PipelineOptions, seed: number) {
+  const resolved = JSON.parse(
+    callNative(() => native.resolveTrainConfig(optionsJson(trainSettings(o, 'audio', seed)))),
+  ) as Required<TrainConfig>
+  return {
+    epochs: resolved.epochs,
+    batchSize: resolved.batchSize,
+    accumulation: resolved.accumulation,
+    lr: resolved.optim.lr,
+    amp: resolved.amp,
+  }
+}
