@@ -7,22 +7,13 @@ import { join, resolve } from 'node:path'
 import { decodeAudio, extractMel } from '../src/index.js'
 import type { MelOptions } from '../src/index.js'
 import { skip, haveWavs, NO_WAVS, listAudio, referencePython, sine, tempDir, wavDir, writeWav } from './helpers.js'
+import { DEFAULTS as MEL_DEFAULTS } from '../src/generated/options.js'
 
 const python = referencePython()
 const script = resolve(import.meta.dirname, '..', 'benches', 'reference', 'torchaudio_mel.py')
 const tmp = tempDir('ep-parity-')
-const DEFAULTS = {
-  sampleRate: 48000,
-  nFft: 2048,
-  hopLength: 512,
-  fMin: 0,
-  nMels: 128,
-  power: 2,
-  center: true,
-  padMode: 'reflect',
-  melScale: 'htk',
-  topDb: 80,
-}
+// The core's MelConfig defaults (generated from Rust), sent to torchaudio as they are.
+const DEFAULTS = MEL_DEFAULTS.MelConfig
 
 function readF32(path: string): Float32Array {
   const b = readFileSync(path)

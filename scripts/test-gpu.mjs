@@ -98,18 +98,7 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   const flat = new Float32Array(waves.length * 144000)
   for (const [i, w] of waves.entries()) flat.set(w, i * 144000)
   writeFileSync(join(tmp, 'w.f32'), flat)
-  const config = {
-    sampleRate: 48000,
-    nFft: 2048,
-    hopLength: 512,
-    fMin: 0,
-    nMels: 128,
-    power: 2,
-    center: true,
-    padMode: 'reflect',
-    melScale: 'htk',
-    topDb: 80,
-  }
+  const config = (await import(new URL('generated/options.js', main).href)).DEFAULTS.MelConfig
   writeFileSync(
     join(tmp, 'req.json'),
     JSON.stringify({ waves: join(tmp, 'w.f32'), count: waves.length, length: 144000, config, out: join(tmp, 'ref'), device: 'cuda' }),
