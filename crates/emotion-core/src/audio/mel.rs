@@ -285,14 +285,6 @@ impl MelExtractor {
         Ok(MelExtractor { config, device, window, filterbank })
     }
 
-    pub fn config(&self) -> &MelConfig {
-        &self.config
-    }
-
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
     /// Power mel spectrogram of a batch of equal-length waveforms `[B, N]` → `[B, n_mels, T]` (all frames).
     pub fn power_mel(&self, waves: &Tensor) -> Result<Tensor> {
         let c = &self.config;
