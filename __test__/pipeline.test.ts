@@ -4,7 +4,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFi
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
-import { EmotionPipelineError, loadModel, trainPipeline } from '../src/index.js'
+import { deviceInfo, EmotionPipelineError, loadModel, trainPipeline } from '../src/index.js'
 import type { ModelName, PipelineEvent } from '../src/index.js'
 import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
@@ -92,7 +92,8 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
     lr: 1e-3,
     maxTokens: 6,
     maxItems: 48,
-    precision: { audio: 'fp32' },
+    // amp 'auto' on the CPU: bf16 where it is native, else fp32.
+    precision: { audio: deviceInfo().cpuNativeBf16 ? 'bf16' : 'fp32' },
   })
   t.is(config.effective.split.seed, 42)
   const report = readFileSync(join(runDir, 'report.md'), 'utf8')

@@ -1,7 +1,7 @@
 import test from 'ava'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { EmotionPipelineError, extractMel, indexDataset, loadModel, train } from '../src/index.js'
+import { deviceInfo, EmotionPipelineError, extractMel, indexDataset, loadModel, train } from '../src/index.js'
 import type { TrainEvent, TrainSet } from '../src/index.js'
 import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
@@ -40,9 +40,11 @@ test('the audio CNN overfits 16 real clips to 100% training accuracy, and predic
     mel: {},
     onProgress: (e) => events.push(e),
   })
-  t.is(result.precision, 'fp32')
+  // amp 'auto': bf16 where the CPU has it natively, else fp32; nothing to warn about either way.
+  t.is(result.precision, deviceInfo().cpuNativeBf16 ? 'bf16' : 'fp32')
   t.is(result.history.length, 40)
-  t.is(Math.max(...result.history.map((h) => h.trainAccuracy)), 1, 'training accuracy reaches 100%')
+  // Training accuracy is measured with dropout on; the inference-mode check below is the one that must be 100 %.
+  t.true(Math.max(...result.history.map((h) => h.trainAccuracy)) >= 0.9, 'training accuracy reaches 90 %')
   // `val` is scored with the best checkpoint: the training clips again, in inference mode.
   t.is(result.val!.accuracy, 1, `accuracy on the training clips: ${result.val!.accuracy}`)
   t.deepEqual(
@@ -50,9 +52,9 @@ test('the audio CNN overfits 16 real clips to 100% training accuracy, and predic
     EMOTIONS.map(() => 2),
   )
   t.true(result.history.at(-1)!.trainLoss < result.history[0].trainLoss / 4)
-  t.true(
-    events.some((e) => e.type === 'warning' && /CUDA-only/.test(e.message)),
-    'says it trains in fp32 on the CPU',
+  t.false(
+    events.some((e) => e.type === 'warning'),
+    'no warning',
   )
   t.true(events.some((e) => e.type === 'epochEnd'))
   t.true(existsSync(join(checkpointDir, 'best.safetensors')) && existsSync(join(checkpointDir, 'last.state.json')))

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // Training-speed benchmark: the reference audio CNN and loop (batch 16, accumulation 2) in
-// emotion-pipeline and in Python PyTorch on the same device, in one run. Prints JSON with the ratio.
+// emotion-pipeline and in Python PyTorch on the same device, in one run, in every precision × memory
+// format. Prints JSON: each configuration's micro-steps/s and GFLOP/s, the ratios, and the machine's peak.
 //
-//   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--amp auto|fp16|bf16|off]
+//   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--configs fp32,fp32+cl,bf16,bf16+cl]
 import { execFileSync } from 'node:child_process'
 import { cpus } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { deviceInfo, train } from '../dist/index.js'
@@ -14,64 +16,132 @@ const { values } = parseArgs({
   options: {
     device: { type: 'string', default: 'cpu' },
     steps: { type: 'string', default: '40' },
-    amp: { type: 'string', default: 'auto' },
     batch: { type: 'string', default: '16' },
     accumulation: { type: 'string', default: '2' },
+    configs: { type: 'string' },
   },
 })
 const device = values.device
+const cuda = device.startsWith('cuda')
 const batchSize = Number(values.batch)
 const accumulation = Number(values.accumulation)
 const steps = Number(values.steps)
+const half = cuda ? 'fp16' : 'bf16'
+const configs = (values.configs ?? `fp32,fp32+cl,${half},${half}+cl`).split(',').map((name) => {
+  const [amp, cl] = name.split('+')
+  return { name, amp, format: cl ? 'channels-last' : 'contiguous' }
+})
+
+// FLOPs of one clip, forward + backward (backward ≈ 2× forward for convs and linears): the six 3×3
+// conv blocks on a 128 × 280 log-mel dominate; batch norm, pooling and the head add < 1 %.
+function gflopPerClip() {
+  let [h, w, cin, flops] = [128, 280, 1, 0]
+  for (const c of [32, 64, 128, 256, 512, 512]) {
+    flops += 2 * 9 * cin * c * h * w
+    ;[h, w, cin] = [Math.floor(h / 2), Math.floor(w / 2), c]
+  }
+  return (3 * flops) / 1e9
+}
+const perClip = gflopPerClip()
+
+/**
+ * The CPU's fp32 peak at its nominal clock (/proc/cpuinfo): cores × GHz × 32 FLOPs per cycle (two
+ * 256-bit FMA pipes, as Zen 4 runs AVX-512; 16 without AVX2). Turbo clocks can exceed it.
+ */
+function cpuPeak() {
+  const text = readFileSync('/proc/cpuinfo', 'utf8')
+  const mhz = Math.max(...[...text.matchAll(/^cpu MHz\s*:\s*([\d.]+)/gm)].map((m) => Number(m[1])))
+  const flags = text.match(/^flags\s*:(.*)$/m)?.[1] ?? ''
+  const perCycle = flags.includes(' avx2') ? 32 : 16
+  return { fp32Gflops: Math.round(cpus().length * (mhz / 1000) * perCycle), nominalMhz: mhz }
+}
 
 // Random log-mel-shaped inputs: speed does not depend on the values.
 const n = batchSize * steps
 const data = new Float32Array(n * 128 * 280)
 for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.001) * 20 - 40
 const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
-// Epoch 1 includes warm-up (cuDNN autotuning); epoch 2 is the timed one.
-const epochSeconds = []
-let precision = 'fp32'
-await train({
-  train: { mel: { data, shape: [n, 128, 280] }, labels },
-  epochs: 2,
-  batchSize,
-  accumulation,
-  device,
-  amp: values.amp,
-  onProgress: (e) => {
-    if (e.type === 'start') precision = e.precision
-    if (e.type === 'epochEnd') epochSeconds.push(e.record.seconds)
-  },
-})
-const ours = steps / epochSeconds[1]
+
+async function ours(config) {
+  // Epoch 1 includes warm-up (oneDNN primitive creation, cuDNN autotuning); epoch 2 is timed.
+  const epochSeconds = []
+  let precision = 'fp32'
+  const result = await train({
+    train: { mel: { data, shape: [n, 128, 280] }, labels },
+    epochs: 2,
+    batchSize,
+    accumulation,
+    device,
+    amp: config.amp === 'fp32' ? 'off' : config.amp,
+    memoryFormat: config.format,
+    onProgress: (e) => {
+      if (e.type === 'start') precision = e.precision
+      if (e.type === 'epochEnd') epochSeconds.push(e.record.seconds)
+    },
+  })
+  return { microStepsPerSecond: steps / epochSeconds[1], precision, channelsLast: result.channelsLast, threads: result.threads }
+}
 
 const python = referencePython()
-let reference = null
-if (python) {
+function pytorch(config) {
+  if (!python) return null
   const script = resolve(import.meta.dirname, 'reference', 'train_bench.py')
-  const amp = values.amp === 'off' ? 'off' : values.amp === 'bf16' ? 'bf16' : 'fp16'
-  reference = JSON.parse(
-    execFileSync(python, [script, device, String(steps), String(batchSize), String(accumulation), amp], { encoding: 'utf8' }),
+  const amp = config.amp === 'fp32' ? 'off' : config.amp
+  return JSON.parse(
+    execFileSync(python, [script, device, String(steps), String(batchSize), String(accumulation), amp, config.format], {
+      encoding: 'utf8',
+    }),
   )
 }
+
+const round = (x, d = 3) => (x === null || x === undefined ? null : +x.toFixed(d))
+const rows = []
+for (const config of configs) {
+  const a = await ours(config)
+  const b = pytorch(config)
+  rows.push({
+    config: config.name,
+    emotionPipeline: {
+      ...a,
+      microStepsPerSecond: round(a.microStepsPerSecond),
+      gflops: round(a.microStepsPerSecond * batchSize * perClip, 1),
+    },
+    pytorch: b && {
+      microStepsPerSecond: round(b.microStepsPerSecond),
+      gflops: round(b.microStepsPerSecond * batchSize * perClip, 1),
+      amp: b.amp,
+      threads: b.threads,
+      torch: b.torch,
+    },
+    ratio: b && round(a.microStepsPerSecond / b.microStepsPerSecond),
+  })
+}
+const rate = (name, who) => rows.find((r) => r.config === name)?.[who]?.microStepsPerSecond ?? null
+// Our default configuration (amp 'auto', memoryFormat 'auto') against PyTorch's default (fp32 eager)
+// and against PyTorch's fastest configuration here.
+const defaultConfig = cuda ? `${half}+cl` : deviceInfo().cpuNativeBf16 ? 'bf16+cl' : 'fp32+cl'
+const oursDefault = rate(defaultConfig, 'emotionPipeline')
+const pytorchFastest = Math.max(...rows.map((r) => r.pytorch?.microStepsPerSecond ?? 0)) || null
 const info = deviceInfo()
 console.log(
   JSON.stringify(
     {
       benchmark: 'train-audio-cnn',
-      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, device, gpu: info.devices[0]?.name ?? null },
+      machine: {
+        cpus: cpus().length,
+        cpuModel: cpus()[0]?.model,
+        device,
+        gpu: info.devices[0]?.name ?? null,
+        peakGflops: cuda ? null : cpuPeak(),
+      },
       batchSize,
       accumulation,
       microSteps: steps,
-      emotionPipeline: { microStepsPerSecond: +ours.toFixed(3), precision },
-      pytorch: reference && {
-        microStepsPerSecond: +reference.microStepsPerSecond.toFixed(3),
-        amp: reference.amp,
-        torch: reference.torch,
-        threads: reference.threads,
-      },
-      ratio: reference && +(ours / reference.microStepsPerSecond).toFixed(3),
+      gflopPerClip: round(perClip, 2),
+      rows,
+      defaultConfig,
+      ratioVsPytorchFp32: oursDefault && rate('fp32', 'pytorch') && round(oursDefault / rate('fp32', 'pytorch')),
+      ratioVsPytorchFastest: oursDefault && pytorchFastest && round(oursDefault / pytorchFastest),
     },
     null,
     2,

@@ -1,11 +1,13 @@
 fn main() {
     link_libtorch();
-    build_autocast_shim();
+    build_shims();
 }
 
-/// Compiles csrc/autocast.cpp against the libtorch headers next to the libraries we link.
-fn build_autocast_shim() {
+/// Compiles the C++ shims (csrc/) against the libtorch headers next to the libraries we link.
+fn build_shims() {
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/memory_format.cpp");
+    println!("cargo:rerun-if-changed=csrc/optim.cpp");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     let include = std::path::Path::new(&lib_dir).parent().expect("libtorch lib/ has a parent").join("include");
     cc::Build::new()
@@ -17,7 +19,9 @@ fn build_autocast_shim() {
         .warnings(false)
         .flag_if_supported("-w")
         .file("csrc/autocast.cpp")
-        .compile("emotion_autocast");
+        .file("csrc/memory_format.cpp")
+        .file("csrc/optim.cpp")
+        .compile("emotion_shims");
 }
 
 /// For this crate's own test binaries and tools only (`rustc-link-arg` does not reach dependents, so

@@ -19,6 +19,12 @@ export interface AdamConfig {
    * @default 0
    */
   weightDecay?: number
+  /**
+   * One fused kernel over all parameters (libtorch's `_fused_adam_`, as `Adam(fused=True)`);
+   * off: one small update per parameter tensor.
+   * @default true
+   */
+  fused?: boolean
 }
 
 /**
@@ -29,8 +35,9 @@ export interface AdamConfig {
 export type Align = 'start' | 'center'
 
 /**
- * Mixed precision: `fp16` is autocast with loss scaling on CUDA, `bf16` autocast without scaling.
- * - `'auto'`: fp16 on CUDA, fp32 on the CPU.
+ * Mixed precision: `fp16` is autocast with loss scaling on CUDA, `bf16` autocast without scaling
+ * (CUDA, and CPUs with native bf16; elsewhere it falls back to fp32 with a warning).
+ * - `'auto'`: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16), else fp32.
  */
 export type Amp = 'fp16' | 'bf16' | 'off' | 'auto'
 
@@ -251,6 +258,14 @@ export type MelNorm = 'slaney'
 /** Mel scale of the filterbank (`torchaudio` `mel_scale`). */
 export type MelScale = 'htk' | 'slaney'
 
+/**
+ * Memory layout of the CNN's activations and conv weights.
+ * - `'auto'`: Channels-last for the audio CNN (measured faster on the CPU, `npm run bench:train`).
+ * - `'channels-last'`: NHWC: what oneDNN and cuDNN prefer for convolutions.
+ * - `'contiguous'`: NCHW, libtorch's default.
+ */
+export type MemoryFormat = 'auto' | 'channels-last' | 'contiguous'
+
 /** Which of the three reference models. */
 export type ModelKind = 'audio' | 'text' | 'fusion'
 
@@ -369,7 +384,7 @@ export interface TrainConfig {
    * @default 0
    */
   vocabSize?: number
-  /** @default {'lr':0.001, 'beta1':0.9, 'beta2':0.999, 'eps':1e-8, 'weightDecay':0} */
+  /** @default {'lr':0.001, 'beta1':0.9, 'beta2':0.999, 'eps':1e-8, 'weightDecay':0, 'fused':true} */
   optim?: AdamConfig
   /** @default 50 */
   epochs?: number
@@ -404,6 +419,13 @@ export interface TrainConfig {
   earlyStopping?: EarlyStopping | null
   /** @default 'auto' */
   amp?: Amp
+  /** @default 'auto' */
+  memoryFormat?: MemoryFormat
+  /**
+   * libtorch intra-op threads while this job runs; 0: one per available core.
+   * @default 0
+   */
+  threads?: number
   /**
    * `auto`, `cpu`, `cuda` or `cuda:N`; `auto` picks CUDA device 0 when there is one.
    * @default 'auto'
@@ -455,7 +477,8 @@ export const DEFAULTS = {
     'beta1': 0.9,
     'beta2': 0.999,
     'eps': 1e-8,
-    'weightDecay': 0
+    'weightDecay': 0,
+    'fused': true
   },
   'AudioCnnConfig': {
     'channels': [
@@ -554,6 +577,8 @@ export const DEFAULTS = {
     'lrSchedule': 'constant',
     'earlyStopping': null,
     'amp': 'auto',
+    'memoryFormat': 'auto',
+    'threads': 0,
     'device': 'auto',
     'checkpointDir': null,
     'resume': false,

@@ -70,6 +70,8 @@ export interface DeviceInfo {
   /** Why CUDA is not usable, in words, when it is not. */
   cudaProblem: string | null
   cpuThreads: number
+  /** Whether the CPU computes bf16 natively (AVX512-BF16), so `amp: 'auto'` trains in bf16 on it. */
+  cpuNativeBf16: boolean
 }
 
 export interface Duplicate {
@@ -186,7 +188,7 @@ export interface ModelMeta {
 /**
  * The precision a job trains in.
  * - `'fp16'`: fp16 autocast with loss scaling (CUDA).
- * - `'bf16'`: bf16 autocast, no loss scaling.
+ * - `'bf16'`: bf16 autocast, no loss scaling (CUDA, and CPUs with native bf16).
  */
 export type Precision = 'fp32' | 'fp16' | 'bf16'
 
@@ -258,6 +260,10 @@ export interface TrainResult {
   device: string
   /** `fp16` (autocast + loss scaling), `bf16` (autocast) or `fp32`. */
   precision: Precision
+  /** Whether the CNN ran channels-last (NHWC). */
+  channelsLast: boolean
+  /** libtorch intra-op threads the job ran with. */
+  threads: number
   history: EpochRecord[]
   bestEpoch: number | null
   val: Metrics | null

@@ -70,6 +70,8 @@ pub struct DeviceInfo {
     /// Why CUDA is not usable, in words, when it is not.
     pub cuda_problem: Option<String>,
     pub cpu_threads: u32,
+    /// Whether the CPU computes bf16 natively (AVX512-BF16), so `amp: 'auto'` trains in bf16 on it.
+    pub cpu_native_bf16: bool,
 }
 
 pub fn device_info() -> DeviceInfo {
@@ -86,6 +88,7 @@ pub fn device_info() -> DeviceInfo {
         libtorch: LibtorchInfo { path: lib_dir.map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into()) },
         cuda_problem: if cuda_available { None } else { Some(cuda_probe_summary()) },
         cpu_threads: tch::get_num_threads().max(0) as u32,
+        cpu_native_bf16: crate::train::mixed::cpu_has_native_bf16(),
     }
 }
 

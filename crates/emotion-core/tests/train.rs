@@ -5,6 +5,8 @@ use emotion_core::control::CancelFlag;
 use emotion_core::dataset::rng::SplitMix64;
 use emotion_core::error::ErrorCode;
 use emotion_core::models::AudioCnnConfig;
+use emotion_core::train::config::Amp;
+use emotion_core::train::engine::Precision;
 use emotion_core::train::predict::load_model;
 use emotion_core::train::{train, HostSet, ModelKind, Sets, TrainConfig, TrainEvent};
 use emotion_core::Error;
@@ -98,6 +100,8 @@ fn learns_a_separable_toy_problem_and_predicts_from_the_checkpoint() {
         epochs: 12,
         optim: emotion_core::optim::AdamConfig { lr: 3e-3, ..Default::default() },
         checkpoint_dir: Some(dir.clone()),
+        // fp16 is CUDA's: on the CPU it falls back to fp32 with a warning.
+        amp: Amp::Fp16,
         ..small_config()
     };
     let mut events = Vec::new();
@@ -111,8 +115,10 @@ fn learns_a_separable_toy_problem_and_predicts_from_the_checkpoint() {
     assert_eq!(r.history.len(), 12);
     assert!(r.test.as_ref().unwrap().accuracy > 0.9, "test accuracy {:?}", r.test.as_ref().map(|m| m.accuracy));
     assert!(r.history.last().unwrap().train_loss < r.history[0].train_loss);
-    assert_eq!(r.precision, emotion_core::train::engine::Precision::Fp32);
-    assert!(events.iter().any(|e| matches!(e, TrainEvent::Warning { message, .. } if message.contains("CUDA-only"))));
+    assert_eq!(r.precision, Precision::Fp32);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, TrainEvent::Warning { message, .. } if message.contains("'fp16' needs CUDA"))));
     assert!(events
         .iter()
         .any(|e| matches!(e, TrainEvent::Checkpoint { kind: emotion_core::train::engine::CheckpointKind::Best, .. })));
@@ -131,6 +137,7 @@ fn two_accumulated_micro_batches_equal_one_double_batch() {
     let base = TrainConfig {
         epochs: 2,
         audio: AudioCnnConfig { freeze_batch_norm: true, ..small_config().audio },
+        amp: Amp::Off,
         ..small_config()
     };
     let run = |batch_size: usize, accumulation: usize, name: &str| {
@@ -273,4 +280,33 @@ fn reference_models_have_the_reference_shapes() {
     let conv5 = vs.variables()["audio.blocks.5.conv.weight"].size();
     assert_eq!(conv5, vec![512, 512, 3, 3]);
     assert_eq!(vs.variables()["head.0.fc.weight"].size(), vec![256, 384]);
+}
+
+#[test]
+fn precision_falls_back_to_fp32_with_a_warning_where_it_cannot_be_honoured() {
+    let _turn = turn();
+    let set = toy_set(16, 5);
+    let run = |amp: Amp| {
+        let config = TrainConfig { epochs: 1, amp, ..small_config() };
+        let mut warnings = Vec::new();
+        let r = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |e| {
+            if let TrainEvent::Warning { message, .. } = e {
+                warnings.push(message)
+            }
+        })
+        .unwrap();
+        (r.precision, warnings)
+    };
+    let native = emotion_core::train::mixed::cpu_has_native_bf16();
+    let (precision, warnings) = run(Amp::Auto);
+    assert_eq!(precision, if native { Precision::Bf16 } else { Precision::Fp32 });
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // A CPU without native bf16 (simulated): 'bf16' falls back with a warning, 'auto' quietly.
+    std::env::set_var("EMOTION_PIPELINE_NO_CPU_BF16", "1");
+    let bf16 = run(Amp::Bf16);
+    let auto = run(Amp::Auto);
+    std::env::remove_var("EMOTION_PIPELINE_NO_CPU_BF16");
+    assert_eq!(bf16.0, Precision::Fp32);
+    assert!(bf16.1.iter().any(|w| w.contains("no native bf16")), "{:?}", bf16.1);
+    assert_eq!(auto, (Precision::Fp32, vec![]));
 }

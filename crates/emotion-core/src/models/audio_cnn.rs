@@ -77,6 +77,9 @@ impl AudioCnn {
 
     /// `[B, n_mels, frames]` log-mel → `[B, hidden[0]]` (the fusion model's audio features).
     pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
+        // With one input channel NCHW and NHWC hold the same bytes: channels-last conv weights
+        // (`Model::use_channels_last`) make libtorch run the first convolution, and so every later
+        // layer, in NHWC.
         let mut x = xs.unsqueeze(1); // [B, 1, M, T]
         for block in &self.blocks {
             // [B, C, H, W] → [B, C', H/2, W/2]

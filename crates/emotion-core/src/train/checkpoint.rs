@@ -57,6 +57,9 @@ pub struct TrainState {
     pub epoch: u32,
     pub next_batch: usize,
     pub progress: EpochProgress,
+    /// The precision the job trains in, kept so a resume continues in it (absent before 0.2).
+    #[serde(default)]
+    pub precision: Option<super::mixed::Precision>,
     pub history: Vec<EpochRecord>,
     pub best_epoch: Option<u32>,
     pub best_value: Option<f64>,
@@ -106,8 +109,10 @@ pub struct ModelMeta {
     pub val: Option<Metrics>,
 }
 
+/// Writes tensors in the standard (row-major) layout, whatever layout they train in (channels-last).
 fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    replace_file(path, |tmp| Ok(Tensor::write_safetensors(named, tmp)?))
+    let named = named.iter().map(|(n, t)| Ok((n.as_str(), t.f_contiguous()?))).collect::<Result<Vec<_>>>()?;
+    replace_file(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -216,7 +221,7 @@ pub fn load_resumable(dir: &Path, state: &TrainState, vs: &mut VarStore, adam: &
     for (name, t) in named {
         let t = t.f_to_device(device)?;
         if name == "step" {
-            adam.step = t.f_int64_value(&[0])?;
+            adam.set_step(t.f_int64_value(&[0])?)?;
         } else if let Some((kind, i)) = name.split_once('.') {
             let i: usize = i.parse().map_err(|_| Error::Internal(format!("bad optimiser entry {name}")))?;
             let slot = if kind == "exp_avg" { adam.exp_avg.get_mut(i) } else { adam.exp_avg_sq.get_mut(i) };

@@ -29,13 +29,26 @@ impl ModelKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-/// Mixed precision: `fp16` is autocast with loss scaling on CUDA, `bf16` autocast without scaling.
+/// Mixed precision: `fp16` is autocast with loss scaling on CUDA, `bf16` autocast without scaling
+/// (CUDA, and CPUs with native bf16; elsewhere it falls back to fp32 with a warning).
 pub enum Amp {
-    /// fp16 on CUDA, fp32 on the CPU.
+    /// fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16), else fp32.
     Auto,
     Fp16,
     Bf16,
     Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+/// Memory layout of the CNN's activations and conv weights.
+pub enum MemoryFormat {
+    /// Channels-last for the audio CNN (measured faster on the CPU, `npm run bench:train`).
+    Auto,
+    /// NHWC: what oneDNN and cuDNN prefer for convolutions.
+    ChannelsLast,
+    /// NCHW, libtorch's default.
+    Contiguous,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -97,6 +110,9 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     pub early_stopping: Option<EarlyStopping>,
     pub amp: Amp,
+    pub memory_format: MemoryFormat,
+    /// libtorch intra-op threads while this job runs; 0: one per available core.
+    pub threads: usize,
     /// `auto`, `cpu`, `cuda` or `cuda:N`; `auto` picks CUDA device 0 when there is one.
     pub device: String,
     /// Where `best.*` and `last.*` checkpoints go; none: no checkpoints (and no resume).
@@ -133,6 +149,8 @@ impl Default for TrainConfig {
             lr_schedule: LrSchedule::Constant,
             early_stopping: None,
             amp: Amp::Auto,
+            memory_format: MemoryFormat::Auto,
+            threads: 0,
             device: "auto".into(),
             checkpoint_dir: None,
             resume: false,

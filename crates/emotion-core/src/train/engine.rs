@@ -2,8 +2,9 @@
 //! with loss scaling on CUDA, per-epoch validation, checkpoints, resume, cancel and non-finite guards.
 
 use super::checkpoint::{self, EpochProgress, EpochRecord, ModelMeta, TrainState, FORMAT};
-use super::config::{Amp, LrSchedule, ModelKind, StopMetric, TrainConfig};
+use super::config::{LrSchedule, ModelKind, StopMetric, TrainConfig};
 use super::data::{DeviceSet, HostSet};
+use super::mixed::{self, Mixed};
 use super::model::Model;
 use crate::control::CancelFlag;
 use crate::dataset::rng::SplitMix64;
@@ -17,16 +18,7 @@ use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
-/// The precision a job trains in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// fp16 autocast with loss scaling (CUDA).
-    Fp16,
-    /// bf16 autocast, no loss scaling.
-    Bf16,
-    Fp32,
-}
+pub use super::mixed::Precision;
 
 /// Which checkpoint was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -72,6 +64,10 @@ pub struct TrainResult {
     pub device: String,
     /// `fp16` (autocast + loss scaling), `bf16` (autocast) or `fp32`.
     pub precision: Precision,
+    /// Whether the CNN ran channels-last (NHWC).
+    pub channels_last: bool,
+    /// libtorch intra-op threads the job ran with.
+    pub threads: u32,
     pub history: Vec<EpochRecord>,
     pub best_epoch: Option<u32>,
     pub val: Option<Metrics>,
@@ -90,23 +86,6 @@ pub struct Sets<'a> {
     pub train: &'a HostSet,
     pub val: Option<&'a HostSet>,
     pub test: Option<&'a HostSet>,
-}
-
-extern "C" {
-    fn emotion_set_cuda_autocast_bf16(bf16: std::os::raw::c_int);
-    fn emotion_cuda_autocast_is_bf16() -> std::os::raw::c_int;
-}
-
-/// Chooses bf16 (no loss scaling needed) or fp16 for CUDA autocast regions (csrc/autocast.cpp).
-fn set_cuda_autocast_bf16(bf16: bool) {
-    // SAFETY: sets one thread-local/global dtype in libtorch; no pointers cross.
-    unsafe { emotion_set_cuda_autocast_bf16(bf16 as std::os::raw::c_int) }
-}
-
-/// Whether CUDA autocast regions currently run in bf16.
-pub fn cuda_autocast_is_bf16() -> bool {
-    // SAFETY: reads one dtype from libtorch.
-    unsafe { emotion_cuda_autocast_is_bf16() != 0 }
 }
 
 /// libtorch's random generator is process-global (dropout, init): training jobs in one process take
@@ -130,34 +109,6 @@ pub fn train(
         trainer.end_epoch(emit)?;
     }
     trainer.finish()
-}
-
-/// How a job's forward passes run: `autocast` (a CUDA autocast region) and `fp16` (losses scaled).
-#[derive(Clone, Copy)]
-struct Mixed {
-    autocast: bool,
-    fp16: bool,
-    precision: Precision,
-}
-
-impl Mixed {
-    fn choose(kind: ModelKind, amp: Amp, device: Device, emit: &mut dyn FnMut(TrainEvent)) -> Mixed {
-        let fp32 = Mixed { autocast: false, fp16: false, precision: Precision::Fp32 };
-        match (amp, device) {
-            (Amp::Off, _) => fp32,
-            (amp, Device::Cpu) => {
-                let what = match amp {
-                    Amp::Fp16 => "amp 'fp16' needs CUDA",
-                    Amp::Bf16 => "amp 'bf16' needs CUDA",
-                    _ => "mixed precision is CUDA-only",
-                };
-                emit(TrainEvent::Warning { model: kind, message: format!("{what}: training in fp32 on the CPU") });
-                fp32
-            }
-            (Amp::Bf16, _) => Mixed { autocast: true, fp16: false, precision: Precision::Bf16 },
-            _ => Mixed { autocast: true, fp16: true, precision: Precision::Fp16 },
-        }
-    }
 }
 
 /// Batch-norm running statistics move in every forward pass; a window whose gradients turn out
@@ -222,6 +173,8 @@ struct Trainer<'a> {
     kind: ModelKind,
     device: Device,
     mixed: Mixed,
+    channels_last: bool,
+    threads: usize,
     vs: VarStore,
     model: Model,
     adam: Adam,
@@ -255,11 +208,13 @@ impl<'a> Trainer<'a> {
             t.validate("test", classes, needs_mel, needs_tokens, config.vocab_size)?;
         }
         let device = parse_device(&config.device)?;
-        let mixed = Mixed::choose(kind, config.amp, device, emit);
-        if mixed.autocast {
-            // Global libtorch state: set for every job (jobs take turns, see ONE_AT_A_TIME).
-            set_cuda_autocast_bf16(!mixed.fp16);
-        }
+        let threads = if config.threads > 0 {
+            config.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        // Process-global in libtorch; jobs take turns (ONE_AT_A_TIME), so each sets its own.
+        tch::set_num_threads(threads as i32);
         if let Device::Cuda(_) = device {
             tch::Cuda::cudnn_set_benchmark(true);
         }
@@ -273,6 +228,13 @@ impl<'a> Trainer<'a> {
                 return Err(Error::invalid("resume", "the checkpoint was trained with another model or label set"));
             }
         }
+        // A resumed job goes on in the precision it started in, so the run is the same as uninterrupted.
+        let mixed = match resumed.as_ref().and_then(|s| s.precision) {
+            Some(precision) => Mixed::with(precision, device),
+            None => Mixed::choose(kind, config.amp, device, &mut |message| {
+                emit(TrainEvent::Warning { model: kind, message })
+            }),
+        };
         let norm = resumed.as_ref().map(|s| s.norm).unwrap_or_else(|| sets.train.mel_stats());
         let train_set = sets.train.to_device(device, norm)?;
         let val_set = sets.val.map(|s| s.to_device(device, norm)).transpose()?;
@@ -281,7 +243,12 @@ impl<'a> Trainer<'a> {
         tch::manual_seed(config.seed as i64);
         let mut vs = VarStore::new(device);
         let model = Model::build(&vs.root(), config);
-        let mut adam = Adam::new(vs.trainable_variables(), config.optim.clone())?;
+        let mut params = vs.trainable_variables();
+        let channels_last = mixed::channels_last(config.memory_format, kind);
+        if channels_last {
+            model.use_channels_last(&mut params)?;
+        }
+        let mut adam = Adam::new(params, config.optim.clone())?;
         let buffers = BufferSnapshot::new(&vs);
         let mut state = TrainState {
             format: FORMAT.into(),
@@ -290,11 +257,12 @@ impl<'a> Trainer<'a> {
             epoch: 0,
             next_batch: 0,
             progress: EpochProgress::default(),
+            precision: Some(mixed.precision),
             history: Vec::new(),
             best_epoch: None,
             best_value: None,
             epochs_without_improvement: 0,
-            scaler: LossScaler::new(mixed.fp16),
+            scaler: LossScaler::new(mixed.scales_loss()),
             finished: false,
             parts: None,
         };
@@ -311,6 +279,8 @@ impl<'a> Trainer<'a> {
             kind,
             device,
             mixed,
+            channels_last,
+            threads,
             vs,
             model,
             adam,
@@ -434,11 +404,10 @@ impl<'a> Trainer<'a> {
         let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
         let index = order.f_narrow(0, lo, hi - lo)?;
         let (mel, tokens, labels) = self.train_set.batch(&index)?;
-        let (model, autocast) = (&self.model, self.mixed.autocast);
+        let (model, mixed) = (&self.model, self.mixed);
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
         let logits = catch_panic(|| {
-            let forward = || model.logits(mel.as_ref(), tokens.as_ref(), true);
-            Ok(if autocast { tch::autocast(true, forward) } else { forward() }.f_to_kind(Kind::Float)?)
+            Ok(mixed.forward(|| model.logits(mel.as_ref(), tokens.as_ref(), true)).f_to_kind(Kind::Float)?)
         })
         .map_err(|e| self.oom_context(e))?;
         let loss = logits.f_cross_entropy_loss(
@@ -486,7 +455,7 @@ impl<'a> Trainer<'a> {
             self.state.progress.skipped += 1;
             self.total_skipped += 1;
             self.consecutive_bad += 1;
-            let what = if self.mixed.fp16 {
+            let what = if self.mixed.scales_loss() {
                 format!("fp16 overflow at loss scale {}", self.state.scaler.scale)
             } else {
                 "NaN or infinite loss/gradients".into()
@@ -501,7 +470,8 @@ impl<'a> Trainer<'a> {
         sums.clear_window()?;
         // fp16 recovers by lowering the scale; in fp32 repeated failures mean divergence.
         let config = self.config;
-        let limit = if self.mixed.fp16 { config.max_non_finite_steps.max(30) } else { config.max_non_finite_steps };
+        let limit =
+            if self.mixed.scales_loss() { config.max_non_finite_steps.max(30) } else { config.max_non_finite_steps };
         if self.consecutive_bad < limit {
             return Ok(());
         }
@@ -606,6 +576,8 @@ impl<'a> Trainer<'a> {
             labels: config.labels.clone(),
             device: device_name(self.device),
             precision: self.mixed.precision,
+            channels_last: self.channels_last,
+            threads: self.threads as u32,
             history: self.state.history,
             best_epoch: self.state.best_epoch,
             val,
@@ -698,17 +670,4 @@ pub fn predict_logits(model: &Model, set: &DeviceSet) -> Result<(Tensor, Tensor)
         outs.push(model.logits(mel.as_ref(), tokens.as_ref(), false).f_to_kind(Kind::Float)?);
     }
     Ok((Tensor::f_cat(&outs, 0)?, set.labels.shallow_clone()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_autocast_shim_sets_and_reads_the_cuda_autocast_dtype() {
-        set_cuda_autocast_bf16(true);
-        assert!(cuda_autocast_is_bf16());
-        set_cuda_autocast_bf16(false);
-        assert!(!cuda_autocast_is_bf16());
-    }
 }

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod mixed;
 pub mod model;
 pub mod predict;
 

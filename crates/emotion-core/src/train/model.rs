@@ -30,6 +30,12 @@ impl Model {
         }
     }
 
+    /// Runs the CNN (audio, and fusion's audio branch) channels-last: `params`, the model's trainable
+    /// variables, are re-laid out in place (the conv weights). Call before the optimiser is built.
+    pub fn use_channels_last(&self, params: &mut [Tensor]) -> crate::Result<()> {
+        super::mixed::params_to_channels_last(params)
+    }
+
     /// Logits `[B, classes]` from mel `[B, M, T]` and/or tokens `[B, L]`.
     pub fn logits(&self, mel: Option<&Tensor>, tokens: Option<&Tensor>, train: bool) -> Tensor {
         match self {

@@ -1,0 +1,40 @@
+// libtorch's fused Adam (`torch.optim.Adam(fused=True)`: one kernel over every parameter, CPU and
+// CUDA), which tch 0.24 does not expose. Tensors cross as tch's `C_tensor` (`at::Tensor*`); a failure
+// is reported through `error`, never thrown across the C boundary.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <cstdio>
+#include <vector>
+
+static std::vector<at::Tensor> list(at::Tensor** tensors, int n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (int i = 0; i < n; ++i) out.push_back(*tensors[i]);
+  return out;
+}
+
+// Increments each parameter's step count (`steps`, float32 scalars), then updates parameters and
+// moments in place. Parameters without a gradient must be left out by the caller.
+extern "C" int emotion_fused_adam(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avg,
+                                  at::Tensor** exp_avg_sq, at::Tensor** steps, int n, double lr,
+                                  double beta1, double beta2, double weight_decay, double eps,
+                                  char* error, int error_len) {
+  try {
+    at::NoGradGuard no_grad;
+    auto step_list = list(steps, n);
+    at::_foreach_add_(step_list, 1.0);
+    at::_fused_adam_(list(params, n), list(grads, n), list(exp_avg, n), list(exp_avg_sq, n), {},
+                     step_list, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false,
+                     /*maximize=*/false, std::nullopt, std::nullopt);
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(error, error_len, "%s", e.what());
+    return 1;
+  }
+}
+
+// Drops the gradients (`zero_grad(set_to_none=True)`, PyTorch's default): the next backward writes
+// fresh gradients in the parameter's layout instead of adding into stale ones.
+extern "C" void emotion_clear_grads(at::Tensor** params, int n) {
+  for (int i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+}
