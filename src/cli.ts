@@ -10,6 +10,7 @@ import { installTorch } from './install-torch.js'
 import { REQUIRED_TORCH } from './libtorch.js'
 import { findRavdess } from './data.js'
 import { packageRoot } from './native.js'
+import { crossValidate } from './cross-validate.js'
 import { trainPipeline } from './pipeline.js'
 import type { ModelName, PipelineOptions, PipelineResult } from './pipeline.js'
 import { progressPrinter } from './progress.js'
@@ -23,6 +24,7 @@ const HELP = `emotion-pipeline <command> [options]
 
 Commands:
   train     train the audio, text and fusion models on a dataset folder and write a run directory
+  cv        speaker cross-validation: k folds with disjoint test speakers, and their summary
   predict   label audio files with a trained run
   doctor    what libtorch and CUDA this machine offers, and how to fix what is missing
   install-torch  put libtorch 2.11.0 in the per-user cache (--cpu | --cuda, --from FILE, --dir DIR)
@@ -180,31 +182,57 @@ function transcriptsOption(value: string | undefined): PipelineOptions['transcri
   return map
 }
 
+/** The options `train` and `cv` share. */
+const PIPELINE_FLAGS = {
+  data: { type: 'string' },
+  out: { type: 'string' },
+  models: { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  accumulation: { type: 'string' },
+  lr: { type: 'string' },
+  device: { type: 'string' },
+  amp: { type: 'string' },
+  seed: { type: 'string' },
+  'max-items': { type: 'string' },
+  transcripts: { type: 'string' },
+  mel: { type: 'string' },
+  train: { type: 'string' },
+  resume: { type: 'boolean' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean' },
+  help: { type: 'boolean' },
+} as const
+
+type PipelineFlags = Partial<Record<keyof typeof PIPELINE_FLAGS, string | boolean>>
+
+const num = (v: string | boolean | undefined) => (v === undefined ? undefined : Number(v))
+
+function pipelineOptions(values: PipelineFlags): PipelineOptions {
+  const text = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined)
+  return {
+    data: text(values.data)!,
+    out: text(values.out)!,
+    models: text(values.models)
+      ?.split(',')
+      .map((m) => m.trim()) as ModelName[] | undefined,
+    epochs: num(values.epochs),
+    batchSize: num(values['batch-size']),
+    accumulation: num(values.accumulation),
+    lr: num(values.lr),
+    device: text(values.device) as DeviceSpec | undefined,
+    amp: text(values.amp) as PipelineOptions['amp'],
+    seed: num(values.seed),
+    maxItems: num(values['max-items']),
+    resume: values.resume === true ? true : undefined,
+    transcripts: transcriptsOption(text(values.transcripts)),
+    mel: jsonOption('--mel', text(values.mel)),
+    train: jsonOption('--train', text(values.train)),
+  }
+}
+
 async function trainCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      data: { type: 'string' },
-      out: { type: 'string' },
-      models: { type: 'string' },
-      split: { type: 'string' },
-      epochs: { type: 'string' },
-      'batch-size': { type: 'string' },
-      accumulation: { type: 'string' },
-      lr: { type: 'string' },
-      device: { type: 'string' },
-      amp: { type: 'string' },
-      seed: { type: 'string' },
-      'max-items': { type: 'string' },
-      transcripts: { type: 'string' },
-      mel: { type: 'string' },
-      train: { type: 'string' },
-      resume: { type: 'boolean' },
-      json: { type: 'boolean' },
-      quiet: { type: 'boolean' },
-      help: { type: 'boolean' },
-    },
-  })
+  const { values } = parseArgs({ args: argv, options: { ...PIPELINE_FLAGS, split: { type: 'string' } } })
   if (values.help) {
     console.log(TRAIN_HELP)
     return 0
@@ -213,28 +241,69 @@ async function trainCommand(argv: string[]): Promise<number> {
     console.error(`--data and --out are required\n\n${TRAIN_HELP}`)
     return 2
   }
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v))
   return runPipeline(
-    {
-      data: values.data,
-      out: values.out,
-      models: values.models?.split(',').map((m) => m.trim()) as ModelName[] | undefined,
-      split: values.split as PipelineOptions['split'],
-      epochs: num(values.epochs),
-      batchSize: num(values['batch-size']),
-      accumulation: num(values.accumulation),
-      lr: num(values.lr),
-      device: values.device as DeviceSpec | undefined,
-      amp: values.amp as PipelineOptions['amp'],
-      seed: num(values.seed),
-      maxItems: num(values['max-items']),
-      resume: values.resume,
-      transcripts: transcriptsOption(values.transcripts),
-      mel: jsonOption('--mel', values.mel),
-      train: jsonOption('--train', values.train),
-    },
+    { ...pipelineOptions(values), split: values.split as PipelineOptions['split'] },
     values.json ? 'json' : values.quiet ? 'quiet' : 'human',
   )
+}
+
+const CV_HELP = `emotion-pipeline cv --data DIR --out DIR [--folds 5] [options]
+
+Speaker cross-validation: each fold tests on speakers that neither its training nor its validation set
+contains (RAVDESS actors 1–20, 5 folds: 4 test actors per fold). Each fold is a run directory
+(DIR/fold-<k>); the summary (mean ± std of accuracy, UAR and weighted F1 per model, per-class recall,
+pooled confusion matrix) is DIR/cv.json and DIR/report.md. Stopped runs go on where they stopped: run
+the same command again.
+
+  --folds N             folds (default 5)
+  --only LIST           run only these folds, e.g. 0,1 (0-based); the summary covers finished folds
+  --val-fraction X      share of each fold's training speakers used for validation (default 0.125)
+  and every option of \`train\` except --split (see emotion-pipeline train --help)`
+
+async function cvCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...PIPELINE_FLAGS, folds: { type: 'string' }, only: { type: 'string' }, 'val-fraction': { type: 'string' } },
+  })
+  if (values.help) {
+    console.log(CV_HELP)
+    return 0
+  }
+  if (!values.data || !values.out) {
+    console.error(`--data and --out are required\n\n${CV_HELP}`)
+    return 2
+  }
+  const mode: ProgressMode = values.json ? 'json' : values.quiet ? 'quiet' : 'human'
+  const controller = new AbortController()
+  const onSignal = () => {
+    process.stderr.write('\nstopping at the next step (a checkpoint is written); run the same command again to go on…\n')
+    controller.abort()
+  }
+  process.once('SIGINT', onSignal)
+  const print = progressPrinter(mode)
+  const result = await crossValidate({
+    ...pipelineOptions(values),
+    folds: num(values.folds),
+    only: values.only?.split(',').map((k) => Number(k.trim())),
+    valFraction: num(values['val-fraction']),
+    signal: controller.signal,
+    onProgress: (e) => {
+      if (e.type === 'fold') {
+        if (mode === 'human') console.error(`\n== ${e.message} ==`)
+        else if (mode === 'json') console.log(JSON.stringify(e))
+      } else print(e)
+    },
+  })
+  process.off('SIGINT', onSignal)
+  if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
+  else {
+    const pm = (x: { mean: number; std: number }) => `${(x.mean * 100).toFixed(2)} ± ${(x.std * 100).toFixed(2)} %`
+    console.log(`\n${result.finished.length} of ${result.folds} folds; mean ± std over folds:`)
+    for (const [m, s] of Object.entries(result.models))
+      console.log(`${m.padEnd(7)} accuracy ${pm(s.accuracy)}   UAR ${pm(s.uar)}   weighted F1 ${pm(s.weightedF1)}`)
+    console.log(`\nSummary: ${join(result.out, 'report.md')}`)
+  }
+  return 0
 }
 
 async function predictCommand(argv: string[]): Promise<number> {
@@ -327,6 +396,7 @@ a few minutes on 2 cores); the reference schedule (all clips, 50 epochs) with --
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   train: trainCommand,
+  cv: cvCommand,
   predict: predictCommand,
   doctor,
   bench,

@@ -7,6 +7,8 @@ export type { DatasetIndex, DatasetItem, IndexOptions, RavdessName, Split, Split
 export { EmotionModel, loadModel, train } from './train.js'
 export type { ClassScores, EpochRecord, Metrics, ModelMeta, Prediction, TrainEvent, TrainOptions, TrainResult, TrainSet } from './train.js'
 export { trainPipeline } from './pipeline.js'
+export { crossValidate } from './cross-validate.js'
+export type { CrossValidateEvent, CrossValidateOptions, CrossValidateResult, MeanStd, ModelSummary } from './cross-validate.js'
 export type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
 export { Tokenizer } from './tokenizer.js'
 export { DEFAULT_WHISPER_MODEL, transcribe, wordErrorRate } from './transcribe.js'

@@ -1,0 +1,224 @@
+// crossValidate(): speaker-grouped k-fold cross-validation. Each fold is an ordinary trainPipeline run
+// directory (`fold-<k>/`, resumable like any run); the summary (mean ± std per model, per-class recall,
+// pooled confusion matrix) goes to cv.json, report.md and confusion plots in `out`.
+import { existsSync, readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { indexDataset } from './dataset.js'
+import { EmotionPipelineError, invalidOption } from './errors.js'
+import type { Metrics } from './generated/results.js'
+import type { ModelName, PipelineEvent, PipelineOptions } from './pipeline.js'
+import { trainPipeline } from './pipeline.js'
+import { confusionSvg, svgToPng } from './plots.js'
+import { ensureWritableDir, writeFileAtomic } from './run-dir.js'
+
+export interface CrossValidateOptions extends Omit<PipelineOptions, 'split' | 'onProgress'> {
+  /** Folds; each fold's test set is a disjoint group of speakers (RAVDESS actors 1–20: 4 per fold). @default 5 */
+  folds?: number
+  /**
+   * Share of each fold's training speakers held out for validation (the best epoch is chosen on them,
+   * never on the test speakers). @default 0.125 (2 of 16 speakers on RAVDESS actors 1–20)
+   */
+  valFraction?: number
+  /** Run only these folds (0-based), e.g. one per session; the summary covers the folds finished so far. */
+  only?: number[]
+  onProgress?: (event: CrossValidateEvent) => void
+}
+
+export type CrossValidateEvent = { type: 'fold'; fold: number; folds: number; message: string } | (PipelineEvent & { fold: number })
+
+/** Mean and sample standard deviation over the finished folds. */
+export interface MeanStd {
+  mean: number
+  std: number
+}
+
+export interface ModelSummary {
+  folds: number
+  accuracy: MeanStd
+  /** Unweighted average recall (mean of per-class recall), the usual speaker-independent SER figure. */
+  uar: MeanStd
+  weightedF1: MeanStd
+  /** Recall per class, pooled over every fold's test clips. */
+  recall: Record<string, number>
+  /** Test clips of all folds together: rows true label, columns predicted. */
+  confusion: number[][]
+  /** Accuracy of each finished fold, in fold order. */
+  perFold: (number | null)[]
+}
+
+export interface CrossValidateResult {
+  out: string
+  folds: number
+  /** Folds with finished runs (all of them unless `only` left some for later). */
+  finished: number[]
+  labels: string[]
+  /** The test speakers of each fold. */
+  testSpeakers: string[][]
+  models: Partial<Record<ModelName, ModelSummary>>
+  files: string[]
+}
+
+const CV_FORMAT = 'emotion-pipeline/cv@1'
+
+/** Speaker cross-validation: `folds` runs with disjoint test speakers, and their summary. */
+export async function crossValidate(options: CrossValidateOptions): Promise<CrossValidateResult> {
+  if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
+  const { folds = 5, valFraction = 0.125, only, onProgress, ...pipeline } = options
+  if (!Number.isInteger(folds) || folds < 2) throw invalidOption('folds', `must be an integer ≥ 2, got ${folds}`)
+  if (only !== undefined && !(Array.isArray(only) && only.every((k) => Number.isInteger(k) && k >= 0 && k < folds)))
+    throw invalidOption('only', `must list fold numbers from 0 to ${folds - 1}, got ${JSON.stringify(only)}`)
+  if (typeof pipeline.out !== 'string' || !pipeline.out) throw invalidOption('out', 'must be the cross-validation folder')
+  const out = resolve(pipeline.out)
+  ensureWritableDir(out, 'out')
+  await checkSpeakers(options, folds)
+
+  const emit = onProgress ?? (() => {})
+  const runFolds = only ?? [...Array(folds).keys()]
+  for (const fold of runFolds) {
+    emit({ type: 'fold', fold, folds, message: `fold ${fold + 1} of ${folds}` })
+    const dir = join(out, `fold-${fold}`)
+    await trainPipeline({
+      ...pipeline,
+      out: dir,
+      split: { strategy: 'speaker-kfold', folds, fold, valFraction, testFraction: 0 },
+      // A fold finished or interrupted in an earlier call goes on from its checkpoints.
+      resume: pipeline.resume || existsSync(join(dir, 'split.json')),
+      onProgress: (e) => emit({ ...e, fold }),
+    })
+  }
+  return summarise(out, folds, pipeline.models)
+}
+
+/** Cross-validation needs at least two speakers and no more folds than speakers. */
+async function checkSpeakers(options: CrossValidateOptions, folds: number): Promise<void> {
+  const index = await indexDataset(options.data, { ...options.index, signal: options.signal })
+  const speakers = new Set(index.items.map((i) => i.speaker).filter((s) => s !== ''))
+  if (speakers.size < 2)
+    throw new EmotionPipelineError(
+      'DATASET',
+      `${options.data}: cross-validation by speaker needs clips of at least 2 speakers, found ${speakers.size} (RAVDESS names or a manifest with a speaker column say who speaks)`,
+    )
+  if (folds > speakers.size) throw invalidOption('folds', `${folds} folds but only ${speakers.size} speakers in ${options.data}`)
+}
+
+interface FoldRun {
+  fold: number
+  labels: string[]
+  testSpeakers: string[]
+  test: Partial<Record<ModelName, Metrics>>
+}
+
+function readFold(out: string, fold: number): FoldRun | undefined {
+  const dir = join(out, `fold-${fold}`)
+  const metricsPath = join(dir, 'metrics.json')
+  if (!existsSync(metricsPath)) return undefined
+  const metrics = JSON.parse(readFileSync(metricsPath, 'utf8')) as { models: Record<string, { test: Metrics | null }> }
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { labels: string[] }
+  const split = JSON.parse(readFileSync(join(dir, 'split.json'), 'utf8')) as { test: { speaker: string }[] }
+  const test: Partial<Record<ModelName, Metrics>> = {}
+  for (const [model, m] of Object.entries(metrics.models)) if (m.test) test[model as ModelName] = m.test
+  return { fold, labels: config.labels, testSpeakers: [...new Set(split.test.map((i) => i.speaker))].sort(), test }
+}
+
+function meanStd(values: number[]): MeanStd {
+  const mean = values.reduce((a, b) => a + b, 0) / values.length
+  const variance = values.length > 1 ? values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1) : 0
+  return { mean, std: Math.sqrt(variance) }
+}
+
+function summariseModel(runs: FoldRun[], model: ModelName, labels: string[]): ModelSummary | undefined {
+  const scored = runs.filter((r) => r.test[model])
+  if (scored.length === 0) return undefined
+  const metrics = scored.map((r) => r.test[model]!)
+  const confusion = labels.map((_, i) => labels.map((_, j) => metrics.reduce((sum, m) => sum + (m.confusion[i]?.[j] ?? 0), 0)))
+  const recall = Object.fromEntries(
+    labels.map((label, i) => {
+      const total = confusion[i].reduce((a, b) => a + b, 0)
+      return [label, total > 0 ? confusion[i][i] / total : 0]
+    }),
+  )
+  return {
+    folds: scored.length,
+    accuracy: meanStd(metrics.map((m) => m.accuracy)),
+    uar: meanStd(metrics.map((m) => m.uar)),
+    weightedF1: meanStd(metrics.map((m) => m.weightedF1)),
+    recall,
+    confusion,
+    perFold: runs.map((r) => r.test[model]?.accuracy ?? null),
+  }
+}
+
+/** cv.json, report.md and the pooled confusion plots from the fold directories finished so far. */
+function summarise(out: string, folds: number, models: ModelName[] | undefined): CrossValidateResult {
+  const runs = [...Array(folds).keys()].map((k) => readFold(out, k)).filter((r): r is FoldRun => r !== undefined)
+  if (runs.length === 0) throw new EmotionPipelineError('DATASET', `no finished fold in ${out}`)
+  const labels = runs[0].labels
+  const names = models ?? (['audio', 'text', 'fusion'] as ModelName[])
+  const summaries: Partial<Record<ModelName, ModelSummary>> = {}
+  for (const model of names) {
+    const s = summariseModel(runs, model, labels)
+    if (s) summaries[model] = s
+  }
+  const files = ['cv.json', 'report.md']
+  for (const [model, s] of Object.entries(summaries)) {
+    const title = `${model} model, ${s.folds} speaker folds pooled: accuracy ${(s.accuracy.mean * 100).toFixed(2)} ± ${(s.accuracy.std * 100).toFixed(2)} %`
+    const svg = confusionSvg(s.confusion, labels, title)
+    writeFileAtomic(join(out, `confusion-${model}.svg`), svg)
+    writeFileAtomic(join(out, `confusion-${model}.png`), svgToPng(svg))
+    files.push(`confusion-${model}.svg`, `confusion-${model}.png`)
+  }
+  const result: CrossValidateResult = {
+    out,
+    folds,
+    finished: runs.map((r) => r.fold),
+    labels,
+    testSpeakers: runs.map((r) => r.testSpeakers),
+    models: summaries,
+    files,
+  }
+  writeFileAtomic(join(out, 'cv.json'), JSON.stringify({ format: CV_FORMAT, ...result }, null, 1))
+  writeFileAtomic(join(out, 'report.md'), cvReport(result))
+  return result
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(2)} %`
+const pm = (s: MeanStd) => `${(s.mean * 100).toFixed(2)} ± ${(s.std * 100).toFixed(2)} %`
+
+function cvReport(r: CrossValidateResult): string {
+  const lines = [
+    '# Speaker cross-validation',
+    '',
+    `${r.finished.length} of ${r.folds} folds finished; each fold's test speakers never appear in its training or validation set.`,
+    '',
+    '| model | folds | accuracy | UAR | weighted F1 |',
+    '|---|---|---|---|---|',
+    ...Object.entries(r.models).map(([m, s]) => `| ${m} | ${s.folds} | ${pm(s.accuracy)} | ${pm(s.uar)} | ${pm(s.weightedF1)} |`),
+    '',
+    'Mean ± sample standard deviation over folds.',
+    '',
+    '## Recall per class (all folds pooled)',
+    '',
+    `| model | ${r.labels.join(' | ')} |`,
+    `|---|${r.labels.map(() => '---').join('|')}|`,
+    ...Object.entries(r.models).map(([m, s]) => `| ${m} | ${r.labels.map((l) => pct(s.recall[l])).join(' | ')} |`),
+    '',
+    '## Folds',
+    '',
+    '| fold | test speakers | ' + Object.keys(r.models).join(' | ') + ' |',
+    `|---|---|${Object.keys(r.models)
+      .map(() => '---')
+      .join('|')}|`,
+    ...r.finished.map(
+      (fold, i) =>
+        `| ${fold} | ${r.testSpeakers[i].join(', ')} | ${Object.values(r.models)
+          .map((s) => (s.perFold[i] === null ? '—' : pct(s.perFold[i]!)))
+          .join(' | ')} |`,
+    ),
+    '',
+    ...Object.keys(r.models).map((m) => `![${m}](confusion-${m}.png)`),
+    '',
+    'Each fold is a run directory (`fold-<k>/`) with its own report, metrics, checkpoints and plots.',
+    '',
+  ]
+  return lines.join('\n')
+}
