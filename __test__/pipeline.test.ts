@@ -92,8 +92,16 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
     lr: 1e-3,
     maxTokens: 6,
     maxItems: 48,
-    // amp 'auto' on the CPU: bf16 where it is native, else fp32.
+    preset: 'recommended',
+    // amp 'auto' with the recommended preset on the CPU: bf16 where it is native, else fp32.
     precision: { audio: deviceInfo().cpuNativeBf16 ? 'bf16' : 'fp32' },
+  })
+  // What the preset filled in is recorded, resolved, per model.
+  t.like(config.effective.trainConfig.audio, {
+    preset: 'recommended',
+    lrSchedule: 'cosine',
+    labelSmoothing: 0.1,
+    augment: { specAugment: { freqMasks: 2, freqWidth: 16, timeMasks: 2, timeWidth: 28 }, mixup: null },
   })
   t.is(config.effective.split.seed, 42)
   const report = readFileSync(join(runDir, 'report.md'), 'utf8')

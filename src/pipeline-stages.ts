@@ -311,6 +311,7 @@ async function transcriptsFor(run: Run, items: DatasetItem[]): Promise<(item: Da
 export function trainSettings(o: PipelineOptions, model: ModelName, seed: number): Omit<TrainOptions, 'train'> {
   return {
     model,
+    preset: o.preset,
     epochs: o.epochs,
     batchSize: o.batchSize,
     accumulation: o.accumulation,

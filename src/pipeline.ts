@@ -15,7 +15,7 @@ import type { TranscribeOptions } from './transcribe.js'
 export type ModelName = 'audio' | 'text' | 'fusion'
 
 /** Training settings shared by every model (the core's `TrainConfig` fields, defaults there). */
-type SharedTrainSettings = Pick<TrainConfig, 'epochs' | 'batchSize' | 'accumulation' | 'seed' | 'amp'>
+type SharedTrainSettings = Pick<TrainConfig, 'preset' | 'epochs' | 'batchSize' | 'accumulation' | 'seed' | 'amp'>
 
 export interface PipelineOptions extends SharedTrainSettings {
   /** Dataset folder (RAVDESS names, `<label>/` folders, or use `index.manifest`). */
@@ -96,6 +96,7 @@ const PIPELINE_KEYS = {
   data: true,
   out: true,
   models: true,
+  preset: true,
   split: true,
   seed: true,
   epochs: true,

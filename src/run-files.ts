@@ -108,12 +108,13 @@ export function writeRunFiles(
   files.push('history.csv', 'metrics.json', 'config.json', 'report.md')
 }
 
-/** `epochs`, `batchSize`, `accumulation`, `lr` and `amp` after the core filled in its defaults. */
+/** `preset`, `epochs`, `batchSize`, `accumulation`, `lr` and `amp` after the core filled in its defaults. */
 function pipelineLevel(o: PipelineOptions, seed: number) {
   const resolved = JSON.parse(
     callNative(() => native.resolveTrainConfig(optionsJson(trainSettings(o, 'audio', seed)))),
   ) as Required<TrainConfig>
   return {
+    preset: resolved.preset,
     epochs: resolved.epochs,
     batchSize: resolved.batchSize,
     accumulation: resolved.accumulation,

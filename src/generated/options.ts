@@ -70,6 +70,21 @@ export interface AudioCnnConfig {
   freezeBatchNorm?: boolean
 }
 
+/** Augmentation of the training batches (never of validation or test). */
+export interface Augment {
+  /**
+   * Time and frequency masks on the log-mel input.
+   * @default null
+   */
+  specAugment?: SpecAugment | null
+  /**
+   * Mixup (Zhang et al., 2018): each batch mixed with a shuffled copy of itself, weight drawn
+   * from Beta(α, α); this is α (0.2–0.4 is usual).
+   * @default null
+   */
+  mixup?: number | null
+}
+
 /** Stop when `metric` has not improved for `patience` epochs. */
 export interface EarlyStopping {
   metric: StopMetric
@@ -272,6 +287,42 @@ export type ModelKind = 'audio' | 'text' | 'fusion'
 /** Padding of the waveform when `center` is set (`torch.stft` `pad_mode`). */
 export type PadMode = 'reflect' | 'constant' | 'replicate' | 'circular'
 
+/**
+ * A named recipe: the settings it fills in where the options leave them unset.
+ * - `'recommended'`: The best recipe measured on unseen speakers (docs/RESULTS.md): cosine schedule, label
+ * smoothing 0.1, SpecAugment, bf16 on CPUs with native bf16.
+ * - `'reference'`: The published pipeline as it was: constant learning rate, no label smoothing, no augmentation,
+ * fp16 on CUDA and fp32 on the CPU.
+ */
+export type Preset = 'recommended' | 'reference'
+
+/**
+ * SpecAugment (Park et al., 2019) on the training batches: masks of random width at random places,
+ * set to the mean of the normalised log-mel (0).
+ */
+export interface SpecAugment {
+  /**
+   * Frequency masks per clip.
+   * @default 2
+   */
+  freqMasks?: number
+  /**
+   * Widest frequency mask, in mel bins.
+   * @default 16
+   */
+  freqWidth?: number
+  /**
+   * Time masks per clip.
+   * @default 2
+   */
+  timeMasks?: number
+  /**
+   * Widest time mask, in frames.
+   * @default 28
+   */
+  timeWidth?: number
+}
+
 export interface SplitOptions {
   /** @default 'stratified' */
   strategy?: Strategy
@@ -353,12 +404,17 @@ export interface TextLstmConfig {
 }
 
 /**
- * Settings of one training job. Defaults reproduce the reference: Adam 1e-3, batch 16, 50 epochs,
- * gradient accumulation 2, fp16 mixed precision on CUDA.
+ * Settings of one training job. Adam 1e-3, batch 16, 50 epochs and gradient accumulation 2 as the
+ * reference; what the recipes differ in comes from `preset` unless set here.
  */
 export interface TrainConfig {
   /** @default 'audio' */
   model?: ModelKind
+  /**
+   * Fills in `lrSchedule`, `labelSmoothing`, `augment` and the CPU precision of `amp: 'auto'`.
+   * @default 'recommended'
+   */
+  preset?: Preset
   /**
    * Class names; label ids index into it.
    * @default ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
@@ -404,17 +460,25 @@ export interface TrainConfig {
    */
   seed?: number
   /**
-   * Cross-entropy label smoothing, in [0, 1).
-   * @default 0
+   * Cross-entropy label smoothing, in [0, 1); unset: the preset's (reference 0, recommended 0.1).
+   * @default null
    */
-  labelSmoothing?: number
+  labelSmoothing?: number | null
   /**
    * Cross-entropy weight per class, one per label.
    * @default null
    */
   classWeights?: number[] | null
-  /** @default 'constant' */
-  lrSchedule?: LrSchedule
+  /**
+   * Unset: the preset's (reference `constant`, recommended `cosine`).
+   * @default null
+   */
+  lrSchedule?: LrSchedule | null
+  /**
+   * Unset: the preset's (reference none, recommended SpecAugment).
+   * @default null
+   */
+  augment?: Augment | null
   /** @default null */
   earlyStopping?: EarlyStopping | null
   /** @default 'auto' */
@@ -497,6 +561,10 @@ export const DEFAULTS = {
     'convDropout': 0,
     'freezeBatchNorm': false
   },
+  'Augment': {
+    'specAugment': null,
+    'mixup': null
+  },
   'ExtractOptions': {
     'device': 'auto',
     'batchSize': 64,
@@ -538,6 +606,12 @@ export const DEFAULTS = {
     'align': 'start',
     'frames': 280
   },
+  'SpecAugment': {
+    'freqMasks': 2,
+    'freqWidth': 16,
+    'timeMasks': 2,
+    'timeWidth': 28
+  },
   'SplitOptions': {
     'strategy': 'stratified',
     'testFraction': 0.2,
@@ -557,6 +631,7 @@ export const DEFAULTS = {
   },
   'TrainConfig': {
     'model': 'audio',
+    'preset': 'recommended',
     'labels': [
       'neutral',
       'calm',
@@ -572,9 +647,10 @@ export const DEFAULTS = {
     'batchSize': 16,
     'accumulation': 2,
     'seed': 42,
-    'labelSmoothing': 0,
+    'labelSmoothing': null,
     'classWeights': null,
-    'lrSchedule': 'constant',
+    'lrSchedule': null,
+    'augment': null,
     'earlyStopping': null,
     'amp': 'auto',
     'memoryFormat': 'auto',

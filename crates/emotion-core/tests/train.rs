@@ -5,7 +5,7 @@ use emotion_core::control::CancelFlag;
 use emotion_core::dataset::rng::SplitMix64;
 use emotion_core::error::ErrorCode;
 use emotion_core::models::AudioCnnConfig;
-use emotion_core::train::config::Amp;
+use emotion_core::train::config::{Amp, Preset};
 use emotion_core::train::engine::Precision;
 use emotion_core::train::predict::load_model;
 use emotion_core::train::{train, HostSet, ModelKind, Sets, TrainConfig, TrainEvent};
@@ -46,6 +46,8 @@ fn toy_set(n: usize, seed: u64) -> HostSet {
 fn small_config() -> TrainConfig {
     TrainConfig {
         model: ModelKind::Audio,
+        // The mechanics under test, without augmentation (the recommended preset's SpecAugment).
+        preset: Preset::Reference,
         labels: vec!["a".into(), "b".into(), "c".into()],
         audio: AudioCnnConfig {
             channels: vec![4, 8],
@@ -287,7 +289,7 @@ fn precision_falls_back_to_fp32_with_a_warning_where_it_cannot_be_honoured() {
     let _turn = turn();
     let set = toy_set(16, 5);
     let run = |amp: Amp| {
-        let config = TrainConfig { epochs: 1, amp, ..small_config() };
+        let config = TrainConfig { epochs: 1, amp, preset: Preset::Recommended, ..small_config() };
         let mut warnings = Vec::new();
         let r = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |e| {
             if let TrainEvent::Warning { message, .. } = e {
@@ -297,6 +299,7 @@ fn precision_falls_back_to_fp32_with_a_warning_where_it_cannot_be_honoured() {
         .unwrap();
         (r.precision, warnings)
     };
+    // The recommended preset trains in bf16 where the CPU has it natively (the reference stays fp32).
     let native = emotion_core::train::mixed::cpu_has_native_bf16();
     let (precision, warnings) = run(Amp::Auto);
     assert_eq!(precision, if native { Precision::Bf16 } else { Precision::Fp32 });

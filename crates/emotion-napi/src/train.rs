@@ -43,7 +43,7 @@ fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
 pub fn resolve_train_config(config_json: String) -> Result<String, Code> {
     let config: TrainConfig = parse_options("train options", Some(config_json)).map_err(to_js)?;
     config.validate_settings().map_err(to_js)?;
-    Ok(serde_json::to_string(&config).expect("a config serialises"))
+    Ok(serde_json::to_string(&config.resolved()).expect("a config serialises"))
 }
 
 /// Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text

@@ -70,6 +70,50 @@ pub enum StopMetric {
     ValF1,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+/// A named recipe: the settings it fills in where the options leave them unset.
+pub enum Preset {
+    /// The best recipe measured on unseen speakers (docs/RESULTS.md): cosine schedule, label
+    /// smoothing 0.1, SpecAugment, bf16 on CPUs with native bf16.
+    Recommended,
+    /// The published pipeline as it was: constant learning rate, no label smoothing, no augmentation,
+    /// fp16 on CUDA and fp32 on the CPU.
+    Reference,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// SpecAugment (Park et al., 2019) on the training batches: masks of random width at random places,
+/// set to the mean of the normalised log-mel (0).
+pub struct SpecAugment {
+    /// Frequency masks per clip.
+    pub freq_masks: u32,
+    /// Widest frequency mask, in mel bins.
+    pub freq_width: i64,
+    /// Time masks per clip.
+    pub time_masks: u32,
+    /// Widest time mask, in frames.
+    pub time_width: i64,
+}
+
+impl Default for SpecAugment {
+    fn default() -> Self {
+        SpecAugment { freq_masks: 2, freq_width: 16, time_masks: 2, time_width: 28 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// Augmentation of the training batches (never of validation or test).
+pub struct Augment {
+    /// Time and frequency masks on the log-mel input.
+    pub spec_augment: Option<SpecAugment>,
+    /// Mixup (Zhang et al., 2018): each batch mixed with a shuffled copy of itself, weight drawn
+    /// from Beta(α, α); this is α (0.2–0.4 is usual).
+    pub mixup: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 /// Stop when `metric` has not improved for `patience` epochs.
@@ -81,10 +125,12 @@ pub struct EarlyStopping {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
-/// Settings of one training job. Defaults reproduce the reference: Adam 1e-3, batch 16, 50 epochs,
-/// gradient accumulation 2, fp16 mixed precision on CUDA.
+/// Settings of one training job. Adam 1e-3, batch 16, 50 epochs and gradient accumulation 2 as the
+/// reference; what the recipes differ in comes from `preset` unless set here.
 pub struct TrainConfig {
     pub model: ModelKind,
+    /// Fills in `lrSchedule`, `labelSmoothing`, `augment` and the CPU precision of `amp: 'auto'`.
+    pub preset: Preset,
     /// Class names; label ids index into it.
     pub labels: Vec<String>,
     /// Architecture of the audio CNN (also the audio branch of fusion).
@@ -103,11 +149,14 @@ pub struct TrainConfig {
     pub accumulation: usize,
     /// Seeds initialisation, shuffling and dropout: the same seed gives the same weights.
     pub seed: u64,
-    /// Cross-entropy label smoothing, in [0, 1).
-    pub label_smoothing: f64,
+    /// Cross-entropy label smoothing, in [0, 1); unset: the preset's (reference 0, recommended 0.1).
+    pub label_smoothing: Option<f64>,
     /// Cross-entropy weight per class, one per label.
     pub class_weights: Option<Vec<f64>>,
-    pub lr_schedule: LrSchedule,
+    /// Unset: the preset's (reference `constant`, recommended `cosine`).
+    pub lr_schedule: Option<LrSchedule>,
+    /// Unset: the preset's (reference none, recommended SpecAugment).
+    pub augment: Option<Augment>,
     pub early_stopping: Option<EarlyStopping>,
     pub amp: Amp,
     pub memory_format: MemoryFormat,
@@ -134,6 +183,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: ModelKind::Audio,
+            preset: Preset::Recommended,
             labels: crate::dataset::ravdess::EMOTIONS.iter().map(|s| s.to_string()).collect(),
             audio: AudioCnnConfig::default(),
             text: TextLstmConfig::default(),
@@ -144,9 +194,10 @@ impl Default for TrainConfig {
             batch_size: 16,
             accumulation: 2,
             seed: 42,
-            label_smoothing: 0.0,
+            label_smoothing: None,
             class_weights: None,
-            lr_schedule: LrSchedule::Constant,
+            lr_schedule: None,
+            augment: None,
             early_stopping: None,
             amp: Amp::Auto,
             memory_format: MemoryFormat::Auto,
@@ -163,6 +214,32 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The settings with what `preset` fills in made explicit (what results and `config.json` record).
+    pub fn resolved(&self) -> TrainConfig {
+        let recommended = self.preset == Preset::Recommended;
+        TrainConfig {
+            label_smoothing: Some(self.label_smoothing.unwrap_or(if recommended { 0.1 } else { 0.0 })),
+            lr_schedule: Some(self.lr_schedule.unwrap_or(if recommended {
+                LrSchedule::Cosine
+            } else {
+                LrSchedule::Constant
+            })),
+            augment: Some(self.augment.clone().unwrap_or_else(|| {
+                if recommended {
+                    Augment { spec_augment: Some(SpecAugment::default()), mixup: None }
+                } else {
+                    Augment::default()
+                }
+            })),
+            ..self.clone()
+        }
+    }
+
+    /// Label smoothing after the preset filled it in.
+    pub fn smoothing(&self) -> f64 {
+        self.resolved().label_smoothing.unwrap_or(0.0)
+    }
+
     /// Every check, including those that need the data (labels, vocabulary).
     pub fn validate(&self) -> Result<()> {
         if self.labels.len() < 2 {
@@ -200,8 +277,22 @@ impl TrainConfig {
         if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
             return bad("optim.lr", format!("must be a positive number, got {}", self.optim.lr));
         }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return bad("labelSmoothing", format!("must be in [0, 1), got {}", self.label_smoothing));
+        if let Some(ls) = self.label_smoothing {
+            if !(0.0..1.0).contains(&ls) {
+                return bad("labelSmoothing", format!("must be in [0, 1), got {ls}"));
+            }
+        }
+        if let Some(augment) = &self.augment {
+            if let Some(alpha) = augment.mixup {
+                if !(alpha > 0.0 && alpha.is_finite()) {
+                    return bad("augment.mixup", format!("must be a positive number (Beta α), got {alpha}"));
+                }
+            }
+            if let Some(sa) = &augment.spec_augment {
+                if sa.freq_width < 0 || sa.time_width < 0 {
+                    return bad("augment.specAugment", "mask widths must be ≥ 0".into());
+                }
+            }
         }
         if let Some(w) = &self.class_weights {
             if w.iter().any(|x| !(*x >= 0.0 && x.is_finite())) {

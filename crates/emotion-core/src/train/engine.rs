@@ -1,6 +1,7 @@
 //! The training loop: seeded shuffles, device-resident batches, gradient accumulation, fp16 autocast
 //! with loss scaling on CUDA, per-epoch validation, checkpoints, resume, cancel and non-finite guards.
 
+use super::augment;
 use super::checkpoint::{self, EpochProgress, EpochRecord, ModelMeta, TrainState, FORMAT};
 use super::config::{LrSchedule, ModelKind, StopMetric, TrainConfig};
 use super::data::{DeviceSet, HostSet};
@@ -101,6 +102,7 @@ pub fn train(
     emit: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainResult> {
     config.validate()?;
+    let config = &config.resolved();
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut trainer = Trainer::new(config, sets, emit)?;
     trainer.announce(emit);
@@ -231,7 +233,7 @@ impl<'a> Trainer<'a> {
         // A resumed job goes on in the precision it started in, so the run is the same as uninterrupted.
         let mixed = match resumed.as_ref().and_then(|s| s.precision) {
             Some(precision) => Mixed::with(precision, device),
-            None => Mixed::choose(kind, config.amp, device, &mut |message| {
+            None => Mixed::choose(kind, config.amp, config.preset, device, &mut |message| {
                 emit(TrainEvent::Warning { model: kind, message })
             }),
         };
@@ -404,19 +406,32 @@ impl<'a> Trainer<'a> {
         let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
         let index = order.f_narrow(0, lo, hi - lo)?;
         let (mel, tokens, labels) = self.train_set.batch(&index)?;
+        let augment = config.augment.clone().unwrap_or_default();
+        let mel = match (&mel, &augment.spec_augment) {
+            (Some(m), Some(o)) => Some(augment::spec_augment(m, o)?),
+            _ => mel,
+        };
+        let mix = augment.mixup.map(|alpha| augment::draw_mix(alpha, hi - lo, self.device)).transpose()?;
+        let mel = match (&mel, &mix) {
+            (Some(m), Some(mix)) => Some(mix.inputs(m)?),
+            _ => mel,
+        };
         let (model, mixed) = (&self.model, self.mixed);
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
         let logits = catch_panic(|| {
             Ok(mixed.forward(|| model.logits(mel.as_ref(), tokens.as_ref(), true)).f_to_kind(Kind::Float)?)
         })
         .map_err(|e| self.oom_context(e))?;
-        let loss = logits.f_cross_entropy_loss(
-            &labels,
-            self.class_weights.as_ref(),
-            Reduction::Mean,
-            -100,
-            config.label_smoothing,
-        )?;
+        let ce = |target: &Tensor| {
+            logits.f_cross_entropy_loss(target, self.class_weights.as_ref(), Reduction::Mean, -100, config.smoothing())
+        };
+        // Mixup: the loss of the mixed input against both labels, weighted as the inputs were.
+        let loss = match &mix {
+            Some(mix) => ce(&labels)?
+                .f_mul_scalar(mix.lambda)?
+                .f_add(&ce(&labels.f_index_select(0, &mix.perm)?)?.f_mul_scalar(1.0 - mix.lambda)?)?,
+            None => ce(&labels)?,
+        };
         self.state
             .scaler
             .scale_loss(&loss.f_div_scalar(window_len as f64)?)?
@@ -634,7 +649,7 @@ fn step_seed(seed: u64, epoch: u32, batch: usize) -> u64 {
 }
 
 fn lr_at(config: &TrainConfig, step: f64, total: f64) -> f64 {
-    match config.lr_schedule {
+    match config.lr_schedule.unwrap_or(LrSchedule::Constant) {
         LrSchedule::Constant => config.optim.lr,
         LrSchedule::Cosine => {
             config.optim.lr * 0.5 * (1.0 + (std::f64::consts::PI * (step / total.max(1.0)).min(1.0)).cos())
@@ -650,9 +665,8 @@ pub fn evaluate(
     config: &TrainConfig,
 ) -> Result<(f64, Metrics)> {
     let (logits, labels) = predict_logits(model, set)?;
-    let loss = logits
-        .f_cross_entropy_loss(&labels, weights, Reduction::Mean, -100, config.label_smoothing)?
-        .f_double_value(&[])?;
+    let loss =
+        logits.f_cross_entropy_loss(&labels, weights, Reduction::Mean, -100, config.smoothing())?.f_double_value(&[])?;
     let predicted: Vec<i64> = Vec::<i64>::try_from(logits.f_argmax(1, false)?.f_to_device(Device::Cpu)?)?;
     let truth: Vec<i64> = Vec::<i64>::try_from(labels.f_to_device(Device::Cpu)?)?;
     Ok((loss, classification_metrics(&truth, &predicted, &config.labels)))

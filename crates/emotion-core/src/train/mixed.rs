@@ -2,7 +2,7 @@
 //! CPU through the C++ shim in csrc/autocast.cpp) and the memory layout of the CNN (channels-last
 //! through csrc/memory_format.cpp). tch 0.24 exposes neither CPU autocast nor memory formats.
 
-use super::config::{Amp, MemoryFormat, ModelKind};
+use super::config::{Amp, MemoryFormat, ModelKind, Preset};
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -85,14 +85,15 @@ pub struct Mixed {
 
 impl Mixed {
     /// The precision for `amp` on `device`. What cannot be honoured falls back to fp32 with a warning
-    /// (`warn`), never an error: fp16 on the CPU, bf16 on a CPU without native bf16.
-    pub fn choose(kind: ModelKind, amp: Amp, device: Device, warn: &mut dyn FnMut(String)) -> Mixed {
+    /// (`warn`), never an error: fp16 on the CPU, bf16 on a CPU without native bf16. `auto` on the CPU
+    /// is bf16 where it is native, except for the reference preset, which stays fp32 there.
+    pub fn choose(kind: ModelKind, amp: Amp, preset: Preset, device: Device, warn: &mut dyn FnMut(String)) -> Mixed {
         let name = kind.name();
         let precision = match (amp, device) {
             (Amp::Off, _) => Precision::Fp32,
             (Amp::Auto | Amp::Fp16, Device::Cuda(_)) => Precision::Fp16,
             (Amp::Bf16, Device::Cuda(_)) => Precision::Bf16,
-            (Amp::Auto, _) if cpu_has_native_bf16() => Precision::Bf16,
+            (Amp::Auto, _) if preset == Preset::Recommended && cpu_has_native_bf16() => Precision::Bf16,
             (Amp::Auto, _) => Precision::Fp32,
             (Amp::Bf16, _) if cpu_has_native_bf16() => Precision::Bf16,
             (Amp::Bf16, _) => {

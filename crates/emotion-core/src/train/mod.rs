@@ -1,5 +1,6 @@
 //! Training the audio CNN, text BiLSTM and fusion models, and using trained ones.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
