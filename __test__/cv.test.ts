@@ -3,6 +3,7 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync } from 'no
 import { join } from 'node:path'
 import { crossValidate, EmotionPipelineError } from '../src/index.js'
 import type { CrossValidateEvent, DatasetItem } from '../src/index.js'
+import { RECOMMENDED_SPEAKER_CV } from '../src/report.js'
 import { haveRavdess, NO_DATA, ravdessDir, skip, tempDir } from './helpers.js'
 
 const SMALL = { audio: { channels: [8, 16], hidden: [16, 8] } }
@@ -89,4 +90,13 @@ test('cross-validation refuses one speaker and more folds than speakers, naming 
   t.regex(many!.message, /`folds`: 21 folds but only 20 speakers/)
   const only = await t.throwsAsync(crossValidate({ ...quick(tempDir('ep-cv-z-')), only: [3] }))
   t.regex(only!.message, /`only`/)
+})
+
+test('the speaker-independent figure the demo prints is the one docs/RESULTS.md reports', (t) => {
+  const { accuracy, folds, epochs } = RECOMMENDED_SPEAKER_CV
+  t.true(accuracy.mean > 0 && accuracy.std > 0, 'measured, not a placeholder')
+  const results = readFileSync(join(import.meta.dirname, '..', 'docs', 'RESULTS.md'), 'utf8')
+  const figure = `${(accuracy.mean * 100).toFixed(2)} ± ${(accuracy.std * 100).toFixed(2)} %`
+  t.true(results.includes(figure), `docs/RESULTS.md states ${figure}`)
+  t.regex(results, new RegExp(`${folds} folds[^\\n]*${epochs} epochs`))
 })

@@ -289,8 +289,8 @@ export type PadMode = 'reflect' | 'constant' | 'replicate' | 'circular'
 
 /**
  * A named recipe: the settings it fills in where the options leave them unset.
- * - `'recommended'`: The best recipe measured on unseen speakers (docs/RESULTS.md): cosine schedule, label
- * smoothing 0.1, SpecAugment, bf16 on CPUs with native bf16.
+ * - `'recommended'`: The best recipe measured (docs/RESULTS.md): cosine schedule, label smoothing 0.1, bf16 on CPUs
+ * with native bf16. (SpecAugment, measured, lowered accuracy at this schedule: an option, off.)
  * - `'reference'`: The published pipeline as it was: constant learning rate, no label smoothing, no augmentation,
  * fp16 on CUDA and fp32 on the CPU.
  */
@@ -475,7 +475,7 @@ export interface TrainConfig {
    */
   lrSchedule?: LrSchedule | null
   /**
-   * Unset: the preset's (reference none, recommended SpecAugment).
+   * Unset: the preset's (none for both presets).
    * @default null
    */
   augment?: Augment | null

@@ -5,7 +5,7 @@ use emotion_core::control::CancelFlag;
 use emotion_core::dataset::rng::SplitMix64;
 use emotion_core::error::ErrorCode;
 use emotion_core::models::AudioCnnConfig;
-use emotion_core::train::config::{Amp, Preset};
+use emotion_core::train::config::{Amp, Augment, Preset, SpecAugment};
 use emotion_core::train::engine::Precision;
 use emotion_core::train::predict::load_model;
 use emotion_core::train::{train, HostSet, ModelKind, Sets, TrainConfig, TrainEvent};
@@ -160,8 +160,17 @@ fn resuming_after_a_cancel_gives_the_uninterrupted_result() {
     let _turn = turn();
     let set = toy_set(48, 4);
     let val = toy_set(12, 5);
-    let base =
-        TrainConfig { epochs: 3, audio: AudioCnnConfig { dropout: 0.3, ..small_config().audio }, ..small_config() };
+    // With both augmentations: their draws follow the per-micro-batch seed, so a resume repeats them.
+    let augment = Augment {
+        spec_augment: Some(SpecAugment { freq_width: 3, time_width: 3, ..Default::default() }),
+        mixup: Some(0.4),
+    };
+    let base = TrainConfig {
+        epochs: 3,
+        audio: AudioCnnConfig { dropout: 0.3, ..small_config().audio },
+        augment: Some(augment),
+        ..small_config()
+    };
 
     let whole = tmp("whole");
     let cfg = TrainConfig { checkpoint_dir: Some(whole.clone()), ..base.clone() };
