@@ -80,9 +80,7 @@ if [ "\${1:-}" != "--tests-only" ]; then
   for b in 16 64; do
     /tmp/node "$PKG/benches/mel.mjs" --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
   done
-  for amp in fp16 bf16 off; do
-    /tmp/node "$PKG/benches/train.mjs" --device cuda --steps 400 --amp $amp | tee "$RESULTS/bench-train-cuda-$amp.json"
-  done
+  /tmp/node "$PKG/benches/train.mjs" --device cuda --steps 400 --configs fp32,fp32+cl,fp16,fp16+cl,bf16,bf16+cl | tee "$RESULTS/bench-train-cuda.json"
 fi
 exit $status
 `,

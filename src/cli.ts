@@ -359,7 +359,7 @@ async function bench(argv: string[]): Promise<number> {
   const [which, ...rest] = argv
   if (!which || which === '--help' || !['mel', 'train'].includes(which)) {
     console.log(
-      'emotion-pipeline bench mel|train [options]\n\n  mel     decode + resample + log-mel, and log-mel alone, against soundfile + torchaudio\n  train   reference audio CNN steps per second against Python PyTorch\n\nOptions are passed to benches/<which>.mjs (--device, --clips, --batch, --steps, --amp).',
+      'emotion-pipeline bench mel|train [options]\n\n  mel     decode + resample + log-mel, and log-mel alone, against soundfile + torchaudio\n  train   reference audio CNN steps per second against Python PyTorch, in fp32/bf16 × contiguous/channels-last\n\nOptions are passed to benches/<which>.mjs (mel: --device, --clips, --batch; train: --device, --steps, --configs fp32,fp32+cl,bf16,bf16+cl).',
     )
     return which === '--help' ? 0 : 2
   }
