@@ -216,23 +216,27 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// The settings with what `preset` fills in made explicit (what results and `config.json` record).
     pub fn resolved(&self) -> TrainConfig {
-        let recommended = self.preset == Preset::Recommended;
         TrainConfig {
-            label_smoothing: Some(self.label_smoothing.unwrap_or(if recommended { 0.1 } else { 0.0 })),
-            lr_schedule: Some(self.lr_schedule.unwrap_or(if recommended {
-                LrSchedule::Cosine
-            } else {
-                LrSchedule::Constant
-            })),
+            label_smoothing: Some(self.smoothing()),
+            lr_schedule: Some(self.schedule()),
             // SpecAugment lowered test accuracy at the recommended schedule (docs/RESULTS.md): off.
             augment: Some(self.augment.clone().unwrap_or_default()),
             ..self.clone()
         }
     }
 
-    /// Label smoothing after the preset filled it in.
+    /// Label smoothing: as set, else the preset's.
     pub fn smoothing(&self) -> f64 {
-        self.resolved().label_smoothing.unwrap_or(0.0)
+        self.label_smoothing.unwrap_or(if self.preset == Preset::Recommended { 0.1 } else { 0.0 })
+    }
+
+    /// Learning-rate schedule: as set, else the preset's.
+    pub fn schedule(&self) -> LrSchedule {
+        self.lr_schedule.unwrap_or(if self.preset == Preset::Recommended {
+            LrSchedule::Cosine
+        } else {
+            LrSchedule::Constant
+        })
     }
 
     /// Every check, including those that need the data (labels, vocabulary).

@@ -406,12 +406,13 @@ impl<'a> Trainer<'a> {
         let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
         let index = order.f_narrow(0, lo, hi - lo)?;
         let (mel, tokens, labels) = self.train_set.batch(&index)?;
-        let augment = config.augment.clone().unwrap_or_default();
-        let mel = match (&mel, &augment.spec_augment) {
+        let augment = config.augment.as_ref();
+        let mel = match (&mel, augment.and_then(|a| a.spec_augment.as_ref())) {
             (Some(m), Some(o)) => Some(augment::spec_augment(m, o)?),
             _ => mel,
         };
-        let mix = augment.mixup.map(|alpha| augment::draw_mix(alpha, hi - lo, self.device)).transpose()?;
+        let mix =
+            augment.and_then(|a| a.mixup).map(|alpha| augment::draw_mix(alpha, hi - lo, self.device)).transpose()?;
         let mel = match (&mel, &mix) {
             (Some(m), Some(mix)) => Some(mix.inputs(m)?),
             _ => mel,
@@ -649,7 +650,7 @@ fn step_seed(seed: u64, epoch: u32, batch: usize) -> u64 {
 }
 
 fn lr_at(config: &TrainConfig, step: f64, total: f64) -> f64 {
-    match config.lr_schedule.unwrap_or(LrSchedule::Constant) {
+    match config.schedule() {
         LrSchedule::Constant => config.optim.lr,
         LrSchedule::Cosine => {
             config.optim.lr * 0.5 * (1.0 + (std::f64::consts::PI * (step / total.max(1.0)).min(1.0)).cos())
