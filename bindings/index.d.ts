@@ -39,6 +39,12 @@ export interface DecodedAudio {
 export declare function deviceInfo(): string
 
 /**
+ * Pooled Whisper-encoder states of many clips (`[n, layers + 1, width]` in `data`; the rest of
+ * the core's `Embeddings` as JSON in `featuresJson`). `optionsJson` is a JSON `EmbedOptions`.
+ */
+export declare function extractEmbeddings(inputs: Array<string | SamplesInput>, optionsJson: string, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<MelResult>
+
+/**
  * Log-mel features of many clips, batched on the device. `optionsJson` is a JSON
  * `ExtractOptions` (`{ mel, device, batchSize, strict, decodeThreads }`).
  */

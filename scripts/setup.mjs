@@ -6,6 +6,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
+import { ENCODERS, ensureEncoder } from './encoders.mjs'
 import { ensureWhisperModel } from './whisper.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -66,6 +67,7 @@ try {
   buildAddons(lib)
   buildTypeScript()
   ensureWhisperModel({ log })
+  for (const name of Object.keys(ENCODERS)) ensureEncoder(name, { log })
 } catch (err) {
   console.error(`[setup] failed: ${err.message}`)
   process.exit(1)

@@ -57,8 +57,8 @@ export function decodeAudioSync(path: string, options: { sampleRate?: number } =
   return callNative(() => native.decodeAudioSync(path, options.sampleRate))
 }
 
-/** Log-mel spectrograms of many clips, batched on the chosen device. */
-export async function extractMel(inputs: AudioInput[], options: ExtractMelOptions = {}): Promise<MelFeatures> {
+/** Throws `INVALID_OPTION` naming the first input that is neither a path nor `{ samples, sampleRate }`. */
+export function checkAudioInputs(inputs: AudioInput[]): void {
   if (!Array.isArray(inputs)) throw invalidOption('inputs', 'must be an array of paths or { samples, sampleRate }')
   inputs.forEach((input, i) => {
     if (typeof input === 'string') return
@@ -67,6 +67,11 @@ export async function extractMel(inputs: AudioInput[], options: ExtractMelOption
     }
     checkRate(input.sampleRate, `inputs[${i}].sampleRate`)
   })
+}
+
+/** Log-mel spectrograms of many clips, batched on the chosen device. */
+export async function extractMel(inputs: AudioInput[], options: ExtractMelOptions = {}): Promise<MelFeatures> {
+  checkAudioInputs(inputs)
   const { onProgress, signal, ...rest } = options
   if (rest.cacheDir) ensureWritableDir(rest.cacheDir, 'cacheDir')
   const result = await withCancel(signal, (token) =>

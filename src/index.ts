@@ -2,6 +2,8 @@ export { deviceInfo, doctor, formatDoctor } from './device.js'
 export type { DeviceInfo, DeviceSpec, DoctorCheck, DoctorReport, GpuDevice } from './device.js'
 export { decodeAudio, decodeAudioSync, extractMel } from './audio.js'
 export type { AudioInput, DecodedAudio, ExtractMelOptions, MelFeatures, MelOptions, ProgressEvent } from './audio.js'
+export { DEFAULT_ENCODER, ENCODER_NAMES, extractEmbeddings, resolveEncoder } from './encoder.js'
+export type { Embeddings, EncoderName, ExtractEmbeddingsOptions } from './encoder.js'
 export { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 export type { DatasetIndex, DatasetItem, IndexOptions, RavdessName, Split, SplitOptions } from './dataset.js'
 export { EmotionModel, loadModel, train } from './train.js'
@@ -21,6 +23,8 @@ export type {
   Amp,
   AudioCnnConfig,
   EarlyStopping,
+  EncoderInput,
+  EncoderPrecision,
   FusionConfig,
   LrSchedule,
   MelNorm,

@@ -92,6 +92,53 @@ export interface EarlyStopping {
   patience: number
 }
 
+export interface EmbedOptions {
+  /**
+   * Folder holding a CTranslate2 Whisper `model.bin` (the TypeScript API also takes the names
+   * `whisper-base` and `whisper-tiny.en` and resolves them to installed models).
+   * @default ''
+   */
+  modelDir?: string
+  /** @default 'clip' */
+  input?: EncoderInput
+  /** @default 'auto' */
+  precision?: EncoderPrecision
+  /**
+   * `auto`, `cpu`, `cuda`, `cuda:N`.
+   * @default 'auto'
+   */
+  device?: string
+  /**
+   * Fail on the first bad input instead of reporting it in `failed`.
+   * @default false
+   */
+  strict?: boolean
+  /**
+   * CPU threads decoding and resampling; 0 = all cores.
+   * @default 0
+   */
+  decodeThreads?: number
+  /**
+   * Folder of the on-disk cache (entries keyed by clip content, model file and these settings).
+   * @default null
+   */
+  cacheDir?: string | null
+}
+
+/**
+ * What the encoder sees of each clip.
+ * - `'clip'`: The clip at its own length (up to 30 s): positions beyond it are never computed.
+ * - `'padded'`: The clip padded with silence to Whisper's 30 s window, as Whisper was trained; pooling still
+ * covers the clip's own positions only. About 8× the compute of `clip` for 4 s clips.
+ */
+export type EncoderInput = 'clip' | 'padded'
+
+/**
+ * Arithmetic of the encoder's forward pass.
+ * - `'auto'`: fp16 on CUDA, fp32 on the CPU.
+ */
+export type EncoderPrecision = 'fp32' | 'fp16' | 'bf16' | 'auto'
+
 export interface ExtractOptions {
   /** @default {'sampleRate':48000, 'nFft':2048, 'winLength':null, 'hopLength':512, 'fMin':0, 'fMax':null, 'nMels':128, 'power':2, 'center':true, 'padMode':'reflect', 'norm':null, 'melScale':'htk', 'toDb':true, 'topDb':80, 'durationSeconds':3, 'align':'start', 'frames':280} */
   mel?: MelConfig
@@ -564,6 +611,15 @@ export const DEFAULTS = {
   'Augment': {
     'specAugment': null,
     'mixup': null
+  },
+  'EmbedOptions': {
+    'modelDir': '',
+    'input': 'clip',
+    'precision': 'auto',
+    'device': 'auto',
+    'strict': false,
+    'decodeThreads': 0,
+    'cacheDir': null
   },
   'ExtractOptions': {
     'device': 'auto',

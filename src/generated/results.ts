@@ -93,6 +93,18 @@ export interface DurationStats {
   max: number
 }
 
+/** Pooled encoder states of many clips. Serialised without `data`, which crosses as a typed array. */
+export interface Embeddings {
+  shape: [number, number, number]
+  /** `indices[i]` is the input that row `i` came from (failed inputs have no row). */
+  indices: number[]
+  failed: FailedInput[]
+  device: string
+  /** SHA-256 of the `model.bin` the embeddings came from. */
+  modelSha256: string
+  cache?: CacheStats | null
+}
+
 /** One finished epoch: training loss and accuracy, validation scores when there is a validation set. */
 export interface EpochRecord {
   epoch: number
@@ -214,7 +226,7 @@ export type ProblemKind = 'unreadable' | 'mislabelled' | 'unlabelled'
 
 /** Progress of a batch job: `done` of `total` items of `stage`. */
 export interface ProgressEvent {
-  /** `index` (hashing and probing clips) or `mel` (featurising them). */
+  /** `index` (hashing and probing clips), `mel` (featurising them) or `embed` (encoding them). */
   stage: string
   done: number
   total: number

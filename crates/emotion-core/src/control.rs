@@ -36,7 +36,7 @@ impl CancelFlag {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "ProgressEvent")]
 pub struct Progress {
-    /// `index` (hashing and probing clips) or `mel` (featurising them).
+    /// `index` (hashing and probing clips), `mel` (featurising them) or `embed` (encoding them).
     pub stage: &'static str,
     pub done: usize,
     pub total: usize,

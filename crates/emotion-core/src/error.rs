@@ -31,6 +31,9 @@ pub enum Error {
     #[error("I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 
+    #[error("cannot use model {}: {reason}", path.display())]
+    ModelNotFound { path: PathBuf, reason: String },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,6 +93,7 @@ impl Error {
             Error::NonFinite(_) => ErrorCode::NonFinite,
             Error::Torch(_) => ErrorCode::Torch,
             Error::Io { .. } => ErrorCode::Io,
+            Error::ModelNotFound { .. } => ErrorCode::ModelNotFound,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -100,6 +104,10 @@ impl Error {
 
     pub fn decode(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::AudioDecode { path: path.into(), reason: reason.into() }
+    }
+
+    pub fn model_not_found(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::ModelNotFound { path: path.into(), reason: reason.into() }
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -5,6 +5,7 @@ pub mod audio;
 pub mod control;
 pub mod dataset;
 pub mod device;
+pub mod encoder;
 pub mod error;
 pub mod metrics;
 pub mod models;

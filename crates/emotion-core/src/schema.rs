@@ -14,6 +14,7 @@ pub struct Options {
     pub extract: crate::audio::features::ExtractOptions,
     pub index: crate::dataset::index::IndexOptions,
     pub split: crate::dataset::split::SplitOptions,
+    pub embed: crate::encoder::EmbedOptions,
 }
 
 /// The root of the results' schema: what the core returns and emits, as serialised.
@@ -28,6 +29,7 @@ pub struct Results {
     pub split: crate::dataset::split::Split,
     pub progress: crate::control::Progress,
     pub mel_features: crate::audio::features::MelFeatures,
+    pub embeddings: crate::encoder::Embeddings,
     pub device_info: crate::device::DeviceInfo,
     pub error_code: crate::error::ErrorCode,
 }

@@ -2,6 +2,8 @@ use crate::errors::{to_js, Code};
 use crate::job::{emit, spawn, ProgressCallback};
 use crate::system::{parse_options, CancelToken};
 use emotion_core::audio::{self, features};
+use emotion_core::control::Progress;
+use emotion_core::encoder;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::path::PathBuf;
@@ -60,28 +62,67 @@ pub fn extract_mel<'env>(
         Ok(o) => o,
         Err(e) => return reject_now(env, e),
     };
-    // Typed arrays are copied here, on the JS thread, before the worker takes them.
-    let inputs: Vec<features::AudioInput> = inputs
+    let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    let inputs = to_inputs(inputs);
+    spawn_rows(env, "mel", on_progress, move |progress| {
+        let mut out = features::extract_mel(&inputs, &options, &flag, progress)?;
+        Ok((std::mem::take(&mut out.data), out))
+    })
+}
+
+/// Pooled Whisper-encoder states of many clips (`[n, layers + 1, width]` in `data`; the rest of
+/// the core's `Embeddings` as JSON in `featuresJson`). `optionsJson` is a JSON `EmbedOptions`.
+#[napi(ts_return_type = "Promise<MelResult>")]
+pub fn extract_embeddings<'env>(
+    env: &'env Env,
+    inputs: Vec<Either<String, SamplesInput>>,
+    options_json: String,
+    on_progress: Option<ProgressCallback>,
+    cancel: Option<&CancelToken>,
+) -> Result<Object<'env>> {
+    let options: encoder::EmbedOptions = match parse_options("extractEmbeddings options", Some(options_json)) {
+        Ok(o) => o,
+        Err(e) => return reject_now(env, e),
+    };
+    let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    let inputs = to_inputs(inputs);
+    spawn_rows(env, "embed", on_progress, move |progress| {
+        let mut out = encoder::extract_embeddings(&inputs, &options, &flag, progress)?;
+        Ok((std::mem::take(&mut out.data), out))
+    })
+}
+
+/// Runs a feature job on its own thread: its rows cross as a typed array, the rest as JSON.
+fn spawn_rows<'env, T, W>(
+    env: &'env Env,
+    name: &str,
+    on_progress: Option<ProgressCallback>,
+    work: W,
+) -> Result<Object<'env>>
+where
+    T: serde::Serialize + Send + 'static,
+    W: FnOnce(&mut dyn FnMut(Progress)) -> emotion_core::Result<(Vec<f32>, T)> + Send + 'static,
+{
+    spawn(
+        env,
+        name,
+        move || work(&mut |p: Progress| emit(on_progress.as_ref(), &p)),
+        |_, (data, rest)| {
+            let features_json = serde_json::to_string(&rest).map_err(|e| napi::Error::from_reason(e.to_string()))?;
+            Ok(MelResult { data: data.into(), features_json })
+        },
+    )
+}
+
+/// Typed arrays are copied here, on the JS thread, before the worker takes them.
+fn to_inputs(inputs: Vec<Either<String, SamplesInput>>) -> Vec<features::AudioInput> {
+    inputs
         .into_iter()
         .map(|input| match input {
             Either::A(path) => features::AudioInput::Path(PathBuf::from(path)),
             Either::B(s) => features::AudioInput::Samples { samples: s.samples.to_vec(), sample_rate: s.sample_rate },
         })
-        .collect();
-    let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
-    spawn(
-        env,
-        "mel",
-        move || {
-            let mut progress = |p: emotion_core::control::Progress| emit(on_progress.as_ref(), &p);
-            features::extract_mel(&inputs, &options, &flag, &mut progress)
-        },
-        |_, mut out| {
-            let data = std::mem::take(&mut out.data);
-            let features_json = serde_json::to_string(&out).map_err(|e| napi::Error::from_reason(e.to_string()))?;
-            Ok(MelResult { data: data.into(), features_json })
-        },
-    )
+        .collect()
 }
 
 /// A promise rejected with `err` (its code kept), for option errors found before any work starts.

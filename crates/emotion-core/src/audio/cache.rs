@@ -35,8 +35,12 @@ pub struct FeatureCache {
 
 impl FeatureCache {
     pub fn open(dir: &Path, config: &MelConfig) -> Result<Self> {
+        Self::open_tagged(dir, serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?)
+    }
+
+    /// A cache whose keys also depend on `config_tag`: everything besides the clip that changes values.
+    pub fn open_tagged(dir: &Path, config_tag: String) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let config_tag = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(FeatureCache { dir: dir.into(), config_tag, hits: 0.into(), misses: 0.into(), writes: 0.into() })
     }
 

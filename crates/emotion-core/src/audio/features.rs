@@ -86,29 +86,33 @@ pub struct MelFeatures {
     pub cache: Option<CacheStats>,
 }
 
-/// A clip ready for the mel stage: features found in the cache, or a waveform to featurise.
-enum Loaded {
+/// A clip ready for the next stage: features found in the cache, or a waveform to featurise.
+pub(crate) enum Loaded {
     Cached(Vec<f32>),
     Wave { samples: Vec<f32>, cache_key: Option<String> },
 }
 
-fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&FeatureCache>) -> Result<Loaded> {
-    let expected = (mel.n_mels * mel.output_frames()) as usize;
-    let (samples, rate, cache_key) = match input {
+/// A cache key and the entry found under it, for a content hash (`None`: no cache).
+pub(crate) type CacheLookup<'a> = &'a dyn Fn(&str) -> Option<(String, Option<Vec<f32>>)>;
+/// Samples at their own rate → the waveform a stage consumes.
+pub(crate) type Prepare<'a> = &'a dyn Fn(&[f32], u32) -> Result<Vec<f32>>;
+
+/// Reads, looks up and decodes one input: `cached` finds features by the file's content hash (a
+/// hit skips decoding); `prepare` turns samples at their own rate into the stage's waveform.
+pub(crate) fn load_input(input: &AudioInput, index: usize, cached: CacheLookup, prepare: Prepare) -> Result<Loaded> {
+    match input {
         AudioInput::Path(path) => {
             let bytes = std::fs::read(path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Error::decode(path, "file not found"),
                 _ => Error::io(path, e),
             })?;
-            let key = cache.map(|c| c.key(&crate::dataset::index::hex(&Sha256::digest(&bytes))));
-            if let (Some(c), Some(k)) = (cache, &key) {
-                if let Some(features) = c.get(k, expected) {
-                    return Ok(Loaded::Cached(features));
-                }
+            let (key, hit) = cached(&crate::dataset::index::hex(&Sha256::digest(&bytes))).unzip();
+            if let Some(Some(features)) = hit {
+                return Ok(Loaded::Cached(features));
             }
             let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
             let audio = decode_bytes(bytes, ext.as_deref()).map_err(|reason| Error::decode(path, reason))?;
-            (audio.samples, audio.sample_rate, key)
+            Ok(Loaded::Wave { samples: prepare(&audio.samples, audio.sample_rate)?, cache_key: key })
         }
         AudioInput::Samples { samples, sample_rate } => {
             let label = input.label(index);
@@ -119,10 +123,24 @@ fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&Featur
             if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
                 return Err(Error::decode(label, format!("non-finite sample (NaN or infinity) at frame {i}")));
             }
-            return Ok(Loaded::Wave { samples: to_clip(samples, *sample_rate, mel), cache_key: None });
+            Ok(Loaded::Wave { samples: prepare(samples, *sample_rate)?, cache_key: None })
         }
-    };
-    Ok(Loaded::Wave { samples: to_clip(&samples, rate, mel), cache_key })
+    }
+}
+
+fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&FeatureCache>) -> Result<Loaded> {
+    let expected = (mel.n_mels * mel.output_frames()) as usize;
+    let cached = |hash: &str| lookup(cache, hash, expected);
+    load_input(input, index, &cached, &|samples, rate| Ok(to_clip(samples, rate, mel)))
+}
+
+/// The cache key of a clip's content hash and the entry found under it (`None` without a cache).
+pub(crate) fn lookup(cache: Option<&FeatureCache>, hash: &str, expected: usize) -> Option<(String, Option<Vec<f32>>)> {
+    cache.map(|c| {
+        let key = c.key(hash);
+        let hit = c.get(&key, expected);
+        (key, hit)
+    })
 }
 
 /// Resamples to `mel.sample_rate` when the rates differ and fits the clip length, copying input that
@@ -240,6 +258,17 @@ fn load_parallel(
     threads: usize,
     cache: Option<&FeatureCache>,
 ) -> Vec<Result<Loaded>> {
+    parallel_map(batch, first, threads, &|input, index| load(input, index, mel, cache))
+}
+
+/// `f(input, index)` for each input of `batch` (whose first input has index `first`) on up to
+/// `threads` scoped threads, in input order; a panicking thread fails its inputs, not the process.
+pub(crate) fn parallel_map<T: Send>(
+    batch: &[AudioInput],
+    first: usize,
+    threads: usize,
+    f: &(dyn Fn(&AudioInput, usize) -> Result<T> + Sync),
+) -> Vec<Result<T>> {
     let chunk = batch.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = batch
@@ -247,11 +276,7 @@ fn load_parallel(
             .enumerate()
             .map(|(c, items)| {
                 scope.spawn(move || {
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(k, input)| load(input, first + c * chunk + k, mel, cache))
-                        .collect::<Vec<_>>()
+                    items.iter().enumerate().map(|(k, input)| f(input, first + c * chunk + k)).collect::<Vec<_>>()
                 })
             })
             .collect();

@@ -1,0 +1,135 @@
+// The Whisper encoder branch: pooled hidden states equal Hugging Face's WhisperEncoder (transformers
+// 4.52, same CTranslate2 weights) on real clips; bad models and clips fail with clear errors.
+import test from 'ava'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { decodeAudio, type EmotionPipelineError, extractEmbeddings, ENCODER_NAMES } from '../src/index.js'
+import { installedEncoderDir } from '../src/encoder.js'
+import { haveRavdess, listAudio, NO_DATA, ravdessDir, referencePython, skip, tempDir } from './helpers.js'
+import { ENCODERS } from '../scripts/encoders.mjs'
+
+const tmp = tempDir('ep-encoder-')
+const python = referencePython()
+const installed = (name: string) => existsSync(join(installedEncoderDir(name as 'whisper-base'), '.emotion-pipeline-complete'))
+const NOT_INSTALLED = (name: string) => `the ${name} encoder is not installed (npm run setup installs it): skipped`
+
+function readF32(path: string): Float32Array {
+  const b = readFileSync(path)
+  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)
+}
+
+async function clips(n: number): Promise<Float32Array[]> {
+  const files = listAudio(join(ravdessDir, 'Actor_02')).slice(0, n)
+  return Promise.all(files.map(async (f) => (await decodeAudio(f, { sampleRate: 16000 })).samples))
+}
+
+test('the installable encoder names are the ones the installer knows', (t) => {
+  t.deepEqual([...ENCODER_NAMES].sort(), Object.keys(ENCODERS).sort())
+})
+
+for (const name of ['whisper-tiny.en', 'whisper-base']) {
+  test.serial(`${name}: pooled layer states equal Hugging Face's WhisperEncoder on real clips (padded input)`, async (t) => {
+    if (!haveRavdess) return skip(t, NO_DATA)
+    if (!installed(name)) return skip(t, NOT_INSTALLED(name))
+    if (!python) return skip(t, 'no Python with torch 2.11 for the reference: skipped')
+    const waves = await clips(2)
+    const ours = await extractEmbeddings(
+      waves.map((samples) => ({ samples, sampleRate: 16000 })),
+      { encoder: name, input: 'padded', precision: 'fp32', device: 'cpu', strict: true },
+    )
+    const flat = new Float32Array(waves.reduce((a, w) => a + w.length, 0))
+    let offset = 0
+    for (const w of waves) {
+      flat.set(w, offset)
+      offset += w.length
+    }
+    writeFileSync(join(tmp, `${name}.f32`), flat)
+    const request = join(tmp, `${name}.json`)
+    const model = join(installedEncoderDir(name as 'whisper-base'), 'model.bin')
+    writeFileSync(
+      request,
+      JSON.stringify({ model, waves: join(tmp, `${name}.f32`), lengths: waves.map((w) => w.length), out: join(tmp, name) }),
+    )
+    const script = resolve(import.meta.dirname, '..', 'benches', 'reference', 'whisper_encoder.py')
+    const shape = JSON.parse(execFileSync(python, [script, request], { encoding: 'utf8' })).shape
+    t.deepEqual(ours.shape, shape)
+    const reference = readF32(join(tmp, `${name}.pooled.f32`))
+    let worst = 0
+    for (let i = 0; i < reference.length; i++) worst = Math.max(worst, Math.abs(reference[i] - ours.data[i]) / (1 + Math.abs(reference[i])))
+    t.true(worst < 1e-4, `largest relative difference ${worst}`)
+    t.log(`${name}: [${shape}] largest difference ${worst.toExponential(2)}`)
+  })
+}
+
+test.serial('clip-length input: one row per clip, finite, cached by content, and not the padded result', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  if (!installed('whisper-tiny.en')) return skip(t, NOT_INSTALLED('whisper-tiny.en'))
+  const files = listAudio(join(ravdessDir, 'Actor_02')).slice(0, 3)
+  const cacheDir = join(tmp, 'cache')
+  const first = await extractEmbeddings(files, { encoder: 'whisper-tiny.en', device: 'cpu', cacheDir })
+  t.deepEqual(first.shape, [3, 5, 384])
+  t.deepEqual(first.indices, [0, 1, 2])
+  t.true(first.data.every(Number.isFinite))
+  t.deepEqual(first.cache, { hits: 0, misses: 3, writes: 3 })
+  const again = await extractEmbeddings(files, { encoder: 'whisper-tiny.en', device: 'cpu', cacheDir })
+  t.deepEqual(again.cache, { hits: 3, misses: 0, writes: 0 })
+  t.deepEqual(again.data, first.data)
+  const padded = await extractEmbeddings(files.slice(0, 1), { encoder: 'whisper-tiny.en', device: 'cpu', input: 'padded', cacheDir })
+  t.deepEqual(padded.cache, { hits: 0, misses: 1, writes: 1 }, 'the input mode is part of the key')
+  t.notDeepEqual(padded.data, first.data.slice(0, padded.data.length))
+})
+
+test('a clip shorter than one Whisper frame fails by itself, naming it; strict rejects', async (t) => {
+  if (!installed('whisper-tiny.en')) return skip(t, NOT_INSTALLED('whisper-tiny.en'))
+  const short = { samples: new Float32Array(200).fill(0.1), sampleRate: 16000 }
+  const ok = { samples: new Float32Array(16000).map((_, i) => Math.sin(i / 10) * 0.3), sampleRate: 16000 }
+  const out = await extractEmbeddings([ok, short], { encoder: 'whisper-tiny.en', device: 'cpu' })
+  t.deepEqual(out.indices, [0])
+  t.is(out.failed[0].index, 1)
+  t.is(out.failed[0].code, 'AUDIO_DECODE')
+  t.regex(out.failed[0].message, /<samples #1>.*shorter than one Whisper frame/)
+  const err = await t.throwsAsync(extractEmbeddings([short], { encoder: 'whisper-tiny.en', device: 'cpu', strict: true }))
+  t.is((err as EmotionPipelineError).code, 'AUDIO_DECODE')
+})
+
+test('missing and truncated encoders are MODEL_NOT_FOUND naming the folder or file', async (t) => {
+  const input = [{ samples: new Float32Array(16000), sampleRate: 16000 }]
+  const missing = await t.throwsAsync(extractEmbeddings(input, { encoder: join(tmp, 'nowhere') }))
+  t.is((missing as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
+  t.regex(missing!.message, /nowhere/)
+  const empty = join(tmp, 'empty-encoder')
+  mkdirSync(empty, { recursive: true })
+  const noBin = await t.throwsAsync(extractEmbeddings(input, { encoder: empty }))
+  t.is((noBin as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
+  t.regex(noBin!.message, /model\.bin/)
+  if (!installed('whisper-tiny.en')) return skip(t, NOT_INSTALLED('whisper-tiny.en'))
+  const truncated = join(tmp, 'truncated-encoder')
+  mkdirSync(truncated, { recursive: true })
+  const fd = openSync(join(installedEncoderDir('whisper-tiny.en'), 'model.bin'), 'r')
+  const head = Buffer.alloc(4_000_000)
+  readSync(fd, head, 0, head.length, 0)
+  closeSync(fd)
+  writeFileSync(join(truncated, 'model.bin'), head)
+  const cut = await t.throwsAsync(extractEmbeddings(input, { encoder: truncated }))
+  t.is((cut as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
+  t.regex(cut!.message, /truncated-encoder\/model\.bin.*truncated/)
+})
+
+test.serial('a named encoder that is not installed says how to install it', async (t) => {
+  const saved = process.env.EMOTION_PIPELINE_CACHE
+  process.env.EMOTION_PIPELINE_CACHE = join(tmp, 'empty-cache')
+  try {
+    const err = await t.throwsAsync(extractEmbeddings([], { encoder: 'whisper-base' }))
+    t.is((err as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
+    t.regex(err!.message, /install-models --encoder whisper-base/)
+  } finally {
+    if (saved === undefined) delete process.env.EMOTION_PIPELINE_CACHE
+    else process.env.EMOTION_PIPELINE_CACHE = saved
+  }
+})
+
+test('an encoder option that is not a string is INVALID_OPTION', async (t) => {
+  const err = await t.throwsAsync(extractEmbeddings([], { encoder: 3 as unknown as string }))
+  t.is((err as EmotionPipelineError).code, 'INVALID_OPTION')
+})

@@ -1,0 +1,234 @@
+//! A frozen pretrained speech encoder as a feature branch: Whisper's encoder run on each clip, its
+//! hidden states mean-pooled over the clip's real frames, per layer. The cached `[layers + 1, width]`
+//! rows feed the `encoder` model (a learned weighted sum of layers and a small head).
+
+pub mod ctranslate2;
+pub mod whisper;
+
+use crate::audio::cache::{CacheStats, FeatureCache};
+use crate::audio::features::{load_input, lookup, parallel_map, AudioInput, FailedInput, Loaded};
+use crate::audio::resample::resample;
+use crate::control::{CancelFlag, Progress};
+use crate::device::{device_name, parse_device};
+use crate::error::{Error, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+use whisper::{WhisperEncoder, MIN_SAMPLES, SAMPLES_PER_POSITION, SAMPLE_RATE, WINDOW_SAMPLES};
+
+/// Bump when the embedding computation changes in a way that alters values.
+const FORMAT: &str = "emotion-pipeline whisper-encoder v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+/// What the encoder sees of each clip.
+pub enum EncoderInput {
+    /// The clip at its own length (up to 30 s): positions beyond it are never computed.
+    Clip,
+    /// The clip padded with silence to Whisper's 30 s window, as Whisper was trained; pooling still
+    /// covers the clip's own positions only. About 8× the compute of `clip` for 4 s clips.
+    Padded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+/// Arithmetic of the encoder's forward pass.
+pub enum EncoderPrecision {
+    /// fp16 on CUDA, fp32 on the CPU.
+    Auto,
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct EmbedOptions {
+    /// Folder holding a CTranslate2 Whisper `model.bin` (the TypeScript API also takes the names
+    /// `whisper-base` and `whisper-tiny.en` and resolves them to installed models).
+    pub model_dir: PathBuf,
+    pub input: EncoderInput,
+    pub precision: EncoderPrecision,
+    /// `auto`, `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// Fail on the first bad input instead of reporting it in `failed`.
+    pub strict: bool,
+    /// CPU threads decoding and resampling; 0 = all cores.
+    pub decode_threads: usize,
+    /// Folder of the on-disk cache (entries keyed by clip content, model file and these settings).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            model_dir: PathBuf::new(),
+            input: EncoderInput::Clip,
+            precision: EncoderPrecision::Auto,
+            device: "auto".into(),
+            strict: false,
+            decode_threads: 0,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Pooled encoder states of many clips. Serialised without `data`, which crosses as a typed array.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Embeddings {
+    /// Row-major `[shape[0], layers + 1, width]`: per clip, the mean over its positions of the
+    /// encoder's input to each layer and of its final (normalised) output.
+    #[serde(skip)]
+    pub data: Vec<f32>,
+    pub shape: [usize; 3],
+    /// `indices[i]` is the input that row `i` came from (failed inputs have no row).
+    pub indices: Vec<usize>,
+    pub failed: Vec<FailedInput>,
+    pub device: String,
+    /// SHA-256 of the `model.bin` the embeddings came from.
+    pub model_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStats>,
+}
+
+fn precision_kind(precision: EncoderPrecision, device: Device) -> Kind {
+    match (precision, device) {
+        (EncoderPrecision::Auto, Device::Cuda(_)) | (EncoderPrecision::Fp16, _) => Kind::Half,
+        (EncoderPrecision::Bf16, _) => Kind::BFloat16,
+        _ => Kind::Float,
+    }
+}
+
+/// 16 kHz mono, at most Whisper's 30 s window (longer clips keep their first 30 s).
+fn to_encoder_rate(samples: &[f32], rate: u32) -> Vec<f32> {
+    let mut out = if rate == SAMPLE_RATE { samples.to_vec() } else { resample(samples, rate, SAMPLE_RATE) };
+    out.truncate(WINDOW_SAMPLES);
+    out
+}
+
+/// Encodes each input and pools its hidden states; failed inputs are listed, or fail the call when
+/// `strict`.
+pub fn extract_embeddings(
+    inputs: &[AudioInput],
+    options: &EmbedOptions,
+    cancel: &CancelFlag,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Embeddings> {
+    let device = parse_device(&options.device)?;
+    let model_bin = options.model_dir.join("model.bin");
+    if !options.model_dir.is_dir() || !model_bin.is_file() {
+        return Err(Error::model_not_found(&model_bin, "no model.bin in the encoder folder"));
+    }
+    let bytes = std::fs::read(&model_bin).map_err(|e| Error::io(&model_bin, e))?;
+    let model_sha256 = crate::dataset::index::hex(&Sha256::digest(&bytes));
+    drop(bytes);
+    let kind = precision_kind(options.precision, device);
+    let encoder = WhisperEncoder::load(&model_bin, device, kind)?;
+    let (rows, width) = (encoder.layers() + 1, encoder.width as usize);
+    let per_clip = rows * width;
+    let tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);
+    let cache =
+        options.cache_dir.as_deref().map(|d| FeatureCache::open_tagged(&d.join("embeddings"), tag)).transpose()?;
+    let threads = match options.decode_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut out = Embeddings {
+        data: Vec::with_capacity(inputs.len() * per_clip),
+        shape: [0, rows, width],
+        indices: Vec::new(),
+        failed: Vec::new(),
+        device: device_name(device),
+        model_sha256,
+        cache: None,
+    };
+    let chunk = 16;
+    for (chunk_no, batch) in inputs.chunks(chunk).enumerate() {
+        cancel.check()?;
+        let first = chunk_no * chunk;
+        let cached = |hash: &str| lookup(cache.as_ref(), hash, per_clip);
+        let prepare = |samples: &[f32], rate: u32| Ok(to_encoder_rate(samples, rate));
+        let loaded = parallel_map(batch, first, threads, &|input, index| load_input(input, index, &cached, &prepare));
+        for (offset, result) in loaded.into_iter().enumerate() {
+            let index = first + offset;
+            let pooled = result.and_then(|loaded| match loaded {
+                Loaded::Cached(row) => Ok(row),
+                Loaded::Wave { samples, cache_key } => {
+                    let row = embed_clip(&encoder, &samples, options.input, &batch[offset].label(index))?;
+                    if let (Some(c), Some(key)) = (&cache, cache_key) {
+                        c.put(&key, &row)?;
+                    }
+                    Ok(row)
+                }
+            });
+            match pooled {
+                Ok(row) => {
+                    out.data.extend_from_slice(&row);
+                    out.indices.push(index);
+                }
+                Err(e) if options.strict || !is_per_input(&e) => return Err(e),
+                Err(e) => out.failed.push(FailedInput {
+                    index,
+                    path: batch[offset].label(index),
+                    code: e.code(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        on_progress(Progress {
+            stage: "embed",
+            done: (first + batch.len()).min(inputs.len()),
+            total: inputs.len(),
+            failed: out.failed.len(),
+        });
+    }
+    out.shape[0] = out.indices.len();
+    out.cache = cache.map(|c| c.stats());
+    Ok(out)
+}
+
+/// Failures that belong to one input (listed in `failed`); anything else stops the call.
+fn is_per_input(e: &Error) -> bool {
+    matches!(e, Error::AudioDecode { .. } | Error::InvalidOption { .. } | Error::NonFinite(_))
+}
+
+/// `[layers + 1, width]` means of one clip's hidden states over its own positions.
+pub fn embed_clip(encoder: &WhisperEncoder, samples: &[f32], input: EncoderInput, label: &str) -> Result<Vec<f32>> {
+    if samples.len() < MIN_SAMPLES {
+        return Err(Error::decode(
+            label,
+            format!(
+                "{} samples at 16 kHz is shorter than one Whisper frame ({MIN_SAMPLES} samples, 25 ms)",
+                samples.len()
+            ),
+        ));
+    }
+    let own_frames = samples.len() / whisper::HOP;
+    let real_positions = own_frames.div_ceil(2) as i64;
+    let log_mel = match input {
+        EncoderInput::Clip => encoder.log_mel(samples)?,
+        EncoderInput::Padded => {
+            let mut padded = samples.to_vec();
+            padded.resize(WINDOW_SAMPLES, 0.0);
+            encoder.log_mel(&padded)?
+        }
+    };
+    debug_assert!(real_positions as usize <= WINDOW_SAMPLES / SAMPLES_PER_POSITION);
+    let _guard = tch::no_grad_guard();
+    let states = encoder.hidden_states(&log_mel)?;
+    let pooled: Vec<Tensor> = states
+        .iter()
+        .map(|s| Ok(s.f_narrow(1, 0, real_positions)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?))
+        .collect::<Result<_>>()?;
+    let pooled = Tensor::f_cat(&pooled, 0)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let n = pooled.numel();
+    let mut row = vec![0f32; n];
+    pooled.f_copy_data(&mut row, n)?;
+    if row.iter().any(|x| !x.is_finite()) {
+        return Err(Error::NonFinite(format!("encoder output of {label} is not finite")));
+    }
+    Ok(row)
+}
