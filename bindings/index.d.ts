@@ -94,11 +94,16 @@ export interface TensorRoundTrip {
  */
 export declare function train(configJson: string, trainSet: TrainSet, valSet?: TrainSet | undefined | null, testSet?: TrainSet | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
 
-/** One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`. */
+/**
+ * One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`,
+ * `embedding` row-major `[n, layers, width]`.
+ */
 export interface TrainSet {
   mel?: Float32Array
   melShape?: Array<number>
   tokens?: Int32Array
   tokensShape?: Array<number>
+  embedding?: Float32Array
+  embeddingShape?: Array<number>
   labels: Int32Array
 }

@@ -40,7 +40,10 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
 
   --data DIR            dataset folder (RAVDESS names, or <label>/ folders)
   --out DIR             run directory to write
-  --models LIST         comma-separated: audio,text,fusion (default: all three)
+  --models LIST         comma-separated: audio,text,fusion,encoder (default: audio,text,fusion)
+  --encoder NAME|DIR    frozen speech encoder of the encoder model: whisper-base (default) | whisper-tiny.en |
+                        a folder with a CTranslate2 Whisper model.bin
+  --encoder-input KIND  clip (default: each clip at its own length) | padded (to Whisper's 30 s)
   --preset NAME         recommended (default: the best recipe measured on unseen speakers) | reference
                         (the published pipeline: constant lr, no label smoothing or augmentation)
   --split KIND          stratified (default, 80/20) | speaker (no speaker in two parts)
@@ -154,9 +157,9 @@ function summary(result: PipelineResult): string {
   const lines = ['', 'model    test acc   weighted F1   reference acc', '-------  ---------  ------------  -------------']
   for (const [m, r] of Object.entries(result.models)) {
     const t = r!.test
-    const ref = REFERENCE_ACCURACY[m as ModelName]
+    const ref: number | undefined = REFERENCE_ACCURACY[m as keyof typeof REFERENCE_ACCURACY]
     lines.push(
-      `${m.padEnd(7)}  ${t ? (t.accuracy * 100).toFixed(2).padStart(7) + ' %' : '      —  '}  ${t ? (t.weightedF1 * 100).toFixed(2).padStart(10) + ' %' : '—'}  ${(ref * 100).toFixed(2).padStart(11)} %`,
+      `${m.padEnd(7)}  ${t ? (t.accuracy * 100).toFixed(2).padStart(7) + ' %' : '      —  '}  ${t ? (t.weightedF1 * 100).toFixed(2).padStart(10) + ' %' : '—'}  ${ref === undefined ? '          —  ' : `${(ref * 100).toFixed(2).padStart(11)} %`}`,
     )
   }
   lines.push('', `Run directory: ${result.runDir} (report.md, metrics.json, history.csv, plots)`)
@@ -216,6 +219,8 @@ const PIPELINE_FLAGS = {
   'max-items': { type: 'string' },
   transcripts: { type: 'string' },
   mel: { type: 'string' },
+  encoder: { type: 'string' },
+  'encoder-input': { type: 'string' },
   train: { type: 'string' },
   resume: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -247,6 +252,8 @@ function pipelineOptions(values: PipelineFlags): PipelineOptions {
     resume: values.resume === true ? true : undefined,
     transcripts: transcriptsOption(text(values.transcripts)),
     mel: jsonOption('--mel', text(values.mel)),
+    encoder: text(values.encoder),
+    encoderInput: text(values['encoder-input']) as PipelineOptions['encoderInput'],
     train: jsonOption('--train', text(values.train)),
   }
 }

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { extractMel } from './audio.js'
+import { DEFAULT_ENCODER, extractEmbeddings } from './encoder.js'
 import { cacheRoot } from './cache.js'
 import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 import type { DatasetIndex, DatasetItem, Split, SplitOptions } from './dataset.js'
@@ -40,6 +41,7 @@ export interface Run {
 interface Part {
   items: DatasetItem[]
   mel: TrainSet['mel']
+  embedding: TrainSet['embedding']
 }
 
 export async function runStages(options: PipelineOptions, runDir: string): Promise<PipelineResult> {
@@ -69,8 +71,8 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
   }
   const models = options.models ?? DEFAULT_MODELS
   const { index, labels, split } = await indexAndSplit(run)
-  const parts = await featurise(run, split)
-  const text = models.some((m) => m !== 'audio') ? await textInputs(run, parts) : undefined
+  const parts = await featurise(run, split, models)
+  const text = models.some((m) => m === 'text' || m === 'fusion') ? await textInputs(run, parts) : undefined
   const sets = trainingSets(parts, labels, text)
   const results: Partial<Record<ModelName, TrainResult>> = {}
   for (const model of models) {
@@ -117,50 +119,73 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
 
 const RAVDESS_ORDER = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
 
+/** Rows `[n, a, b]` of a feature job, as the typed array and shape of a `TrainSet` input. */
+interface Rows {
+  data: Float32Array
+  shape: number[]
+  indices: number[]
+  failed: { index: number; path: string; code: string; message: string }[]
+}
+
 /**
- * Log-mel features of every clip. A clip that cannot be featurised is left out with a `skipped` event,
- * counted in metrics.json and the report; `strict: true` makes it an error instead.
+ * Log-mel features (audio, text and fusion models) and encoder embeddings (encoder model) of every
+ * clip. A clip that cannot be featurised is left out of every model with a `skipped` event, counted in
+ * metrics.json and the report; `strict: true` makes it an error instead.
  */
-async function featurise(run: Run, split: Split): Promise<Parts> {
+async function featurise(run: Run, split: Split, models: ModelName[]): Promise<Parts> {
   const { options } = run
   const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features'))
   const all = [...split.train, ...split.val, ...split.test]
-  const features = await run.stage('features', 'log-mel spectrograms', () =>
-    extractMel(
-      all.map((i) => i.path),
-      {
-        mel: options.mel,
-        device: options.device ?? 'auto',
-        cacheDir,
-        strict: options.strict ?? false,
-        signal: options.signal,
-        onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }),
-      },
-    ),
-  )
-  const skipped = features.failed.map((f) => ({ path: f.path, code: f.code, message: f.message }))
+  const paths = all.map((i) => i.path)
+  const common = { device: options.device ?? 'auto', cacheDir, strict: options.strict ?? false, signal: options.signal }
+  const mel: Rows | undefined = models.some((m) => m !== 'encoder')
+    ? await run.stage('features', 'log-mel spectrograms', () =>
+        extractMel(paths, { ...common, mel: options.mel, onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }) }),
+      )
+    : undefined
+  const embedding: Rows | undefined = models.includes('encoder')
+    ? await run.stage('embeddings', `${options.encoder ?? DEFAULT_ENCODER} encoder states`, () =>
+        extractEmbeddings(paths, {
+          ...common,
+          encoder: options.encoder,
+          input: options.encoderInput,
+          onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }),
+        }),
+      )
+    : undefined
+  const failures = new Map<number, { path: string; code: string; message: string }>()
+  for (const rows of [mel, embedding])
+    for (const f of rows?.failed ?? []) failures.set(f.index, { path: f.path, code: f.code, message: f.message })
+  const skipped = [...failures.values()]
   run.skipped = skipped
   for (const s of skipped) run.emit({ type: 'skipped', ...s })
   if (skipped.length > 0)
     run.notes.push(`Skipped ${skipped.length} clip(s) that could not be decoded: ${skipped.map((s) => s.path).join(', ')}.`)
-  // Rows are in input order, without the failed inputs.
-  const failed = new Set(features.failed.map((f) => f.index))
-  const per = features.shape[1] * features.shape[2]
-  let row = 0
   const part = (list: DatasetItem[], offset: number): Part => {
-    const items = list.filter((_, i) => !failed.has(offset + i))
-    const mel = {
-      data: features.data.subarray(row * per, (row + items.length) * per),
-      shape: [items.length, features.shape[1], features.shape[2]] as [number, number, number],
+    const inputs = list.map((_, i) => offset + i).filter((i) => !failures.has(i))
+    return {
+      items: inputs.map((i) => all[i]),
+      mel: mel && (rowsOf(mel, inputs) as TrainSet['mel']),
+      embedding: embedding && (rowsOf(embedding, inputs) as TrainSet['embedding']),
     }
-    row += items.length
-    return { items, mel }
   }
   const train = part(split.train, 0)
   const val = part(split.val, split.train.length)
   const test = part(split.test, split.train.length + split.val.length)
   if (train.items.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
   return { train, val, test }
+}
+
+/** The rows of `inputs` (input indices, ascending): a view when they are consecutive, else a copy. */
+function rowsOf(rows: Rows, inputs: number[]): { data: Float32Array; shape: number[] } {
+  const per = rows.shape[1] * rows.shape[2]
+  const rowOf = new Map(rows.indices.map((input, row) => [input, row]))
+  const at = inputs.map((i) => rowOf.get(i)!)
+  const shape = [at.length, rows.shape[1], rows.shape[2]]
+  if (at.every((r, k) => r === at[0] + k)) return { data: rows.data.subarray((at[0] ?? 0) * per, ((at[0] ?? 0) + at.length) * per), shape }
+  const data = new Float32Array(at.length * per)
+  for (const [k, r] of at.entries()) data.set(rows.data.subarray(r * per, (r + 1) * per), k * per)
+  return { data, shape }
 }
 
 type Parts = { train: Part; val: Part; test: Part }
@@ -201,6 +226,7 @@ function trainingSets(parts: Parts, labels: string[], text: TextInputs | undefin
     if (part.items.length === 0) return undefined
     return {
       mel: part.mel,
+      embedding: part.embedding,
       tokens: text
         ? {
             data: text.tokenizer.encodeAll(part.items.map((i) => text.textOf(i))),
@@ -222,8 +248,13 @@ function trainModel(
   text: TextInputs | undefined,
 ): Promise<TrainResult> {
   const { options } = run
-  const inputs = (set: TrainSet): TrainSet =>
-    model === 'text' ? { ...set, mel: undefined } : model === 'audio' ? { ...set, tokens: undefined } : set
+  const uses = { audio: ['mel'], text: ['tokens'], fusion: ['mel', 'tokens'], encoder: ['embedding'] }[model]
+  const inputs = (set: TrainSet): TrainSet => ({
+    labels: set.labels,
+    mel: uses.includes('mel') ? set.mel : undefined,
+    tokens: uses.includes('tokens') ? set.tokens : undefined,
+    embedding: uses.includes('embedding') ? set.embedding : undefined,
+  })
   return train({
     ...trainSettings(options, model, run.seed),
     labels,

@@ -5,14 +5,17 @@ import type { MelOptions } from './audio.js'
 import type { IndexOptions, SplitOptions } from './dataset.js'
 import type { DeviceSpec } from './device.js'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
-import type { TrainConfig } from './generated/options.js'
+import type { EncoderName } from './encoder.js'
+import type { EncoderInput, TrainConfig } from './generated/options.js'
+import { resolveEncoder } from './encoder.js'
 import { native } from './native.js'
 import { runStages, trainSettings } from './pipeline-stages.js'
 import { ensureWritableDir, lockRunDir } from './run-dir.js'
 import type { TrainEvent, TrainOptions, TrainResult } from './train.js'
 import type { TranscribeOptions } from './transcribe.js'
 
-export type ModelName = 'audio' | 'text' | 'fusion'
+/** `encoder`: a head on a frozen pretrained speech encoder's pooled states (`encoder` option). */
+export type ModelName = 'audio' | 'text' | 'fusion' | 'encoder'
 
 /** Training settings shared by every model (the core's `TrainConfig` fields, defaults there). */
 type SharedTrainSettings = Pick<TrainConfig, 'preset' | 'epochs' | 'batchSize' | 'accumulation' | 'seed' | 'amp'>
@@ -31,6 +34,10 @@ export interface PipelineOptions extends SharedTrainSettings {
   /** @default 'auto' */
   device?: DeviceSpec
   mel?: MelOptions
+  /** The frozen speech encoder of the `encoder` model: an installed name or a folder. @default 'whisper-base' */
+  encoder?: EncoderName | string
+  /** What the encoder sees: each clip at its own length, or padded to Whisper's 30 s. @default 'clip' */
+  encoderInput?: EncoderInput
   index?: Omit<IndexOptions, 'onProgress' | 'signal'>
   /** Feature cache folder. @default $EMOTION_PIPELINE_CACHE/features, else ~/.cache/emotion-pipeline/features */
   cacheDir?: string | null
@@ -78,6 +85,8 @@ export interface PipelineResult {
 }
 
 export const DEFAULT_MODELS: ModelName[] = ['audio', 'text', 'fusion']
+/** Every model `models` may name. */
+export const MODEL_NAMES: ModelName[] = ['audio', 'text', 'fusion', 'encoder']
 
 export async function trainPipeline(options: PipelineOptions): Promise<PipelineResult> {
   validate(options)
@@ -106,6 +115,8 @@ const PIPELINE_KEYS = {
   amp: true,
   device: true,
   mel: true,
+  encoder: true,
+  encoderInput: true,
   index: true,
   cacheDir: true,
   transcripts: true,
@@ -124,7 +135,7 @@ function validate(o: PipelineOptions): void {
   if (typeof o.data !== 'string' || !o.data) throw invalidOption('data', 'must be the dataset folder')
   if (typeof o.out !== 'string' || !o.out) throw invalidOption('out', 'must be the run directory')
   for (const m of o.models ?? [])
-    if (!DEFAULT_MODELS.includes(m)) throw invalidOption('models', `unknown model '${m}' (audio, text, fusion)`)
+    if (!MODEL_NAMES.includes(m)) throw invalidOption('models', `unknown model '${m}' (${MODEL_NAMES.join(', ')})`)
   if (o.models && o.models.length === 0) throw invalidOption('models', 'must name at least one model')
   const positiveInt = (name: string, v: unknown) => {
     if (v !== undefined && !(Number.isInteger(v) && (v as number) > 0)) throw invalidOption(name, `must be a positive integer, got ${v}`)
@@ -133,7 +144,7 @@ function validate(o: PipelineOptions): void {
     if (!(key in PIPELINE_KEYS)) throw invalidOption(key, `unknown option (known: ${Object.keys(PIPELINE_KEYS).join(', ')})`)
   }
   for (const key of Object.keys(o.train ?? {})) {
-    if (!DEFAULT_MODELS.includes(key as ModelName)) throw invalidOption(`train.${key}`, `unknown model (audio, text, fusion)`)
+    if (!MODEL_NAMES.includes(key as ModelName)) throw invalidOption(`train.${key}`, `unknown model (${MODEL_NAMES.join(', ')})`)
   }
   positiveInt('maxItems', o.maxItems)
   positiveInt('maxTokens', o.maxTokens)
@@ -164,6 +175,9 @@ function validate(o: PipelineOptions): void {
   if (typeof o.transcripts === 'string' && !['whisper', 'ravdess-names'].includes(o.transcripts)) {
     throw invalidOption('transcripts', `must be 'whisper', 'ravdess-names' or a { path: text } map, got '${o.transcripts}'`)
   }
+  if (o.encoderInput !== undefined && !['clip', 'padded'].includes(o.encoderInput))
+    throw invalidOption('encoderInput', `must be 'clip' or 'padded', got '${o.encoderInput}'`)
+  if ((o.models ?? DEFAULT_MODELS).includes('encoder')) resolveEncoder(o.encoder)
   if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split))
     throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
 }

@@ -7,10 +7,14 @@ import type { DeviceSpec } from './device.js'
 import type { TrainConfig } from './generated/options.js'
 import type { ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
 
-/** Inputs of one split. `mel` from `extractMel` (`[n, nMels, frames]`), `tokens` `[n, maxLen]` ids. */
+/**
+ * Inputs of one split. `mel` from `extractMel` (`[n, nMels, frames]`), `tokens` `[n, maxLen]` ids,
+ * `embedding` from `extractEmbeddings` (`[n, layers, width]`).
+ */
 export interface TrainSet {
   mel?: { data: Float32Array; shape: [number, number, number] }
   tokens?: { data: Int32Array; shape: [number, number] }
+  embedding?: { data: Float32Array; shape: [number, number, number] }
   /** Class ids indexing `labels`. */
   labels: Int32Array | number[]
 }
@@ -38,9 +42,13 @@ function toNativeSet(set: TrainSet | undefined, name: string) {
   if (!set || !(set.labels instanceof Int32Array || Array.isArray(set.labels)))
     throw invalidOption(`${name}.labels`, 'must be an Int32Array or number[]')
   if (set.mel && !(set.mel.data instanceof Float32Array)) throw invalidOption(`${name}.mel.data`, 'must be a Float32Array')
+  if (set.embedding && !(set.embedding.data instanceof Float32Array))
+    throw invalidOption(`${name}.embedding.data`, 'must be a Float32Array')
   return {
     mel: set.mel?.data,
     melShape: set.mel?.shape,
+    embedding: set.embedding?.data,
+    embeddingShape: set.embedding?.shape,
     tokens: set.tokens ? Int32Array.from(set.tokens.data) : undefined,
     tokensShape: set.tokens?.shape,
     labels: Int32Array.from(set.labels),
@@ -50,7 +58,8 @@ function toNativeSet(set: TrainSet | undefined, name: string) {
 /** Trains one model on its own thread; progress through `onProgress`, cancel with `signal`. */
 export async function train(options: TrainOptions): Promise<TrainResult> {
   if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
-  const { train: trainSet, val, test, onProgress, signal, ...config } = options
+  const { train: trainSet, val, test, onProgress, signal, ...settings } = options
+  const config = withEmbeddingShape(settings, trainSet)
   if (config.checkpointDir) ensureWritableDir(config.checkpointDir, 'checkpointDir')
   const json = await withCancel(signal, (token) =>
     awaitNative(
@@ -65,6 +74,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     ),
   )
   return JSON.parse(json) as TrainResult
+}
+
+/** The encoder head's input shape, when not set, is the training embeddings' `[layers, width]`. */
+function withEmbeddingShape<C extends Pick<TrainConfig, 'model' | 'encoderHead'>>(config: C, set: TrainSet | undefined): C {
+  const shape = set?.embedding?.shape
+  if (config.model !== 'encoder' || !shape) return config
+  return { ...config, encoderHead: { inputLayers: shape[1], inputWidth: shape[2], ...config.encoderHead } }
 }
 
 /** A trained model: `loadModel(dir)`. */

@@ -125,6 +125,30 @@ export interface EmbedOptions {
   cacheDir?: string | null
 }
 
+/** The `encoder` model: input `[n, inputLayers, inputWidth]` from `extractEmbeddings`. */
+export interface EncoderHeadConfig {
+  /**
+   * Rows per clip (the encoder's layers + 1). The TypeScript `train()` fills it from the data.
+   * @default 0
+   */
+  inputLayers?: number
+  /**
+   * Width of each row (512 for Whisper-base). The TypeScript `train()` fills it from the data.
+   * @default 0
+   */
+  inputWidth?: number
+  /**
+   * Hidden widths of the dense layers.
+   * @default [256]
+   */
+  hidden?: number[]
+  /**
+   * Dropout before each dense layer.
+   * @default 0.3
+   */
+  dropout?: number
+}
+
 /**
  * What the encoder sees of each clip.
  * - `'clip'`: The clip at its own length (up to 30 s): positions beyond it are never computed.
@@ -328,8 +352,11 @@ export type MelScale = 'htk' | 'slaney'
  */
 export type MemoryFormat = 'auto' | 'channels-last' | 'contiguous'
 
-/** Which of the three reference models. */
-export type ModelKind = 'audio' | 'text' | 'fusion'
+/**
+ * Which model: the three reference models, or the head on a frozen speech encoder.
+ * - `'encoder'`: Pooled Whisper-encoder states (`extractEmbeddings`) → layer-weighted sum → dense head.
+ */
+export type ModelKind = 'audio' | 'text' | 'fusion' | 'encoder'
 
 /** Padding of the waveform when `center` is set (`torch.stft` `pad_mode`). */
 export type PadMode = 'reflect' | 'constant' | 'replicate' | 'circular'
@@ -483,6 +510,11 @@ export interface TrainConfig {
    */
   fusion?: FusionConfig
   /**
+   * Architecture of the `encoder` model's head.
+   * @default {'inputLayers':0, 'inputWidth':0, 'hidden':[256], 'dropout':0.3}
+   */
+  encoderHead?: EncoderHeadConfig
+  /**
    * Token vocabulary size (text and fusion), `<pad>` = 0 included.
    * @default 0
    */
@@ -620,6 +652,14 @@ export const DEFAULTS = {
     'strict': false,
     'decodeThreads': 0,
     'cacheDir': null
+  },
+  'EncoderHeadConfig': {
+    'inputLayers': 0,
+    'inputWidth': 0,
+    'hidden': [
+      256
+    ],
+    'dropout': 0.3
   },
   'ExtractOptions': {
     'device': 'auto',

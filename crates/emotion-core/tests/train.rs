@@ -40,7 +40,7 @@ fn toy_set(n: usize, seed: u64) -> HostSet {
         }
         labels.push(class);
     }
-    HostSet { mel: Some((mel, [n, M, T])), tokens: None, labels }
+    HostSet { mel: Some((mel, [n, M, T])), tokens: None, embedding: None, labels }
 }
 
 fn small_config() -> TrainConfig {
@@ -275,7 +275,9 @@ fn reference_models_have_the_reference_shapes() {
     let model = emotion_core::train::model::Model::build(&vs.root(), &config);
     let mel = tch::Tensor::randn([2, 128, 280], (tch::Kind::Float, tch::Device::Cpu));
     let tokens = tch::Tensor::from_slice(&[1i64, 2, 3, 0, 0, 0, 4, 5, 0, 0, 0, 0]).reshape([2, 6]);
-    let logits = model.logits(Some(&mel), Some(&tokens), false);
+    let labels = tch::Tensor::zeros([2], (tch::Kind::Int64, tch::Device::Cpu));
+    let batch = emotion_core::train::data::Batch { mel: Some(mel), tokens: Some(tokens), embedding: None, labels };
+    let logits = model.logits(&batch, false);
     assert_eq!(logits.size(), vec![2, 8]);
     let names: Vec<String> = vs.variables().into_keys().collect();
     for expected in [
@@ -321,4 +323,64 @@ fn precision_falls_back_to_fp32_with_a_warning_where_it_cannot_be_honoured() {
     assert_eq!(bf16.0, Precision::Fp32);
     assert!(bf16.1.iter().any(|w| w.contains("no native bf16")), "{:?}", bf16.1);
     assert_eq!(auto, (Precision::Fp32, vec![]));
+}
+
+/// Pooled "encoder states" of 3 layers × 8 dims where only layer 1 carries the class.
+fn toy_embeddings(n: usize, seed: u64) -> HostSet {
+    let (layers, width) = (3, 8);
+    let mut rng = SplitMix64::new(seed);
+    let mut data = Vec::with_capacity(n * layers * width);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % 3;
+        for layer in 0..layers {
+            for d in 0..width {
+                let noise = (rng.next_u64() % 1000) as f32 / 500.0 - 1.0;
+                let signal = if layer == 1 && d % 3 == class { 2.5 } else { 0.0 };
+                data.push(signal + noise + 10.0 * layer as f32);
+            }
+        }
+        labels.push(class as i64);
+    }
+    HostSet { mel: None, tokens: None, embedding: Some((data, [n, layers, width])), labels }
+}
+
+#[test]
+fn encoder_head_learns_from_the_layer_that_carries_the_label_and_predicts_from_its_checkpoint() {
+    let _turn = turn();
+    let dir = tmp("encoder-head");
+    let (train_set, val_set) = (toy_embeddings(96, 5), toy_embeddings(48, 6));
+    let config = TrainConfig {
+        model: ModelKind::Encoder,
+        encoder_head: emotion_core::models::EncoderHeadConfig {
+            input_layers: 3,
+            input_width: 8,
+            hidden: vec![16],
+            dropout: 0.0,
+        },
+        epochs: 30,
+        optim: emotion_core::optim::AdamConfig { lr: 1e-2, ..Default::default() },
+        checkpoint_dir: Some(dir.clone()),
+        ..small_config()
+    };
+    let r = train(
+        &config,
+        Sets { train: &train_set, val: Some(&val_set), test: Some(&val_set) },
+        &CancelFlag::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(r.test.as_ref().unwrap().accuracy > 0.9, "test accuracy {:?}", r.test.as_ref().map(|m| m.accuracy));
+    let saved = weights(&dir, "best.safetensors");
+    let mix = &saved.iter().find(|(k, _)| k == "layerWeights").expect("layer weights saved").1;
+    assert!(mix[1] > mix[0] && mix[1] > mix[2], "layer 1 carries the label; learned logits {mix:?}");
+    let model = load_model(&dir, "cpu").unwrap();
+    let predictions = model.predict(&HostSet { labels: vec![], ..val_set.clone() }).unwrap();
+    let correct = predictions.iter().zip(&val_set.labels).filter(|(p, &l)| p.index as i64 == l).count();
+    assert!(correct as f64 / 48.0 > 0.9);
+    let wrong = HostSet { embedding: Some((vec![0.0; 4 * 3 * 9], [4, 3, 9])), ..HostSet::default() };
+    let err = model.predict(&wrong).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidOption);
+    assert!(err.to_string().contains("inputs.embedding"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }

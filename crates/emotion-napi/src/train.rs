@@ -8,25 +8,32 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::path::PathBuf;
 
-/// One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`.
+/// One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`,
+/// `embedding` row-major `[n, layers, width]`.
 #[napi(object)]
 pub struct TrainSet {
     pub mel: Option<Float32Array>,
     pub mel_shape: Option<Vec<u32>>,
     pub tokens: Option<Int32Array>,
     pub tokens_shape: Option<Vec<u32>>,
+    pub embedding: Option<Float32Array>,
+    pub embedding_shape: Option<Vec<u32>>,
     pub labels: Int32Array,
 }
 
 fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
-    let shape3 = |s: &Option<Vec<u32>>, what: &str| -> emotion_core::Result<[usize; 3]> {
+    let shape3 = |s: &Option<Vec<u32>>, what: &str, dims: &str| -> emotion_core::Result<[usize; 3]> {
         match s.as_deref() {
             Some([a, b, c]) => Ok([*a as usize, *b as usize, *c as usize]),
-            _ => Err(CoreError::invalid(format!("{name}.{what}"), "must be [n, nMels, frames]")),
+            _ => Err(CoreError::invalid(format!("{name}.{what}"), format!("must be {dims}"))),
         }
     };
     let mel = match &set.mel {
-        Some(data) => Some((data.to_vec(), shape3(&set.mel_shape, "melShape")?)),
+        Some(data) => Some((data.to_vec(), shape3(&set.mel_shape, "melShape", "[n, nMels, frames]")?)),
+        None => None,
+    };
+    let embedding = match &set.embedding {
+        Some(data) => Some((data.to_vec(), shape3(&set.embedding_shape, "embeddingShape", "[n, layers, width]")?)),
         None => None,
     };
     let tokens = match (&set.tokens, set.tokens_shape.as_deref()) {
@@ -34,7 +41,7 @@ fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
         (Some(_), _) => return Err(CoreError::invalid(format!("{name}.tokensShape"), "must be [n, maxLen]")),
         (None, _) => None,
     };
-    Ok(HostSet { mel, tokens, labels: set.labels.iter().map(|&l| l as i64).collect() })
+    Ok(HostSet { mel, tokens, embedding, labels: set.labels.iter().map(|&l| l as i64).collect() })
 }
 
 /// Parses and checks training options as `train` would, without data, and returns them resolved

@@ -2,7 +2,7 @@
 //! 50 epochs, gradient accumulation 2, mixed precision (fp16) on CUDA.
 
 use crate::error::{Error, Result};
-use crate::models::{AudioCnnConfig, FusionConfig, TextLstmConfig};
+use crate::models::{AudioCnnConfig, EncoderHeadConfig, FusionConfig, TextLstmConfig};
 use crate::optim::AdamConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -10,11 +10,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-/// Which of the three reference models.
+/// Which model: the three reference models, or the head on a frozen speech encoder.
 pub enum ModelKind {
     Audio,
     Text,
     Fusion,
+    /// Pooled Whisper-encoder states (`extractEmbeddings`) → layer-weighted sum → dense head.
+    Encoder,
 }
 
 impl ModelKind {
@@ -23,7 +25,20 @@ impl ModelKind {
             ModelKind::Audio => "audio",
             ModelKind::Text => "text",
             ModelKind::Fusion => "fusion",
+            ModelKind::Encoder => "encoder",
         }
+    }
+
+    pub fn needs_mel(self) -> bool {
+        matches!(self, ModelKind::Audio | ModelKind::Fusion)
+    }
+
+    pub fn needs_tokens(self) -> bool {
+        matches!(self, ModelKind::Text | ModelKind::Fusion)
+    }
+
+    pub fn needs_embedding(self) -> bool {
+        self == ModelKind::Encoder
     }
 }
 
@@ -139,6 +154,8 @@ pub struct TrainConfig {
     pub text: TextLstmConfig,
     /// Architecture of the fusion head.
     pub fusion: FusionConfig,
+    /// Architecture of the `encoder` model's head.
+    pub encoder_head: EncoderHeadConfig,
     /// Token vocabulary size (text and fusion), `<pad>` = 0 included.
     pub vocab_size: i64,
     pub optim: AdamConfig,
@@ -188,6 +205,7 @@ impl Default for TrainConfig {
             audio: AudioCnnConfig::default(),
             text: TextLstmConfig::default(),
             fusion: FusionConfig::default(),
+            encoder_head: EncoderHeadConfig::default(),
             vocab_size: 0,
             optim: AdamConfig::default(),
             epochs: 50,
@@ -225,6 +243,11 @@ impl TrainConfig {
         }
     }
 
+    /// `[layers, width]` of the `encoder` model's input rows.
+    pub fn embedding_shape(&self) -> [usize; 2] {
+        [self.encoder_head.input_layers.max(0) as usize, self.encoder_head.input_width.max(0) as usize]
+    }
+
     /// Label smoothing: as set, else the preset's.
     pub fn smoothing(&self) -> f64 {
         self.label_smoothing.unwrap_or(if self.preset == Preset::Recommended { 0.1 } else { 0.0 })
@@ -244,10 +267,17 @@ impl TrainConfig {
         if self.labels.len() < 2 {
             return Err(Error::invalid("labels", format!("need at least 2 classes, got {}", self.labels.len())));
         }
-        if self.model != ModelKind::Audio && self.vocab_size < 2 {
+        if self.model.needs_tokens() && self.vocab_size < 2 {
             return Err(Error::invalid(
                 "vocabSize",
                 format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size),
+            ));
+        }
+        if self.model == ModelKind::Encoder && (self.encoder_head.input_layers < 1 || self.encoder_head.input_width < 1)
+        {
+            return Err(Error::invalid(
+                "encoderHead.inputLayers",
+                "the encoder model needs the shape of its embeddings (inputLayers, inputWidth ≥ 1)",
             ));
         }
         if let Some(w) = &self.class_weights {
@@ -302,6 +332,7 @@ impl TrainConfig {
             ("audio.dropout", self.audio.dropout),
             ("text.dropout", self.text.dropout),
             ("fusion.dropout", self.fusion.dropout),
+            ("encoderHead.dropout", self.encoder_head.dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(name, format!("must be in [0, 1), got {p}"));
@@ -314,6 +345,7 @@ impl TrainConfig {
             ("audio.channels", self.audio.channels.clone()),
             ("audio.hidden", self.audio.hidden.clone()),
             ("fusion.hidden", self.fusion.hidden.clone()),
+            ("encoderHead.hidden", self.encoder_head.hidden.clone()),
             ("text.embedding", vec![self.text.embedding]),
             ("text.hidden", vec![self.text.hidden]),
             ("text.layers", vec![self.text.layers]),

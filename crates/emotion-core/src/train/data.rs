@@ -1,5 +1,7 @@
-//! Training inputs: log-mel features, token ids and labels, kept resident on the training device.
+//! Training inputs: log-mel features, token ids, encoder embeddings and labels, kept resident on the
+//! training device.
 
+use super::config::ModelKind;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -10,20 +12,50 @@ pub struct HostSet {
     pub mel: Option<(Vec<f32>, [usize; 3])>,
     /// Row-major `[n, max_len]` token ids.
     pub tokens: Option<(Vec<i64>, [usize; 2])>,
+    /// Row-major `[n, layers, width]` pooled encoder states.
+    pub embedding: Option<(Vec<f32>, [usize; 3])>,
     pub labels: Vec<i64>,
+}
+
+/// One micro-batch's inputs, gathered on the device.
+pub struct Batch {
+    pub mel: Option<Tensor>,
+    pub tokens: Option<Tensor>,
+    pub embedding: Option<Tensor>,
+    pub labels: Tensor,
 }
 
 /// The same on a device. Batches are index gathers on the device: no host round trip per step.
 pub struct DeviceSet {
     pub mel: Option<Tensor>,
     pub tokens: Option<Tensor>,
+    pub embedding: Option<Tensor>,
     pub labels: Tensor,
     pub len: usize,
 }
 
 impl HostSet {
+    /// Rows in the set: its labels, or (for prediction inputs without labels) its first input's rows.
+    pub fn rows(&self) -> usize {
+        let of = |shape: Option<usize>| shape.unwrap_or(0);
+        self.labels
+            .len()
+            .max(of(self.mel.as_ref().map(|m| m.1[0])))
+            .max(of(self.tokens.as_ref().map(|t| t.1[0])))
+            .max(of(self.embedding.as_ref().map(|e| e.1[0])))
+    }
+
     /// Checks shapes, label range and finiteness, naming the set (`train`, `val`, `test`) and row.
-    pub fn validate(&self, name: &str, classes: usize, needs_mel: bool, needs_tokens: bool, vocab: i64) -> Result<()> {
+    /// `embedding` is the `[layers, width]` the model takes.
+    pub fn validate(
+        &self,
+        name: &str,
+        classes: usize,
+        kind: ModelKind,
+        vocab: i64,
+        embedding: [usize; 2],
+    ) -> Result<()> {
+        let (needs_mel, needs_tokens) = (kind.needs_mel(), kind.needs_tokens());
         let n = self.labels.len();
         if n == 0 {
             return Err(Error::invalid(name, "has no examples"));
@@ -68,6 +100,25 @@ impl HostSet {
             }
             _ => {}
         }
+        match (&self.embedding, kind.needs_embedding()) {
+            (None, true) => return Err(Error::invalid(format!("{name}.embedding"), "required by this model")),
+            (Some((data, shape)), true) => {
+                if shape[0] != n || data.len() != shape.iter().product::<usize>() || shape[1..] != embedding {
+                    return Err(Error::invalid(
+                        format!("{name}.embedding"),
+                        format!(
+                            "shape {shape:?} ({} values) does not fit {n} labels × {embedding:?} (the model's encoderHead.inputLayers × inputWidth)",
+                            data.len()
+                        ),
+                    ));
+                }
+                if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+                    let row = i / (shape[1] * shape[2]).max(1);
+                    return Err(Error::NonFinite(format!("{name}.embedding row {row} holds NaN or infinity")));
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -98,15 +149,26 @@ impl HostSet {
             }
             None => None,
         };
+        let embedding = match &self.embedding {
+            Some((data, s)) => Some(
+                Tensor::f_from_slice(data)?.f_reshape([s[0] as i64, s[1] as i64, s[2] as i64])?.f_to_device(device)?,
+            ),
+            None => None,
+        };
         let labels = Tensor::f_from_slice(&self.labels)?.f_to_kind(Kind::Int64)?.f_to_device(device)?;
-        Ok(DeviceSet { mel, tokens, labels, len: self.labels.len() })
+        Ok(DeviceSet { mel, tokens, embedding, labels, len: self.labels.len() })
     }
 }
 
 impl DeviceSet {
     /// Gathers rows `index` (an int64 tensor on the same device).
-    pub fn batch(&self, index: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Tensor)> {
+    pub fn batch(&self, index: &Tensor) -> Result<Batch> {
         let pick = |t: &Option<Tensor>| t.as_ref().map(|t| t.f_index_select(0, index)).transpose();
-        Ok((pick(&self.mel)?, pick(&self.tokens)?, self.labels.f_index_select(0, index)?))
+        Ok(Batch {
+            mel: pick(&self.mel)?,
+            tokens: pick(&self.tokens)?,
+            embedding: pick(&self.embedding)?,
+            labels: self.labels.f_index_select(0, index)?,
+        })
     }
 }

@@ -199,15 +199,14 @@ struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     fn new(config: &'a TrainConfig, sets: Sets, emit: &mut dyn FnMut(TrainEvent)) -> Result<Trainer<'a>> {
         let kind = config.model;
-        let needs_mel = kind != ModelKind::Text;
-        let needs_tokens = kind != ModelKind::Audio;
         let classes = config.labels.len();
-        sets.train.validate("train", classes, needs_mel, needs_tokens, config.vocab_size)?;
+        let embedding = config.embedding_shape();
+        sets.train.validate("train", classes, kind, config.vocab_size, embedding)?;
         if let Some(v) = sets.val {
-            v.validate("val", classes, needs_mel, needs_tokens, config.vocab_size)?;
+            v.validate("val", classes, kind, config.vocab_size, embedding)?;
         }
         if let Some(t) = sets.test {
-            t.validate("test", classes, needs_mel, needs_tokens, config.vocab_size)?;
+            t.validate("test", classes, kind, config.vocab_size, embedding)?;
         }
         let device = parse_device(&config.device)?;
         let threads = if config.threads > 0 {
@@ -405,24 +404,22 @@ impl<'a> Trainer<'a> {
         let lo = (b * bs) as i64;
         let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
         let index = order.f_narrow(0, lo, hi - lo)?;
-        let (mel, tokens, labels) = self.train_set.batch(&index)?;
+        let mut batch = self.train_set.batch(&index)?;
+        let labels = batch.labels.shallow_clone();
         let augment = config.augment.as_ref();
-        let mel = match (&mel, augment.and_then(|a| a.spec_augment.as_ref())) {
-            (Some(m), Some(o)) => Some(augment::spec_augment(m, o)?),
-            _ => mel,
-        };
+        if let (Some(m), Some(o)) = (&batch.mel, augment.and_then(|a| a.spec_augment.as_ref())) {
+            batch.mel = Some(augment::spec_augment(m, o)?);
+        }
         let mix =
             augment.and_then(|a| a.mixup).map(|alpha| augment::draw_mix(alpha, hi - lo, self.device)).transpose()?;
-        let mel = match (&mel, &mix) {
-            (Some(m), Some(mix)) => Some(mix.inputs(m)?),
-            _ => mel,
-        };
+        if let Some(mix) = &mix {
+            batch.mel = batch.mel.as_ref().map(|m| mix.inputs(m)).transpose()?;
+            batch.embedding = batch.embedding.as_ref().map(|e| mix.inputs(e)).transpose()?;
+        }
         let (model, mixed) = (&self.model, self.mixed);
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
-        let logits = catch_panic(|| {
-            Ok(mixed.forward(|| model.logits(mel.as_ref(), tokens.as_ref(), true)).f_to_kind(Kind::Float)?)
-        })
-        .map_err(|e| self.oom_context(e))?;
+        let logits = catch_panic(|| Ok(mixed.forward(|| model.logits(&batch, true)).f_to_kind(Kind::Float)?))
+            .map_err(|e| self.oom_context(e))?;
         let ce = |target: &Tensor| {
             logits.f_cross_entropy_loss(target, self.class_weights.as_ref(), Reduction::Mean, -100, config.smoothing())
         };
@@ -681,8 +678,7 @@ pub fn predict_logits(model: &Model, set: &DeviceSet) -> Result<(Tensor, Tensor)
     for lo in (0..set.len).step_by(chunk) {
         let n = chunk.min(set.len - lo) as i64;
         let index = Tensor::f_arange_start(lo as i64, lo as i64 + n, (Kind::Int64, device))?;
-        let (mel, tokens, _) = set.batch(&index)?;
-        outs.push(model.logits(mel.as_ref(), tokens.as_ref(), false).f_to_kind(Kind::Float)?);
+        outs.push(model.logits(&set.batch(&index)?, false).f_to_kind(Kind::Float)?);
     }
     Ok((Tensor::f_cat(&outs, 0)?, set.labels.shallow_clone()))
 }

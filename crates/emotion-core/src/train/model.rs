@@ -1,7 +1,8 @@
 //! One of the three reference models behind one interface, built in a VarStore on a device.
 
 use super::config::{ModelKind, TrainConfig};
-use crate::models::{AudioCnn, Fusion, TextLstm};
+use super::data::Batch;
+use crate::models::{AudioCnn, EncoderHead, Fusion, TextLstm};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -11,6 +12,7 @@ pub enum Model {
     Audio(AudioCnn),
     Text(TextLstm),
     Fusion(Fusion),
+    Encoder(EncoderHead),
 }
 
 impl Model {
@@ -27,6 +29,7 @@ impl Model {
                 config.vocab_size,
                 classes,
             )),
+            ModelKind::Encoder => Model::Encoder(EncoderHead::new(root, &config.encoder_head, classes)),
         }
     }
 
@@ -36,14 +39,17 @@ impl Model {
         super::mixed::params_to_channels_last(params)
     }
 
-    /// Logits `[B, classes]` from mel `[B, M, T]` and/or tokens `[B, L]`.
-    pub fn logits(&self, mel: Option<&Tensor>, tokens: Option<&Tensor>, train: bool) -> Tensor {
+    /// Logits `[B, classes]` from the batch's mel `[B, M, T]`, tokens `[B, L]` or embeddings
+    /// `[B, layers, width]` (`HostSet::validate` checked that the model's inputs are there).
+    pub fn logits(&self, batch: &Batch, train: bool) -> Tensor {
+        let (mel, tokens) = (batch.mel.as_ref(), batch.tokens.as_ref());
         match self {
             Model::Audio(m) => m.forward_t(mel.expect("audio model needs mel"), train),
             Model::Text(m) => m.forward_t(tokens.expect("text model needs tokens"), train),
             Model::Fusion(m) => {
                 m.forward_pair(mel.expect("fusion needs mel"), tokens.expect("fusion needs tokens"), train)
             }
+            Model::Encoder(m) => m.forward_t(batch.embedding.as_ref().expect("encoder model needs embeddings"), train),
         }
     }
 }

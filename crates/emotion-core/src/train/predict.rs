@@ -46,17 +46,16 @@ pub fn load_model(dir: &Path, device: &str) -> Result<LoadedModel> {
 }
 
 impl LoadedModel {
-    /// `inputs.labels` may be empty: only mel/tokens are read.
+    /// `inputs.labels` may be empty: only mel/tokens/embeddings are read.
     pub fn predict(&self, inputs: &HostSet) -> Result<Vec<Prediction>> {
-        let n = inputs.mel.as_ref().map(|m| m.1[0]).or(inputs.tokens.as_ref().map(|t| t.1[0])).unwrap_or(0);
-        let with_labels = HostSet { labels: vec![0; n], ..inputs.clone() };
-        let kind = self.meta.config.model;
+        let with_labels = HostSet { labels: vec![0; inputs.rows()], ..inputs.clone() };
+        let config = &self.meta.config;
         with_labels.validate(
             "inputs",
-            self.meta.config.labels.len(),
-            kind != super::ModelKind::Text,
-            kind != super::ModelKind::Audio,
-            self.meta.config.vocab_size,
+            config.labels.len(),
+            config.model,
+            config.vocab_size,
+            config.embedding_shape(),
         )?;
         // Features must be what the model was trained on (`[n, nMels, frames]` of its front end).
         if let (Some((_, [_, mels, frames])), Some(mel)) = (&inputs.mel, &self.meta.config.mel) {

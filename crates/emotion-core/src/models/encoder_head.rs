@@ -1,0 +1,71 @@
+//! The head on a frozen encoder's pooled states: each layer's vector normalised (layer norm without
+//! parameters: Whisper's layers differ in scale by orders of magnitude), a learned softmax-weighted
+//! sum over layers (SUPERB-style, so the head picks the layers that carry emotion), then dense
+//! layers with ReLU and dropout.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+/// The `encoder` model: input `[n, inputLayers, inputWidth]` from `extractEmbeddings`.
+pub struct EncoderHeadConfig {
+    /// Rows per clip (the encoder's layers + 1). The TypeScript `train()` fills it from the data.
+    pub input_layers: i64,
+    /// Width of each row (512 for Whisper-base). The TypeScript `train()` fills it from the data.
+    pub input_width: i64,
+    /// Hidden widths of the dense layers.
+    pub hidden: Vec<i64>,
+    /// Dropout before each dense layer.
+    pub dropout: f64,
+}
+
+impl Default for EncoderHeadConfig {
+    fn default() -> Self {
+        EncoderHeadConfig { input_layers: 0, input_width: 0, hidden: vec![256], dropout: 0.3 }
+    }
+}
+
+#[derive(Debug)]
+pub struct EncoderHead {
+    layer_weights: Tensor,
+    width: i64,
+    layers: Vec<nn::Linear>,
+    out: nn::Linear,
+    dropout: f64,
+}
+
+impl EncoderHead {
+    /// Parameter paths: `layerWeights`, `head.{i}`, `out`.
+    pub fn new(p: &nn::Path, config: &EncoderHeadConfig, classes: i64) -> EncoderHead {
+        let layer_weights = p.zeros("layerWeights", &[config.input_layers]);
+        let mut width = config.input_width;
+        let mut layers = Vec::new();
+        for (i, &h) in config.hidden.iter().enumerate() {
+            layers.push(nn::linear(p / "head" / i, width, h, Default::default()));
+            width = h;
+        }
+        let out = nn::linear(p / "out", width, classes, Default::default());
+        EncoderHead { layer_weights, width: config.input_width, layers, out, dropout: config.dropout }
+    }
+
+    /// The learned mixing weights over layers (softmax of the parameters).
+    pub fn layer_mix(&self) -> Tensor {
+        self.layer_weights.softmax(0, Kind::Float)
+    }
+}
+
+impl ModuleT for EncoderHead {
+    /// `[B, layers, width]` → logits `[B, classes]`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let normalised = x.layer_norm([self.width], None::<Tensor>, None::<Tensor>, 1e-5, true);
+        let mix = self.layer_weights.softmax(0, normalised.kind()).view([1, -1, 1]);
+        let mut h = (normalised * mix).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>);
+        for layer in &self.layers {
+            h = h.dropout(self.dropout, train).apply(layer).relu();
+        }
+        h.dropout(self.dropout, train).apply(&self.out)
+    }
+}
