@@ -15,6 +15,7 @@ const quick = (out: string) => ({
   maxItems: 48,
   epochs: 2,
   device: 'cpu' as const,
+  models: ['audio', 'text', 'fusion', 'encoder'] as ModelName[],
   train: { audio: SMALL, fusion: SMALL, text: { epochs: 3 } },
 })
 
@@ -56,7 +57,7 @@ function quickRun() {
 test('trainPipeline writes a complete run directory with metrics in range', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   const result = await quickRun()
-  t.deepEqual(Object.keys(result.models), ['audio', 'text', 'fusion'])
+  t.deepEqual(Object.keys(result.models), ['audio', 'text', 'fusion', 'encoder'])
   t.deepEqual(result.split, { strategy: 'stratified', train: 38, val: 0, test: 10 })
   for (const f of [
     'config.json',
@@ -71,7 +72,7 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
     t.true(existsSync(join(runDir, f)), f)
   }
   const metrics = JSON.parse(readFileSync(join(runDir, 'metrics.json'), 'utf8'))
-  for (const m of ['audio', 'text', 'fusion']) {
+  for (const m of ['audio', 'text', 'fusion', 'encoder']) {
     const test = metrics.models[m].test
     t.is(test.count, 10)
     for (const k of ['accuracy', 'weightedF1', 'weightedPrecision', 'weightedRecall', 'macroF1', 'uar'])
@@ -83,7 +84,7 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
   }
   const csv = readFileSync(join(runDir, 'history.csv'), 'utf8').trim().split('\n')
   t.is(csv[0], 'model,epoch,trainLoss,trainAccuracy,valLoss,valAccuracy,valF1,lr,seconds,skippedSteps')
-  t.is(csv.length, 1 + 2 + 3 + 2)
+  t.is(csv.length, 1 + 2 + 3 + 2 + 2)
   const config = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8'))
   t.like(config.effective, {
     epochs: 2,
@@ -108,13 +109,16 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
   t.regex(report, /\| audio \| .* \| 69\.28 % \|/)
   t.regex(report, /CC BY-NC-SA 4\.0/)
   t.true(events.some((e) => e.type === 'stage' && e.stage === 'features'))
+  t.true(events.some((e) => e.type === 'stage' && e.stage === 'embeddings'))
+  // The encoder head's input shape came from the embeddings: Whisper-base's 6 layers + 1, 512 wide.
+  t.like(config.effective.trainConfig.encoder, { model: 'encoder', encoderHead: { inputLayers: 7, inputWidth: 512 } })
   t.true(events.some((e) => e.type === 'epochEnd'))
 })
 
 test('plots are SVG and PNG files that decode', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   await quickRun()
-  for (const m of ['audio', 'text', 'fusion']) {
+  for (const m of ['audio', 'text', 'fusion', 'encoder']) {
     for (const kind of ['confusion', 'loss']) {
       const svg = readFileSync(join(runDir, `${kind}-${m}.svg`), 'utf8')
       t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/)
@@ -125,26 +129,29 @@ test('plots are SVG and PNG files that decode', async (t) => {
   t.regex(readFileSync(join(runDir, 'confusion-audio.svg'), 'utf8'), />surprised</)
 })
 
-test('predict on a saved run: API and CLI', async (t) => {
-  if (!haveRavdess) return skip(t, NO_DATA)
-  await quickRun()
-  const split = JSON.parse(readFileSync(join(runDir, 'split.json'), 'utf8'))
-  const files: string[] = split.test.slice(0, 3).map((i: { path: string }) => i.path)
-  const model = loadModel(join(runDir, 'models', 'audio'), { device: 'cpu' })
-  const predictions = await model.predictFiles(files)
-  t.is(predictions.length, 3)
-  t.true(predictions.every((p) => model.labels.includes(p.label) && p.probabilities.length === 8))
-  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
-  const out = execFileSync(process.execPath, [cli, 'predict', '--run', runDir, '--json', ...files], { encoding: 'utf8' })
-  const lines = out
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l))
-  t.deepEqual(
-    lines.map((l) => l.label),
-    predictions.map((p) => p.label),
-  )
-})
+for (const name of ['audio', 'encoder'] as const) {
+  test(`predict on a saved run with the ${name} model: API and CLI${name === 'encoder' ? ' (its default)' : ''}`, async (t) => {
+    if (!haveRavdess) return skip(t, NO_DATA)
+    await quickRun()
+    const split = JSON.parse(readFileSync(join(runDir, 'split.json'), 'utf8'))
+    const files: string[] = split.test.slice(0, 3).map((i: { path: string }) => i.path)
+    const model = loadModel(join(runDir, 'models', name), { device: 'cpu' })
+    const predictions = await model.predictFiles(files)
+    t.is(predictions.length, 3)
+    t.true(predictions.every((p) => model.labels.includes(p.label) && p.probabilities.length === 8))
+    const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+    const args = ['predict', '--run', runDir, '--json', ...(name === 'audio' ? ['--model', 'audio'] : []), ...files]
+    const out = execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8' })
+    const lines = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+    t.deepEqual(
+      lines.map((l) => l.label),
+      predictions.map((p) => p.label),
+    )
+  })
+}
 
 test('an aborted pipeline rejects with CANCELLED', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)

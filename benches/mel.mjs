@@ -4,12 +4,12 @@
 //
 //   node benches/mel.mjs [--data DIR] [--clips N] [--device cpu|cuda] [--batch 64] [--repeats 3]
 import { execFileSync } from 'node:child_process'
-import { readdirSync, statSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { decodeAudio, deviceInfo, extractMel } from '../dist/index.js'
-import { referencePython } from './python.mjs'
+import { audioFiles, referencePython } from './python.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -20,14 +20,6 @@ const { values } = parseArgs({
     repeats: { type: 'string', default: '3' },
   },
 })
-
-function audioFiles(dir) {
-  return readdirSync(dir).flatMap((name) => {
-    const path = join(dir, name)
-    if (statSync(path).isDirectory()) return audioFiles(path)
-    return /\.(wav|flac|ogg|mp3)$/i.test(name) ? [path] : []
-  })
-}
 
 const files = audioFiles(values.data).sort().slice(0, Number(values.clips))
 if (files.length === 0) {

@@ -1,7 +1,7 @@
-// The Python that carries torch/torchaudio 2.11 for reference runs: $EMOTION_PIPELINE_PYTHON, the active
+// Shared by the benchmarks: the clip list, and the Python that carries torch/torchaudio 2.11 for reference runs: $EMOTION_PIPELINE_PYTHON, the active
 // virtualenv's, the contributor venv, or `python3` when it has torch (as on a GPU host).
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 
@@ -23,4 +23,13 @@ export function referencePython() {
     }
   }
   return null
+}
+
+/** Audio files under `dir`, recursively (the benchmarks' clip lists). */
+export function audioFiles(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name)
+    if (statSync(path).isDirectory()) return audioFiles(path)
+    return /\.(wav|flac|ogg|mp3)$/i.test(name) ? [path] : []
+  })
 }

@@ -44,6 +44,9 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
   --encoder NAME|DIR    frozen speech encoder of the encoder model: whisper-base (default) | whisper-tiny.en |
                         a folder with a CTranslate2 Whisper model.bin
   --encoder-input KIND  clip (default: each clip at its own length) | padded (to Whisper's 30 s)
+  --speed-perturb LIST  encoder model: extra training copies at these speeds, e.g. 0.9,1.1
+  --speaker-norm        standardise encoder states per speaker, test speakers included (uses their
+                        unlabelled audio: not for predicting on a new speaker without calibration clips)
   --preset NAME         recommended (default: the best recipe measured on unseen speakers) | reference
                         (the published pipeline: constant lr, no label smoothing or augmentation)
   --split KIND          stratified (default, 80/20) | speaker (no speaker in two parts)
@@ -221,6 +224,8 @@ const PIPELINE_FLAGS = {
   mel: { type: 'string' },
   encoder: { type: 'string' },
   'encoder-input': { type: 'string' },
+  'speaker-norm': { type: 'boolean' },
+  'speed-perturb': { type: 'string' },
   train: { type: 'string' },
   resume: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -254,6 +259,8 @@ function pipelineOptions(values: PipelineFlags): PipelineOptions {
     mel: jsonOption('--mel', text(values.mel)),
     encoder: text(values.encoder),
     encoderInput: text(values['encoder-input']) as PipelineOptions['encoderInput'],
+    speakerNorm: values['speaker-norm'] === true ? true : undefined,
+    speedPerturb: text(values['speed-perturb'])?.split(',').map(Number),
     train: jsonOption('--train', text(values.train)),
   }
 }
@@ -347,15 +354,15 @@ async function predictCommand(argv: string[]): Promise<number> {
   })
   if (values.help || !values.run || positionals.length === 0) {
     console.log(
-      'emotion-pipeline predict --run DIR [--model audio] [--device cpu] [--json] FILE...\n\nLabels audio files with the audio model of a run directory (models/<model>/best.*).',
+      'emotion-pipeline predict --run DIR [--model encoder|audio] [--device cpu] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.',
     )
     return values.help ? 0 : 2
   }
-  const model = values.model ?? 'audio'
-  if (model !== 'audio')
+  const model = values.model ?? (existsSync(join(values.run, 'models', 'encoder')) ? 'encoder' : 'audio')
+  if (model !== 'audio' && model !== 'encoder')
     throw new EmotionPipelineError(
       'INVALID_OPTION',
-      `invalid option \`--model\`: predicting from audio files needs the audio model (text and fusion need transcripts)`,
+      `invalid option \`--model\`: predicting from audio files needs the encoder or audio model (text and fusion need transcripts)`,
     )
   const dir = join(values.run, 'models', model)
   if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
@@ -380,9 +387,9 @@ async function predictCommand(argv: string[]): Promise<number> {
 
 async function bench(argv: string[]): Promise<number> {
   const [which, ...rest] = argv
-  if (!which || which === '--help' || !['mel', 'train'].includes(which)) {
+  if (!which || which === '--help' || !['mel', 'train', 'encoder'].includes(which)) {
     console.log(
-      'emotion-pipeline bench mel|train [options]\n\n  mel     decode + resample + log-mel, and log-mel alone, against soundfile + torchaudio\n  train   reference audio CNN steps per second against Python PyTorch, in fp32/bf16 × contiguous/channels-last\n\nOptions are passed to benches/<which>.mjs (mel: --device, --clips, --batch; train: --device, --steps, --configs fp32,fp32+cl,bf16,bf16+cl).',
+      'emotion-pipeline bench mel|train|encoder [options]\n\n  mel      decode + resample + log-mel, and log-mel alone, against soundfile + torchaudio\n  train    reference audio CNN steps per second against Python PyTorch, in fp32/bf16 × contiguous/channels-last\n  encoder  pooled Whisper-encoder states per second against transformers (PyTorch), padded and clip-length\n\nOptions are passed to benches/<which>.mjs (mel: --device, --clips, --batch; train: --device, --steps, --configs fp32,fp32+cl,bf16,bf16+cl; encoder: --clips, --encoder, --device).',
     )
     return which === '--help' ? 0 : 2
   }

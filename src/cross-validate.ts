@@ -7,7 +7,7 @@ import { indexDataset } from './dataset.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import type { Metrics } from './generated/results.js'
 import type { ModelName, PipelineEvent, PipelineOptions } from './pipeline.js'
-import { trainPipeline } from './pipeline.js'
+import { MODEL_NAMES, trainPipeline } from './pipeline.js'
 import { confusionSvg, svgToPng } from './plots.js'
 import { ensureWritableDir, writeFileAtomic } from './run-dir.js'
 
@@ -86,7 +86,7 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
       onProgress: (e) => emit({ ...e, fold }),
     })
   }
-  return summarise(out, folds, pipeline.models)
+  return summarise(out, folds, pipeline.models, pipeline.speakerNorm === true)
 }
 
 /** Cross-validation needs at least two speakers and no more folds than speakers. */
@@ -149,11 +149,11 @@ function summariseModel(runs: FoldRun[], model: ModelName, labels: string[]): Mo
 }
 
 /** cv.json, report.md and the pooled confusion plots from the fold directories finished so far. */
-function summarise(out: string, folds: number, models: ModelName[] | undefined): CrossValidateResult {
+function summarise(out: string, folds: number, models: ModelName[] | undefined, speakerNorm: boolean): CrossValidateResult {
   const runs = [...Array(folds).keys()].map((k) => readFold(out, k)).filter((r): r is FoldRun => r !== undefined)
   if (runs.length === 0) throw new EmotionPipelineError('DATASET', `no finished fold in ${out}`)
   const labels = runs[0].labels
-  const names = models ?? (['audio', 'text', 'fusion'] as ModelName[])
+  const names = models ?? MODEL_NAMES
   const summaries: Partial<Record<ModelName, ModelSummary>> = {}
   for (const model of names) {
     const s = summariseModel(runs, model, labels)
@@ -177,14 +177,14 @@ function summarise(out: string, folds: number, models: ModelName[] | undefined):
     files,
   }
   writeFileAtomic(join(out, 'cv.json'), JSON.stringify({ format: CV_FORMAT, ...result }, null, 1))
-  writeFileAtomic(join(out, 'report.md'), cvReport(result))
+  writeFileAtomic(join(out, 'report.md'), cvReport(result, speakerNorm))
   return result
 }
 
 const pct = (x: number) => `${(x * 100).toFixed(2)} %`
 const pm = (s: MeanStd) => `${(s.mean * 100).toFixed(2)} ± ${(s.std * 100).toFixed(2)} %`
 
-function cvReport(r: CrossValidateResult): string {
+function cvReport(r: CrossValidateResult, speakerNorm: boolean): string {
   const lines = [
     '# Speaker cross-validation',
     '',
@@ -195,6 +195,12 @@ function cvReport(r: CrossValidateResult): string {
     ...Object.entries(r.models).map(([m, s]) => `| ${m} | ${s.folds} | ${pm(s.accuracy)} | ${pm(s.uar)} | ${pm(s.weightedF1)} |`),
     '',
     'Mean ± sample standard deviation over folds.',
+    ...(speakerNorm
+      ? [
+          '',
+          "Per-speaker normalisation was on: each test speaker's encoder states were standardised with statistics of their own unlabelled clips.",
+        ]
+      : []),
     '',
     '## Recall per class (all folds pooled)',
     '',

@@ -9,7 +9,9 @@ import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 import type { DatasetIndex, DatasetItem, Split, SplitOptions } from './dataset.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
-import { DEFAULT_MODELS } from './pipeline.js'
+import type { EncoderSource } from './generated/options.js'
+import type { DeviceSpec } from './device.js'
+import { defaultModels } from './pipeline.js'
 import type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
@@ -42,6 +44,8 @@ interface Part {
   items: DatasetItem[]
   mel: TrainSet['mel']
   embedding: TrainSet['embedding']
+  /** Extra training rows for the encoder model: the part's clips at other speeds (`speedPerturb`). */
+  perturbed?: { items: DatasetItem[]; embedding: NonNullable<TrainSet['embedding']> }
 }
 
 export async function runStages(options: PipelineOptions, runDir: string): Promise<PipelineResult> {
@@ -69,14 +73,16 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
       return run.timed(name, fn)
     },
   }
-  const models = options.models ?? DEFAULT_MODELS
+  const models = options.models ?? defaultModels(options.preset)
   const { index, labels, split } = await indexAndSplit(run)
   const parts = await featurise(run, split, models)
   const text = models.some((m) => m === 'text' || m === 'fusion') ? await textInputs(run, parts) : undefined
   const sets = trainingSets(parts, labels, text)
   const results: Partial<Record<ModelName, TrainResult>> = {}
   for (const model of models) {
-    results[model] = await run.stage(`train-${model}`, `training the ${model} model`, () => trainModel(run, model, labels, sets, text))
+    results[model] = await run.stage(`train-${model}`, `training the ${model} model`, () =>
+      trainModel(run, model, labels, sets, text, parts.encoderSource),
+    )
     run.files.push(`models/${model}/best.safetensors`, `models/${model}/best.json`)
   }
   await run.stage('report', `writing ${runDir}`, () => writeRunFiles(run, { index, labels, split, results, text, models }))
@@ -173,7 +179,82 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const val = part(split.val, split.train.length)
   const test = part(split.test, split.train.length + split.val.length)
   if (train.items.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
-  return { train, val, test }
+  if (embedding && options.speedPerturb?.length) train.perturbed = await perturbed(run, train.items, common)
+  const encoderSource: EncoderSource | undefined = embedding && {
+    encoder: options.encoder ?? DEFAULT_ENCODER,
+    input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
+    modelSha256: (embedding as Rows & { modelSha256: string }).modelSha256,
+  }
+  if (options.speakerNorm && embedding) {
+    normaliseBySpeaker([train, val, test])
+    run.notes.push(
+      "Per-speaker normalisation: each speaker's encoder states were standardised with the mean and deviation of all of that speaker's clips, test speakers included (their unlabelled audio is used).",
+    )
+  }
+  return { train, val, test, encoderSource }
+}
+
+/** Encoder states of the training clips at each speed of `speedPerturb` (cached like the others). */
+async function perturbed(
+  run: Run,
+  items: DatasetItem[],
+  common: { device: DeviceSpec; cacheDir?: string; strict: boolean; signal?: AbortSignal },
+): Promise<Part['perturbed']> {
+  const { options } = run
+  const speeds = options.speedPerturb ?? []
+  const rows: Float32Array[] = []
+  const kept: DatasetItem[] = []
+  let shape = [0, 0, 0]
+  await run.stage('speed-perturb', `encoder states of ${items.length} training clips at speeds ${speeds.join(', ')}`, async () => {
+    for (const speed of speeds) {
+      const e = await extractEmbeddings(
+        items.map((i) => i.path),
+        { ...common, encoder: options.encoder, input: options.encoderInput, speed },
+      )
+      rows.push(e.data)
+      kept.push(...e.indices.map((k) => items[k]))
+      shape = e.shape
+    }
+  })
+  const data = new Float32Array(rows.reduce((n, r) => n + r.length, 0))
+  let offset = 0
+  for (const r of rows) {
+    data.set(r, offset)
+    offset += r.length
+  }
+  run.notes.push(`Speed perturbation: the encoder model also trained on its training clips at speeds ${speeds.join(', ')}.`)
+  return { items: kept, embedding: { data, shape: [kept.length, shape[1], shape[2]] } }
+}
+
+/**
+ * Standardises each embedding dimension per speaker (mean 0, deviation 1 over the speaker's clips, all
+ * parts together): removes what is constant in a voice. Uses the test speakers' unlabelled audio.
+ */
+export function normaliseBySpeaker(parts: Pick<Part, 'items' | 'embedding'>[]): void {
+  const bySpeaker = new Map<string, Float32Array[]>()
+  for (const part of parts) {
+    const e = part.embedding
+    if (!e) continue
+    const per = e.shape[1] * e.shape[2]
+    const data = Float32Array.from(e.data)
+    part.embedding = { data, shape: e.shape }
+    part.items.forEach((item, i) => {
+      const rows = bySpeaker.get(item.speaker) ?? []
+      rows.push(data.subarray(i * per, (i + 1) * per))
+      bySpeaker.set(item.speaker, rows)
+    })
+  }
+  for (const rows of bySpeaker.values()) {
+    const per = rows[0].length
+    const mean = new Float64Array(per)
+    const sq = new Float64Array(per)
+    for (const row of rows)
+      for (let d = 0; d < per; d++) {
+        mean[d] += row[d] / rows.length
+        sq[d] += (row[d] * row[d]) / rows.length
+      }
+    for (const row of rows) for (let d = 0; d < per; d++) row[d] = (row[d] - mean[d]) / Math.sqrt(Math.max(sq[d] - mean[d] * mean[d], 1e-8))
+  }
 }
 
 /** The rows of `inputs` (input indices, ascending): a view when they are consecutive, else a copy. */
@@ -188,7 +269,7 @@ function rowsOf(rows: Rows, inputs: number[]): { data: Float32Array; shape: numb
   return { data, shape }
 }
 
-type Parts = { train: Part; val: Part; test: Part }
+type Parts = { train: Part; val: Part; test: Part; encoderSource?: EncoderSource }
 
 /** Transcripts and the tokenizer fitted on the training part, for the text and fusion models. */
 export interface TextInputs {
@@ -222,9 +303,13 @@ async function textInputs(run: Run, parts: Parts): Promise<TextInputs> {
 }
 
 function trainingSets(parts: Parts, labels: string[], text: TextInputs | undefined) {
-  const set = (part: Part): TrainSet | undefined => {
+  const set = (part: Part): (TrainSet & { perturbed?: PerturbedRows }) | undefined => {
     if (part.items.length === 0) return undefined
     return {
+      perturbed: part.perturbed && {
+        embedding: part.perturbed.embedding,
+        labels: Int32Array.from(part.perturbed.items.map((i) => labels.indexOf(i.label))),
+      },
       mel: part.mel,
       embedding: part.embedding,
       tokens: text
@@ -246,15 +331,19 @@ function trainModel(
   labels: string[],
   sets: ReturnType<typeof trainingSets>,
   text: TextInputs | undefined,
+  encoderSource: EncoderSource | undefined,
 ): Promise<TrainResult> {
   const { options } = run
   const uses = { audio: ['mel'], text: ['tokens'], fusion: ['mel', 'tokens'], encoder: ['embedding'] }[model]
-  const inputs = (set: TrainSet): TrainSet => ({
-    labels: set.labels,
-    mel: uses.includes('mel') ? set.mel : undefined,
-    tokens: uses.includes('tokens') ? set.tokens : undefined,
-    embedding: uses.includes('embedding') ? set.embedding : undefined,
-  })
+  const inputs = (set: TrainSet & { perturbed?: PerturbedRows }): TrainSet =>
+    model === 'encoder' && set.perturbed
+      ? withPerturbed(set, set.perturbed)
+      : {
+          labels: set.labels,
+          mel: uses.includes('mel') ? set.mel : undefined,
+          tokens: uses.includes('tokens') ? set.tokens : undefined,
+          embedding: uses.includes('embedding') ? set.embedding : undefined,
+        }
   return train({
     ...trainSettings(options, model, run.seed),
     labels,
@@ -262,6 +351,7 @@ function trainModel(
     vocabSize: text?.tokenizer.vocabulary.length,
     vocabulary: text?.tokenizer.vocabulary,
     mel: options.mel ?? {},
+    encoderSource: model === 'encoder' ? encoderSource : undefined,
     checkpointDir: join(run.runDir, 'models', model),
     resume: options.resume,
     ...options.train?.[model],
@@ -271,6 +361,20 @@ function trainModel(
     onProgress: (e) => run.emit(e),
     signal: options.signal,
   })
+}
+
+type PerturbedRows = { embedding: NonNullable<TrainSet['embedding']>; labels: Int32Array }
+
+/** The encoder model's training set: its clips, then their speed-perturbed copies. */
+function withPerturbed(set: TrainSet, extra: PerturbedRows): TrainSet {
+  const e = set.embedding!
+  const data = new Float32Array(e.data.length + extra.embedding.data.length)
+  data.set(e.data)
+  data.set(extra.embedding.data, e.data.length)
+  const labels = new Int32Array(set.labels.length + extra.labels.length)
+  labels.set(set.labels)
+  labels.set(extra.labels, set.labels.length)
+  return { labels, embedding: { data, shape: [labels.length, e.shape[1], e.shape[2]] } }
 }
 
 function checkSameSplit(path: string, split: Split): void {

@@ -25,7 +25,7 @@ export interface PipelineOptions extends SharedTrainSettings {
   data: string
   /** Run directory (created). */
   out: string
-  /** @default ['audio', 'text', 'fusion'] */
+  /** @default ['encoder'] with the recommended preset, ['audio', 'text', 'fusion'] with the reference one */
   models?: ModelName[]
   /** `stratified` 80/20 (the reference), `speaker` (no speaker in two parts), or full split options. @default 'stratified' */
   split?: 'stratified' | 'speaker' | SplitOptions
@@ -38,6 +38,14 @@ export interface PipelineOptions extends SharedTrainSettings {
   encoder?: EncoderName | string
   /** What the encoder sees: each clip at its own length, or padded to Whisper's 30 s. @default 'clip' */
   encoderInput?: EncoderInput
+  /**
+   * Standardise the encoder states per speaker (`DatasetItem.speaker`), test speakers included: uses
+   * their unlabelled audio, so a deployed model needs calibration clips of each new speaker. Reports
+   * say so. @default false
+   */
+  speakerNorm?: boolean
+  /** Speed perturbation of the encoder model's training clips: extra copies at these speeds (e.g. [0.9, 1.1]). */
+  speedPerturb?: number[]
   index?: Omit<IndexOptions, 'onProgress' | 'signal'>
   /** Feature cache folder. @default $EMOTION_PIPELINE_CACHE/features, else ~/.cache/emotion-pipeline/features */
   cacheDir?: string | null
@@ -84,7 +92,10 @@ export interface PipelineResult {
   stageSeconds: Record<string, number>
 }
 
-export const DEFAULT_MODELS: ModelName[] = ['audio', 'text', 'fusion']
+/** The models a preset trains when `models` is not given: the best measured, or the published three. */
+export function defaultModels(preset: PipelineOptions['preset']): ModelName[] {
+  return preset === 'reference' ? ['audio', 'text', 'fusion'] : ['encoder']
+}
 /** Every model `models` may name. */
 export const MODEL_NAMES: ModelName[] = ['audio', 'text', 'fusion', 'encoder']
 
@@ -117,6 +128,8 @@ const PIPELINE_KEYS = {
   mel: true,
   encoder: true,
   encoderInput: true,
+  speakerNorm: true,
+  speedPerturb: true,
   index: true,
   cacheDir: true,
   transcripts: true,
@@ -150,7 +163,7 @@ function validate(o: PipelineOptions): void {
   positiveInt('maxTokens', o.maxTokens)
   if (o.resume !== undefined && typeof o.resume !== 'boolean') throw invalidOption('resume', `must be true or false, got ${o.resume}`)
   // Training settings are checked by the core that owns them, before any feature is extracted.
-  for (const model of o.models ?? DEFAULT_MODELS) {
+  for (const model of o.models ?? defaultModels(o.preset)) {
     const { onProgress: _p, signal: _s, train: _t, val: _v, test: _x, ...extra } = (o.train?.[model] ?? {}) as Partial<TrainOptions>
     const settings = trainSettings(o, model, o.seed ?? 0)
     try {
@@ -175,9 +188,14 @@ function validate(o: PipelineOptions): void {
   if (typeof o.transcripts === 'string' && !['whisper', 'ravdess-names'].includes(o.transcripts)) {
     throw invalidOption('transcripts', `must be 'whisper', 'ravdess-names' or a { path: text } map, got '${o.transcripts}'`)
   }
+  if (
+    o.speedPerturb !== undefined &&
+    !(Array.isArray(o.speedPerturb) && o.speedPerturb.every((x) => typeof x === 'number' && x >= 0.5 && x <= 2))
+  )
+    throw invalidOption('speedPerturb', `must be a list of speeds from 0.5 to 2, e.g. [0.9, 1.1], got ${JSON.stringify(o.speedPerturb)}`)
   if (o.encoderInput !== undefined && !['clip', 'padded'].includes(o.encoderInput))
     throw invalidOption('encoderInput', `must be 'clip' or 'padded', got '${o.encoderInput}'`)
-  if ((o.models ?? DEFAULT_MODELS).includes('encoder')) resolveEncoder(o.encoder)
+  if ((o.models ?? defaultModels(o.preset)).includes('encoder')) resolveEncoder(o.encoder)
   if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split))
     throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
 }

@@ -1,8 +1,9 @@
-import { awaitNative, callNative, invalidOption, optionsJson } from './errors.js'
+import { awaitNative, callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
 import { extractMel } from './audio.js'
+import { extractEmbeddings } from './encoder.js'
 import type { DeviceSpec } from './device.js'
 import type { TrainConfig } from './generated/options.js'
 import type { ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
@@ -105,9 +106,23 @@ export class EmotionModel {
     return JSON.parse(callNative(() => this.inner.predict(set))) as Prediction[]
   }
 
-  /** Featurises audio files with the settings the model was trained on, then predicts (audio model). */
+  /**
+   * Featurises audio files as the model was trained (its mel settings, or its encoder), then predicts
+   * (audio and encoder models).
+   */
   async predictFiles(paths: string[], options: { device?: DeviceSpec } = {}): Promise<(Prediction & { path: string })[]> {
-    const mel = await extractMel(paths, { mel: this.meta.config.mel ?? {}, device: options.device ?? 'cpu', strict: true })
+    const device = options.device ?? 'cpu'
+    const source = this.meta.config.encoderSource
+    if (this.meta.config.model === 'encoder' && source) {
+      const e = await extractEmbeddings(paths, { encoder: source.encoder, input: source.input, device, strict: true })
+      if (e.modelSha256 !== source.modelSha256)
+        throw new EmotionPipelineError(
+          'MODEL_NOT_FOUND',
+          `the model was trained on states of the ${source.encoder} encoder with SHA-256 ${source.modelSha256}, but that encoder's model.bin is now ${e.modelSha256}: install the same encoder`,
+        )
+      return this.predict({ embedding: { data: e.data, shape: e.shape } }).map((p, i) => ({ ...p, path: paths[e.indices[i]] }))
+    }
+    const mel = await extractMel(paths, { mel: this.meta.config.mel ?? {}, device, strict: true })
     return this.predict({ mel: { data: mel.data, shape: mel.shape } }).map((p, i) => ({ ...p, path: paths[mel.indices[i]] }))
   }
 }

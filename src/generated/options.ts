@@ -123,6 +123,13 @@ export interface EmbedOptions {
    * @default null
    */
   cacheDir?: string | null
+  /**
+   * Speed perturbation: each clip played this many times faster (resampled as if it had been
+   * recorded at `speed ×` its rate, so pitch and tempo change together), 0.5–2. Training copies at
+   * 0.9 and 1.1 are the usual augmentation.
+   * @default 1
+   */
+  speed?: number
 }
 
 /** The `encoder` model: input `[n, inputLayers, inputWidth]` from `extractEmbeddings`. */
@@ -162,6 +169,18 @@ export type EncoderInput = 'clip' | 'padded'
  * - `'auto'`: fp16 on CUDA, fp32 on the CPU.
  */
 export type EncoderPrecision = 'fp32' | 'fp16' | 'bf16' | 'auto'
+
+/**
+ * Which encoder made a model's embeddings, kept in its checkpoint so `predict` on audio files
+ * encodes them the same way (and refuses another encoder file).
+ */
+export interface EncoderSource {
+  /** An installed encoder's name or a folder, as given when training. */
+  encoder: string
+  input: EncoderInput
+  /** SHA-256 of the encoder's `model.bin`. */
+  modelSha256: string
+}
 
 export interface ExtractOptions {
   /** @default {'sampleRate':48000, 'nFft':2048, 'winLength':null, 'hopLength':512, 'fMin':0, 'fMax':null, 'nMels':128, 'power':2, 'center':true, 'padMode':'reflect', 'norm':null, 'melScale':'htk', 'toDb':true, 'topDb':80, 'durationSeconds':3, 'align':'start', 'frames':280} */
@@ -605,6 +624,11 @@ export interface TrainConfig {
    * @default null
    */
   vocabulary?: string[] | null
+  /**
+   * The encoder the embedding inputs came from, kept in checkpoints for `predict` on audio files.
+   * @default null
+   */
+  encoderSource?: EncoderSource | null
 }
 
 /**
@@ -651,7 +675,8 @@ export const DEFAULTS = {
     'device': 'auto',
     'strict': false,
     'decodeThreads': 0,
-    'cacheDir': null
+    'cacheDir': null,
+    'speed': 1
   },
   'EncoderHeadConfig': {
     'inputLayers': 0,
@@ -757,6 +782,7 @@ export const DEFAULTS = {
     'maxNonFiniteSteps': 10,
     'progressIntervalMs': 250,
     'mel': null,
-    'vocabulary': null
+    'vocabulary': null,
+    'encoderSource': null
   }
 } as const

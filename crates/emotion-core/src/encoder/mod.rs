@@ -59,6 +59,10 @@ pub struct EmbedOptions {
     pub decode_threads: usize,
     /// Folder of the on-disk cache (entries keyed by clip content, model file and these settings).
     pub cache_dir: Option<PathBuf>,
+    /// Speed perturbation: each clip played this many times faster (resampled as if it had been
+    /// recorded at `speed ×` its rate, so pitch and tempo change together), 0.5–2. Training copies at
+    /// 0.9 and 1.1 are the usual augmentation.
+    pub speed: f64,
 }
 
 impl Default for EmbedOptions {
@@ -71,8 +75,21 @@ impl Default for EmbedOptions {
             strict: false,
             decode_threads: 0,
             cache_dir: None,
+            speed: 1.0,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Which encoder made a model's embeddings, kept in its checkpoint so `predict` on audio files
+/// encodes them the same way (and refuses another encoder file).
+pub struct EncoderSource {
+    /// An installed encoder's name or a folder, as given when training.
+    pub encoder: String,
+    pub input: EncoderInput,
+    /// SHA-256 of the encoder's `model.bin`.
+    pub model_sha256: String,
 }
 
 /// Pooled encoder states of many clips. Serialised without `data`, which crosses as a typed array.
@@ -102,8 +119,10 @@ fn precision_kind(precision: EncoderPrecision, device: Device) -> Kind {
     }
 }
 
-/// 16 kHz mono, at most Whisper's 30 s window (longer clips keep their first 30 s).
-fn to_encoder_rate(samples: &[f32], rate: u32) -> Vec<f32> {
+/// 16 kHz mono, at most Whisper's 30 s window (longer clips keep their first 30 s); `speed` ≠ 1
+/// resamples as if the clip had been recorded at `speed × rate`.
+fn to_encoder_rate(samples: &[f32], rate: u32, speed: f64) -> Vec<f32> {
+    let rate = (rate as f64 * speed).round() as u32;
     let mut out = if rate == SAMPLE_RATE { samples.to_vec() } else { resample(samples, rate, SAMPLE_RATE) };
     out.truncate(WINDOW_SAMPLES);
     out
@@ -117,6 +136,9 @@ pub fn extract_embeddings(
     cancel: &CancelFlag,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Embeddings> {
+    if !(0.5..=2.0).contains(&options.speed) {
+        return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));
+    }
     let device = parse_device(&options.device)?;
     let model_bin = options.model_dir.join("model.bin");
     if !options.model_dir.is_dir() || !model_bin.is_file() {
@@ -129,7 +151,10 @@ pub fn extract_embeddings(
     let encoder = WhisperEncoder::load(&model_bin, device, kind)?;
     let (rows, width) = (encoder.layers() + 1, encoder.width as usize);
     let per_clip = rows * width;
-    let tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);
+    let mut tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);
+    if options.speed != 1.0 {
+        tag.push_str(&format!("\0speed {}", options.speed));
+    }
     let cache =
         options.cache_dir.as_deref().map(|d| FeatureCache::open_tagged(&d.join("embeddings"), tag)).transpose()?;
     let threads = match options.decode_threads {
@@ -150,7 +175,7 @@ pub fn extract_embeddings(
         cancel.check()?;
         let first = chunk_no * chunk;
         let cached = |hash: &str| lookup(cache.as_ref(), hash, per_clip);
-        let prepare = |samples: &[f32], rate: u32| Ok(to_encoder_rate(samples, rate));
+        let prepare = |samples: &[f32], rate: u32| Ok(to_encoder_rate(samples, rate, options.speed));
         let loaded = parallel_map(batch, first, threads, &|input, index| load_input(input, index, &cached, &prepare));
         for (offset, result) in loaded.into_iter().enumerate() {
             let index = first + offset;

@@ -194,6 +194,8 @@ pub struct TrainConfig {
     pub mel: Option<crate::audio::MelConfig>,
     /// Token vocabulary (index = id), kept in checkpoints for `predict` on text.
     pub vocabulary: Option<Vec<String>>,
+    /// The encoder the embedding inputs came from, kept in checkpoints for `predict` on audio files.
+    pub encoder_source: Option<crate::encoder::EncoderSource>,
 }
 
 impl Default for TrainConfig {
@@ -227,6 +229,7 @@ impl Default for TrainConfig {
             progress_interval_ms: 250,
             mel: None,
             vocabulary: None,
+            encoder_source: None,
         }
     }
 }
