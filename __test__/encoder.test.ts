@@ -78,6 +78,11 @@ test.serial('clip-length input: one row per clip, finite, cached by content, and
   const padded = await extractEmbeddings(files.slice(0, 1), { encoder: 'whisper-tiny.en', device: 'cpu', input: 'padded', cacheDir })
   t.deepEqual(padded.cache, { hits: 0, misses: 1, writes: 1 }, 'the input mode is part of the key')
   t.notDeepEqual(padded.data, first.data.slice(0, padded.data.length))
+  // Statistics pooling: the means, then as many rows of standard deviations (positive).
+  const stats = await extractEmbeddings(files.slice(0, 1), { encoder: 'whisper-tiny.en', device: 'cpu', pooling: 'meanStd', cacheDir })
+  t.deepEqual(stats.shape, [1, 10, 384])
+  t.deepEqual(stats.data.subarray(0, 5 * 384), first.data.subarray(0, 5 * 384))
+  t.true(stats.data.subarray(5 * 384).every((x) => x >= 0) && stats.data.subarray(5 * 384).some((x) => x > 0))
 })
 
 test('a clip shorter than one Whisper frame fails by itself, naming it; strict rejects', async (t) => {

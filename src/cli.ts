@@ -44,6 +44,7 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
   --encoder NAME|DIR    frozen speech encoder of the encoder model: whisper-base (default) | whisper-tiny.en |
                         a folder with a CTranslate2 Whisper model.bin
   --encoder-input KIND  clip (default: each clip at its own length) | padded (to Whisper's 30 s)
+  --encoder-pooling P   mean (default) | meanStd (mean and standard deviation of each layer's states)
   --speed-perturb LIST  encoder model: extra training copies at these speeds, e.g. 0.9,1.1
   --speaker-norm        standardise encoder states per speaker, test speakers included (uses their
                         unlabelled audio: not for predicting on a new speaker without calibration clips)
@@ -226,6 +227,7 @@ const PIPELINE_FLAGS = {
   'encoder-input': { type: 'string' },
   'speaker-norm': { type: 'boolean' },
   'speed-perturb': { type: 'string' },
+  'encoder-pooling': { type: 'string' },
   train: { type: 'string' },
   resume: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -261,6 +263,7 @@ function pipelineOptions(values: PipelineFlags): PipelineOptions {
     encoderInput: text(values['encoder-input']) as PipelineOptions['encoderInput'],
     speakerNorm: values['speaker-norm'] === true ? true : undefined,
     speedPerturb: text(values['speed-perturb'])?.split(',').map(Number),
+    encoderPooling: text(values['encoder-pooling']) as PipelineOptions['encoderPooling'],
     train: jsonOption('--train', text(values.train)),
   }
 }

@@ -25,6 +25,7 @@ export type {
   EarlyStopping,
   EncoderInput,
   EncoderPrecision,
+  Pooling,
   FusionConfig,
   LrSchedule,
   MelNorm,

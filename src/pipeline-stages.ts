@@ -155,6 +155,7 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
           ...common,
           encoder: options.encoder,
           input: options.encoderInput,
+          pooling: options.encoderPooling,
           onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }),
         }),
       )
@@ -183,6 +184,7 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const encoderSource: EncoderSource | undefined = embedding && {
     encoder: options.encoder ?? DEFAULT_ENCODER,
     input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
+    pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
     modelSha256: (embedding as Rows & { modelSha256: string }).modelSha256,
   }
   if (options.speakerNorm && embedding) {
@@ -209,7 +211,7 @@ async function perturbed(
     for (const speed of speeds) {
       const e = await extractEmbeddings(
         items.map((i) => i.path),
-        { ...common, encoder: options.encoder, input: options.encoderInput, speed },
+        { ...common, encoder: options.encoder, input: options.encoderInput, pooling: options.encoderPooling, speed },
       )
       rows.push(e.data)
       kept.push(...e.indices.map((k) => items[k]))
@@ -355,6 +357,9 @@ function trainModel(
     checkpointDir: join(run.runDir, 'models', model),
     resume: options.resume,
     ...options.train?.[model],
+    // Statistics pooling doubles the rows: means and deviations get layer weights of their own.
+    encoderHead:
+      model === 'encoder' ? { groups: encoderSource?.pooling === 'meanStd' ? 2 : 1, ...options.train?.encoder?.encoderHead } : undefined,
     train: inputs(sets.train),
     val: sets.val && inputs(sets.val),
     test: sets.test && inputs(sets.test),

@@ -6,7 +6,7 @@ import type { IndexOptions, SplitOptions } from './dataset.js'
 import type { DeviceSpec } from './device.js'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import type { EncoderName } from './encoder.js'
-import type { EncoderInput, TrainConfig } from './generated/options.js'
+import type { EncoderInput, Pooling, TrainConfig } from './generated/options.js'
 import { resolveEncoder } from './encoder.js'
 import { native } from './native.js'
 import { runStages, trainSettings } from './pipeline-stages.js'
@@ -44,6 +44,8 @@ export interface PipelineOptions extends SharedTrainSettings {
    * say so. @default false
    */
   speakerNorm?: boolean
+  /** How the encoder states are summarised per clip: their mean, or mean and deviation. @default 'mean' */
+  encoderPooling?: Pooling
   /** Speed perturbation of the encoder model's training clips: extra copies at these speeds (e.g. [0.9, 1.1]). */
   speedPerturb?: number[]
   index?: Omit<IndexOptions, 'onProgress' | 'signal'>
@@ -130,6 +132,7 @@ const PIPELINE_KEYS = {
   encoderInput: true,
   speakerNorm: true,
   speedPerturb: true,
+  encoderPooling: true,
   index: true,
   cacheDir: true,
   transcripts: true,
@@ -193,6 +196,8 @@ function validate(o: PipelineOptions): void {
     !(Array.isArray(o.speedPerturb) && o.speedPerturb.every((x) => typeof x === 'number' && x >= 0.5 && x <= 2))
   )
     throw invalidOption('speedPerturb', `must be a list of speeds from 0.5 to 2, e.g. [0.9, 1.1], got ${JSON.stringify(o.speedPerturb)}`)
+  if (o.encoderPooling !== undefined && !['mean', 'meanStd'].includes(o.encoderPooling))
+    throw invalidOption('encoderPooling', `must be 'mean' or 'meanStd', got '${o.encoderPooling}'`)
   if (o.encoderInput !== undefined && !['clip', 'padded'].includes(o.encoderInput))
     throw invalidOption('encoderInput', `must be 'clip' or 'padded', got '${o.encoderInput}'`)
   if ((o.models ?? defaultModels(o.preset)).includes('encoder')) resolveEncoder(o.encoder)

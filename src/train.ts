@@ -114,7 +114,13 @@ export class EmotionModel {
     const device = options.device ?? 'cpu'
     const source = this.meta.config.encoderSource
     if (this.meta.config.model === 'encoder' && source) {
-      const e = await extractEmbeddings(paths, { encoder: source.encoder, input: source.input, device, strict: true })
+      const e = await extractEmbeddings(paths, {
+        encoder: source.encoder,
+        input: source.input,
+        pooling: source.pooling,
+        device,
+        strict: true,
+      })
       if (e.modelSha256 !== source.modelSha256)
         throw new EmotionPipelineError(
           'MODEL_NOT_FOUND',

@@ -101,6 +101,8 @@ export interface EmbedOptions {
   modelDir?: string
   /** @default 'clip' */
   input?: EncoderInput
+  /** @default 'mean' */
+  pooling?: Pooling
   /** @default 'auto' */
   precision?: EncoderPrecision
   /**
@@ -145,6 +147,12 @@ export interface EncoderHeadConfig {
    */
   inputWidth?: number
   /**
+   * Row groups, each with its own layer weights: 1 for mean pooling, 2 for `meanStd` (the
+   * pipeline sets it from its pooling).
+   * @default 1
+   */
+  groups?: number
+  /**
    * Hidden widths of the dense layers.
    * @default [256]
    */
@@ -178,6 +186,8 @@ export interface EncoderSource {
   /** An installed encoder's name or a folder, as given when training. */
   encoder: string
   input: EncoderInput
+  /** @default 'mean' */
+  pooling?: Pooling
   /** SHA-256 of the encoder's `model.bin`. */
   modelSha256: string
 }
@@ -381,6 +391,14 @@ export type ModelKind = 'audio' | 'text' | 'fusion' | 'encoder'
 export type PadMode = 'reflect' | 'constant' | 'replicate' | 'circular'
 
 /**
+ * How each layer's states are summarised over the clip's positions.
+ * - `'mean'`: The mean: rows `[layers + 1, width]`.
+ * - `'meanStd'`: Mean and standard deviation (statistics pooling): rows `[2 (layers + 1), width]`, the means
+ * first. Give the `encoder` model `encoderHead.groups: 2`.
+ */
+export type Pooling = 'mean' | 'meanStd'
+
+/**
  * A named recipe: the settings it fills in where the options leave them unset.
  * - `'recommended'`: The best recipe measured (docs/RESULTS.md): cosine schedule, label smoothing 0.1, bf16 on CPUs
  * with native bf16. (SpecAugment, measured, lowered accuracy at this schedule: an option, off.)
@@ -530,7 +548,7 @@ export interface TrainConfig {
   fusion?: FusionConfig
   /**
    * Architecture of the `encoder` model's head.
-   * @default {'inputLayers':0, 'inputWidth':0, 'hidden':[256], 'dropout':0.3}
+   * @default {'inputLayers':0, 'inputWidth':0, 'groups':1, 'hidden':[256], 'dropout':0.3}
    */
   encoderHead?: EncoderHeadConfig
   /**
@@ -671,6 +689,7 @@ export const DEFAULTS = {
   'EmbedOptions': {
     'modelDir': '',
     'input': 'clip',
+    'pooling': 'mean',
     'precision': 'auto',
     'device': 'auto',
     'strict': false,
@@ -681,10 +700,14 @@ export const DEFAULTS = {
   'EncoderHeadConfig': {
     'inputLayers': 0,
     'inputWidth': 0,
+    'groups': 1,
     'hidden': [
       256
     ],
     'dropout': 0.3
+  },
+  'EncoderSource': {
+    'pooling': 'mean'
   },
   'ExtractOptions': {
     'device': 'auto',

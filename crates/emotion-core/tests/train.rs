@@ -355,6 +355,7 @@ fn encoder_head_learns_from_the_layer_that_carries_the_label_and_predicts_from_i
         encoder_head: emotion_core::models::EncoderHeadConfig {
             input_layers: 3,
             input_width: 8,
+            groups: 1,
             hidden: vec![16],
             dropout: 0.0,
         },
@@ -383,4 +384,41 @@ fn encoder_head_learns_from_the_layer_that_carries_the_label_and_predicts_from_i
     assert_eq!(err.code(), ErrorCode::InvalidOption);
     assert!(err.to_string().contains("inputs.embedding"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn encoder_head_with_two_row_groups_learns_and_groups_must_divide_the_rows() {
+    let _turn = turn();
+    // Six rows = two groups of three (means, deviations): the label sits in the second group's row 1.
+    let widen = |set: HostSet| {
+        let (data, [n, layers, width]) = set.embedding.clone().unwrap();
+        let mut out = Vec::with_capacity(n * 2 * layers * width);
+        for i in 0..n {
+            out.extend(std::iter::repeat_n(0.5f32, layers * width));
+            out.extend_from_slice(&data[i * layers * width..(i + 1) * layers * width]);
+        }
+        HostSet { embedding: Some((out, [n, 2 * layers, width])), ..set }
+    };
+    let (train_set, val_set) = (widen(toy_embeddings(96, 7)), widen(toy_embeddings(48, 8)));
+    let head = emotion_core::models::EncoderHeadConfig {
+        input_layers: 6,
+        input_width: 8,
+        groups: 2,
+        hidden: vec![16],
+        dropout: 0.0,
+    };
+    let config = TrainConfig {
+        model: ModelKind::Encoder,
+        encoder_head: head.clone(),
+        epochs: 30,
+        optim: emotion_core::optim::AdamConfig { lr: 1e-2, ..Default::default() },
+        ..small_config()
+    };
+    let sets = Sets { train: &train_set, val: None, test: Some(&val_set) };
+    let r = train(&config, sets, &CancelFlag::new(), &mut |_| {}).unwrap();
+    assert!(r.test.as_ref().unwrap().accuracy > 0.9, "test accuracy {:?}", r.test.as_ref().map(|m| m.accuracy));
+    let bad = TrainConfig { encoder_head: emotion_core::models::EncoderHeadConfig { groups: 4, ..head }, ..config };
+    let err =
+        train(&bad, Sets { train: &train_set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("encoderHead.groups"), "{err}");
 }

@@ -33,6 +33,27 @@ pub enum EncoderInput {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+/// How each layer's states are summarised over the clip's positions.
+pub enum Pooling {
+    /// The mean: rows `[layers + 1, width]`.
+    Mean,
+    /// Mean and standard deviation (statistics pooling): rows `[2 (layers + 1), width]`, the means
+    /// first. Give the `encoder` model `encoderHead.groups: 2`.
+    MeanStd,
+}
+
+impl Pooling {
+    /// Row groups per clip (the `encoder` model's `encoderHead.groups`).
+    pub fn groups(self) -> usize {
+        match self {
+            Pooling::Mean => 1,
+            Pooling::MeanStd => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 /// Arithmetic of the encoder's forward pass.
 pub enum EncoderPrecision {
@@ -50,6 +71,7 @@ pub struct EmbedOptions {
     /// `whisper-base` and `whisper-tiny.en` and resolves them to installed models).
     pub model_dir: PathBuf,
     pub input: EncoderInput,
+    pub pooling: Pooling,
     pub precision: EncoderPrecision,
     /// `auto`, `cpu`, `cuda`, `cuda:N`.
     pub device: String,
@@ -70,6 +92,7 @@ impl Default for EmbedOptions {
         EmbedOptions {
             model_dir: PathBuf::new(),
             input: EncoderInput::Clip,
+            pooling: Pooling::Mean,
             precision: EncoderPrecision::Auto,
             device: "auto".into(),
             strict: false,
@@ -88,16 +111,23 @@ pub struct EncoderSource {
     /// An installed encoder's name or a folder, as given when training.
     pub encoder: String,
     pub input: EncoderInput,
+    #[serde(default = "mean_pooling")]
+    pub pooling: Pooling,
     /// SHA-256 of the encoder's `model.bin`.
     pub model_sha256: String,
+}
+
+fn mean_pooling() -> Pooling {
+    Pooling::Mean
 }
 
 /// Pooled encoder states of many clips. Serialised without `data`, which crosses as a typed array.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Embeddings {
-    /// Row-major `[shape[0], layers + 1, width]`: per clip, the mean over its positions of the
-    /// encoder's input to each layer and of its final (normalised) output.
+    /// Row-major `[shape[0], rows, width]`: per clip, the mean over its positions of the encoder's
+    /// input to each layer and of its final (normalised) output (`layers + 1` rows), then with
+    /// `meanStd` pooling their standard deviations (as many rows again).
     #[serde(skip)]
     pub data: Vec<f32>,
     pub shape: [usize; 3],
@@ -149,11 +179,14 @@ pub fn extract_embeddings(
     drop(bytes);
     let kind = precision_kind(options.precision, device);
     let encoder = WhisperEncoder::load(&model_bin, device, kind)?;
-    let (rows, width) = (encoder.layers() + 1, encoder.width as usize);
+    let (rows, width) = ((encoder.layers() + 1) * options.pooling.groups(), encoder.width as usize);
     let per_clip = rows * width;
     let mut tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);
     if options.speed != 1.0 {
         tag.push_str(&format!("\0speed {}", options.speed));
+    }
+    if options.pooling != Pooling::Mean {
+        tag.push_str(&format!("\0{:?}", options.pooling));
     }
     let cache =
         options.cache_dir.as_deref().map(|d| FeatureCache::open_tagged(&d.join("embeddings"), tag)).transpose()?;
@@ -182,7 +215,8 @@ pub fn extract_embeddings(
             let pooled = result.and_then(|loaded| match loaded {
                 Loaded::Cached(row) => Ok(row),
                 Loaded::Wave { samples, cache_key } => {
-                    let row = embed_clip(&encoder, &samples, options.input, &batch[offset].label(index))?;
+                    let label = batch[offset].label(index);
+                    let row = embed_clip(&encoder, &samples, options.input, options.pooling, &label)?;
                     if let (Some(c), Some(key)) = (&cache, cache_key) {
                         c.put(&key, &row)?;
                     }
@@ -220,8 +254,15 @@ fn is_per_input(e: &Error) -> bool {
     matches!(e, Error::AudioDecode { .. } | Error::InvalidOption { .. } | Error::NonFinite(_))
 }
 
-/// `[layers + 1, width]` means of one clip's hidden states over its own positions.
-pub fn embed_clip(encoder: &WhisperEncoder, samples: &[f32], input: EncoderInput, label: &str) -> Result<Vec<f32>> {
+/// `[layers + 1, width]` means (then as many standard deviations with `meanStd`) of one clip's
+/// hidden states over its own positions.
+pub fn embed_clip(
+    encoder: &WhisperEncoder,
+    samples: &[f32],
+    input: EncoderInput,
+    pooling: Pooling,
+    label: &str,
+) -> Result<Vec<f32>> {
     if samples.len() < MIN_SAMPLES {
         return Err(Error::decode(
             label,
@@ -244,10 +285,14 @@ pub fn embed_clip(encoder: &WhisperEncoder, samples: &[f32], input: EncoderInput
     debug_assert!(real_positions as usize <= WINDOW_SAMPLES / SAMPLES_PER_POSITION);
     let _guard = tch::no_grad_guard();
     let states = encoder.hidden_states(&log_mel)?;
-    let pooled: Vec<Tensor> = states
-        .iter()
-        .map(|s| Ok(s.f_narrow(1, 0, real_positions)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?))
-        .collect::<Result<_>>()?;
+    let own: Vec<Tensor> = states.iter().map(|s| s.f_narrow(1, 0, real_positions)).collect::<Result<_, _>>()?;
+    let mut pooled: Vec<Tensor> =
+        own.iter().map(|s| s.f_mean_dim([1i64].as_slice(), false, Kind::Float)).collect::<Result<_, _>>()?;
+    if pooling == Pooling::MeanStd {
+        for s in &own {
+            pooled.push(s.f_std_correction([1i64].as_slice(), 0i64, false)?);
+        }
+    }
     let pooled = Tensor::f_cat(&pooled, 0)?.f_to_device(Device::Cpu)?.f_contiguous()?;
     let n = pooled.numel();
     let mut row = vec![0f32; n];

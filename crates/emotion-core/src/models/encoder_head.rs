@@ -1,6 +1,7 @@
 //! The head on a frozen encoder's pooled states: each layer's vector normalised (layer norm without
 //! parameters: Whisper's layers differ in scale by orders of magnitude), a learned softmax-weighted
-//! sum over layers (SUPERB-style, so the head picks the layers that carry emotion), then dense
+//! sum over layers (SUPERB-style, so the head picks the layers that carry emotion) per row group
+//! (means, and standard deviations with statistics pooling), the groups concatenated, then dense
 //! layers with ReLU and dropout.
 
 use schemars::JsonSchema;
@@ -16,6 +17,9 @@ pub struct EncoderHeadConfig {
     pub input_layers: i64,
     /// Width of each row (512 for Whisper-base). The TypeScript `train()` fills it from the data.
     pub input_width: i64,
+    /// Row groups, each with its own layer weights: 1 for mean pooling, 2 for `meanStd` (the
+    /// pipeline sets it from its pooling).
+    pub groups: i64,
     /// Hidden widths of the dense layers.
     pub hidden: Vec<i64>,
     /// Dropout before each dense layer.
@@ -24,13 +28,15 @@ pub struct EncoderHeadConfig {
 
 impl Default for EncoderHeadConfig {
     fn default() -> Self {
-        EncoderHeadConfig { input_layers: 0, input_width: 0, hidden: vec![256], dropout: 0.3 }
+        EncoderHeadConfig { input_layers: 0, input_width: 0, groups: 1, hidden: vec![256], dropout: 0.3 }
     }
 }
 
 #[derive(Debug)]
 pub struct EncoderHead {
+    /// `[groups, rows per group]`
     layer_weights: Tensor,
+    groups: i64,
     width: i64,
     layers: Vec<nn::Linear>,
     out: nn::Linear,
@@ -40,20 +46,16 @@ pub struct EncoderHead {
 impl EncoderHead {
     /// Parameter paths: `layerWeights`, `head.{i}`, `out`.
     pub fn new(p: &nn::Path, config: &EncoderHeadConfig, classes: i64) -> EncoderHead {
-        let layer_weights = p.zeros("layerWeights", &[config.input_layers]);
-        let mut width = config.input_width;
+        let groups = config.groups.max(1);
+        let layer_weights = p.zeros("layerWeights", &[groups, config.input_layers / groups]);
+        let mut width = config.input_width * groups;
         let mut layers = Vec::new();
         for (i, &h) in config.hidden.iter().enumerate() {
             layers.push(nn::linear(p / "head" / i, width, h, Default::default()));
             width = h;
         }
         let out = nn::linear(p / "out", width, classes, Default::default());
-        EncoderHead { layer_weights, width: config.input_width, layers, out, dropout: config.dropout }
-    }
-
-    /// The learned mixing weights over layers (softmax of the parameters).
-    pub fn layer_mix(&self) -> Tensor {
-        self.layer_weights.softmax(0, Kind::Float)
+        EncoderHead { layer_weights, groups, width: config.input_width, layers, out, dropout: config.dropout }
     }
 }
 
@@ -61,8 +63,11 @@ impl ModuleT for EncoderHead {
     /// `[B, layers, width]` → logits `[B, classes]`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let normalised = x.layer_norm([self.width], None::<Tensor>, None::<Tensor>, 1e-5, true);
-        let mix = self.layer_weights.softmax(0, normalised.kind()).view([1, -1, 1]);
-        let mut h = (normalised * mix).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>);
+        // [B, groups, rows, width] × softmax over rows → [B, groups, width] → [B, groups · width]
+        let batch = normalised.size()[0];
+        let grouped = normalised.view([batch, self.groups, -1, self.width]);
+        let mix = self.layer_weights.softmax(1, normalised.kind()).view([1, self.groups, -1, 1]);
+        let mut h = (grouped * mix).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>).view([batch, -1]);
         for layer in &self.layers {
             h = h.dropout(self.dropout, train).apply(layer).relu();
         }

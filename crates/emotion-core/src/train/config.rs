@@ -276,11 +276,17 @@ impl TrainConfig {
                 format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size),
             ));
         }
-        if self.model == ModelKind::Encoder && (self.encoder_head.input_layers < 1 || self.encoder_head.input_width < 1)
-        {
+        let head = &self.encoder_head;
+        if self.model == ModelKind::Encoder && (head.input_layers < 1 || head.input_width < 1) {
             return Err(Error::invalid(
                 "encoderHead.inputLayers",
                 "the encoder model needs the shape of its embeddings (inputLayers, inputWidth ≥ 1)",
+            ));
+        }
+        if self.model == ModelKind::Encoder && (head.groups < 1 || head.input_layers % head.groups != 0) {
+            return Err(Error::invalid(
+                "encoderHead.groups",
+                format!("must be ≥ 1 and divide inputLayers ({}), got {}", head.input_layers, head.groups),
             ));
         }
         if let Some(w) = &self.class_weights {
