@@ -51,7 +51,7 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
   --preset NAME         recommended (default: the best recipe measured on unseen speakers) | reference
                         (the published pipeline: constant lr, no label smoothing or augmentation)
   --split KIND          stratified (default, 80/20) | speaker (no speaker in two parts)
-  --epochs N            default ${train.epochs}
+  --epochs N            default 50 (the encoder model with the recommended preset: 100)
   --batch-size N        default ${train.batchSize}
   --accumulation N      default ${train.accumulation}
   --lr X                default ${DEFAULTS.AdamConfig.lr}
@@ -411,8 +411,9 @@ async function demo(argv: string[]): Promise<number> {
     console.log(`emotion-pipeline demo [--full] [--out DIR] [--json]
 
 Trains the recommended recipe on RAVDESS ($RAVDESS_DIR or ../shared/data/ravdess) and scores it.
-Quick (the default on a CPU): the audio model, ${cv.epochs} epochs, stratified 80/20 split (seed 42) of all clips
-(a few minutes on 2 cores). --full, or when CUDA is present: audio, text and fusion, 50 epochs.`)
+Quick (the default on a CPU): the recommended model (${cv.model}: a head on frozen Whisper-base states),
+stratified 80/20 split (seed 42) of all clips, about 2 minutes on 2 cores once the encoder states are
+cached. --full, or when CUDA is present: also the published audio, text and fusion models (50 epochs).`)
     return 0
   }
   const data = findRavdess()
@@ -423,10 +424,10 @@ Quick (the default on a CPU): the audio model, ${cv.epochs} epochs, stratified 8
   const out = values.out ?? join(process.cwd(), 'runs', full ? 'demo-full' : 'demo')
   console.log(
     full
-      ? `Recommended recipe on ${data}: audio, text and fusion, all clips, 50 epochs.`
-      : `Quick demo on ${data}: the audio model, recommended recipe, ${cv.epochs} epochs, stratified 80/20 split (use --full for all three models).`,
+      ? `Recommended recipe on ${data}: the encoder model, then the published audio, text and fusion models.`
+      : `Quick demo on ${data}: the recommended recipe (the ${cv.model} model, ${cv.epochs} epochs), stratified 80/20 split (use --full for the published models too).`,
   )
-  const options: PipelineOptions = full ? { data, out } : { data, out, models: ['audio'], epochs: cv.epochs }
+  const options: PipelineOptions = full ? { data, out, models: ['encoder', 'audio', 'text', 'fusion'] } : { data, out }
   const code = await runPipeline(options, values.json ? 'json' : 'human')
   if (!values.json)
     console.log(

@@ -558,8 +558,12 @@ export interface TrainConfig {
   vocabSize?: number
   /** @default {'lr':0.001, 'beta1':0.9, 'beta2':0.999, 'eps':1e-8, 'weightDecay':0, 'fused':true} */
   optim?: AdamConfig
-  /** @default 50 */
-  epochs?: number
+  /**
+   * Unset: 50 (the reference), or 100 for the `encoder` model with the recommended preset (its
+   * head is small and keeps improving: docs/RESULTS.md).
+   * @default null
+   */
+  epochs?: number | null
   /**
    * Clips per micro-batch.
    * @default 16
@@ -787,7 +791,7 @@ export const DEFAULTS = {
       'surprised'
     ],
     'vocabSize': 0,
-    'epochs': 50,
+    'epochs': null,
     'batchSize': 16,
     'accumulation': 2,
     'seed': 42,

@@ -56,7 +56,7 @@ fn small_config() -> TrainConfig {
             conv_dropout: 0.0,
             freeze_batch_norm: false,
         },
-        epochs: 3,
+        epochs: Some(3),
         batch_size: 8,
         accumulation: 1,
         device: "cpu".into(),
@@ -99,7 +99,7 @@ fn learns_a_separable_toy_problem_and_predicts_from_the_checkpoint() {
     let train_set = toy_set(48, 1);
     let val_set = toy_set(24, 2);
     let config = TrainConfig {
-        epochs: 12,
+        epochs: Some(12),
         optim: emotion_core::optim::AdamConfig { lr: 3e-3, ..Default::default() },
         checkpoint_dir: Some(dir.clone()),
         // fp16 is CUDA's: on the CPU it falls back to fp32 with a warning.
@@ -137,7 +137,7 @@ fn two_accumulated_micro_batches_equal_one_double_batch() {
     // fp32, no dropout, batch norm frozen: the gradients must agree up to float rounding.
     let set = toy_set(40, 3); // 40 = 16 + 16 + 8: the last window is short
     let base = TrainConfig {
-        epochs: 2,
+        epochs: Some(2),
         audio: AudioCnnConfig { freeze_batch_norm: true, ..small_config().audio },
         amp: Amp::Off,
         ..small_config()
@@ -166,7 +166,7 @@ fn resuming_after_a_cancel_gives_the_uninterrupted_result() {
         mixup: Some(0.4),
     };
     let base = TrainConfig {
-        epochs: 3,
+        epochs: Some(3),
         audio: AudioCnnConfig { dropout: 0.3, ..small_config().audio },
         augment: Some(augment),
         ..small_config()
@@ -213,7 +213,7 @@ fn a_diverging_run_stops_with_non_finite_and_keeps_its_checkpoint() {
     let set = toy_set(64, 6);
     let dir = tmp("diverge");
     let config = TrainConfig {
-        epochs: 30,
+        epochs: Some(30),
         optim: emotion_core::optim::AdamConfig { lr: 1e12, ..Default::default() },
         max_non_finite_steps: 3,
         checkpoint_dir: Some(dir.clone()),
@@ -300,7 +300,7 @@ fn precision_falls_back_to_fp32_with_a_warning_where_it_cannot_be_honoured() {
     let _turn = turn();
     let set = toy_set(16, 5);
     let run = |amp: Amp| {
-        let config = TrainConfig { epochs: 1, amp, preset: Preset::Recommended, ..small_config() };
+        let config = TrainConfig { epochs: Some(1), amp, preset: Preset::Recommended, ..small_config() };
         let mut warnings = Vec::new();
         let r = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |e| {
             if let TrainEvent::Warning { message, .. } = e {
@@ -359,7 +359,7 @@ fn encoder_head_learns_from_the_layer_that_carries_the_label_and_predicts_from_i
             hidden: vec![16],
             dropout: 0.0,
         },
-        epochs: 30,
+        epochs: Some(30),
         optim: emotion_core::optim::AdamConfig { lr: 1e-2, ..Default::default() },
         checkpoint_dir: Some(dir.clone()),
         ..small_config()
@@ -410,7 +410,7 @@ fn encoder_head_with_two_row_groups_learns_and_groups_must_divide_the_rows() {
     let config = TrainConfig {
         model: ModelKind::Encoder,
         encoder_head: head.clone(),
-        epochs: 30,
+        epochs: Some(30),
         optim: emotion_core::optim::AdamConfig { lr: 1e-2, ..Default::default() },
         ..small_config()
     };

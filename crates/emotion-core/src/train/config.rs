@@ -159,7 +159,9 @@ pub struct TrainConfig {
     /// Token vocabulary size (text and fusion), `<pad>` = 0 included.
     pub vocab_size: i64,
     pub optim: AdamConfig,
-    pub epochs: u32,
+    /// Unset: 50 (the reference), or 100 for the `encoder` model with the recommended preset (its
+    /// head is small and keeps improving: docs/RESULTS.md).
+    pub epochs: Option<u32>,
     /// Clips per micro-batch.
     pub batch_size: usize,
     /// Micro-batches per optimiser step.
@@ -210,7 +212,7 @@ impl Default for TrainConfig {
             encoder_head: EncoderHeadConfig::default(),
             vocab_size: 0,
             optim: AdamConfig::default(),
-            epochs: 50,
+            epochs: None,
             batch_size: 16,
             accumulation: 2,
             seed: 42,
@@ -238,6 +240,7 @@ impl TrainConfig {
     /// The settings with what `preset` fills in made explicit (what results and `config.json` record).
     pub fn resolved(&self) -> TrainConfig {
         TrainConfig {
+            epochs: Some(self.epochs()),
             label_smoothing: Some(self.smoothing()),
             lr_schedule: Some(self.schedule()),
             // SpecAugment lowered test accuracy at the recommended schedule (docs/RESULTS.md): off.
@@ -249,6 +252,15 @@ impl TrainConfig {
     /// `[layers, width]` of the `encoder` model's input rows.
     pub fn embedding_shape(&self) -> [usize; 2] {
         [self.encoder_head.input_layers.max(0) as usize, self.encoder_head.input_width.max(0) as usize]
+    }
+
+    /// Epochs: as set, else the preset's for this model.
+    pub fn epochs(&self) -> u32 {
+        self.epochs.unwrap_or(if self.preset == Preset::Recommended && self.model == ModelKind::Encoder {
+            100
+        } else {
+            50
+        })
     }
 
     /// Label smoothing: as set, else the preset's.
@@ -303,7 +315,7 @@ impl TrainConfig {
     /// The checks that need no data, so a pipeline can refuse bad settings before it extracts features.
     pub fn validate_settings(&self) -> Result<()> {
         let bad = |opt: &str, why: String| Err(Error::invalid(opt, why));
-        if self.epochs == 0 {
+        if self.epochs() == 0 {
             return bad("epochs", "must be ≥ 1".into());
         }
         if self.batch_size == 0 {

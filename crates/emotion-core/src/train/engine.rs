@@ -106,7 +106,7 @@ pub fn train(
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut trainer = Trainer::new(config, sets, emit)?;
     trainer.announce(emit);
-    while trainer.state.epoch < config.epochs && !trainer.state.finished {
+    while trainer.state.epoch < config.epochs() && !trainer.state.finished {
         trainer.run_epoch(cancel, emit)?;
         trainer.end_epoch(emit)?;
     }
@@ -274,7 +274,7 @@ impl<'a> Trainer<'a> {
         let class_weights =
             config.class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
         let steps_per_epoch = train_set.len.div_ceil(config.batch_size);
-        let total_opt_steps = (config.epochs as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
+        let total_opt_steps = (config.epochs() as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
         Ok(Trainer {
             config,
             kind,
@@ -306,7 +306,7 @@ impl<'a> Trainer<'a> {
             model: self.kind,
             device: device_name(self.device),
             precision: self.mixed.precision,
-            epochs: self.config.epochs,
+            epochs: self.config.epochs(),
             steps_per_epoch: self.steps_per_epoch,
             resumed_from_epoch: (self.state.epoch > 0 || self.state.next_batch > 0).then_some(self.state.epoch),
         });
@@ -360,7 +360,7 @@ impl<'a> Trainer<'a> {
         let config = self.config;
         let epoch = self.state.epoch;
         if self.state.next_batch == 0 {
-            emit(TrainEvent::EpochStart { model: self.kind, epoch: epoch + 1, epochs: config.epochs });
+            emit(TrainEvent::EpochStart { model: self.kind, epoch: epoch + 1, epochs: config.epochs() });
         }
         let order = Tensor::from_slice(&epoch_order(config.seed, epoch, self.train_set.len)).to_device(self.device);
         let clock = Instant::now();
@@ -535,7 +535,7 @@ impl<'a> Trainer<'a> {
             skipped_steps: p.skipped,
         };
         self.state.history.push(record.clone());
-        emit(TrainEvent::EpochEnd { model: self.kind, record: record.clone(), epochs: config.epochs });
+        emit(TrainEvent::EpochEnd { model: self.kind, record: record.clone(), epochs: config.epochs() });
         self.state.epoch += 1;
         self.state.next_batch = 0;
 
@@ -563,7 +563,7 @@ impl<'a> Trainer<'a> {
                 self.state.finished = true;
             }
         }
-        if self.state.epoch == config.epochs {
+        if self.state.epoch == config.epochs() {
             self.state.finished = true;
         }
         self.save_last(val.map(|(_, m)| m), record.epoch, emit)
