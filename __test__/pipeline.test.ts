@@ -153,6 +153,29 @@ for (const name of ['audio', 'encoder'] as const) {
   })
 }
 
+test('per-speaker normalisation: the report says so, and predicting needs calibration clips of the speaker', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const out = tempDir('ep-run-spknorm-')
+  await trainPipeline({ ...quick(out), models: ['encoder'], speakerNorm: true })
+  t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /Per-speaker normalisation: .*test speakers included/)
+  const model = loadModel(join(out, 'models', 'encoder'), { device: 'cpu' })
+  t.true(model.meta.config.encoderSource?.speakerNorm)
+  const split = JSON.parse(readFileSync(join(out, 'split.json'), 'utf8'))
+  const speaker = split.test[0].speaker
+  const files: string[] = split.test.filter((i: { speaker: string }) => i.speaker === speaker).map((i: { path: string }) => i.path)
+  const err = await t.throwsAsync(model.predictFiles(files))
+  t.is((err as EmotionPipelineError).code, 'INVALID_OPTION')
+  t.regex(err!.message, /calibration/)
+  const predictions = await model.predictFiles(files, { calibration: files })
+  t.is(predictions.length, files.length)
+  t.true(predictions.every((p) => p.probabilities.every(Number.isFinite)))
+  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+  const viaCli = execFileSync(process.execPath, [cli, 'predict', '--run', out, '--json', '--calibration', files[0], ...files], {
+    encoding: 'utf8',
+  })
+  t.is(viaCli.trim().split('\n').length, files.length)
+})
+
 test('an aborted pipeline rejects with CANCELLED', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   const controller = new AbortController()
@@ -299,6 +322,10 @@ test('invalid pipeline options are INVALID_OPTION naming the field', async (t) =
     [{ train: { audio: { epoch: 3 } } }, /`train\.audio\.epoch`: unknown field/],
     [{ train: { audio: { labelSmoothing: 2 } } }, /`train\.audio\.labelSmoothing`/],
     [{ train: { fusion: { optim: { lr: -1 } } } }, /`train\.fusion\.optim\.lr`/],
+    [{ encoderInput: 'full' }, /`encoderInput`/],
+    [{ encoderPooling: 'max' }, /`encoderPooling`/],
+    [{ speedPerturb: [3] }, /`speedPerturb`/],
+    [{ train: { encoder: { encoderHead: { dropout: 1.5 } } } }, /`train\.encoder\.encoderHead\.dropout`/],
   ]
   for (const [options, pattern] of cases) {
     const err = await t.throwsAsync(trainPipeline({ data: ravdessDir, out: tempDir(), ...options } as never))
@@ -307,6 +334,9 @@ test('invalid pipeline options are INVALID_OPTION naming the field', async (t) =
   }
   const missing = await t.throwsAsync(trainPipeline({ data: '/no/such/folder', out: tempDir() }))
   t.is((missing as EmotionPipelineError).code, 'DATASET')
+  const noEncoder = await t.throwsAsync(trainPipeline({ data: ravdessDir, out: tempDir(), models: ['encoder'], encoder: '/no/such/encoder' }))
+  t.is((noEncoder as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
+  t.regex(noEncoder!.message, /\/no\/such\/encoder/)
 })
 
 test('CLI train --help and unknown commands', (t) => {

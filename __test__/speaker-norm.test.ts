@@ -1,5 +1,5 @@
 import test from 'ava'
-import { normaliseBySpeaker } from '../src/pipeline-stages.js'
+import { normaliseBySpeaker } from '../src/speaker-norm.js'
 import type { DatasetItem } from '../src/index.js'
 
 test('per-speaker normalisation standardises each dimension per speaker, across parts, without touching the input arrays', (t) => {

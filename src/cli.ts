@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
@@ -351,13 +351,14 @@ async function predictCommand(argv: string[]): Promise<number> {
       run: { type: 'string' },
       model: { type: 'string' },
       device: { type: 'string' },
+      calibration: { type: 'string', multiple: true },
       json: { type: 'boolean' },
       help: { type: 'boolean' },
     },
   })
   if (values.help || !values.run || positionals.length === 0) {
     console.log(
-      'emotion-pipeline predict --run DIR [--model encoder|audio] [--device cpu] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.',
+      'emotion-pipeline predict --run DIR [--model encoder|audio] [--device cpu] [--calibration FILE|DIR ...] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.\nA model trained with --speaker-norm needs --calibration: unlabelled clips (files or folders) of the one speaker of FILE...',
     )
     return values.help ? 0 : 2
   }
@@ -370,9 +371,17 @@ async function predictCommand(argv: string[]): Promise<number> {
   const dir = join(values.run, 'models', model)
   if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
   const loaded = loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu' })
+  const calibration = values.calibration?.flatMap((p) => {
+    if (!existsSync(p)) throw invalidOption('--calibration', `${p} does not exist`)
+    return statSync(p).isDirectory()
+      ? readdirSync(p)
+          .filter((f) => /\.(wav|flac|ogg|mp3)$/i.test(f))
+          .map((f) => resolve(p, f))
+      : [resolve(p)]
+  })
   const predictions = await loaded.predictFiles(
     positionals.map((p) => resolve(p)),
-    { device: (values.device as DeviceSpec) ?? 'cpu' },
+    { device: (values.device as DeviceSpec) ?? 'cpu', calibration },
   )
   for (const p of predictions) {
     if (values.json)

@@ -15,6 +15,7 @@ import { defaultModels } from './pipeline.js'
 import type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
+import { normaliseBySpeaker } from './speaker-norm.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
 import type { TrainOptions, TrainResult, TrainSet } from './train.js'
@@ -185,6 +186,7 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
     encoder: options.encoder ?? DEFAULT_ENCODER,
     input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
     pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
+    speakerNorm: options.speakerNorm === true,
     modelSha256: (embedding as Rows & { modelSha256: string }).modelSha256,
   }
   if (options.speakerNorm && embedding) {
@@ -226,37 +228,6 @@ async function perturbed(
   }
   run.notes.push(`Speed perturbation: the encoder model also trained on its training clips at speeds ${speeds.join(', ')}.`)
   return { items: kept, embedding: { data, shape: [kept.length, shape[1], shape[2]] } }
-}
-
-/**
- * Standardises each embedding dimension per speaker (mean 0, deviation 1 over the speaker's clips, all
- * parts together): removes what is constant in a voice. Uses the test speakers' unlabelled audio.
- */
-export function normaliseBySpeaker(parts: Pick<Part, 'items' | 'embedding'>[]): void {
-  const bySpeaker = new Map<string, Float32Array[]>()
-  for (const part of parts) {
-    const e = part.embedding
-    if (!e) continue
-    const per = e.shape[1] * e.shape[2]
-    const data = Float32Array.from(e.data)
-    part.embedding = { data, shape: e.shape }
-    part.items.forEach((item, i) => {
-      const rows = bySpeaker.get(item.speaker) ?? []
-      rows.push(data.subarray(i * per, (i + 1) * per))
-      bySpeaker.set(item.speaker, rows)
-    })
-  }
-  for (const rows of bySpeaker.values()) {
-    const per = rows[0].length
-    const mean = new Float64Array(per)
-    const sq = new Float64Array(per)
-    for (const row of rows)
-      for (let d = 0; d < per; d++) {
-        mean[d] += row[d] / rows.length
-        sq[d] += (row[d] * row[d]) / rows.length
-      }
-    for (const row of rows) for (let d = 0; d < per; d++) row[d] = (row[d] - mean[d]) / Math.sqrt(Math.max(sq[d] - mean[d] * mean[d], 1e-8))
-  }
 }
 
 /** The rows of `inputs` (input indices, ascending): a view when they are consecutive, else a copy. */

@@ -166,7 +166,10 @@ function validate(o: PipelineOptions): void {
   positiveInt('maxTokens', o.maxTokens)
   if (o.resume !== undefined && typeof o.resume !== 'boolean') throw invalidOption('resume', `must be true or false, got ${o.resume}`)
   // Training settings are checked by the core that owns them, before any feature is extracted.
-  for (const model of o.models ?? defaultModels(o.preset)) {
+  // Every model trained, and every model with settings under `train` (a typo there is an error even
+  // when that model is not trained this time).
+  const checked = new Set([...(o.models ?? defaultModels(o.preset)), ...(Object.keys(o.train ?? {}) as ModelName[])])
+  for (const model of checked) {
     const { onProgress: _p, signal: _s, train: _t, val: _v, test: _x, ...extra } = (o.train?.[model] ?? {}) as Partial<TrainOptions>
     const settings = trainSettings(o, model, o.seed ?? 0)
     try {

@@ -4,6 +4,7 @@ import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
 import { extractMel } from './audio.js'
 import { extractEmbeddings } from './encoder.js'
+import { speakerStats, standardise } from './speaker-norm.js'
 import type { DeviceSpec } from './device.js'
 import type { TrainConfig } from './generated/options.js'
 import type { ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
@@ -108,24 +109,43 @@ export class EmotionModel {
 
   /**
    * Featurises audio files as the model was trained (its mel settings, or its encoder), then predicts
-   * (audio and encoder models).
+   * (audio and encoder models). A model trained with `speakerNorm` needs `calibration`: unlabelled
+   * clips of the one speaker of `paths` (they may include `paths`; a few dozen is what training saw).
    */
-  async predictFiles(paths: string[], options: { device?: DeviceSpec } = {}): Promise<(Prediction & { path: string })[]> {
+  async predictFiles(
+    paths: string[],
+    options: { device?: DeviceSpec; calibration?: string[] } = {},
+  ): Promise<(Prediction & { path: string })[]> {
     const device = options.device ?? 'cpu'
     const source = this.meta.config.encoderSource
     if (this.meta.config.model === 'encoder' && source) {
-      const e = await extractEmbeddings(paths, {
-        encoder: source.encoder,
-        input: source.input,
-        pooling: source.pooling,
-        device,
-        strict: true,
-      })
-      if (e.modelSha256 !== source.modelSha256)
-        throw new EmotionPipelineError(
-          'MODEL_NOT_FOUND',
-          `the model was trained on states of the ${source.encoder} encoder with SHA-256 ${source.modelSha256}, but that encoder's model.bin is now ${e.modelSha256}: install the same encoder`,
-        )
+      const embed = async (files: string[]) => {
+        const e = await extractEmbeddings(files, {
+          encoder: source.encoder,
+          input: source.input,
+          pooling: source.pooling,
+          device,
+          strict: true,
+        })
+        if (e.modelSha256 !== source.modelSha256)
+          throw new EmotionPipelineError(
+            'MODEL_NOT_FOUND',
+            `the model was trained on states of the ${source.encoder} encoder with SHA-256 ${source.modelSha256}, but that encoder's model.bin is now ${e.modelSha256}: install the same encoder`,
+          )
+        return e
+      }
+      const e = await embed(paths)
+      const per = e.shape[1] * e.shape[2]
+      if (source.speakerNorm) {
+        if (!options.calibration?.length)
+          throw invalidOption(
+            'calibration',
+            'this model standardises encoder states per speaker (speakerNorm): give unlabelled clips of the speaker of these files (they may be the files themselves)',
+          )
+        const c = await embed(options.calibration)
+        const stats = speakerStats(Array.from({ length: c.shape[0] }, (_, i) => c.data.subarray(i * per, (i + 1) * per)))
+        for (let i = 0; i < e.shape[0]; i++) standardise(e.data.subarray(i * per, (i + 1) * per), stats)
+      }
       return this.predict({ embedding: { data: e.data, shape: e.shape } }).map((p, i) => ({ ...p, path: paths[e.indices[i]] }))
     }
     const mel = await extractMel(paths, { mel: this.meta.config.mel ?? {}, device, strict: true })

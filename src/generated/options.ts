@@ -188,6 +188,12 @@ export interface EncoderSource {
   input: EncoderInput
   /** @default 'mean' */
   pooling?: Pooling
+  /**
+   * The states were standardised per speaker: predicting needs unlabelled clips of each speaker
+   * (`calibration`) to standardise theirs the same way.
+   * @default false
+   */
+  speakerNorm?: boolean
   /** SHA-256 of the encoder's `model.bin`. */
   modelSha256: string
 }
@@ -711,7 +717,8 @@ export const DEFAULTS = {
     'dropout': 0.3
   },
   'EncoderSource': {
-    'pooling': 'mean'
+    'pooling': 'mean',
+    'speakerNorm': false
   },
   'ExtractOptions': {
     'device': 'auto',

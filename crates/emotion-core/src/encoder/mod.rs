@@ -113,6 +113,10 @@ pub struct EncoderSource {
     pub input: EncoderInput,
     #[serde(default = "mean_pooling")]
     pub pooling: Pooling,
+    /// The states were standardised per speaker: predicting needs unlabelled clips of each speaker
+    /// (`calibration`) to standardise theirs the same way.
+    #[serde(default)]
+    pub speaker_norm: bool,
     /// SHA-256 of the encoder's `model.bin`.
     pub model_sha256: String,
 }
