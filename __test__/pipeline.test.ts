@@ -334,7 +334,9 @@ test('invalid pipeline options are INVALID_OPTION naming the field', async (t) =
   }
   const missing = await t.throwsAsync(trainPipeline({ data: '/no/such/folder', out: tempDir() }))
   t.is((missing as EmotionPipelineError).code, 'DATASET')
-  const noEncoder = await t.throwsAsync(trainPipeline({ data: ravdessDir, out: tempDir(), models: ['encoder'], encoder: '/no/such/encoder' }))
+  const noEncoder = await t.throwsAsync(
+    trainPipeline({ data: ravdessDir, out: tempDir(), models: ['encoder'], encoder: '/no/such/encoder' }),
+  )
   t.is((noEncoder as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
   t.regex(noEncoder!.message, /\/no\/such\/encoder/)
 })
