@@ -215,8 +215,11 @@ async function perturbed(
         items.map((i) => i.path),
         { ...common, encoder: options.encoder, input: options.encoderInput, pooling: options.encoderPooling, speed },
       )
-      rows.push(e.data)
-      kept.push(...e.indices.map((k) => items[k]))
+      const copy = { items: e.indices.map((k) => items[k]), embedding: { data: e.data, shape: e.shape as [number, number, number] } }
+      // A speed changes the voice: each (speaker, speed) is standardised with its own statistics.
+      if (options.speakerNorm) normaliseBySpeaker([copy])
+      rows.push(copy.embedding.data)
+      kept.push(...copy.items)
       shape = e.shape
     }
   })

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// Late fusion of two models over the same speaker folds: per fold, the two models' probabilities on
+// the validation speakers pick a weight w in 0, 0.1, …, 1 (best validation accuracy), then
+// w·p_a + (1 − w)·p_b is scored on the test speakers. Prints per-fold and mean ± std accuracies.
+//
+//   node scripts/late-fusion.mjs CV_DIR_A MODEL_A CV_DIR_B MODEL_B     (MODEL: audio | encoder)
+// Both cross-validations must have been run with the same data, folds and seed (same split.json).
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { extractEmbeddings, extractMel, loadModel } from '../dist/index.js'
+
+const [dirA, modelA, dirB, modelB] = process.argv.slice(2)
+if (!modelB) {
+  console.error('usage: node scripts/late-fusion.mjs CV_DIR_A MODEL_A CV_DIR_B MODEL_B')
+  process.exit(2)
+}
+const cache = join(process.env.EMOTION_PIPELINE_CACHE ?? join(process.env.HOME, '.cache', 'emotion-pipeline'), 'features')
+const folds = JSON.parse(readFileSync(join(dirA, 'cv.json'), 'utf8')).finished
+
+async function probabilities(model, items) {
+  const paths = items.map((i) => i.path)
+  // Models trained before checkpoints recorded their encoder: the installed encoder of their width, clip length.
+  const width = model.meta.config.encoderHead?.inputWidth
+  const guess = { encoder: width === 384 ? 'whisper-tiny.en' : 'whisper-base', input: 'clip', pooling: 'mean' }
+  const source = model.meta.config.model === 'encoder' ? (model.meta.config.encoderSource ?? guess) : undefined
+  if (source) {
+    const e = await extractEmbeddings(paths, {
+      encoder: source.encoder,
+      input: source.input,
+      pooling: source.pooling,
+      cacheDir: cache,
+      device: 'cpu',
+    })
+    return model.predict({ embedding: { data: e.data, shape: e.shape } }).map((p) => p.probabilities)
+  }
+  const mel = await extractMel(paths, { mel: model.meta.config.mel, cacheDir: cache, device: 'cpu' })
+  return model.predict({ mel: { data: mel.data, shape: mel.shape } }).map((p) => p.probabilities)
+}
+
+const accuracy = (P, y) => P.filter((p, i) => p.indexOf(Math.max(...p)) === y[i]).length / y.length
+const mix = (a, b, w) => a.map((p, i) => p.map((x, k) => w * x + (1 - w) * b[i][k]))
+const scores = { a: [], b: [], fused: [] }
+for (const fold of folds) {
+  const split = JSON.parse(readFileSync(join(dirA, `fold-${fold}`, 'split.json'), 'utf8'))
+  const other = JSON.parse(readFileSync(join(dirB, `fold-${fold}`, 'split.json'), 'utf8'))
+  if (JSON.stringify(split.test.map((i) => i.path)) !== JSON.stringify(other.test.map((i) => i.path)))
+    throw new Error(`fold ${fold}: the two cross-validations have different test sets`)
+  const a = loadModel(join(dirA, `fold-${fold}`, 'models', modelA), { device: 'cpu' })
+  const b = loadModel(join(dirB, `fold-${fold}`, 'models', modelB), { device: 'cpu' })
+  const part = async (items) => ({
+    a: await probabilities(a, items),
+    b: await probabilities(b, items),
+    y: items.map((i) => a.labels.indexOf(i.label)),
+  })
+  const val = await part(split.val)
+  const test = await part(split.test)
+  let best = -1
+  let w = 0
+  for (let k = 0; k <= 10; k++) {
+    const v = accuracy(mix(val.a, val.b, k / 10), val.y)
+    if (v > best) [best, w] = [v, k / 10]
+  }
+  scores.a.push(accuracy(test.a, test.y))
+  scores.b.push(accuracy(test.b, test.y))
+  scores.fused.push(accuracy(mix(test.a, test.b, w), test.y))
+  console.log(JSON.stringify({ fold, weightOfA: w, a: scores.a.at(-1), b: scores.b.at(-1), fused: scores.fused.at(-1) }))
+}
+const meanStd = (v) => {
+  const m = v.reduce((x, y) => x + y, 0) / v.length
+  const sd = Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / (v.length - 1))
+  return `${(m * 100).toFixed(2)} ± ${(sd * 100).toFixed(2)} %`
+}
+console.log(JSON.stringify({ a: meanStd(scores.a), b: meanStd(scores.b), fused: meanStd(scores.fused) }))
