@@ -5,6 +5,7 @@ import { findAddon, native, nativeState, PLATFORM_PACKAGE } from './native.js'
 import { installTorchCommand, locateLibtorch, REQUIRED_TORCH } from './libtorch.js'
 import type { LibtorchSearch } from './libtorch.js'
 import { bundledWhisperDir } from './transcribe.js'
+import { DEFAULT_ENCODER, installedEncoderDir } from './encoder.js'
 import type { DeviceInfo as CoreDeviceInfo, GpuDevice } from './generated/results.js'
 
 export type { GpuDevice }
@@ -125,6 +126,16 @@ export function doctor(): DoctorReport {
       ? `tiny.en in ${whisper} (text and fusion models)`
       : `no offline Whisper model in ${whisper}: only needed for the text and fusion models`,
     fix: whisperOk ? undefined : 'npx emotion-pipeline install-models',
+  })
+  const encoderDir = installedEncoderDir(DEFAULT_ENCODER)
+  const encoderOk = existsSync(join(encoderDir, '.emotion-pipeline-complete'))
+  checks.push({
+    name: 'encoder',
+    ok: encoderOk,
+    detail: encoderOk
+      ? `${DEFAULT_ENCODER} in ${encoderDir} (the recommended encoder model)`
+      : `${DEFAULT_ENCODER} is not installed in ${encoderDir}: the recommended encoder model needs it`,
+    fix: encoderOk ? undefined : `npx emotion-pipeline install-models --encoder ${DEFAULT_ENCODER}`,
   })
   return { libtorchSearch, addon, glibc: state?.glibc, device, error, checks }
 }
