@@ -85,6 +85,32 @@ test.serial('clip-length input: one row per clip, finite, cached by content, and
   t.true(stats.data.subarray(5 * 384).every((x) => x >= 0) && stats.data.subarray(5 * 384).some((x) => x > 0))
 })
 
+test('bf16 arithmetic stays close to fp32 (cosine similarity of every pooled row > 0.99)', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  if (!installed('whisper-tiny.en')) return skip(t, NOT_INSTALLED('whisper-tiny.en'))
+  const files = listAudio(join(ravdessDir, 'Actor_03')).slice(0, 2)
+  const fp32 = await extractEmbeddings(files, { encoder: 'whisper-tiny.en', device: 'cpu', precision: 'fp32' })
+  const bf16 = await extractEmbeddings(files, { encoder: 'whisper-tiny.en', device: 'cpu', precision: 'bf16' })
+  t.deepEqual(bf16.shape, fp32.shape)
+  const width = fp32.shape[2]
+  let worst = 1
+  for (let r = 0; r < fp32.data.length / width; r++) {
+    const a = fp32.data.subarray(r * width, (r + 1) * width)
+    const b = bf16.data.subarray(r * width, (r + 1) * width)
+    let dot = 0
+    let na = 0
+    let nb = 0
+    for (let i = 0; i < width; i++) {
+      dot += a[i] * b[i]
+      na += a[i] * a[i]
+      nb += b[i] * b[i]
+    }
+    worst = Math.min(worst, dot / Math.sqrt(na * nb))
+  }
+  t.true(worst > 0.99, `lowest cosine similarity ${worst}`)
+  t.log(`bf16 vs fp32: lowest cosine similarity of a pooled row ${worst.toFixed(5)}`)
+})
+
 test('a clip shorter than one Whisper frame fails by itself, naming it; strict rejects', async (t) => {
   if (!installed('whisper-tiny.en')) return skip(t, NOT_INSTALLED('whisper-tiny.en'))
   const short = { samples: new Float32Array(200).fill(0.1), sampleRate: 16000 }

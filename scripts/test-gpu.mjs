@@ -78,6 +78,30 @@ test('log-mel on CUDA matches the CPU within 1e-3 dB (bins within 80 dB of the p
   assert.ok(worst < 1e-3, `max dB error ${worst}`)
 })
 
+test('the Whisper encoder on CUDA (fp16 and fp32) matches the CPU in fp32', async (t) => {
+  // The encoder weights (145 MB for whisper-base) are not in the GPU bundle: the test runs where an
+  // encoder is installed (EMOTION_PIPELINE_CACHE) or EMOTION_GPU_ENCODER names a folder with model.bin.
+  const encoder = process.env.EMOTION_GPU_ENCODER ?? 'whisper-base'
+  let cpu
+  const clips = dataClips(8)
+  try {
+    cpu = await lib.extractEmbeddings(clips, { encoder, device: 'cpu', precision: 'fp32', strict: true })
+  } catch (err) {
+    if (err.code !== 'MODEL_NOT_FOUND') throw err
+    t.skip(`no encoder here (${err.message}); set EMOTION_GPU_ENCODER to a folder with a CTranslate2 Whisper model.bin`)
+    return
+  }
+  for (const precision of ['fp32', 'fp16']) {
+    const gpu = await lib.extractEmbeddings(clips, { encoder, device: 'cuda', precision, strict: true })
+    assert.equal(gpu.device, 'cuda:0')
+    assert.deepEqual(gpu.shape, cpu.shape)
+    let worst = 0
+    for (let i = 0; i < cpu.data.length; i++) worst = Math.max(worst, Math.abs(gpu.data[i] - cpu.data[i]) / (1 + Math.abs(cpu.data[i])))
+    console.log(`  ${clips.length} clips, ${precision}: CUDA vs CPU pooled states, largest relative difference ${worst.toExponential(2)}`)
+    assert.ok(worst < (precision === 'fp32' ? 1e-3 : 5e-2), `${precision}: ${worst}`)
+  }
+})
+
 test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   const python = referencePython()
   if (!python) return t.skip('no Python with torchaudio on this host')
