@@ -46,7 +46,7 @@ async function ours(input) {
 const padded = await ours('padded')
 const clip = await ours('clip')
 const result = {
-  machine: { cpu: cpus()[0]?.model, cores: cpus().length, device: values.device, libtorch: deviceInfo().libtorchVersion },
+  machine: { cpu: cpus()[0]?.model, cores: cpus().length, device: values.device, libtorch: deviceInfo().torchVersion },
   encoder: values.encoder,
   clips: n,
   meanClipSeconds: audioSeconds / n,

@@ -45,7 +45,8 @@ const TRAIN_HELP = `emotion-pipeline train --data DIR --out DIR [options]
                         a folder with a CTranslate2 Whisper model.bin
   --encoder-input KIND  clip (default: each clip at its own length) | padded (to Whisper's 30 s)
   --encoder-pooling P   mean (default) | meanStd (mean and standard deviation of each layer's states)
-  --speed-perturb LIST  encoder model: extra training copies at these speeds, e.g. 0.9,1.1
+  --speed-perturb LIST  encoder model: extra training copies at these speeds (recommended preset: 0.9,1.1;
+                        'none' for no copies)
   --speaker-norm        standardise encoder states per speaker, test speakers included (uses their
                         unlabelled audio: not for predicting on a new speaker without calibration clips)
   --preset NAME         recommended (default: the best recipe measured on unseen speakers) | reference
@@ -238,6 +239,7 @@ const PIPELINE_FLAGS = {
 type PipelineFlags = Partial<Record<keyof typeof PIPELINE_FLAGS, string | boolean>>
 
 const num = (v: string | boolean | undefined) => (v === undefined ? undefined : Number(v))
+const speedsOption = (v: string | undefined) => (v === undefined ? undefined : v === 'none' ? [] : v.split(',').map(Number))
 
 function pipelineOptions(values: PipelineFlags): PipelineOptions {
   const text = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined)
@@ -262,7 +264,7 @@ function pipelineOptions(values: PipelineFlags): PipelineOptions {
     encoder: text(values.encoder),
     encoderInput: text(values['encoder-input']) as PipelineOptions['encoderInput'],
     speakerNorm: values['speaker-norm'] === true ? true : undefined,
-    speedPerturb: text(values['speed-perturb'])?.split(',').map(Number),
+    speedPerturb: speedsOption(text(values['speed-perturb'])),
     encoderPooling: text(values['encoder-pooling']) as PipelineOptions['encoderPooling'],
     train: jsonOption('--train', text(values.train)),
   }

@@ -11,7 +11,7 @@ import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import type { EncoderSource } from './generated/options.js'
 import type { DeviceSpec } from './device.js'
-import { defaultModels } from './pipeline.js'
+import { defaultModels, defaultSpeedPerturb } from './pipeline.js'
 import type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
@@ -181,7 +181,8 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const val = part(split.val, split.train.length)
   const test = part(split.test, split.train.length + split.val.length)
   if (train.items.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
-  if (embedding && options.speedPerturb?.length) train.perturbed = await perturbed(run, train.items, common)
+  const speeds = options.speedPerturb ?? defaultSpeedPerturb(options.preset)
+  if (embedding && speeds.length) train.perturbed = await perturbed(run, train.items, speeds, common)
   const encoderSource: EncoderSource | undefined = embedding && {
     encoder: options.encoder ?? DEFAULT_ENCODER,
     input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
@@ -202,10 +203,10 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
 async function perturbed(
   run: Run,
   items: DatasetItem[],
+  speeds: number[],
   common: { device: DeviceSpec; cacheDir?: string; strict: boolean; signal?: AbortSignal },
 ): Promise<Part['perturbed']> {
   const { options } = run
-  const speeds = options.speedPerturb ?? []
   const rows: Float32Array[] = []
   const kept: DatasetItem[] = []
   let shape = [0, 0, 0]

@@ -46,7 +46,10 @@ export interface PipelineOptions extends SharedTrainSettings {
   speakerNorm?: boolean
   /** How the encoder states are summarised per clip: their mean, or mean and deviation. @default 'mean' */
   encoderPooling?: Pooling
-  /** Speed perturbation of the encoder model's training clips: extra copies at these speeds (e.g. [0.9, 1.1]). */
+  /**
+   * Speed perturbation of the encoder model's training clips: extra copies at these speeds; `[]` for none.
+   * @default [0.9, 1.1] with the recommended preset, [] with the reference one
+   */
   speedPerturb?: number[]
   index?: Omit<IndexOptions, 'onProgress' | 'signal'>
   /** Feature cache folder. @default $EMOTION_PIPELINE_CACHE/features, else ~/.cache/emotion-pipeline/features */
@@ -98,6 +101,14 @@ export interface PipelineResult {
 export function defaultModels(preset: PipelineOptions['preset']): ModelName[] {
   return preset === 'reference' ? ['audio', 'text', 'fusion'] : ['encoder']
 }
+/**
+ * The encoder model's speed-perturbed training copies when `speedPerturb` is not given: the recommended
+ * recipe's (chosen on the validation speakers of the speaker folds, docs/RESULTS.md), none for the reference.
+ */
+export function defaultSpeedPerturb(preset: PipelineOptions['preset']): number[] {
+  return preset === 'reference' ? [] : [0.9, 1.1]
+}
+
 /** Every model `models` may name. */
 export const MODEL_NAMES: ModelName[] = ['audio', 'text', 'fusion', 'encoder']
 

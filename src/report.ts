@@ -13,7 +13,7 @@ export const REFERENCE_ACCURACY = { audio: 0.6928, text: 0.1312, fusion: 0.6014 
  */
 export const RECOMMENDED_SPEAKER_CV = {
   model: 'encoder',
-  accuracy: { mean: 0.7189086471408647, std: 0.05771110562775035 },
+  accuracy: { mean: 0.7197280334728033, std: 0.050601185284122434 },
   folds: 5,
   epochs: 100,
   source: 'docs/RESULTS.md',
