@@ -4,8 +4,11 @@ import { basename, join } from 'node:path'
 import type { DatasetIndex, Split } from './dataset.js'
 import { deviceInfo } from './device.js'
 import { callNative, optionsJson } from './errors.js'
+import { DEFAULT_ENCODER } from './encoder.js'
+import { DEFAULTS } from './generated/options.js'
 import type { TrainConfig } from './generated/options.js'
 import { native } from './native.js'
+import { defaultSpeedPerturb } from './pipeline.js'
 import type { ModelName, PipelineOptions } from './pipeline.js'
 import type { Run, TextInputs } from './pipeline-stages.js'
 import { trainSettings } from './pipeline-stages.js'
@@ -64,7 +67,16 @@ export function writeRunFiles(
       models: r.models,
       split: split.options,
       // The pipeline-level settings as the core resolves them (no default restated here)…
-      ...pipelineLevel(options, seed),
+      ...pipelineLevel(options, seed, r.models[0]),
+      encoder: r.models.includes('encoder')
+        ? {
+            encoder: options.encoder ?? DEFAULT_ENCODER,
+            input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
+            pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
+            speedPerturb: options.speedPerturb ?? defaultSpeedPerturb(options.preset),
+            speakerNorm: options.speakerNorm ?? false,
+          }
+        : null,
       // …and per model, as each job ran (defaults filled in); data-derived fields left out.
       trainConfig: Object.fromEntries(
         Object.entries(trained).map(([m, result]) => [
@@ -108,10 +120,13 @@ export function writeRunFiles(
   files.push('history.csv', 'metrics.json', 'config.json', 'report.md')
 }
 
-/** `preset`, `epochs`, `batchSize`, `accumulation`, `lr` and `amp` after the core filled in its defaults. */
-function pipelineLevel(o: PipelineOptions, seed: number) {
+/**
+ * `preset`, `epochs`, `batchSize`, `accumulation`, `lr` and `amp` after the core filled in its defaults
+ * (for `model`, the first trained: epochs differ by model; `trainConfig` has each model's own).
+ */
+function pipelineLevel(o: PipelineOptions, seed: number, model: ModelName) {
   const resolved = JSON.parse(
-    callNative(() => native.resolveTrainConfig(optionsJson(trainSettings(o, 'audio', seed)))),
+    callNative(() => native.resolveTrainConfig(optionsJson(trainSettings(o, model, seed)))),
   ) as Required<TrainConfig>
   return {
     preset: resolved.preset,
