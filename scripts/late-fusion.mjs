@@ -5,7 +5,9 @@
 //
 //   node scripts/late-fusion.mjs CV_DIR_A MODEL_A CV_DIR_B MODEL_B     (MODEL: audio | encoder)
 // Both cross-validations must have been run with the same data, folds and seed (same split.json).
-import { readFileSync } from 'node:fs'
+// A run directory instead of a cross-validation folder (it has split.json, not cv.json) is one fold;
+// when its split has no validation part the weight is fixed at 0.5 beforehand.
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { extractEmbeddings, extractMel, loadModel } from '../dist/index.js'
 
@@ -15,7 +17,9 @@ if (!modelB) {
   process.exit(2)
 }
 const cache = join(process.env.EMOTION_PIPELINE_CACHE ?? join(process.env.HOME, '.cache', 'emotion-pipeline'), 'features')
-const folds = JSON.parse(readFileSync(join(dirA, 'cv.json'), 'utf8')).finished
+const single = existsSync(join(dirA, 'split.json'))
+const folds = single ? [0] : JSON.parse(readFileSync(join(dirA, 'cv.json'), 'utf8')).finished
+const foldDir = (dir, fold) => (single ? dir : join(dir, `fold-${fold}`))
 
 async function probabilities(model, items) {
   const paths = items.map((i) => i.path)
@@ -41,24 +45,26 @@ const accuracy = (P, y) => P.filter((p, i) => p.indexOf(Math.max(...p)) === y[i]
 const mix = (a, b, w) => a.map((p, i) => p.map((x, k) => w * x + (1 - w) * b[i][k]))
 const scores = { a: [], b: [], fused: [] }
 for (const fold of folds) {
-  const split = JSON.parse(readFileSync(join(dirA, `fold-${fold}`, 'split.json'), 'utf8'))
-  const other = JSON.parse(readFileSync(join(dirB, `fold-${fold}`, 'split.json'), 'utf8'))
+  const split = JSON.parse(readFileSync(join(foldDir(dirA, fold), 'split.json'), 'utf8'))
+  const other = JSON.parse(readFileSync(join(foldDir(dirB, fold), 'split.json'), 'utf8'))
   if (JSON.stringify(split.test.map((i) => i.path)) !== JSON.stringify(other.test.map((i) => i.path)))
     throw new Error(`fold ${fold}: the two cross-validations have different test sets`)
-  const a = loadModel(join(dirA, `fold-${fold}`, 'models', modelA), { device: 'cpu' })
-  const b = loadModel(join(dirB, `fold-${fold}`, 'models', modelB), { device: 'cpu' })
+  const a = loadModel(join(foldDir(dirA, fold), 'models', modelA), { device: 'cpu' })
+  const b = loadModel(join(foldDir(dirB, fold), 'models', modelB), { device: 'cpu' })
   const part = async (items) => ({
     a: await probabilities(a, items),
     b: await probabilities(b, items),
     y: items.map((i) => a.labels.indexOf(i.label)),
   })
-  const val = await part(split.val)
   const test = await part(split.test)
-  let best = -1
-  let w = 0
-  for (let k = 0; k <= 10; k++) {
-    const v = accuracy(mix(val.a, val.b, k / 10), val.y)
-    if (v > best) [best, w] = [v, k / 10]
+  let w = 0.5
+  if (split.val.length > 0) {
+    const val = await part(split.val)
+    let best = -1
+    for (let k = 0; k <= 10; k++) {
+      const v = accuracy(mix(val.a, val.b, k / 10), val.y)
+      if (v > best) [best, w] = [v, k / 10]
+    }
   }
   scores.a.push(accuracy(test.a, test.y))
   scores.b.push(accuracy(test.b, test.y))
@@ -67,7 +73,7 @@ for (const fold of folds) {
 }
 const meanStd = (v) => {
   const m = v.reduce((x, y) => x + y, 0) / v.length
-  const sd = Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / (v.length - 1))
+  const sd = v.length > 1 ? Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / (v.length - 1)) : 0
   return `${(m * 100).toFixed(2)} ± ${(sd * 100).toFixed(2)} %`
 }
 console.log(JSON.stringify({ a: meanStd(scores.a), b: meanStd(scores.b), fused: meanStd(scores.fused) }))
