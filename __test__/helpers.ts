@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -24,8 +24,16 @@ export function listAudio(dir: string): string[] {
     .map((f) => join(dir, f))
 }
 
+const made: string[] = []
+// Test folders go when the test file's worker exits (an install test's cache alone is 1.2 GB).
+process.on('exit', () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true })
+})
+
 export function tempDir(prefix = 'ep-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix))
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  made.push(dir)
+  return dir
 }
 
 /** The Python with torch + torchaudio 2.11 that provisioned libtorch, or null. */
