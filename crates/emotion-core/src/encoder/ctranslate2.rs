@@ -67,15 +67,8 @@ fn dtype(code: u8) -> Option<(Kind, usize)> {
 }
 
 impl Ct2Model {
-    /// Reads the variables whose names pass `keep` (the rest are skipped, not converted).
-    pub fn read(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Ct2Model> {
-        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::model_not_found(path, "file not found"),
-            _ => Error::io(path, e),
-        })?;
-        Self::parse(&bytes, path, keep)
-    }
-
+    /// The variables of the file `bytes` (named `path` in errors) whose names pass `keep`; the rest
+    /// are skipped, not converted.
     pub fn parse(bytes: &[u8], path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Ct2Model> {
         let mut r = Reader { bytes, at: 0, path };
         let version = r.u32("the format version")?;
@@ -169,4 +162,83 @@ fn dequantise(mut raw: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor
         out.insert(name, t);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CTranslate2 file as the format describes it, built by hand.
+    struct Writer(Vec<u8>);
+
+    impl Writer {
+        fn u32(&mut self, v: u32) -> &mut Self {
+            self.0.extend_from_slice(&v.to_le_bytes());
+            self
+        }
+        fn string(&mut self, s: &str) -> &mut Self {
+            self.0.extend_from_slice(&((s.len() + 1) as u16).to_le_bytes());
+            self.0.extend_from_slice(s.as_bytes());
+            self.0.push(0);
+            self
+        }
+        fn variable(&mut self, name: &str, dims: &[u32], dtype: u8, data: &[u8]) -> &mut Self {
+            self.string(name);
+            self.0.push(dims.len() as u8);
+            for &d in dims {
+                self.u32(d);
+            }
+            self.0.push(dtype);
+            self.u32(data.len() as u32);
+            self.0.extend_from_slice(data);
+            self
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        // IEEE half bits of 1.5, -2, 0.25 and 4.
+        let half: Vec<u8> = [0x3E00u16, 0xC000, 0x3400, 0x4400].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut w = Writer(Vec::new());
+        w.u32(6).string("WhisperSpec").u32(3).u32(5);
+        w.variable("encoder/a", &[2, 2], 4, &half);
+        // int8 rows [10, -20] and [30, 40] with scales 10 and 20: real values [1, -2] and [1.5, 2].
+        w.variable("encoder/q", &[2, 2], 1, &[10u8, (-20i8) as u8, 30, 40]);
+        let scales: Vec<u8> = [10f32, 20.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        w.variable("encoder/q_scale", &[2], 0, &scales);
+        w.variable("encoder/num_heads", &[], 2, &6i16.to_le_bytes());
+        w.variable("decoder/skipped", &[1], 0, &1f32.to_le_bytes());
+        w.u32(1).string("encoder/alias").string("encoder/a");
+        w.0
+    }
+
+    #[test]
+    fn reads_half_int8_scalars_and_aliases_and_skips_what_is_not_kept() {
+        let path = Path::new("model.bin");
+        let m = Ct2Model::parse(&sample(), path, &|name| name.starts_with("encoder/")).unwrap();
+        assert_eq!(m.spec, "WhisperSpec");
+        assert_eq!(m.scalars["encoder/num_heads"], 6);
+        let a = Vec::<f32>::try_from(m.get("encoder/a", &[2, 2], path).unwrap().flatten(0, -1)).unwrap();
+        assert_eq!(a, vec![1.5, -2.0, 0.25, 4.0]);
+        let q = Vec::<f32>::try_from(m.get("encoder/q", &[2, 2], path).unwrap().flatten(0, -1)).unwrap();
+        assert_eq!(q, vec![1.0, -2.0, 1.5, 2.0]);
+        assert!(m.tensors.contains_key("encoder/alias"));
+        assert!(!m.tensors.contains_key("decoder/skipped"));
+        let err = m.get("encoder/a", &[4], path).unwrap_err();
+        assert!(err.to_string().contains("shape [2, 2], expected [4]"), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_file_is_model_not_found_naming_it() {
+        let bytes = sample();
+        let path = Path::new("/models/x/model.bin");
+        for cut in [3, 20, 60, bytes.len() - 30] {
+            let err = Ct2Model::parse(&bytes[..cut], path, &|_| true).err().expect("truncated");
+            assert_eq!(err.code(), crate::error::ErrorCode::ModelNotFound);
+            assert!(err.to_string().contains("/models/x/model.bin") && err.to_string().contains("truncated"), "{err}");
+        }
+        let mut foreign = bytes.clone();
+        foreign[0] = 2;
+        let err = Ct2Model::parse(&foreign, path, &|_| true).err().expect("version 2");
+        assert!(err.to_string().contains("binary version"), "{err}");
+    }
 }

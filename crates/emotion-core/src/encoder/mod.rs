@@ -180,9 +180,9 @@ pub fn extract_embeddings(
     }
     let bytes = std::fs::read(&model_bin).map_err(|e| Error::io(&model_bin, e))?;
     let model_sha256 = crate::dataset::index::hex(&Sha256::digest(&bytes));
-    drop(bytes);
     let kind = precision_kind(options.precision, device);
-    let encoder = WhisperEncoder::load(&model_bin, device, kind)?;
+    let encoder = WhisperEncoder::from_bytes(&bytes, &model_bin, device, kind)?;
+    drop(bytes);
     let (rows, width) = ((encoder.layers() + 1) * options.pooling.groups(), encoder.width as usize);
     let per_clip = rows * width;
     let mut tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);

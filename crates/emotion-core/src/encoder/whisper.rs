@@ -43,7 +43,16 @@ pub struct WhisperEncoder {
 impl WhisperEncoder {
     /// Loads `model.bin` of a CTranslate2 Whisper model (any size: the shapes are read from it).
     pub fn load(model_bin: &Path, device: Device, kind: Kind) -> Result<WhisperEncoder> {
-        let model = Ct2Model::read(model_bin, &|name| name.starts_with("encoder/"))?;
+        let bytes = std::fs::read(model_bin).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::model_not_found(model_bin, "file not found"),
+            _ => Error::io(model_bin, e),
+        })?;
+        Self::from_bytes(&bytes, model_bin, device, kind)
+    }
+
+    /// The encoder of the CTranslate2 Whisper model in `bytes` (read from `model_bin`, named in errors).
+    pub fn from_bytes(bytes: &[u8], model_bin: &Path, device: Device, kind: Kind) -> Result<WhisperEncoder> {
+        let model = Ct2Model::parse(bytes, model_bin, &|name| name.starts_with("encoder/"))?;
         if model.spec != "WhisperSpec" {
             return Err(Error::model_not_found(model_bin, format!("a {} model, not Whisper", model.spec)));
         }
