@@ -2,12 +2,12 @@
 // 4.52, same CTranslate2 weights) on real clips; bad models and clips fail with clear errors.
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { decodeAudio, type EmotionPipelineError, extractEmbeddings, ENCODER_NAMES } from '../src/index.js'
 import { installedEncoderDir } from '../src/encoder.js'
 import { haveRavdess, listAudio, NO_DATA, ravdessDir, referencePython, skip, tempDir } from './helpers.js'
-import { ENCODERS } from '../scripts/encoders.mjs'
+import { ENCODERS, writeEncoderOnly } from '../scripts/encoders.mjs'
 
 const tmp = tempDir('ep-encoder-')
 const python = referencePython()
@@ -109,6 +109,20 @@ test('bf16 arithmetic stays close to fp32 (cosine similarity of every pooled row
   }
   t.true(worst > 0.99, `lowest cosine similarity ${worst}`)
   t.log(`bf16 vs fp32: lowest cosine similarity of a pooled row ${worst.toFixed(5)}`)
+})
+
+test('an encoder-only copy of a model (for carrying to a GPU host) gives the same states', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  if (!installed('whisper-tiny.en')) return skip(t, NOT_INSTALLED('whisper-tiny.en'))
+  const full = join(installedEncoderDir('whisper-tiny.en'), 'model.bin')
+  const dir = join(tmp, 'encoder-only')
+  writeEncoderOnly(full, dir)
+  t.true(statSync(join(dir, 'model.bin')).size < statSync(full).size / 3, 'the decoder is left out')
+  const files = listAudio(join(ravdessDir, 'Actor_04')).slice(0, 2)
+  const a = await extractEmbeddings(files, { encoder: 'whisper-tiny.en', device: 'cpu' })
+  const b = await extractEmbeddings(files, { encoder: dir, device: 'cpu' })
+  t.deepEqual(b.data, a.data)
+  t.not(b.modelSha256, a.modelSha256)
 })
 
 test('a clip shorter than one Whisper frame fails by itself, naming it; strict rejects', async (t) => {
