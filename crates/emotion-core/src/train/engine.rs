@@ -209,10 +209,10 @@ impl<'a> Trainer<'a> {
             t.validate("test", classes, kind, config.vocab_size, embedding)?;
         }
         let device = parse_device(&config.device)?;
-        let threads = if config.threads > 0 {
-            config.threads
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+        let threads = match (config.threads, kind) {
+            (0, ModelKind::Encoder) => 1,
+            (0, _) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            (n, _) => n,
         };
         // Process-global in libtorch; jobs take turns (ONE_AT_A_TIME), so each sets its own.
         tch::set_num_threads(threads as i32);
