@@ -6,6 +6,7 @@ fn main() {
 /// Compiles the C++ shims (csrc/) against the libtorch headers next to the libraries we link.
 fn build_shims() {
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/cpu_cache.cpp");
     println!("cargo:rerun-if-changed=csrc/memory_format.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
@@ -19,6 +20,7 @@ fn build_shims() {
         .warnings(false)
         .flag_if_supported("-w")
         .file("csrc/autocast.cpp")
+        .file("csrc/cpu_cache.cpp")
         .file("csrc/memory_format.cpp")
         .file("csrc/optim.cpp")
         .compile("emotion_shims");

@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod audio;
 pub mod control;
+pub mod cpu_cache;
 pub mod dataset;
 pub mod device;
 pub mod encoder;

@@ -168,6 +168,7 @@ pub fn extract_mel(
     cancel: &CancelFlag,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<MelFeatures> {
+    let _cache = crate::cpu_cache::JobCache::enter();
     if options.batch_size == 0 {
         return Err(Error::invalid("batchSize", "must be ≥ 1"));
     }

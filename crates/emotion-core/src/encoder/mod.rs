@@ -170,6 +170,7 @@ pub fn extract_embeddings(
     cancel: &CancelFlag,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Embeddings> {
+    let _cache = crate::cpu_cache::JobCache::enter();
     if !(0.5..=2.0).contains(&options.speed) {
         return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));
     }

@@ -103,6 +103,7 @@ pub fn train(
 ) -> Result<TrainResult> {
     config.validate()?;
     let config = &config.resolved();
+    let _cache = crate::cpu_cache::JobCache::enter();
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut trainer = Trainer::new(config, sets, emit)?;
     trainer.announce(emit);
