@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // Front-end benchmark: decode + resample + log-mel, and log-mel alone, emotion-pipeline against
-// soundfile + torchaudio on the same device with the same parameters, in one run. Prints JSON.
+// soundfile + torchaudio on the same device with the same parameters, in one run, plus ours with the
+// caching CPU allocator off (a child process with EMOTION_PIPELINE_CPU_CACHE=off). Prints JSON.
 //
 //   node benches/mel.mjs [--data DIR] [--clips N] [--device cpu|cuda] [--batch 64] [--repeats 3]
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -18,6 +20,8 @@ const { values } = parseArgs({
     device: { type: 'string', default: 'cpu' },
     batch: { type: 'string', default: '64' },
     repeats: { type: 'string', default: '3' },
+    // Internal: time only ours and print the seconds (the cache-off child run).
+    'ours-only': { type: 'boolean', default: false },
   },
 })
 
@@ -58,6 +62,17 @@ async function best(fn) {
 
 const oursFull = await best(() => extractMel(files, { device, batchSize }))
 const oursMel = await best(() => extractMel(waves, { device, batchSize }))
+if (values['ours-only']) {
+  console.log(JSON.stringify({ oursFull, oursMel }))
+  process.exit(0)
+}
+let cacheOff = null
+if (!device.startsWith('cuda')) {
+  const args = [fileURLToPath(import.meta.url), '--ours-only', '--data', values.data, '--clips', values.clips]
+  args.push('--device', device, '--batch', values.batch, '--repeats', values.repeats)
+  const env = { ...process.env, EMOTION_PIPELINE_CPU_CACHE: 'off' }
+  cacheOff = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8', env }))
+}
 
 const python = referencePython()
 let reference = null
@@ -86,6 +101,10 @@ const out = {
   batchSize,
   repeats,
   emotionPipeline: { decodeResampleMel: rate(oursFull), melOnly: rate(oursMel) },
+  emotionPipelineCpuCacheOff: cacheOff && {
+    decodeResampleMel: rate(cacheOff.oursFull),
+    melOnly: rate(cacheOff.oursMel),
+  },
   torchaudio: reference && {
     decodeResampleMel: reference.decodeMelSeconds === null ? 'soundfile missing: not timed' : rate(reference.decodeMelSeconds),
     melOnly: rate(reference.melSeconds),

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // Training-speed benchmark: the reference audio CNN and loop (batch 16, accumulation 2) in
 // emotion-pipeline and in Python PyTorch on the same device, in one run, in every precision × memory
-// format. Prints JSON: each configuration's micro-steps/s and GFLOP/s, the ratios, and the machine's peak.
+// format, plus our default configuration with the caching CPU allocator off (a child process with
+// EMOTION_PIPELINE_CPU_CACHE=off). Prints JSON: each configuration's micro-steps/s and GFLOP/s, the
+// ratios, and the machine's peak.
 //
 //   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--configs fp32,fp32+cl,bf16,bf16+cl]
 import { execFileSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { cpus } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -19,6 +22,8 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '16' },
     accumulation: { type: 'string', default: '2' },
     configs: { type: 'string' },
+    // Internal: print only our rows (the cache-off child run).
+    'ours-only': { type: 'boolean', default: false },
   },
 })
 const device = values.device
@@ -45,15 +50,23 @@ function gflopPerClip() {
 const perClip = gflopPerClip()
 
 /**
- * The CPU's fp32 peak at its nominal clock (/proc/cpuinfo): cores × GHz × 32 FLOPs per cycle (two
- * 256-bit FMA pipes, as Zen 4 runs AVX-512; 16 without AVX2). Turbo clocks can exceed it.
+ * The CPU's peaks at its nominal clock (/proc/cpuinfo): fp32 FMA = cores × GHz × FLOPs per cycle
+ * (AVX-512 on Intel server cores: two 512-bit FMA pipes, 64; AVX2, and AVX-512 on AMD Zen 4, which
+ * splits 512-bit FMAs in two: 32; neither: 16), and with AMX the bf16 tile peak (1024 FLOPs per cycle
+ * per core: one 16×32·32×16 TDPBF16PS every 16 cycles). Turbo clocks can exceed them.
  */
 function cpuPeak() {
   const text = readFileSync('/proc/cpuinfo', 'utf8')
   const mhz = Math.max(...[...text.matchAll(/^cpu MHz\s*:\s*([\d.]+)/gm)].map((m) => Number(m[1])))
-  const flags = text.match(/^flags\s*:(.*)$/m)?.[1] ?? ''
-  const perCycle = flags.includes(' avx2') ? 32 : 16
-  return { fp32Gflops: Math.round(cpus().length * (mhz / 1000) * perCycle), nominalMhz: mhz }
+  const flags = ` ${text.match(/^flags\s*:(.*)$/m)?.[1] ?? ''} `
+  const intel = /^vendor_id\s*:\s*GenuineIntel/m.test(text)
+  const perCycle = flags.includes(' avx512f ') && intel ? 64 : flags.includes(' avx2 ') ? 32 : 16
+  const ghzCores = cpus().length * (mhz / 1000)
+  return {
+    fp32Gflops: Math.round(ghzCores * perCycle),
+    amxBf16Gflops: flags.includes(' amx_bf16 ') ? Math.round(ghzCores * 1024) : null,
+    nominalMhz: mhz,
+  }
 }
 
 // Random log-mel-shaped inputs: speed does not depend on the values.
@@ -95,17 +108,24 @@ function pytorch(config) {
 }
 
 const round = (x, d = 3) => (x === null || x === undefined ? null : +x.toFixed(d))
+const oursRow = (a) => ({
+  ...a,
+  microStepsPerSecond: round(a.microStepsPerSecond),
+  gflops: round(a.microStepsPerSecond * batchSize * perClip, 1),
+})
+if (values['ours-only']) {
+  const rows = []
+  for (const config of configs) rows.push({ config: config.name, emotionPipeline: oursRow(await ours(config)) })
+  console.log(JSON.stringify(rows))
+  process.exit(0)
+}
 const rows = []
 for (const config of configs) {
   const a = await ours(config)
   const b = pytorch(config)
   rows.push({
     config: config.name,
-    emotionPipeline: {
-      ...a,
-      microStepsPerSecond: round(a.microStepsPerSecond),
-      gflops: round(a.microStepsPerSecond * batchSize * perClip, 1),
-    },
+    emotionPipeline: oursRow(a),
     pytorch: b && {
       microStepsPerSecond: round(b.microStepsPerSecond),
       gflops: round(b.microStepsPerSecond * batchSize * perClip, 1),
@@ -122,6 +142,15 @@ const rate = (name, who) => rows.find((r) => r.config === name)?.[who]?.microSte
 const defaultConfig = cuda ? `${half}+cl` : deviceInfo().cpuNativeBf16 ? 'bf16+cl' : 'fp32+cl'
 const oursDefault = rate(defaultConfig, 'emotionPipeline')
 const pytorchFastest = Math.max(...rows.map((r) => r.pytorch?.microStepsPerSecond ?? 0)) || null
+// The same default configuration with libtorch's own CPU allocator (every block back to the kernel).
+let cacheOff = null
+if (!cuda) {
+  const args = [fileURLToPath(import.meta.url), '--ours-only', '--configs', defaultConfig, '--steps', String(steps)]
+  args.push('--batch', String(batchSize), '--accumulation', String(accumulation), '--device', device)
+  const env = { ...process.env, EMOTION_PIPELINE_CPU_CACHE: 'off' }
+  const [row] = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8', env }))
+  cacheOff = { config: `${defaultConfig}, CPU cache off`, ...row.emotionPipeline }
+}
 const info = deviceInfo()
 console.log(
   JSON.stringify(
@@ -140,8 +169,12 @@ console.log(
       gflopPerClip: round(perClip, 2),
       rows,
       defaultConfig,
+      cacheOff,
+      cacheSpeedup: cacheOff && oursDefault && round(oursDefault / cacheOff.microStepsPerSecond),
       ratioVsPytorchFp32: oursDefault && rate('fp32', 'pytorch') && round(oursDefault / rate('fp32', 'pytorch')),
       ratioVsPytorchFastest: oursDefault && pytorchFastest && round(oursDefault / pytorchFastest),
+      ratioVsPytorchSameConfig:
+        oursDefault && rate(defaultConfig, 'pytorch') && round(oursDefault / rate(defaultConfig, 'pytorch')),
     },
     null,
     2,

@@ -1,7 +1,7 @@
 //! The caching CPU allocator (csrc/cpu_cache.cpp): freed CPU tensors of 1 MiB and more are kept for
 //! reuse instead of going back to the kernel, which would zero their pages again on the next step.
-//! Jobs hold a [`JobCache`] while they run; the cache is emptied when the last one ends, so an idle
-//! process keeps no extra memory.
+//! Jobs hold a [`JobCache`] while they run; the cache is emptied 2 s after the last one ends, so
+//! calls in a loop keep reusing it and an idle process keeps no extra memory.
 //!
 //! `EMOTION_PIPELINE_CPU_CACHE`: `off` (or `0`) keeps libtorch's default behaviour, a number is the
 //! cap of the free cache in MiB; the default cap is a quarter of the machine's memory, at most 8 GiB.
@@ -9,6 +9,7 @@
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 extern "C" {
     fn emotion_cpu_cache_install(limit_bytes: u64) -> i32;
@@ -62,13 +63,19 @@ pub fn enabled() -> bool {
 }
 
 static RUNNING_JOBS: AtomicUsize = AtomicUsize::new(0);
+/// Counts job starts, so a delayed release can tell whether a job ran in the meantime.
+static JOB_STARTS: AtomicUsize = AtomicUsize::new(0);
+/// How long the cache outlives the last job: calls in a loop (`extractMel` batch by batch) keep
+/// reusing it, an idle process gives it back.
+const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
-/// Held by a job while it runs; the last job to end empties the cache.
+/// Held by a job while it runs; the cache is emptied when no job has run for [`IDLE_RELEASE`].
 pub struct JobCache(());
 
 impl JobCache {
     pub fn enter() -> JobCache {
         let _ = enabled();
+        JOB_STARTS.fetch_add(1, Ordering::SeqCst);
         RUNNING_JOBS.fetch_add(1, Ordering::SeqCst);
         JobCache(())
     }
@@ -76,7 +83,18 @@ impl JobCache {
 
 impl Drop for JobCache {
     fn drop(&mut self) {
-        if RUNNING_JOBS.fetch_sub(1, Ordering::SeqCst) == 1 && enabled() {
+        if RUNNING_JOBS.fetch_sub(1, Ordering::SeqCst) != 1 || !enabled() {
+            return;
+        }
+        let starts = JOB_STARTS.load(Ordering::SeqCst);
+        let idle = move || RUNNING_JOBS.load(Ordering::SeqCst) == 0 && JOB_STARTS.load(Ordering::SeqCst) == starts;
+        let spawned = std::thread::Builder::new().name("cpu-cache-release".into()).spawn(move || {
+            std::thread::sleep(IDLE_RELEASE);
+            if idle() {
+                release();
+            }
+        });
+        if spawned.is_err() {
             release();
         }
     }
