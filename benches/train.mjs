@@ -173,8 +173,7 @@ console.log(
       cacheSpeedup: cacheOff && oursDefault && round(oursDefault / cacheOff.microStepsPerSecond),
       ratioVsPytorchFp32: oursDefault && rate('fp32', 'pytorch') && round(oursDefault / rate('fp32', 'pytorch')),
       ratioVsPytorchFastest: oursDefault && pytorchFastest && round(oursDefault / pytorchFastest),
-      ratioVsPytorchSameConfig:
-        oursDefault && rate(defaultConfig, 'pytorch') && round(oursDefault / rate(defaultConfig, 'pytorch')),
+      ratioVsPytorchSameConfig: oursDefault && rate(defaultConfig, 'pytorch') && round(oursDefault / rate(defaultConfig, 'pytorch')),
     },
     null,
     2,
