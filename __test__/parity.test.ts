@@ -128,6 +128,19 @@ test('log-mel of the 16 original RAVDESS WAVs matches torchaudio (default refere
   t.true(dbErr <= 1e-3, `dB err ${dbErr}`)
 })
 
+test('fastPower (re² + im² instead of |X|²) stays within 0.01 dB of torchaudio on the 16 original RAVDESS WAVs', async (t) => {
+  if (!python) return skip(t, SKIP)
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const waves = await Promise.all(listAudio(wavDir).map(async (f) => (await decodeAudio(f)).samples.slice(0, 144000)))
+  const ref = await torchaudio({ name: 'ravdess-fast', waves, config: DEFAULTS })
+  const fast = await ours(waves, { fastPower: true })
+  t.deepEqual(fast.shape, ref.shape)
+  const { relPower, dbErr } = compare(fast, ref, 128 * 282)
+  t.log(`fastPower: power max rel err ${relPower.toExponential(2)}, log-mel max err ${dbErr.toExponential(2)} dB`)
+  t.true(dbErr <= 0.01, `dB err ${dbErr}`)
+  t.true(relPower <= 1e-3, `power rel err ${relPower}`)
+})
+
 const SYNTHETIC: [string, MelOptions, Record<string, unknown>][] = [
   ['defaults', {}, {}],
   [

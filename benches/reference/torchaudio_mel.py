@@ -1,4 +1,5 @@
 """torchaudio reference for parity tests: same waveforms in, power mel, log-mel and resampled audio out.
+Each clip goes through torchaudio on its own (a batch of one).
 
 Usage: python torchaudio_mel.py REQUESTS.json   (one request or a list; one Python start for all)
 REQUEST: {"waves": "in.f32", "count": B, "length": N, "config": {...MelConfig, camelCase...},
@@ -41,7 +42,9 @@ def run(req):
     to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=c.get("topDb"))
     x = torch.from_numpy(waves).to(device)
     with torch.no_grad():
-        power = mel(x)
+        # One clip at a time, as emotion-pipeline's features are: MKL rounds a batched product
+        # differently from a single clip's, so a batch would make each clip depend on the others.
+        power = torch.cat([mel(x[i:i + 1]) for i in range(len(x))])
         # One clip at a time: torchaudio applies top_db over the whole batch of a 3-D input.
         db = torch.stack([to_db(p) for p in power])
     power.cpu().numpy().astype(np.float32).tofile(req["out"] + ".power.f32")

@@ -19,7 +19,6 @@
 #include <map>
 #include <mutex>
 #include <new>
-#include <unordered_map>
 
 namespace {
 
@@ -166,7 +165,9 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   std::mutex mutex_;
   std::multimap<size_t, void*> free_;
-  std::unordered_map<void*, size_t> sizes_;
+  // Node-based containers only: a hash table's bucket array would need GLIBCXX_3.4.29
+  // (`__throw_bad_array_new_length`), above the addon's libstdc++ baseline (3.4.26).
+  std::map<void*, size_t> sizes_;
   Stats stats_;
   uint64_t limit_ = uint64_t(4) << 30;
   bool enabled_ = true;

@@ -114,13 +114,21 @@ where
     )
 }
 
-/// Typed arrays are copied here, on the JS thread, before the worker takes them.
+/// Typed arrays are copied here, on the JS thread (blocked meanwhile, so their memory stays put), into
+/// one buffer on every core before the worker takes them.
 fn to_inputs(inputs: Vec<Either<String, SamplesInput>>) -> Vec<features::AudioInput> {
+    let arrays: Vec<&[f32]> =
+        inputs.iter().filter_map(|i| if let Either::B(s) = i { Some(&*s.samples) } else { None }).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut packed = features::Samples::pack(&arrays, threads).into_iter();
     inputs
         .into_iter()
         .map(|input| match input {
             Either::A(path) => features::AudioInput::Path(PathBuf::from(path)),
-            Either::B(s) => features::AudioInput::Samples { samples: s.samples.to_vec(), sample_rate: s.sample_rate },
+            Either::B(s) => features::AudioInput::Samples {
+                samples: packed.next().expect("one packed clip per samples input"),
+                sample_rate: s.sample_rate,
+            },
         })
         .collect()
 }

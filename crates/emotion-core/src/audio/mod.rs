@@ -5,6 +5,7 @@ pub mod decode;
 pub mod features;
 pub mod mel;
 pub mod resample;
+pub mod samples;
 
 pub use decode::{decode_file, Audio};
 pub use mel::{MelConfig, MelExtractor};

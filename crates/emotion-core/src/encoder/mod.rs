@@ -6,7 +6,7 @@ pub mod ctranslate2;
 pub mod whisper;
 
 use crate::audio::cache::{CacheStats, FeatureCache};
-use crate::audio::features::{load_input, lookup, parallel_map, AudioInput, FailedInput, Loaded};
+use crate::audio::features::{load_input, lookup, parallel_map, AudioInput, FailedInput, Loaded, Prepare};
 use crate::audio::resample::resample;
 use crate::control::{CancelFlag, Progress};
 use crate::device::{device_name, parse_device};
@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use whisper::{WhisperEncoder, MIN_SAMPLES, SAMPLES_PER_POSITION, SAMPLE_RATE, WINDOW_SAMPLES};
@@ -213,8 +214,8 @@ pub fn extract_embeddings(
         cancel.check()?;
         let first = chunk_no * chunk;
         let cached = |hash: &str| lookup(cache.as_ref(), hash, per_clip);
-        let prepare = |samples: &[f32], rate: u32| Ok(to_encoder_rate(samples, rate, options.speed));
-        let loaded = parallel_map(batch, first, threads, &|input, index| load_input(input, index, &cached, &prepare));
+        let prepare: Prepare = &|samples, rate| Ok(Cow::Owned(to_encoder_rate(samples, rate, options.speed)));
+        let loaded = parallel_map(batch, first, threads, &|input, index| load_input(input, index, &cached, prepare));
         for (offset, result) in loaded.into_iter().enumerate() {
             let index = first + offset;
             let pooled = result.and_then(|loaded| match loaded {
