@@ -308,15 +308,31 @@ impl MelExtractor {
     }
 
     /// Power mel spectrogram of a batch of equal-length waveforms `[B, N]` → `[B, n_mels, T]` (all frames).
+    ///
+    /// On the CPU one clip at a time: a clip's STFT intermediates (4.6 MB at the defaults) stay in the
+    /// CPU caches where a 64-clip batch's (300 MB) stream through memory (2.8× faster for the STFT and
+    /// power, measured with the same ops in PyTorch on the 2-core machine); and MKL's GEMM rounds a row
+    /// of a batched filterbank product differently depending on the batch size, so clip by clip a
+    /// clip's features never depend on the clips batched with it (a feature-cache hit equals a
+    /// recomputation) and equal torchaudio's for that clip bit for bit. On CUDA the batch runs at once.
     pub fn power_mel(&self, waves: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
         let waves = waves.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
+        let clips = waves.size()[0];
+        if self.device != Device::Cpu || clips <= 1 {
+            return self.power_mel_batch(&waves);
+        }
+        let parts = (0..clips).map(|b| self.power_mel_batch(&waves.f_narrow(0, b, 1)?)).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::f_cat(&parts, 0)?)
+    }
+
+    fn power_mel_batch(&self, waves: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
         // tch's stft with center=true is broken (tch-rs#993): pad here, then stft without centring.
         let padded = if c.center {
             let p = c.n_fft / 2;
             waves.f_unsqueeze(1)?.f_pad([p, p], c.pad_mode.as_str(), None)?.f_squeeze_dim(1)?
         } else {
-            waves
+            waves.shallow_clone()
         };
         let spec =
             padded.f_stft(c.n_fft, c.hop_length, c.win_length(), Some(&self.window), false, true, true, false)?;
@@ -339,27 +355,7 @@ impl MelExtractor {
             }
         };
         // [B, T, n_freqs] @ [n_freqs, n_mels] → [B, T, n_mels] → [B, n_mels, T]
-        let frames = power.f_transpose(1, 2)?;
-        let mel = if self.device == Device::Cpu {
-            self.per_clip_matmul(&frames)?
-        } else {
-            frames.f_matmul(&self.filterbank)?
-        };
-        Ok(mel.f_transpose(1, 2)?)
-    }
-
-    /// `frames @ filterbank` one clip at a time. MKL's GEMM rounds a row differently depending on how
-    /// many rows the call has, so one batched product would make a clip's features depend on the
-    /// clips batched with it (a feature-cache hit would then differ from a recomputation by up to
-    /// 1e-5 dB). Clip by clip, each clip gets exactly what torchaudio gives for it alone, at the same
-    /// speed here (16.1 vs 15.8 ms per 64 clips). On CUDA the batched product is kept.
-    fn per_clip_matmul(&self, frames: &Tensor) -> Result<Tensor> {
-        let size = frames.size();
-        let out = Tensor::f_empty([size[0], size[1], self.config.n_mels], (Kind::Float, Device::Cpu))?;
-        for b in 0..size[0] {
-            let _ = frames.f_get(b)?.f_matmul_out(&out.f_get(b)?, &self.filterbank)?;
-        }
-        Ok(out)
+        Ok(power.f_transpose(1, 2)?.f_matmul(&self.filterbank)?.f_transpose(1, 2)?)
     }
 
     /// Features as the models see them: `[B, n_mels, frames]`, in dB when `to_db`.
