@@ -35,16 +35,18 @@ for (const f of files) waves.push((await decodeAudio(f, { sampleRate: 16000 })).
 const audioSeconds = waves.reduce((s, w) => s + w.length / 16000, 0)
 const inputs = waves.map((samples) => ({ samples, sampleRate: 16000 }))
 
-async function ours(input) {
-  const options = { encoder: values.encoder, input, device: values.device, precision: 'fp32', strict: true }
+async function ours(input, precision = 'fp32') {
+  const options = { encoder: values.encoder, input, device: values.device, precision, strict: true }
   await extractEmbeddings(inputs.slice(0, 2), options) // warm-up (model load, allocator)
   const t0 = performance.now()
   const out = await extractEmbeddings(inputs, options)
-  return { seconds: (performance.now() - t0) / 1000, shape: out.shape }
+  return { seconds: (performance.now() - t0) / 1000, shape: out.shape, precision: out.precision }
 }
 
 const padded = await ours('padded')
 const clip = await ours('clip')
+// What `precision: 'auto'` runs: fp16 on CUDA, bf16 on a CPU with native bf16 (else fp32 again).
+const clipAuto = await ours('clip', 'auto')
 const result = {
   machine: { cpu: cpus()[0]?.model, cores: cpus().length, device: values.device, libtorch: deviceInfo().torchVersion },
   encoder: values.encoder,
@@ -53,6 +55,8 @@ const result = {
   ours: {
     paddedClipsPerSecond: n / padded.seconds,
     clipLengthClipsPerSecond: n / clip.seconds,
+    clipLengthAutoPrecisionClipsPerSecond: n / clipAuto.seconds,
+    autoPrecision: clipAuto.precision,
     // The model load is part of each call; the warm-up call paid for the page cache.
     shape: padded.shape,
   },

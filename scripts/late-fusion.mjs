@@ -32,6 +32,7 @@ async function probabilities(model, items) {
       encoder: source.encoder,
       input: source.input,
       pooling: source.pooling,
+      precision: source.precision ?? 'fp32',
       cacheDir: cache,
       device: 'cpu',
     })

@@ -157,6 +157,7 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
           encoder: options.encoder,
           input: options.encoderInput,
           pooling: options.encoderPooling,
+          precision: options.encoderPrecision,
           onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }),
         }),
       )
@@ -189,6 +190,7 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
     pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
     speakerNorm: options.speakerNorm === true,
     modelSha256: (embedding as Rows & { modelSha256: string }).modelSha256,
+    precision: (embedding as Rows & { precision: EncoderSource['precision'] }).precision,
   }
   if (options.speakerNorm && embedding) {
     normaliseBySpeaker([train, val, test])
@@ -214,7 +216,14 @@ async function perturbed(
     for (const speed of speeds) {
       const e = await extractEmbeddings(
         items.map((i) => i.path),
-        { ...common, encoder: options.encoder, input: options.encoderInput, pooling: options.encoderPooling, speed },
+        {
+          ...common,
+          encoder: options.encoder,
+          input: options.encoderInput,
+          pooling: options.encoderPooling,
+          precision: options.encoderPrecision,
+          speed,
+        },
       )
       const copy = { items: e.indices.map((k) => items[k]), embedding: { data: e.data, shape: e.shape as [number, number, number] } }
       // A speed changes the voice: each (speaker, speed) is standardised with its own statistics.

@@ -6,7 +6,7 @@ import type { IndexOptions, SplitOptions } from './dataset.js'
 import type { DeviceSpec } from './device.js'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import type { EncoderName } from './encoder.js'
-import type { EncoderInput, Pooling, TrainConfig } from './generated/options.js'
+import type { EncoderInput, EncoderPrecision, Pooling, TrainConfig } from './generated/options.js'
 import { resolveEncoder } from './encoder.js'
 import { native } from './native.js'
 import { runStages, trainSettings } from './pipeline-stages.js'
@@ -46,6 +46,12 @@ export interface PipelineOptions extends SharedTrainSettings {
   speakerNorm?: boolean
   /** How the encoder states are summarised per clip: their mean, or mean and deviation. @default 'mean' */
   encoderPooling?: Pooling
+  /**
+   * Arithmetic of the encoder: `'auto'` is fp16 on CUDA and, on the CPU, bf16 where the CPU has it
+   * natively (about 2× fp32), else fp32. The model records the resolved precision and `predictFiles`
+   * encodes new clips in it. @default 'auto'
+   */
+  encoderPrecision?: EncoderPrecision
   /**
    * Speed perturbation of the encoder model's training clips: extra copies at these speeds; `[]` for none.
    * @default [0.9, 1.1] with the recommended preset, [] with the reference one
@@ -144,6 +150,7 @@ const PIPELINE_KEYS = {
   speakerNorm: true,
   speedPerturb: true,
   encoderPooling: true,
+  encoderPrecision: true,
   index: true,
   cacheDir: true,
   transcripts: true,
@@ -212,6 +219,8 @@ function validate(o: PipelineOptions): void {
     throw invalidOption('speedPerturb', `must be a list of speeds from 0.5 to 2, e.g. [0.9, 1.1], got ${JSON.stringify(o.speedPerturb)}`)
   if (o.encoderPooling !== undefined && !['mean', 'meanStd'].includes(o.encoderPooling))
     throw invalidOption('encoderPooling', `must be 'mean' or 'meanStd', got '${o.encoderPooling}'`)
+  if (o.encoderPrecision !== undefined && !['auto', 'fp32', 'fp16', 'bf16'].includes(o.encoderPrecision))
+    throw invalidOption('encoderPrecision', `must be 'auto', 'fp32', 'fp16' or 'bf16', got '${o.encoderPrecision}'`)
   if (o.encoderInput !== undefined && !['clip', 'padded'].includes(o.encoderInput))
     throw invalidOption('encoderInput', `must be 'clip' or 'padded', got '${o.encoderInput}'`)
   if ((o.models ?? defaultModels(o.preset)).includes('encoder')) resolveEncoder(o.encoder)

@@ -73,6 +73,8 @@ export function writeRunFiles(
             encoder: options.encoder ?? DEFAULT_ENCODER,
             input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
             pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
+            // The precision the states were computed in (`auto` resolved on this machine).
+            precision: trained.encoder?.config.encoderSource?.precision ?? options.encoderPrecision ?? 'auto',
             speedPerturb: options.speedPerturb ?? defaultSpeedPerturb(options.preset),
             speakerNorm: options.speakerNorm ?? false,
           }

@@ -124,6 +124,7 @@ export class EmotionModel {
           encoder: source.encoder,
           input: source.input,
           pooling: source.pooling,
+          precision: source.precision,
           device,
           strict: true,
         })

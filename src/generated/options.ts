@@ -174,7 +174,7 @@ export type EncoderInput = 'clip' | 'padded'
 
 /**
  * Arithmetic of the encoder's forward pass.
- * - `'auto'`: fp16 on CUDA, fp32 on the CPU.
+ * - `'auto'`: fp16 on CUDA; on the CPU bf16 where it is native (AVX512-BF16, Arm BF16), else fp32.
  */
 export type EncoderPrecision = 'fp32' | 'fp16' | 'bf16' | 'auto'
 
@@ -196,6 +196,12 @@ export interface EncoderSource {
   speakerNorm?: boolean
   /** SHA-256 of the encoder's `model.bin`. */
   modelSha256: string
+  /**
+   * The precision the training states were computed in (resolved, never `auto`), so `predict`
+   * encodes new clips the same way. Checkpoints from before it was recorded computed fp32.
+   * @default 'fp32'
+   */
+  precision?: EncoderPrecision
 }
 
 export interface ExtractOptions {
@@ -725,7 +731,8 @@ export const DEFAULTS = {
   },
   'EncoderSource': {
     'pooling': 'mean',
-    'speakerNorm': false
+    'speakerNorm': false,
+    'precision': 'fp32'
   },
   'ExtractOptions': {
     'device': 'auto',
