@@ -2,6 +2,7 @@ import test from 'ava'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { decodeAudio, decodeAudioSync, EmotionPipelineError, extractMel } from '../src/index.js'
+import { timeMelOnDevice } from '../src/dev.js'
 import { skip, haveRavdess, haveWavs, listAudio, NO_DATA, NO_WAVS, ravdessDir, sine, tempDir, wavDir, writeWav } from './helpers.js'
 import type { WavFormat } from './helpers.js'
 
@@ -176,4 +177,15 @@ test('the same clip gives the same features alone and inside a batch (per-clip t
   let worst = 0
   for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(alone.data[i] - batch.data[n + i]))
   t.true(worst < 1e-4, `max difference ${worst} dB`)
+})
+
+test('the on-device log-mel timing runs the real front end and refuses an empty batch by name', (t) => {
+  const timing = timeMelOnDevice({ device: 'cpu', batch: 4, repeats: 1 })
+  t.is(timing.batch, 4)
+  t.is(timing.device, 'cpu')
+  t.true(timing.secondsPerBatch > 0 && Number.isFinite(timing.audioHoursPerSecond))
+  t.is(timing.transferSecondsPerBatch, 0, 'nothing to copy to the CPU')
+  t.is(timing.audioHoursPerSecond, (4 * 3) / 3600 / timing.secondsPerBatch)
+  const err = t.throws(() => timeMelOnDevice({ device: 'cpu', batch: 0 }))
+  t.regex(err!.message, /batch/)
 })

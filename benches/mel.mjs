@@ -3,13 +3,17 @@
 // soundfile + torchaudio on the same device with the same parameters, in one run, plus ours with the
 // caching CPU allocator off (a child process with EMOTION_PIPELINE_CPU_CACHE=off). Prints JSON.
 //
-//   node benches/mel.mjs [--data DIR] [--clips N] [--device cpu|cuda] [--batch 64] [--repeats 3]
+// Also the log-mel rate with the waveforms already on the device (decode and transfer excluded, the
+// transfer timed separately) at --device-batch clips (default 256).
+//
+//   node benches/mel.mjs [--data DIR] [--clips N] [--device cpu|cuda] [--batch 64] [--repeats 3] [--device-batch 256]
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { timeMelOnDevice } from '../dist/dev.js'
 import { decodeAudio, deviceInfo, extractMel } from '../dist/index.js'
 import { audioFiles, referencePython } from './python.mjs'
 
@@ -20,6 +24,7 @@ const { values } = parseArgs({
     device: { type: 'string', default: 'cpu' },
     batch: { type: 'string', default: '64' },
     repeats: { type: 'string', default: '3' },
+    'device-batch': { type: 'string', default: '256' },
     // Internal: time only ours and print the seconds (the cache-off child run).
     'ours-only': { type: 'boolean', default: false },
   },
@@ -76,6 +81,7 @@ if (!device.startsWith('cuda')) {
   cacheOff = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8', env }))
 }
 
+const onDevice = timeMelOnDevice({ device, batch: Number(values['device-batch']), repeats })
 const python = referencePython()
 let reference = null
 if (python) {
@@ -106,6 +112,13 @@ const out = {
   emotionPipelineCpuCacheOff: cacheOff && {
     decodeResampleMel: rate(cacheOff.oursFull),
     melOnly: rate(cacheOff.oursMel),
+  },
+  // Waveforms already on the device: the front end alone, then the host-to-device copy of one batch.
+  onDevice: {
+    batch: onDevice.batch,
+    secondsPerBatch: +onDevice.secondsPerBatch.toFixed(5),
+    audioHoursPerSecond: +onDevice.audioHoursPerSecond.toFixed(2),
+    transferSecondsPerBatch: +onDevice.transferSecondsPerBatch.toFixed(5),
   },
   torchaudio: reference && {
     decodeResampleMel: reference.decodeMelSeconds === null ? 'soundfile missing: not timed' : rate(reference.decodeMelSeconds),

@@ -1,8 +1,23 @@
+import type { MelOptions } from './audio.js'
 import { callNative } from './errors.js'
+import type { DeviceMelTiming } from './generated/results.js'
 import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
 
 /** Sends `data` through libtorch as a tensor of `shape` on `device` and back: a smoke test of the chain. */
 export function tensorRoundTrip(data: Float32Array, shape: number[], device: DeviceSpec = 'cpu') {
   return callNative(() => native.tensorRoundTrip(data, shape, device))
+}
+
+/**
+ * Log-mel throughput with `batch` waveforms already on `device` (decode and host-to-device transfer
+ * excluded; the transfer of one batch is timed separately): the benchmark's on-device figure.
+ */
+export function timeMelOnDevice(
+  options: { mel?: MelOptions; device?: DeviceSpec; batch?: number; repeats?: number } = {},
+): DeviceMelTiming {
+  const { mel, device = 'cpu', batch = 256, repeats = 5 } = options
+  return JSON.parse(
+    callNative(() => native.timeMelOnDevice(mel ? JSON.stringify(mel) : undefined, device, batch, repeats)),
+  ) as DeviceMelTiming
 }

@@ -74,6 +74,21 @@ export interface DeviceInfo {
   cpuNativeBf16: boolean
 }
 
+/**
+ * Throughput of the log-mel front end with the waveforms already on `device` (decode and transfer
+ * excluded; the host-to-device copy of one batch is timed separately).
+ */
+export interface DeviceMelTiming {
+  device: string
+  batch: number
+  /** Best of the repeats: `forward` on one batch resident on the device, synchronised. */
+  secondsPerBatch: number
+  /** Best of the repeats: copying one batch of waveforms from (pageable) host memory to the device. */
+  transferSecondsPerBatch: number
+  /** Hours of audio (`batch × durationSeconds`) per second of `seconds_per_batch`. */
+  audioHoursPerSecond: number
+}
+
 export interface Duplicate {
   path: string
   duplicateOf: string

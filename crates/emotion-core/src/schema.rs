@@ -31,6 +31,7 @@ pub struct Results {
     pub mel_features: crate::audio::features::MelFeatures,
     pub embeddings: crate::encoder::Embeddings,
     pub device_info: crate::device::DeviceInfo,
+    pub device_mel_timing: crate::audio::mel::DeviceMelTiming,
     pub error_code: crate::error::ErrorCode,
 }
 

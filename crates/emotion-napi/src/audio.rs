@@ -114,6 +114,19 @@ where
     )
 }
 
+/// Log-mel throughput with the waveforms already on the device (a JSON `DeviceMelTiming`), for the
+/// benchmark; `melJson` is a JSON `MelConfig`.
+#[napi]
+pub fn time_mel_on_device(mel_json: Option<String>, device: String, batch: u32, repeats: u32) -> Result<String, Code> {
+    let config: audio::MelConfig = parse_options("mel", mel_json).map_err(to_js)?;
+    emotion_core::error::catch_panic(|| {
+        let device = emotion_core::device::parse_device(&device)?;
+        audio::mel::time_on_device(&config, device, batch as i64, repeats as usize)
+    })
+    .map(|t| serde_json::to_string(&t).expect("timing serialises"))
+    .map_err(to_js)
+}
+
 /// Typed arrays are copied here, on the JS thread (blocked meanwhile, so their memory stays put), into
 /// one buffer on every core before the worker takes them.
 fn to_inputs(inputs: Vec<Either<String, SamplesInput>>) -> Vec<features::AudioInput> {

@@ -367,6 +367,61 @@ impl MelExtractor {
     }
 }
 
+/// Throughput of the log-mel front end with the waveforms already on `device` (decode and transfer
+/// excluded; the host-to-device copy of one batch is timed separately).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceMelTiming {
+    pub device: String,
+    pub batch: i64,
+    /// Best of the repeats: `forward` on one batch resident on the device, synchronised.
+    pub seconds_per_batch: f64,
+    /// Best of the repeats: copying one batch of waveforms from (pageable) host memory to the device.
+    pub transfer_seconds_per_batch: f64,
+    /// Hours of audio (`batch × durationSeconds`) per second of `seconds_per_batch`.
+    pub audio_hours_per_second: f64,
+}
+
+/// Times [`MelExtractor::forward`] on `batch` random clips resident on `device` (a benchmark: the
+/// values do not change the work).
+pub fn time_on_device(config: &MelConfig, device: Device, batch: i64, repeats: usize) -> Result<DeviceMelTiming> {
+    if batch < 1 || repeats < 1 {
+        return Err(Error::invalid("batch", "batch and repeats must be ≥ 1"));
+    }
+    let extractor = MelExtractor::new(config.clone(), device)?;
+    let host = Tensor::f_randn([batch, config.num_samples() as i64], (Kind::Float, Device::Cpu))?.f_mul_scalar(0.1)?;
+    let sync = || {
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    };
+    let best = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?; // warm-up: kernels, plans (cuFFT), allocator
+        sync();
+        let mut best = f64::INFINITY;
+        for _ in 0..repeats {
+            let t0 = std::time::Instant::now();
+            f()?;
+            sync();
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        Ok(best)
+    };
+    let mut resident = host.f_to_device(device)?;
+    let transfer = best(&mut || {
+        resident = host.f_to_device(device)?;
+        Ok(())
+    })?;
+    let seconds = best(&mut || extractor.forward(&resident).map(|_| ()))?;
+    Ok(DeviceMelTiming {
+        device: crate::device::device_name(device),
+        batch,
+        seconds_per_batch: seconds,
+        transfer_seconds_per_batch: if device == Device::Cpu { 0.0 } else { transfer },
+        audio_hours_per_second: batch as f64 * config.duration_seconds / 3600.0 / seconds,
+    })
+}
+
 /// `10 * log10(max(x, 1e-10))`, then each item clamped to its own `max - top_db`.
 pub fn power_to_db(power: &Tensor, top_db: Option<f64>) -> Result<Tensor> {
     let db = power.f_clamp_min(1e-10)?.f_log10()?.f_mul_scalar(10.0)?;
