@@ -89,6 +89,12 @@ export interface TensorRoundTrip {
 }
 
 /**
+ * Log-mel throughput with the waveforms already on the device (a JSON `DeviceMelTiming`), for the
+ * benchmark; `melJson` is a JSON `MelConfig`.
+ */
+export declare function timeMelOnDevice(melJson: string | undefined | null, device: string, batch: number, repeats: number): string
+
+/**
  * Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text
  * of a `TrainResult`; progress events are JSON text.
  */
