@@ -4,7 +4,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFi
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
-import { deviceInfo, EmotionPipelineError, loadModel, trainPipeline } from '../src/index.js'
+import { deviceInfo, EmotionPipelineError, extractEmbeddings, loadModel, trainPipeline } from '../src/index.js'
 import type { ModelName, PipelineEvent } from '../src/index.js'
 import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
@@ -150,6 +150,18 @@ for (const name of ['audio', 'encoder'] as const) {
       lines.map((l) => l.label),
       predictions.map((p) => p.label),
     )
+    if (name === 'encoder') {
+      // The states' precision is recorded resolved (never 'auto') and predictFiles encodes in it.
+      const source = model.meta.config.encoderSource!
+      const resolved = deviceInfo().cpuNativeBf16 ? 'bf16' : 'fp32'
+      t.is(source.precision, resolved)
+      t.is(JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')).effective.encoder.precision, resolved)
+      const e = await extractEmbeddings(files, { encoder: source.encoder, precision: source.precision, device: 'cpu' })
+      t.deepEqual(
+        model.predict({ embedding: { data: e.data, shape: e.shape as [number, number, number] } }).map((p) => p.probabilities),
+        predictions.map((p) => p.probabilities),
+      )
+    }
   })
 }
 
@@ -324,6 +336,7 @@ test('invalid pipeline options are INVALID_OPTION naming the field', async (t) =
     [{ train: { fusion: { optim: { lr: -1 } } } }, /`train\.fusion\.optim\.lr`/],
     [{ encoderInput: 'full' }, /`encoderInput`/],
     [{ encoderPooling: 'max' }, /`encoderPooling`/],
+    [{ encoderPrecision: 'fp8' }, /`encoderPrecision`/],
     [{ speedPerturb: [3] }, /`speedPerturb`/],
     [{ train: { encoder: { encoderHead: { dropout: 1.5 } } } }, /`train\.encoder\.encoderHead\.dropout`/],
   ]
