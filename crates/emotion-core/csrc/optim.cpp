@@ -33,6 +33,33 @@ extern "C" int emotion_fused_adam(at::Tensor** params, at::Tensor** grads, at::T
   }
 }
 
+// The device-side window end (no host sync, so a step can be captured in a CUDA graph later):
+// unscales `grads` in place by `inv_scale` and sets `found_inf` (a 0-dim float tensor) to 1 when
+// any gradient is not finite (`torch.amp.GradScaler.unscale_`); then the fused Adam update, which the
+// kernel skips when `found_inf` is 1, and the step counts put back for a skipped step, as
+// `torch.optim.Adam(fused=True)` does under a GradScaler.
+extern "C" int emotion_fused_adam_masked(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avg,
+                                         at::Tensor** exp_avg_sq, at::Tensor** steps, int n,
+                                         at::Tensor* found_inf, at::Tensor* inv_scale, double lr,
+                                         double beta1, double beta2, double weight_decay, double eps,
+                                         char* error, int error_len) {
+  try {
+    at::NoGradGuard no_grad;
+    auto grad_list = list(grads, n);
+    at::_amp_foreach_non_finite_check_and_unscale_(grad_list, *found_inf, *inv_scale);
+    auto step_list = list(steps, n);
+    at::_foreach_add_(step_list, 1.0);
+    at::_fused_adam_(list(params, n), grad_list, list(exp_avg, n), list(exp_avg_sq, n), {}, step_list,
+                     lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                     std::nullopt, *found_inf);
+    at::_foreach_sub_(step_list, std::vector<at::Tensor>(n, *found_inf));
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(error, error_len, "%s", e.what());
+    return 1;
+  }
+}
+
 // Drops the gradients (`zero_grad(set_to_none=True)`, PyTorch's default): the next backward writes
 // fresh gradients in the parameter's layout instead of adding into stale ones.
 extern "C" void emotion_clear_grads(at::Tensor** params, int n) {

@@ -58,6 +58,24 @@ extern "C" {
         error_len: c_int,
     ) -> c_int;
     fn emotion_clear_grads(params: *const *mut c_void, n: c_int);
+    #[allow(clippy::too_many_arguments)]
+    fn emotion_fused_adam_masked(
+        params: *const *mut c_void,
+        grads: *const *mut c_void,
+        exp_avg: *const *mut c_void,
+        exp_avg_sq: *const *mut c_void,
+        steps: *const *mut c_void,
+        n: c_int,
+        found_inf: *mut c_void,
+        inv_scale: *mut c_void,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
 }
 
 impl Adam {
@@ -122,6 +140,25 @@ impl Adam {
 impl Adam {
     fn fused_step(&mut self, lr: f64) -> Result<()> {
         self.step += 1;
+        self.fused(lr, None)
+    }
+
+    /// The sync-free update: unscales the gradients by `inv_scale` (a 0-dim float tensor on the
+    /// device), sets `found_inf` (0-dim float) to 1 when any is not finite, and updates unless it is
+    /// 1, all on the device. The host's `step` is not advanced: read it back with [`Adam::sync_step`].
+    pub fn masked_step(&mut self, lr: f64, found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
+        self.fused(lr, Some((found_inf, inv_scale)))
+    }
+
+    /// Sets the host's step count from the device's (the successful updates), one sync.
+    pub fn sync_step(&mut self) -> Result<()> {
+        if let Some(s) = self.steps.first() {
+            self.step = s.f_double_value(&[])?.round() as i64;
+        }
+        Ok(())
+    }
+
+    fn fused(&mut self, lr: f64, mask: Option<(&Tensor, &Tensor)>) -> Result<()> {
         let with_grad: Vec<usize> = (0..self.params.len()).filter(|&i| self.params[i].grad().defined()).collect();
         if with_grad.is_empty() {
             return Ok(());
@@ -136,24 +173,45 @@ impl Adam {
             (ptrs(&self.exp_avg, &with_grad), ptrs(&self.exp_avg_sq, &with_grad), ptrs(&self.steps, &with_grad));
         let c = &self.config;
         let mut error = [0 as c_char; 512];
-        // SAFETY: every pointer is a live `at::Tensor*` owned by `self` or `grads` for the whole call;
-        // the shim updates parameters, moments and steps in place and writes at most 512 bytes of error.
+        let n = p.len() as c_int;
+        // SAFETY: every pointer is a live `at::Tensor*` owned by `self`, `grads` or the caller for the
+        // whole call; the shim updates parameters, moments, steps (and gradients and `found_inf` in
+        // the masked form) in place and writes at most 512 bytes of error.
         let status = unsafe {
-            emotion_fused_adam(
-                p.as_ptr(),
-                g.as_ptr(),
-                m.as_ptr(),
-                v.as_ptr(),
-                s.as_ptr(),
-                p.len() as c_int,
-                lr,
-                c.beta1,
-                c.beta2,
-                c.weight_decay,
-                c.eps,
-                error.as_mut_ptr(),
-                error.len() as c_int,
-            )
+            match mask {
+                None => emotion_fused_adam(
+                    p.as_ptr(),
+                    g.as_ptr(),
+                    m.as_ptr(),
+                    v.as_ptr(),
+                    s.as_ptr(),
+                    n,
+                    lr,
+                    c.beta1,
+                    c.beta2,
+                    c.weight_decay,
+                    c.eps,
+                    error.as_mut_ptr(),
+                    error.len() as c_int,
+                ),
+                Some((found_inf, inv_scale)) => emotion_fused_adam_masked(
+                    p.as_ptr(),
+                    g.as_ptr(),
+                    m.as_ptr(),
+                    v.as_ptr(),
+                    s.as_ptr(),
+                    n,
+                    found_inf.as_ptr() as *mut c_void,
+                    inv_scale.as_ptr() as *mut c_void,
+                    lr,
+                    c.beta1,
+                    c.beta2,
+                    c.weight_decay,
+                    c.eps,
+                    error.as_mut_ptr(),
+                    error.len() as c_int,
+                ),
+            }
         };
         if status != 0 {
             // SAFETY: the shim wrote a NUL-terminated message into `error`.
@@ -244,6 +302,59 @@ mod tests {
             adam.step(1e-2).unwrap();
         }
         params.iter().map(|p| p.detach().copy()).collect()
+    }
+
+    #[test]
+    fn the_masked_step_equals_the_fused_one_and_skips_non_finite_gradients_on_the_device() {
+        let run = |masked: bool, poison: bool| {
+            // Deterministic values without libtorch's global generator (tests run in parallel threads).
+            let params: Vec<Tensor> = [vec![6, 4], vec![3, 2, 3, 3]]
+                .iter()
+                .map(|shape| {
+                    let n: i64 = shape.iter().product();
+                    Tensor::arange(n, (Kind::Float, Device::Cpu))
+                        .sin()
+                        .reshape(shape.as_slice())
+                        .set_requires_grad(true)
+                })
+                .collect();
+            let mut adam =
+                Adam::new(params.iter().map(|p| p.shallow_clone()).collect(), AdamConfig::default()).unwrap();
+            let found_inf = Tensor::zeros([], (Kind::Float, Device::Cpu));
+            let inv_scale = Tensor::ones([], (Kind::Float, Device::Cpu));
+            let mut flags = Vec::new();
+            for k in 0..3 {
+                adam.zero_grad();
+                let mut loss = params.iter().map(|p| (p * p).sum(Kind::Float)).fold(Tensor::from(0f32), |a, b| a + b);
+                if poison && k == 1 {
+                    loss = loss * f64::NAN;
+                }
+                loss.backward();
+                if masked {
+                    let _ = found_inf.shallow_clone().zero_();
+                    adam.masked_step(1e-2, &found_inf, &inv_scale).unwrap();
+                    flags.push(found_inf.double_value(&[]));
+                } else {
+                    adam.step(1e-2).unwrap();
+                }
+            }
+            if masked {
+                adam.sync_step().unwrap();
+            }
+            (params.iter().map(|p| p.detach().copy()).collect::<Vec<_>>(), adam.step, flags)
+        };
+        let (fused, steps, _) = run(false, false);
+        let (masked, masked_steps, flags) = run(true, false);
+        assert_eq!((steps, masked_steps), (3, 3));
+        assert_eq!(flags, vec![0.0, 0.0, 0.0]);
+        for (a, b) in fused.iter().zip(&masked) {
+            assert!(a.equal(b), "finite gradients: the same update, bit for bit");
+        }
+        let (skipped, skipped_steps, flags) = run(true, true);
+        assert_eq!(flags, vec![0.0, 1.0, 0.0]);
+        assert_eq!(skipped_steps, 2, "the skipped update is not counted");
+        assert!(skipped.iter().all(|p| p.isfinite().all().int64_value(&[]) == 1));
+        assert!(skipped.iter().zip(&masked).any(|(a, b)| !a.equal(b)), "one update fewer");
     }
 
     #[test]
