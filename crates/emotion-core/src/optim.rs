@@ -327,7 +327,7 @@ mod tests {
                 adam.zero_grad();
                 let mut loss = params.iter().map(|p| (p * p).sum(Kind::Float)).fold(Tensor::from(0f32), |a, b| a + b);
                 if poison && k == 1 {
-                    loss = loss * f64::NAN;
+                    loss *= f64::NAN;
                 }
                 loss.backward();
                 if masked {
