@@ -655,6 +655,15 @@ export interface TrainConfig {
    */
   progressIntervalMs?: number
   /**
+   * End each accumulation window without a host sync: the non-finite check, the skipped update,
+   * the batch-norm rollback and the loss scale stay on the device (the prerequisite for CUDA
+   * graphs). Skipped windows are then reported, and `maxNonFiniteSteps` enforced, at the next
+   * progress event or epoch end, and the learning-rate schedule counts windows rather than
+   * successful updates (the same unless a window is skipped). Unset: on for CUDA, off on the CPU.
+   * @default null
+   */
+  syncFree?: boolean | null
+  /**
    * The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
    * audio files featurises them the same way.
    * @default null
@@ -829,6 +838,7 @@ export const DEFAULTS = {
     'resume': false,
     'maxNonFiniteSteps': 10,
     'progressIntervalMs': 250,
+    'syncFree': null,
     'mel': null,
     'vocabulary': null,
     'encoderSource': null

@@ -422,3 +422,100 @@ fn encoder_head_with_two_row_groups_learns_and_groups_must_divide_the_rows() {
         train(&bad, Sets { train: &train_set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("encoderHead.groups"), "{err}");
 }
+
+#[test]
+fn the_sync_free_window_end_trains_exactly_as_the_synced_one() {
+    let _turn = turn();
+    let set = toy_set(48, 7);
+    let val = toy_set(12, 8);
+    let run = |sync_free: bool, name: &str| {
+        let dir = tmp(name);
+        let config = TrainConfig {
+            epochs: Some(3),
+            accumulation: 2,
+            lr_schedule: Some(emotion_core::train::config::LrSchedule::Cosine),
+            checkpoint_dir: Some(dir.clone()),
+            sync_free: Some(sync_free),
+            ..small_config()
+        };
+        let r =
+            train(&config, Sets { train: &set, val: Some(&val), test: None }, &CancelFlag::new(), &mut |_| {}).unwrap();
+        (r, weights(&dir, "last.safetensors"))
+    };
+    let (synced, a) = run(false, "synced");
+    let (free, b) = run(true, "sync-free");
+    assert_eq!(synced.optimizer_steps, free.optimizer_steps);
+    for (x, y) in synced.history.iter().zip(&free.history) {
+        assert_eq!(
+            (x.train_loss, x.train_accuracy, x.lr, x.val_loss),
+            (y.train_loss, y.train_accuracy, y.lr, y.val_loss)
+        );
+    }
+    assert_eq!(max_diff(&a, &b), 0.0, "the same weights, bit for bit");
+}
+
+#[test]
+fn a_diverging_sync_free_run_stops_with_non_finite_and_keeps_finite_weights() {
+    let _turn = turn();
+    let set = toy_set(64, 6);
+    let dir = tmp("diverge-sync-free");
+    let config = TrainConfig {
+        epochs: Some(30),
+        optim: emotion_core::optim::AdamConfig { lr: 1e12, ..Default::default() },
+        max_non_finite_steps: 3,
+        checkpoint_dir: Some(dir.clone()),
+        sync_free: Some(true),
+        ..small_config()
+    };
+    let mut warnings = 0;
+    let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |e| {
+        if let TrainEvent::Warning { message, .. } = e {
+            if message.contains("skipped") {
+                warnings += 1;
+            }
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NonFinite, "{err}");
+    assert!(warnings >= 1);
+    let kept = weights(&dir, "last.safetensors");
+    assert!(kept.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())), "the saved weights are the last finite ones");
+}
+
+#[test]
+fn a_sync_free_run_resumed_after_a_cancel_gives_the_uninterrupted_result() {
+    let _turn = turn();
+    let set = toy_set(48, 4);
+    let base = TrainConfig { epochs: Some(3), sync_free: Some(true), ..small_config() };
+    let whole = tmp("whole-sync-free");
+    let full = train(
+        &TrainConfig { checkpoint_dir: Some(whole.clone()), ..base.clone() },
+        Sets { train: &set, val: None, test: None },
+        &CancelFlag::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let parts = tmp("parts-sync-free");
+    let cfg = TrainConfig { checkpoint_dir: Some(parts.clone()), ..base.clone() };
+    let cancel = CancelFlag::new();
+    let trigger = cancel.clone();
+    let err = train(&cfg, Sets { train: &set, val: None, test: None }, &cancel, &mut |e| {
+        if let TrainEvent::Step { epoch: 2, step: 3, .. } = e {
+            trigger.cancel();
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    let resumed = train(
+        &TrainConfig { resume: true, ..cfg },
+        Sets { train: &set, val: None, test: None },
+        &CancelFlag::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(resumed.optimizer_steps, full.optimizer_steps);
+    for (a, b) in full.history.iter().zip(&resumed.history) {
+        assert!((a.train_loss - b.train_loss).abs() < 1e-6, "epoch {}: {} vs {}", a.epoch, a.train_loss, b.train_loss);
+    }
+    assert_eq!(max_diff(&weights(&whole, "last.safetensors"), &weights(&parts, "last.safetensors")), 0.0);
+}

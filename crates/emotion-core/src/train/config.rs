@@ -192,6 +192,12 @@ pub struct TrainConfig {
     pub max_non_finite_steps: u32,
     /// Minimum milliseconds between `step` progress events.
     pub progress_interval_ms: u64,
+    /// End each accumulation window without a host sync: the non-finite check, the skipped update,
+    /// the batch-norm rollback and the loss scale stay on the device (the prerequisite for CUDA
+    /// graphs). Skipped windows are then reported, and `maxNonFiniteSteps` enforced, at the next
+    /// progress event or epoch end, and the learning-rate schedule counts windows rather than
+    /// successful updates (the same unless a window is skipped). Unset: on for CUDA, off on the CPU.
+    pub sync_free: Option<bool>,
     /// The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
     /// audio files featurises them the same way.
     pub mel: Option<crate::audio::MelConfig>,
@@ -230,6 +236,7 @@ impl Default for TrainConfig {
             resume: false,
             max_non_finite_steps: 10,
             progress_interval_ms: 250,
+            sync_free: None,
             mel: None,
             vocabulary: None,
             encoder_source: None,

@@ -144,6 +144,56 @@ impl BufferSnapshot {
         }
         Ok(())
     }
+
+    /// Restores the snapshot where `found_inf` (0-dim float) is 1, on the device, without a sync.
+    fn restore_where(&self, found_inf: &Tensor) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        let bad = found_inf.f_gt(0.0)?;
+        for (live, saved) in self.live.iter().zip(&self.saved) {
+            live.shallow_clone().f_copy_(&saved.f_where_self(&bad, live)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Device-side state of the sync-free window end (`TrainConfig::sync_free`): the non-finite flag and
+/// the counters the host reads only at progress events and epoch ends.
+struct SyncFree {
+    found_inf: Tensor,
+    /// 1 / loss scale for the unscale (1 without loss scaling).
+    inv_scale: Tensor,
+    /// fp16's loss scale and growth tracker, moved by `_amp_update_scale_`.
+    scale: Option<(Tensor, Tensor)>,
+    seen: Tensor,
+    windows: Tensor,
+    skipped: Tensor,
+    /// Consecutive skipped windows.
+    bad_run: Tensor,
+    /// Skipped windows already reported in a warning this epoch.
+    reported: u32,
+}
+
+impl SyncFree {
+    fn new(device: Device, scaler: &LossScaler) -> Result<SyncFree> {
+        let zero = || Tensor::f_zeros([], (Kind::Float, device));
+        let scale = if scaler.enabled {
+            let s = Tensor::f_full([1], scaler.scale, (Kind::Float, device))?;
+            let g = Tensor::f_full([1], scaler.good_steps as i64, (Kind::Int, device))?;
+            Some((s, g))
+        } else {
+            None
+        };
+        Ok(SyncFree {
+            found_inf: zero()?,
+            inv_scale: Tensor::f_ones([], (Kind::Float, device))?,
+            scale,
+            seen: zero()?,
+            windows: zero()?,
+            skipped: zero()?,
+            bad_run: zero()?,
+            reported: 0,
+        })
+    }
 }
 
 /// Device-side sums of the epoch in progress: nothing syncs with the host per step.
@@ -195,6 +245,7 @@ struct Trainer<'a> {
     consecutive_bad: u32,
     total_skipped: u32,
     stopped_early: bool,
+    sync_free: Option<SyncFree>,
 }
 
 impl<'a> Trainer<'a> {
@@ -276,6 +327,11 @@ impl<'a> Trainer<'a> {
             config.class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
         let steps_per_epoch = train_set.len.div_ceil(config.batch_size);
         let total_opt_steps = (config.epochs() as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
+        let sync_free = config
+            .sync_free
+            .unwrap_or(matches!(device, Device::Cuda(_)))
+            .then(|| SyncFree::new(device, &state.scaler))
+            .transpose()?;
         Ok(Trainer {
             config,
             kind,
@@ -299,6 +355,7 @@ impl<'a> Trainer<'a> {
             consecutive_bad: 0,
             total_skipped: 0,
             stopped_early: false,
+            sync_free,
         })
     }
 
@@ -326,6 +383,13 @@ impl<'a> Trainer<'a> {
 
     fn lr(&self) -> f64 {
         lr_at(self.config, self.adam.step as f64, self.total_opt_steps)
+    }
+
+    /// The sync-free schedule's position: windows before the one starting at micro-batch `b`.
+    fn lr_at_window(&self, b: usize) -> f64 {
+        let per_epoch = self.steps_per_epoch.div_ceil(self.config.accumulation);
+        let window = self.state.epoch as usize * per_epoch + b / self.config.accumulation;
+        lr_at(self.config, window as f64, self.total_opt_steps)
     }
 
     /// An out-of-memory error says which batch size ran out and how to keep the effective batch.
@@ -380,9 +444,14 @@ impl<'a> Trainer<'a> {
             let loss = self.micro_step(b, &order, window_len, &mut sums)?;
             b += 1;
             if b == window_start + window_len {
-                self.end_window(b, &mut sums, clock, emit)?;
+                if self.sync_free.is_some() {
+                    self.end_window_on_device(window_start, &mut sums)?;
+                } else {
+                    self.end_window(b, &mut sums, clock, emit)?;
+                }
                 if last_event.elapsed().as_millis() as u64 >= config.progress_interval_ms {
                     last_event = Instant::now();
+                    self.check_skipped(b, &mut sums, clock, emit)?;
                     emit(TrainEvent::Step {
                         model: self.kind,
                         epoch: epoch + 1,
@@ -393,7 +462,69 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
-        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())
+        self.check_skipped(b, &mut sums, clock, emit)?;
+        self.flush(&sums, clock)
+    }
+
+    /// Adds the epoch's device-side sums (and, sync-free, counters, step count and loss scale) to the
+    /// host-side state: one sync.
+    fn flush(&mut self, sums: &EpochSums, clock: Instant) -> Result<()> {
+        if let Some(sf) = &mut self.sync_free {
+            let p = &mut self.state.progress;
+            p.seen += sf.seen.f_double_value(&[])?.round() as usize;
+            p.windows += sf.windows.f_double_value(&[])?.round() as usize;
+            let skipped = sf.skipped.f_double_value(&[])?.round() as u32;
+            p.skipped += skipped;
+            self.total_skipped += skipped;
+            for t in [&sf.seen, &sf.windows, &sf.skipped] {
+                let _ = t.shallow_clone().f_zero_()?;
+            }
+            sf.reported = 0;
+            if let Some((scale, growth)) = &sf.scale {
+                self.state.scaler.scale = scale.f_double_value(&[0])?;
+                self.state.scaler.good_steps = growth.f_int64_value(&[0])? as u32;
+            }
+            self.adam.sync_step()?;
+        }
+        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())?;
+        // The sums are now on the host; a later flush in this epoch (a stop) must not add them twice.
+        Ok(())
+    }
+
+    /// Sync-free only: warns about windows skipped since the last report and stops with `NON_FINITE`
+    /// after too many in a row (checked here, at progress events and epoch ends: one sync each).
+    fn check_skipped(
+        &mut self,
+        b: usize,
+        sums: &mut EpochSums,
+        clock: Instant,
+        emit: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
+        let Some(sf) = &mut self.sync_free else { return Ok(()) };
+        let skipped = sf.skipped.f_double_value(&[])?.round() as u32;
+        let bad_run = sf.bad_run.f_double_value(&[])?.round() as u32;
+        if skipped > sf.reported {
+            let what = if sf.scale.is_some() { "fp16 overflow" } else { "NaN or infinite loss/gradients" };
+            emit(TrainEvent::Warning {
+                model: self.kind,
+                message: format!(
+                    "epoch {} up to step {b}: {} optimiser step(s) skipped ({what})",
+                    self.state.epoch + 1,
+                    skipped - sf.reported
+                ),
+            });
+            sf.reported = skipped;
+        }
+        self.consecutive_bad = bad_run;
+        let limit = if sf.scale.is_some() {
+            self.config.max_non_finite_steps.max(30)
+        } else {
+            self.config.max_non_finite_steps
+        };
+        if bad_run < limit {
+            return Ok(());
+        }
+        self.stop_non_finite(b, sums, clock)
     }
 
     /// Forward and backward of micro-batch `b`; returns its (unscaled, mean) loss.
@@ -431,12 +562,12 @@ impl<'a> Trainer<'a> {
                 .f_add(&ce(&labels.f_index_select(0, &mix.perm)?)?.f_mul_scalar(1.0 - mix.lambda)?)?,
             None => ce(&labels)?,
         };
-        self.state
-            .scaler
-            .scale_loss(&loss.f_div_scalar(window_len as f64)?)?
-            .f_backward()
-            .map_err(Error::from)
-            .map_err(|e| self.oom_context(e))?;
+        let per_window = loss.f_div_scalar(window_len as f64)?;
+        let scaled = match self.sync_free.as_ref().and_then(|s| s.scale.as_ref()) {
+            Some((scale, _)) => per_window.f_mul(&scale.f_to_kind(per_window.kind())?.f_squeeze()?)?,
+            None => self.state.scaler.scale_loss(&per_window)?,
+        };
+        scaled.f_backward().map_err(Error::from).map_err(|e| self.oom_context(e))?;
         let _guard = tch::no_grad_guard();
         let n = (hi - lo) as f64;
         sums.window_loss = sums.window_loss.f_add(&loss.detach().f_mul_scalar(n)?)?;
@@ -489,8 +620,14 @@ impl<'a> Trainer<'a> {
         if self.consecutive_bad < limit {
             return Ok(());
         }
+        self.stop_non_finite(b, sums, clock)
+    }
+
+    /// Saves where to go on from and stops with `NON_FINITE` (too many non-finite windows in a row).
+    fn stop_non_finite(&mut self, b: usize, sums: &mut EpochSums, clock: Instant) -> Result<()> {
+        let config = self.config;
         self.state.next_batch = b;
-        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())?;
+        self.flush(sums, clock)?;
         if let Some(dir) = &config.checkpoint_dir {
             checkpoint::save_resumable(dir, &self.vs, &self.adam, &self.state, &self.meta(None))?;
         }
@@ -505,6 +642,34 @@ impl<'a> Trainer<'a> {
         )))
     }
 
+    /// The sync-free window end: unscale, check, update or skip, roll batch norm back, count and move
+    /// the loss scale, all on the device (`TrainConfig::sync_free`).
+    fn end_window_on_device(&mut self, window_start: usize, sums: &mut EpochSums) -> Result<()> {
+        let lr = self.lr_at_window(window_start);
+        let sf = self.sync_free.as_mut().expect("sync-free state");
+        let _guard = tch::no_grad_guard();
+        let _ = sf.found_inf.f_zero_()?;
+        if let Some((scale, _)) = &sf.scale {
+            sf.inv_scale.f_copy_(&scale.f_reciprocal()?.f_squeeze()?)?;
+        }
+        self.adam.masked_step(lr, &sf.found_inf, &sf.inv_scale)?;
+        self.buffers.restore_where(&sf.found_inf)?;
+        let ok = sf.found_inf.f_neg()?.f_add_scalar(1.0)?;
+        sums.loss = sums.loss.f_add(&sums.window_loss.f_mul(&ok)?)?;
+        sums.correct = sums.correct.f_add(&sums.window_correct.f_mul(&ok)?)?;
+        let _ = sf.seen.f_add_(&ok.f_mul_scalar(sums.window_seen as f64)?)?;
+        let _ = sf.windows.f_add_(&ok)?;
+        let _ = sf.skipped.f_add_(&sf.found_inf)?;
+        sf.bad_run = sf.bad_run.f_add(&sf.found_inf)?.f_mul(&sf.found_inf)?;
+        if let Some((scale, growth)) = &mut sf.scale {
+            let interval = self.state.scaler.growth_interval as i64;
+            let found = sf.found_inf.f_reshape([1])?;
+            let _ = scale.f_internal_amp_update_scale_(growth, &found, 2.0, 0.5, interval)?;
+        }
+        self.adam.zero_grad();
+        sums.clear_window()
+    }
+
     /// Cancelled at the start of a window: save where to go on from, then stop with `CANCELLED`.
     fn stop_cancelled(
         &mut self,
@@ -513,7 +678,7 @@ impl<'a> Trainer<'a> {
         clock: Instant,
         emit: &mut dyn FnMut(TrainEvent),
     ) -> Result<()> {
-        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())?;
+        self.flush(sums, clock)?;
         self.state.next_batch = b;
         self.save_last(None, self.state.epoch + 1, emit)?;
         Err(Error::Cancelled)
