@@ -154,12 +154,17 @@ test('log-mel on CUDA matches torchaudio on CUDA', async (t) => {
   assert.ok(dbErr <= 1e-3, `dB err ${dbErr}`)
 })
 
-test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocast, and in fp32 when off', async () => {
-  const { train } = lib
+/** 64 log-mel-shaped inputs with 8 labels for the CNN training tests (speed and finiteness, not accuracy). */
+function cnnSet() {
   const n = 64
   const data = new Float32Array(n * 128 * 280)
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 10 - 40 + ((i / (128 * 280)) % 8)
-  const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
+  return { n, data, labels: Int32Array.from({ length: n }, (_, i) => i % 8) }
+}
+
+test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocast, and in fp32 when off', async () => {
+  const { train } = lib
+  const { n, data, labels } = cnnSet()
   for (const [amp, expected] of [
     ['auto', 'fp16'],
     ['bf16', 'bf16'],
@@ -187,10 +192,7 @@ test('the audio CNN trains on CUDA with fp16 autocast (AMP active), bf16 autocas
 
 test('the sync-free window end (the CUDA default) trains like the synced one in fp16 and bf16', async () => {
   const { train } = lib
-  const n = 64
-  const data = new Float32Array(n * 128 * 280)
-  for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 10 - 40 + ((i / (128 * 280)) % 8)
-  const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
+  const { n, data, labels } = cnnSet()
   for (const amp of ['fp16', 'bf16']) {
     const run = (syncFree) =>
       train({ train: { mel: { data, shape: [n, 128, 280] }, labels }, epochs: 3, device: 'cuda', amp, syncFree, seed: 3 })

@@ -15,44 +15,28 @@ static std::vector<at::Tensor> list(at::Tensor** tensors, int n) {
 
 // Increments each parameter's step count (`steps`, float32 scalars), then updates parameters and
 // moments in place. Parameters without a gradient must be left out by the caller.
+// With `found_inf` and `inv_scale` (0-dim float tensors; both null for the plain update) the window
+// end stays on the device, so a step can later be captured in a CUDA graph: the gradients are
+// unscaled in place by `inv_scale` and `found_inf` set to 1 when any is not finite
+// (`torch.amp.GradScaler.unscale_`), the kernel skips the update when it is 1, and the step counts are
+// put back for a skipped step, as `torch.optim.Adam(fused=True)` does under a GradScaler.
 extern "C" int emotion_fused_adam(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avg,
-                                  at::Tensor** exp_avg_sq, at::Tensor** steps, int n, double lr,
+                                  at::Tensor** exp_avg_sq, at::Tensor** steps, int n,
+                                  at::Tensor* found_inf, at::Tensor* inv_scale, double lr,
                                   double beta1, double beta2, double weight_decay, double eps,
                                   char* error, int error_len) {
   try {
     at::NoGradGuard no_grad;
-    auto step_list = list(steps, n);
-    at::_foreach_add_(step_list, 1.0);
-    at::_fused_adam_(list(params, n), list(grads, n), list(exp_avg, n), list(exp_avg_sq, n), {},
-                     step_list, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false,
-                     /*maximize=*/false, std::nullopt, std::nullopt);
-    return 0;
-  } catch (const std::exception& e) {
-    std::snprintf(error, error_len, "%s", e.what());
-    return 1;
-  }
-}
-
-// The device-side window end (no host sync, so a step can be captured in a CUDA graph later):
-// unscales `grads` in place by `inv_scale` and sets `found_inf` (a 0-dim float tensor) to 1 when
-// any gradient is not finite (`torch.amp.GradScaler.unscale_`); then the fused Adam update, which the
-// kernel skips when `found_inf` is 1, and the step counts put back for a skipped step, as
-// `torch.optim.Adam(fused=True)` does under a GradScaler.
-extern "C" int emotion_fused_adam_masked(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avg,
-                                         at::Tensor** exp_avg_sq, at::Tensor** steps, int n,
-                                         at::Tensor* found_inf, at::Tensor* inv_scale, double lr,
-                                         double beta1, double beta2, double weight_decay, double eps,
-                                         char* error, int error_len) {
-  try {
-    at::NoGradGuard no_grad;
     auto grad_list = list(grads, n);
-    at::_amp_foreach_non_finite_check_and_unscale_(grad_list, *found_inf, *inv_scale);
+    if (found_inf != nullptr) at::_amp_foreach_non_finite_check_and_unscale_(grad_list, *found_inf, *inv_scale);
     auto step_list = list(steps, n);
     at::_foreach_add_(step_list, 1.0);
+    std::optional<at::Tensor> skip;
+    if (found_inf != nullptr) skip = *found_inf;
     at::_fused_adam_(list(params, n), grad_list, list(exp_avg, n), list(exp_avg_sq, n), {}, step_list,
                      lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
-                     std::nullopt, *found_inf);
-    at::_foreach_sub_(step_list, std::vector<at::Tensor>(n, *found_inf));
+                     std::nullopt, skip);
+    if (found_inf != nullptr) at::_foreach_sub_(step_list, std::vector<at::Tensor>(n, *found_inf));
     return 0;
   } catch (const std::exception& e) {
     std::snprintf(error, error_len, "%s", e.what());

@@ -15,3 +15,11 @@ pub mod schema;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Unit tests that draw from libtorch's process-global generator take turns: a test that seeds it and
+/// checks a draw is repeatable fails when another test thread draws in between.
+#[cfg(test)]
+pub(crate) fn rng_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -207,16 +207,17 @@ fn resuming_after_a_cancel_gives_the_uninterrupted_result() {
     assert!(diff == 0.0, "weights differ by {diff}");
 }
 
-#[test]
-fn a_diverging_run_stops_with_non_finite_and_keeps_its_checkpoint() {
-    let _turn = turn();
+/// Trains with an absurd learning rate until `NON_FINITE`; returns the error, the skipped-step
+/// warnings and the saved weights.
+fn diverge(sync_free: bool) -> (Error, usize, Vec<(String, Vec<f32>)>) {
     let set = toy_set(64, 6);
-    let dir = tmp("diverge");
+    let dir = tmp(if sync_free { "diverge-sync-free" } else { "diverge" });
     let config = TrainConfig {
         epochs: Some(30),
         optim: emotion_core::optim::AdamConfig { lr: 1e12, ..Default::default() },
         max_non_finite_steps: 3,
         checkpoint_dir: Some(dir.clone()),
+        sync_free: Some(sync_free),
         ..small_config()
     };
     let mut warnings = 0;
@@ -228,10 +229,16 @@ fn a_diverging_run_stops_with_non_finite_and_keeps_its_checkpoint() {
         }
     })
     .unwrap_err();
+    (err, warnings, weights(&dir, "last.safetensors"))
+}
+
+#[test]
+fn a_diverging_run_stops_with_non_finite_and_keeps_its_checkpoint() {
+    let _turn = turn();
+    let (err, warnings, kept) = diverge(false);
     assert_eq!(err.code(), ErrorCode::NonFinite, "{err}");
     assert!(err.to_string().contains("lr"), "{err}");
     assert!(warnings >= 3);
-    let kept = weights(&dir, "last.safetensors");
     assert!(kept.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())), "the saved weights are the last finite ones");
 }
 
@@ -457,28 +464,9 @@ fn the_sync_free_window_end_trains_exactly_as_the_synced_one() {
 #[test]
 fn a_diverging_sync_free_run_stops_with_non_finite_and_keeps_finite_weights() {
     let _turn = turn();
-    let set = toy_set(64, 6);
-    let dir = tmp("diverge-sync-free");
-    let config = TrainConfig {
-        epochs: Some(30),
-        optim: emotion_core::optim::AdamConfig { lr: 1e12, ..Default::default() },
-        max_non_finite_steps: 3,
-        checkpoint_dir: Some(dir.clone()),
-        sync_free: Some(true),
-        ..small_config()
-    };
-    let mut warnings = 0;
-    let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |e| {
-        if let TrainEvent::Warning { message, .. } = e {
-            if message.contains("skipped") {
-                warnings += 1;
-            }
-        }
-    })
-    .unwrap_err();
+    let (err, warnings, kept) = diverge(true);
     assert_eq!(err.code(), ErrorCode::NonFinite, "{err}");
     assert!(warnings >= 1);
-    let kept = weights(&dir, "last.safetensors");
     assert!(kept.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())), "the saved weights are the last finite ones");
 }
 

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use tch::{Device, Kind, Tensor};
 
 /// Mel scale of the filterbank (`torchaudio` `mel_scale`).
@@ -207,25 +208,13 @@ impl MelConfig {
 }
 
 /// `samples` trimmed to exactly `n` (a slice, no copy), or padded with zeros (a copy) when shorter.
-pub fn fit_clip(samples: &[f32], n: usize, align: Align) -> std::borrow::Cow<'_, [f32]> {
+pub fn fit_clip(samples: &[f32], n: usize, align: Align) -> Cow<'_, [f32]> {
     if samples.len() >= n {
         let start = match align {
             Align::Start => 0,
             Align::Center => (samples.len() - n) / 2,
         };
-        return std::borrow::Cow::Borrowed(&samples[start..start + n]);
-    }
-    std::borrow::Cow::Owned(fit_length(samples, n, align))
-}
-
-/// Pads with zeros or trims `samples` to exactly `n`.
-pub fn fit_length(samples: &[f32], n: usize, align: Align) -> Vec<f32> {
-    if samples.len() >= n {
-        let start = match align {
-            Align::Start => 0,
-            Align::Center => (samples.len() - n) / 2,
-        };
-        return samples[start..start + n].to_vec();
+        return Cow::Borrowed(&samples[start..start + n]);
     }
     let mut out = vec![0.0; n];
     let offset = match align {
@@ -233,7 +222,12 @@ pub fn fit_length(samples: &[f32], n: usize, align: Align) -> Vec<f32> {
         Align::Center => (n - samples.len()) / 2,
     };
     out[offset..offset + samples.len()].copy_from_slice(samples);
-    out
+    Cow::Owned(out)
+}
+
+/// Pads with zeros or trims `samples` to exactly `n`, as an owned copy.
+pub fn fit_length(samples: &[f32], n: usize, align: Align) -> Vec<f32> {
+    fit_clip(samples, n, align).into_owned()
 }
 
 fn hz_to_mel(f: f64, scale: MelScale) -> f64 {

@@ -60,6 +60,7 @@ mod tests {
 
     #[test]
     fn masks_cover_whole_bands_within_the_widths_and_leave_the_rest() {
+        let _turn = crate::rng_turn();
         tch::manual_seed(3);
         let mel = Tensor::ones([8, 64, 100], (Kind::Float, Device::Cpu));
         let o = SpecAugment { freq_masks: 1, freq_width: 10, time_masks: 1, time_width: 20 };
@@ -80,6 +81,7 @@ mod tests {
 
     #[test]
     fn mixup_weights_lie_in_zero_one_and_mix_pairs() {
+        let _turn = crate::rng_turn();
         tch::manual_seed(5);
         let a = Tensor::arange(4, (Kind::Float, Device::Cpu)).view([4, 1]);
         let mix = draw_mix(0.4, 4, Device::Cpu).unwrap();

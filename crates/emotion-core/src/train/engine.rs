@@ -486,9 +486,18 @@ impl<'a> Trainer<'a> {
             }
             self.adam.sync_step()?;
         }
-        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())?;
-        // The sums are now on the host; a later flush in this epoch (a stop) must not add them twice.
-        Ok(())
+        flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())
+    }
+
+    /// Non-finite windows in a row before `NON_FINITE`: fp16 recovers by lowering the loss scale (at
+    /// least 30 tries); in fp32/bf16 repeated failures mean divergence.
+    fn non_finite_limit(&self) -> u32 {
+        let limit = self.config.max_non_finite_steps;
+        if self.mixed.scales_loss() {
+            limit.max(30)
+        } else {
+            limit
+        }
     }
 
     /// Sync-free only: warns about windows skipped since the last report and stops with `NON_FINITE`
@@ -504,7 +513,7 @@ impl<'a> Trainer<'a> {
         let skipped = sf.skipped.f_double_value(&[])?.round() as u32;
         let bad_run = sf.bad_run.f_double_value(&[])?.round() as u32;
         if skipped > sf.reported {
-            let what = if sf.scale.is_some() { "fp16 overflow" } else { "NaN or infinite loss/gradients" };
+            let what = if self.mixed.scales_loss() { "fp16 overflow" } else { "NaN or infinite loss/gradients" };
             emit(TrainEvent::Warning {
                 model: self.kind,
                 message: format!(
@@ -516,12 +525,7 @@ impl<'a> Trainer<'a> {
             sf.reported = skipped;
         }
         self.consecutive_bad = bad_run;
-        let limit = if sf.scale.is_some() {
-            self.config.max_non_finite_steps.max(30)
-        } else {
-            self.config.max_non_finite_steps
-        };
-        if bad_run < limit {
+        if bad_run < self.non_finite_limit() {
             return Ok(());
         }
         self.stop_non_finite(b, sums, clock)
@@ -613,11 +617,7 @@ impl<'a> Trainer<'a> {
         self.state.scaler.update(finite);
         self.adam.zero_grad();
         sums.clear_window()?;
-        // fp16 recovers by lowering the scale; in fp32 repeated failures mean divergence.
-        let config = self.config;
-        let limit =
-            if self.mixed.scales_loss() { config.max_non_finite_steps.max(30) } else { config.max_non_finite_steps };
-        if self.consecutive_bad < limit {
+        if self.consecutive_bad < self.non_finite_limit() {
             return Ok(());
         }
         self.stop_non_finite(b, sums, clock)

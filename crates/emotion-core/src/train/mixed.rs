@@ -185,6 +185,7 @@ mod tests {
 
     #[test]
     fn cpu_bf16_autocast_runs_matmuls_in_bf16_and_ends_with_the_region() {
+        let _turn = crate::rng_turn();
         let a = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([8, 3], (Kind::Float, Device::Cpu));
         let mixed = Mixed::with(Precision::Bf16, Device::Cpu);
@@ -199,6 +200,7 @@ mod tests {
 
     #[test]
     fn channels_last_keeps_values_and_changes_strides() {
+        let _turn = crate::rng_turn();
         let x = Tensor::randn([2, 3, 4, 5], (Kind::Float, Device::Cpu));
         let y = to_channels_last(&x).unwrap();
         assert!(is_channels_last(&y) && !is_channels_last(&x));
