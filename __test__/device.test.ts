@@ -1,5 +1,6 @@
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { tensorRoundTrip } from '../src/dev.js'
 import { deviceInfo, EmotionPipelineError } from '../src/index.js'
@@ -18,6 +19,10 @@ test('deviceInfo reports libtorch 2.11 and a consistent CUDA picture', (t) => {
     t.log(`no CUDA here: ${info.cudaProblem}`)
   }
   t.true(info.cpuThreads >= 1)
+  // The core finds the CUDA-graph shim's functions exactly when the loader opened the shim (CUDA libtorch).
+  const shim = existsSync(join(root, 'bindings', 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'))
+  const cudaLibtorch = existsSync(join(info.libtorch.path, 'libtorch_cuda.so'))
+  t.is(info.cudaGraphs, shim && cudaLibtorch)
 })
 
 test('a tensor goes through libtorch and back unchanged', (t) => {

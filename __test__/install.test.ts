@@ -132,6 +132,11 @@ test.serial('1. doctor --json names the libtorch it found ($LIBTORCH)', async (t
   t.is(report.device.libtorch.source, '$LIBTORCH')
   t.is(report.device.libtorch.path, lib.libDir)
   t.is(report.addon.from, '@emotion-pipeline/linux-x64-gnu')
+  // The platform package ships the CUDA-graph shim that this build made, and the core finds it loaded.
+  const shim = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
+  const built = existsSync(join(root, 'bindings', shim))
+  t.is(existsSync(join(p.dir, 'node_modules', '@emotion-pipeline', 'linux-x64-gnu', shim)), built)
+  t.is(report.device.cudaGraphs, built && existsSync(join(lib.libDir, 'libtorch_cuda.so')))
 })
 
 test.serial('2. train 1 epoch on two actors and predict one clip from the installed package', async (t) => {

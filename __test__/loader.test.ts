@@ -3,13 +3,14 @@
 // broken or of another version.
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { tempDir } from './helpers.js'
 
 const root = resolve(import.meta.dirname, '..')
 const ADDON = join(root, 'bindings', 'emotion-pipeline.linux-x64-gnu.node')
 const LOADER = join(root, 'bindings', 'emotion-pipeline-loader.linux-x64-gnu.node')
+const GRAPH_SHIM = join(root, 'bindings', 'emotion-pipeline-cuda-graph.linux-x64-gnu.so')
 
 /** The baseline the README states; raising it must be a deliberate change of this test and the README. */
 const BASELINE = { GLIBC: '2.34', GLIBCXX: '3.4.26' }
@@ -61,6 +62,22 @@ test(`the addons run on glibc ${BASELINE.GLIBC} with libstdc++ GLIBCXX_${BASELIN
   t.true(compareVersions(maxVersion(ADDON, 'GLIBCXX'), BASELINE.GLIBCXX) <= 0)
 })
 
+test('the CUDA-graph shim needs libtorch_cuda by name, carries no rpath and keeps the glibc baseline', (t) => {
+  if (!existsSync(GRAPH_SHIM)) {
+    t.log(`SKIPPED: ${GRAPH_SHIM} was not built (CPU-only libtorch)`)
+    t.pass()
+    return
+  }
+  const libs = needed(GRAPH_SHIM)
+  for (const lib of ['libtorch_cuda.so', 'libc10_cuda.so', 'libtorch_cpu.so']) t.true(libs.includes(lib), libs.join(' '))
+  t.notRegex(dynamic(GRAPH_SHIM), /\((RPATH|RUNPATH)\)/)
+  t.true(compareVersions(maxVersion(GRAPH_SHIM, 'GLIBC'), BASELINE.GLIBC) <= 0)
+  t.true(compareVersions(maxVersion(GRAPH_SHIM, 'GLIBCXX'), BASELINE.GLIBCXX) <= 0)
+  const symbols = execFileSync('nm', ['-D', '--defined-only', GRAPH_SHIM], { encoding: 'utf8' })
+  for (const f of ['emotion_cuda_stream_enter', 'emotion_cuda_graph_begin', 'emotion_cuda_graph_replay'])
+    t.regex(symbols, new RegExp(`\\b${f}\\b`))
+})
+
 test('libtorch_cuda is brought in at run time exactly when present; importing alone loads nothing', (t) => {
   // A fresh process: nothing loaded until the first native call.
   const script = `
@@ -69,7 +86,7 @@ test('libtorch_cuda is brought in at run time exactly when present; importing al
     const before = (await import('node:fs')).readFileSync('/proc/self/maps', 'utf8').includes('libtorch_cpu.so')
     const info = m.deviceInfo()
     const maps = (await import('node:fs')).readFileSync('/proc/self/maps', 'utf8')
-    console.log(JSON.stringify({ before, cpu: maps.includes('libtorch_cpu.so'), cuda: maps.includes('libtorch_cuda.so'), path: info.libtorch.path, sum: dev.tensorRoundTrip(new Float32Array([1, 2]), [2]).sum }))`
+    console.log(JSON.stringify({ before, cpu: maps.includes('libtorch_cpu.so'), cuda: maps.includes('libtorch_cuda.so'), graph: maps.includes('emotion-pipeline-cuda-graph'), path: info.libtorch.path, sum: dev.tensorRoundTrip(new Float32Array([1, 2]), [2]).sum }))`
   const env = { ...process.env }
   delete env.LD_LIBRARY_PATH
   const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env }))
@@ -78,6 +95,7 @@ test('libtorch_cuda is brought in at run time exactly when present; importing al
   t.is(out.sum, 3)
   const hasCuda = spawnSync('test', ['-e', join(out.path, 'libtorch_cuda.so')]).status === 0
   t.is(out.cuda, hasCuda, 'libtorch_cuda.so is loaded exactly when this libtorch has it')
+  t.is(out.graph, hasCuda && existsSync(GRAPH_SHIM), 'the CUDA-graph shim is loaded after libtorch_cuda, only then')
 })
 
 /** Runs a script against the repository's dist with only `libtorchDir` as libtorch source. */

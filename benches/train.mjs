@@ -3,9 +3,10 @@
 // emotion-pipeline and in Python PyTorch on the same device, in one run, in every precision × memory
 // format, plus our default configuration with the caching CPU allocator off (a child process with
 // EMOTION_PIPELINE_CPU_CACHE=off). Prints JSON: each configuration's micro-steps/s and GFLOP/s, the
-// ratios, and the machine's peak.
+// ratios, and the machine's peak. A `+graph` configuration (CUDA) replays the step from CUDA graphs
+// (`cudaGraph`); its PyTorch row is the same precision and format in eager mode, the issue's baseline.
 //
-//   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--configs fp32,fp32+cl,bf16,bf16+cl]
+//   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--configs fp32,fp32+cl,bf16,bf16+cl,fp16+cl+graph]
 import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { cpus } from 'node:os'
@@ -33,8 +34,8 @@ const accumulation = Number(values.accumulation)
 const steps = Number(values.steps)
 const half = cuda ? 'fp16' : 'bf16'
 const configs = (values.configs ?? `fp32,fp32+cl,${half},${half}+cl`).split(',').map((name) => {
-  const [amp, cl] = name.split('+')
-  return { name, amp, format: cl ? 'channels-last' : 'contiguous' }
+  const [amp, ...flags] = name.split('+')
+  return { name, amp, format: flags.includes('cl') ? 'channels-last' : 'contiguous', graph: flags.includes('graph') }
 })
 
 // FLOPs of one clip, forward + backward (backward ≈ 2× forward for convs and linears): the six 3×3
@@ -78,6 +79,7 @@ const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
 async function ours(config) {
   // Epoch 1 includes warm-up (oneDNN primitive creation, cuDNN autotuning); epoch 2 is timed.
   const epochSeconds = []
+  const warnings = []
   let precision = 'fp32'
   const result = await train({
     train: { mel: { data, shape: [n, 128, 280] }, labels },
@@ -87,12 +89,15 @@ async function ours(config) {
     device,
     amp: config.amp === 'fp32' ? 'off' : config.amp,
     memoryFormat: config.format,
+    cudaGraph: config.graph,
     onProgress: (e) => {
       if (e.type === 'start') precision = e.precision
       if (e.type === 'epochEnd') epochSeconds.push(e.record.seconds)
+      if (e.type === 'warning') warnings.push(e.message)
     },
   })
-  return { microStepsPerSecond: steps / epochSeconds[1], precision, channelsLast: result.channelsLast, threads: result.threads }
+  const row = { microStepsPerSecond: steps / epochSeconds[1], precision, channelsLast: result.channelsLast, threads: result.threads }
+  return config.graph ? { ...row, graphedWindows: result.graphedWindows, warnings } : row
 }
 
 const python = referencePython()

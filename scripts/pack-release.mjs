@@ -4,6 +4,7 @@
 // tarballs that `npm publish` takes into release/ (or --out):
 //   emotion-pipeline-<v>.tgz                      TypeScript, CLI, loader, benches (no native code)
 //   emotion-pipeline-linux-x64-gnu-<v>.tgz        @emotion-pipeline/linux-x64-gnu: the two .node files
+//                                                 and the CUDA-graph shim (.so)
 // The main package lists the platform package in optionalDependencies (napi-rs convention), so npm,
 // pnpm and yarn install only the one matching os/cpu/libc; nothing runs at install time.
 import { execFileSync } from 'node:child_process'
@@ -16,6 +17,12 @@ const { values } = parseArgs({ options: { 'no-build': { type: 'boolean' }, out: 
 const out = resolve(values.out ?? join(root, 'release'))
 const PLATFORM = { suffix: 'linux-x64-gnu', os: ['linux'], cpu: ['x64'], libc: ['glibc'] }
 const ADDONS = ['emotion-pipeline.linux-x64-gnu.node', 'emotion-pipeline-loader.linux-x64-gnu.node']
+// Built only against CUDA libtorch (scripts/cuda-graph.mjs); without it `cudaGraph` trains eagerly.
+const CUDA_GRAPH = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
+const hasGraphShim = existsSync(join(root, 'bindings', CUDA_GRAPH))
+if (!hasGraphShim)
+  console.error(`[pack] warning: bindings/${CUDA_GRAPH} missing (CPU-only libtorch?): the package will train eagerly with cudaGraph`)
+const NATIVE = hasGraphShim ? [...ADDONS, CUDA_GRAPH] : ADDONS
 
 if (!values['no-build']) execFileSync(process.execPath, [join(root, 'scripts', 'setup.mjs')], { stdio: 'inherit' })
 for (const f of ADDONS) {
@@ -68,7 +75,7 @@ writeFileSync(join(mainDir, 'package.json'), JSON.stringify(mainPkg, null, 2) + 
 // Platform package: the two addons, nothing else.
 const platformDir = join(stage, PLATFORM.suffix)
 mkdirSync(platformDir)
-for (const f of ADDONS) cpSync(join(root, 'bindings', f), join(platformDir, f))
+for (const f of NATIVE) cpSync(join(root, 'bindings', f), join(platformDir, f))
 cpSync(join(root, 'LICENSE'), join(platformDir, 'LICENSE'))
 writeFileSync(
   join(platformDir, 'README.md'),
@@ -85,7 +92,7 @@ writeFileSync(
       os: PLATFORM.os,
       cpu: PLATFORM.cpu,
       libc: PLATFORM.libc,
-      files: [...ADDONS, 'README.md', 'LICENSE'],
+      files: [...NATIVE, 'README.md', 'LICENSE'],
       engines: pkg.engines,
     },
     null,

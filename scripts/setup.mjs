@@ -6,6 +6,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
+import { buildCudaGraph } from './cuda-graph.mjs'
 import { ENCODERS, ensureEncoder } from './encoders.mjs'
 import { ensureWhisperModel } from './whisper.mjs'
 
@@ -65,6 +66,7 @@ try {
   ensureNodeModules()
   const lib = resolveLibtorch({ log })
   buildAddons(lib)
+  buildCudaGraph(lib, { log })
   buildTypeScript()
   ensureWhisperModel({ log })
   for (const name of Object.keys(ENCODERS)) ensureEncoder(name, { log })

@@ -109,6 +109,17 @@ export function doctor(): DoctorReport {
           : 'training runs on the CPU; for a GPU install an NVIDIA driver that supports CUDA 13 (libcuda.so.1) and check `nvidia-smi`',
     })
     if (device.cudaAvailable) {
+      const graph = state?.cudaGraph
+      checks.push({
+        name: 'CUDA graphs',
+        ok: graph?.loaded === true,
+        detail: graph?.loaded
+          ? 'shim loaded (TrainOptions.cudaGraph)'
+          : `unavailable: ${graph?.problem ?? 'not loaded'}; cudaGraph trains eagerly`,
+        fix: graph?.loaded
+          ? undefined
+          : 'reinstall emotion-pipeline (the platform package ships the shim), or build from source: npm run build',
+      })
       checks.push({
         name: 'cuDNN',
         ok: device.cudnnVersion !== undefined,

@@ -20,6 +20,8 @@ export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const PLATFORM_PACKAGE = '@emotion-pipeline/linux-x64-gnu'
 const ADDON_FILE = 'emotion-pipeline.linux-x64-gnu.node'
 const LOADER_FILE = 'emotion-pipeline-loader.linux-x64-gnu.node'
+/** The CUDA-graph shim (built only against CUDA libtorch; it needs libtorch_cuda's symbols). */
+export const CUDA_GRAPH_FILE = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
 
 interface Loader {
   preload(paths: string[], stopOnError: boolean): { path: string; loaded: boolean; error?: string | null }[]
@@ -38,6 +40,8 @@ export interface NativeState {
   libtorch?: LibtorchLocation
   /** Whether libtorch_cuda was loaded, and why not when it was not. */
   cuda: { loaded: boolean; problem?: string }
+  /** Whether the CUDA-graph shim was loaded (`cudaGraph` training), and why not when it was not. */
+  cudaGraph: { loaded: boolean; problem?: string }
   glibc?: string
   error?: EmotionPipelineError
 }
@@ -74,7 +78,7 @@ function cudaLibraries(libDir: string): string[] {
 }
 
 function load(): typeof Native {
-  state = { cuda: { loaded: false } }
+  state = { cuda: { loaded: false }, cudaGraph: { loaded: false } }
   const addon = findAddon()
   state.addon = addon
   if (!addon) {
@@ -121,6 +125,7 @@ function load(): typeof Native {
   } else {
     state.cuda = { loaded: false, problem: `CPU-only libtorch (no libtorch_cuda.so in ${lib.libDir})` }
   }
+  state.cudaGraph = loadCudaGraphShim(loader, addon.dir, state.cuda.loaded)
   try {
     return require(join(addon.dir, ADDON_FILE)) as typeof Native
   } catch (err) {
@@ -131,6 +136,18 @@ function load(): typeof Native {
       err,
     )
   }
+}
+
+/**
+ * Opens the CUDA-graph shim with RTLD_GLOBAL after libtorch_cuda, where the core finds its functions
+ * by name. Its absence only turns `cudaGraph` into a warning and eager training.
+ */
+function loadCudaGraphShim(loader: Loader, dir: string, cudaLoaded: boolean): NativeState['cudaGraph'] {
+  if (!cudaLoaded) return { loaded: false, problem: 'libtorch_cuda is not loaded' }
+  const file = join(dir, CUDA_GRAPH_FILE)
+  if (!existsSync(file)) return { loaded: false, problem: `${CUDA_GRAPH_FILE} is not in ${dir}` }
+  const [result] = loader.preload([file], true)
+  return result?.loaded ? { loaded: true } : { loaded: false, problem: `${file} did not load: ${result?.error}` }
 }
 
 /** Loads the addon once; later calls return it or rethrow the first failure. */

@@ -664,6 +664,15 @@ export interface TrainConfig {
    */
   syncFree?: boolean | null
   /**
+   * CUDA only: capture a micro-batch's forward and backward and the window end in CUDA graphs
+   * after two eager windows, then replay them (one launch each instead of hundreds); windows with a
+   * shorter last batch run eagerly. Needs the sync-free window end. A job that cannot be captured
+   * (the CPU, the text and fusion models' LSTM, mixup, the graph shim not loaded, a failed capture)
+   * runs eagerly with a warning event. Off by default until measured on a GPU host.
+   * @default false
+   */
+  cudaGraph?: boolean
+  /**
    * The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
    * audio files featurises them the same way.
    * @default null
@@ -839,6 +848,7 @@ export const DEFAULTS = {
     'maxNonFiniteSteps': 10,
     'progressIntervalMs': 250,
     'syncFree': null,
+    'cudaGraph': false,
     'mel': null,
     'vocabulary': null,
     'encoderSource': null

@@ -72,6 +72,8 @@ export interface DeviceInfo {
   cpuThreads: number
   /** Whether the CPU computes bf16 natively (AVX512-BF16), so `amp: 'auto'` trains in bf16 on it. */
   cpuNativeBf16: boolean
+  /** Whether the CUDA-graph shim's functions are loaded (`cudaGraph` training can capture on a GPU). */
+  cudaGraphs: boolean
 }
 
 /**
@@ -303,6 +305,8 @@ export interface TrainResult {
   microStepsPerSecond: number
   skippedSteps: number
   stoppedEarly: boolean
+  /** Accumulation windows replayed from a captured CUDA graph (`cudaGraph`); 0: the job ran eagerly. */
+  graphedWindows: number
   /** The settings this job ran with, every default filled in (what `config.json` records). */
   config: Required<TrainConfig>
 }

@@ -30,3 +30,12 @@ extern "C" void emotion_cpu_autocast_exit(int was) {
 extern "C" int emotion_cpu_autocast_enabled() {
   return at::autocast::is_autocast_enabled(at::kCPU);
 }
+
+// Switches autocast's cache of casted weights on this thread; returns whether it was on. A CUDA graph
+// capture needs it off (`torch.autocast(..., cache_enabled=False)`): a cached cast made during capture
+// would be freed when the region ends while the graph still reads it.
+extern "C" int emotion_set_autocast_cache(int enabled) {
+  int was = at::autocast::is_autocast_cache_enabled();
+  at::autocast::set_autocast_cache_enabled(enabled != 0);
+  return was;
+}

@@ -20,9 +20,12 @@ static std::vector<at::Tensor> list(at::Tensor** tensors, int n) {
 // unscaled in place by `inv_scale` and `found_inf` set to 1 when any is not finite
 // (`torch.amp.GradScaler.unscale_`), the kernel skips the update when it is 1, and the step counts are
 // put back for a skipped step, as `torch.optim.Adam(fused=True)` does under a GradScaler.
+// With `lr_tensor` (0-dim, on the parameters' device) the learning rate is read from it when the
+// kernel runs, so a captured graph picks up a new value per replay: float32 on CUDA (what the kernel
+// reads), float64 on the CPU (read back as a double, the same value as the `lr` argument path).
 extern "C" int emotion_fused_adam(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avg,
                                   at::Tensor** exp_avg_sq, at::Tensor** steps, int n,
-                                  at::Tensor* found_inf, at::Tensor* inv_scale, double lr,
+                                  at::Tensor* found_inf, at::Tensor* inv_scale, at::Tensor* lr_tensor, double lr,
                                   double beta1, double beta2, double weight_decay, double eps,
                                   char* error, int error_len) {
   try {
@@ -33,9 +36,15 @@ extern "C" int emotion_fused_adam(at::Tensor** params, at::Tensor** grads, at::T
     at::_foreach_add_(step_list, 1.0);
     std::optional<at::Tensor> skip;
     if (found_inf != nullptr) skip = *found_inf;
-    at::_fused_adam_(list(params, n), grad_list, list(exp_avg, n), list(exp_avg_sq, n), {}, step_list,
-                     lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
-                     std::nullopt, skip);
+    if (lr_tensor != nullptr) {
+      at::_fused_adam_(list(params, n), grad_list, list(exp_avg, n), list(exp_avg_sq, n), {}, step_list,
+                       *lr_tensor, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                       std::nullopt, skip);
+    } else {
+      at::_fused_adam_(list(params, n), grad_list, list(exp_avg, n), list(exp_avg_sq, n), {}, step_list,
+                       lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                       std::nullopt, skip);
+    }
     if (found_inf != nullptr) at::_foreach_sub_(step_list, std::vector<at::Tensor>(n, *found_inf));
     return 0;
   } catch (const std::exception& e) {
@@ -48,4 +57,14 @@ extern "C" int emotion_fused_adam(at::Tensor** params, at::Tensor** grads, at::T
 // fresh gradients in the parameter's layout instead of adding into stale ones.
 extern "C" void emotion_clear_grads(at::Tensor** params, int n) {
   for (int i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+}
+
+// Zeroes the gradients in place (`zero_grad(set_to_none=False)`): they keep their memory, so a CUDA
+// graph that accumulates into them stays valid across replays.
+extern "C" void emotion_zero_grads(at::Tensor** params, int n) {
+  at::NoGradGuard no_grad;
+  for (int i = 0; i < n; ++i) {
+    auto& grad = params[i]->mutable_grad();
+    if (grad.defined()) grad.zero_();
+  }
 }

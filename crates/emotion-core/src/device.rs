@@ -72,6 +72,8 @@ pub struct DeviceInfo {
     pub cpu_threads: u32,
     /// Whether the CPU computes bf16 natively (AVX512-BF16), so `amp: 'auto'` trains in bf16 on it.
     pub cpu_native_bf16: bool,
+    /// Whether the CUDA-graph shim's functions are loaded (`cudaGraph` training can capture on a GPU).
+    pub cuda_graphs: bool,
 }
 
 pub fn device_info() -> DeviceInfo {
@@ -89,6 +91,7 @@ pub fn device_info() -> DeviceInfo {
         cuda_problem: if cuda_available { None } else { Some(cuda_probe_summary()) },
         cpu_threads: tch::get_num_threads().max(0) as u32,
         cpu_native_bf16: crate::train::mixed::cpu_has_native_bf16(),
+        cuda_graphs: crate::cuda_graph::available().is_ok(),
     }
 }
 

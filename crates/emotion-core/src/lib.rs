@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod audio;
 pub mod control;
 pub mod cpu_cache;
+pub mod cuda_graph;
 pub mod dataset;
 pub mod device;
 pub mod encoder;

@@ -51,6 +51,7 @@ extern "C" {
         n: c_int,
         found_inf: *mut c_void,
         inv_scale: *mut c_void,
+        lr_tensor: *mut c_void,
         lr: f64,
         beta1: f64,
         beta2: f64,
@@ -60,6 +61,7 @@ extern "C" {
         error_len: c_int,
     ) -> c_int;
     fn emotion_clear_grads(params: *const *mut c_void, n: c_int);
+    fn emotion_zero_grads(params: *const *mut c_void, n: c_int);
 }
 
 impl Adam {
@@ -84,6 +86,14 @@ impl Adam {
         let ptrs: Vec<*mut c_void> = self.params.iter().map(|p| p.as_ptr() as *mut c_void).collect();
         // SAFETY: live `at::Tensor*`s owned by `self`; the shim resets each one's gradient.
         unsafe { emotion_clear_grads(ptrs.as_ptr(), ptrs.len() as c_int) }
+    }
+
+    /// Zeroes the gradients in place, as `zero_grad(set_to_none=False)`: the next backward adds into
+    /// the same memory (what a captured CUDA graph needs; 0 + g is g, so the values are the same).
+    pub fn zero_grad_in_place(&mut self) {
+        let ptrs: Vec<*mut c_void> = self.params.iter().map(|p| p.as_ptr() as *mut c_void).collect();
+        // SAFETY: live `at::Tensor*`s owned by `self`; the shim zeroes each defined gradient.
+        unsafe { emotion_zero_grads(ptrs.as_ptr(), ptrs.len() as c_int) }
     }
 
     pub fn grads(&self) -> Vec<Tensor> {
@@ -129,9 +139,17 @@ impl Adam {
 
     /// The sync-free update: unscales the gradients by `inv_scale` (a 0-dim float tensor on the
     /// device), sets `found_inf` (0-dim float) to 1 when any is not finite, and updates unless it is
-    /// 1, all on the device. The host's `step` is not advanced: read it back with [`Adam::sync_step`].
-    pub fn masked_step(&mut self, lr: f64, found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
-        self.fused(lr, Some((found_inf, inv_scale)))
+    /// 1, all on the device; the learning rate is read from `lr` (0-dim, see [`Adam::lr_tensor`]) when
+    /// the kernel runs. The host's `step` is not advanced: read it back with [`Adam::sync_step`].
+    pub fn masked_step(&mut self, lr: &Tensor, found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
+        self.fused(f64::NAN, Some((found_inf, inv_scale, lr)))
+    }
+
+    /// A 0-dim learning-rate tensor for [`Adam::masked_step`] on `device`: float32 on CUDA (what the
+    /// fused kernel reads), float64 on the CPU (read back as a double: the same update as a number).
+    pub fn lr_tensor(device: tch::Device) -> Result<Tensor> {
+        let kind = if device.is_cuda() { Kind::Float } else { Kind::Double };
+        Ok(Tensor::f_zeros([], (kind, device))?)
     }
 
     /// Sets the host's step count from the device's (the successful updates), one sync.
@@ -142,7 +160,7 @@ impl Adam {
         Ok(())
     }
 
-    fn fused(&mut self, lr: f64, mask: Option<(&Tensor, &Tensor)>) -> Result<()> {
+    fn fused(&mut self, lr: f64, mask: Option<(&Tensor, &Tensor, &Tensor)>) -> Result<()> {
         let with_grad: Vec<usize> = (0..self.params.len()).filter(|&i| self.params[i].grad().defined()).collect();
         if with_grad.is_empty() {
             return Ok(());
@@ -158,9 +176,9 @@ impl Adam {
         let c = &self.config;
         let mut error = [0 as c_char; 512];
         let n = p.len() as c_int;
-        let (found_inf, inv_scale) = match mask {
-            Some((f, i)) => (f.as_ptr() as *mut c_void, i.as_ptr() as *mut c_void),
-            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        let (found_inf, inv_scale, lr_tensor) = match mask {
+            Some((f, i, l)) => (f.as_ptr() as *mut c_void, i.as_ptr() as *mut c_void, l.as_ptr() as *mut c_void),
+            None => (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()),
         };
         // SAFETY: every pointer is a live `at::Tensor*` owned by `self`, `grads` or the caller for the
         // whole call (or null: the plain update); the shim updates parameters, moments, steps (and
@@ -175,6 +193,7 @@ impl Adam {
                 n,
                 found_inf,
                 inv_scale,
+                lr_tensor,
                 lr,
                 c.beta1,
                 c.beta2,
@@ -293,9 +312,15 @@ mod tests {
                 Adam::new(params.iter().map(|p| p.shallow_clone()).collect(), AdamConfig::default()).unwrap();
             let found_inf = Tensor::zeros([], (Kind::Float, Device::Cpu));
             let inv_scale = Tensor::ones([], (Kind::Float, Device::Cpu));
+            let lr = Adam::lr_tensor(Device::Cpu).unwrap().fill_(1e-2);
             let mut flags = Vec::new();
             for k in 0..3 {
-                adam.zero_grad();
+                // The masked (graph-ready) form keeps its gradients and zeroes them in place.
+                if masked {
+                    adam.zero_grad_in_place();
+                } else {
+                    adam.zero_grad();
+                }
                 let mut loss = params.iter().map(|p| (p * p).sum(Kind::Float)).fold(Tensor::from(0f32), |a, b| a + b);
                 if poison && k == 1 {
                     loss *= f64::NAN;
@@ -303,7 +328,7 @@ mod tests {
                 loss.backward();
                 if masked {
                     let _ = found_inf.shallow_clone().zero_();
-                    adam.masked_step(1e-2, &found_inf, &inv_scale).unwrap();
+                    adam.masked_step(&lr, &found_inf, &inv_scale).unwrap();
                     flags.push(found_inf.double_value(&[]));
                 } else {
                     adam.step(1e-2).unwrap();

@@ -507,3 +507,41 @@ fn a_sync_free_run_resumed_after_a_cancel_gives_the_uninterrupted_result() {
     }
     assert_eq!(max_diff(&weights(&whole, "last.safetensors"), &weights(&parts, "last.safetensors")), 0.0);
 }
+
+#[test]
+fn cuda_graph_where_it_cannot_run_warns_and_trains_eagerly_to_the_same_weights() {
+    let _turn = turn();
+    let set = toy_set(32, 9);
+    let run = |cuda_graph: bool, name: &str| {
+        let dir = tmp(name);
+        let config = TrainConfig {
+            epochs: Some(2),
+            sync_free: Some(true),
+            cuda_graph,
+            checkpoint_dir: Some(dir.clone()),
+            ..small_config()
+        };
+        let mut warnings = Vec::new();
+        let r = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |e| {
+            if let TrainEvent::Warning { message, .. } = e {
+                warnings.push(message)
+            }
+        })
+        .unwrap();
+        (r.graphed_windows, warnings, weights(&dir, "last.safetensors"))
+    };
+    let (_, quiet, eager) = run(false, "graph-off");
+    let (graphed, warnings, asked) = run(true, "graph-on-cpu");
+    assert!(quiet.is_empty(), "{quiet:?}");
+    assert_eq!(graphed, 0);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("cudaGraph") && warnings[0].contains("CUDA device"),
+        "{warnings:?}"
+    );
+    assert_eq!(max_diff(&eager, &asked), 0.0);
+    // A graph needs the sync-free window end: asking for both the graph and the synced end is an error.
+    let config = TrainConfig { cuda_graph: true, sync_free: Some(false), ..small_config() };
+    let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidOption);
+    assert!(err.to_string().contains("cudaGraph"), "{err}");
+}

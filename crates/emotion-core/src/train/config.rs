@@ -198,6 +198,12 @@ pub struct TrainConfig {
     /// progress event or epoch end, and the learning-rate schedule counts windows rather than
     /// successful updates (the same unless a window is skipped). Unset: on for CUDA, off on the CPU.
     pub sync_free: Option<bool>,
+    /// CUDA only: capture a micro-batch's forward and backward and the window end in CUDA graphs
+    /// after two eager windows, then replay them (one launch each instead of hundreds); windows with a
+    /// shorter last batch run eagerly. Needs the sync-free window end. A job that cannot be captured
+    /// (the CPU, the text and fusion models' LSTM, mixup, the graph shim not loaded, a failed capture)
+    /// runs eagerly with a warning event. Off by default until measured on a GPU host.
+    pub cuda_graph: bool,
     /// The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
     /// audio files featurises them the same way.
     pub mel: Option<crate::audio::MelConfig>,
@@ -237,6 +243,7 @@ impl Default for TrainConfig {
             max_non_finite_steps: 10,
             progress_interval_ms: 250,
             sync_free: None,
+            cuda_graph: false,
             mel: None,
             vocabulary: None,
             encoder_source: None,
@@ -331,6 +338,14 @@ impl TrainConfig {
         }
         if self.accumulation == 0 {
             return bad("accumulation", "must be ≥ 1".into());
+        }
+        if self.cuda_graph && self.sync_free == Some(false) {
+            return bad(
+                "cudaGraph",
+                "needs the sync-free window end (a captured step cannot read the non-finite check on the host); \
+                 leave syncFree unset or set it to true"
+                    .into(),
+            );
         }
         if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
             return bad("optim.lr", format!("must be a positive number, got {}", self.optim.lr));

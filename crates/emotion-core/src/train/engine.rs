@@ -5,9 +5,10 @@ use super::augment;
 use super::checkpoint::{self, EpochProgress, EpochRecord, ModelMeta, TrainState, FORMAT};
 use super::config::{LrSchedule, ModelKind, StopMetric, TrainConfig};
 use super::data::{DeviceSet, HostSet};
-use super::mixed::{self, Mixed};
+use super::mixed::{self, AutocastCacheOff, Mixed};
 use super::model::Model;
 use crate::control::CancelFlag;
+use crate::cuda_graph::{self, Graph, SideStream};
 use crate::dataset::rng::SplitMix64;
 use crate::device::{device_name, parse_device};
 use crate::error::{catch_panic, Error, Result};
@@ -79,6 +80,8 @@ pub struct TrainResult {
     pub micro_steps_per_second: f64,
     pub skipped_steps: u32,
     pub stopped_early: bool,
+    /// Accumulation windows replayed from a captured CUDA graph (`cudaGraph`); 0: the job ran eagerly.
+    pub graphed_windows: u64,
     /// The settings this job ran with, every default filled in (what `config.json` records).
     pub config: TrainConfig,
 }
@@ -162,6 +165,8 @@ struct SyncFree {
     found_inf: Tensor,
     /// 1 / loss scale for the unscale (1 without loss scaling).
     inv_scale: Tensor,
+    /// The window's learning rate, read by the update kernel when it runs (a graph replays it).
+    lr: Tensor,
     /// fp16's loss scale and growth tracker, moved by `_amp_update_scale_`.
     scale: Option<(Tensor, Tensor)>,
     seen: Tensor,
@@ -186,6 +191,7 @@ impl SyncFree {
         Ok(SyncFree {
             found_inf: zero()?,
             inv_scale: Tensor::f_ones([], (Kind::Float, device))?,
+            lr: Adam::lr_tensor(device)?,
             scale,
             seen: zero()?,
             windows: zero()?,
@@ -196,7 +202,8 @@ impl SyncFree {
     }
 }
 
-/// Device-side sums of the epoch in progress: nothing syncs with the host per step.
+/// Device-side sums of the epoch in progress: nothing syncs with the host per step. Updated in place,
+/// and kept for the whole job, so captured CUDA graphs keep adding into the same tensors.
 struct EpochSums {
     /// The accumulation window in progress (added to the epoch only when its step is finite).
     window_loss: Tensor,
@@ -207,21 +214,80 @@ struct EpochSums {
 }
 
 impl EpochSums {
-    fn new(device: Device) -> EpochSums {
-        let zero = || Tensor::zeros([], (Kind::Float, device));
-        EpochSums { window_loss: zero(), window_correct: zero(), window_seen: 0, loss: zero(), correct: zero() }
+    fn new(device: Device) -> Result<EpochSums> {
+        let zero = || Tensor::f_zeros([], (Kind::Float, device));
+        Ok(EpochSums { window_loss: zero()?, window_correct: zero()?, window_seen: 0, loss: zero()?, correct: zero()? })
+    }
+
+    /// Zeroes the window's device sums (in place: a captured window end does this too).
+    fn zero_window(&mut self) -> Result<()> {
+        let _ = self.window_loss.f_zero_()?;
+        let _ = self.window_correct.f_zero_()?;
+        Ok(())
     }
 
     fn clear_window(&mut self) -> Result<()> {
-        self.window_loss = self.window_loss.f_zero_()?;
-        self.window_correct = self.window_correct.f_zero_()?;
         self.window_seen = 0;
-        Ok(())
+        self.zero_window()
     }
+
+    fn zero(&mut self) -> Result<()> {
+        let _ = self.loss.f_zero_()?;
+        let _ = self.correct.f_zero_()?;
+        self.clear_window()
+    }
+}
+
+/// How a job uses CUDA graphs (`TrainConfig::cuda_graph`).
+enum GraphMode {
+    Off,
+    /// Full windows still to run eagerly before capture (cuDNN picks its algorithms, lazily made state
+    /// exists before the capture sees it).
+    WarmUp(u32),
+    Ready(Graphs),
+}
+
+/// Eager windows before capture.
+const GRAPH_WARMUP_WINDOWS: u32 = 2;
+
+/// A captured micro-batch (forward, backward, sums) and window end (unscale, check, update, rollback,
+/// counters, loss scale, zeroed gradients), with the tensors they read and write.
+struct Graphs {
+    /// The micro-batch's clip indices, copied in before each replay of `micro`.
+    index: Tensor,
+    micro: Graph,
+    window: Graph,
+    /// The loss of the last replayed micro-batch (written by `micro`).
+    loss: Tensor,
+}
+
+/// Why this job's step cannot be captured in a CUDA graph, when it cannot.
+fn graph_obstacle(config: &TrainConfig, kind: ModelKind, device: Device, sync_free: bool) -> Option<String> {
+    if !device.is_cuda() {
+        return Some("CUDA graphs need a CUDA device".into());
+    }
+    if !sync_free {
+        return Some("CUDA graphs need the sync-free window end (syncFree)".into());
+    }
+    if matches!(kind, ModelKind::Text | ModelKind::Fusion) {
+        return Some(format!("the {} model's LSTM is not captured", kind.name()));
+    }
+    if config.augment.as_ref().and_then(|a| a.mixup).is_some() {
+        return Some("mixup draws its weight on the host at every step".into());
+    }
+    cuda_graph::available().err()
 }
 
 /// One training job's model, optimiser, data on the device and resumable state.
 struct Trainer<'a> {
+    /// Graph mode: the job's CUDA work runs on a side stream (declared first, so it is dropped first:
+    /// its work is waited for before the graphs and tensors below are freed).
+    side_stream: Option<SideStream>,
+    _autocast_cache: Option<AutocastCacheOff>,
+    graph: GraphMode,
+    graphed_windows: u64,
+    /// The device-side sums, made once per job (see `EpochSums`).
+    sums: Option<EpochSums>,
     config: &'a TrainConfig,
     kind: ModelKind,
     device: Device,
@@ -271,6 +337,25 @@ impl<'a> Trainer<'a> {
         if let Device::Cuda(_) = device {
             tch::Cuda::cudnn_set_benchmark(true);
         }
+        let sync_free = config.sync_free.unwrap_or(device.is_cuda());
+        // Graph mode runs the whole job on a side stream (capture cannot use the default stream), so
+        // it is entered before the job's first allocation on the device.
+        let mut warn = |message: String| emit(TrainEvent::Warning { model: kind, message });
+        let side_stream = match (config.cuda_graph, graph_obstacle(config, kind, device, sync_free), device) {
+            (false, _, _) => None,
+            (true, Some(why), _) => {
+                warn(format!("cudaGraph: {why}; training runs eagerly"));
+                None
+            }
+            (true, None, Device::Cuda(index)) => match SideStream::enter(index) {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    warn(format!("cudaGraph: {e}; training runs eagerly"));
+                    None
+                }
+            },
+            (true, None, _) => None,
+        };
 
         let resumed = match (&config.checkpoint_dir, config.resume) {
             (Some(dir), true) => checkpoint::load_state(dir)?,
@@ -327,12 +412,14 @@ impl<'a> Trainer<'a> {
             config.class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
         let steps_per_epoch = train_set.len.div_ceil(config.batch_size);
         let total_opt_steps = (config.epochs() as usize * steps_per_epoch.div_ceil(config.accumulation)) as f64;
-        let sync_free = config
-            .sync_free
-            .unwrap_or(matches!(device, Device::Cuda(_)))
-            .then(|| SyncFree::new(device, &state.scaler))
-            .transpose()?;
+        let sync_free = sync_free.then(|| SyncFree::new(device, &state.scaler)).transpose()?;
+        let graphs = side_stream.is_some();
         Ok(Trainer {
+            side_stream,
+            _autocast_cache: graphs.then(AutocastCacheOff::enter),
+            graph: if graphs { GraphMode::WarmUp(GRAPH_WARMUP_WINDOWS) } else { GraphMode::Off },
+            graphed_windows: 0,
+            sums: None,
             config,
             kind,
             device,
@@ -430,40 +517,133 @@ impl<'a> Trainer<'a> {
         let order = Tensor::from_slice(&epoch_order(config.seed, epoch, self.train_set.len)).to_device(self.device);
         let clock = Instant::now();
         let mut last_event = Instant::now();
-        let mut sums = EpochSums::new(self.device);
+        let mut sums = match self.sums.take() {
+            Some(sums) => sums,
+            None => EpochSums::new(self.device)?,
+        };
+        sums.zero()?;
         let mut b = self.state.next_batch;
         while b < self.steps_per_epoch {
             let window_start = b - b % config.accumulation;
             let window_len = config.accumulation.min(self.steps_per_epoch - window_start);
+            let mut graphed = None;
             if b == window_start {
                 if cancel.is_cancelled() {
                     return self.stop_cancelled(b, &sums, clock, emit);
                 }
                 self.buffers.take()?;
+                if self.graphs_ready(window_start, window_len, &mut sums, emit)? {
+                    graphed = Some(self.replay_window(window_start, &order)?);
+                    b += window_len;
+                }
             }
-            let loss = self.micro_step(b, &order, window_len, &mut sums)?;
-            b += 1;
-            if b == window_start + window_len {
-                if self.sync_free.is_some() {
-                    self.end_window_on_device(window_start, &mut sums)?;
-                } else {
-                    self.end_window(b, &mut sums, clock, emit)?;
+            let loss = match graphed {
+                Some(loss) => loss,
+                None => {
+                    let loss = self.micro_step(b, &order, window_len, &mut sums)?;
+                    b += 1;
+                    if b == window_start + window_len {
+                        if self.sync_free.is_some() {
+                            self.end_window_on_device(window_start, &mut sums)?;
+                        } else {
+                            self.end_window(b, &mut sums, clock, emit)?;
+                        }
+                    }
+                    loss
                 }
-                if last_event.elapsed().as_millis() as u64 >= config.progress_interval_ms {
-                    last_event = Instant::now();
-                    self.check_skipped(b, &mut sums, clock, emit)?;
-                    emit(TrainEvent::Step {
-                        model: self.kind,
-                        epoch: epoch + 1,
-                        step: b,
-                        steps: self.steps_per_epoch,
-                        loss: loss.f_double_value(&[])?,
-                    });
-                }
+            };
+            let window_done = b == window_start + window_len;
+            if window_done && last_event.elapsed().as_millis() as u64 >= config.progress_interval_ms {
+                last_event = Instant::now();
+                self.check_skipped(b, &mut sums, clock, emit)?;
+                emit(TrainEvent::Step {
+                    model: self.kind,
+                    epoch: epoch + 1,
+                    step: b,
+                    steps: self.steps_per_epoch,
+                    loss: loss.f_double_value(&[])?,
+                });
             }
         }
         self.check_skipped(b, &mut sums, clock, emit)?;
-        self.flush(&sums, clock)
+        self.flush(&sums, clock)?;
+        self.sums = Some(sums);
+        Ok(())
+    }
+
+    /// Whether the window starting at `window_start` runs from the captured graphs. Only full windows
+    /// of full batches do (a graph holds fixed shapes); the first capture happens after the warm-up
+    /// windows, and a failed one is a warning, after which the job runs eagerly.
+    fn graphs_ready(
+        &mut self,
+        window_start: usize,
+        window_len: usize,
+        sums: &mut EpochSums,
+        emit: &mut dyn FnMut(TrainEvent),
+    ) -> Result<bool> {
+        let (bs, acc) = (self.config.batch_size, self.config.accumulation);
+        if window_len != acc || (window_start + acc) * bs > self.train_set.len {
+            return Ok(false);
+        }
+        match &mut self.graph {
+            GraphMode::Off => Ok(false),
+            GraphMode::Ready(_) => Ok(true),
+            GraphMode::WarmUp(left) if *left > 0 => {
+                *left -= 1;
+                Ok(false)
+            }
+            GraphMode::WarmUp(_) => match self.capture(sums) {
+                Ok(graphs) => {
+                    self.graph = GraphMode::Ready(graphs);
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.graph = GraphMode::Off;
+                    emit(TrainEvent::Warning {
+                        model: self.kind,
+                        message: format!("cudaGraph: capture failed ({e}); training goes on eagerly"),
+                    });
+                    Ok(false)
+                }
+            },
+        }
+    }
+
+    /// Records a full micro-batch and a window end into two graphs. Nothing runs while capturing:
+    /// the window that triggered it is then replayed like every later one.
+    fn capture(&mut self, sums: &mut EpochSums) -> Result<Graphs> {
+        let (bs, acc) = (self.config.batch_size, self.config.accumulation);
+        if let Device::Cuda(index) = self.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        let index = Tensor::f_zeros([bs as i64], (Kind::Int64, self.device))?;
+        let mut micro = Graph::new()?;
+        let loss = micro.capture(|| self.micro_compute(&index, acc, sums))?;
+        let mut window = Graph::new()?;
+        window.capture(|| self.window_compute((bs * acc) as f64, sums))?;
+        Ok(Graphs { index, micro, window, loss })
+    }
+
+    /// Runs the window starting at `window_start` from the graphs: per micro-batch its seed and clip
+    /// indices, then the learning rate, go in before the replays. Returns the last micro-batch's loss.
+    fn replay_window(&mut self, window_start: usize, order: &Tensor) -> Result<Tensor> {
+        let (config, epoch) = (self.config, self.state.epoch);
+        let (bs, acc) = (config.batch_size, config.accumulation);
+        let lr = self.lr_at_window(window_start);
+        let GraphMode::Ready(graphs) = &mut self.graph else {
+            return Err(Error::Internal("replay_window without captured graphs".into()));
+        };
+        for b in window_start..window_start + acc {
+            // The graph's dropout and SpecAugment draws start from the generator's seed at each replay.
+            tch::manual_seed(step_seed(config.seed, epoch, b) as i64);
+            graphs.index.f_copy_(&order.f_narrow(0, (b * bs) as i64, bs as i64)?)?;
+            graphs.micro.replay()?;
+        }
+        let _ = self.sync_free.as_mut().expect("graphs need the sync-free state").lr.f_fill_(lr)?;
+        graphs.window.replay()?;
+        self.micro_steps += acc;
+        self.graphed_windows += 1;
+        Ok(graphs.loss.shallow_clone())
     }
 
     /// Adds the epoch's device-side sums (and, sync-free, counters, step count and loss scale) to the
@@ -540,14 +720,24 @@ impl<'a> Trainer<'a> {
         let lo = (b * bs) as i64;
         let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
         let index = order.f_narrow(0, lo, hi - lo)?;
-        let mut batch = self.train_set.batch(&index)?;
+        let loss = self.micro_compute(&index, window_len, sums)?;
+        sums.window_seen += (hi - lo) as usize;
+        self.micro_steps += 1;
+        Ok(loss)
+    }
+
+    /// The device work of a micro-batch (what a graph captures: no host sync, sums added in place):
+    /// augmentation, forward, loss, backward into the gradients, the window's loss and hit sums.
+    fn micro_compute(&mut self, index: &Tensor, window_len: usize, sums: &mut EpochSums) -> Result<Tensor> {
+        let config = self.config;
+        let n = index.size()[0];
+        let mut batch = self.train_set.batch(index)?;
         let labels = batch.labels.shallow_clone();
         let augment = config.augment.as_ref();
         if let (Some(m), Some(o)) = (&batch.mel, augment.and_then(|a| a.spec_augment.as_ref())) {
             batch.mel = Some(augment::spec_augment(m, o)?);
         }
-        let mix =
-            augment.and_then(|a| a.mixup).map(|alpha| augment::draw_mix(alpha, hi - lo, self.device)).transpose()?;
+        let mix = augment.and_then(|a| a.mixup).map(|alpha| augment::draw_mix(alpha, n, self.device)).transpose()?;
         if let Some(mix) = &mix {
             batch.mel = batch.mel.as_ref().map(|m| mix.inputs(m)).transpose()?;
             batch.embedding = batch.embedding.as_ref().map(|e| mix.inputs(e)).transpose()?;
@@ -573,12 +763,8 @@ impl<'a> Trainer<'a> {
         };
         scaled.f_backward().map_err(Error::from).map_err(|e| self.oom_context(e))?;
         let _guard = tch::no_grad_guard();
-        let n = (hi - lo) as f64;
-        sums.window_loss = sums.window_loss.f_add(&loss.detach().f_mul_scalar(n)?)?;
-        sums.window_correct =
-            sums.window_correct.f_add(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
-        sums.window_seen += (hi - lo) as usize;
-        self.micro_steps += 1;
+        let _ = sums.window_loss.f_add_(&loss.detach().f_mul_scalar(n as f64)?)?;
+        let _ = sums.window_correct.f_add_(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
         Ok(loss)
     }
 
@@ -594,8 +780,8 @@ impl<'a> Trainer<'a> {
         let finite = self.state.scaler.unscale_and_check(&self.adam.grads())?;
         if finite {
             self.adam.step(self.lr())?;
-            sums.loss = sums.loss.f_add(&sums.window_loss)?;
-            sums.correct = sums.correct.f_add(&sums.window_correct)?;
+            let _ = sums.loss.f_add_(&sums.window_loss)?;
+            let _ = sums.correct.f_add_(&sums.window_correct)?;
             self.state.progress.seen += sums.window_seen;
             self.state.progress.windows += 1;
             self.consecutive_bad = 0;
@@ -646,28 +832,39 @@ impl<'a> Trainer<'a> {
     /// the loss scale, all on the device (`TrainConfig::sync_free`).
     fn end_window_on_device(&mut self, window_start: usize, sums: &mut EpochSums) -> Result<()> {
         let lr = self.lr_at_window(window_start);
+        let _ = self.sync_free.as_mut().expect("sync-free state").lr.f_fill_(lr)?;
+        self.window_compute(sums.window_seen as f64, sums)?;
+        sums.window_seen = 0;
+        Ok(())
+    }
+
+    /// The device work of the sync-free window end (what a graph captures: everything in place, the
+    /// learning rate read from `SyncFree::lr`); `seen` is the window's clip count.
+    fn window_compute(&mut self, seen: f64, sums: &mut EpochSums) -> Result<()> {
         let sf = self.sync_free.as_mut().expect("sync-free state");
         let _guard = tch::no_grad_guard();
         let _ = sf.found_inf.f_zero_()?;
         if let Some((scale, _)) = &sf.scale {
             sf.inv_scale.f_copy_(&scale.f_reciprocal()?.f_squeeze()?)?;
         }
-        self.adam.masked_step(lr, &sf.found_inf, &sf.inv_scale)?;
+        self.adam.masked_step(&sf.lr, &sf.found_inf, &sf.inv_scale)?;
         self.buffers.restore_where(&sf.found_inf)?;
         let ok = sf.found_inf.f_neg()?.f_add_scalar(1.0)?;
-        sums.loss = sums.loss.f_add(&sums.window_loss.f_mul(&ok)?)?;
-        sums.correct = sums.correct.f_add(&sums.window_correct.f_mul(&ok)?)?;
-        let _ = sf.seen.f_add_(&ok.f_mul_scalar(sums.window_seen as f64)?)?;
+        let _ = sums.loss.f_add_(&sums.window_loss.f_mul(&ok)?)?;
+        let _ = sums.correct.f_add_(&sums.window_correct.f_mul(&ok)?)?;
+        let _ = sf.seen.f_add_(&ok.f_mul_scalar(seen)?)?;
         let _ = sf.windows.f_add_(&ok)?;
         let _ = sf.skipped.f_add_(&sf.found_inf)?;
-        sf.bad_run = sf.bad_run.f_add(&sf.found_inf)?.f_mul(&sf.found_inf)?;
+        let _ = sf.bad_run.f_add_(&sf.found_inf)?;
+        let _ = sf.bad_run.f_mul_(&sf.found_inf)?;
         if let Some((scale, growth)) = &mut sf.scale {
             let interval = self.state.scaler.growth_interval as i64;
             let found = sf.found_inf.f_reshape([1])?;
             let _ = scale.f_internal_amp_update_scale_(growth, &found, 2.0, 0.5, interval)?;
         }
-        self.adam.zero_grad();
-        sums.clear_window()
+        // In place, not set to none: a captured micro-batch accumulates into the same memory.
+        self.adam.zero_grad_in_place();
+        sums.zero_window()
     }
 
     /// Cancelled at the start of a window: save where to go on from, then stop with `CANCELLED`.
@@ -749,6 +946,8 @@ impl<'a> Trainer<'a> {
         }
         let val = self.evaluate_on(self.val_set.as_ref())?.map(|(_, m)| m);
         let test = self.evaluate_on(self.test_set.as_ref())?.map(|(_, m)| m);
+        // Waits for the side stream's work here, so its errors surface (a drop would swallow them).
+        self.side_stream.take().map(SideStream::exit).transpose()?;
         let seconds = self.started.elapsed().as_secs_f64();
         Ok(TrainResult {
             model: self.kind,
@@ -767,6 +966,7 @@ impl<'a> Trainer<'a> {
             micro_steps_per_second: self.micro_steps as f64 / seconds.max(1e-9),
             skipped_steps: self.total_skipped,
             stopped_early: self.stopped_early,
+            graphed_windows: self.graphed_windows,
             config: config.clone(),
         })
     }

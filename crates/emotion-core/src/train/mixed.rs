@@ -27,6 +27,7 @@ extern "C" {
     fn emotion_cpu_autocast_enter() -> c_int;
     fn emotion_cpu_autocast_exit(was: c_int);
     fn emotion_cpu_autocast_enabled() -> c_int;
+    fn emotion_set_autocast_cache(enabled: c_int) -> c_int;
     fn emotion_to_channels_last(t: *const c_void) -> *mut c_void;
     fn emotion_set_data_channels_last(t: *mut c_void) -> c_int;
     fn emotion_is_channels_last(t: *const c_void) -> c_int;
@@ -73,6 +74,23 @@ impl Drop for CpuAutocast {
     fn drop(&mut self) {
         // SAFETY: the matching exit of `enter`.
         unsafe { emotion_cpu_autocast_exit(self.0) }
+    }
+}
+
+/// Autocast's cache of casted weights off on this thread until drop (what CUDA graph capture needs).
+pub struct AutocastCacheOff(c_int);
+
+impl AutocastCacheOff {
+    pub fn enter() -> AutocastCacheOff {
+        // SAFETY: sets thread-local autocast state in libtorch; no pointers cross.
+        AutocastCacheOff(unsafe { emotion_set_autocast_cache(0) })
+    }
+}
+
+impl Drop for AutocastCacheOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the state `enter` found.
+        unsafe { emotion_set_autocast_cache(self.0) };
     }
 }
 

@@ -1,0 +1,118 @@
+// Builds the CUDA-graph shim (crates/emotion-core/csrc/cuda/graph.cpp) into its own shared object,
+// bindings/emotion-pipeline-cuda-graph.linux-x64-gnu.so, against the libtorch the addons link. It
+// needs `libtorch_cuda.so` and the CUDA runtime headers of the torch wheel's `nvidia/*` packages; the
+// C runtime headers those include (`crt/host_config.h`) come from the pinned `nvidia-cuda-crt` wheel
+// (the torch wheel's `cuda-toolkit[crt]` extra), unpacked into the cache once. Without CUDA libtorch the
+// shim is not built and training runs eagerly. See docs/DESIGN.md ("CUDA graphs").
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { cacheDir } from './libtorch.mjs'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+export const CUDA_GRAPH_FILE = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
+const SOURCE = join(root, 'crates', 'emotion-core', 'csrc', 'cuda', 'graph.cpp')
+
+/** `nvidia/<name>/include` folders under `dir` (a wheel layout) that hold `header`. */
+function nvidiaIncludeDirs(dir, header) {
+  const nvidia = join(dir, 'nvidia')
+  if (!existsSync(nvidia)) return []
+  return readdirSync(nvidia)
+    .map((d) => join(nvidia, d, 'include'))
+    .filter((d) => existsSync(join(d, header)))
+}
+
+/** The version of an installed distribution in site-packages (from its dist-info folder name). */
+function installedVersion(sitePackages, dist) {
+  const prefix = `${dist}-`
+  const info = readdirSync(sitePackages).find((d) => d.startsWith(prefix) && d.endsWith('.dist-info'))
+  return info?.slice(prefix.length, -'.dist-info'.length)
+}
+
+/** Headers of the `crt` extra pinned by the installed cuda-toolkit, unpacked under the cache. */
+function crtIncludeDir(sitePackages, python, log) {
+  const toolkit = installedVersion(sitePackages, 'cuda_toolkit')
+  if (!toolkit) throw new Error(`no cuda_toolkit distribution in ${sitePackages} to pin nvidia-cuda-crt by`)
+  const dir = join(cacheDir(), `cuda-crt-${toolkit}`)
+  const marker = join(dir, '.complete')
+  if (!existsSync(marker)) {
+    log(`fetching the CUDA C runtime headers (cuda-toolkit[crt]==${toolkit}, ~0.1 MB) for the CUDA-graph shim…`)
+    const partial = `${dir}.partial-${process.pid}`
+    rmSync(partial, { recursive: true, force: true })
+    mkdirSync(partial, { recursive: true })
+    const py = python || 'python3'
+    const pip = ['-m', 'pip', 'download', '--disable-pip-version-check', '-q', '--only-binary=:all:', '-d', partial]
+    execFileSync(py, [...pip, `cuda-toolkit[crt]==${toolkit}`], { stdio: 'inherit' })
+    for (const whl of readdirSync(partial).filter((f) => f.startsWith('nvidia_cuda_crt-') && f.endsWith('.whl'))) {
+      execFileSync(py, ['-m', 'zipfile', '-e', join(partial, whl), partial], { stdio: 'inherit' })
+    }
+    writeFileSync(join(partial, '.complete'), toolkit)
+    rmSync(dir, { recursive: true, force: true })
+    renameSync(partial, dir)
+  }
+  const [crt] = nvidiaIncludeDirs(dir, join('crt', 'host_config.h'))
+  if (!crt) throw new Error(`crt/host_config.h not found in ${dir}`)
+  return crt
+}
+
+/**
+ * Builds the shim when its source, the compiler flags or libtorch changed. Returns the built file, or
+ * null (with the reason logged) when this libtorch has no CUDA: graphs then stay unavailable.
+ */
+export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
+  const out = join(root, 'bindings', CUDA_GRAPH_FILE)
+  if (!existsSync(join(lib.libDir, 'libtorch_cuda.so'))) {
+    log(`CPU-only libtorch (${lib.libDir}): the CUDA-graph shim is not built`)
+    rmSync(out, { force: true })
+    return null
+  }
+  const sitePackages = dirname(lib.root)
+  const cudaIncludes = nvidiaIncludeDirs(sitePackages, 'cuda_runtime_api.h')
+  if (!cudaIncludes.length) {
+    log(`no CUDA runtime headers beside ${lib.root} (nvidia/*/include): the CUDA-graph shim is not built`)
+    return null
+  }
+  const include = join(lib.root, 'include')
+  const cudart = cudaIncludes
+    .map((d) => join(dirname(d), 'lib'))
+    .find((d) => existsSync(d) && readdirSync(d).some((f) => f.startsWith('libcudart.so.')))
+  if (!cudart) throw new Error(`libcudart.so.* not found beside ${cudaIncludes.join(', ')}`)
+  const cudartFile = readdirSync(cudart).find((f) => /^libcudart\.so\.\d+$/.test(f))
+  const args = [
+    '-std=c++17',
+    '-O2',
+    '-fPIC',
+    '-shared',
+    '-w',
+    '-D_GLIBCXX_USE_CXX11_ABI=1',
+    '-I',
+    include,
+    '-I',
+    join(include, 'torch', 'csrc', 'api', 'include'),
+    ...cudaIncludes.flatMap((d) => ['-I', d]),
+    '-I',
+    crtIncludeDir(sitePackages, lib.python, log),
+    SOURCE,
+    '-o',
+    `${out}.tmp-${process.pid}`,
+    // By SONAME, no rpath: the loader opens these by absolute path before the shim (as for the addon).
+    '-L',
+    lib.libDir,
+    '-ltorch_cuda',
+    '-lc10_cuda',
+    '-ltorch_cpu',
+    '-lc10',
+    '-L',
+    cudart,
+    `-l:${cudartFile}`,
+  ]
+  const stamp = `${out}.stamp`
+  const want = JSON.stringify({ args: args.slice(0, -10), lib: lib.root, version: lib.version, source: statSync(SOURCE).mtimeMs })
+  if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return out
+  log('building the CUDA-graph shim…')
+  execFileSync(process.env.CXX || 'c++', args, { cwd: root, stdio: 'inherit' })
+  renameSync(`${out}.tmp-${process.pid}`, out)
+  writeFileSync(stamp, want)
+  return out
+}
