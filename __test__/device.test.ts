@@ -2,7 +2,7 @@ import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { tensorRoundTrip } from '../src/dev.js'
+import { cudaGraphSelfTest, tensorRoundTrip } from '../src/dev.js'
 import { deviceInfo, EmotionPipelineError } from '../src/index.js'
 
 const root = resolve(import.meta.dirname, '..')
@@ -23,6 +23,16 @@ test('deviceInfo reports libtorch 2.11 and a consistent CUDA picture', (t) => {
   const shim = existsSync(join(root, 'bindings', 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'))
   const cudaLibtorch = existsSync(join(info.libtorch.path, 'libtorch_cuda.so'))
   t.is(info.cudaGraphs, shim && cudaLibtorch)
+})
+
+test('the CUDA-graph self-test needs a CUDA device: a coded error on the CPU, never a crash', (t) => {
+  const cpu = t.throws(() => cudaGraphSelfTest('cpu'), { instanceOf: EmotionPipelineError })
+  t.is(cpu!.code, 'INVALID_OPTION')
+  t.regex(cpu!.message, /CUDA graphs need a CUDA device/)
+  if (!deviceInfo().cudaAvailable) {
+    t.is(t.throws(() => cudaGraphSelfTest('cuda'), { instanceOf: EmotionPipelineError })!.code, 'CUDA_UNAVAILABLE')
+    t.log('the capture itself is checked by npm run test:gpu')
+  }
 })
 
 test('a tensor goes through libtorch and back unchanged', (t) => {

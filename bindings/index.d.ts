@@ -21,6 +21,12 @@ export declare class NativeModel {
   predict(inputs: TrainSet): string
 }
 
+/**
+ * Captures and replays a tiny CUDA graph and lets one capture fail on purpose (a JSON
+ * `GraphSelfTest`): the smallest check of the CUDA-graph shim, for the GPU tests.
+ */
+export declare function cudaGraphSelfTest(device: string): string
+
 /** Decodes a WAV, FLAC, Ogg Vorbis or MP3 file to mono, resampled to `sampleRate` when given. */
 export declare function decodeAudio(path: string, sampleRate?: number | undefined | null): Promise<DecodedAudio>
 

@@ -14,7 +14,7 @@ const main = process.env.EMOTION_PIPELINE_MODULE
   : new URL('../dist/index.js', import.meta.url).href
 const lib = await import(main)
 // Development helpers sit beside the entry point (`emotion-pipeline/dev`).
-const { tensorRoundTrip } = await import(new URL('dev.js', main).href)
+const { cudaGraphSelfTest, tensorRoundTrip } = await import(new URL('dev.js', main).href)
 const { deviceInfo, extractMel } = lib
 import { referencePython } from '../benches/python.mjs'
 
@@ -204,6 +204,15 @@ test('the sync-free window end (the CUDA default) trains like the synced one in 
     }
     console.log(`  ${amp}: synced ${synced.microStepsPerSecond.toFixed(1)}, sync-free ${free.microStepsPerSecond.toFixed(1)} micro-steps/s`)
   }
+})
+
+test('the CUDA-graph shim captures, replays with new inputs, and survives a failed capture', () => {
+  assert.equal(info.cudaGraphs, true, 'the shim is loaded (doctor says why not)')
+  const r = cudaGraphSelfTest('cuda')
+  assert.deepEqual(r.replayed, [3, 5, 7])
+  assert.ok(r.failedCapture, 'a capture that reads a value on the host must fail')
+  console.log(`  failed capture said: ${r.failedCapture.split('\n')[0]}`)
+  assert.equal(r.eagerAfterFailure, 8)
 })
 
 /** Trains the CNN set 3 epochs (6 windows: 2 eager warm-up, then the capture) and collects warnings. */

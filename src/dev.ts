@@ -2,5 +2,5 @@
 // library's API (the main entry point is), and free to change between versions.
 export { findRavdess } from './data.js'
 export { REFERENCE_ACCURACY } from './report.js'
-export { tensorRoundTrip, timeMelOnDevice } from './tensor.js'
+export { cudaGraphSelfTest, tensorRoundTrip, timeMelOnDevice } from './tensor.js'
 export { bundledWhisperDir } from './transcribe.js'

@@ -1,6 +1,6 @@
 import type { MelOptions } from './audio.js'
 import { callNative } from './errors.js'
-import type { DeviceMelTiming } from './generated/results.js'
+import type { DeviceMelTiming, GraphSelfTest } from './generated/results.js'
 import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
 
@@ -20,4 +20,12 @@ export function timeMelOnDevice(
   return JSON.parse(
     callNative(() => native.timeMelOnDevice(mel ? JSON.stringify(mel) : undefined, device, batch, repeats)),
   ) as DeviceMelTiming
+}
+
+/**
+ * Captures `y = 2x + 1` in a CUDA graph on `device`, replays it with x = 1, 2, 3, then lets a capture
+ * fail on purpose and computes eagerly after it: the smallest check of the CUDA-graph shim.
+ */
+export function cudaGraphSelfTest(device: DeviceSpec = 'cuda'): GraphSelfTest {
+  return JSON.parse(callNative(() => native.cudaGraphSelfTest(device))) as GraphSelfTest
 }

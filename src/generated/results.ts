@@ -171,6 +171,16 @@ export interface GpuDevice {
   totalMemoryBytes: number
 }
 
+/** What [`self_test`] saw: the shim's capture, replay and failed-capture paths on a real device. */
+export interface GraphSelfTest {
+  /** The mean of `2x + 1` read after replays of one captured graph with x = 1, 2, 3 (3, 5, 7). */
+  replayed: number[]
+  /** The error of a capture that reads a value on the host (it must fail); `None` if it did not. */
+  failedCapture: string | null
+  /** `sum(2x)` for x = ones(4), computed eagerly right after the failed capture (8). */
+  eagerAfterFailure: number
+}
+
 export interface LibtorchInfo {
   /** Directory of the libtorch shared libraries actually loaded by this process. */
   path: string

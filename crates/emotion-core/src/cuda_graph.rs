@@ -69,6 +69,8 @@ fn checked(what: &str, call: impl FnOnce(ErrBuf, c_int) -> bool) -> Result<()> {
     }
     // SAFETY: the shim writes a NUL-terminated message with snprintf into the buffer.
     let message = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    // libtorch appends its C++ backtrace ("Exception raised from …", frames): not for users.
+    let message = message.split("\nException raised from").next().unwrap_or_default().trim_end();
     Err(Error::Torch(format!("CUDA graph {what}: {message}")))
 }
 
@@ -144,12 +146,17 @@ impl Graph {
         let api = self.api;
         let handle = self.handle;
         // SAFETY: the handle is live for self's lifetime.
-        checked("capture", |buf, len| unsafe { (api.graph_begin)(handle, buf, len) } == 0)?;
+        if let Err(e) = checked("capture", |buf, len| unsafe { (api.graph_begin)(handle, buf, len) } == 0) {
+            // SAFETY: as above; closes whatever part of the capture had begun.
+            unsafe { (api.graph_abort)(handle) };
+            return Err(e);
+        }
         let out = crate::error::catch_panic(body);
         let ended = checked("capture", |buf, len| unsafe { (api.graph_end)(handle, buf, len) } == 0);
         match (out, ended) {
             (Ok(out), Ok(())) => Ok(out),
             (Err(e), _) | (Ok(_), Err(e)) => {
+                // SAFETY: as above.
                 unsafe { (api.graph_abort)(handle) };
                 Err(e)
             }
@@ -168,4 +175,43 @@ impl Drop for Graph {
         // SAFETY: released exactly once.
         unsafe { (self.api.graph_free)(self.handle) }
     }
+}
+
+/// What [`self_test`] saw: the shim's capture, replay and failed-capture paths on a real device.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphSelfTest {
+    /// The mean of `2x + 1` read after replays of one captured graph with x = 1, 2, 3 (3, 5, 7).
+    pub replayed: Vec<f64>,
+    /// The error of a capture that reads a value on the host (it must fail); `None` if it did not.
+    pub failed_capture: Option<String>,
+    /// `sum(2x)` for x = ones(4), computed eagerly right after the failed capture (8).
+    pub eager_after_failure: f64,
+}
+
+/// Captures `y = 2x + 1` once and replays it with new inputs, then lets a capture fail on purpose and
+/// checks eager work goes on: the smallest check of the graph shim on a CUDA device (`test:gpu`).
+pub fn self_test(device: tch::Device) -> Result<GraphSelfTest> {
+    use tch::{Kind, Tensor};
+    let tch::Device::Cuda(index) = device else {
+        return Err(Error::invalid("device", "CUDA graphs need a CUDA device"));
+    };
+    let stream = SideStream::enter(index)?;
+    let mut x = Tensor::f_zeros([4], (Kind::Float, device))?;
+    let mut y = Tensor::f_zeros([4], (Kind::Float, device))?;
+    let mut graph = Graph::new()?;
+    graph.capture(|| Ok(y.f_copy_(&x.f_mul_scalar(2.0)?.f_add_scalar(1.0)?)?))?;
+    let mut replayed = Vec::new();
+    for value in [1.0, 2.0, 3.0] {
+        let _ = x.f_fill_(value)?;
+        graph.replay()?;
+        replayed.push(y.f_mean(Kind::Float)?.f_double_value(&[])?);
+    }
+    let mut failing = Graph::new()?;
+    let failed_capture =
+        failing.capture(|| Ok(x.f_sum(Kind::Float)?.f_double_value(&[])?)).err().map(|e| e.to_string());
+    let eager_after_failure = x.f_fill_(1.0)?.f_mul_scalar(2.0)?.f_sum(Kind::Float)?.f_double_value(&[])?;
+    drop((failing, graph));
+    stream.exit()?;
+    Ok(GraphSelfTest { replayed, failed_capture, eager_after_failure })
 }

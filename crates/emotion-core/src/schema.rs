@@ -32,6 +32,7 @@ pub struct Results {
     pub embeddings: crate::encoder::Embeddings,
     pub device_info: crate::device::DeviceInfo,
     pub device_mel_timing: crate::audio::mel::DeviceMelTiming,
+    pub graph_self_test: crate::cuda_graph::GraphSelfTest,
     pub error_code: crate::error::ErrorCode,
 }
 

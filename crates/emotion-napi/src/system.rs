@@ -84,3 +84,12 @@ pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
 fn strip_position(message: &str) -> String {
     message.split(" at line ").next().unwrap_or(message).to_string()
 }
+
+/// Captures and replays a tiny CUDA graph and lets one capture fail on purpose (a JSON
+/// `GraphSelfTest`): the smallest check of the CUDA-graph shim, for the GPU tests.
+#[napi]
+pub fn cuda_graph_self_test(device: String) -> Result<String, Code> {
+    emotion_core::error::catch_panic(|| emotion_core::cuda_graph::self_test(device::parse_device(&device)?))
+        .map(|r| serde_json::to_string(&r).expect("a self-test result serialises"))
+        .map_err(to_js)
+}

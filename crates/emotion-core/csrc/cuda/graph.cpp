@@ -26,10 +26,12 @@ struct SideStream {
   std::unique_ptr<c10::cuda::CUDAStreamGuard> guard;
 };
 
-struct Graph {
-  at::cuda::CUDAGraph graph;
-  c10::DeviceIndex device = -1;
+// A CUDAGraph that can name its memory pool before the capture ended (`pool()` refuses then), which
+// the abort of a failed capture needs.
+struct Graph : at::cuda::CUDAGraph {
   bool capturing = false;
+  c10::DeviceIndex device() const { return capture_dev_; }
+  decltype(mempool_id_) pool_id() const { return mempool_id_; }
 };
 
 }  // namespace
@@ -78,9 +80,8 @@ extern "C" void* emotion_cuda_graph_new(char* error, int error_len) {
 extern "C" int emotion_cuda_graph_begin(void* handle, char* error, int error_len) {
   auto g = static_cast<Graph*>(handle);
   try {
-    g->device = c10::cuda::current_device();
-    g->graph.capture_begin();
     g->capturing = true;
+    g->capture_begin();
     return 0;
   } catch (const std::exception& e) {
     return fail(e, error, error_len);
@@ -91,7 +92,7 @@ extern "C" int emotion_cuda_graph_end(void* handle, char* error, int error_len) 
   auto g = static_cast<Graph*>(handle);
   try {
     g->capturing = false;
-    g->graph.capture_end();
+    g->capture_end();
     return 0;
   } catch (const std::exception& e) {
     return fail(e, error, error_len);
@@ -110,11 +111,11 @@ extern "C" void emotion_cuda_graph_abort(void* handle) {
     if (partial != nullptr) cudaGraphDestroy(partial);
   }
   cudaGetLastError();  // clears the (non-sticky) capture error
-  if (g->device >= 0) {
+  if (g->device() >= 0) {
     try {
-      c10::cuda::CUDACachingAllocator::endAllocateToPool(g->device, g->graph.pool());
+      c10::cuda::CUDACachingAllocator::endAllocateToPool(g->device(), g->pool_id());
     } catch (const std::exception&) {
-      // capture_end already did it
+      // capture_end already did it, or capture_begin failed before routing allocations to the pool
     }
   }
   g->capturing = false;
@@ -122,7 +123,7 @@ extern "C" void emotion_cuda_graph_abort(void* handle) {
 
 extern "C" int emotion_cuda_graph_replay(void* handle, char* error, int error_len) {
   try {
-    static_cast<Graph*>(handle)->graph.replay();
+    static_cast<Graph*>(handle)->replay();
     return 0;
   } catch (const std::exception& e) {
     return fail(e, error, error_len);

@@ -255,10 +255,11 @@ const GRAPH_WARMUP_WINDOWS: u32 = 2;
 struct Graphs {
     /// The micro-batch's clip indices, copied in before each replay of `micro`.
     index: Tensor,
+    /// The loss of the last replayed micro-batch (written by `micro`, in its memory pool: declared
+    /// before the graphs so it is freed before they release their pools).
+    loss: Tensor,
     micro: Graph,
     window: Graph,
-    /// The loss of the last replayed micro-batch (written by `micro`).
-    loss: Tensor,
 }
 
 /// Why this job's step cannot be captured in a CUDA graph, when it cannot.
@@ -621,7 +622,7 @@ impl<'a> Trainer<'a> {
         let loss = micro.capture(|| self.micro_compute(&index, acc, sums))?;
         let mut window = Graph::new()?;
         window.capture(|| self.window_compute((bs * acc) as f64, sums))?;
-        Ok(Graphs { index, micro, window, loss })
+        Ok(Graphs { index, loss, micro, window })
     }
 
     /// Runs the window starting at `window_start` from the graphs: per micro-batch its seed and clip
