@@ -1049,3 +1049,84 @@ pub fn predict_logits(model: &Model, set: &DeviceSet) -> Result<(Tensor, Tensor)
     }
     Ok((Tensor::f_cat(&outs, 0)?, set.labels.shallow_clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::AudioCnnConfig;
+    use crate::train::config::Preset;
+
+    /// Where each tensor a captured CUDA graph reads or writes lives (its data pointer).
+    fn graph_addresses(t: &Trainer) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for (i, g) in t.adam.grads().iter().enumerate() {
+            out.push((format!("grad {i}"), g.data_ptr() as usize));
+        }
+        let sums = t.sums.as_ref().expect("sums after an epoch");
+        for (name, x) in [
+            ("window loss", &sums.window_loss),
+            ("window correct", &sums.window_correct),
+            ("loss", &sums.loss),
+            ("correct", &sums.correct),
+        ] {
+            out.push((name.into(), x.data_ptr() as usize));
+        }
+        let sf = t.sync_free.as_ref().expect("sync-free");
+        for (name, x) in [
+            ("found_inf", &sf.found_inf),
+            ("inv_scale", &sf.inv_scale),
+            ("lr", &sf.lr),
+            ("seen", &sf.seen),
+            ("windows", &sf.windows),
+            ("skipped", &sf.skipped),
+            ("bad run", &sf.bad_run),
+        ] {
+            out.push((name.into(), x.data_ptr() as usize));
+        }
+        for (i, (live, saved)) in t.buffers.live.iter().zip(&t.buffers.saved).enumerate() {
+            out.push((format!("buffer {i}"), live.data_ptr() as usize));
+            out.push((format!("saved {i}"), saved.data_ptr() as usize));
+        }
+        out
+    }
+
+    /// The prerequisite of graph replay that the CPU can check: the sync-free path updates every
+    /// tensor a captured micro-batch or window end touches in place, across windows and epochs (a
+    /// tensor re-made between replays would leave the graph reading stale memory).
+    #[test]
+    fn the_sync_free_step_keeps_every_tensor_a_graph_touches_at_one_address() {
+        let _turn = crate::rng_turn();
+        let (n, m, t) = (24usize, 8usize, 16usize);
+        let mel: Vec<f32> = (0..n * m * t).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 45.0).collect();
+        let set = HostSet {
+            mel: Some((mel, [n, m, t])),
+            tokens: None,
+            embedding: None,
+            labels: (0..n as i64).map(|i| i % 3).collect(),
+        };
+        let config = TrainConfig {
+            preset: Preset::Reference,
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            audio: AudioCnnConfig { channels: vec![4, 8], hidden: vec![8], ..AudioCnnConfig::default() },
+            epochs: Some(3),
+            batch_size: 4,
+            accumulation: 2,
+            device: "cpu".into(),
+            sync_free: Some(true),
+            ..TrainConfig::default()
+        }
+        .resolved();
+        let mut emit = |_: TrainEvent| {};
+        let mut trainer = Trainer::new(&config, Sets { train: &set, val: None, test: None }, &mut emit).unwrap();
+        let cancel = CancelFlag::new();
+        trainer.run_epoch(&cancel, &mut emit).unwrap();
+        trainer.end_epoch(&mut emit).unwrap();
+        let first = graph_addresses(&trainer);
+        assert!(first.iter().filter(|(name, _)| name.starts_with("grad")).count() >= 4, "{first:?}");
+        for _ in 0..2 {
+            trainer.run_epoch(&cancel, &mut emit).unwrap();
+            trainer.end_epoch(&mut emit).unwrap();
+            assert_eq!(graph_addresses(&trainer), first);
+        }
+    }
+}
