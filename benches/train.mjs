@@ -5,6 +5,7 @@
 // EMOTION_PIPELINE_CPU_CACHE=off). Prints JSON: each configuration's micro-steps/s and GFLOP/s, the
 // ratios, and the machine's peak. A `+graph` configuration (CUDA) replays the step from CUDA graphs
 // (`cudaGraph`); its PyTorch row is the same precision and format in eager mode, the issue's baseline.
+// `+nobench` turns cuDNN's benchmark mode off (`cudnnBenchmark: false`) for that row.
 //
 //   node benches/train.mjs [--device cpu|cuda] [--steps 40] [--configs fp32,fp32+cl,bf16,bf16+cl,fp16+cl+graph]
 import { execFileSync } from 'node:child_process'
@@ -35,7 +36,13 @@ const steps = Number(values.steps)
 const half = cuda ? 'fp16' : 'bf16'
 const configs = (values.configs ?? `fp32,fp32+cl,${half},${half}+cl`).split(',').map((name) => {
   const [amp, ...flags] = name.split('+')
-  return { name, amp, format: flags.includes('cl') ? 'channels-last' : 'contiguous', graph: flags.includes('graph') }
+  return {
+    name,
+    amp,
+    format: flags.includes('cl') ? 'channels-last' : 'contiguous',
+    graph: flags.includes('graph'),
+    cudnnBenchmark: !flags.includes('nobench'),
+  }
 })
 
 // FLOPs of one clip, forward + backward (backward ≈ 2× forward for convs and linears): the six 3×3
@@ -90,6 +97,7 @@ async function ours(config) {
     amp: config.amp === 'fp32' ? 'off' : config.amp,
     memoryFormat: config.format,
     cudaGraph: config.graph,
+    cudnnBenchmark: config.cudnnBenchmark,
     onProgress: (e) => {
       if (e.type === 'start') precision = e.precision
       if (e.type === 'epochEnd') epochSeconds.push(e.record.seconds)
@@ -106,9 +114,13 @@ function pytorch(config) {
   const script = resolve(import.meta.dirname, 'reference', 'train_bench.py')
   const amp = config.amp === 'fp32' ? 'off' : config.amp
   return JSON.parse(
-    execFileSync(python, [script, device, String(steps), String(batchSize), String(accumulation), amp, config.format], {
-      encoding: 'utf8',
-    }),
+    execFileSync(
+      python,
+      [script, device, String(steps), String(batchSize), String(accumulation), amp, config.format, config.cudnnBenchmark ? '1' : '0'],
+      {
+        encoding: 'utf8',
+      },
+    ),
   )
 }
 

@@ -34,11 +34,11 @@ class AudioCnn(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def main(device, steps, batch, accum, amp, layout="contiguous"):
+def main(device, steps, batch, accum, amp, layout="contiguous", cudnn_benchmark="1"):
     torch.manual_seed(0)
     cuda = device.startswith("cuda")
     if cuda:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark == "1"
     channels_last = layout == "channels-last"
     model = AudioCnn(channels_last=channels_last).to(device)
     if channels_last:
@@ -73,4 +73,4 @@ def main(device, steps, batch, accum, amp, layout="contiguous"):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], *sys.argv[6:7])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], *sys.argv[6:8])

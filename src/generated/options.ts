@@ -673,6 +673,12 @@ export interface TrainConfig {
    */
   cudaGraph?: boolean
   /**
+   * CUDA only: cuDNN's benchmark mode (times the convolution algorithms for each new shape once and
+   * keeps the fastest; results may differ in the last bits from run to run). Off: cuDNN's heuristics.
+   * @default true
+   */
+  cudnnBenchmark?: boolean
+  /**
    * The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
    * audio files featurises them the same way.
    * @default null
@@ -849,6 +855,7 @@ export const DEFAULTS = {
     'progressIntervalMs': 250,
     'syncFree': null,
     'cudaGraph': false,
+    'cudnnBenchmark': true,
     'mel': null,
     'vocabulary': null,
     'encoderSource': null

@@ -204,6 +204,9 @@ pub struct TrainConfig {
     /// (the CPU, the text and fusion models' LSTM, mixup, the graph shim not loaded, a failed capture)
     /// runs eagerly with a warning event. Off by default until measured on a GPU host.
     pub cuda_graph: bool,
+    /// CUDA only: cuDNN's benchmark mode (times the convolution algorithms for each new shape once and
+    /// keeps the fastest; results may differ in the last bits from run to run). Off: cuDNN's heuristics.
+    pub cudnn_benchmark: bool,
     /// The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
     /// audio files featurises them the same way.
     pub mel: Option<crate::audio::MelConfig>,
@@ -244,6 +247,7 @@ impl Default for TrainConfig {
             progress_interval_ms: 250,
             sync_free: None,
             cuda_graph: false,
+            cudnn_benchmark: true,
             mel: None,
             vocabulary: None,
             encoder_source: None,

@@ -336,7 +336,8 @@ impl<'a> Trainer<'a> {
         // Process-global in libtorch; jobs take turns (ONE_AT_A_TIME), so each sets its own.
         tch::set_num_threads(threads as i32);
         if let Device::Cuda(_) = device {
-            tch::Cuda::cudnn_set_benchmark(true);
+            // Process-global in libtorch, like the threads: each job sets its own.
+            tch::Cuda::cudnn_set_benchmark(config.cudnn_benchmark);
         }
         let sync_free = config.sync_free.unwrap_or(device.is_cuda());
         // Graph mode runs the whole job on a side stream (capture cannot use the default stream), so
