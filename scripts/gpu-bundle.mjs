@@ -6,6 +6,7 @@
 // torch the host already has through its active Python (`python3`), with LD_LIBRARY_PATH unset.
 // Everything goes into .device/ (git-ignored, < 64 MiB). Then, on the host, from the repository root:
 //   bash .device/run.sh            # npm run test:gpu + GPU benchmarks, results under $OUT if set
+//   bash .device/run.sh --tests-only | --bench-only   # one half each (the device tool's 600 s per call)
 //   bash .device/run.sh --full [train options]   # the reference pipeline on the Vorbis copy, on CUDA
 // Whisper runs here (CPU, transformers.js): its transcripts of the FLAC corpus travel as
 // .device/transcripts.json, keyed by file name, so the GPU host needs no Whisper model.
@@ -63,6 +64,7 @@ export EMOTION_GPU_DATA=.device/data
 RESULTS=\${OUT:-/tmp/emotion-gpu-results}; mkdir -p "$RESULTS"
 /tmp/node --version
 /tmp/node "$PKG/dist/cli.js" doctor --json > "$RESULTS/doctor.json"; /tmp/node "$PKG/dist/cli.js" doctor
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$RESULTS/nvidia-smi.csv"
 if [ "\${1:-}" = "--full" ]; then
   shift
   RUN=/tmp/emotion-full-run; rm -rf "$RUN"
@@ -74,13 +76,18 @@ if [ "\${1:-}" = "--full" ]; then
   tail -3 "$RESULTS/full-progress.jsonl"; cat "$RUN/report.md"
   exit $status
 fi
-/tmp/node --test-reporter=spec scripts/test-gpu.mjs 2>&1 | tee "$RESULTS/test-gpu.log"
-status=\${PIPESTATUS[0]}
+# Each step bounded, so a hang (a first CUDA-graph capture on a new driver) cannot take the others.
+# The device tool allows 600 s a call: --tests-only (≤ 300 s) and --bench-only (≤ 540 s) fit one each.
+status=0
+if [ "\${1:-}" != "--bench-only" ]; then
+  timeout 300 /tmp/node --test-reporter=spec scripts/test-gpu.mjs 2>&1 | tee "$RESULTS/test-gpu.log"
+  status=\${PIPESTATUS[0]}
+fi
 if [ "\${1:-}" != "--tests-only" ]; then
   for b in 16 64; do
-    /tmp/node "$PKG/benches/mel.mjs" --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
+    timeout 120 /tmp/node "$PKG/benches/mel.mjs" --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
   done
-  /tmp/node "$PKG/benches/train.mjs" --device cuda --steps 400 --configs fp32,fp32+cl,fp16,fp16+cl,bf16,bf16+cl,fp16+cl+nobench,fp32+cl+graph,fp16+cl+graph,bf16+cl+graph | tee "$RESULTS/bench-train-cuda.json"
+  timeout 300 /tmp/node "$PKG/benches/train.mjs" --device cuda --steps 400 --configs fp32,fp32+cl,fp16,fp16+cl,bf16,bf16+cl,fp16+cl+nobench,fp32+cl+graph,fp16+cl+graph,bf16+cl+graph | tee "$RESULTS/bench-train-cuda.json"
 fi
 exit $status
 `,
