@@ -119,3 +119,21 @@ test('a checkpointDir or cacheDir that cannot be written is IO naming the option
   t.is(mel!.code, 'IO')
   t.regex(mel!.message, /`cacheDir`/)
 })
+
+test('loading a model while another trains does not change the training run (one global generator, taken in turns)', async (t) => {
+  const modelDir = tempDir('ep-loaded-')
+  await train({ ...options(modelDir), epochs: 1, train: syntheticSet() })
+  // Dropout on, so every step draws from libtorch's generator too, not only the initial weights.
+  const withDropout = (dir: string) => ({ ...options(dir), audio: { ...options(dir).audio, dropout: 0.3 }, train: syntheticSet() })
+  const quiet = losses((await train(withDropout(tempDir('ep-quiet-')))).history)
+  const busy = train(withDropout(tempDir('ep-busy-')))
+  // Each load builds a model, which draws initial weights on this thread while the job runs on another.
+  let loads = 0
+  const until = Date.now() + 1500
+  while (Date.now() < until) {
+    loadModel(modelDir, { device: 'cpu' })
+    loads++
+  }
+  t.deepEqual(losses((await busy).history), quiet)
+  t.log(`${loads} models loaded during the run`)
+})

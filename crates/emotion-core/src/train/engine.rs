@@ -380,9 +380,12 @@ impl<'a> Trainer<'a> {
         let val_set = sets.val.map(|s| s.to_device(device, norm)).transpose()?;
         let test_set = sets.test.map(|s| s.to_device(device, norm)).transpose()?;
 
-        tch::manual_seed(config.seed as i64);
         let mut vs = VarStore::new(device);
-        let model = Model::build(&vs.root(), config);
+        let model = {
+            let _turn = crate::generator_turn();
+            tch::manual_seed(config.seed as i64);
+            Model::build(&vs.root(), config)
+        };
         let mut params = vs.trainable_variables();
         let channels_last = mixed::channels_last(config.memory_format, kind);
         if channels_last {
@@ -636,6 +639,7 @@ impl<'a> Trainer<'a> {
         let GraphMode::Ready(graphs) = &mut self.graph else {
             return Err(Error::Internal("replay_window without captured graphs".into()));
         };
+        let _turn = crate::generator_turn();
         for b in window_start..window_start + acc {
             // The graph's dropout and SpecAugment draws start from the generator's seed at each replay.
             tch::manual_seed(step_seed(config.seed, epoch, b) as i64);
@@ -718,12 +722,15 @@ impl<'a> Trainer<'a> {
     fn micro_step(&mut self, b: usize, order: &Tensor, window_len: usize, sums: &mut EpochSums) -> Result<Tensor> {
         let config = self.config;
         let bs = config.batch_size;
-        // A seed per micro-batch makes dropout identical after a resume at any step.
-        tch::manual_seed(step_seed(config.seed, self.state.epoch, b) as i64);
         let lo = (b * bs) as i64;
         let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
         let index = order.f_narrow(0, lo, hi - lo)?;
-        let loss = self.micro_compute(&index, window_len, sums)?;
+        let loss = {
+            let _turn = crate::generator_turn();
+            // A seed per micro-batch makes dropout identical after a resume at any step.
+            tch::manual_seed(step_seed(config.seed, self.state.epoch, b) as i64);
+            self.micro_compute(&index, window_len, sums)?
+        };
         sums.window_seen += (hi - lo) as usize;
         self.micro_steps += 1;
         Ok(loss)

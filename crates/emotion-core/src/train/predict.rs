@@ -31,7 +31,11 @@ pub fn load_model(dir: &Path, device: &str) -> Result<LoadedModel> {
     let (meta, weights) = load_meta(dir)?;
     let device = parse_device(device)?;
     let mut vs = VarStore::new(device);
-    let model = Model::build(&vs.root(), &meta.config);
+    // Building draws initial weights (then replaced by the checkpoint's) from the global generator.
+    let model = {
+        let _turn = crate::generator_turn();
+        Model::build(&vs.root(), &meta.config)
+    };
     vs.load(&weights)?;
     // A model with NaN or infinite weights would predict NaN probabilities: refuse it by file.
     for (name, t) in vs.variables() {
