@@ -4,6 +4,8 @@
 // w·p_a + (1 − w)·p_b is scored on the test speakers. Prints per-fold and mean ± std accuracies.
 //
 //   node scripts/late-fusion.mjs CV_DIR_A MODEL_A CV_DIR_B MODEL_B     (MODEL: audio | encoder)
+//   node scripts/late-fusion.mjs --mean MODEL CV_DIR...   equal-weight mean of N runs of one model
+//     (e.g. training seeds: --train '{"encoder":{"seed":7}}' keeps the split), scored on test and val
 // Both cross-validations must have been run with the same data, folds and seed (same split.json).
 // A run directory instead of a cross-validation folder (it has split.json, not cv.json) is one fold;
 // when its split has no validation part the weight is fixed at 0.5 beforehand.
@@ -11,9 +13,11 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { extractEmbeddings, extractMel, loadModel } from '../dist/index.js'
 
-const [dirA, modelA, dirB, modelB] = process.argv.slice(2)
-if (!modelB) {
-  console.error('usage: node scripts/late-fusion.mjs CV_DIR_A MODEL_A CV_DIR_B MODEL_B')
+const args = process.argv.slice(2)
+const meanOf = args[0] === '--mean' ? { model: args[1], dirs: args.slice(2) } : null
+const [dirA, modelA, dirB, modelB] = meanOf ? [meanOf.dirs[0], meanOf.model, meanOf.dirs[1], meanOf.model] : args
+if (!modelB || (meanOf && meanOf.dirs.length < 2)) {
+  console.error('usage: node scripts/late-fusion.mjs CV_DIR_A MODEL_A CV_DIR_B MODEL_B | --mean MODEL CV_DIR CV_DIR...')
   process.exit(2)
 }
 const cache = join(process.env.EMOTION_PIPELINE_CACHE ?? join(process.env.HOME, '.cache', 'emotion-pipeline'), 'features')
@@ -44,6 +48,38 @@ async function probabilities(model, items) {
 
 const accuracy = (P, y) => P.filter((p, i) => p.indexOf(Math.max(...p)) === y[i]).length / y.length
 const mix = (a, b, w) => a.map((p, i) => p.map((x, k) => w * x + (1 - w) * b[i][k]))
+const average = (Ps) => Ps[0].map((p, i) => p.map((_, k) => Ps.reduce((sum, P) => sum + P[i][k], 0) / Ps.length))
+const meanStd = (v) => {
+  const m = v.reduce((x, y) => x + y, 0) / v.length
+  const sd = v.length > 1 ? Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / (v.length - 1)) : 0
+  return `${(m * 100).toFixed(2)} ± ${(sd * 100).toFixed(2)} %`
+}
+
+/** --mean: per fold, the runs' probabilities averaged with equal weights (nothing chosen on any split). */
+async function equalMean({ model, dirs }) {
+  const parts = { test: { runs: dirs.map(() => []), mean: [] }, val: { runs: dirs.map(() => []), mean: [] } }
+  for (const fold of folds) {
+    const split = JSON.parse(readFileSync(join(foldDir(dirs[0], fold), 'split.json'), 'utf8'))
+    const models = dirs.map((d) => loadModel(join(foldDir(d, fold), 'models', model), { device: 'cpu' }))
+    for (const name of ['test', 'val']) {
+      const items = split[name]
+      if (!items.length) continue
+      const y = items.map((i) => models[0].labels.indexOf(i.label))
+      const Ps = []
+      for (const m of models) Ps.push(await probabilities(m, items))
+      for (const [k, P] of Ps.entries()) parts[name].runs[k].push(accuracy(P, y))
+      parts[name].mean.push(accuracy(average(Ps), y))
+    }
+    console.log(JSON.stringify({ fold, test: parts.test.mean.at(-1), val: parts.val.mean.at(-1) }))
+  }
+  const summary = (p) => ({ runs: p.runs.map(meanStd), mean: meanStd(p.mean) })
+  console.log(JSON.stringify({ test: summary(parts.test), val: parts.val.mean.length ? summary(parts.val) : null }))
+}
+if (meanOf) {
+  await equalMean(meanOf)
+  process.exit(0)
+}
+
 const scores = { a: [], b: [], fused: [] }
 for (const fold of folds) {
   const split = JSON.parse(readFileSync(join(foldDir(dirA, fold), 'split.json'), 'utf8'))
@@ -71,10 +107,5 @@ for (const fold of folds) {
   scores.b.push(accuracy(test.b, test.y))
   scores.fused.push(accuracy(mix(test.a, test.b, w), test.y))
   console.log(JSON.stringify({ fold, weightOfA: w, a: scores.a.at(-1), b: scores.b.at(-1), fused: scores.fused.at(-1) }))
-}
-const meanStd = (v) => {
-  const m = v.reduce((x, y) => x + y, 0) / v.length
-  const sd = v.length > 1 ? Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / (v.length - 1)) : 0
-  return `${(m * 100).toFixed(2)} ± ${(sd * 100).toFixed(2)} %`
 }
 console.log(JSON.stringify({ a: meanStd(scores.a), b: meanStd(scores.b), fused: meanStd(scores.fused) }))
