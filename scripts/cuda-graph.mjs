@@ -111,7 +111,13 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
   const want = JSON.stringify({ args: args.slice(0, -10), lib: lib.root, version: lib.version, source: statSync(SOURCE).mtimeMs })
   if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return out
   log('building the CUDA-graph shim…')
-  execFileSync(process.env.CXX || 'c++', args, { cwd: root, stdio: 'inherit' })
+  try {
+    execFileSync(process.env.CXX || 'c++', args, { cwd: root, stdio: 'inherit' })
+  } catch (err) {
+    // Never leave a shim built against another libtorch or source behind a failed rebuild.
+    for (const f of [out, stamp, `${out}.tmp-${process.pid}`]) rmSync(f, { force: true })
+    throw err
+  }
   renameSync(`${out}.tmp-${process.pid}`, out)
   writeFileSync(stamp, want)
   return out

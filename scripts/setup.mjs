@@ -66,7 +66,12 @@ try {
   ensureNodeModules()
   const lib = resolveLibtorch({ log })
   buildAddons(lib)
-  buildCudaGraph(lib, { log })
+  try {
+    buildCudaGraph(lib, { log })
+  } catch (err) {
+    // Optional: without the shim `cudaGraph` trains eagerly with a warning; everything else works.
+    log(`warning: the CUDA-graph shim was not built (${err.message.split('\n')[0].slice(0, 200)}); cudaGraph will train eagerly`)
+  }
   buildTypeScript()
   ensureWhisperModel({ log })
   for (const name of Object.keys(ENCODERS)) ensureEncoder(name, { log })
