@@ -2,7 +2,8 @@
 // Everything `npm test` and `npm run demo` need on a fresh clone: npm packages, libtorch, the
 // release addon (bindings/) and the compiled TypeScript (dist/). Each step is skipped when up to date.
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
@@ -14,17 +15,25 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const log = (message) => console.error(`[setup] ${message}`)
 const run = (cmd, args, env = process.env) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env })
 
+/** What the installed packages were resolved from: the manifests' contents (npm rewrites the lock file on every install, so its time says nothing). */
+function manifestsDigest() {
+  const hash = createHash('sha256')
+  for (const f of ['package.json', 'package-lock.json']) {
+    const file = join(root, f)
+    hash.update(existsSync(file) ? readFileSync(file) : `no ${f}`)
+  }
+  return hash.digest('hex')
+}
+
 function ensureNodeModules() {
-  const lock = join(root, 'package-lock.json')
   const stamp = join(root, 'node_modules', '.emotion-pipeline-installed')
-  const want = existsSync(lock) ? readFileSync(lock, 'utf8').length + ':' + statSync(lock).mtimeMs : 'none'
-  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === manifestsDigest()) return
   log('installing npm packages…')
   // onnxruntime-node (via transformers.js) would try to download CUDA binaries: its CPU build ships inside.
   const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', ONNXRUNTIME_NODE_INSTALL_CUDA: 'skip' }
   // `npm install`, not `npm ci`: npm 11's lock omits other platforms' optional packages and `ci` then refuses.
   run('npm', ['install', '--no-audit', '--no-fund'], env)
-  writeFileSync(stamp, want)
+  writeFileSync(stamp, manifestsDigest())
 }
 
 /** The two addons: the torch-free loader (cargo, copied to its .node name) and the main addon (napi). */
