@@ -134,3 +134,25 @@ test('invalid training options are INVALID_OPTION naming the field', async (t) =
   t.is((err as EmotionPipelineError).code, 'NON_FINITE')
   t.regex(err!.message, /row 1/)
 })
+
+test('encoderHead.speakerAdversary takes its speaker count from train.speakerIds and refuses a set without them', async (t) => {
+  const [n, layers, width] = [48, 3, 8]
+  const data = Float32Array.from({ length: n * layers * width }, (_, i) => Math.sin(i * 0.7) + (Math.floor(i / (layers * width)) % 3))
+  const labels = Int32Array.from({ length: n }, (_, i) => i % 3)
+  const speakerIds = Int32Array.from({ length: n }, (_, i) => Math.floor(i / 3) % 5)
+  const options = {
+    model: 'encoder' as const,
+    labels: ['a', 'b', 'c'],
+    epochs: 2,
+    device: 'cpu' as const,
+    encoderHead: { hidden: [8], speakerAdversary: 0.3 },
+  }
+  const r = await train({ ...options, train: { embedding: { data, shape: [n, layers, width] }, labels, speakerIds } })
+  t.like(r.config.encoderHead, { speakerAdversary: 0.3, speakers: 5 })
+  t.true(r.history.every((h) => Number.isFinite(h.trainLoss)))
+  const err = await t.throwsAsync(train({ ...options, train: { embedding: { data, shape: [n, layers, width] }, labels } }), {
+    instanceOf: EmotionPipelineError,
+  })
+  t.is(err!.code, 'INVALID_OPTION')
+  t.regex(err!.message, /encoderHead\.speakers.*train\.speakerIds/)
+})

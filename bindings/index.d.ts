@@ -118,4 +118,6 @@ export interface TrainSet {
   embedding?: Float32Array
   embeddingShape?: Array<number>
   labels: Int32Array
+  /** The speaker index of each row, for `encoderHead.speakerAdversary`. */
+  speakerIds?: Int32Array
 }

@@ -11,7 +11,7 @@ import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import type { EncoderSource } from './generated/options.js'
 import type { DeviceSpec } from './device.js'
-import { defaultModels, defaultSpeedPerturb } from './pipeline.js'
+import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb } from './pipeline.js'
 import type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
@@ -289,12 +289,17 @@ async function textInputs(run: Run, parts: Parts): Promise<TextInputs> {
 }
 
 function trainingSets(parts: Parts, labels: string[], text: TextInputs | undefined) {
+  // The training rows' speakers, for a speaker adversary (`encoderHead.speakerAdversary`).
+  const speakers = [...new Set(parts.train.items.map((i) => i.speaker))]
+  const speakerIdsOf = (part: Part, items: DatasetItem[]) =>
+    part === parts.train ? Int32Array.from(items.map((i) => speakers.indexOf(i.speaker))) : undefined
   const set = (part: Part): (TrainSet & { perturbed?: PerturbedRows }) | undefined => {
     if (part.items.length === 0) return undefined
     return {
       perturbed: part.perturbed && {
         embedding: part.perturbed.embedding,
         labels: Int32Array.from(part.perturbed.items.map((i) => labels.indexOf(i.label))),
+        speakerIds: speakerIdsOf(part, part.perturbed.items),
       },
       mel: part.mel,
       embedding: part.embedding,
@@ -305,6 +310,7 @@ function trainingSets(parts: Parts, labels: string[], text: TextInputs | undefin
           }
         : undefined,
       labels: Int32Array.from(part.items.map((i) => labels.indexOf(i.label))),
+      speakerIds: speakerIdsOf(part, part.items),
     }
   }
   return { train: set(parts.train)!, val: set(parts.val), test: set(parts.test) }
@@ -326,6 +332,7 @@ function trainModel(
       ? withPerturbed(set, set.perturbed)
       : {
           labels: set.labels,
+          speakerIds: set.speakerIds,
           mel: uses.includes('mel') ? set.mel : undefined,
           tokens: uses.includes('tokens') ? set.tokens : undefined,
           embedding: uses.includes('embedding') ? set.embedding : undefined,
@@ -343,7 +350,13 @@ function trainModel(
     ...options.train?.[model],
     // Statistics pooling doubles the rows: means and deviations get layer weights of their own.
     encoderHead:
-      model === 'encoder' ? { groups: encoderSource?.pooling === 'meanStd' ? 2 : 1, ...options.train?.encoder?.encoderHead } : undefined,
+      model === 'encoder'
+        ? {
+            groups: encoderSource?.pooling === 'meanStd' ? 2 : 1,
+            speakerAdversary: defaultSpeakerAdversary(options.preset),
+            ...options.train?.encoder?.encoderHead,
+          }
+        : undefined,
     train: inputs(sets.train),
     val: sets.val && inputs(sets.val),
     test: sets.test && inputs(sets.test),
@@ -352,7 +365,7 @@ function trainModel(
   })
 }
 
-type PerturbedRows = { embedding: NonNullable<TrainSet['embedding']>; labels: Int32Array }
+type PerturbedRows = { embedding: NonNullable<TrainSet['embedding']>; labels: Int32Array; speakerIds?: Int32Array }
 
 /** The encoder model's training set: its clips, then their speed-perturbed copies. */
 function withPerturbed(set: TrainSet, extra: PerturbedRows): TrainSet {
@@ -363,7 +376,8 @@ function withPerturbed(set: TrainSet, extra: PerturbedRows): TrainSet {
   const labels = new Int32Array(set.labels.length + extra.labels.length)
   labels.set(set.labels)
   labels.set(extra.labels, set.labels.length)
-  return { labels, embedding: { data, shape: [labels.length, e.shape[1], e.shape[2]] } }
+  const speakerIds = set.speakerIds && extra.speakerIds ? Int32Array.from([...set.speakerIds, ...extra.speakerIds]) : undefined
+  return { labels, speakerIds, embedding: { data, shape: [labels.length, e.shape[1], e.shape[2]] } }
 }
 
 function checkSameSplit(path: string, split: Split): void {

@@ -115,6 +115,16 @@ export function defaultSpeedPerturb(preset: PipelineOptions['preset']): number[]
   return preset === 'reference' ? [] : [0.9, 1.1]
 }
 
+/**
+ * The weight of the encoder head's speaker adversary when `train.encoder.encoderHead` does not set
+ * one: the recommended recipe's (chosen on the validation speakers of the speaker folds over three
+ * training seeds, docs/RESULTS.md), none for the reference. The pipeline gives the head the training
+ * rows' speakers.
+ */
+export function defaultSpeakerAdversary(preset: PipelineOptions['preset']): number {
+  return preset === 'reference' ? 0 : 0.3
+}
+
 /** Every model `models` may name. */
 export const MODEL_NAMES: ModelName[] = ['audio', 'text', 'fusion', 'encoder']
 

@@ -15,8 +15,8 @@ export const REFERENCE_ACCURACY = { audio: 0.6928, text: 0.1312, fusion: 0.6014 
 export const RECOMMENDED_SPEAKER_CV = {
   model: 'encoder',
   accuracy: {
-    bf16: { mean: 0.7122175732217573, std: 0.06131607052836157 },
-    fp32: { mean: 0.7230613668061366, std: 0.0570109317577316 },
+    bf16: { mean: 0.7230753138075313, std: 0.06009190622662017 },
+    fp32: { mean: 0.7080474198047421, std: 0.06935743276216784 },
   },
   folds: 5,
   epochs: 100,

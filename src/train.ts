@@ -19,6 +19,11 @@ export interface TrainSet {
   embedding?: { data: Float32Array; shape: [number, number, number] }
   /** Class ids indexing `labels`. */
   labels: Int32Array | number[]
+  /**
+   * The speaker of each row, `0..speakers`: what `encoderHead.speakerAdversary` trains the encoder
+   * head to be blind to. Only read with that option.
+   */
+  speakerIds?: Int32Array | number[]
 }
 
 export type { ClassScores, EpochRecord, Metrics, ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
@@ -54,6 +59,7 @@ function toNativeSet(set: TrainSet | undefined, name: string) {
     tokens: set.tokens ? Int32Array.from(set.tokens.data) : undefined,
     tokensShape: set.tokens?.shape,
     labels: Int32Array.from(set.labels),
+    speakerIds: set.speakerIds ? Int32Array.from(set.speakerIds) : undefined,
   }
 }
 
@@ -78,11 +84,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   return JSON.parse(json) as TrainResult
 }
 
-/** The encoder head's input shape, when not set, is the training embeddings' `[layers, width]`. */
+/**
+ * The encoder head's input shape, when not set, is the training embeddings' `[layers, width]`, and
+ * its adversary's speaker count the training set's `speakerIds`.
+ */
 function withEmbeddingShape<C extends Pick<TrainConfig, 'model' | 'encoderHead'>>(config: C, set: TrainSet | undefined): C {
   const shape = set?.embedding?.shape
   if (config.model !== 'encoder' || !shape) return config
-  return { ...config, encoderHead: { inputLayers: shape[1], inputWidth: shape[2], ...config.encoderHead } }
+  const ids = set?.speakerIds
+  const speakers = ids?.length ? { speakers: Array.from(ids).reduce((m, s) => Math.max(m, s), 0) + 1 } : {}
+  return { ...config, encoderHead: { inputLayers: shape[1], inputWidth: shape[2], ...speakers, ...config.encoderHead } }
 }
 
 /** A trained model: `loadModel(dir)`. */

@@ -162,6 +162,19 @@ export interface EncoderHeadConfig {
    * @default 0.3
    */
   dropout?: number
+  /**
+   * Weight of a speaker adversary (0: none): a linear speaker classifier on the last hidden layer
+   * behind a gradient reversal, so the head learns features that do not tell the training speakers
+   * apart (needs the training set's `speakerIds`). Measured on the speaker CV: docs/RESULTS.md.
+   * @default 0
+   */
+  speakerAdversary?: number
+  /**
+   * Speakers the adversary tells apart. The TypeScript `train()` fills it from the training set's
+   * `speakerIds`.
+   * @default 0
+   */
+  speakers?: number
 }
 
 /**
@@ -566,7 +579,7 @@ export interface TrainConfig {
   fusion?: FusionConfig
   /**
    * Architecture of the `encoder` model's head.
-   * @default {'inputLayers':0, 'inputWidth':0, 'groups':1, 'hidden':[256], 'dropout':0.3}
+   * @default {'inputLayers':0, 'inputWidth':0, 'groups':1, 'hidden':[256], 'dropout':0.3, 'speakerAdversary':0, 'speakers':0}
    */
   encoderHead?: EncoderHeadConfig
   /**
@@ -751,7 +764,9 @@ export const DEFAULTS = {
     'hidden': [
       256
     ],
-    'dropout': 0.3
+    'dropout': 0.3,
+    'speakerAdversary': 0,
+    'speakers': 0
   },
   'EncoderSource': {
     'pooling': 'mean',

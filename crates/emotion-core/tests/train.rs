@@ -40,7 +40,7 @@ fn toy_set(n: usize, seed: u64) -> HostSet {
         }
         labels.push(class);
     }
-    HostSet { mel: Some((mel, [n, M, T])), tokens: None, embedding: None, labels }
+    HostSet { mel: Some((mel, [n, M, T])), labels, ..HostSet::default() }
 }
 
 fn small_config() -> TrainConfig {
@@ -283,7 +283,13 @@ fn reference_models_have_the_reference_shapes() {
     let mel = tch::Tensor::randn([2, 128, 280], (tch::Kind::Float, tch::Device::Cpu));
     let tokens = tch::Tensor::from_slice(&[1i64, 2, 3, 0, 0, 0, 4, 5, 0, 0, 0, 0]).reshape([2, 6]);
     let labels = tch::Tensor::zeros([2], (tch::Kind::Int64, tch::Device::Cpu));
-    let batch = emotion_core::train::data::Batch { mel: Some(mel), tokens: Some(tokens), embedding: None, labels };
+    let batch = emotion_core::train::data::Batch {
+        mel: Some(mel),
+        tokens: Some(tokens),
+        embedding: None,
+        labels,
+        speaker_ids: None,
+    };
     let logits = model.logits(&batch, false);
     assert_eq!(logits.size(), vec![2, 8]);
     let names: Vec<String> = vs.variables().into_keys().collect();
@@ -349,7 +355,7 @@ fn toy_embeddings(n: usize, seed: u64) -> HostSet {
         }
         labels.push(class as i64);
     }
-    HostSet { mel: None, tokens: None, embedding: Some((data, [n, layers, width])), labels }
+    HostSet { embedding: Some((data, [n, layers, width])), labels, ..HostSet::default() }
 }
 
 #[test]
@@ -365,6 +371,7 @@ fn encoder_head_learns_from_the_layer_that_carries_the_label_and_predicts_from_i
             groups: 1,
             hidden: vec![16],
             dropout: 0.0,
+            ..Default::default()
         },
         epochs: Some(30),
         optim: emotion_core::optim::AdamConfig { lr: 1e-2, ..Default::default() },
@@ -413,6 +420,7 @@ fn encoder_head_with_two_row_groups_learns_and_groups_must_divide_the_rows() {
         groups: 2,
         hidden: vec![16],
         dropout: 0.0,
+        ..Default::default()
     };
     let config = TrainConfig {
         model: ModelKind::Encoder,
@@ -544,4 +552,86 @@ fn cuda_graph_where_it_cannot_run_warns_and_trains_eagerly_to_the_same_weights()
     let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidOption);
     assert!(err.to_string().contains("cudaGraph"), "{err}");
+}
+
+/// Rows of 3 layers × 8: the class in layer 1, the speaker (4 of them, balanced over the classes) in
+/// layer 2, which a head may use freely since it says nothing of the class.
+fn toy_speakers(n: usize, seed: u64) -> HostSet {
+    let (layers, width) = (3, 8);
+    let mut rng = SplitMix64::new(seed);
+    let mut data = Vec::with_capacity(n * layers * width);
+    let (mut labels, mut speakers) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let (class, speaker) = (i % 3, (i / 3) % 4);
+        for layer in 0..layers {
+            for d in 0..width {
+                let noise = (rng.next_u64() % 1000) as f32 / 500.0 - 1.0;
+                let signal = match layer {
+                    1 if d % 3 == class => 2.0,
+                    2 if d % 4 == speaker => 4.0,
+                    _ => 0.0,
+                };
+                data.push(signal + noise);
+            }
+        }
+        labels.push(class as i64);
+        speakers.push(speaker as i64);
+    }
+    HostSet { embedding: Some((data, [n, layers, width])), labels, speaker_ids: Some(speakers), ..HostSet::default() }
+}
+
+#[test]
+fn the_speaker_adversary_steers_the_head_away_from_the_layer_that_tells_speakers_apart() {
+    let _turn = turn();
+    let set = toy_speakers(96, 11);
+    let run = |adversary: f64, name: &str| {
+        let dir = tmp(name);
+        let config = TrainConfig {
+            model: ModelKind::Encoder,
+            encoder_head: emotion_core::models::EncoderHeadConfig {
+                input_layers: 3,
+                input_width: 8,
+                hidden: vec![16],
+                dropout: 0.0,
+                speaker_adversary: adversary,
+                speakers: 4,
+                ..Default::default()
+            },
+            epochs: Some(30),
+            optim: emotion_core::optim::AdamConfig { lr: 1e-2, ..Default::default() },
+            checkpoint_dir: Some(dir.clone()),
+            ..small_config()
+        };
+        let r =
+            train(&config, Sets { train: &set, val: None, test: Some(&set) }, &CancelFlag::new(), &mut |_| {}).unwrap();
+        let saved = weights(&dir, "last.safetensors");
+        let mix = saved.iter().find(|(k, _)| k == "layerWeights").expect("layer weights").1.clone();
+        let softmax = |v: &[f32]| {
+            let z: f32 = v.iter().map(|x| x.exp()).sum();
+            v.iter().map(|x| x.exp() / z).collect::<Vec<f32>>()
+        };
+        (r.test.unwrap().accuracy, softmax(&mix), saved.iter().any(|(k, _)| k.starts_with("adversary")))
+    };
+    let (plain_accuracy, plain, plain_has) = run(0.0, "adv-off");
+    let (accuracy, mix, has) = run(1.0, "adv-on");
+    assert!(!plain_has && has, "the adversary's classifier exists only when asked for");
+    assert!(plain_accuracy > 0.9 && accuracy > 0.9, "both learn the class: {plain_accuracy} {accuracy}");
+    assert!(mix[2] < plain[2], "the speaker layer's weight falls with the adversary: {mix:?} vs {plain:?}");
+    // Without the speakers of the training rows, or with fewer than 2, it is refused by name.
+    let head = emotion_core::models::EncoderHeadConfig {
+        input_layers: 3,
+        input_width: 8,
+        speaker_adversary: 0.3,
+        speakers: 4,
+        ..Default::default()
+    };
+    let config = TrainConfig { model: ModelKind::Encoder, encoder_head: head.clone(), ..small_config() };
+    let no_groups = HostSet { speaker_ids: None, ..set.clone() };
+    let err =
+        train(&config, Sets { train: &no_groups, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("train.speakerIds"), "{err}");
+    let config =
+        TrainConfig { encoder_head: emotion_core::models::EncoderHeadConfig { speakers: 1, ..head }, ..config };
+    let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("encoderHead.speakers"), "{err}");
 }

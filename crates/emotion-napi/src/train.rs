@@ -19,6 +19,8 @@ pub struct TrainSet {
     pub embedding: Option<Float32Array>,
     pub embedding_shape: Option<Vec<u32>>,
     pub labels: Int32Array,
+    /// The speaker index of each row, for `encoderHead.speakerAdversary`.
+    pub speaker_ids: Option<Int32Array>,
 }
 
 fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
@@ -41,7 +43,8 @@ fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
         (Some(_), _) => return Err(CoreError::invalid(format!("{name}.tokensShape"), "must be [n, maxLen]")),
         (None, _) => None,
     };
-    Ok(HostSet { mel, tokens, embedding, labels: set.labels.iter().map(|&l| l as i64).collect() })
+    let speaker_ids = set.speaker_ids.as_ref().map(|ids| ids.iter().map(|&x| x as i64).collect());
+    Ok(HostSet { mel, tokens, embedding, labels: set.labels.iter().map(|&l| l as i64).collect(), speaker_ids })
 }
 
 /// Parses and checks training options as `train` would, without data, and returns them resolved

@@ -24,11 +24,26 @@ pub struct EncoderHeadConfig {
     pub hidden: Vec<i64>,
     /// Dropout before each dense layer.
     pub dropout: f64,
+    /// Weight of a speaker adversary (0: none): a linear speaker classifier on the last hidden layer
+    /// behind a gradient reversal, so the head learns features that do not tell the training speakers
+    /// apart (needs the training set's `speakerIds`). Measured on the speaker CV: docs/RESULTS.md.
+    pub speaker_adversary: f64,
+    /// Speakers the adversary tells apart. The TypeScript `train()` fills it from the training set's
+    /// `speakerIds`.
+    pub speakers: i64,
 }
 
 impl Default for EncoderHeadConfig {
     fn default() -> Self {
-        EncoderHeadConfig { input_layers: 0, input_width: 0, groups: 1, hidden: vec![256], dropout: 0.3 }
+        EncoderHeadConfig {
+            input_layers: 0,
+            input_width: 0,
+            groups: 1,
+            hidden: vec![256],
+            dropout: 0.3,
+            speaker_adversary: 0.0,
+            speakers: 0,
+        }
     }
 }
 
@@ -41,10 +56,12 @@ pub struct EncoderHead {
     layers: Vec<nn::Linear>,
     out: nn::Linear,
     dropout: f64,
+    /// The speaker classifier and the weight of its reversed gradient.
+    adversary: Option<(nn::Linear, f64)>,
 }
 
 impl EncoderHead {
-    /// Parameter paths: `layerWeights`, `head.{i}`, `out`.
+    /// Parameter paths: `layerWeights`, `head.{i}`, `out`, and `adversary` with a speaker adversary.
     pub fn new(p: &nn::Path, config: &EncoderHeadConfig, classes: i64) -> EncoderHead {
         let groups = config.groups.max(1);
         let layer_weights = p.zeros("layerWeights", &[groups, config.input_layers / groups]);
@@ -55,13 +72,25 @@ impl EncoderHead {
             width = h;
         }
         let out = nn::linear(p / "out", width, classes, Default::default());
-        EncoderHead { layer_weights, groups, width: config.input_width, layers, out, dropout: config.dropout }
+        let adversary = (config.speaker_adversary > 0.0).then(|| {
+            (nn::linear(p / "adversary", width, config.speakers.max(2), Default::default()), config.speaker_adversary)
+        });
+        EncoderHead {
+            layer_weights,
+            groups,
+            width: config.input_width,
+            layers,
+            out,
+            dropout: config.dropout,
+            adversary,
+        }
     }
-}
 
-impl ModuleT for EncoderHead {
-    /// `[B, layers, width]` → logits `[B, classes]`.
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    /// Emotion logits, and in training with an adversary its speaker logits. The adversary sees the
+    /// last hidden layer through a gradient reversal: `(1 + w)·h.detach() − w·h` is `h` going forward
+    /// and passes `−w` times the gradient back, so the speaker classifier learns to tell speakers
+    /// apart while the layers below learn to make that hard.
+    pub fn forward_with_adversary(&self, x: &Tensor, train: bool) -> (Tensor, Option<Tensor>) {
         let normalised = x.layer_norm([self.width], None::<Tensor>, None::<Tensor>, 1e-5, true);
         // [B, groups, rows, width] × softmax over rows → [B, groups, width] → [B, groups · width]
         let batch = normalised.size()[0];
@@ -71,6 +100,17 @@ impl ModuleT for EncoderHead {
         for layer in &self.layers {
             h = h.dropout(self.dropout, train).apply(layer).relu();
         }
-        h.dropout(self.dropout, train).apply(&self.out)
+        let speakers = match (&self.adversary, train) {
+            (Some((classifier, w)), true) => Some((h.detach() * (1.0 + w) - &h * *w).apply(classifier)),
+            _ => None,
+        };
+        (h.dropout(self.dropout, train).apply(&self.out), speakers)
+    }
+}
+
+impl ModuleT for EncoderHead {
+    /// `[B, layers, width]` → logits `[B, classes]`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_with_adversary(x, train).0
     }
 }

@@ -314,6 +314,22 @@ impl TrainConfig {
                 "the encoder model needs the shape of its embeddings (inputLayers, inputWidth ≥ 1)",
             ));
         }
+        if !(head.speaker_adversary >= 0.0 && head.speaker_adversary.is_finite()) {
+            return Err(Error::invalid(
+                "encoderHead.speakerAdversary",
+                format!("must be a number ≥ 0 (0: no adversary), got {}", head.speaker_adversary),
+            ));
+        }
+        if self.model == ModelKind::Encoder && head.speaker_adversary > 0.0 && head.speakers < 2 {
+            return Err(Error::invalid(
+                "encoderHead.speakers",
+                format!(
+                    "the speaker adversary needs at least 2 speakers to tell apart, got {} (train() counts them \
+                     from train.speakerIds, the speaker of each training row)",
+                    head.speakers
+                ),
+            ));
+        }
         if self.model == ModelKind::Encoder && (head.groups < 1 || head.input_layers % head.groups != 0) {
             return Err(Error::invalid(
                 "encoderHead.groups",

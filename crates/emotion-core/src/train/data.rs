@@ -15,6 +15,9 @@ pub struct HostSet {
     /// Row-major `[n, layers, width]` pooled encoder states.
     pub embedding: Option<(Vec<f32>, [usize; 3])>,
     pub labels: Vec<i64>,
+    /// The speaker of each row, `0..speakers`: what `encoderHead.speakerAdversary` trains the head to
+    /// be blind to. Read only by that option.
+    pub speaker_ids: Option<Vec<i64>>,
 }
 
 /// One micro-batch's inputs, gathered on the device.
@@ -23,6 +26,7 @@ pub struct Batch {
     pub tokens: Option<Tensor>,
     pub embedding: Option<Tensor>,
     pub labels: Tensor,
+    pub speaker_ids: Option<Tensor>,
 }
 
 /// The same on a device. Batches are index gathers on the device: no host round trip per step.
@@ -31,6 +35,7 @@ pub struct DeviceSet {
     pub tokens: Option<Tensor>,
     pub embedding: Option<Tensor>,
     pub labels: Tensor,
+    pub speaker_ids: Option<Tensor>,
     pub len: usize,
 }
 
@@ -122,6 +127,30 @@ impl HostSet {
         Ok(())
     }
 
+    /// Checks `speaker_ids` for a model that learns to be blind to them: one per row, each in
+    /// `0..speakers`.
+    pub fn validate_speaker_ids(&self, name: &str, speakers: i64) -> Result<()> {
+        let Some(ids) = &self.speaker_ids else {
+            return Err(Error::invalid(
+                format!("{name}.speakerIds"),
+                "encoderHead.speakerAdversary needs the speaker of each training row",
+            ));
+        };
+        if ids.len() != self.labels.len() {
+            return Err(Error::invalid(
+                format!("{name}.speakerIds"),
+                format!("has {} entries for {} rows", ids.len(), self.labels.len()),
+            ));
+        }
+        if let Some(i) = ids.iter().position(|&x| x < 0 || x >= speakers) {
+            return Err(Error::invalid(
+                format!("{name}.speakerIds[{i}]"),
+                format!("{} is not a speaker id in 0..{speakers} (encoderHead.speakers)", ids[i]),
+            ));
+        }
+        Ok(())
+    }
+
     /// Mean and standard deviation of all mel values (the input normalisation).
     pub fn mel_stats(&self) -> (f64, f64) {
         let Some((data, _)) = &self.mel else { return (0.0, 1.0) };
@@ -156,7 +185,11 @@ impl HostSet {
             None => None,
         };
         let labels = Tensor::f_from_slice(&self.labels)?.f_to_kind(Kind::Int64)?.f_to_device(device)?;
-        Ok(DeviceSet { mel, tokens, embedding, labels, len: self.labels.len() })
+        let speaker_ids = match &self.speaker_ids {
+            Some(ids) => Some(Tensor::f_from_slice(ids)?.f_to_device(device)?),
+            None => None,
+        };
+        Ok(DeviceSet { mel, tokens, embedding, labels, speaker_ids, len: self.labels.len() })
     }
 }
 
@@ -169,6 +202,7 @@ impl DeviceSet {
             tokens: pick(&self.tokens)?,
             embedding: pick(&self.embedding)?,
             labels: self.labels.f_index_select(0, index)?,
+            speaker_ids: pick(&self.speaker_ids)?,
         })
     }
 }

@@ -283,6 +283,9 @@ impl<'a> Trainer<'a> {
         let classes = config.labels.len();
         let embedding = config.embedding_shape();
         sets.train.validate("train", classes, kind, config.vocab_size, embedding)?;
+        if kind == ModelKind::Encoder && config.encoder_head.speaker_adversary > 0.0 {
+            sets.train.validate_speaker_ids("train", config.encoder_head.speakers)?;
+        }
         if let Some(v) = sets.val {
             v.validate("val", classes, kind, config.vocab_size, embedding)?;
         }
@@ -639,19 +642,28 @@ impl<'a> Trainer<'a> {
         }
         let (model, mixed) = (&self.model, self.mixed);
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
-        let logits = catch_panic(|| Ok(mixed.forward(|| model.logits(&batch, true)).f_to_kind(Kind::Float)?))
-            .map_err(|e| self.oom_context(e))?;
-        let ce = |target: &Tensor| {
-            logits.f_cross_entropy_loss(target, self.class_weights.as_ref(), Reduction::Mean, -100, config.smoothing())
+        let (logits, speakers) = catch_panic(|| {
+            let (logits, speakers) = mixed.forward(|| model.logits_with_adversary(&batch, true));
+            Ok((logits.f_to_kind(Kind::Float)?, speakers.map(|s| s.f_to_kind(Kind::Float)).transpose()?))
+        })
+        .map_err(|e| self.oom_context(e))?;
+        // Mixup: the loss of the mixed input against both targets, weighted as the inputs were.
+        let loss_of = |logits: &Tensor, target: &Tensor, weights: Option<&Tensor>, smoothing: f64| -> Result<Tensor> {
+            let ce = |t: &Tensor| logits.f_cross_entropy_loss(t, weights, Reduction::Mean, -100, smoothing);
+            Ok(match &mix {
+                Some(mix) => ce(target)?
+                    .f_mul_scalar(mix.lambda)?
+                    .f_add(&ce(&target.f_index_select(0, &mix.perm)?)?.f_mul_scalar(1.0 - mix.lambda)?)?,
+                None => ce(target)?,
+            })
         };
-        // Mixup: the loss of the mixed input against both labels, weighted as the inputs were.
-        let loss = match &mix {
-            Some(mix) => ce(&labels)?
-                .f_mul_scalar(mix.lambda)?
-                .f_add(&ce(&labels.f_index_select(0, &mix.perm)?)?.f_mul_scalar(1.0 - mix.lambda)?)?,
-            None => ce(&labels)?,
+        let loss = loss_of(&logits, &labels, self.class_weights.as_ref(), config.smoothing())?;
+        // The speaker adversary's loss trains its classifier; its reversed gradient, the head.
+        let objective = match (&speakers, &batch.speaker_ids) {
+            (Some(s), Some(ids)) => loss.f_add(&loss_of(s, ids, None, 0.0)?)?,
+            _ => loss.shallow_clone(),
         };
-        let per_window = loss.f_div_scalar(window_len as f64)?;
+        let per_window = objective.f_div_scalar(window_len as f64)?;
         let scaled = match self.sync_free.as_ref().and_then(|s| s.scale.as_ref()) {
             Some((scale, _)) => per_window.f_mul(&scale.f_to_kind(per_window.kind())?.f_squeeze()?)?,
             None => self.state.scaler.scale_loss(&per_window)?,
@@ -997,6 +1009,7 @@ mod tests {
             tokens: None,
             embedding: None,
             labels: (0..n as i64).map(|i| i % 3).collect(),
+            speaker_ids: None,
         };
         let config = TrainConfig {
             preset: Preset::Reference,

@@ -39,6 +39,16 @@ impl Model {
         super::mixed::params_to_channels_last(params)
     }
 
+    /// Logits, and in training the encoder head's speaker-adversary logits when it has one.
+    pub fn logits_with_adversary(&self, batch: &Batch, train: bool) -> (Tensor, Option<Tensor>) {
+        match self {
+            Model::Encoder(m) => {
+                m.forward_with_adversary(batch.embedding.as_ref().expect("encoder model needs embeddings"), train)
+            }
+            _ => (self.logits(batch, train), None),
+        }
+    }
+
     /// Logits `[B, classes]` from the batch's mel `[B, M, T]`, tokens `[B, L]` or embeddings
     /// `[B, layers, width]` (`HostSet::validate` checked that the model's inputs are there).
     pub fn logits(&self, batch: &Batch, train: bool) -> Tensor {
