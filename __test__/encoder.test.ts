@@ -178,3 +178,25 @@ test('an encoder option that is not a string is INVALID_OPTION', async (t) => {
   const err = await t.throwsAsync(extractEmbeddings([], { encoder: 3 as unknown as string }))
   t.is((err as EmotionPipelineError).code, 'INVALID_OPTION')
 })
+
+test.serial('states extracted after an encoder-model job equal those extracted before it (each job sets its own threads)', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  if (!installed('whisper-base')) return skip(t, NOT_INSTALLED('whisper-base'))
+  // A clip whose bf16 states at speed 0.9 differ between 1 and 2 threads on the development machine.
+  const files = listAudio(join(ravdessDir, 'Actor_03')).filter((f) => /03-01-0[26]-01-01-0[12]-03\./.test(f))
+  t.true(files.length >= 2, files.join(', '))
+  const options = { encoder: 'whisper-base', precision: 'bf16', speed: 0.9, cacheDir: null, device: 'cpu' } as const
+  const before = await extractEmbeddings(files, options)
+  // The encoder model trains its small head on 1 libtorch thread, a process-wide setting.
+  const { train } = await import('../src/index.js')
+  const n = 6
+  await train({
+    model: 'encoder',
+    labels: ['a', 'b'],
+    epochs: 1,
+    device: 'cpu',
+    train: { embedding: { data: new Float32Array(n * 7 * 512), shape: [n, 7, 512] }, labels: [0, 1, 0, 1, 0, 1] },
+  })
+  const after = await extractEmbeddings(files, options)
+  t.deepEqual(Array.from(after.data), Array.from(before.data))
+})

@@ -17,6 +17,20 @@ pub mod train;
 
 pub use error::{Error, Result};
 
+/// libtorch's intra-op thread count is process-global, and results depend on it (a reduction split
+/// over 2 threads rounds differently than over 1). Jobs that compute (training, feature extraction)
+/// take turns and set their own count, so a job's numbers never depend on what ran before it: an
+/// encoder-model job sets 1 thread, and states extracted after it used to differ (and were cached).
+pub(crate) fn job_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sets libtorch's intra-op threads to every core (what extraction runs with); call in a `job_turn`.
+pub(crate) fn use_all_cores() {
+    tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
+}
+
 /// libtorch's default random generator is process-global. Code that seeds it and then draws from it
 /// (a training step's dropout and augmentation, a model's initial weights) holds this turn, so a draw
 /// on another thread (building a model to load a checkpoint into) cannot fall in between and change

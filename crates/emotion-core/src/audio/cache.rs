@@ -11,8 +11,10 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Bump when the feature computation changes in a way that alters values.
-const FORMAT: &str = "emotion-pipeline mel v1";
+/// Bump when the feature computation changes in a way that alters values. v2: extraction runs on
+/// every core whatever ran before it in the process (v1 entries made after an encoder-model job, on
+/// 1 libtorch thread, could differ in the last bits).
+const FORMAT: &str = "emotion-pipeline mel v2";
 /// Version 2 adds the SHA-256 of the values after the length; version 1 entries are misses.
 const MAGIC: &[u8; 8] = b"EPMEL\x00\x02\x00";
 

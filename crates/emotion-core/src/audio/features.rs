@@ -184,6 +184,8 @@ pub fn extract_mel(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<MelFeatures> {
     let _cache = crate::cpu_cache::JobCache::enter();
+    let _turn = crate::job_turn();
+    crate::use_all_cores();
     if options.batch_size == 0 {
         return Err(Error::invalid("batchSize", "must be ≥ 1"));
     }

@@ -20,7 +20,10 @@ use tch::{Device, Kind, Tensor};
 use whisper::{WhisperEncoder, MIN_SAMPLES, SAMPLES_PER_POSITION, SAMPLE_RATE, WINDOW_SAMPLES};
 
 /// Bump when the embedding computation changes in a way that alters values.
-const FORMAT: &str = "emotion-pipeline whisper-encoder v1";
+/// v2: states computed on every core whatever ran before in the process (v1 entries made after an
+/// encoder-model job, on 1 libtorch thread, differed in the last bits; the cross-validations cached
+/// some).
+const FORMAT: &str = "emotion-pipeline whisper-encoder v2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -194,6 +197,8 @@ pub fn extract_embeddings(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Embeddings> {
     let _cache = crate::cpu_cache::JobCache::enter();
+    let _turn = crate::job_turn();
+    crate::use_all_cores();
     if !(0.5..=2.0).contains(&options.speed) {
         return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));
     }

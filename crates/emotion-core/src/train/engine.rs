@@ -95,10 +95,6 @@ pub struct Sets<'a> {
     pub test: Option<&'a HostSet>,
 }
 
-/// libtorch's random generator is process-global (dropout, init): training jobs in one process take
-/// turns so each stays reproducible.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Trains one model: validates the sets, builds or resumes the model, runs the epochs, and scores the
 /// best weights on the validation and test sets.
 pub fn train(
@@ -110,7 +106,7 @@ pub fn train(
     config.validate()?;
     let config = &config.resolved();
     let _cache = crate::cpu_cache::JobCache::enter();
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = crate::job_turn();
     let mut trainer = Trainer::new(config, sets, emit)?;
     trainer.announce(emit);
     while trainer.state.epoch < config.epochs() && !trainer.state.finished {
@@ -298,7 +294,7 @@ impl<'a> Trainer<'a> {
             (0, _) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             (n, _) => n,
         };
-        // Process-global in libtorch; jobs take turns (ONE_AT_A_TIME), so each sets its own.
+        // Process-global in libtorch; jobs take turns (`job_turn`), so each sets its own.
         tch::set_num_threads(threads as i32);
         if let Device::Cuda(_) = device {
             // Process-global in libtorch, like the threads: each job sets its own.
