@@ -15,8 +15,8 @@ export const REFERENCE_ACCURACY = { audio: 0.6928, text: 0.1312, fusion: 0.6014 
 export const RECOMMENDED_SPEAKER_CV = {
   model: 'encoder',
   accuracy: {
-    bf16: { mean: 0.7230753138075313, std: 0.06009190622662017 },
-    fp32: { mean: 0.7080474198047421, std: 0.06935743276216784 },
+    bf16: { mean: 0.7305857740585775, std: 0.05925877189319443 },
+    fp32: { mean: 0.7305822873082287, std: 0.05824886671736748 },
   },
   folds: 5,
   epochs: 100,
