@@ -79,6 +79,7 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
     .find((d) => existsSync(d) && readdirSync(d).some((f) => f.startsWith('libcudart.so.')))
   if (!cudart) throw new Error(`libcudart.so.* not found beside ${cudaIncludes.join(', ')}`)
   const cudartFile = readdirSync(cudart).find((f) => /^libcudart\.so\.\d+$/.test(f))
+  const tmp = `${out}.tmp-${process.pid}`
   const args = [
     '-std=c++17',
     '-O2',
@@ -95,7 +96,7 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
     crtIncludeDir(sitePackages, lib.python, log),
     SOURCE,
     '-o',
-    `${out}.tmp-${process.pid}`,
+    tmp,
     // By SONAME, no rpath: the loader opens these by absolute path before the shim (as for the addon).
     '-L',
     lib.libDir,
@@ -108,17 +109,23 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
     `-l:${cudartFile}`,
   ]
   const stamp = `${out}.stamp`
-  const want = JSON.stringify({ args: args.slice(0, -10), lib: lib.root, version: lib.version, source: statSync(SOURCE).mtimeMs })
+  // The command line without its per-process output name, the libtorch, and the source's time.
+  const want = JSON.stringify({
+    args: args.filter((a) => a !== tmp),
+    lib: lib.root,
+    version: lib.version,
+    source: statSync(SOURCE).mtimeMs,
+  })
   if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return out
   log('building the CUDA-graph shim…')
   try {
     execFileSync(process.env.CXX || 'c++', args, { cwd: root, stdio: 'inherit' })
   } catch (err) {
     // Never leave a shim built against another libtorch or source behind a failed rebuild.
-    for (const f of [out, stamp, `${out}.tmp-${process.pid}`]) rmSync(f, { force: true })
+    for (const f of [out, stamp, tmp]) rmSync(f, { force: true })
     throw err
   }
-  renameSync(`${out}.tmp-${process.pid}`, out)
+  renameSync(tmp, out)
   writeFileSync(stamp, want)
   return out
 }
