@@ -48,16 +48,16 @@ export declare function deviceInfo(): string
  * Pooled Whisper-encoder states of many clips (`[n, layers + 1, width]` in `data`; the rest of
  * the core's `Embeddings` as JSON in `featuresJson`). `optionsJson` is a JSON `EmbedOptions`.
  */
-export declare function extractEmbeddings(inputs: Array<string | SamplesInput>, optionsJson: string, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<MelResult>
+export declare function extractEmbeddings(inputs: Array<string | SamplesInput>, optionsJson: string, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<MelResult>
 
 /**
  * Log-mel features of many clips, batched on the device. `optionsJson` is a JSON
  * `ExtractOptions` (`{ mel, device, batchSize, strict, decodeThreads }`).
  */
-export declare function extractMel(inputs: Array<string | SamplesInput>, optionsJson?: string | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<MelResult>
+export declare function extractMel(inputs: Array<string | SamplesInput>, optionsJson?: string | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<MelResult>
 
 /** Indexes a corpus folder. Resolves to the JSON text of a `DatasetIndex` (typed in TypeScript). */
-export declare function indexDataset(dir: string, optionsJson?: string | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+export declare function indexDataset(dir: string, optionsJson?: string | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
 
 export interface MelResult {
   /** Row-major `[shape[0], nMels, frames]`. */
@@ -104,7 +104,7 @@ export declare function timeMelOnDevice(melJson: string | undefined | null, devi
  * Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text
  * of a `TrainResult`; progress events are JSON text.
  */
-export declare function train(configJson: string, trainSet: TrainSet, valSet?: TrainSet | undefined | null, testSet?: TrainSet | undefined | null, onProgress?: ProgressCallback | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+export declare function train(configJson: string, trainSet: TrainSet, valSet?: TrainSet | undefined | null, testSet?: TrainSet | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
 
 /**
  * One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`,

@@ -46,15 +46,14 @@ const stage = join(out, 'stage')
 rmSync(stage, { recursive: true, force: true })
 mkdirSync(stage, { recursive: true })
 
-// Main package: everything but native code.
+// Main package: everything but native code, exactly the paths package.json's `files` lists (the one
+// definition of what the package holds; npm pack applies the same list again).
 const mainDir = join(stage, 'main')
 mkdirSync(mainDir)
-for (const p of ['dist', 'benches', 'README.md', 'LICENSE']) cpSync(join(root, p), join(mainDir, p), { recursive: true })
-mkdirSync(join(mainDir, 'bindings'))
-cpSync(join(root, 'bindings', 'index.d.ts'), join(mainDir, 'bindings', 'index.d.ts'))
-cpSync(join(root, 'scripts', 'whisper'), join(mainDir, 'scripts', 'whisper'), { recursive: true })
-cpSync(join(root, 'scripts', 'whisper.mjs'), join(mainDir, 'scripts', 'whisper.mjs'))
-cpSync(join(root, 'scripts', 'libtorch.mjs'), join(mainDir, 'scripts', 'libtorch.mjs'))
+for (const p of pkg.files) {
+  if (!existsSync(join(root, p))) throw new Error(`package.json files lists ${p}, which does not exist: run without --no-build`)
+  cpSync(join(root, p), join(mainDir, p), { recursive: true })
+}
 const mainPkg = {
   name: pkg.name,
   version,
@@ -65,7 +64,7 @@ const mainPkg = {
   types: pkg.types,
   exports: pkg.exports,
   bin: pkg.bin,
-  files: ['dist', 'bindings/index.d.ts', 'benches', 'scripts', 'README.md', 'LICENSE'],
+  files: pkg.files,
   engines: pkg.engines,
   dependencies: pkg.dependencies,
   optionalDependencies: { ...pkg.optionalDependencies, [platformName]: version },

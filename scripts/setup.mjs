@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Everything `npm test` and `npm run demo` need on a fresh clone: npm packages, libtorch, the
-// release addon (bindings/) and the compiled TypeScript (dist/). Each step is skipped when up to date.
+// release addon (bindings/), the compiled TypeScript (dist/), the offline Whisper model and the encoders.
+// Each step is skipped when up to date.
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
@@ -8,8 +9,6 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
 import { buildCudaGraph } from './cuda-graph.mjs'
-import { ENCODERS, ensureEncoder } from './encoders.mjs'
-import { ensureWhisperModel } from './whisper.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const log = (message) => console.error(`[setup] ${message}`)
@@ -82,8 +81,12 @@ try {
     log(`warning: the CUDA-graph shim was not built (${err.message.split('\n')[0].slice(0, 200)}); cudaGraph will train eagerly`)
   }
   buildTypeScript()
-  ensureWhisperModel({ log })
-  for (const name of Object.keys(ENCODERS)) ensureEncoder(name, { log })
+  // The model installers are product code (`emotion-pipeline install-models`), compiled just now.
+  const { installWhisperModel } = await import('../dist/whisper-install.js')
+  const { ENCODER_NAMES, installEncoder } = await import('../dist/encoder-install.js')
+  // The contributor venv has torch: the Whisper export runs there.
+  await installWhisperModel({ python: lib.python || 'python3', log })
+  for (const name of ENCODER_NAMES) await installEncoder(name, { log })
 } catch (err) {
   console.error(`[setup] failed: ${err.message}`)
   process.exit(1)

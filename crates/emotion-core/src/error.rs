@@ -68,6 +68,9 @@ pub enum ErrorCode {
     LibtorchNotFound,
     /// A libtorch of another version was found (raised by the TypeScript loader).
     LibtorchVersion,
+    /// A download (an encoder, a dataset) failed: the server was unreachable or refused, or the file's
+    /// size or checksum is not the one published; the message names the URL (raised by TypeScript).
+    Download,
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -55,7 +55,7 @@ pub fn extract_mel<'env>(
     env: &'env Env,
     inputs: Vec<Either<String, SamplesInput>>,
     options_json: Option<String>,
-    on_progress: Option<ProgressCallback>,
+    #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
     let options: features::ExtractOptions = match parse_options("extractMel options", options_json) {
@@ -77,7 +77,7 @@ pub fn extract_embeddings<'env>(
     env: &'env Env,
     inputs: Vec<Either<String, SamplesInput>>,
     options_json: String,
-    on_progress: Option<ProgressCallback>,
+    #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
     let options: encoder::EmbedOptions = match parse_options("extractEmbeddings options", Some(options_json)) {

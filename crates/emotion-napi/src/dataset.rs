@@ -12,7 +12,7 @@ pub fn index_dataset<'env>(
     env: &'env Env,
     dir: String,
     options_json: Option<String>,
-    on_progress: Option<ProgressCallback>,
+    #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
     let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();

@@ -65,7 +65,7 @@ pub fn train<'env>(
     train_set: TrainSet,
     val_set: Option<TrainSet>,
     test_set: Option<TrainSet>,
-    on_progress: Option<ProgressCallback>,
+    #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
     // Typed arrays are copied here, on the JS thread.

