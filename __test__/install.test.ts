@@ -1,14 +1,16 @@
 // What a user does: pack the main and platform packages, `npm install` the tarballs into an empty
-// project with no Rust toolchain and no repository on PATH, then use the installed package.
-// libtorch: the contributor venv this repository already set up (through $LIBTORCH) and a CPU-only
-// libtorch made by `install-torch --cpu` in a temporary cache (pip serves the wheels from its cache
-// after the first run).
+// project with no Rust toolchain and no repository on PATH, then follow the README's install section
+// literally in an empty cache: `install-torch --cpu`, `install-models --encoder whisper-base`, `doctor`,
+// then train the default model from the CLI and from a TypeScript file compiled with `tsc --strict`
+// against the installed types (no skipLibCheck), and predict. Every command the README names runs here
+// from the tarball: download (against a local Zenodo), demo without data, bench, install-models.
 import test from 'ava'
-import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { delimiter, join, resolve } from 'node:path'
 import { locateLibtorch } from '../src/libtorch.js'
-import { haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+import { haveRavdess, haveWavs, NO_DATA, NO_WAVS, ravdessDir, referencePython, skip, tempDir } from './helpers.js'
+import { makeArchive, zenodo } from './zenodo.js'
 
 const root = resolve(import.meta.dirname, '..')
 const MAX_PLATFORM_BYTES = 20 * 2 ** 20
@@ -85,31 +87,6 @@ function run(p: Project, args: string[], env: NodeJS.ProcessEnv) {
   return spawnSync(p.cli, args, { cwd: p.dir, env, encoding: 'utf8', timeout: 240_000 })
 }
 
-/** Trains the audio model 1 epoch on two actors with the installed CLI, then predicts one clip. */
-function trainAndPredict(
-  t: {
-    is: (a: unknown, b: unknown, m?: string) => void
-    regex: (s: string, r: RegExp, m?: string) => void
-    log: (...a: unknown[]) => void
-  },
-  p: Project,
-  env: NodeJS.ProcessEnv,
-) {
-  const out = join(tempDir('ep-install-run-'), 'run')
-  const trained = run(
-    p,
-    ['train', '--data', twoActors(), '--out', out, '--models', 'audio', '--epochs', '1', '--device', 'cpu', '--quiet'],
-    env,
-  )
-  t.is(trained.status, 0, trained.stderr)
-  const metrics = JSON.parse(execFileSync('cat', [join(out, 'metrics.json')], { encoding: 'utf8' }))
-  t.regex(JSON.stringify(metrics), /"accuracy"/)
-  const clip = join(ravdessDir, 'Actor_01', readdirSync(join(ravdessDir, 'Actor_01')).sort()[0])
-  const predicted = run(p, ['predict', '--run', out, clip], env)
-  t.is(predicted.status, 0, predicted.stderr)
-  t.regex(predicted.stdout, /neutral|calm|happy|sad|angry|fearful|disgust|surprised/)
-}
-
 test.serial('packages: main and platform tarballs within their size limits', async (t) => {
   const p = await installedProject()
   t.log(`main ${(p.sizes.main / 2 ** 20).toFixed(2)} MiB (limit 3), platform ${(p.sizes.platform / 2 ** 20).toFixed(2)} MiB (limit 20)`)
@@ -137,15 +114,6 @@ test.serial('1. doctor --json names the libtorch it found ($LIBTORCH)', async (t
   const built = existsSync(join(root, 'bindings', shim))
   t.is(existsSync(join(p.dir, 'node_modules', '@emotion-pipeline', 'linux-x64-gnu', shim)), built)
   t.is(report.device.cudaGraphs, built && existsSync(join(lib.libDir, 'libtorch_cuda.so')))
-})
-
-test.serial('2. train 1 epoch on two actors and predict one clip from the installed package', async (t) => {
-  if (!haveRavdess) {
-    t.log(`SKIPPED: ${NO_DATA}`)
-    return t.pass()
-  }
-  const p = await installedProject()
-  trainAndPredict(t, p, userEnv({ LIBTORCH: locateLibtorch().found!.root }))
 })
 
 test.serial('3. with every libtorch source hidden: import works, calls reject LIBTORCH_NOT_FOUND, the CLI exits non-zero', async (t) => {
@@ -179,19 +147,22 @@ test.serial('3. with every libtorch source hidden: import works, calls reject LI
   t.regex(doctor.stdout, /✘ libtorch/)
 })
 
+/** The README's install section, step by step, in one empty user cache. */
 test.serial(
-  '4 + 5. install-torch --cpu gives a CPU libtorch without the heavy CUDA libraries, and a plain import trains on it',
+  '2. the README literally: install-torch --cpu, install-models --encoder whisper-base, doctor, train the default model, predict',
   async (t) => {
-    if (!haveRavdess) {
-      t.log(`SKIPPED: ${NO_DATA}`)
-      return t.pass()
-    }
+    if (!haveRavdess) return skip(t, NO_DATA)
     const p = await installedProject()
     const cache = tempDir('ep-user-cache-')
     const env = userEnv({ EMOTION_PIPELINE_CACHE: cache })
-    const started = Date.now()
-    const installed = run(p, ['install-torch', '--cpu'], env)
-    t.is(installed.status, 0, installed.stderr)
+    const timed = (label: string, args: string[]) => {
+      const started = Date.now()
+      const r = run(p, args, env)
+      t.is(r.status, 0, `${label}: ${r.stderr}`)
+      t.log(`${label}: ${((Date.now() - started) / 1000).toFixed(1)} s`)
+      return r
+    }
+    timed('install-torch --cpu', ['install-torch', '--cpu'])
     const dir = join(cache, 'torch-2.11.0')
     const nvidia = join(dir, 'nvidia')
     const libs = readdirSync(join(nvidia, 'cu13', 'lib'))
@@ -199,29 +170,167 @@ test.serial(
     t.true(libs.includes('libcudart.so.13') && libs.includes('libcupti.so.13'))
     for (const heavy of ['libcublas.so.13', 'libcufft.so.12', 'libcusparse.so.12']) t.false(libs.includes(heavy), heavy)
     t.false(existsSync(join(nvidia, 'cudnn')))
-    const bytes = du(dir)
-    t.log(`install-torch --cpu: ${(bytes / 2 ** 30).toFixed(2)} GiB on disk, ${((Date.now() - started) / 1000).toFixed(1)} s`)
+    t.log(`install-torch --cpu: ${(du(dir) / 2 ** 30).toFixed(2)} GiB on disk`)
 
-    const doctor = JSON.parse(run(p, ['doctor', '--json'], env).stdout)
-    t.is(doctor.device.libtorch.source, 'install-torch cache')
-    t.regex(doctor.device.cudaProblem, /libtorch_cuda\.so did not load/, 'doctor says why CUDA is off')
+    // Before the encoder is installed, doctor names it as the missing piece of the default model.
+    const before = run(p, ['doctor'], env)
+    t.is(before.status, 1)
+    t.regex(before.stdout, /✘ encoder .*\n.*fix: npx emotion-pipeline install-models --encoder whisper-base/)
+    timed('install-models --encoder whisper-base', ['install-models', '--encoder', 'whisper-base'])
+    t.log(`encoder: ${(du(join(cache, 'encoders')) / 1e6).toFixed(0)} MB on disk`)
+    const doctor = timed('doctor', ['doctor', '--json'])
+    const report = JSON.parse(doctor.stdout)
+    t.is(report.device.libtorch.source, 'install-torch cache')
+    t.regex(report.device.cudaProblem, /libtorch_cuda\.so did not load/, 'doctor says why CUDA is off')
+    t.true(report.checks.find((c: { name: string }) => c.name === 'encoder').ok)
+    t.truthy(
+      report.checks.find((c: { name: string }) => c.name === 'transformers.js'),
+      'doctor reports the optional transformers.js',
+    )
 
-    // 5: a plain import in a fresh node, LD_LIBRARY_PATH unset, trains.
-    const out = join(tempDir('ep-import-run-'), 'run')
-    const script = `
-    import { trainPipeline } from 'emotion-pipeline'
-    const r = await trainPipeline({ data: ${JSON.stringify(twoActors())}, out: ${JSON.stringify(out)}, models: ['audio'], epochs: 1, device: 'cpu' })
-    console.log(JSON.stringify({ accuracy: r.models.audio.test.accuracy, ld: process.env.LD_LIBRARY_PATH ?? null }))`
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: p.dir, env, encoding: 'utf8', timeout: 240_000 })
+    // The default model (no --models) from the CLI, then a prediction from its run directory.
+    const out = join(tempDir('ep-install-run-'), 'run')
+    const trained = timed('train (default model, CLI)', ['train', '--data', twoActors(), '--out', out, '--epochs', '2', '--json'])
+    const result = JSON.parse(trained.stdout.trim().split('\n').pop()!)
+    t.deepEqual(Object.keys(result.models), ['encoder'])
+    t.true(result.models.encoder.test.accuracy >= 0 && result.models.encoder.test.accuracy <= 1)
+    const clip = join(ravdessDir, 'Actor_01', readdirSync(join(ravdessDir, 'Actor_01')).sort()[0])
+    const predicted = timed('predict', ['predict', '--run', out, clip])
+    t.regex(predicted.stdout, /\t(neutral|calm|happy|sad|angry|fearful|disgust|surprised)\t/)
+
+    // The same from TypeScript: compiled with tsc --strict against the installed .d.ts (no skipLibCheck).
+    const ts = typeScriptUser(p, twoActors(), join(tempDir('ep-ts-run-'), 'run'), clip)
+    const r = spawnSync(process.execPath, [ts], { cwd: p.dir, env, encoding: 'utf8', timeout: 240_000 })
     t.is(r.status, 0, r.stderr)
-    const result = JSON.parse(r.stdout.trim().split('\n').pop()!)
-    t.is(result.ld, null)
+    const fromTs = JSON.parse(r.stdout.trim().split('\n').pop()!)
+    t.deepEqual(fromTs.models, ['encoder'])
+    t.regex(fromTs.label, /^(neutral|calm|happy|sad|angry|fearful|disgust|surprised)$/)
+    t.is(fromTs.ld, null, 'no LD_LIBRARY_PATH needed')
     t.true(readdirSync(join(cache, 'features')).length > 0, 'the feature cache lives under $EMOTION_PIPELINE_CACHE')
-    t.true(result.accuracy >= 0 && result.accuracy <= 1)
-
-    trainAndPredict(t, p, env)
   },
 )
+
+/** Writes a user's TypeScript program, compiles it with tsc --strict (no skipLibCheck) and returns the JS. */
+function typeScriptUser(p: Project, data: string, out: string, clip: string): string {
+  const dir = join(p.dir, 'ts')
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(
+    join(dir, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, outDir: 'out', types: ['node'] },
+      files: ['main.ts'],
+    }),
+  )
+  writeFileSync(
+    join(dir, 'main.ts'),
+    `import { join } from 'node:path'
+import { loadModel, trainPipeline, type PipelineEvent, type PipelineResult } from 'emotion-pipeline'
+const warnings: string[] = []
+const run: PipelineResult = await trainPipeline({
+  data: ${JSON.stringify(data)},
+  out: ${JSON.stringify(out)},
+  epochs: 2,
+  onProgress: (e: PipelineEvent) => { if (e.type === 'warning') warnings.push(e.message) },
+})
+const accuracy: number | undefined = run.models.encoder?.test?.accuracy
+const model = loadModel(join(run.runDir, 'models', 'encoder'))
+const [prediction] = await model.predictFiles([${JSON.stringify(clip)}])
+console.log(JSON.stringify({ models: Object.keys(run.models), accuracy, label: prediction.label, warnings, ld: process.env.LD_LIBRARY_PATH ?? null }))
+`,
+  )
+  execFileSync(
+    'npm',
+    ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', '-D', 'typescript@~5.9.3', '@types/node@^20.19.0'],
+    {
+      cwd: p.dir,
+      env: userEnv(),
+      stdio: 'pipe',
+    },
+  )
+  execFileSync(process.execPath, [join(p.dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(dir, 'tsconfig.json')], {
+    cwd: dir,
+    encoding: 'utf8',
+  })
+  return join(dir, 'out', 'main.js')
+}
+
+test.serial('require(), --version, help of every command, and bench from the installed package', async (t) => {
+  const p = await installedProject()
+  const env = userEnv()
+  const required = spawnSync(process.execPath, ['-e', "const m = require('emotion-pipeline'); console.log(typeof m.trainPipeline)"], {
+    cwd: p.dir,
+    env,
+    encoding: 'utf8',
+  })
+  t.is(required.status, 0, required.stderr)
+  t.is(required.stdout.trim(), 'function')
+  const version = run(p, ['--version'], env)
+  t.is(version.stdout.trim(), JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version)
+  for (const command of ['train', 'cv', 'predict', 'doctor', 'install-torch', 'install-models', 'download', 'bench', 'demo']) {
+    const help = run(p, [command, '--help'], env)
+    t.is(help.status, 0, `${command} --help: ${help.stderr}`)
+    t.regex(help.stdout, new RegExp(`emotion-pipeline ${command}`), command)
+  }
+  // bench without data says what it needs; with --data it runs (the Python reference is skipped without torch).
+  const noData = run(
+    p,
+    ['bench', 'mel'],
+    userEnv({ RAVDESS_DIR: join(tempDir('ep-none-'), 'missing'), EMOTION_PIPELINE_CACHE: tempDir('ep-c-') }),
+  )
+  t.is(noData.status, 1)
+  t.regex(noData.stderr, /INVALID_OPTION.*`--data`.*download ravdess/)
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const bench = run(
+    p,
+    ['bench', 'mel', '--data', join(ravdessDir, 'Actor_01'), '--clips', '8', '--repeats', '1'],
+    userEnv({ LIBTORCH: locateLibtorch().found!.root }),
+  )
+  t.is(bench.status, 0, bench.stderr)
+  t.regex(bench.stdout, /"clips"/)
+})
+
+test.serial('download ravdess from the installed package (local Zenodo), and demo without data prints the command', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const p = await installedProject()
+  const cache = tempDir('ep-dl-user-')
+  const demo = run(p, ['demo'], userEnv({ EMOTION_PIPELINE_CACHE: cache, RAVDESS_DIR: join(cache, 'none') }))
+  t.is(demo.status, 1)
+  t.regex(demo.stderr, /RAVDESS not found: download it with `npx emotion-pipeline download ravdess`/)
+  const archive = makeArchive()
+  const server = await zenodo(archive.bytes)
+  try {
+    const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, EMOTION_PIPELINE_ZENODO_API: server.api })
+    const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((ok) => {
+      const child = spawn(p.cli, ['download', 'ravdess'], { cwd: p.dir, env })
+      let stdout = ''
+      let stderr = ''
+      child.stdout.on('data', (d) => {
+        stdout += d
+      })
+      child.stderr.on('data', (d) => {
+        stderr += d
+      })
+      child.on('close', (status) => ok({ status, stdout, stderr }))
+    })
+    t.is(r.status, 0, r.stderr)
+    t.regex(r.stdout, new RegExp(`${archive.clips} clips in ${join(cache, 'datasets', 'ravdess')}`))
+    t.regex(r.stderr, /CC BY-NC-SA 4\.0.*Livingstone/)
+  } finally {
+    server.close()
+  }
+})
+
+test.serial('install-models (Whisper for the text branch) from the installed package', async (t) => {
+  const python = referencePython()
+  if (!python) return skip(t, 'no Python with torch 2.11 to export Whisper with')
+  const p = await installedProject()
+  const cache = tempDir('ep-whisper-user-')
+  const r = run(p, ['install-models', '--python', python, '--json'], userEnv({ EMOTION_PIPELINE_CACHE: cache }))
+  t.is(r.status, 0, r.stderr)
+  const dir = JSON.parse(r.stdout.trim().split('\n').pop()!).whisper
+  t.is(dir, join(cache, 'whisper', 'whisper-tiny.en'))
+  t.true(existsSync(join(dir, 'onnx', 'encoder_model.onnx')) && existsSync(join(dir, 'onnx', 'decoder_model_merged.onnx')))
+})
 
 function du(dir: string): number {
   let total = 0

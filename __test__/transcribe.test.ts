@@ -7,7 +7,7 @@ import { skip, haveWavs, NO_WAVS, listAudio, tempDir, wavDir } from './helpers.j
 
 const modelDir = process.env.EMOTION_PIPELINE_WHISPER_DIR ?? bundledWhisperDir()
 const haveModel = existsSync(modelDir)
-const NO_MODEL = `no offline Whisper model at ${modelDir} (node scripts/whisper.mjs builds it): skipped`
+const NO_MODEL = `no offline Whisper model at ${modelDir} (npx emotion-pipeline install-models builds it): skipped`
 const SENTENCES: Record<string, string> = { '01': 'Kids are talking by the door', '02': 'Dogs are sitting by the door' }
 
 test('Whisper tiny.en transcribes the 16 original RAVDESS WAVs (real weights, offline), then serves them from the cache', async (t) => {

@@ -27,7 +27,8 @@ export function trainHelp(): string {
   const e = DEFAULTS.EmbedOptions
   return `emotion-pipeline train --data DIR --out DIR [options]
 
-  --data DIR            dataset folder (RAVDESS names, or <label>/ folders; speakers optional)
+  --data DIR|FILE       dataset folder (RAVDESS names, or <label>/ folders), or a manifest FILE.csv|.jsonl
+                        (path,label[,speaker]; paths relative to it); speakers are optional
   --out DIR             run directory to write
   --models LIST         comma-separated: ${MODEL_NAMES.join(',')} (default: ${list(defaultModels('recommended'))};
                         with --preset reference: ${list(defaultModels('reference'))})

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs'
-import { dirname } from 'node:path'
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 import { awaitNative, callNative, EmotionPipelineError, invalidOption } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
@@ -19,6 +18,10 @@ export interface IndexOptions extends CoreIndexOptions {
 /** Finds, labels, hashes and validates the clips under `dir`. */
 export async function indexDataset(dir: string, options: IndexOptions = {}): Promise<DatasetIndex> {
   if (typeof dir !== 'string' || dir === '') throw invalidOption('dir', 'must be a folder path')
+  // A manifest given as the dataset itself (`--data clips.csv`) is indexed as a manifest.
+  if (options.manifest == null && /\.(csv|jsonl)$/i.test(dir) && existsSync(dir) && statSync(dir).isFile()) {
+    return indexDataset(dirname(resolve(dir)), { ...options, layout: 'manifest', manifest: resolve(dir) })
+  }
   const { onProgress, signal, ...rest } = options
   const json = await withCancel(signal, (token) =>
     awaitNative(native.indexDataset(dir, JSON.stringify(rest), onProgress ? (e: string) => onProgress(JSON.parse(e)) : undefined, token)),

@@ -69,7 +69,7 @@ export interface PipelineOptions extends SharedTrainSettings {
    */
   transcripts?: Record<string, string> | 'whisper' | 'ravdess-names'
   /** Whisper settings (`transcribe()` options). The model folder defaults to `$EMOTION_PIPELINE_WHISPER_DIR`,
-   * then the one `scripts/whisper.mjs` builds, then the hub. */
+   * then the one `emotion-pipeline install-models` builds, then the hub. */
   whisper?: Pick<TranscribeOptions, 'model' | 'modelDir' | 'cacheDir' | 'batchSize'>
   /** Tokens per transcript. @default 6 */
   maxTokens?: number
