@@ -87,7 +87,7 @@ test('cross-validation refuses one speaker and more folds than speakers, naming 
 
   const many = await t.throwsAsync(crossValidate({ ...quick(tempDir('ep-cv-y-')), folds: 21 }))
   t.is((many as EmotionPipelineError).code, 'INVALID_OPTION')
-  t.regex(many!.message, /`folds`: 21 folds but only 20 speakers/)
+  t.regex(many!.message, /`folds`: 21 folds \(--folds\) but only 20 speakers/)
   const only = await t.throwsAsync(crossValidate({ ...quick(tempDir('ep-cv-z-')), only: [3] }))
   t.regex(only!.message, /`only`/)
 })

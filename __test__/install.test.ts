@@ -8,6 +8,7 @@ import test from 'ava'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { delimiter, join, resolve } from 'node:path'
+import { cacheRoot } from '../src/cache.js'
 import { locateLibtorch } from '../src/libtorch.js'
 import { haveRavdess, haveWavs, NO_DATA, NO_WAVS, ravdessDir, referencePython, skip, tempDir } from './helpers.js'
 import { makeArchive, zenodo } from './zenodo.js'
@@ -289,32 +290,58 @@ test.serial('require(), --version, help of every command, and bench from the ins
   t.regex(bench.stdout, /"clips"/)
 })
 
-test.serial('download ravdess from the installed package (local Zenodo), and demo without data prints the command', async (t) => {
+/** Runs a command without blocking this process's event loop (the local Zenodo answers from here). */
+function runAsync(cmd: string, args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; input?: string }) {
+  return new Promise<{ status: number | null; stdout: string; stderr: string }>((ok) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => {
+      stdout += d
+    })
+    child.stderr.on('data', (d) => {
+      stderr += d
+    })
+    child.on('close', (status) => ok({ status, stdout, stderr }))
+    child.stdin.end(opts.input ?? '')
+  })
+}
+
+test.serial('demo without data: offers the download on a terminal, prints the command otherwise; download ravdess', async (t) => {
   if (!haveWavs) return skip(t, NO_WAVS)
   const p = await installedProject()
   const cache = tempDir('ep-dl-user-')
-  const demo = run(p, ['demo'], userEnv({ EMOTION_PIPELINE_CACHE: cache, RAVDESS_DIR: join(cache, 'none') }))
-  t.is(demo.status, 1)
-  t.regex(demo.stderr, /RAVDESS not found: download it with `npx emotion-pipeline download ravdess`/)
+  // The encoder and libtorch the demo trains with; the data comes from the (local) Zenodo.
+  symlinkSync(join(cacheRoot(), 'encoders'), join(cache, 'encoders'))
+  const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, LIBTORCH: locateLibtorch().found!.root })
+  const plain = run(p, ['demo'], env)
+  t.is(plain.status, 1)
+  t.regex(plain.stderr, /RAVDESS not found: download it with `npx emotion-pipeline download ravdess`/)
   const archive = makeArchive()
   const server = await zenodo(archive.bytes)
   try {
-    const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, EMOTION_PIPELINE_ZENODO_API: server.api })
-    const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((ok) => {
-      const child = spawn(p.cli, ['download', 'ravdess'], { cwd: p.dir, env })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (d) => {
-        stdout += d
-      })
-      child.stderr.on('data', (d) => {
-        stderr += d
-      })
-      child.on('close', (status) => ok({ status, stdout, stderr }))
+    const withZenodo = { ...env, EMOTION_PIPELINE_ZENODO_API: server.api }
+    // `script` gives the demo a terminal; it answers the prompt from stdin.
+    const declined = await runAsync('script', ['-qec', `${p.cli} demo`, '/dev/null'], { cwd: p.dir, env: withZenodo, input: 'n\n' })
+    t.is(declined.status, 1)
+    t.regex(declined.stdout, /Download it now from Zenodo \(record 1188976, about 200 MB, CC BY-NC-SA 4\.0\)\? \[y\/N\]/)
+    t.regex(declined.stdout, /Not downloading/)
+    const out = join(tempDir('ep-demo-'), 'demo')
+    const accepted = await runAsync('script', ['-qec', `${p.cli} demo --out ${out}`, '/dev/null'], {
+      cwd: p.dir,
+      env: withZenodo,
+      input: 'y\n',
     })
-    t.is(r.status, 0, r.stderr)
-    t.regex(r.stdout, new RegExp(`${archive.clips} clips in ${join(cache, 'datasets', 'ravdess')}`))
-    t.regex(r.stderr, /CC BY-NC-SA 4\.0.*Livingstone/)
+    t.is(accepted.status, 0, accepted.stdout)
+    t.regex(accepted.stdout, /Livingstone SR, Russo FA \(2018\)/)
+    t.regex(accepted.stdout, /The data: RAVDESS actors 1–20 of the download, as every figure in the README/)
+    t.true(existsSync(join(out, 'metrics.json')))
+    const again = await runAsync(p.cli, ['download', 'ravdess', '--json'], { cwd: p.dir, env: withZenodo })
+    t.is(again.status, 0, again.stderr)
+    const result = JSON.parse(again.stdout.trim().split('\n').pop()!)
+    t.is(result.dir, join(cache, 'datasets', 'ravdess'))
+    t.is(result.clips, archive.clips)
+    t.true(result.cached)
   } finally {
     server.close()
   }

@@ -1,10 +1,8 @@
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
 import { callNative, EmotionPipelineError } from './errors.js'
 import { findAddon, native, nativeState, PLATFORM_PACKAGE } from './native.js'
 import { installTorchCommand, locateLibtorch, REQUIRED_TORCH } from './libtorch.js'
 import type { LibtorchSearch } from './libtorch.js'
-import { bundledWhisperDir } from './transcribe.js'
+import { isWhisperModelBuilt, whisperModelDir } from './whisper-install.js'
 import { DEFAULT_ENCODER, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
 import type { DeviceInfo as CoreDeviceInfo, GpuDevice } from './generated/results.js'
 
@@ -135,8 +133,8 @@ export function doctor(): DoctorReport {
       })
     }
   }
-  const whisper = bundledWhisperDir()
-  const whisperOk = existsSync(join(whisper, 'config.json'))
+  const whisper = whisperModelDir()
+  const whisperOk = isWhisperModelBuilt()
   checks.push({
     name: 'whisper',
     ok: whisperOk,

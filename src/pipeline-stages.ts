@@ -12,33 +12,15 @@ import { DEFAULTS } from './generated/options.js'
 import type { EncoderSource } from './generated/options.js'
 import type { DeviceSpec } from './device.js'
 import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb } from './presets.js'
-import type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline.js'
+import { trainSettings } from './pipeline-types.js'
+import type { ModelName, PipelineOptions, PipelineResult, Run, TextInputs } from './pipeline-types.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
 import { normaliseBySpeaker } from './speaker-norm.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
-import type { TrainOptions, TrainResult, TrainSet } from './train.js'
+import type { TrainResult, TrainSet } from './train.js'
 import { bundledWhisperDir, transcribe } from './transcribe.js'
-
-/** What every stage of one run shares: its options, folder, progress and timings. */
-export interface Run {
-  options: PipelineOptions
-  runDir: string
-  seed: number
-  emit: (event: PipelineEvent) => void
-  /** Runs `fn`, recording its seconds under `name`. */
-  timed: <T>(name: string, fn: () => Promise<T> | T) => Promise<T>
-  /** Says a stage started (a `stage` event), then runs it timed. */
-  stage: <T>(name: string, message: string, fn: () => Promise<T> | T) => Promise<T>
-  stageSeconds: Record<string, number>
-  /** Lines for the report's notes. */
-  notes: string[]
-  /** Files written, relative to `runDir`. */
-  files: string[]
-  /** Clips left out because they could not be decoded. */
-  skipped: { path: string; code: string; message: string }[]
-}
 
 /** Clips of one part of the split that could be featurised, and their features. */
 interface Part {
@@ -272,13 +254,6 @@ function rowsOf(rows: Rows, inputs: number[]): { data: Float32Array; shape: numb
 
 type Parts = { train: Part; val: Part; test: Part; encoderSource?: EncoderSource }
 
-/** Transcripts and the tokenizer fitted on the training part, for the text and fusion models. */
-export interface TextInputs {
-  tokenizer: Tokenizer
-  textOf: (item: DatasetItem) => string
-  source: string
-}
-
 async function textInputs(run: Run, parts: Parts): Promise<TextInputs> {
   const { options, runDir } = run
   const allItems = [...parts.train.items, ...parts.val.items, ...parts.test.items]
@@ -484,21 +459,4 @@ async function transcriptsFor(run: Run, items: DatasetItem[]): Promise<(item: Da
   const missing = items.find((i) => typeof textOf(i) !== 'string')
   if (missing) throw invalidOption('transcripts', `no transcript for ${missing.path} (keys are clip paths or file names without extension)`)
   return textOf
-}
-
-/**
- * The training settings of one model from the pipeline options. Unset options stay unset: the core
- * fills in its defaults (and results carry the resolved config), so no default is restated here.
- */
-export function trainSettings(o: PipelineOptions, model: ModelName, seed: number): Omit<TrainOptions, 'train'> {
-  return {
-    model,
-    preset: o.preset,
-    epochs: o.epochs,
-    batchSize: o.batchSize,
-    accumulation: o.accumulation,
-    seed,
-    amp: o.amp,
-    optim: o.lr === undefined ? undefined : { lr: o.lr },
-  }
 }

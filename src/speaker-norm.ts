@@ -2,7 +2,6 @@
 // speaker's clips. Used in training (`speakerNorm`, every speaker's clips, test speakers included)
 // and in prediction (a new speaker's unlabelled calibration clips).
 import type { DatasetItem } from './dataset.js'
-import type { TrainSet } from './train.js'
 
 export interface SpeakerStats {
   mean: Float64Array
@@ -32,7 +31,10 @@ export function standardise(row: Float32Array, stats: SpeakerStats): void {
  * Standardises each part's embeddings per speaker (`DatasetItem.speaker`), all parts together. The
  * parts get copies; the input arrays are not changed.
  */
-export function normaliseBySpeaker(parts: { items: DatasetItem[]; embedding?: TrainSet['embedding'] }[]): void {
+/** Rows `[n, layers, width]` of encoder states (a `TrainSet`'s `embedding`). */
+type StateRows = { data: Float32Array; shape: [number, number, number] }
+
+export function normaliseBySpeaker(parts: { items: DatasetItem[]; embedding?: StateRows }[]): void {
   const bySpeaker = new Map<string, Float32Array[]>()
   for (const part of parts) {
     const e = part.embedding

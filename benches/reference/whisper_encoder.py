@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "whisper"))
-from build_model import dequantised, read_ctranslate2  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
+from whisper_to_onnx import dequantised, read_ctranslate2  # noqa: E402
 
 
 def hf_encoder(model_bin):

@@ -76,6 +76,21 @@ pub struct DeviceInfo {
     pub cuda_graphs: bool,
 }
 
+/// Whether the CPU computes in bf16 natively (AVX512-BF16 on x86, the BF16 extension on Arm); without
+/// it libtorch emulates bf16, which is slower than fp32. `EMOTION_PIPELINE_NO_CPU_BF16=1` answers no
+/// (to compare precisions, or to test the fallback on a CPU that has it).
+pub fn cpu_has_native_bf16() -> bool {
+    if std::env::var_os("EMOTION_PIPELINE_NO_CPU_BF16").is_some_and(|v| v != "0") {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512bf16");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("bf16");
+    #[allow(unreachable_code)]
+    false
+}
+
 pub fn device_info() -> DeviceInfo {
     let lib_dir = loaded_libtorch_dir();
     let cuda_available = tch::Cuda::is_available();
@@ -90,7 +105,7 @@ pub fn device_info() -> DeviceInfo {
         libtorch: LibtorchInfo { path: lib_dir.map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into()) },
         cuda_problem: if cuda_available { None } else { Some(cuda_probe_summary()) },
         cpu_threads: tch::get_num_threads().max(0) as u32,
-        cpu_native_bf16: crate::train::mixed::cpu_has_native_bf16(),
+        cpu_native_bf16: cpu_has_native_bf16(),
         cuda_graphs: crate::cuda_graph::available().is_ok(),
     }
 }

@@ -7,6 +7,7 @@ pub mod cpu_cache;
 pub mod cuda_graph;
 pub mod dataset;
 pub mod device;
+pub mod digest;
 pub mod encoder;
 pub mod error;
 pub mod metrics;

@@ -324,7 +324,7 @@ fn precision_falls_back_to_fp32_with_a_warning_where_it_cannot_be_honoured() {
         (r.precision, warnings)
     };
     // The recommended preset trains in bf16 where the CPU has it natively (the reference stays fp32).
-    let native = emotion_core::train::mixed::cpu_has_native_bf16();
+    let native = emotion_core::device::cpu_has_native_bf16();
     let (precision, warnings) = run(Amp::Auto);
     assert_eq!(precision, if native { Precision::Bf16 } else { Precision::Fp32 });
     assert!(warnings.is_empty(), "{warnings:?}");

@@ -4,7 +4,7 @@
 //! entry carries the SHA-256 of its values, so a flipped byte is a miss, never a silently wrong hit.
 
 use super::mel::MelConfig;
-use crate::dataset::index::hex;
+use crate::digest::hex;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};

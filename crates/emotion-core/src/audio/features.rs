@@ -9,7 +9,6 @@ use crate::control::{CancelFlag, Progress};
 use crate::device::{device_name, parse_device};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -117,7 +116,7 @@ pub(crate) fn load_input<'a>(
                 std::io::ErrorKind::NotFound => Error::decode(path, "file not found"),
                 _ => Error::io(path, e),
             })?;
-            let (key, hit) = cached(&crate::dataset::index::hex(&Sha256::digest(&bytes))).unzip();
+            let (key, hit) = cached(&crate::digest::sha256_hex(&bytes)).unzip();
             if let Some(Some(features)) = hit {
                 return Ok(Loaded::Cached(features));
             }

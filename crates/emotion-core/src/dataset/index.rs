@@ -3,10 +3,10 @@
 use super::ravdess::RavdessName;
 use crate::audio::decode::{decode_bytes, probe_bytes};
 use crate::control::{CancelFlag, Progress};
+use crate::digest::sha256_hex;
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -422,7 +422,7 @@ fn probe_all(
 
 fn probe_one(path: &Path, verify: Verify) -> Probed {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let hash = hex(&Sha256::digest(&bytes));
+    let hash = sha256_hex(&bytes);
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     match verify {
         Verify::Header => {
@@ -434,10 +434,6 @@ fn probe_one(path: &Path, verify: Verify) -> Probed {
             Ok((hash, audio.sample_rate, Some(audio.duration_seconds())))
         }
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Keeps the first of each group of equal content or equal RAVDESS identity (items are sorted by path).

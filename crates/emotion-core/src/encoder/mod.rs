@@ -13,7 +13,6 @@ use crate::device::{device_name, parse_device};
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -165,7 +164,7 @@ pub struct Embeddings {
 pub fn resolve_precision(precision: EncoderPrecision, device: Device) -> EncoderPrecision {
     match (precision, device) {
         (EncoderPrecision::Auto, Device::Cuda(_)) => EncoderPrecision::Fp16,
-        (EncoderPrecision::Auto, _) if crate::train::mixed::cpu_has_native_bf16() => EncoderPrecision::Bf16,
+        (EncoderPrecision::Auto, _) if crate::device::cpu_has_native_bf16() => EncoderPrecision::Bf16,
         (EncoderPrecision::Auto, _) => EncoderPrecision::Fp32,
         (p, _) => p,
     }
@@ -208,7 +207,7 @@ pub fn extract_embeddings(
         return Err(Error::model_not_found(&model_bin, "no model.bin in the encoder folder"));
     }
     let bytes = std::fs::read(&model_bin).map_err(|e| Error::io(&model_bin, e))?;
-    let model_sha256 = crate::dataset::index::hex(&Sha256::digest(&bytes));
+    let model_sha256 = crate::digest::sha256_hex(&bytes);
     let kind = precision_kind(options.precision, device);
     let encoder = WhisperEncoder::from_bytes(&bytes, &model_bin, device, kind)?;
     drop(bytes);

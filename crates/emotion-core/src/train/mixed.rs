@@ -3,6 +3,7 @@
 //! through csrc/memory_format.cpp). tch 0.24 exposes neither CPU autocast nor memory formats.
 
 use super::config::{Amp, MemoryFormat, ModelKind, Preset};
+use crate::device::cpu_has_native_bf16;
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -43,21 +44,6 @@ pub fn cuda_autocast_is_bf16() -> bool {
 pub fn cpu_autocast_enabled() -> bool {
     // SAFETY: reads one thread-local flag from libtorch.
     unsafe { emotion_cpu_autocast_enabled() != 0 }
-}
-
-/// Whether the CPU computes in bf16 natively (AVX512-BF16 on x86, the BF16 extension on Arm); without
-/// it libtorch emulates bf16, which is slower than fp32. `EMOTION_PIPELINE_NO_CPU_BF16=1` answers no
-/// (to compare precisions, or to test the fallback on a CPU that has it).
-pub fn cpu_has_native_bf16() -> bool {
-    if std::env::var_os("EMOTION_PIPELINE_NO_CPU_BF16").is_some_and(|v| v != "0") {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512bf16");
-    #[cfg(target_arch = "aarch64")]
-    return std::arch::is_aarch64_feature_detected!("bf16");
-    #[allow(unreachable_code)]
-    false
 }
 
 /// Leaves the CPU autocast region on drop, also when the forward pass panics.
