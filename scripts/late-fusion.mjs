@@ -12,6 +12,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { extractEmbeddings, extractMel, loadModel } from '../dist/index.js'
+import { foldDir as cvFoldDir, readRunSplit, RUN_FILES, runPaths } from '../dist/run-layout.js'
 
 const args = process.argv.slice(2)
 const meanOf = args[0] === '--mean' ? { model: args[1], dirs: args.slice(2) } : null
@@ -21,9 +22,9 @@ if (!modelB || (meanOf && meanOf.dirs.length < 2)) {
   process.exit(2)
 }
 const cache = join(process.env.EMOTION_PIPELINE_CACHE ?? join(process.env.HOME, '.cache', 'emotion-pipeline'), 'features')
-const single = existsSync(join(dirA, 'split.json'))
-const folds = single ? [0] : JSON.parse(readFileSync(join(dirA, 'cv.json'), 'utf8')).finished
-const foldDir = (dir, fold) => (single ? dir : join(dir, `fold-${fold}`))
+const single = existsSync(runPaths(dirA).split)
+const folds = single ? [0] : JSON.parse(readFileSync(join(dirA, RUN_FILES.cv), 'utf8')).finished
+const foldDir = (dir, fold) => (single ? dir : cvFoldDir(dir, fold))
 
 async function probabilities(model, items) {
   const paths = items.map((i) => i.path)
@@ -59,8 +60,8 @@ const meanStd = (v) => {
 async function equalMean({ model, dirs }) {
   const parts = { test: { runs: dirs.map(() => []), mean: [] }, val: { runs: dirs.map(() => []), mean: [] } }
   for (const fold of folds) {
-    const split = JSON.parse(readFileSync(join(foldDir(dirs[0], fold), 'split.json'), 'utf8'))
-    const models = dirs.map((d) => loadModel(join(foldDir(d, fold), 'models', model), { device: 'cpu' }))
+    const split = readRunSplit(foldDir(dirs[0], fold))
+    const models = dirs.map((d) => loadModel(runPaths(foldDir(d, fold)).model(model), { device: 'cpu' }))
     for (const name of ['test', 'val']) {
       const items = split[name]
       if (!items.length) continue
@@ -82,12 +83,12 @@ if (meanOf) {
 
 const scores = { a: [], b: [], fused: [] }
 for (const fold of folds) {
-  const split = JSON.parse(readFileSync(join(foldDir(dirA, fold), 'split.json'), 'utf8'))
-  const other = JSON.parse(readFileSync(join(foldDir(dirB, fold), 'split.json'), 'utf8'))
+  const split = readRunSplit(foldDir(dirA, fold))
+  const other = readRunSplit(foldDir(dirB, fold))
   if (JSON.stringify(split.test.map((i) => i.path)) !== JSON.stringify(other.test.map((i) => i.path)))
     throw new Error(`fold ${fold}: the two cross-validations have different test sets`)
-  const a = loadModel(join(foldDir(dirA, fold), 'models', modelA), { device: 'cpu' })
-  const b = loadModel(join(foldDir(dirB, fold), 'models', modelB), { device: 'cpu' })
+  const a = loadModel(runPaths(foldDir(dirA, fold)).model(modelA), { device: 'cpu' })
+  const b = loadModel(runPaths(foldDir(dirB, fold)).model(modelB), { device: 'cpu' })
   const part = async (items) => ({
     a: await probabilities(a, items),
     b: await probabilities(b, items),

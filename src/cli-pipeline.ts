@@ -15,6 +15,7 @@ import type { ModelName } from './presets.js'
 import { progressPrinter } from './progress.js'
 import type { ProgressMode } from './progress.js'
 import { REFERENCE_ACCURACY } from './report.js'
+import { RUN_FILES, runPaths } from './run-layout.js'
 import { loadModel } from './train.js'
 
 const list = (xs: readonly (string | number)[]) => (xs.length ? xs.join(',') : 'none')
@@ -252,7 +253,7 @@ export async function cvCommand(argv: string[]): Promise<number> {
     console.log(`\n${result.finished.length} of ${result.folds} folds; mean ± std over folds:`)
     for (const [m, s] of Object.entries(result.models))
       console.log(`${m.padEnd(7)} accuracy ${pm(s.accuracy)}   UAR ${pm(s.uar)}   weighted F1 ${pm(s.weightedF1)}`)
-    console.log(`\nSummary: ${join(result.out, 'report.md')}`)
+    console.log(`\nSummary: ${join(result.out, RUN_FILES.report)}`)
   }
   return 0
 }
@@ -276,13 +277,14 @@ export async function predictCommand(argv: string[]): Promise<number> {
     )
     return values.help ? 0 : 2
   }
-  const model = values.model ?? (existsSync(join(values.run, 'models', 'encoder')) ? 'encoder' : 'audio')
+  const paths = runPaths(values.run)
+  const model = values.model ?? (existsSync(paths.model('encoder')) ? 'encoder' : 'audio')
   if (model !== 'audio' && model !== 'encoder')
     throw new EmotionPipelineError(
       'INVALID_OPTION',
       `invalid option \`--model\`: predicting from audio files needs the encoder or audio model (text and fusion need transcripts)`,
     )
-  const dir = join(values.run, 'models', model)
+  const dir = paths.model(model)
   if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
   const loaded = loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu' })
   const calibration = values.calibration?.flatMap((p) => {

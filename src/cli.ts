@@ -1,13 +1,11 @@
 #!/usr/bin/env node
 // The `emotion-pipeline` command: dispatches to the command modules; errors become one line with their
 // code (exit 2 for usage errors, 130 for Ctrl-C, 1 otherwise).
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { demoCommand } from './cli-demo.js'
 import { cvCommand, predictCommand, trainCommand } from './cli-pipeline.js'
 import { benchCommand, doctorCommand, downloadCommand, installModelsCommand, installTorchCommand } from './cli-setup.js'
 import { EmotionPipelineError } from './errors.js'
-import { packageRoot } from './native.js'
+import { packageVersion } from './version.js'
 
 const HELP = `emotion-pipeline <command> [options]
 
@@ -43,7 +41,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)
   if (command === '--version' || command === '-v' || command === 'version') {
-    console.log((JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version)
+    console.log(packageVersion())
     return 0
   }
   if (!command || command === '--help' || command === '-h' || command === 'help') {

@@ -1,7 +1,7 @@
 // crossValidate(): speaker-grouped k-fold cross-validation. Each fold is an ordinary trainPipeline run
 // directory (`fold-<k>/`, resumable like any run); the summary (mean ± std per model, per-class recall,
 // pooled confusion matrix) goes to cv.json, report.md and confusion plots in `out`.
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { indexDataset } from './dataset.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
@@ -10,6 +10,7 @@ import type { ModelName, PipelineEvent, PipelineOptions } from './pipeline.js'
 import { MODEL_NAMES, trainPipeline } from './pipeline.js'
 import { confusionSvg, svgToPng } from './plots.js'
 import { ensureWritableDir, writeFileAtomic } from './run-dir.js'
+import { foldDir, readRunConfig, readRunMetrics, readRunSplit, RUN_FILES, runPaths } from './run-layout.js'
 
 export interface CrossValidateOptions extends Omit<PipelineOptions, 'split' | 'onProgress'> {
   /** Folds; each fold's test set is a disjoint group of speakers (RAVDESS actors 1–20: 4 per fold). @default 5 */
@@ -78,13 +79,13 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
   const runFolds = only ?? [...Array(folds).keys()]
   for (const fold of runFolds) {
     emit({ type: 'fold', fold, folds, message: `fold ${fold + 1} of ${folds}` })
-    const dir = join(out, `fold-${fold}`)
+    const dir = foldDir(out, fold)
     await trainPipeline({
       ...pipeline,
       out: dir,
       split: { strategy: 'speaker-kfold', folds, fold, valFraction, testFraction: 0 },
       // A fold finished or interrupted in an earlier call goes on from its checkpoints.
-      resume: pipeline.resume || existsSync(join(dir, 'split.json')),
+      resume: pipeline.resume || existsSync(runPaths(dir).split),
       onProgress: (e) => emit({ ...e, fold }),
     })
   }
@@ -132,12 +133,11 @@ interface FoldRun {
 }
 
 function readFold(out: string, fold: number): FoldRun | undefined {
-  const dir = join(out, `fold-${fold}`)
-  const metricsPath = join(dir, 'metrics.json')
-  if (!existsSync(metricsPath)) return undefined
-  const metrics = JSON.parse(readFileSync(metricsPath, 'utf8')) as { models: Record<string, { test: Metrics | null }> }
-  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { labels: string[] }
-  const split = JSON.parse(readFileSync(join(dir, 'split.json'), 'utf8')) as { test: { speaker: string }[] }
+  const dir = foldDir(out, fold)
+  if (!existsSync(runPaths(dir).metrics)) return undefined
+  const metrics = readRunMetrics(dir)
+  const config = readRunConfig(dir)
+  const split = readRunSplit(dir)
   const test: Partial<Record<ModelName, Metrics>> = {}
   for (const [model, m] of Object.entries(metrics.models)) if (m.test) test[model as ModelName] = m.test
   return { fold, labels: config.labels, testSpeakers: [...new Set(split.test.map((i) => i.speaker))].sort(), test }
@@ -182,7 +182,7 @@ function summarise(out: string, folds: number, models: ModelName[] | undefined, 
     const s = summariseModel(runs, model, labels)
     if (s) summaries[model] = s
   }
-  const files = ['cv.json', 'report.md']
+  const files: string[] = [RUN_FILES.cv, RUN_FILES.report]
   for (const [model, s] of Object.entries(summaries)) {
     const title = `${model} model, ${s.folds} speaker folds pooled: accuracy ${(s.accuracy.mean * 100).toFixed(2)} ± ${(s.accuracy.std * 100).toFixed(2)} %`
     const svg = confusionSvg(s.confusion, labels, title)
@@ -199,8 +199,8 @@ function summarise(out: string, folds: number, models: ModelName[] | undefined, 
     models: summaries,
     files,
   }
-  writeFileAtomic(join(out, 'cv.json'), JSON.stringify({ format: CV_FORMAT, ...result }, null, 1))
-  writeFileAtomic(join(out, 'report.md'), cvReport(result, speakerNorm))
+  writeFileAtomic(join(out, RUN_FILES.cv), JSON.stringify({ format: CV_FORMAT, ...result }, null, 1))
+  writeFileAtomic(join(out, RUN_FILES.report), cvReport(result, speakerNorm))
   return result
 }
 

@@ -16,6 +16,7 @@ import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult, Run, TextInputs } from './pipeline-types.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
+import { RUN_FILES, runPaths } from './run-layout.js'
 import { normaliseBySpeaker } from './speaker-norm.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
@@ -41,7 +42,7 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
     emit,
     stageSeconds,
     notes: [],
-    files: ['split.json'],
+    files: [RUN_FILES.split],
     skipped: [],
     timed: async (name, fn) => {
       const t0 = performance.now()
@@ -68,7 +69,7 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
     results[model] = await run.stage(`train-${model}`, `training the ${model} model`, () =>
       trainModel(run, model, labels, sets, text, parts.encoderSource, speakerAdversary),
     )
-    run.files.push(`models/${model}/best.safetensors`, `models/${model}/best.json`)
+    run.files.push(`${RUN_FILES.models}/${model}/best.safetensors`, `${RUN_FILES.models}/${model}/best.json`)
   }
   await run.stage('report', `writing ${runDir}`, () => writeRunFiles(run, { index, labels, split, results, text, models }))
   return {
@@ -99,8 +100,8 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
     typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? 'stratified', testFraction: 0.2, seed }
   checkSpeakersForSplit(options.data, items, splitOptions)
   const split = splitDataset(items, splitOptions)
-  if (options.resume) checkSameSplit(join(run.runDir, 'split.json'), split)
-  saveSplit(split, join(run.runDir, 'split.json'))
+  if (options.resume) checkSameSplit(runPaths(run.runDir).split, split)
+  saveSplit(split, runPaths(run.runDir).split)
   run.emit({
     type: 'stage',
     stage: 'split',
@@ -269,9 +270,10 @@ async function textInputs(run: Run, parts: Parts): Promise<TextInputs> {
     parts.train.items.map((i) => textOf(i)),
     options.maxTokens,
   )
-  if (options.resume) checkSameVocabulary(join(runDir, 'vocabulary.json'), tokenizer.vocabulary)
-  writeFileAtomic(join(runDir, 'vocabulary.json'), JSON.stringify(tokenizer.toJSON(), null, 1))
-  writeFileAtomic(join(runDir, 'transcripts.json'), JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
+  const paths = runPaths(runDir)
+  if (options.resume) checkSameVocabulary(paths.vocabulary, tokenizer.vocabulary)
+  writeFileAtomic(paths.vocabulary, JSON.stringify(tokenizer.toJSON(), null, 1))
+  writeFileAtomic(paths.transcripts, JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
   run.notes.push(
     `Text: ${source}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`,
   )
@@ -336,7 +338,7 @@ function trainModel(
     vocabulary: text?.tokenizer.vocabulary,
     mel: options.mel ?? {},
     encoderSource: model === 'encoder' ? encoderSource : undefined,
-    checkpointDir: join(run.runDir, 'models', model),
+    checkpointDir: runPaths(run.runDir).model(model),
     resume: options.resume,
     ...options.train?.[model],
     // Statistics pooling doubles the rows: means and deviations get layer weights of their own.

@@ -1,6 +1,6 @@
 // The files a run leaves beside its models: history.csv, plots, metrics.json, config.json and report.md.
 import { cpus } from 'node:os'
-import { basename, join } from 'node:path'
+import { basename } from 'node:path'
 import type { DatasetIndex, Split } from './dataset.js'
 import { deviceInfo } from './device.js'
 import { callNative, optionsJson } from './errors.js'
@@ -13,6 +13,7 @@ import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, Run, TextInputs } from './pipeline-types.js'
 import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
 import { writeFileAtomic } from './run-dir.js'
+import { configFile, metricsFile, RUN_FILES, runPaths } from './run-layout.js'
 import type { TrainResult } from './train.js'
 
 /** history.csv, plots, metrics.json, config.json (what the run used, defaults filled in) and report.md. */
@@ -35,9 +36,10 @@ export function writeRunFiles(
   const deviceName = device === 'auto' ? (info.cudaAvailable ? 'cuda:0' : 'cpu') : device
   const transcriptSource = r.text?.source ?? 'none'
   const splitSummary = { strategy: split.options.strategy, train: split.train.length, val: split.val.length, test: split.test.length }
-  writeHistoryCsv(join(runDir, 'history.csv'), trained)
+  const paths = runPaths(runDir)
+  writeHistoryCsv(paths.history, trained)
   for (const [model, result] of Object.entries(trained)) files.push(...writePlots(runDir, model, result, result.test))
-  const metrics = {
+  const metrics = metricsFile({
     reference: REFERENCE_ACCURACY,
     split: { ...splitSummary, seed },
     skipped: run.skipped,
@@ -57,9 +59,9 @@ export function writeRunFiles(
       ]),
     ),
     stageSeconds,
-  }
-  writeFileAtomic(join(runDir, 'metrics.json'), JSON.stringify(metrics, null, 1))
-  const config = {
+  })
+  writeFileAtomic(paths.metrics, JSON.stringify(metrics, null, 1))
+  const config = configFile({
     options: { ...options, onProgress: undefined, signal: undefined, transcripts: transcriptSource },
     // What the run used, defaults filled in, so a run can be repeated from this file alone.
     effective: {
@@ -96,10 +98,9 @@ export function writeRunFiles(
     torch: info.torchVersion,
     cpus: cpus().length,
     node: process.version,
-    package: 'emotion-pipeline',
     dataset: { root: index.root, items: index.items.length, duplicates: index.duplicates.length, problems: index.problems.length },
-  }
-  writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(config, null, 1))
+  })
+  writeFileAtomic(paths.config, JSON.stringify(config, null, 1))
   if (index.duplicates.length)
     notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
   if (index.problems.length)
@@ -107,7 +108,7 @@ export function writeRunFiles(
       `${index.problems.length} file(s) left out by indexing: ${index.problems.map((p) => `${basename(p.path)} (${p.kind}: ${p.message})`).join('; ')}.`,
     )
   writeFileAtomic(
-    join(runDir, 'report.md'),
+    paths.report,
     reportMarkdown({
       results: trained,
       split: { ...splitSummary, seed },
@@ -118,7 +119,7 @@ export function writeRunFiles(
       notes,
     }),
   )
-  files.push('history.csv', 'metrics.json', 'config.json', 'report.md')
+  files.push(RUN_FILES.history, RUN_FILES.metrics, RUN_FILES.config, RUN_FILES.report)
 }
 
 /**
