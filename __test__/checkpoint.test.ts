@@ -76,7 +76,7 @@ test('a damaged checkpoint part is refused by name, not resumed with', async (t)
   bytes[bytes.length - 5] ^= 0xff
   writeFileSync(weights, bytes)
   const err = await t.throwsAsync(train({ ...options(dir), train: syntheticSet(), resume: true }), { instanceOf: EmotionPipelineError })
-  t.is(err!.code, 'DATASET')
+  t.is(err!.code, 'MODEL_NOT_FOUND')
   t.true(err!.message.includes(state.parts.weights), err!.message)
   t.regex(err!.message, /does not match last\.state\.json/)
 })
@@ -90,7 +90,7 @@ test('a model whose weights hold NaN is refused by loadModel (NON_FINITE naming 
   const headerLength = Number(bytes.readBigUInt64LE(0))
   bytes.writeFloatLE(Number.NaN, 8 + headerLength)
   writeFileSync(file, bytes)
-  const err = t.throws(() => loadModel(dir, { device: 'cpu' }), { instanceOf: EmotionPipelineError })
+  const err = await t.throwsAsync(loadModel(dir, { device: 'cpu' }), { instanceOf: EmotionPipelineError })
   t.is(err!.code, 'NON_FINITE')
   t.true(err!.message.includes(file), err!.message)
 })
@@ -98,9 +98,9 @@ test('a model whose weights hold NaN is refused by loadModel (NON_FINITE naming 
 test('features of another shape than the model was trained on are INVALID_OPTION, not predicted', async (t) => {
   const dir = tempDir('ep-shape-')
   await train({ ...options(dir), epochs: 1, train: syntheticSet(), mel: { nMels: 16, frames: 16 } })
-  const model = loadModel(dir, { device: 'cpu' })
-  t.is(model.predict({ mel: { data: new Float32Array(2 * 16 * 16), shape: [2, 16, 16] } }).length, 2)
-  const err = t.throws(() => model.predict({ mel: { data: new Float32Array(2 * 16 * 12), shape: [2, 16, 12] } }), {
+  const model = await loadModel(dir, { device: 'cpu' })
+  t.is((await model.predict({ mel: { data: new Float32Array(2 * 16 * 16), shape: [2, 16, 16] } })).length, 2)
+  const err = await t.throwsAsync(model.predict({ mel: { data: new Float32Array(2 * 16 * 12), shape: [2, 16, 12] } }), {
     instanceOf: EmotionPipelineError,
   })
   t.is(err!.code, 'INVALID_OPTION')
@@ -131,9 +131,26 @@ test('loading a model while another trains does not change the training run (one
   let loads = 0
   const until = Date.now() + 1500
   while (Date.now() < until) {
-    loadModel(modelDir, { device: 'cpu' })
+    await loadModel(modelDir, { device: 'cpu' })
     loads++
   }
   t.deepEqual(losses((await busy).history), quiet)
   t.log(`${loads} models loaded during the run`)
+})
+
+test('a damaged checkpoint rejects loadModel with a coded error and the process lives on (load runs in the panic guard)', async (t) => {
+  const dir = tempDir('ep-truncated-')
+  await train({ ...options(dir), epochs: 1, train: syntheticSet() })
+  const file = join(dir, 'best.safetensors')
+  const bytes = readFileSync(file)
+  writeFileSync(file, bytes.subarray(0, Math.floor(bytes.length / 2)))
+  const truncated = await t.throwsAsync(loadModel(dir, { device: 'cpu' }), { instanceOf: EmotionPipelineError })
+  t.true(['MODEL_NOT_FOUND', 'TORCH'].includes(truncated!.code), `${truncated!.code}: ${truncated!.message}`)
+  writeFileSync(join(dir, 'best.json'), '{"config": 7}')
+  const meta = await t.throwsAsync(loadModel(dir, { device: 'cpu' }), { instanceOf: EmotionPipelineError })
+  t.is(meta!.code, 'MODEL_NOT_FOUND')
+  t.regex(meta!.message, /best\.json/)
+  const missing = await t.throwsAsync(loadModel(tempDir('ep-no-model-'), { device: 'cpu' }), { instanceOf: EmotionPipelineError })
+  t.is(missing!.code, 'MODEL_NOT_FOUND')
+  t.regex(missing!.message, /no checkpoint here/)
 })

@@ -234,7 +234,7 @@ const run: PipelineResult = await trainPipeline({
   onProgress: (e: PipelineEvent) => { if (e.type === 'warning') warnings.push(e.message) },
 })
 const accuracy: number | undefined = run.models.encoder?.test?.accuracy
-const model = loadModel(join(run.runDir, 'models', 'encoder'))
+const model = await loadModel(join(run.runDir, 'models', 'encoder'))
 const [prediction] = await model.predictFiles([${JSON.stringify(clip)}])
 console.log(JSON.stringify({ models: Object.keys(run.models), accuracy, label: prediction.label, warnings, ld: process.env.LD_LIBRARY_PATH ?? null }))
 `,

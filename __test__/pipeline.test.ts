@@ -135,7 +135,7 @@ for (const name of ['audio', 'encoder'] as const) {
     await quickRun()
     const split = JSON.parse(readFileSync(join(runDir, 'split.json'), 'utf8'))
     const files: string[] = split.test.slice(0, 3).map((i: { path: string }) => i.path)
-    const model = loadModel(join(runDir, 'models', name), { device: 'cpu' })
+    const model = await loadModel(join(runDir, 'models', name), { device: 'cpu' })
     const predictions = await model.predictFiles(files)
     t.is(predictions.length, 3)
     t.true(predictions.every((p) => model.labels.includes(p.label) && p.probabilities.length === 8))
@@ -158,7 +158,7 @@ for (const name of ['audio', 'encoder'] as const) {
       t.is(JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')).effective.encoder.precision, resolved)
       const e = await extractEmbeddings(files, { encoder: source.encoder, precision: source.precision, device: 'cpu' })
       t.deepEqual(
-        model.predict({ embedding: { data: e.data, shape: e.shape as [number, number, number] } }).map((p) => p.probabilities),
+        (await model.predict({ embedding: { data: e.data, shape: e.shape as [number, number, number] } })).map((p) => p.probabilities),
         predictions.map((p) => p.probabilities),
       )
     }
@@ -170,7 +170,7 @@ test('per-speaker normalisation: the report says so, and predicting needs calibr
   const out = tempDir('ep-run-spknorm-')
   await trainPipeline({ ...quick(out), models: ['encoder'], speakerNorm: true })
   t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /Per-speaker normalisation: .*test speakers included/)
-  const model = loadModel(join(out, 'models', 'encoder'), { device: 'cpu' })
+  const model = await loadModel(join(out, 'models', 'encoder'), { device: 'cpu' })
   t.true(model.meta.config.encoderSource?.speakerNorm)
   const split = JSON.parse(readFileSync(join(out, 'split.json'), 'utf8'))
   const speaker = split.test[0].speaker

@@ -62,7 +62,7 @@ test('the audio CNN overfits 16 real clips to 100% training accuracy, and predic
   t.true(events.some((e) => e.type === 'epochEnd'))
   t.true(existsSync(join(checkpointDir, 'best.safetensors')) && existsSync(join(checkpointDir, 'last.state.json')))
 
-  const model = loadModel(checkpointDir, { device: 'cpu' })
+  const model = await loadModel(checkpointDir, { device: 'cpu' })
   t.deepEqual(model.labels, EMOTIONS)
   const predictions = await model.predictFiles(paths)
   t.is(predictions.filter((p, i) => p.index === set.labels[i]).length, 16)

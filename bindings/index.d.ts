@@ -8,17 +8,16 @@ export declare class CancelToken {
   get cancelled(): boolean
 }
 
-/** A trained model loaded from a checkpoint folder. */
+/**
+ * A trained model loaded from a checkpoint folder. Loading and predicting run as jobs on threads of
+ * their own, inside the panic guard (a damaged checkpoint rejects; it never aborts Node); a mutex lets
+ * predictions of one model queue while other models run.
+ */
 export declare class NativeModel {
-  /** Loads `best` (else `last`) from `dir` onto `device`. */
-  static load(dir: string, device?: string | undefined | null): NativeModel
   /** The JSON text of the model's metadata (config, labels, normalisation, validation scores). */
   get metaJson(): string
-  /**
-   * Predicts from inputs (`labels` ignored). Returns the JSON text of `Prediction[]`. Runs on the
-   * calling thread: meant for batches of clips, not for a whole corpus.
-   */
-  predict(inputs: TrainSet): string
+  /** Predicts from inputs (`labels` ignored). Resolves to the JSON text of `Prediction[]`. */
+  predict(inputs: TrainSet): Promise<string>
 }
 
 /**
@@ -58,6 +57,9 @@ export declare function extractMel(inputs: Array<string | SamplesInput>, options
 
 /** Indexes a corpus folder. Resolves to the JSON text of a `DatasetIndex` (typed in TypeScript). */
 export declare function indexDataset(dir: string, optionsJson?: string | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+
+/** Loads `best` (else `last`) from `dir` onto `device`. */
+export declare function loadModel(dir: string, device?: string | undefined | null): Promise<NativeModel>
 
 export interface MelResult {
   /** Row-major `[shape[0], nMels, frames]`. */

@@ -41,10 +41,10 @@ async function probabilities(model, items) {
       cacheDir: cache,
       device: 'cpu',
     })
-    return model.predict({ embedding: { data: e.data, shape: e.shape } }).map((p) => p.probabilities)
+    return (await model.predict({ embedding: { data: e.data, shape: e.shape } })).map((p) => p.probabilities)
   }
   const mel = await extractMel(paths, { mel: model.meta.config.mel, cacheDir: cache, device: 'cpu' })
-  return model.predict({ mel: { data: mel.data, shape: mel.shape } }).map((p) => p.probabilities)
+  return (await model.predict({ mel: { data: mel.data, shape: mel.shape } })).map((p) => p.probabilities)
 }
 
 const accuracy = (P, y) => P.filter((p, i) => p.indexOf(Math.max(...p)) === y[i]).length / y.length
@@ -61,7 +61,7 @@ async function equalMean({ model, dirs }) {
   const parts = { test: { runs: dirs.map(() => []), mean: [] }, val: { runs: dirs.map(() => []), mean: [] } }
   for (const fold of folds) {
     const split = readRunSplit(foldDir(dirs[0], fold))
-    const models = dirs.map((d) => loadModel(runPaths(foldDir(d, fold)).model(model), { device: 'cpu' }))
+    const models = await Promise.all(dirs.map((d) => loadModel(runPaths(foldDir(d, fold)).model(model), { device: 'cpu' })))
     for (const name of ['test', 'val']) {
       const items = split[name]
       if (!items.length) continue
@@ -87,8 +87,8 @@ for (const fold of folds) {
   const other = readRunSplit(foldDir(dirB, fold))
   if (JSON.stringify(split.test.map((i) => i.path)) !== JSON.stringify(other.test.map((i) => i.path)))
     throw new Error(`fold ${fold}: the two cross-validations have different test sets`)
-  const a = loadModel(runPaths(foldDir(dirA, fold)).model(modelA), { device: 'cpu' })
-  const b = loadModel(runPaths(foldDir(dirB, fold)).model(modelB), { device: 'cpu' })
+  const a = await loadModel(runPaths(foldDir(dirA, fold)).model(modelA), { device: 'cpu' })
+  const b = await loadModel(runPaths(foldDir(dirB, fold)).model(modelB), { device: 'cpu' })
   const part = async (items) => ({
     a: await probabilities(a, items),
     b: await probabilities(b, items),

@@ -286,7 +286,7 @@ export async function predictCommand(argv: string[]): Promise<number> {
     )
   const dir = paths.model(model)
   if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
-  const loaded = loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu' })
+  const loaded = await loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu' })
   const calibration = values.calibration?.flatMap((p) => {
     if (!existsSync(p)) throw invalidOption('--calibration', `${p} does not exist`)
     return statSync(p).isDirectory()

@@ -1,4 +1,4 @@
-import { awaitNative, callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
+import { awaitNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
@@ -103,8 +103,8 @@ export class EmotionModel {
     readonly meta: ModelMeta,
   ) {}
 
-  static load(dir: string, options: { device?: DeviceSpec } = {}): EmotionModel {
-    const inner = callNative(() => native.NativeModel.load(dir, options.device ?? 'auto'))
+  static async load(dir: string, options: { device?: DeviceSpec } = {}): Promise<EmotionModel> {
+    const inner = await awaitNative(native.loadModel(dir, options.device ?? 'auto'))
     return new EmotionModel(inner, JSON.parse(inner.metaJson) as ModelMeta)
   }
 
@@ -113,9 +113,9 @@ export class EmotionModel {
   }
 
   /** Predicts from features (mel from `extractMel` made with `meta.config.mel`, or tokens). */
-  predict(inputs: Omit<TrainSet, 'labels'>): Prediction[] {
+  async predict(inputs: Omit<TrainSet, 'labels'>): Promise<Prediction[]> {
     const set = toNativeSet({ ...inputs, labels: [] }, 'inputs')!
-    return JSON.parse(callNative(() => this.inner.predict(set))) as Prediction[]
+    return JSON.parse(await awaitNative(this.inner.predict(set))) as Prediction[]
   }
 
   /**
@@ -158,13 +158,17 @@ export class EmotionModel {
         const stats = speakerStats(Array.from({ length: c.shape[0] }, (_, i) => c.data.subarray(i * per, (i + 1) * per)))
         for (let i = 0; i < e.shape[0]; i++) standardise(e.data.subarray(i * per, (i + 1) * per), stats)
       }
-      return this.predict({ embedding: { data: e.data, shape: e.shape } }).map((p, i) => ({ ...p, path: paths[e.indices[i]] }))
+      return (await this.predict({ embedding: { data: e.data, shape: e.shape } })).map((p, i) => ({ ...p, path: paths[e.indices[i]] }))
     }
     const mel = await extractMel(paths, { mel: this.meta.config.mel ?? {}, device, strict: true })
-    return this.predict({ mel: { data: mel.data, shape: mel.shape } }).map((p, i) => ({ ...p, path: paths[mel.indices[i]] }))
+    return (await this.predict({ mel: { data: mel.data, shape: mel.shape } })).map((p, i) => ({ ...p, path: paths[mel.indices[i]] }))
   }
 }
 
-export function loadModel(dir: string, options: { device?: DeviceSpec } = {}): EmotionModel {
+/**
+ * Loads a trained model folder (`models/<model>` of a run, or a `checkpointDir`). Asynchronous since 0.2:
+ * the checkpoint is read and checked on a thread of its own, and a damaged one rejects.
+ */
+export function loadModel(dir: string, options: { device?: DeviceSpec } = {}): Promise<EmotionModel> {
   return EmotionModel.load(dir, options)
 }

@@ -6,16 +6,11 @@
 //! `EMOTION_PIPELINE_CPU_CACHE`: `off` (or `0`) keeps libtorch's default behaviour, a number is the
 //! cap of the free cache in MiB; the default cap is a quarter of the machine's memory, at most 8 GiB.
 
+use crate::shims::{emotion_cpu_cache_install, emotion_cpu_cache_release, emotion_cpu_cache_stats};
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
-
-extern "C" {
-    fn emotion_cpu_cache_install(limit_bytes: u64) -> i32;
-    fn emotion_cpu_cache_release();
-    fn emotion_cpu_cache_stats(out: *mut u64, reset: i32);
-}
 
 /// Counters of the caching allocator since the last [`stats`] call with `reset`.
 #[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema)]

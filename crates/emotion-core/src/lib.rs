@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod schema;
+mod shims;
 pub mod train;
 
 pub use error::{Error, Result};

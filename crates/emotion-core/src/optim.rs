@@ -2,6 +2,7 @@
 //! fp16 mixed precision (tch has no GradScaler).
 
 use crate::error::Result;
+use crate::shims::{emotion_clear_grads, emotion_fused_adam, emotion_zero_grads};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::ffi::c_void;
@@ -38,30 +39,6 @@ pub struct Adam {
     pub step: i64,
     /// The step count per parameter as float32 scalars on its device, as the fused kernel wants it.
     steps: Vec<Tensor>,
-}
-
-extern "C" {
-    #[allow(clippy::too_many_arguments)]
-    fn emotion_fused_adam(
-        params: *const *mut c_void,
-        grads: *const *mut c_void,
-        exp_avg: *const *mut c_void,
-        exp_avg_sq: *const *mut c_void,
-        steps: *const *mut c_void,
-        n: c_int,
-        found_inf: *mut c_void,
-        inv_scale: *mut c_void,
-        lr_tensor: *mut c_void,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-        error: *mut c_char,
-        error_len: c_int,
-    ) -> c_int;
-    fn emotion_clear_grads(params: *const *mut c_void, n: c_int);
-    fn emotion_zero_grads(params: *const *mut c_void, n: c_int);
 }
 
 impl Adam {

@@ -7,6 +7,7 @@ use emotion_core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 /// One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`,
 /// `embedding` row-major `[n, layers, width]`.
@@ -95,33 +96,54 @@ pub fn train<'env>(
     )
 }
 
-/// A trained model loaded from a checkpoint folder.
+/// A trained model loaded from a checkpoint folder. Loading and predicting run as jobs on threads of
+/// their own, inside the panic guard (a damaged checkpoint rejects; it never aborts Node); a mutex lets
+/// predictions of one model queue while other models run.
 #[napi]
 pub struct NativeModel {
-    inner: LoadedModel,
+    inner: Arc<Mutex<LoadedModel>>,
+    meta_json: String,
+}
+
+/// Loads `best` (else `last`) from `dir` onto `device`.
+#[napi(ts_return_type = "Promise<NativeModel>")]
+pub fn load_model<'env>(env: &'env Env, dir: String, device: Option<String>) -> Result<Object<'env>> {
+    spawn(
+        env,
+        "load",
+        move || core_load_model(&PathBuf::from(dir), device.as_deref().unwrap_or("auto")),
+        |_, inner| {
+            let meta_json = serde_json::to_string(&inner.meta).unwrap_or_default();
+            Ok(NativeModel { inner: Arc::new(Mutex::new(inner)), meta_json })
+        },
+    )
 }
 
 #[napi]
 impl NativeModel {
-    /// Loads `best` (else `last`) from `dir` onto `device`.
-    #[napi(factory)]
-    pub fn load(dir: String, device: Option<String>) -> Result<NativeModel, Code> {
-        let inner = core_load_model(&PathBuf::from(dir), device.as_deref().unwrap_or("auto")).map_err(to_js)?;
-        Ok(NativeModel { inner })
-    }
-
     /// The JSON text of the model's metadata (config, labels, normalisation, validation scores).
     #[napi(getter)]
     pub fn meta_json(&self) -> String {
-        serde_json::to_string(&self.inner.meta).unwrap_or_default()
+        self.meta_json.clone()
     }
 
-    /// Predicts from inputs (`labels` ignored). Returns the JSON text of `Prediction[]`. Runs on the
-    /// calling thread: meant for batches of clips, not for a whole corpus.
-    #[napi]
-    pub fn predict(&self, inputs: TrainSet) -> Result<String, Code> {
-        let set = to_host(&inputs, "inputs").map_err(to_js)?;
-        let out = emotion_core::error::catch_panic(|| self.inner.predict(&set)).map_err(to_js)?;
-        serde_json::to_string(&out).map_err(|e| to_js(CoreError::Internal(e.to_string())))
+    /// Predicts from inputs (`labels` ignored). Resolves to the JSON text of `Prediction[]`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn predict<'env>(&self, env: &'env Env, inputs: TrainSet) -> Result<Object<'env>> {
+        // Typed arrays are copied here, on the JS thread.
+        let set = to_host(&inputs, "inputs");
+        let model = Arc::clone(&self.inner);
+        spawn(
+            env,
+            "predict",
+            move || {
+                let set = set?;
+                let model =
+                    model.lock().map_err(|_| CoreError::Internal("a prediction of this model panicked".into()))?;
+                let out = model.predict(&set)?;
+                serde_json::to_string(&out).map_err(|e| CoreError::Internal(e.to_string()))
+            },
+            |_, json| Ok(json),
+        )
     }
 }

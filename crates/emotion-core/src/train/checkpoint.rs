@@ -180,13 +180,13 @@ pub fn load_state(dir: &Path) -> Result<Option<TrainState>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::Dataset {
-        path: Some(path.clone()),
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::ModelNotFound {
+        path: path.clone(),
         reason: format!("unreadable checkpoint state: {e}"),
     })?;
     if state.format != FORMAT {
-        return Err(Error::Dataset {
-            path: Some(path),
+        return Err(Error::ModelNotFound {
+            path,
             reason: format!("checkpoint format {} is not {FORMAT}", state.format),
         });
     }
@@ -201,9 +201,9 @@ pub fn load_resumable(dir: &Path, state: &TrainState, vs: &mut VarStore, adam: &
                 let path = dir.join(name);
                 let found = if path.exists() { sha256_file(&path)? } else { "nothing".into() };
                 if &found != sha {
-                    return Err(Error::Dataset {
-                        path: Some(path),
-                        reason: format!(
+                    return Err(Error::ModelNotFound {
+            path,
+            reason: format!(
                             "checkpoint part does not match last.state.json (SHA-256 {sha}, found {found}): the checkpoint is \
                              damaged; train without resume to start over"
                         ),
@@ -237,12 +237,12 @@ pub fn load_meta(dir: &Path) -> Result<(ModelMeta, PathBuf)> {
         let meta = dir.join(format!("{tag}.json"));
         if meta.exists() {
             let text = std::fs::read_to_string(&meta).map_err(|e| Error::io(&meta, e))?;
-            let parsed: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::Dataset {
-                path: Some(meta.clone()),
+            let parsed: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::ModelNotFound {
+                path: meta.clone(),
                 reason: format!("unreadable model metadata: {e}"),
             })?;
             return Ok((parsed, dir.join(format!("{tag}.safetensors"))));
         }
     }
-    Err(Error::Dataset { path: Some(dir.into()), reason: "no checkpoint here (best.json or last.json)".into() })
+    Err(Error::ModelNotFound { path: dir.into(), reason: "no checkpoint here (best.json or last.json)".into() })
 }

@@ -5,9 +5,13 @@
 use super::config::{Amp, MemoryFormat, ModelKind, Preset};
 use crate::device::cpu_has_native_bf16;
 use crate::error::{Error, Result};
+use crate::shims::{
+    emotion_cpu_autocast_enabled, emotion_cpu_autocast_enter, emotion_cpu_autocast_exit, emotion_cuda_autocast_is_bf16,
+    emotion_is_channels_last, emotion_set_autocast_cache, emotion_set_cuda_autocast_bf16,
+    emotion_set_data_channels_last, emotion_to_channels_last,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::ffi::c_void;
 use std::os::raw::c_int;
 use tch::{Device, Tensor};
 
@@ -20,18 +24,6 @@ pub enum Precision {
     /// bf16 autocast, no loss scaling (CUDA, and CPUs with native bf16).
     Bf16,
     Fp32,
-}
-
-extern "C" {
-    fn emotion_set_cuda_autocast_bf16(bf16: c_int);
-    fn emotion_cuda_autocast_is_bf16() -> c_int;
-    fn emotion_cpu_autocast_enter() -> c_int;
-    fn emotion_cpu_autocast_exit(was: c_int);
-    fn emotion_cpu_autocast_enabled() -> c_int;
-    fn emotion_set_autocast_cache(enabled: c_int) -> c_int;
-    fn emotion_to_channels_last(t: *const c_void) -> *mut c_void;
-    fn emotion_set_data_channels_last(t: *mut c_void) -> c_int;
-    fn emotion_is_channels_last(t: *const c_void) -> c_int;
 }
 
 /// Whether CUDA autocast regions currently run in bf16.

@@ -1,0 +1,53 @@
+//! The declarations of the C++ shims in `csrc/` (compiled by build.rs into this crate), in one place:
+//! libtorch internals that tch does not expose (fused Adam, autocast state, memory format, the caching
+//! CPU allocator). Each caller wraps its calls in a safe function and states why the call is sound.
+//! The CUDA-graph shim is not here: it is a shared object of its own, found at run time
+//! (`cuda_graph.rs`).
+
+use std::ffi::c_void;
+use std::os::raw::{c_char, c_int};
+
+// Optimiser (csrc/optim.cpp).
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    pub fn emotion_fused_adam(
+        params: *const *mut c_void,
+        grads: *const *mut c_void,
+        exp_avg: *const *mut c_void,
+        exp_avg_sq: *const *mut c_void,
+        steps: *const *mut c_void,
+        n: c_int,
+        found_inf: *mut c_void,
+        inv_scale: *mut c_void,
+        lr_tensor: *mut c_void,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
+    pub fn emotion_clear_grads(params: *const *mut c_void, n: c_int);
+    pub fn emotion_zero_grads(params: *const *mut c_void, n: c_int);
+}
+
+// Caching CPU allocator (csrc/cpu_cache.cpp).
+extern "C" {
+    pub fn emotion_cpu_cache_install(limit_bytes: u64) -> i32;
+    pub fn emotion_cpu_cache_release();
+    pub fn emotion_cpu_cache_stats(out: *mut u64, reset: i32);
+}
+
+// Autocast state and memory format (csrc/autocast.cpp, csrc/memory_format.cpp).
+extern "C" {
+    pub fn emotion_set_cuda_autocast_bf16(bf16: c_int);
+    pub fn emotion_cuda_autocast_is_bf16() -> c_int;
+    pub fn emotion_cpu_autocast_enter() -> c_int;
+    pub fn emotion_cpu_autocast_exit(was: c_int);
+    pub fn emotion_cpu_autocast_enabled() -> c_int;
+    pub fn emotion_set_autocast_cache(enabled: c_int) -> c_int;
+    pub fn emotion_to_channels_last(t: *const c_void) -> *mut c_void;
+    pub fn emotion_set_data_channels_last(t: *mut c_void) -> c_int;
+    pub fn emotion_is_channels_last(t: *const c_void) -> c_int;
+}
