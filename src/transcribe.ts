@@ -41,8 +41,9 @@ interface Whisper {
 }
 
 // Whisper's front end (WhisperFeatureExtractor) in this library's native mel: 30 s at 16 kHz, n_fft 400,
-// hop 160, 80 Slaney mels up to 8 kHz, 3000 frames. transformers.js computes it in JavaScript, which
-// cost ~290 ms per clip here: more than half of the time per clip.
+// hop 160, 80 Slaney mels up to 8 kHz, 3000 frames, Whisper's log scaling (`whisperLog`, the same core
+// code the encoder model uses). transformers.js computes it in JavaScript, which cost ~290 ms per clip
+// here: more than half of the time per clip.
 const WHISPER_MEL = {
   sampleRate: 16000,
   nFft: 400,
@@ -56,24 +57,9 @@ const WHISPER_MEL = {
   center: true,
   padMode: 'reflect' as const,
   toDb: false,
+  whisperLog: true,
   durationSeconds: 30,
   frames: 3000,
-}
-
-/** log10, floor at max − 8, then (x + 4) / 4, per clip: Whisper's normalisation. */
-function whisperLogMel(power: Float32Array, batch: number): Float32Array {
-  const per = power.length / batch
-  const out = new Float32Array(power.length)
-  for (let b = 0; b < batch; b++) {
-    let max = -Infinity
-    for (let i = b * per; i < (b + 1) * per; i++) {
-      const v = Math.log10(Math.max(power[i], 1e-10))
-      out[i] = v
-      if (v > max) max = v
-    }
-    for (let i = b * per; i < (b + 1) * per; i++) out[i] = (Math.max(out[i], max - 8) + 4) / 4
-  }
-  return out
 }
 
 const loaded = new Map<string, Promise<Whisper>>()
@@ -199,7 +185,7 @@ export async function transcribe(paths: string[], options: TranscribeOptions = {
       batch.map(({ index }) => paths[index]),
       { mel: WHISPER_MEL, device: 'cpu', strict: true },
     )
-    const texts = await whisper.generate(whisperLogMel(mel.data, batch.length), batch.length)
+    const texts = await whisper.generate(mel.data, batch.length)
     batch.forEach(({ index, key }, k) => {
       results[index] = { path: paths[index], text: texts[k], cached: false }
       if (cacheDir) {

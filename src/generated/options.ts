@@ -396,6 +396,12 @@ export interface MelConfig {
    * torchaudio. Left out of cache keys and config files when off, so existing caches stay valid.
    */
   fastPower?: boolean
+  /**
+   * Whisper's log-mel instead of decibels (`toDb` must be off): log10, each clip floored at its own
+   * maximum − 8, then `(x + 4) / 4`, over the frames kept. The one implementation of Whisper's
+   * front end: the encoder and transcription use it. Left out of cache keys when off.
+   */
+  whisperLog?: boolean
 }
 
 /** Normalisation of the mel triangles: `slaney` divides each by its width (area normalisation). */

@@ -95,6 +95,11 @@ pub struct MelConfig {
     /// torchaudio. Left out of cache keys and config files when off, so existing caches stay valid.
     #[serde(skip_serializing_if = "is_false")]
     pub fast_power: bool,
+    /// Whisper's log-mel instead of decibels (`toDb` must be off): log10, each clip floored at its own
+    /// maximum − 8, then `(x + 4) / 4`, over the frames kept. The one implementation of Whisper's
+    /// front end: the encoder and transcription use it. Left out of cache keys when off.
+    #[serde(skip_serializing_if = "is_false")]
+    pub whisper_log: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -122,6 +127,7 @@ impl Default for MelConfig {
             align: Align::Start,
             frames: Some(280),
             fast_power: false,
+            whisper_log: false,
         }
     }
 }
@@ -183,6 +189,9 @@ impl MelConfig {
         }
         if !(self.power > 0.0 && self.power.is_finite()) {
             return bad("power", format!("must be > 0, got {}", self.power));
+        }
+        if self.whisper_log && self.to_db {
+            return bad("whisperLog", "Whisper's log-mel replaces decibels: set toDb to false".into());
         }
         if let Some(top) = self.top_db {
             if top.is_nan() || top <= 0.0 {
@@ -352,12 +361,15 @@ impl MelExtractor {
         Ok(power.f_transpose(1, 2)?.f_matmul(&self.filterbank)?.f_transpose(1, 2)?)
     }
 
-    /// Features as the models see them: `[B, n_mels, frames]`, in dB when `to_db`.
+    /// Features as the models see them: `[B, n_mels, frames]`, in dB when `to_db`, Whisper's log-mel
+    /// when `whisper_log`.
     pub fn forward(&self, waves: &Tensor) -> Result<Tensor> {
         let mel = self.power_mel(waves)?;
         let mel = if self.config.to_db { power_to_db(&mel, self.config.top_db)? } else { mel };
         let frames = self.config.output_frames();
-        Ok(mel.f_narrow(2, 0, frames)?.f_contiguous()?)
+        let mel = mel.f_narrow(2, 0, frames)?;
+        let mel = if self.config.whisper_log { whisper_log(&mel)? } else { mel };
+        Ok(mel.f_contiguous()?)
     }
 }
 
@@ -416,6 +428,15 @@ pub fn time_on_device(config: &MelConfig, device: Device, batch: i64, repeats: u
     })
 }
 
+/// Whisper's normalisation of power mels `[B, n_mels, T]`: `log10(max(x, 1e-10))`, each item floored
+/// at its own maximum − 8, then `(x + 4) / 4`.
+pub fn whisper_log(power: &Tensor) -> Result<Tensor> {
+    let log = power.f_clamp_min(1e-10)?.f_log10()?;
+    let batch = log.size()[0];
+    let floor = log.f_reshape([batch, -1])?.f_amax([1i64].as_slice(), true)?.f_sub_scalar(8.0)?.f_unsqueeze(2)?;
+    Ok(log.f_maximum(&floor)?.f_add_scalar(4.0)?.f_div_scalar(4.0)?)
+}
+
 /// `10 * log10(max(x, 1e-10))`, then each item clamped to its own `max - top_db`.
 pub fn power_to_db(power: &Tensor, top_db: Option<f64>) -> Result<Tensor> {
     let db = power.f_clamp_min(1e-10)?.f_log10()?.f_mul_scalar(10.0)?;
@@ -433,6 +454,17 @@ pub fn power_to_db(power: &Tensor, top_db: Option<f64>) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whisper_log_floors_each_clip_at_its_own_maximum_minus_8_and_needs_to_db_off() {
+        // Two clips: log10 values 0 and -10 in the first (floored to -8), 2 and 1 in the second.
+        let power = Tensor::from_slice(&[1.0f32, 1e-10, 100.0, 10.0]).reshape([2, 1, 2]);
+        let out = Vec::<f32>::try_from(whisper_log(&power).unwrap().flatten(0, -1)).unwrap();
+        assert_eq!(out, vec![1.0, -1.0, 1.5, 1.25]);
+        let err = MelConfig { whisper_log: true, ..MelConfig::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("mel.whisperLog"), "{err}");
+        MelConfig { whisper_log: true, to_db: false, ..MelConfig::default() }.validate().unwrap();
+    }
 
     #[test]
     fn default_shape_is_128_by_280_from_282_frames() {

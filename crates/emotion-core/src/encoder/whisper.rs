@@ -3,7 +3,7 @@
 //! Slaney mels, log10 clamped to 8 below the clip's maximum, scaled `(x + 4) / 4`).
 
 use super::ctranslate2::Ct2Model;
-use crate::audio::mel::{MelConfig, MelExtractor, MelNorm, MelScale};
+use crate::audio::mel::{whisper_log, MelConfig, MelExtractor, MelNorm, MelScale};
 use crate::error::{Error, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -127,9 +127,7 @@ impl WhisperEncoder {
         let wave = Tensor::f_from_slice(samples)?.f_unsqueeze(0)?;
         let power = self.mel.power_mel(&wave)?;
         let frames = power.size()[2] - 1;
-        let log = power.f_narrow(2, 0, frames)?.f_clamp_min(1e-10)?.f_log10()?;
-        let floor = log.f_max()?.f_sub_scalar(8.0)?;
-        Ok(log.f_maximum(&floor)?.f_add_scalar(4.0)?.f_div_scalar(4.0)?)
+        whisper_log(&power.f_narrow(2, 0, frames)?)
     }
 
     /// Hidden states as Hugging Face's `output_hidden_states` gives them: the input of each layer,
