@@ -4,7 +4,7 @@
 // wrong MD5 is refused with nothing left behind; a download cut half-way resumes with a Range request.
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { haveWavs, NO_WAVS, skip, tempDir } from './helpers.js'
 import { FILE, makeArchive, zenodo } from './zenodo.js'
@@ -49,7 +49,10 @@ test('download ravdess: checked, unpacked into actors 1–20 and held-out, licen
         .sort(),
       ['Actor_01', 'Actor_02'],
     )
-    t.deepEqual(readdirSync(join(dir, 'ravdess-heldout')), ['Actor_21'])
+    t.deepEqual(
+      readdirSync(join(dir, 'ravdess-heldout')).filter((f) => f.startsWith('Actor_')),
+      ['Actor_21'],
+    )
     t.regex(r.stderr, /CC BY-NC-SA 4\.0/)
     t.regex(r.stderr, /Livingstone SR, Russo FA \(2018\).*PLoS ONE 13\(5\): e0196391/)
     t.regex(r.stderr, /"type":"download"/, 'progress events as JSON lines on stderr')
@@ -112,4 +115,33 @@ test('download ravdess: a download cut half-way resumes where it stopped (HTTP R
   } finally {
     server.close()
   }
+})
+
+test('download ravdess: a server that ignores the range is read from the start, and no resume is claimed', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const archive = makeArchive()
+  const server = await zenodo(archive.bytes, { cutAt: Math.floor(archive.bytes.length / 2), ignoreRange: true })
+  const cache = tempDir('ep-dl-cache-')
+  const dir = tempDir('ep-dl-')
+  const env = { EMOTION_PIPELINE_ZENODO_API: server.api, EMOTION_PIPELINE_CACHE: cache }
+  try {
+    t.is((await runCli(['download', 'ravdess', '--dir', dir], env)).status, 1)
+    const second = await runCli(['download', 'ravdess', '--dir', dir, '--json'], env)
+    t.is(second.status, 0, second.stderr)
+    t.true(server.ranges[1]?.startsWith('bytes='), 'the second request asked for a range')
+    t.notRegex(second.stderr, /resumed the download/)
+    t.is(JSON.parse(second.stdout.trim().split('\n').pop()!).resumedFrom, 0)
+  } finally {
+    server.close()
+  }
+})
+
+test('download ravdess never replaces a folder it did not make', async (t) => {
+  const dir = tempDir('ep-dl-mine-')
+  mkdirSync(join(dir, 'ravdess'))
+  writeFileSync(join(dir, 'ravdess', 'my-notes.txt'), 'keep me')
+  const r = await runCli(['download', 'ravdess', '--dir', dir], { EMOTION_PIPELINE_ZENODO_API: 'http://127.0.0.1:9/api' })
+  t.is(r.status, 1)
+  t.regex(r.stderr, /INVALID_OPTION.*`dir`.*ravdess exists and was not made by `download ravdess`: left untouched/)
+  t.is(readFileSync(join(dir, 'ravdess', 'my-notes.txt'), 'utf8'), 'keep me')
 })

@@ -324,7 +324,7 @@ test.serial('demo without data: offers the download on a terminal, prints the co
     // `script` gives the demo a terminal; it answers the prompt from stdin.
     const declined = await runAsync('script', ['-qec', `${p.cli} demo`, '/dev/null'], { cwd: p.dir, env: withZenodo, input: 'n\n' })
     t.is(declined.status, 1)
-    t.regex(declined.stdout, /Download it now from Zenodo \(record 1188976, about 200 MB, CC BY-NC-SA 4\.0\)\? \[y\/N\]/)
+    t.regex(declined.stdout, /Download its speech archive now from Zenodo \(record 1188976, CC BY-NC-SA 4\.0\)\? \[y\/N\]/)
     t.regex(declined.stdout, /Not downloading/)
     const out = join(tempDir('ep-demo-'), 'demo')
     const accepted = await runAsync('script', ['-qec', `${p.cli} demo --out ${out}`, '/dev/null'], {

@@ -30,8 +30,14 @@ export interface Server {
   close: () => void
 }
 
-/** Zenodo's `GET /api/records/:id` (legacy list shape) and the file; `cutAt` drops the first transfer there. */
-export async function zenodo(archive: Buffer, { md5, cutAt }: { md5?: string; cutAt?: number } = {}): Promise<Server> {
+/**
+ * Zenodo's `GET /api/records/:id` (legacy list shape) and the file; `cutAt` drops the first transfer
+ * there; `ignoreRange` answers every request with the whole file (200), as some servers and proxies do.
+ */
+export async function zenodo(
+  archive: Buffer,
+  { md5, cutAt, ignoreRange }: { md5?: string; cutAt?: number; ignoreRange?: boolean } = {},
+): Promise<Server> {
   const ranges: (string | undefined)[] = []
   let cut = cutAt
   const server = createServer((req, res) => {
@@ -55,7 +61,7 @@ export async function zenodo(archive: Buffer, { md5, cutAt }: { md5?: string; cu
     }
     if (req.url === `/api/records/1188976/files/${FILE}/content`) {
       ranges.push(req.headers.range)
-      const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0)
+      const start = ignoreRange ? 0 : Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0)
       const body = archive.subarray(start)
       res.writeHead(start > 0 ? 206 : 200, {
         'content-length': body.length,

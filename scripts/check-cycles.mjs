@@ -53,7 +53,8 @@ function typeScriptGraph() {
   const graph = new Map()
   for (const file of files) {
     const text = readFileSync(file, 'utf8')
-    const targets = [...text.matchAll(/^(?:import|export)\s[^'"]*?from\s+'(\.[^']+)\.js'/gm)].map((m) =>
+    // `import … from './x.js'`, `export … from "./x.js"` and side-effect `import './x.js'`.
+    const targets = [...text.matchAll(/^(?:import|export)\s(?:[^'"]*?from\s+)?['"](\.[^'"]+)\.js['"]/gm)].map((m) =>
       relative(src, join(file, '..', `${m[1]}.ts`)),
     )
     graph.set(
@@ -62,6 +63,27 @@ function typeScriptGraph() {
     )
   }
   return graph
+}
+
+/** `a::{b::{c, d}, e}` → `a::b::c`, `a::b::d`, `a::e` (aliases and `self` dropped). */
+function expandUse(tree) {
+  const open = tree.indexOf('{')
+  if (open < 0) return [tree.replace(/as[A-Za-z_0-9]+$/, '').replace(/::self$/, '')]
+  const prefix = tree.slice(0, open)
+  const inner = tree.slice(open + 1, tree.lastIndexOf('}'))
+  const parts = []
+  let depth = 0
+  let start = 0
+  for (let i = 0; i < inner.length; i++) {
+    if (inner[i] === '{') depth++
+    else if (inner[i] === '}') depth--
+    else if (inner[i] === ',' && depth === 0) {
+      parts.push(inner.slice(start, i))
+      start = i + 1
+    }
+  }
+  parts.push(inner.slice(start))
+  return parts.filter((p) => p !== '').flatMap((p) => expandUse(p === 'self' ? prefix.replace(/::$/, '') : `${prefix}${p}`))
 }
 
 function rustGraph() {
@@ -91,9 +113,13 @@ function rustGraph() {
     // `super` of a module (mod.rs or not) is the path without its last segment.
     const parent = self.split('::').slice(0, -1).join('::')
     const paths = [
-      ...[...text.matchAll(/crate::([a-z_0-9]+(?:::[a-z_0-9]+)*)/g)].map((m) => m[1]),
-      ...[...text.matchAll(/use crate::\{([^}]*)\}/g)].flatMap((m) => m[1].split(',').map((p) => p.trim().split('::{')[0])),
-      ...[...text.matchAll(/\bsuper::([a-z_0-9]+(?:::[a-z_0-9]+)*)/g)].map((m) => (parent ? `${parent}::${m[1]}` : m[1])),
+      // Paths used inline (`crate::a::b::f()`), and every path of each `use crate::…;` / `use super::…;`
+      // statement with its braces expanded (`use crate::{a::{b, c}, d};`).
+      ...[...text.matchAll(/(?<!use\s)\bcrate::([a-z_0-9]+(?:::[a-z_0-9]+)*)/g)].map((m) => m[1]),
+      ...[...text.matchAll(/\buse\s+(crate|super)::([^;]+);/g)].flatMap((m) =>
+        expandUse(m[2].replace(/\s+/g, '')).map((path) => (m[1] === 'crate' ? path : parent ? `${parent}::${path}` : path)),
+      ),
+      ...[...text.matchAll(/(?<!use\s)\bsuper::([a-z_0-9]+(?:::[a-z_0-9]+)*)/g)].map((m) => (parent ? `${parent}::${m[1]}` : m[1])),
     ]
     const targets = new Set(paths.map(resolve).filter((m) => m !== null && m !== self))
     graph.set(self || 'lib', [...targets])

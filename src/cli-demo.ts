@@ -33,13 +33,13 @@ async function demoData(flag: string | undefined, json: boolean): Promise<string
   const command = 'npx emotion-pipeline download ravdess'
   if (!process.stdin.isTTY || !process.stderr.isTTY || json) {
     console.error(
-      `RAVDESS not found: download it with \`${command}\` (about 200 MB, ${RAVDESS.licence.split(' (')[0]}), or pass --data DIR.`,
+      `RAVDESS not found: download it with \`${command}\` (the speech archive, ${RAVDESS.licence.split(' (')[0]}), or pass --data DIR.`,
     )
     return null
   }
   const rl = createInterface({ input: process.stdin, output: process.stderr })
   const answer = await rl.question(
-    `RAVDESS not found. Download it now from Zenodo (record ${RAVDESS.record}, about 200 MB, ${RAVDESS.licence.split(' (')[0]})? [y/N] `,
+    `RAVDESS not found. Download its speech archive now from Zenodo (record ${RAVDESS.record}, ${RAVDESS.licence.split(' (')[0]})? [y/N] `,
   )
   rl.close()
   if (!/^y(es)?$/i.test(answer.trim())) {

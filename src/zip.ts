@@ -1,7 +1,7 @@
 // Streaming reads of zip archives (wheels, dataset archives) with yauzl: entry names are checked by yauzl
 // (no absolute paths, no `..`), sizes against the central directory, and nothing is held in memory whole.
 import { createWriteStream, mkdirSync } from 'node:fs'
-import { dirname, join, relative, resolve, sep } from 'node:path'
+import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import yauzl from 'yauzl'
@@ -50,7 +50,9 @@ export async function forEachZipEntry(
           file.openReadStream(entry, (err, stream) => (err || !stream ? rejectStream(broken(zip, err)) : resolveStream(stream))),
         )
       const info = { name: entry.fileName, bytes: entry.uncompressedSize, isDirectory: entry.fileName.endsWith('/') }
-      onEntry(info, open).then(() => file.readEntry(), stop)
+      onEntry(info, open).then(() => {
+        if (!stopped) file.readEntry()
+      }, stop)
     })
     file.readEntry()
   })
@@ -76,10 +78,10 @@ export async function extractZip(
       if (target === null) return
       const out = resolve(root, target)
       const inside = relative(root, out)
-      if (inside === '' || inside.startsWith('..') || inside.startsWith(sep) || resolve(join(root, inside)) !== out)
+      if (inside === '' || inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside))
         throw new EmotionPipelineError('IO', `${zip}: entry ${entry.name} would be written outside ${root}; refused`)
       mkdirSync(dirname(out), { recursive: true })
-      await pipeline(await open(), createWriteStream(out))
+      await pipeline(await open(), createWriteStream(out), { signal: options.signal })
       written.push(out)
       options.onFile?.(written.length, out)
     },

@@ -113,7 +113,8 @@ pub fn load_model<'env>(env: &'env Env, dir: String, device: Option<String>) -> 
         "load",
         move || core_load_model(&PathBuf::from(dir), device.as_deref().unwrap_or("auto")),
         |_, inner| {
-            let meta_json = serde_json::to_string(&inner.meta).unwrap_or_default();
+            let meta_json =
+                serde_json::to_string(&inner.meta).map_err(|e| Error::from_reason(format!("model metadata: {e}")))?;
             Ok(NativeModel { inner: Arc::new(Mutex::new(inner)), meta_json })
         },
     )
@@ -138,8 +139,8 @@ impl NativeModel {
             "predict",
             move || {
                 let set = set?;
-                let model =
-                    model.lock().map_err(|_| CoreError::Internal("a prediction of this model panicked".into()))?;
+                // Predicting only reads the model, so a panic in an earlier prediction left nothing half-done.
+                let model = model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let out = model.predict(&set)?;
                 serde_json::to_string(&out).map_err(|e| CoreError::Internal(e.to_string()))
             },
