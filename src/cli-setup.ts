@@ -19,7 +19,8 @@ export function downloadPrinter(json: boolean): (p: DownloadProgress & { file?: 
   let shown = -1
   return (p) => {
     const percent = p.total ? Math.floor((p.done / p.total) * 100) : -1
-    const step = process.stderr.isTTY ? percent : Math.floor(percent / 10) * 10
+    // Without a total (an index that gives no size) progress is shown per 10 MB.
+    const step = percent < 0 ? Math.floor(p.done / 1e7) : process.stderr.isTTY ? percent : Math.floor(percent / 10) * 10
     if (step === shown && p.done !== p.total) return
     shown = step
     const name = p.file ?? p.url.split('/').pop()
