@@ -5,6 +5,7 @@
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { haveWavs, NO_WAVS, skip, tempDir } from './helpers.js'
 import { FILE, makeArchive, zenodo } from './zenodo.js'
@@ -144,4 +145,24 @@ test('download ravdess never replaces a folder it did not make', async (t) => {
   t.is(r.status, 1)
   t.regex(r.stderr, /INVALID_OPTION.*`dir`.*ravdess exists and was not made by `download ravdess`: left untouched/)
   t.is(readFileSync(join(dir, 'ravdess', 'my-notes.txt'), 'utf8'), 'keep me')
+})
+
+test('a download folder in use by another live process is refused by name, not appended to', async (t) => {
+  const cache = tempDir('ep-dl-cache-')
+  mkdirSync(join(cache, 'downloads'))
+  // This test process stands for another installer holding the folder.
+  writeFileSync(join(cache, 'downloads', '.lock'), JSON.stringify({ host: hostname(), pid: process.pid, startedAt: 'now' }))
+  const archive = haveWavs ? makeArchive() : { bytes: Buffer.from('x') }
+  const server = await zenodo(archive.bytes)
+  try {
+    const r = await runCli(['download', 'ravdess', '--dir', tempDir('ep-dl-')], {
+      EMOTION_PIPELINE_ZENODO_API: server.api,
+      EMOTION_PIPELINE_CACHE: cache,
+    })
+    t.is(r.status, 1)
+    t.regex(r.stderr, /error \[IO\]: .*downloads is in use by another download \(pid \d+/)
+    t.deepEqual(server.ranges, [], 'nothing was fetched')
+  } finally {
+    server.close()
+  }
 })

@@ -7,6 +7,7 @@ import { dirname } from 'node:path'
 import { Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { EmotionPipelineError } from './errors.js'
+import { lockRunDir } from './run-dir.js'
 
 export interface ExpectedFile {
   /** Size in bytes, when the index publishes it. */
@@ -55,6 +56,16 @@ export async function fileDigest(path: string, algorithm: ExpectedFile['algorith
 /** Downloads `url` to `dest`, resuming a `.part` file left by an interrupted call, and checks it. */
 export async function download(url: string, dest: string, expected: ExpectedFile, options: DownloadOptions = {}): Promise<Downloaded> {
   mkdirSync(dirname(dest), { recursive: true })
+  // One download at a time per folder: two processes appending to one `.part` would corrupt it.
+  const lock = lockRunDir(dirname(dest), 'EMOTION_PIPELINE_CACHE', 'download')
+  try {
+    return await downloadLocked(url, dest, expected, options)
+  } finally {
+    lock.release()
+  }
+}
+
+async function downloadLocked(url: string, dest: string, expected: ExpectedFile, options: DownloadOptions): Promise<Downloaded> {
   if (existsSync(dest) && (await fileDigest(dest, expected.algorithm)) === expected.digest.toLowerCase())
     return { path: dest, bytes: statSync(dest).size, resumedFrom: 0, cached: true }
   const part = `${dest}.part`

@@ -88,7 +88,7 @@ function alive(pid: number): boolean {
  * owner. A lock left by a process of this host that no longer runs is stale and taken over; one from
  * another host (a shared file system) is never guessed at: the message says which file to delete.
  */
-export function lockRunDir(dir: string, option = 'out'): { release: () => void } {
+export function lockRunDir(dir: string, option = 'out', holder = 'run'): { release: () => void } {
   const path = join(dir, LOCK)
   const me: LockOwner = { host: hostname(), pid: process.pid, startedAt: new Date().toISOString() }
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -120,8 +120,8 @@ export function lockRunDir(dir: string, option = 'out'): { release: () => void }
     if (!stale) {
       throw new EmotionPipelineError(
         'IO',
-        `option \`${option}\`: ${dir} is in use by another run (pid ${owner!.pid} on ${owner!.host}, since ${owner!.startedAt}). ` +
-          `Wait for it, write to another folder, or delete ${path} if that run is gone.`,
+        `option \`${option}\`: ${dir} is in use by another ${holder} (pid ${owner!.pid} on ${owner!.host}, since ${owner!.startedAt}). ` +
+          `Wait for it, use another folder, or delete ${path} if that ${holder} is gone.`,
       )
     }
     rmSync(path, { force: true })
