@@ -11,7 +11,7 @@
 // Whisper runs here (CPU, transformers.js): its transcripts of the FLAC corpus travel as
 // .device/transcripts.json, keyed by file name, so the GPU host needs no Whisper model.
 import { execFileSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
 
 const root = resolve(import.meta.dirname, '..')
@@ -26,8 +26,23 @@ const packed = JSON.parse(
   execFileSync(process.execPath, [join(root, 'scripts', 'pack-release.mjs'), '--no-build', '--out', out], { encoding: 'utf8' }),
 )
 const [mainTgz, platformTgz] = [basename(packed.main.file), basename(packed.platform.file)]
-for (const dep of ['@resvg/resvg-js', '@resvg/resvg-js-linux-x64-gnu']) {
-  cpSync(join(root, 'node_modules', dep), join(out, 'deps', dep), { recursive: true })
+// The main package's runtime dependencies and theirs (optional ones where installed here, e.g. resvg's
+// linux-x64 binary), read from package.json, so a dependency added there travels too.
+for (const dep of runtimeDependencies()) cpSync(join(root, 'node_modules', dep), join(out, 'deps', dep), { recursive: true })
+
+function runtimeDependencies() {
+  const seen = new Set()
+  const visit = (pkgJson) => {
+    const pkg = JSON.parse(readFileSync(pkgJson, 'utf8'))
+    for (const name of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) {
+      // transformers.js is optional for users and not needed on the GPU host (transcripts travel as JSON).
+      if (seen.has(name) || name === '@huggingface/transformers' || !existsSync(join(root, 'node_modules', name, 'package.json'))) continue
+      seen.add(name)
+      visit(join(root, 'node_modules', name, 'package.json'))
+    }
+  }
+  visit(join(root, 'package.json'))
+  return [...seen]
 }
 if (existsSync(data)) cpSync(data, join(out, 'data'), { recursive: true })
 else console.error(`warning: ${data} not found; GPU tests will look for ../shared/data/ravdess-wav`)
