@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod models;
 pub mod optim;
+mod pool;
 pub mod schema;
 mod shims;
 pub mod train;

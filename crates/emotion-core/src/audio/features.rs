@@ -287,34 +287,17 @@ fn load_parallel<'a>(
 }
 
 /// `f(input, index)` for each input of `batch` (whose first input has index `first`) on up to
-/// `threads` scoped threads, in input order; a panicking thread fails its inputs, not the process.
+/// `threads` threads, in input order; a panic fails its input, not the batch or the process.
 pub(crate) fn parallel_map<'a, T: Send>(
     batch: &'a [AudioInput],
     first: usize,
     threads: usize,
     f: &(dyn Fn(&'a AudioInput, usize) -> Result<T> + Sync),
 ) -> Vec<Result<T>> {
-    let chunk = batch.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
-            .chunks(chunk)
-            .enumerate()
-            .map(|(c, items)| {
-                scope.spawn(move || {
-                    items.iter().enumerate().map(|(k, input)| f(input, first + c * chunk + k)).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(batch.chunks(chunk))
-            .flat_map(|(h, items)| {
-                h.join().unwrap_or_else(|_| {
-                    items.iter().map(|_| Err(Error::Internal("decode thread panicked".into()))).collect()
-                })
-            })
-            .collect()
-    })
+    crate::pool::map_in_order(batch, threads, |k, input| f(input, first + k))
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|()| Err(Error::Internal("decode thread panicked".into()))))
+        .collect()
 }
 
 #[cfg(test)]

@@ -62,16 +62,7 @@ impl Samples {
                     }
                 }
             };
-            std::thread::scope(|scope| {
-                let mut jobs = jobs.into_iter();
-                let first = jobs.next();
-                for job in jobs {
-                    scope.spawn(move || copy(job));
-                }
-                if let Some(job) = first {
-                    copy(job);
-                }
-            });
+            crate::pool::for_each(jobs, threads, copy);
         }
         // SAFETY: the parts tile `0..total` exactly and every element was written above.
         unsafe { buffer.set_len(total) };

@@ -397,22 +397,10 @@ fn probe_all(
     let chunk = 64;
     for (i, batch) in candidates.chunks(chunk).enumerate() {
         cancel.check()?;
-        let per = batch.len().div_ceil(threads).max(1);
-        let results: Vec<Probed> = std::thread::scope(|scope| {
-            let handles: Vec<_> = batch
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|c| probe_one(&c.path, options.verify)).collect::<Vec<_>>())
-                })
-                .collect();
-            handles
-                .into_iter()
-                .zip(batch.chunks(per))
-                .flat_map(|(h, part)| {
-                    h.join().unwrap_or_else(|_| part.iter().map(|_| Err("probe thread panicked".to_string())).collect())
-                })
-                .collect()
-        });
+        let results: Vec<Probed> = crate::pool::map_in_order(batch, threads, |_, c| probe_one(&c.path, options.verify))
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|()| Err("probe thread panicked".to_string())))
+            .collect();
         out.extend(results);
         let failed = out.iter().filter(|r| r.is_err()).count();
         on_progress(Progress { stage: "index", done: (i * chunk + batch.len()).min(total), total, failed });
