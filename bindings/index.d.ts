@@ -69,6 +69,13 @@ export interface MelResult {
 }
 
 /**
+ * The encoder head's speaker-adversary weight for a training part with `speakers` known speakers
+ * (`train::preset::speaker_adversary`), as the JSON text of `{ weight, off }`; `off` when the preset's
+ * weight was switched off.
+ */
+export declare function resolveSpeakerAdversary(preset: string, set: number | undefined | null, speakers: number): string
+
+/**
  * Parses and checks training options as `train` would, without data, and returns them resolved
  * (every default filled in) as JSON text: the one place defaults and validation live.
  */

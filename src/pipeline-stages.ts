@@ -7,7 +7,7 @@ import { DEFAULT_ENCODER, extractEmbeddings } from './encoder.js'
 import { cacheRoot } from './cache.js'
 import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 import type { DatasetIndex, DatasetItem, Split, SplitOptions } from './dataset.js'
-import { EmotionPipelineError, invalidOption } from './errors.js'
+import { callNative, EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import type { EncoderSource } from './generated/options.js'
 import type { DeviceSpec } from './device.js'
@@ -17,6 +17,7 @@ import type { ModelName, PipelineOptions, PipelineResult, Run, TextInputs } from
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
 import { RUN_FILES, runPaths } from './run-layout.js'
+import { native } from './native.js'
 import { normaliseBySpeaker } from './speaker-norm.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
@@ -388,31 +389,28 @@ function withPerturbed(set: TrainSet, extra: PerturbedRows): TrainSet {
 function speakerAdversaryFor(run: Run, split: Split): number {
   const { options } = run
   const set = options.train?.encoder?.encoderHead?.speakerAdversary
-  const weight = set ?? defaultSpeakerAdversary(options.preset)
-  if (weight === 0) return 0
   const speakers = new Set(split.train.map((i) => i.speaker).filter((s) => s !== ''))
-  if (speakers.size >= 2) {
-    const unnamed = split.train.filter((i) => i.speaker === '').length
-    if (unnamed > 0) {
-      const message = `${unnamed} training clip(s) name no speaker: the speaker adversary treats them as one more speaker`
-      run.emit({ type: 'warning', model: 'encoder', message })
-      run.notes.push(`${message}.`)
-    }
-    return weight
-  }
+  // The rule is the core's (`train::preset::speaker_adversary`); the messages name this run's data.
+  const { weight, off } = JSON.parse(
+    callNative(() => native.resolveSpeakerAdversary(options.preset ?? 'recommended', set, speakers.size)),
+  ) as { weight: number; off: boolean }
   const why =
     speakers.size === 0
       ? `the training clips of ${options.data} name no speaker (RAVDESS file names or a manifest's speaker column say who speaks)`
       : `the training clips of ${options.data} come from one speaker (${[...speakers][0]})`
-  if (set !== undefined)
-    throw invalidOption(
-      'train.encoder.encoderHead.speakerAdversary',
-      `is ${set}, but the speaker adversary needs at least 2 training speakers and ${why}; set it to 0 (--train '{"encoder":{"encoderHead":{"speakerAdversary":0}}}')`,
-    )
-  const message = `speaker adversary off: ${why}; the recommended recipe's adversary (weight ${weight}) needs at least 2 training speakers`
-  run.emit({ type: 'warning', model: 'encoder', message })
-  run.notes.push(`Speaker adversary off: ${why}.`)
-  return 0
+  if (off) {
+    const message = `speaker adversary off: ${why}; the recommended recipe's adversary (weight ${defaultSpeakerAdversary(options.preset)}) needs at least 2 training speakers`
+    run.emit({ type: 'warning', model: 'encoder', message })
+    run.notes.push(`Speaker adversary off: ${why}.`)
+    return 0
+  }
+  const unnamed = split.train.filter((i) => i.speaker === '').length
+  if (weight > 0 && unnamed > 0) {
+    const message = `${unnamed} training clip(s) name no speaker: the speaker adversary treats them as one more speaker`
+    run.emit({ type: 'warning', model: 'encoder', message })
+    run.notes.push(`${message}.`)
+  }
+  return weight
 }
 
 function checkSameSplit(path: string, split: Split): void {

@@ -1,37 +1,36 @@
-// What the pipeline's presets fill in on the TypeScript side (the core fills in the training settings:
-// epochs, schedule, smoothing, precision). Help texts and the README are rendered from these values.
+// The presets' choices for the pipeline, read from the core's one table (`train::preset`, generated
+// as `PRESETS`): help texts, the README and the pipeline all take them from here.
 import type { Preset } from './generated/options.js'
+import { PRESETS } from './generated/options.js'
 
 /** `encoder`: a head on a frozen pretrained speech encoder's pooled states (`encoder` option). */
 export type ModelName = 'audio' | 'text' | 'fusion' | 'encoder'
 
+const of = (preset: Preset | undefined) => PRESETS[preset ?? 'recommended']
+
 /** The models a preset trains when `models` is not given: the best measured, or the published three. */
 export function defaultModels(preset: Preset | undefined): ModelName[] {
-  return preset === 'reference' ? ['audio', 'text', 'fusion'] : ['encoder']
+  return [...of(preset).models]
 }
-/**
- * The encoder model's speed-perturbed training copies when `speedPerturb` is not given: the recommended
- * recipe's (chosen on the validation speakers of the speaker folds, docs/RESULTS.md), none for the reference.
- */
+
+/** The encoder model's speed-perturbed training copies when `speedPerturb` is not given. */
 export function defaultSpeedPerturb(preset: Preset | undefined): number[] {
-  return preset === 'reference' ? [] : [0.9, 1.1]
+  return [...of(preset).speedPerturb]
 }
 
 /**
- * The weight of the encoder head's speaker adversary when `train.encoder.encoderHead` does not set
- * one: the recommended recipe's (chosen on the validation speakers of the speaker folds over three
- * training seeds, docs/RESULTS.md), none for the reference. The pipeline gives the head the training
- * rows' speakers.
+ * The weight of the encoder head's speaker adversary when `train.encoder.encoderHead` does not set one
+ * (the core switches it off below 2 training speakers).
  */
 export function defaultSpeakerAdversary(preset: Preset | undefined): number {
-  return preset === 'reference' ? 0 : 0.3
+  return of(preset).speakerAdversary
 }
 
 /** Every model `models` may name. */
 export const MODEL_NAMES: ModelName[] = ['audio', 'text', 'fusion', 'encoder']
 
-/**
- * Epochs when `epochs` is not set: the core's rule (train/config.rs, `TrainConfig::epochs`), stated here
- * for help texts and the README; `__test__/cli.test.ts` checks it against the core's resolved settings.
- */
-export const PRESET_EPOCHS = { default: 50, recommendedEncoder: 100 } as const
+/** Epochs when `epochs` is not set: every model's, and the encoder model's, per preset. */
+export const PRESET_EPOCHS = {
+  default: PRESETS.recommended.epochs,
+  recommendedEncoder: PRESETS.recommended.encoderEpochs,
+} as const

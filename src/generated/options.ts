@@ -882,3 +882,34 @@ export const DEFAULTS = {
     'encoderSource': null
   }
 } as const
+
+/** What each preset fills in where the options leave it unset (the core's `train::preset`). */
+export const PRESETS = {
+  'recommended': {
+    'models': [
+      'encoder'
+    ],
+    'speedPerturb': [
+      0.9,
+      1.1
+    ],
+    'speakerAdversary': 0.3,
+    'epochs': 50,
+    'encoderEpochs': 100,
+    'labelSmoothing': 0.1,
+    'lrSchedule': 'cosine'
+  },
+  'reference': {
+    'models': [
+      'audio',
+      'text',
+      'fusion'
+    ],
+    'speedPerturb': [],
+    'speakerAdversary': 0,
+    'epochs': 50,
+    'encoderEpochs': 50,
+    'labelSmoothing': 0,
+    'lrSchedule': 'constant'
+  }
+} as const

@@ -42,6 +42,11 @@ fn pretty(schema: &schemars::Schema) -> String {
     text
 }
 
+/// What each preset fills in (`train::preset`), as TypeScript's `PRESETS`.
+pub fn presets_json() -> String {
+    crate::train::preset::presets_json()
+}
+
 /// The options' schema (as deserialised: fields with defaults are optional), pretty-printed.
 pub fn options_schema_json() -> String {
     pretty(&schemars::schema_for!(Options))

@@ -24,6 +24,11 @@ fn committed_options_schema_matches_the_rust_types() {
 }
 
 #[test]
+fn committed_presets_match_the_rust_presets() {
+    check("presets.json", emotion_core::schema::presets_json());
+}
+
+#[test]
 fn committed_results_schema_matches_the_rust_types() {
     check("results.schema.json", emotion_core::schema::results_schema_json());
 }

@@ -48,6 +48,19 @@ fn to_host(set: &TrainSet, name: &str) -> emotion_core::Result<HostSet> {
     Ok(HostSet { mel, tokens, embedding, labels: set.labels.iter().map(|&l| l as i64).collect(), speaker_ids })
 }
 
+/// The encoder head's speaker-adversary weight for a training part with `speakers` known speakers
+/// (`train::preset::speaker_adversary`), as the JSON text of `{ weight, off }`; `off` when the preset's
+/// weight was switched off.
+#[napi]
+pub fn resolve_speaker_adversary(preset: String, set: Option<f64>, speakers: u32) -> Result<String, Code> {
+    let parsed: train::config::Preset =
+        serde_json::from_value(serde_json::Value::String(preset.clone())).map_err(|_| {
+            to_js(CoreError::invalid("preset", format!("must be 'recommended' or 'reference', got '{preset}'")))
+        })?;
+    let (weight, off) = train::preset::speaker_adversary(parsed, set, speakers as usize).map_err(to_js)?;
+    Ok(serde_json::json!({ "weight": weight, "off": off }).to_string())
+}
+
 /// Parses and checks training options as `train` would, without data, and returns them resolved
 /// (every default filled in) as JSON text: the one place defaults and validation live.
 #[napi]

@@ -275,25 +275,18 @@ impl TrainConfig {
 
     /// Epochs: as set, else the preset's for this model.
     pub fn epochs(&self) -> u32 {
-        self.epochs.unwrap_or(if self.preset == Preset::Recommended && self.model == ModelKind::Encoder {
-            100
-        } else {
-            50
-        })
+        let preset = self.preset.defaults();
+        self.epochs.unwrap_or(if self.model == ModelKind::Encoder { preset.encoder_epochs } else { preset.epochs })
     }
 
     /// Label smoothing: as set, else the preset's.
     pub fn smoothing(&self) -> f64 {
-        self.label_smoothing.unwrap_or(if self.preset == Preset::Recommended { 0.1 } else { 0.0 })
+        self.label_smoothing.unwrap_or(self.preset.defaults().label_smoothing)
     }
 
     /// Learning-rate schedule: as set, else the preset's.
     pub fn schedule(&self) -> LrSchedule {
-        self.lr_schedule.unwrap_or(if self.preset == Preset::Recommended {
-            LrSchedule::Cosine
-        } else {
-            LrSchedule::Constant
-        })
+        self.lr_schedule.unwrap_or(self.preset.defaults().lr_schedule)
     }
 
     /// Every check, including those that need the data (labels, vocabulary).

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod mixed;
 pub mod model;
 pub mod predict;
+pub mod preset;
 
 pub use config::{Amp, ModelKind, TrainConfig};
 pub use data::HostSet;
