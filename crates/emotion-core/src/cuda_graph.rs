@@ -71,7 +71,7 @@ fn checked(what: &str, call: impl FnOnce(ErrBuf, c_int) -> bool) -> Result<()> {
     let message = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
     // libtorch appends its C++ backtrace ("Exception raised from …", frames): not for users.
     let message = message.split("\nException raised from").next().unwrap_or_default().trim_end();
-    Err(Error::Torch(format!("CUDA graph {what}: {message}")))
+    Err(Error::torch(format!("CUDA graph {what}: {message}")))
 }
 
 fn shim() -> Result<&'static Api> {

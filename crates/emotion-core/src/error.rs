@@ -25,8 +25,13 @@ pub enum Error {
     #[error("non-finite value: {0}")]
     NonFinite(String),
 
-    #[error("libtorch error: {0}")]
-    Torch(String),
+    /// A libtorch failure; `source` keeps tch's error where there was one (`std::error::Error::source`).
+    #[error("libtorch error: {message}")]
+    Torch {
+        message: String,
+        #[source]
+        source: Option<Box<tch::TchError>>,
+    },
 
     #[error("I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
@@ -94,7 +99,7 @@ impl Error {
             Error::OutOfMemory { .. } => ErrorCode::OutOfMemory,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::NonFinite(_) => ErrorCode::NonFinite,
-            Error::Torch(_) => ErrorCode::Torch,
+            Error::Torch { .. } => ErrorCode::Torch,
             Error::Io { .. } => ErrorCode::Io,
             Error::ModelNotFound { .. } => ErrorCode::ModelNotFound,
             Error::Internal(_) => ErrorCode::Internal,
@@ -113,6 +118,11 @@ impl Error {
         Error::ModelNotFound { path: path.into(), reason: reason.into() }
     }
 
+    /// A libtorch failure known only by its message (a shim's or a panic's text).
+    pub fn torch(message: impl Into<String>) -> Self {
+        Error::Torch { message: message.into(), source: None }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
@@ -125,7 +135,7 @@ impl From<tch::TchError> for Error {
         if text.contains("out of memory") || text.contains("CUDA out of memory") {
             Error::OutOfMemory { device: device_in_message(&text), reason: first_line(&text) }
         } else {
-            Error::Torch(first_line(&text))
+            Error::Torch { message: first_line(&text), source: Some(Box::new(e)) }
         }
     }
 }
@@ -153,10 +163,25 @@ pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             if text.contains("out of memory") {
                 Err(Error::OutOfMemory { device: device_in_message(&text), reason: first_line(&text) })
             } else if text.contains("Torch(") || text.contains("libtorch") || text.contains("TchError") {
-                Err(Error::Torch(first_line(&text)))
+                Err(Error::torch(first_line(&text)))
             } else {
                 Err(Error::Internal(first_line(&text)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_libtorch_error_keeps_tch_s_error_as_its_source() {
+        let e = Error::from(tch::TchError::Torch("shape mismatch\nbacktrace…".into()));
+        assert_eq!(e.code(), ErrorCode::Torch);
+        assert_eq!(e.to_string(), "libtorch error: Internal torch error: shape mismatch");
+        assert!(e.source().is_some_and(|s| s.to_string().contains("shape mismatch")));
+        assert!(Error::torch("from a shim").source().is_none());
     }
 }

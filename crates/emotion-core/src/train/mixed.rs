@@ -143,7 +143,7 @@ pub fn to_channels_last(t: &Tensor) -> Result<Tensor> {
     // SAFETY: tch's tensor handle is an `at::Tensor*`; the shim returns a new one we own, or null.
     let out = unsafe { emotion_to_channels_last(t.as_ptr().cast()) };
     if out.is_null() {
-        return Err(Error::Torch(format!("cannot lay out a tensor of shape {:?} channels-last", t.size())));
+        return Err(Error::torch(format!("cannot lay out a tensor of shape {:?} channels-last", t.size())));
     }
     // SAFETY: a fresh `at::Tensor*` from `new`, now owned (and freed) by the returned Tensor.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })
@@ -155,7 +155,7 @@ pub fn params_to_channels_last(params: &mut [Tensor]) -> Result<()> {
     for p in params.iter_mut().filter(|p| p.dim() == 4) {
         // SAFETY: `p` is a live `at::Tensor*`; the shim swaps its storage (`param.data = …`).
         if unsafe { emotion_set_data_channels_last(p.as_mut_ptr().cast()) } != 0 {
-            return Err(Error::Torch(format!("cannot lay out a parameter of shape {:?} channels-last", p.size())));
+            return Err(Error::torch(format!("cannot lay out a parameter of shape {:?} channels-last", p.size())));
         }
     }
     Ok(())
