@@ -348,15 +348,8 @@ function trainModel(
     checkpointDir: runPaths(run.runDir).model(model),
     resume: options.resume,
     ...options.train?.[model],
-    // Statistics pooling doubles the rows: means and deviations get layer weights of their own.
-    encoderHead:
-      model === 'encoder'
-        ? {
-            groups: encoderSource?.pooling === 'meanStd' ? 2 : 1,
-            ...options.train?.encoder?.encoderHead,
-            speakerAdversary,
-          }
-        : undefined,
+    // The adversary weight decided for this split; shape, speakers and groups come from the data in the core.
+    encoderHead: model === 'encoder' ? { ...options.train?.encoder?.encoderHead, speakerAdversary } : undefined,
     train: inputs(sets.train),
     val: sets.val && inputs(sets.val),
     test: sets.test && inputs(sets.test),

@@ -67,7 +67,8 @@ function toNativeSet(set: TrainSet | undefined, name: string) {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
   const { train: trainSet, val, test, onProgress, signal, ...settings } = options
-  const config = withEmbeddingShape(settings, trainSet)
+  // The encoder head's input shape, speaker count and row groups come from the data in the core.
+  const config = settings
   if (config.checkpointDir) ensureWritableDir(config.checkpointDir, 'checkpointDir')
   const json = await withCancel(signal, (token) =>
     awaitNative(
@@ -82,18 +83,6 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     ),
   )
   return JSON.parse(json) as TrainResult
-}
-
-/**
- * The encoder head's input shape, when not set, is the training embeddings' `[layers, width]`, and
- * its adversary's speaker count the training set's `speakerIds`.
- */
-function withEmbeddingShape<C extends Pick<TrainConfig, 'model' | 'encoderHead'>>(config: C, set: TrainSet | undefined): C {
-  const shape = set?.embedding?.shape
-  if (config.model !== 'encoder' || !shape) return config
-  const ids = set?.speakerIds
-  const speakers = ids?.length ? { speakers: Array.from(ids).reduce((m, s) => Math.max(m, s), 0) + 1 } : {}
-  return { ...config, encoderHead: { inputLayers: shape[1], inputWidth: shape[2], ...speakers, ...config.encoderHead } }
 }
 
 /** A trained model: `loadModel(dir)`. */

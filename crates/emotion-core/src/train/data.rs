@@ -1,7 +1,7 @@
 //! Training inputs: log-mel features, token ids, encoder embeddings and labels, kept resident on the
 //! training device.
 
-use super::config::ModelKind;
+use super::config::{ModelKind, TrainConfig};
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -205,4 +205,28 @@ impl DeviceSet {
             speaker_ids: pick(&self.speaker_ids)?,
         })
     }
+}
+
+/// What the encoder head takes from its training data when the options leave it unset: the input
+/// shape (`inputLayers`, `inputWidth`) from the embeddings' `[n, layers, width]`, the adversary's
+/// `speakers` from the rows' speaker ids, and 2 row `groups` for statistics pooling (`meanStd` in
+/// `encoderSource`). Callers pass data and options; nothing is derived outside the core.
+pub fn encoder_head_from_data(config: &TrainConfig, train: &HostSet) -> TrainConfig {
+    let mut config = config.clone();
+    if config.model != ModelKind::Encoder {
+        return config;
+    }
+    let head = &mut config.encoder_head;
+    if let (0, 0, Some((_, [_, layers, width]))) = (head.input_layers, head.input_width, &train.embedding) {
+        head.input_layers = *layers as i64;
+        head.input_width = *width as i64;
+    }
+    if let (0, Some(ids)) = (head.speakers, &train.speaker_ids) {
+        head.speakers = ids.iter().copied().max().map_or(0, |m| m + 1);
+    }
+    let stats_pooling = config.encoder_source.as_ref().is_some_and(|s| s.pooling == crate::encoder::Pooling::MeanStd);
+    if stats_pooling && config.encoder_head.groups == 1 {
+        config.encoder_head.groups = 2;
+    }
+    config
 }

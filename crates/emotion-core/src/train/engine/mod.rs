@@ -40,6 +40,7 @@ pub fn train(
     cancel: &CancelFlag,
     emit: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainResult> {
+    let config = super::data::encoder_head_from_data(config, sets.train);
     config.validate()?;
     let config = &config.resolved();
     let _cache = crate::cpu_cache::JobCache::enter();
