@@ -3,30 +3,16 @@
 // filed as actor 21): unpacked and split into actors 1–20 / held out, licence and citation printed; a
 // wrong MD5 is refused with nothing left behind; a download cut half-way resumes with a Range request.
 import test from 'ava'
-import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
-import { haveWavs, NO_WAVS, skip, tempDir } from './helpers.js'
+import { haveWavs, NO_WAVS, runAsync, skip, tempDir } from './helpers.js'
 import { FILE, makeArchive, zenodo } from './zenodo.js'
 
 const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
 
-/** Runs the CLI without blocking the event loop (the server answers in this process). */
-function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((ok) => {
-    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, ...env } })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => {
-      stdout += d
-    })
-    child.stderr.on('data', (d) => {
-      stderr += d
-    })
-    child.on('close', (status) => ok({ status, stdout, stderr }))
-  })
-}
+/** The CLI, run without blocking the event loop (the server answers in this process). */
+const runCli = (args: string[], env: NodeJS.ProcessEnv) => runAsync(process.execPath, [cli, ...args], { env: { ...process.env, ...env } })
 
 test('download ravdess: checked, unpacked into actors 1–20 and held-out, licence and citation printed', async (t) => {
   if (!haveWavs) return skip(t, NO_WAVS)

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -130,4 +130,28 @@ export function sine(freq: number, sampleRate: number, n: number, amp = 0.5): Fl
 export function skip(t: { log: (...v: unknown[]) => void; pass: (m?: string) => void }, why: string): void {
   t.log(`SKIPPED: ${why}`)
   t.pass(why)
+}
+
+/**
+ * Runs a command without blocking this process's event loop (so a test server in this process can
+ * answer it); `input` is written to its stdin.
+ */
+export function runAsync(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {},
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((ok) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => {
+      stdout += d
+    })
+    child.stderr.on('data', (d) => {
+      stderr += d
+    })
+    child.on('close', (status) => ok({ status, stdout, stderr }))
+    child.stdin.end(opts.input ?? '')
+  })
 }

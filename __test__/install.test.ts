@@ -5,12 +5,12 @@
 // against the installed types (no skipLibCheck), and predict. Every command the README names runs here
 // from the tarball: download (against a local Zenodo), demo without data, bench, install-models.
 import test from 'ava'
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { delimiter, join, resolve } from 'node:path'
 import { cacheRoot } from '../src/cache.js'
 import { locateLibtorch } from '../src/libtorch.js'
-import { haveRavdess, haveWavs, NO_DATA, NO_WAVS, ravdessDir, referencePython, skip, tempDir } from './helpers.js'
+import { haveRavdess, haveWavs, NO_DATA, NO_WAVS, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
 import { makeArchive, zenodo } from './zenodo.js'
 
 const root = resolve(import.meta.dirname, '..')
@@ -289,23 +289,6 @@ test.serial('require(), --version, help of every command, and bench from the ins
   t.is(bench.status, 0, bench.stderr)
   t.regex(bench.stdout, /"clips"/)
 })
-
-/** Runs a command without blocking this process's event loop (the local Zenodo answers from here). */
-function runAsync(cmd: string, args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; input?: string }) {
-  return new Promise<{ status: number | null; stdout: string; stderr: string }>((ok) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => {
-      stdout += d
-    })
-    child.stderr.on('data', (d) => {
-      stderr += d
-    })
-    child.on('close', (status) => ok({ status, stdout, stderr }))
-    child.stdin.end(opts.input ?? '')
-  })
-}
 
 test.serial('demo without data: offers the download on a terminal, prints the command otherwise; download ravdess', async (t) => {
   if (!haveWavs) return skip(t, NO_WAVS)

@@ -3,4 +3,5 @@
 export { findRavdess } from './data.js'
 export { REFERENCE_ACCURACY } from './report.js'
 export { cudaGraphSelfTest, tensorRoundTrip, timeMelOnDevice } from './tensor.js'
-export { bundledWhisperDir } from './transcribe.js'
+/** The default local Whisper model folder (`emotion-pipeline install-models` builds it). */
+export { whisperModelDir as bundledWhisperDir } from './whisper-install.js'

@@ -22,7 +22,8 @@ import { normaliseBySpeaker } from './speaker-norm.js'
 import { RAVDESS_STATEMENTS, Tokenizer } from './tokenizer.js'
 import { train } from './train.js'
 import type { TrainResult, TrainSet } from './train.js'
-import { bundledWhisperDir, transcribe } from './transcribe.js'
+import { transcribe } from './transcribe.js'
+import { whisperModelDir } from './whisper-install.js'
 
 /** Clips of one part of the split that could be featurised, and their features. */
 interface Part {
@@ -436,7 +437,7 @@ async function transcriptsFor(run: Run, items: DatasetItem[]): Promise<(item: Da
   const { options, emit } = run
   const source = options.transcripts ?? 'whisper'
   if (source === 'whisper') {
-    const bundled = bundledWhisperDir()
+    const bundled = whisperModelDir()
     const modelDir = options.whisper?.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (existsSync(bundled) ? bundled : undefined)
     emit({
       type: 'stage',

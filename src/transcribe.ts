@@ -64,11 +64,6 @@ const WHISPER_MEL = {
 
 const loaded = new Map<string, Promise<Whisper>>()
 
-/** The default local model folder, built by `emotion-pipeline install-models` (whisper-install.ts). */
-export function bundledWhisperDir(): string {
-  return whisperModelDir()
-}
-
 /** transformers.js is an optional dependency (its onnxruntime-node fetches CUDA binaries at install time, which fails offline). */
 async function importTransformers(): Promise<typeof import('@huggingface/transformers')> {
   try {
@@ -84,7 +79,7 @@ async function importTransformers(): Promise<typeof import('@huggingface/transfo
 }
 
 async function loadWhisper(options: TranscribeOptions): Promise<{ whisper: Whisper; id: string }> {
-  const bundled = bundledWhisperDir()
+  const bundled = whisperModelDir()
   const modelDir =
     options.modelDir ?? process.env.EMOTION_PIPELINE_WHISPER_DIR ?? (!options.model && existsSync(bundled) ? bundled : undefined)
   const id = modelDir ? `local:${modelDir}` : (options.model ?? DEFAULT_WHISPER_MODEL)
