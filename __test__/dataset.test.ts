@@ -201,6 +201,10 @@ test('speaker splits never share a speaker; named test speakers are honoured; fo
   const unknown = t.throws(() => splitDataset(index, { strategy: 'speaker', testSpeakers: ['actor_99'] }))
   t.is((unknown as EmotionPipelineError).code, 'INVALID_OPTION')
   t.regex(unknown!.message, /actor_99/)
+  // Too few speakers for the fraction asked: the fraction is the option named, not the speaker list.
+  const two = index.items.filter((i) => i.speaker === 'actor_01' || i.speaker === 'actor_02')
+  const tooFew = t.throws(() => splitDataset(two, { strategy: 'speaker-kfold', folds: 2, fold: 0, valFraction: 0.5, testFraction: 0 }))
+  t.regex(tooFew!.message, /^invalid option `valFraction`: is 0\.5: 1 speaker\(s\) requested but only 1 available/)
 
   for (const strategy of ['kfold', 'speaker-kfold'] as const) {
     const seen = new Map<string, number>()

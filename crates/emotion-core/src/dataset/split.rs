@@ -89,7 +89,7 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
                 options.test_fraction,
                 &BTreeSet::new(),
                 &mut rng,
-                "testSpeakers",
+                ("testSpeakers", "testFraction"),
             )?;
             let val_set = pick_speakers(
                 &speakers,
@@ -97,7 +97,7 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
                 options.val_fraction,
                 &test_set,
                 &mut rng,
-                "valSpeakers",
+                ("valSpeakers", "valFraction"),
             )?;
             partition_by_speaker(&sorted, &test_set, &val_set)
         }
@@ -137,7 +137,14 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
                 .map(|(_, s)| s.clone())
                 .collect();
             let remaining: BTreeSet<String> = speakers.iter().filter(|s| !test_set.contains(*s)).cloned().collect();
-            let val_set = pick_speakers(&remaining, None, options.val_fraction, &test_set, &mut rng, "valSpeakers")?;
+            let val_set = pick_speakers(
+                &remaining,
+                None,
+                options.val_fraction,
+                &test_set,
+                &mut rng,
+                ("valSpeakers", "valFraction"),
+            )?;
             partition_by_speaker(&sorted, &test_set, &val_set)
         }
     };
@@ -226,7 +233,7 @@ fn pick_speakers(
     fraction: f64,
     taken: &BTreeSet<String>,
     rng: &mut SplitMix64,
-    option: &str,
+    (option, fraction_option): (&str, &str),
 ) -> Result<BTreeSet<String>> {
     if let Some(list) = named {
         for s in list {
@@ -248,7 +255,14 @@ fn pick_speakers(
     let mut pool: Vec<String> = all.iter().filter(|s| !taken.contains(*s)).cloned().collect();
     let n = ((fraction * all.len() as f64).round() as usize).max(1);
     if n >= pool.len() {
-        return Err(Error::invalid(option, format!("{n} speakers requested but only {} available", pool.len())));
+        // The fraction asked for the speakers, so the fraction is the option to change.
+        return Err(Error::invalid(
+            fraction_option,
+            format!(
+                "is {fraction}: {n} speaker(s) requested but only {} available (at least one must stay in training)",
+                pool.len()
+            ),
+        ));
     }
     rng.shuffle(&mut pool);
     Ok(pool.into_iter().take(n).collect())
