@@ -152,11 +152,11 @@ for (const name of ['audio', 'encoder'] as const) {
     )
     if (name === 'encoder') {
       // The states' precision is recorded resolved (never 'auto') and predictFiles encodes in it.
-      const source = model.meta.config.encoderSource!
+      const source = model.meta.spec.inputs.embedding!.encoder!
       const resolved = deviceInfo().cpuNativeBf16 ? 'bf16' : 'fp32'
       t.is(source.precision, resolved)
       t.is(JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')).effective.encoder.precision, resolved)
-      const e = await extractEmbeddings(files, { encoder: source.encoder, precision: source.precision, device: 'cpu' })
+      const e = await extractEmbeddings(files, { encoder: source.name, precision: source.precision, device: 'cpu' })
       t.deepEqual(
         (await model.predict({ embedding: { data: e.data, shape: e.shape as [number, number, number] } })).map((p) => p.probabilities),
         predictions.map((p) => p.probabilities),
@@ -171,7 +171,7 @@ test('per-speaker normalisation: the report says so, and predicting needs calibr
   await trainPipeline({ ...quick(out), models: ['encoder'], speakerNorm: true })
   t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /Per-speaker normalisation: .*test speakers included/)
   const model = await loadModel(join(out, 'models', 'encoder'), { device: 'cpu' })
-  t.true(model.meta.config.encoderSource?.speakerNorm)
+  t.true(model.meta.spec.inputs.embedding?.encoder?.speakerNorm)
   const split = JSON.parse(readFileSync(join(out, 'split.json'), 'utf8'))
   const speaker = split.test[0].speaker
   const files: string[] = split.test.filter((i: { speaker: string }) => i.speaker === speaker).map((i: { path: string }) => i.path)

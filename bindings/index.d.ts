@@ -16,6 +16,12 @@ export declare class CancelToken {
 export declare class NativeModel {
   /** The JSON text of the model's metadata (config, labels, normalisation, validation scores). */
   get metaJson(): string
+  /**
+   * Predicts from audio (paths or samples) through the model's own front end or encoder;
+   * `calibration` clips standardise a speaker for models trained with `speakerNorm`. `optionsJson` is
+   * a JSON `PredictAudioOptions`. Resolves to the JSON text of `Prediction[]`, one per input.
+   */
+  predictAudio(inputs: Array<string | SamplesInput>, calibration?: Array<string | SamplesInput> | undefined | null, optionsJson?: string | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
   /** Predicts from inputs (`labels` ignored). Resolves to the JSON text of `Prediction[]`. */
   predict(inputs: TrainSet): Promise<string>
 }
@@ -88,6 +94,12 @@ export interface SamplesInput {
 
 /** Splits items (JSON array of `Item`) into train/val/test. Returns the JSON text of a `Split`. */
 export declare function splitDataset(itemsJson: string, optionsJson?: string | undefined | null): string
+
+/**
+ * Standardises encoder states per speaker: rows of `rowLength` values, `speakers[i]` the speaker of
+ * row `i` (any ids). Returns a standardised copy (`emotion_core::encoder::speaker_norm`).
+ */
+export declare function standardiseBySpeaker(data: Float32Array, rowLength: number, speakers: Int32Array): Float32Array
 
 /**
  * Copies `data` into a libtorch tensor of `shape` on `device` and back. Proves the chain and

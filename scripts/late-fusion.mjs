@@ -28,22 +28,19 @@ const foldDir = (dir, fold) => (single ? dir : cvFoldDir(dir, fold))
 
 async function probabilities(model, items) {
   const paths = items.map((i) => i.path)
-  // Models trained before checkpoints recorded their encoder: the installed encoder of their width, clip length.
-  const width = model.meta.config.encoderHead?.inputWidth
-  const guess = { encoder: width === 384 ? 'whisper-tiny.en' : 'whisper-base', input: 'clip', pooling: 'mean' }
-  const source = model.meta.config.model === 'encoder' ? (model.meta.config.encoderSource ?? guess) : undefined
+  const source = model.meta.spec.inputs.embedding?.encoder
   if (source) {
     const e = await extractEmbeddings(paths, {
-      encoder: source.encoder,
+      encoder: source.name,
       input: source.input,
       pooling: source.pooling,
-      precision: source.precision ?? 'fp32',
+      precision: source.precision,
       cacheDir: cache,
       device: 'cpu',
     })
     return (await model.predict({ embedding: { data: e.data, shape: e.shape } })).map((p) => p.probabilities)
   }
-  const mel = await extractMel(paths, { mel: model.meta.config.mel, cacheDir: cache, device: 'cpu' })
+  const mel = await extractMel(paths, { mel: model.meta.spec.inputs.mel?.config ?? {}, cacheDir: cache, device: 'cpu' })
   return (await model.predict({ mel: { data: mel.data, shape: mel.shape } })).map((p) => p.probabilities)
 }
 

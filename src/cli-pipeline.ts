@@ -10,7 +10,7 @@ import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import { trainPipeline } from './pipeline.js'
 import type { PipelineOptions, PipelineResult } from './pipeline.js'
-import { defaultModels, defaultSpeedPerturb, MODEL_NAMES, PRESET_EPOCHS } from './presets.js'
+import { defaultModels, defaultSpeedPerturb, MODEL_NAMES, PRESET_EPOCHS, uses } from './presets.js'
 import type { ModelName } from './presets.js'
 import { progressPrinter } from './progress.js'
 import type { ProgressMode } from './progress.js'
@@ -274,16 +274,16 @@ export async function predictCommand(argv: string[]): Promise<number> {
   if (values.help || !values.run || positionals.length === 0) {
     // The usage goes to stdout when asked for, to stderr as the answer to a wrong call.
     ;(values.help ? console.log : console.error)(
-      'emotion-pipeline predict --run DIR [--model encoder|audio] [--device cpu] [--calibration FILE|DIR ...] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.\nA model trained with --speaker-norm needs --calibration: unlabelled clips (files or folders) of the one speaker of FILE...',
+      `emotion-pipeline predict --run DIR [--model ${MODEL_NAMES.filter((m) => !uses(m, 'tokens')).join('|')}] [--device cpu] [--calibration FILE|DIR ...] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.\nA model trained with --speaker-norm needs --calibration: unlabelled clips (files or folders) of the one speaker of FILE...`,
     )
     return values.help ? 0 : 2
   }
   const paths = runPaths(values.run)
-  const model = values.model ?? (existsSync(paths.model('encoder')) ? 'encoder' : 'audio')
-  if (model !== 'audio' && model !== 'encoder')
+  const model = (values.model ?? (existsSync(paths.model('encoder')) ? 'encoder' : 'audio')) as ModelName
+  if (!MODEL_NAMES.includes(model) || uses(model, 'tokens'))
     throw new EmotionPipelineError(
       'INVALID_OPTION',
-      `invalid option \`--model\`: predicting from audio files needs the encoder or audio model (text and fusion need transcripts)`,
+      `invalid option \`--model\`: predicting from audio files needs a model on audio (${MODEL_NAMES.filter((m) => !uses(m, 'tokens')).join(', ')}); text and fusion need transcripts`,
     )
   const dir = paths.model(model)
   if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)

@@ -1,11 +1,11 @@
 import { existsSync, statSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { basename, resolve } from 'node:path'
 import { checkAudioInputs } from './audio.js'
 import type { AudioInput } from './audio.js'
 import { withCancel } from './cancel.js'
 import type { DeviceSpec } from './device.js'
 import { awaitNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
-import type { EmbedOptions } from './generated/options.js'
+import type { EmbedOptions, EncoderIdentity } from './generated/options.js'
 import type { Embeddings as CoreEmbeddings, ProgressEvent } from './generated/results.js'
 import { native } from './native.js'
 import { ensureWritableDir } from './run-dir.js'
@@ -31,6 +31,15 @@ export interface ExtractEmbeddingsOptions extends Omit<EmbedOptions, 'modelDir' 
 export interface Embeddings extends CoreEmbeddings {
   /** Row-major `[shape[0], layers + 1, width]`. */
   data: Float32Array
+}
+
+/**
+ * Where `encoder` (a name or a folder) comes from, as a model's spec records it: an installed encoder
+ * by name, a folder by its own name only (never an absolute path: model folders move between machines).
+ */
+export function encoderLocation(encoder: string): Pick<EncoderIdentity, 'source' | 'name'> {
+  if ((ENCODER_NAMES as readonly string[]).includes(encoder)) return { source: 'installed', name: encoder }
+  return { source: 'folder', name: basename(resolve(encoder)) }
 }
 
 /** The folder of `encoder` (a name or a path); `MODEL_NOT_FOUND` with the command that installs it. */

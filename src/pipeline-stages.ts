@@ -3,15 +3,15 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { extractMel } from './audio.js'
-import { DEFAULT_ENCODER, extractEmbeddings } from './encoder.js'
+import { DEFAULT_ENCODER, encoderLocation, extractEmbeddings } from './encoder.js'
 import { cacheRoot } from './cache.js'
 import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 import type { DatasetIndex, DatasetItem, Split, SplitOptions } from './dataset.js'
 import { callNative, EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
-import type { EncoderSource } from './generated/options.js'
+import type { EncoderIdentity } from './generated/options.js'
 import type { DeviceSpec } from './device.js'
-import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb } from './presets.js'
+import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb, uses } from './presets.js'
 import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult, Run, TextInputs } from './pipeline-types.js'
 import { writeFileAtomic } from './run-dir.js'
@@ -64,7 +64,7 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
   // Decided before any feature is extracted: a refusal costs nothing.
   const speakerAdversary = models.includes('encoder') ? speakerAdversaryFor(run, split) : 0
   const parts = await featurise(run, split, models)
-  const text = models.some((m) => m === 'text' || m === 'fusion') ? await textInputs(run, parts) : undefined
+  const text = models.some((m) => uses(m, 'tokens')) ? await textInputs(run, parts) : undefined
   const sets = trainingSets(parts, labels, text)
   const results: Partial<Record<ModelName, TrainResult>> = {}
   for (const model of models) {
@@ -145,12 +145,12 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const all = [...split.train, ...split.val, ...split.test]
   const paths = all.map((i) => i.path)
   const common = { device: options.device ?? 'auto', cacheDir, strict: options.strict ?? false, signal: options.signal }
-  const mel: Rows | undefined = models.some((m) => m !== 'encoder')
+  const mel: Rows | undefined = models.some((m) => uses(m, 'mel'))
     ? await run.stage('features', 'log-mel spectrograms', () =>
         extractMel(paths, { ...common, mel: options.mel, onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }) }),
       )
     : undefined
-  const embedding: Rows | undefined = models.includes('encoder')
+  const embedding: Rows | undefined = models.some((m) => uses(m, 'embedding'))
     ? await run.stage('embeddings', `${options.encoder ?? DEFAULT_ENCODER} encoder states`, () =>
         extractEmbeddings(paths, {
           ...common,
@@ -184,13 +184,13 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   if (train.items.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
   const speeds = options.speedPerturb ?? defaultSpeedPerturb(options.preset)
   if (embedding && speeds.length) train.perturbed = await perturbed(run, train.items, speeds, common)
-  const encoderSource: EncoderSource | undefined = embedding && {
-    encoder: options.encoder ?? DEFAULT_ENCODER,
+  const encoderSource: EncoderIdentity | undefined = embedding && {
+    ...encoderLocation(options.encoder ?? DEFAULT_ENCODER),
+    sha256: (embedding as Rows & { modelSha256: string }).modelSha256,
     input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
     pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
+    precision: (embedding as Rows & { precision: EncoderIdentity['precision'] }).precision,
     speakerNorm: options.speakerNorm === true,
-    modelSha256: (embedding as Rows & { modelSha256: string }).modelSha256,
-    precision: (embedding as Rows & { precision: EncoderSource['precision'] }).precision,
   }
   if (options.speakerNorm && embedding) {
     const unnamed = all.filter((i) => i.speaker === '').length
@@ -261,7 +261,7 @@ function rowsOf(rows: Rows, inputs: number[]): { data: Float32Array; shape: numb
   return { data, shape }
 }
 
-type Parts = { train: Part; val: Part; test: Part; encoderSource?: EncoderSource }
+type Parts = { train: Part; val: Part; test: Part; encoderSource?: EncoderIdentity }
 
 async function textInputs(run: Run, parts: Parts): Promise<TextInputs> {
   const { options, runDir } = run
@@ -323,29 +323,28 @@ function trainModel(
   labels: string[],
   sets: ReturnType<typeof trainingSets>,
   text: TextInputs | undefined,
-  encoderSource: EncoderSource | undefined,
+  encoderSource: EncoderIdentity | undefined,
   speakerAdversary: number,
 ): Promise<TrainResult> {
   const { options } = run
-  const uses = { audio: ['mel'], text: ['tokens'], fusion: ['mel', 'tokens'], encoder: ['embedding'] }[model]
+  // Each model sees the inputs its kind reads (the core's MODEL_INPUTS); states also at the perturbed speeds.
   const inputs = (set: TrainSet & { perturbed?: PerturbedRows }): TrainSet =>
-    model === 'encoder' && set.perturbed
+    uses(model, 'embedding') && set.perturbed
       ? withPerturbed(set, set.perturbed)
       : {
           labels: set.labels,
           speakerIds: set.speakerIds,
-          mel: uses.includes('mel') ? set.mel : undefined,
-          tokens: uses.includes('tokens') ? set.tokens : undefined,
-          embedding: uses.includes('embedding') ? set.embedding : undefined,
+          mel: uses(model, 'mel') ? set.mel : undefined,
+          tokens: uses(model, 'tokens') ? set.tokens : undefined,
+          embedding: uses(model, 'embedding') ? set.embedding : undefined,
         }
   return train({
     ...trainSettings(options, model, run.seed),
     labels,
     device: options.device ?? 'auto',
-    vocabSize: text?.tokenizer.vocabulary.length,
-    vocabulary: text?.tokenizer.vocabulary,
-    mel: options.mel ?? {},
-    encoderSource: model === 'encoder' ? encoderSource : undefined,
+    vocabulary: uses(model, 'tokens') ? text?.tokenizer.vocabulary : undefined,
+    mel: uses(model, 'mel') ? (options.mel ?? {}) : undefined,
+    encoderSource: uses(model, 'embedding') ? encoderSource : undefined,
     checkpointDir: runPaths(run.runDir).model(model),
     resume: options.resume,
     ...options.train?.[model],

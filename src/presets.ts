@@ -1,10 +1,21 @@
 // The presets' choices for the pipeline, read from the core's one table (`train::preset`, generated
 // as `PRESETS`): help texts, the README and the pipeline all take them from here.
-import type { Preset } from './generated/options.js'
-import { PRESETS } from './generated/options.js'
+import type { ModelKind, Preset } from './generated/options.js'
+import { MODEL_INPUTS, PRESETS } from './generated/options.js'
 
-/** `encoder`: a head on a frozen pretrained speech encoder's pooled states (`encoder` option). */
-export type ModelName = 'audio' | 'text' | 'fusion' | 'encoder'
+/**
+ * A model kind (the core's `ModelKind`): `encoder` is a head on a frozen pretrained speech encoder's
+ * pooled states (`encoder` option), `probe` one linear layer on them.
+ */
+export type ModelName = ModelKind
+
+/** The inputs a model reads (the core's table): `mel`, `tokens` or `embedding`. */
+export type ModelInput = (typeof MODEL_INPUTS)[ModelName][number]
+
+/** Whether `model` reads `input`. */
+export function uses(model: ModelName, input: ModelInput): boolean {
+  return (MODEL_INPUTS[model] as readonly ModelInput[]).includes(input)
+}
 
 const of = (preset: Preset | undefined) => PRESETS[preset ?? 'recommended']
 
@@ -27,7 +38,7 @@ export function defaultSpeakerAdversary(preset: Preset | undefined): number {
 }
 
 /** Every model `models` may name. */
-export const MODEL_NAMES: ModelName[] = ['audio', 'text', 'fusion', 'encoder']
+export const MODEL_NAMES = Object.keys(MODEL_INPUTS) as ModelName[]
 
 /** Epochs when `epochs` is not set: every model's, and the encoder model's, per preset. */
 export const PRESET_EPOCHS = {

@@ -8,7 +8,7 @@ import { DEFAULT_ENCODER } from './encoder.js'
 import { DEFAULTS } from './generated/options.js'
 import type { TrainConfig } from './generated/options.js'
 import { native } from './native.js'
-import { defaultSpeedPerturb } from './presets.js'
+import { defaultSpeedPerturb, uses } from './presets.js'
 import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, Run, TextInputs } from './pipeline-types.js'
 import { REFERENCE_ACCURACY, reportMarkdown, trainingSeconds, writeHistoryCsv, writePlots } from './report.js'
@@ -69,13 +69,16 @@ export function writeRunFiles(
       split: split.options,
       // The pipeline-level settings as the core resolves them (no default restated here)…
       ...pipelineLevel(options, seed, r.models[0]),
-      encoder: r.models.includes('encoder')
+      encoder: r.models.some((m) => uses(m, 'embedding'))
         ? {
             encoder: options.encoder ?? DEFAULT_ENCODER,
             input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
             pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
             // The precision the states were computed in (`auto` resolved on this machine).
-            precision: trained.encoder?.config.encoderSource?.precision ?? options.encoderPrecision ?? 'auto',
+            precision:
+              Object.values(trained).find((t) => t?.spec.inputs.embedding)?.spec.inputs.embedding?.encoder?.precision ??
+              options.encoderPrecision ??
+              'auto',
             speedPerturb: options.speedPerturb ?? defaultSpeedPerturb(options.preset),
             speakerNorm: options.speakerNorm ?? false,
           }

@@ -1,12 +1,12 @@
-import { awaitNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
+import { awaitNative, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
-import { extractMel } from './audio.js'
-import { extractEmbeddings } from './encoder.js'
-import { speakerStats, standardise } from './speaker-norm.js'
+import { checkAudioInputs } from './audio.js'
+import type { AudioInput } from './audio.js'
+import { resolveEncoder } from './encoder.js'
 import type { DeviceSpec } from './device.js'
-import type { TrainConfig } from './generated/options.js'
+import type { EncoderIdentity, PredictAudioOptions, TrainConfig } from './generated/options.js'
 import type { ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
 
 /**
@@ -98,59 +98,52 @@ export class EmotionModel {
   }
 
   get labels(): string[] {
-    return this.meta.config.labels
+    return this.meta.spec.labels
   }
 
-  /** Predicts from features (mel from `extractMel` made with `meta.config.mel`, or tokens). */
+  /** Predicts from features (mel from `extractMel` made with `meta.spec.inputs.mel.config`, tokens, or states). */
   async predict(inputs: Omit<TrainSet, 'labels'>): Promise<Prediction[]> {
     const set = toNativeSet({ ...inputs, labels: [] }, 'inputs')!
     return JSON.parse(await awaitNative(this.inner.predict(set))) as Prediction[]
   }
 
   /**
-   * Featurises audio files as the model was trained (its mel settings, or its encoder), then predicts
-   * (audio and encoder models). A model trained with `speakerNorm` needs `calibration`: unlabelled
-   * clips of the one speaker of `paths` (they may include `paths`; a few dozen is what training saw).
+   * Predicts from audio (files, or `{ samples, sampleRate }` in memory), featurised as the model was
+   * trained: its mel settings, or its encoder (checked by SHA-256), in the core. A model trained with
+   * `speakerNorm` needs `calibration`: unlabelled clips of the one speaker of `inputs` (they may include
+   * `inputs`; a few dozen is what training saw). A model trained on an encoder folder needs `encoder`:
+   * that folder again (an installed encoder is found by its name).
    */
   async predictFiles(
-    paths: string[],
-    options: { device?: DeviceSpec; calibration?: string[] } = {},
+    inputs: AudioInput[],
+    options: { device?: DeviceSpec; calibration?: AudioInput[]; encoder?: string; signal?: AbortSignal } = {},
   ): Promise<(Prediction & { path: string })[]> {
-    const device = options.device ?? 'cpu'
-    const source = this.meta.config.encoderSource
-    if (this.meta.config.model === 'encoder' && source) {
-      const embed = async (files: string[]) => {
-        const e = await extractEmbeddings(files, {
-          encoder: source.encoder,
-          input: source.input,
-          pooling: source.pooling,
-          precision: source.precision,
-          device,
-          strict: true,
-        })
-        if (e.modelSha256 !== source.modelSha256)
-          throw new EmotionPipelineError(
-            'MODEL_NOT_FOUND',
-            `the model was trained on states of the ${source.encoder} encoder with SHA-256 ${source.modelSha256}, but that encoder's model.bin is now ${e.modelSha256}: install the same encoder`,
-          )
-        return e
-      }
-      const e = await embed(paths)
-      const per = e.shape[1] * e.shape[2]
-      if (source.speakerNorm) {
-        if (!options.calibration?.length)
-          throw invalidOption(
-            'calibration',
-            'this model standardises encoder states per speaker (speakerNorm): give unlabelled clips of the speaker of these files (they may be the files themselves)',
-          )
-        const c = await embed(options.calibration)
-        const stats = speakerStats(Array.from({ length: c.shape[0] }, (_, i) => c.data.subarray(i * per, (i + 1) * per)))
-        for (let i = 0; i < e.shape[0]; i++) standardise(e.data.subarray(i * per, (i + 1) * per), stats)
-      }
-      return (await this.predict({ embedding: { data: e.data, shape: e.shape } })).map((p, i) => ({ ...p, path: paths[e.indices[i]] }))
-    }
-    const mel = await extractMel(paths, { mel: this.meta.config.mel ?? {}, device, strict: true })
-    return (await this.predict({ mel: { data: mel.data, shape: mel.shape } })).map((p, i) => ({ ...p, path: paths[mel.indices[i]] }))
+    checkAudioInputs(inputs)
+    if (options.calibration) checkAudioInputs(options.calibration)
+    const identity = this.meta.spec.inputs.embedding?.encoder
+    const encoderDir = identity ? this.encoderDir(identity, options.encoder) : undefined
+    const json = await withCancel(options.signal, (token) =>
+      awaitNative(
+        this.inner.predictAudio(
+          inputs,
+          options.calibration,
+          optionsJson({ device: options.device ?? 'cpu', encoderDir } satisfies PredictAudioOptions),
+          token,
+        ),
+      ),
+    )
+    const predictions = JSON.parse(json) as Prediction[]
+    return predictions.map((p, i) => ({ ...p, path: typeof inputs[i] === 'string' ? inputs[i] : `<samples #${i}>` }))
+  }
+
+  /** The folder of the encoder the model was trained on: as given, else the installed one by name. */
+  private encoderDir(identity: EncoderIdentity, given: string | undefined): string {
+    if (given !== undefined) return resolveEncoder(given)
+    if (identity.source === 'installed') return resolveEncoder(identity.name)
+    throw invalidOption(
+      'encoder',
+      `the model was trained on states of the ${identity.source} encoder '${identity.name}': give it again (the encoder folder)`,
+    )
   }
 }
 

@@ -137,18 +137,18 @@ export interface EmbedOptions {
 /** The `encoder` model: input `[n, inputLayers, inputWidth]` from `extractEmbeddings`. */
 export interface EncoderHeadConfig {
   /**
-   * Rows per clip (the encoder's layers + 1). The TypeScript `train()` fills it from the data.
+   * Rows per clip (the encoder's layers + 1); 0: from the training data.
    * @default 0
    */
   inputLayers?: number
   /**
-   * Width of each row (512 for Whisper-base). The TypeScript `train()` fills it from the data.
+   * Width of each row (512 for Whisper-base); 0: from the training data.
    * @default 0
    */
   inputWidth?: number
   /**
-   * Row groups, each with its own layer weights: 1 for mean pooling, 2 for `meanStd` (the
-   * pipeline sets it from its pooling).
+   * Row groups, each with its own layer weights: 1 for mean pooling, 2 for `meanStd` (taken from
+   * `encoderSource.pooling` when left at 1).
    * @default 1
    */
   groups?: number
@@ -170,11 +170,28 @@ export interface EncoderHeadConfig {
    */
   speakerAdversary?: number
   /**
-   * Speakers the adversary tells apart. The TypeScript `train()` fills it from the training set's
-   * `speakerIds`.
+   * Speakers the adversary tells apart; 0: counted from the training set's `speakerIds`.
    * @default 0
    */
   speakers?: number
+}
+
+/** Which encoder made a model's states and how: never an absolute path. */
+export interface EncoderIdentity {
+  source: EncoderLocation
+  /** The installed encoder's name, `repo@commit` on the Hub, or the folder's own name. */
+  name: string
+  /** SHA-256 of the encoder's `model.bin`. */
+  sha256: string
+  input: EncoderInput
+  pooling: Pooling
+  /** The precision the training states were computed in (resolved, never `auto`). */
+  precision: EncoderPrecision
+  /**
+   * The states were standardised per speaker: predicting needs unlabelled clips of each speaker
+   * (`calibration`) to standardise theirs the same way.
+   */
+  speakerNorm: boolean
 }
 
 /**
@@ -186,36 +203,19 @@ export interface EncoderHeadConfig {
 export type EncoderInput = 'clip' | 'padded'
 
 /**
+ * Where an encoder comes from.
+ * - `'installed'`: Installed by name (`install-models --encoder NAME`).
+ * - `'hub'`: A Hugging Face Hub repository at a commit.
+ * - `'folder'`: A folder the user gave; only its name is kept (a model folder moves between machines), so
+ * predicting needs the folder again (`encoder` option), checked by its SHA-256.
+ */
+export type EncoderLocation = 'installed' | 'hub' | 'folder'
+
+/**
  * Arithmetic of the encoder's forward pass.
  * - `'auto'`: fp16 on CUDA; on the CPU bf16 where it is native (AVX512-BF16, Arm BF16), else fp32.
  */
 export type EncoderPrecision = 'fp32' | 'fp16' | 'bf16' | 'auto'
-
-/**
- * Which encoder made a model's embeddings, kept in its checkpoint so `predict` on audio files
- * encodes them the same way (and refuses another encoder file).
- */
-export interface EncoderSource {
-  /** An installed encoder's name or a folder, as given when training. */
-  encoder: string
-  input: EncoderInput
-  /** @default 'mean' */
-  pooling?: Pooling
-  /**
-   * The states were standardised per speaker: predicting needs unlabelled clips of each speaker
-   * (`calibration`) to standardise theirs the same way.
-   * @default false
-   */
-  speakerNorm?: boolean
-  /** SHA-256 of the encoder's `model.bin`. */
-  modelSha256: string
-  /**
-   * The precision the training states were computed in (resolved, never `auto`), so `predict`
-   * encodes new clips the same way. Checkpoints from before it was recorded computed fp32.
-   * @default 'fp32'
-   */
-  precision?: EncoderPrecision
-}
 
 export interface ExtractOptions {
   /** @default {'sampleRate':48000, 'nFft':2048, 'winLength':null, 'hopLength':512, 'fMin':0, 'fMax':null, 'nMels':128, 'power':2, 'center':true, 'padMode':'reflect', 'norm':null, 'melScale':'htk', 'toDb':true, 'topDb':80, 'durationSeconds':3, 'align':'start', 'frames':280} */
@@ -419,10 +419,13 @@ export type MelScale = 'htk' | 'slaney'
 export type MemoryFormat = 'auto' | 'channels-last' | 'contiguous'
 
 /**
- * Which model: the three reference models, or the head on a frozen speech encoder.
+ * Which model: the three reference models, the head on a frozen speech encoder, or a linear probe.
  * - `'encoder'`: Pooled Whisper-encoder states (`extractEmbeddings`) → layer-weighted sum → dense head.
+ * - `'probe'`: Pooled encoder states → layer-weighted sum → one linear layer: the standard evaluation of a
+ * frozen self-supervised encoder (SUPERB), the baseline the `encoder` model's head is measured
+ * against.
  */
-export type ModelKind = 'audio' | 'text' | 'fusion' | 'encoder'
+export type ModelKind = 'audio' | 'text' | 'fusion' | 'encoder' | 'probe'
 
 /** Padding of the waveform when `center` is set (`torch.stft` `pad_mode`). */
 export type PadMode = 'reflect' | 'constant' | 'replicate' | 'circular'
@@ -435,6 +438,26 @@ export type PadMode = 'reflect' | 'constant' | 'replicate' | 'circular'
  */
 export type Pooling = 'mean' | 'meanStd'
 
+/** How `predictFiles` featurises clips for a loaded model. */
+export interface PredictAudioOptions {
+  /**
+   * The folder of the encoder the model was trained on (models on encoder states). The TypeScript
+   * API resolves an installed encoder's name itself; a model trained on a folder needs it again.
+   * @default null
+   */
+  encoderDir?: string | null
+  /**
+   * Where features are computed: `auto`, `cpu`, `cuda`, `cuda:N`.
+   * @default 'cpu'
+   */
+  device?: string
+  /**
+   * CPU threads decoding and resampling; 0 = all cores.
+   * @default 0
+   */
+  decodeThreads?: number
+}
+
 /**
  * A named recipe: the settings it fills in where the options leave them unset.
  * - `'recommended'`: The best recipe measured (docs/RESULTS.md): cosine schedule, label smoothing 0.1, bf16 on CPUs
@@ -443,6 +466,15 @@ export type Pooling = 'mean' | 'meanStd'
  * fp16 on CUDA and fp32 on the CPU.
  */
 export type Preset = 'recommended' | 'reference'
+
+/** The `probe` model: `[n, layers, width]` states → layer-weighted sum → one linear layer. */
+export interface ProbeConfig {
+  /**
+   * Dropout on the weighted sum before the linear layer (0: the plain probe).
+   * @default 0
+   */
+  dropout?: number
+}
 
 /**
  * SpecAugment (Park et al., 2019) on the training batches: masks of random width at random places,
@@ -589,7 +621,12 @@ export interface TrainConfig {
    */
   encoderHead?: EncoderHeadConfig
   /**
-   * Token vocabulary size (text and fusion), `<pad>` = 0 included.
+   * Architecture of the `probe` model.
+   * @default {'dropout':0}
+   */
+  probe?: ProbeConfig
+  /**
+   * Token vocabulary size (text and fusion), `<pad>` = 0 included; 0: the length of `vocabulary`.
    * @default 0
    */
   vocabSize?: number
@@ -712,7 +749,7 @@ export interface TrainConfig {
    * The encoder the embedding inputs came from, kept in checkpoints for `predict` on audio files.
    * @default null
    */
-  encoderSource?: EncoderSource | null
+  encoderSource?: EncoderIdentity | null
 }
 
 /**
@@ -774,11 +811,6 @@ export const DEFAULTS = {
     'speakerAdversary': 0,
     'speakers': 0
   },
-  'EncoderSource': {
-    'pooling': 'mean',
-    'speakerNorm': false,
-    'precision': 'fp32'
-  },
   'ExtractOptions': {
     'device': 'auto',
     'batchSize': 64,
@@ -819,6 +851,14 @@ export const DEFAULTS = {
     'durationSeconds': 3,
     'align': 'start',
     'frames': 280
+  },
+  'PredictAudioOptions': {
+    'encoderDir': null,
+    'device': 'cpu',
+    'decodeThreads': 0
+  },
+  'ProbeConfig': {
+    'dropout': 0
   },
   'SpecAugment': {
     'freqMasks': 2,
@@ -912,4 +952,24 @@ export const PRESETS = {
     'labelSmoothing': 0,
     'lrSchedule': 'constant'
   }
+} as const
+
+/** The inputs each model kind reads (the core's `train::kinds`): what the pipeline extracts for it. */
+export const MODEL_INPUTS = {
+  'audio': [
+    'mel'
+  ],
+  'text': [
+    'tokens'
+  ],
+  'fusion': [
+    'mel',
+    'tokens'
+  ],
+  'encoder': [
+    'embedding'
+  ],
+  'probe': [
+    'embedding'
+  ]
 } as const

@@ -15,6 +15,7 @@ pub struct Options {
     pub index: crate::dataset::index::IndexOptions,
     pub split: crate::dataset::split::SplitOptions,
     pub embed: crate::encoder::EmbedOptions,
+    pub predict_audio: crate::train::predict_audio::PredictAudioOptions,
 }
 
 /// The root of the results' schema: what the core returns and emits, as serialised.
@@ -45,6 +46,11 @@ fn pretty(schema: &schemars::Schema) -> String {
 /// What each preset fills in (`train::preset`), as TypeScript's `PRESETS`.
 pub fn presets_json() -> String {
     crate::train::preset::presets_json()
+}
+
+/// The inputs each model kind reads (`train::kinds`), as TypeScript's `MODEL_INPUTS`.
+pub fn kinds_json() -> String {
+    crate::train::kinds::kinds_json()
 }
 
 /// The options' schema (as deserialised: fields with defaults are optional), pretty-printed.

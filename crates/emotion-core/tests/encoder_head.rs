@@ -8,26 +8,7 @@ use emotion_core::train::predict::load_model;
 use emotion_core::train::{train, HostSet, ModelKind, Sets, TrainConfig};
 
 mod common;
-use common::{small_config, tmp, turn, weights};
-
-fn toy_embeddings(n: usize, seed: u64) -> HostSet {
-    let (layers, width) = (3, 8);
-    let mut rng = SplitMix64::new(seed);
-    let mut data = Vec::with_capacity(n * layers * width);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let class = i % 3;
-        for layer in 0..layers {
-            for d in 0..width {
-                let noise = (rng.next_u64() % 1000) as f32 / 500.0 - 1.0;
-                let signal = if layer == 1 && d % 3 == class { 2.5 } else { 0.0 };
-                data.push(signal + noise + 10.0 * layer as f32);
-            }
-        }
-        labels.push(class as i64);
-    }
-    HostSet { embedding: Some((data, [n, layers, width])), labels, ..HostSet::default() }
-}
+use common::{small_config, tmp, toy_embeddings, turn, weights};
 
 #[test]
 fn encoder_head_learns_from_the_layer_that_carries_the_label_and_predicts_from_its_checkpoint() {

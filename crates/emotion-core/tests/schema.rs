@@ -29,6 +29,11 @@ fn committed_presets_match_the_rust_presets() {
 }
 
 #[test]
+fn committed_kinds_match_the_rust_kinds() {
+    check("kinds.json", emotion_core::schema::kinds_json());
+}
+
+#[test]
 fn committed_results_schema_matches_the_rust_types() {
     check("results.schema.json", emotion_core::schema::results_schema_json());
 }

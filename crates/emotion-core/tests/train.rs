@@ -201,7 +201,8 @@ fn reference_models_have_the_reference_shapes() {
         labels: (0..8).map(|i| i.to_string()).collect(),
         ..TrainConfig::default()
     };
-    let model = emotion_core::train::model::Model::build(&vs.root(), &config);
+    let spec = emotion_core::train::settings::derive_spec(&config, &HostSet::default()).unwrap();
+    let model = ModelKind::Fusion.kind().build(&vs.root(), &spec);
     let mel = tch::Tensor::randn([2, 128, 280], (tch::Kind::Float, tch::Device::Cpu));
     let tokens = tch::Tensor::from_slice(&[1i64, 2, 3, 0, 0, 0, 4, 5, 0, 0, 0, 0]).reshape([2, 6]);
     let labels = tch::Tensor::zeros([2], (tch::Kind::Int64, tch::Device::Cpu));
@@ -212,7 +213,7 @@ fn reference_models_have_the_reference_shapes() {
         labels,
         speaker_ids: None,
     };
-    let logits = model.logits(&batch, false);
+    let logits = model.forward(&batch, false).logits;
     assert_eq!(logits.size(), vec![2, 8]);
     let names: Vec<String> = vs.variables().into_keys().collect();
     for expected in [

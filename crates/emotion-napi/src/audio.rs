@@ -129,7 +129,7 @@ pub fn time_mel_on_device(mel_json: Option<String>, device: String, batch: u32, 
 
 /// Typed arrays are copied here, on the JS thread (blocked meanwhile, so their memory stays put), into
 /// one buffer on every core before the worker takes them.
-fn to_inputs(inputs: Vec<Either<String, SamplesInput>>) -> Vec<features::AudioInput> {
+pub(crate) fn to_inputs(inputs: Vec<Either<String, SamplesInput>>) -> Vec<features::AudioInput> {
     let arrays: Vec<&[f32]> =
         inputs.iter().filter_map(|i| if let Either::B(s) = i { Some(&*s.samples) } else { None }).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

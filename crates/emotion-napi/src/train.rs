@@ -1,7 +1,9 @@
+use crate::audio::{to_inputs, SamplesInput};
 use crate::errors::{to_js, Code};
 use crate::job::{emit, spawn, ProgressCallback};
 use crate::system::{parse_options, CancelToken};
 use emotion_core::train::predict::{load_model as core_load_model, LoadedModel};
+use emotion_core::train::predict_audio::PredictAudioOptions;
 use emotion_core::train::{self, HostSet, TrainConfig};
 use emotion_core::Error as CoreError;
 use napi::bindgen_prelude::*;
@@ -141,6 +143,35 @@ impl NativeModel {
         self.meta_json.clone()
     }
 
+    /// Predicts from audio (paths or samples) through the model's own front end or encoder;
+    /// `calibration` clips standardise a speaker for models trained with `speakerNorm`. `optionsJson` is
+    /// a JSON `PredictAudioOptions`. Resolves to the JSON text of `Prediction[]`, one per input.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn predict_audio<'env>(
+        &self,
+        env: &'env Env,
+        inputs: Vec<Either<String, SamplesInput>>,
+        calibration: Option<Vec<Either<String, SamplesInput>>>,
+        options_json: Option<String>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Object<'env>> {
+        let options = parse_options::<PredictAudioOptions>("predictFiles options", options_json);
+        let (inputs, calibration) = (to_inputs(inputs), to_inputs(calibration.unwrap_or_default()));
+        let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+        let model = Arc::clone(&self.inner);
+        spawn(
+            env,
+            "predict",
+            move || {
+                let options = options?;
+                let model = model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let out = model.predict_audio(&inputs, &calibration, &options, &flag)?;
+                serde_json::to_string(&out).map_err(|e| CoreError::Internal(e.to_string()))
+            },
+            |_, json| Ok(json),
+        )
+    }
+
     /// Predicts from inputs (`labels` ignored). Resolves to the JSON text of `Prediction[]`.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn predict<'env>(&self, env: &'env Env, inputs: TrainSet) -> Result<Object<'env>> {
@@ -160,4 +191,21 @@ impl NativeModel {
             |_, json| Ok(json),
         )
     }
+}
+
+/// Standardises encoder states per speaker: rows of `rowLength` values, `speakers[i]` the speaker of
+/// row `i` (any ids). Returns a standardised copy (`emotion_core::encoder::speaker_norm`).
+#[napi]
+pub fn standardise_by_speaker(data: Float32Array, row_length: u32, speakers: Int32Array) -> Result<Float32Array, Code> {
+    let per = row_length as usize;
+    if per == 0 || data.len() != per * speakers.len() {
+        return Err(to_js(CoreError::invalid(
+            "speakers",
+            format!("{} values are not {} rows of {per}", data.len(), speakers.len()),
+        )));
+    }
+    let mut out = data.to_vec();
+    let ids: Vec<i64> = speakers.iter().map(|&s| s as i64).collect();
+    emotion_core::encoder::speaker_norm::standardise_by_speaker(&mut out, per, &ids);
+    Ok(out.into())
 }

@@ -3,6 +3,7 @@
 //! rows feed the `encoder` model (a learned weighted sum of layers and a small head).
 
 pub mod ctranslate2;
+pub mod speaker_norm;
 pub mod whisper;
 
 use crate::audio::cache::{CacheStats, FeatureCache};
@@ -104,36 +105,6 @@ impl Default for EmbedOptions {
             speed: 1.0,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Which encoder made a model's embeddings, kept in its checkpoint so `predict` on audio files
-/// encodes them the same way (and refuses another encoder file).
-pub struct EncoderSource {
-    /// An installed encoder's name or a folder, as given when training.
-    pub encoder: String,
-    pub input: EncoderInput,
-    #[serde(default = "mean_pooling")]
-    pub pooling: Pooling,
-    /// The states were standardised per speaker: predicting needs unlabelled clips of each speaker
-    /// (`calibration`) to standardise theirs the same way.
-    #[serde(default)]
-    pub speaker_norm: bool,
-    /// SHA-256 of the encoder's `model.bin`.
-    pub model_sha256: String,
-    /// The precision the training states were computed in (resolved, never `auto`), so `predict`
-    /// encodes new clips the same way. Checkpoints from before it was recorded computed fp32.
-    #[serde(default = "fp32")]
-    pub precision: EncoderPrecision,
-}
-
-fn fp32() -> EncoderPrecision {
-    EncoderPrecision::Fp32
-}
-
-fn mean_pooling() -> Pooling {
-    Pooling::Mean
 }
 
 /// Pooled encoder states of many clips. Serialised without `data`, which crosses as a typed array.

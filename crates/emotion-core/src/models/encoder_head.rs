@@ -13,12 +13,12 @@ use tch::{Kind, Tensor};
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 /// The `encoder` model: input `[n, inputLayers, inputWidth]` from `extractEmbeddings`.
 pub struct EncoderHeadConfig {
-    /// Rows per clip (the encoder's layers + 1). The TypeScript `train()` fills it from the data.
+    /// Rows per clip (the encoder's layers + 1); 0: from the training data.
     pub input_layers: i64,
-    /// Width of each row (512 for Whisper-base). The TypeScript `train()` fills it from the data.
+    /// Width of each row (512 for Whisper-base); 0: from the training data.
     pub input_width: i64,
-    /// Row groups, each with its own layer weights: 1 for mean pooling, 2 for `meanStd` (the
-    /// pipeline sets it from its pooling).
+    /// Row groups, each with its own layer weights: 1 for mean pooling, 2 for `meanStd` (taken from
+    /// `encoderSource.pooling` when left at 1).
     pub groups: i64,
     /// Hidden widths of the dense layers.
     pub hidden: Vec<i64>,
@@ -28,8 +28,7 @@ pub struct EncoderHeadConfig {
     /// behind a gradient reversal, so the head learns features that do not tell the training speakers
     /// apart (needs the training set's `speakerIds`). Measured on the speaker CV: docs/RESULTS.md.
     pub speaker_adversary: f64,
-    /// Speakers the adversary tells apart. The TypeScript `train()` fills it from the training set's
-    /// `speakerIds`.
+    /// Speakers the adversary tells apart; 0: counted from the training set's `speakerIds`.
     pub speakers: i64,
 }
 
@@ -91,12 +90,7 @@ impl EncoderHead {
     /// and passes `−w` times the gradient back, so the speaker classifier learns to tell speakers
     /// apart while the layers below learn to make that hard.
     pub fn forward_with_adversary(&self, x: &Tensor, train: bool) -> (Tensor, Option<Tensor>) {
-        let normalised = x.layer_norm([self.width], None::<Tensor>, None::<Tensor>, 1e-5, true);
-        // [B, groups, rows, width] × softmax over rows → [B, groups, width] → [B, groups · width]
-        let batch = normalised.size()[0];
-        let grouped = normalised.view([batch, self.groups, -1, self.width]);
-        let mix = self.layer_weights.softmax(1, normalised.kind()).view([1, self.groups, -1, 1]);
-        let mut h = (grouped * mix).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>).view([batch, -1]);
+        let mut h = mix_layers(x, &self.layer_weights, self.groups, self.width);
         for layer in &self.layers {
             h = h.dropout(self.dropout, train).apply(layer).relu();
         }
@@ -106,6 +100,18 @@ impl EncoderHead {
         };
         (h.dropout(self.dropout, train).apply(&self.out), speakers)
     }
+}
+
+/// Each row of `x` `[B, layers, width]` layer-normalised (no parameters), then the softmax-weighted sum
+/// of each group's rows with `layer_weights` `[groups, layers / groups]`, the groups concatenated:
+/// `[B, groups · width]`. Shared by the encoder head and the linear probe.
+pub fn mix_layers(x: &Tensor, layer_weights: &Tensor, groups: i64, width: i64) -> Tensor {
+    let normalised = x.layer_norm([width], None::<Tensor>, None::<Tensor>, 1e-5, true);
+    // [B, groups, rows, width] × softmax over rows → [B, groups, width] → [B, groups · width]
+    let batch = normalised.size()[0];
+    let grouped = normalised.view([batch, groups, -1, width]);
+    let mix = layer_weights.softmax(1, normalised.kind()).view([1, groups, -1, 1]);
+    (grouped * mix).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>).view([batch, -1])
 }
 
 impl ModuleT for EncoderHead {

@@ -5,7 +5,9 @@
 //! at any point leaves `last.state.json` pointing at one complete generation, so resume continues
 //! exactly; parts that do not match their hashes are refused by name.
 
-use super::config::TrainConfig;
+use super::kinds::check_spec;
+use super::settings::TrainingSettings;
+use super::spec::ModelSpec;
 use crate::atomic::{replace_file, write_atomic};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -17,7 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::nn::VarStore;
 use tch::Tensor;
 
-pub const FORMAT: &str = "emotion-pipeline/checkpoint@1";
+/// Format 2 (0.2): a model's `ModelSpec` and `TrainingSettings` instead of 0.1's flat options.
+pub const FORMAT: &str = "emotion-pipeline/checkpoint@2";
+const FORMAT_0_1: &str = "emotion-pipeline/checkpoint@1";
+/// The largest weights file read (no model this library builds comes near).
+const MAX_WEIGHTS_BYTES: u64 = 16 << 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -50,24 +56,21 @@ pub struct EpochProgress {
 #[serde(rename_all = "camelCase")]
 pub struct TrainState {
     pub format: String,
-    pub config: TrainConfig,
-    /// Mel input normalisation `(mean, std)` from the training set.
-    pub norm: (f64, f64),
+    pub spec: ModelSpec,
+    pub training: TrainingSettings,
     /// Epoch in progress (0-based) and the next micro-batch in it.
     pub epoch: u32,
     pub next_batch: usize,
     pub progress: EpochProgress,
-    /// The precision the job trains in, kept so a resume continues in it (absent before 0.2).
-    #[serde(default)]
-    pub precision: Option<super::mixed::Precision>,
+    /// The precision the job trains in, kept so a resume continues in it.
+    pub precision: super::mixed::Precision,
     pub history: Vec<EpochRecord>,
     pub best_epoch: Option<u32>,
     pub best_value: Option<f64>,
     pub epochs_without_improvement: u32,
     pub scaler: LossScaler,
     pub finished: bool,
-    /// The files of this checkpoint and their SHA-256 (absent in checkpoints of earlier versions).
-    #[serde(default)]
+    /// The files of this checkpoint and their SHA-256 (set when saved).
     pub parts: Option<Parts>,
 }
 
@@ -103,8 +106,10 @@ fn sha256_file(path: &Path) -> Result<String> {
 #[serde(rename_all = "camelCase")]
 pub struct ModelMeta {
     pub format: String,
-    pub config: TrainConfig,
-    pub norm: (f64, f64),
+    /// The emotion-pipeline version that saved it.
+    pub version: String,
+    pub spec: ModelSpec,
+    pub training: TrainingSettings,
     pub epoch: u32,
     pub val: Option<Metrics>,
 }
@@ -174,46 +179,63 @@ pub fn save_resumable(dir: &Path, vs: &VarStore, adam: &Adam, state: &TrainState
     Ok(path)
 }
 
+/// Parses a checkpoint JSON file of format 2; one of 0.1 is refused with how to retrain, anything
+/// unreadable by name.
+fn read_checkpoint_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let refuse = |reason: String| Error::ModelNotFound { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| refuse(format!("unreadable {what}: {e}")))?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(FORMAT) => {}
+        Some(FORMAT_0_1) => {
+            return Err(refuse(format!(
+            "trained by emotion-pipeline 0.1 (checkpoint format 1), which this version ({}) cannot read: retrain it \
+                 with the same command (features are cached, so only training runs again)",
+            env!("CARGO_PKG_VERSION")
+        )))
+        }
+        other => return Err(refuse(format!("{what} of format {other:?}, not {FORMAT}"))),
+    }
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| refuse(format!("unreadable {what} at `{}`: {}", e.path(), e.inner())))
+}
+
 pub fn load_state(dir: &Path) -> Result<Option<TrainState>> {
     let path = dir.join("last.state.json");
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::ModelNotFound {
-        path: path.clone(),
-        reason: format!("unreadable checkpoint state: {e}"),
-    })?;
-    if state.format != FORMAT {
-        return Err(Error::ModelNotFound {
-            path,
-            reason: format!("checkpoint format {} is not {FORMAT}", state.format),
-        });
-    }
+    let state: TrainState = read_checkpoint_json(&path, "checkpoint state")?;
+    check_spec(&state.spec)
+        .map_err(|e| Error::ModelNotFound { path: path.clone(), reason: format!("its model spec is invalid: {e}") })?;
     Ok(Some(state))
 }
 
-/// Loads the generation `state` names, after checking each part against its SHA-256.
+/// Loads the generation `state` names, after checking each part against its SHA-256 and the weights
+/// against the model.
 pub fn load_resumable(dir: &Path, state: &TrainState, vs: &mut VarStore, adam: &mut Adam) -> Result<()> {
-    let (weights, optim) = match &state.parts {
-        Some(parts) => {
-            for (name, sha) in [(&parts.weights, &parts.weights_sha256), (&parts.optim, &parts.optim_sha256)] {
-                let path = dir.join(name);
-                let found = if path.exists() { sha256_file(&path)? } else { "nothing".into() };
-                if &found != sha {
-                    return Err(Error::ModelNotFound {
-            path,
-            reason: format!(
-                            "checkpoint part does not match last.state.json (SHA-256 {sha}, found {found}): the checkpoint is \
-                             damaged; train without resume to start over"
-                        ),
-                    });
-                }
-            }
-            (dir.join(&parts.weights), dir.join(&parts.optim))
-        }
-        None => (dir.join("last.safetensors"), dir.join("last.optim.safetensors")),
+    let Some(parts) = &state.parts else {
+        return Err(Error::ModelNotFound {
+            path: dir.join("last.state.json"),
+            reason: "names no checkpoint files".into(),
+        });
     };
+    for (name, sha) in [(&parts.weights, &parts.weights_sha256), (&parts.optim, &parts.optim_sha256)] {
+        let path = dir.join(name);
+        let found = if path.exists() { sha256_file(&path)? } else { "nothing".into() };
+        if &found != sha {
+            return Err(Error::ModelNotFound {
+                path,
+                reason: format!(
+                    "checkpoint part does not match last.state.json (SHA-256 {sha}, found {found}): the checkpoint is \
+                     damaged; train without resume to start over"
+                ),
+            });
+        }
+    }
+    let (weights, optim) = (dir.join(&parts.weights), dir.join(&parts.optim));
+    check_weights(&weights, vs)?;
     vs.load(&weights)?;
     let named = Tensor::read_safetensors(&optim)?;
     let device = vs.device();
@@ -232,14 +254,57 @@ pub fn load_resumable(dir: &Path, state: &TrainState, vs: &mut VarStore, adam: &
     Ok(())
 }
 
+/// The names, dtypes and shapes of a safetensors file, read and checked without loading any tensor.
+fn weights_header(path: &Path) -> Result<Vec<(String, safetensors::Dtype, Vec<usize>)>> {
+    let refuse = |reason: String| Error::ModelNotFound { path: path.to_path_buf(), reason };
+    let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if size > MAX_WEIGHTS_BYTES {
+        return Err(refuse(format!("the weights file is {size} bytes, more than any model this library makes")));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| refuse(format!("not a readable safetensors file ({e:?}): the checkpoint is damaged")))?;
+    Ok(metadata.tensors().into_iter().map(|(name, info)| (name, info.dtype, info.shape.clone())).collect())
+}
+
+/// Values in a weights file (its header only).
+pub fn weights_values(path: &Path) -> Result<u128> {
+    Ok(weights_header(path)?.iter().map(|(_, _, shape)| shape.iter().map(|&d| d as u128).product::<u128>()).sum())
+}
+
+/// The weights file holds exactly the model's tensors, each fp32 of the model's shape.
+pub fn check_weights(path: &Path, vs: &VarStore) -> Result<()> {
+    let refuse = |reason: String| Error::ModelNotFound { path: path.to_path_buf(), reason };
+    let mut file: Vec<_> = weights_header(path)?;
+    file.sort_by(|a, b| a.0.cmp(&b.0));
+    let model = weights(vs);
+    for (name, t) in &model {
+        let Ok(k) = file.binary_search_by(|(n, _, _)| n.as_str().cmp(name)) else {
+            return Err(refuse(format!("the weights lack tensor `{name}` of the model its JSON describes")));
+        };
+        let (_, dtype, shape) = &file[k];
+        let want: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        if *dtype != safetensors::Dtype::F32 || *shape != want {
+            return Err(refuse(format!(
+                "tensor `{name}` is {dtype:?} {shape:?} in the weights, but the model its JSON describes has F32 {want:?}"
+            )));
+        }
+    }
+    if let Some((extra, _, _)) = file.iter().find(|(n, _, _)| model.binary_search_by(|(m, _)| m.cmp(n)).is_err()) {
+        return Err(refuse(format!("the weights hold tensor `{extra}`, which the model its JSON describes has not")));
+    }
+    Ok(())
+}
+
+/// The model metadata of `best` (else `last`) in `dir`, checked, and its weights file.
 pub fn load_meta(dir: &Path) -> Result<(ModelMeta, PathBuf)> {
     for tag in ["best", "last"] {
         let meta = dir.join(format!("{tag}.json"));
         if meta.exists() {
-            let text = std::fs::read_to_string(&meta).map_err(|e| Error::io(&meta, e))?;
-            let parsed: ModelMeta = serde_json::from_str(&text).map_err(|e| Error::ModelNotFound {
+            let parsed: ModelMeta = read_checkpoint_json(&meta, "model metadata")?;
+            check_spec(&parsed.spec).map_err(|e| Error::ModelNotFound {
                 path: meta.clone(),
-                reason: format!("unreadable model metadata: {e}"),
+                reason: format!("its model spec is invalid: {e}"),
             })?;
             return Ok((parsed, dir.join(format!("{tag}.safetensors"))));
         }

@@ -1,46 +1,15 @@
 //! Training settings. Defaults reproduce the reference: Adam 1e-3, cross-entropy, batch 16,
 //! 50 epochs, gradient accumulation 2, mixed precision (fp16) on CUDA.
 
+use super::spec::EncoderIdentity;
+pub use super::spec::ModelKind;
 use crate::error::{Error, Result};
+use crate::models::ProbeConfig;
 use crate::models::{AudioCnnConfig, EncoderHeadConfig, FusionConfig, TextLstmConfig};
 use crate::optim::AdamConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-/// Which model: the three reference models, or the head on a frozen speech encoder.
-pub enum ModelKind {
-    Audio,
-    Text,
-    Fusion,
-    /// Pooled Whisper-encoder states (`extractEmbeddings`) → layer-weighted sum → dense head.
-    Encoder,
-}
-
-impl ModelKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Audio => "audio",
-            ModelKind::Text => "text",
-            ModelKind::Fusion => "fusion",
-            ModelKind::Encoder => "encoder",
-        }
-    }
-
-    pub fn needs_mel(self) -> bool {
-        matches!(self, ModelKind::Audio | ModelKind::Fusion)
-    }
-
-    pub fn needs_tokens(self) -> bool {
-        matches!(self, ModelKind::Text | ModelKind::Fusion)
-    }
-
-    pub fn needs_embedding(self) -> bool {
-        self == ModelKind::Encoder
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -156,7 +125,9 @@ pub struct TrainConfig {
     pub fusion: FusionConfig,
     /// Architecture of the `encoder` model's head.
     pub encoder_head: EncoderHeadConfig,
-    /// Token vocabulary size (text and fusion), `<pad>` = 0 included.
+    /// Architecture of the `probe` model.
+    pub probe: ProbeConfig,
+    /// Token vocabulary size (text and fusion), `<pad>` = 0 included; 0: the length of `vocabulary`.
     pub vocab_size: i64,
     pub optim: AdamConfig,
     /// Unset: 50 (the reference), or 100 for the `encoder` model with the recommended preset (its
@@ -213,7 +184,7 @@ pub struct TrainConfig {
     /// Token vocabulary (index = id), kept in checkpoints for `predict` on text.
     pub vocabulary: Option<Vec<String>>,
     /// The encoder the embedding inputs came from, kept in checkpoints for `predict` on audio files.
-    pub encoder_source: Option<crate::encoder::EncoderSource>,
+    pub encoder_source: Option<EncoderIdentity>,
 }
 
 impl Default for TrainConfig {
@@ -226,6 +197,7 @@ impl Default for TrainConfig {
             text: TextLstmConfig::default(),
             fusion: FusionConfig::default(),
             encoder_head: EncoderHeadConfig::default(),
+            probe: ProbeConfig::default(),
             vocab_size: 0,
             optim: AdamConfig::default(),
             epochs: None,
@@ -256,94 +228,20 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The settings with what `preset` fills in made explicit (what results and `config.json` record).
-    pub fn resolved(&self) -> TrainConfig {
-        TrainConfig {
-            epochs: Some(self.epochs()),
-            label_smoothing: Some(self.smoothing()),
-            lr_schedule: Some(self.schedule()),
-            // SpecAugment lowered test accuracy at the recommended schedule (docs/RESULTS.md): off.
-            augment: Some(self.augment.clone().unwrap_or_default()),
-            ..self.clone()
-        }
-    }
-
-    /// `[layers, width]` of the `encoder` model's input rows.
-    pub fn embedding_shape(&self) -> [usize; 2] {
-        [self.encoder_head.input_layers.max(0) as usize, self.encoder_head.input_width.max(0) as usize]
-    }
-
-    /// Epochs: as set, else the preset's for this model.
-    pub fn epochs(&self) -> u32 {
-        let preset = self.preset.defaults();
-        self.epochs.unwrap_or(if self.model == ModelKind::Encoder { preset.encoder_epochs } else { preset.epochs })
-    }
-
-    /// Label smoothing: as set, else the preset's.
-    pub fn smoothing(&self) -> f64 {
-        self.label_smoothing.unwrap_or(self.preset.defaults().label_smoothing)
-    }
-
-    /// Learning-rate schedule: as set, else the preset's.
-    pub fn schedule(&self) -> LrSchedule {
-        self.lr_schedule.unwrap_or(self.preset.defaults().lr_schedule)
-    }
-
-    /// Every check, including those that need the data (labels, vocabulary).
-    pub fn validate(&self) -> Result<()> {
-        if self.labels.len() < 2 {
-            return Err(Error::invalid("labels", format!("need at least 2 classes, got {}", self.labels.len())));
-        }
-        if self.model.needs_tokens() && self.vocab_size < 2 {
-            return Err(Error::invalid(
-                "vocabSize",
-                format!("the {} model needs a token vocabulary (≥ 2), got {}", self.model.name(), self.vocab_size),
-            ));
-        }
-        let head = &self.encoder_head;
-        if self.model == ModelKind::Encoder && (head.input_layers < 1 || head.input_width < 1) {
-            return Err(Error::invalid(
-                "encoderHead.inputLayers",
-                "the encoder model needs the shape of its embeddings (inputLayers, inputWidth ≥ 1)",
-            ));
-        }
-        if !(head.speaker_adversary >= 0.0 && head.speaker_adversary.is_finite()) {
-            return Err(Error::invalid(
-                "encoderHead.speakerAdversary",
-                format!("must be a number ≥ 0 (0: no adversary), got {}", head.speaker_adversary),
-            ));
-        }
-        if self.model == ModelKind::Encoder && head.speaker_adversary > 0.0 && head.speakers < 2 {
-            return Err(Error::invalid(
-                "encoderHead.speakers",
-                format!(
-                    "the speaker adversary needs at least 2 speakers to tell apart, got {} (train() counts them \
-                     from train.speakerIds, the speaker of each training row)",
-                    head.speakers
-                ),
-            ));
-        }
-        if self.model == ModelKind::Encoder && (head.groups < 1 || head.input_layers % head.groups != 0) {
-            return Err(Error::invalid(
-                "encoderHead.groups",
-                format!("must be ≥ 1 and divide inputLayers ({}), got {}", head.input_layers, head.groups),
-            ));
-        }
-        if let Some(w) = &self.class_weights {
-            if w.len() != self.labels.len() {
-                return Err(Error::invalid(
-                    "classWeights",
-                    format!("need {} weights, one per label", self.labels.len()),
-                ));
+    /// `classWeights` has one weight per label.
+    pub fn check_class_weights(&self, labels: usize) -> Result<()> {
+        match &self.class_weights {
+            Some(w) if w.len() != labels => {
+                Err(Error::invalid("classWeights", format!("need {labels} weights, one per label")))
             }
+            _ => Ok(()),
         }
-        self.validate_settings()
     }
 
     /// The checks that need no data, so a pipeline can refuse bad settings before it extracts features.
     pub fn validate_settings(&self) -> Result<()> {
         let bad = |opt: &str, why: String| Err(Error::invalid(opt, why));
-        if self.epochs() == 0 {
+        if self.epochs == Some(0) {
             return bad("epochs", "must be ≥ 1".into());
         }
         if self.batch_size == 0 {
@@ -390,6 +288,7 @@ impl TrainConfig {
             ("text.dropout", self.text.dropout),
             ("fusion.dropout", self.fusion.dropout),
             ("encoderHead.dropout", self.encoder_head.dropout),
+            ("probe.dropout", self.probe.dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(name, format!("must be in [0, 1), got {p}"));

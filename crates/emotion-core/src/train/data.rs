@@ -1,7 +1,7 @@
 //! Training inputs: log-mel features, token ids, encoder embeddings and labels, kept resident on the
 //! training device.
 
-use super::config::{ModelKind, TrainConfig};
+use super::spec::ModelSpec;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -50,17 +50,12 @@ impl HostSet {
             .max(of(self.embedding.as_ref().map(|e| e.1[0])))
     }
 
-    /// Checks shapes, label range and finiteness, naming the set (`train`, `val`, `test`) and row.
-    /// `embedding` is the `[layers, width]` the model takes.
-    pub fn validate(
-        &self,
-        name: &str,
-        classes: usize,
-        kind: ModelKind,
-        vocab: i64,
-        embedding: [usize; 2],
-    ) -> Result<()> {
-        let (needs_mel, needs_tokens) = (kind.needs_mel(), kind.needs_tokens());
+    /// Checks shapes, label range and finiteness against the model `spec`, naming the set (`train`,
+    /// `val`, `test`) and row.
+    pub fn validate(&self, name: &str, spec: &ModelSpec) -> Result<()> {
+        let (classes, vocab, embedding) = (spec.labels.len(), spec.vocab_size(), spec.embedding_shape());
+        // The spec describes exactly the inputs its kind reads (`kinds::check_spec`).
+        let (needs_mel, needs_tokens) = (spec.inputs.mel.is_some(), spec.inputs.tokens.is_some());
         let n = self.labels.len();
         if n == 0 {
             return Err(Error::invalid(name, "has no examples"));
@@ -105,14 +100,14 @@ impl HostSet {
             }
             _ => {}
         }
-        match (&self.embedding, kind.needs_embedding()) {
+        match (&self.embedding, spec.inputs.embedding.is_some()) {
             (None, true) => return Err(Error::invalid(format!("{name}.embedding"), "required by this model")),
             (Some((data, shape)), true) => {
                 if shape[0] != n || data.len() != shape.iter().product::<usize>() || shape[1..] != embedding {
                     return Err(Error::invalid(
                         format!("{name}.embedding"),
                         format!(
-                            "shape {shape:?} ({} values) does not fit {n} labels × {embedding:?} (the model's encoderHead.inputLayers × inputWidth)",
+                            "shape {shape:?} ({} values) does not fit {n} labels × {embedding:?} (the model's inputLayers × inputWidth)",
                             data.len()
                         ),
                     ));
@@ -205,28 +200,4 @@ impl DeviceSet {
             speaker_ids: pick(&self.speaker_ids)?,
         })
     }
-}
-
-/// What the encoder head takes from its training data when the options leave it unset: the input
-/// shape (`inputLayers`, `inputWidth`) from the embeddings' `[n, layers, width]`, the adversary's
-/// `speakers` from the rows' speaker ids, and 2 row `groups` for statistics pooling (`meanStd` in
-/// `encoderSource`). Callers pass data and options; nothing is derived outside the core.
-pub fn encoder_head_from_data(config: &TrainConfig, train: &HostSet) -> TrainConfig {
-    let mut config = config.clone();
-    if config.model != ModelKind::Encoder {
-        return config;
-    }
-    let head = &mut config.encoder_head;
-    if let (0, 0, Some((_, [_, layers, width]))) = (head.input_layers, head.input_width, &train.embedding) {
-        head.input_layers = *layers as i64;
-        head.input_width = *width as i64;
-    }
-    if let (0, Some(ids)) = (head.speakers, &train.speaker_ids) {
-        head.speakers = ids.iter().copied().max().map_or(0, |m| m + 1);
-    }
-    let stats_pooling = config.encoder_source.as_ref().is_some_and(|s| s.pooling == crate::encoder::Pooling::MeanStd);
-    if stats_pooling && config.encoder_head.groups == 1 {
-        config.encoder_head.groups = 2;
-    }
-    config
 }

@@ -135,7 +135,7 @@ impl Mixed {
 /// Whether the CNN runs channels-last for `format` on `device`. `auto`: channels-last, which measured
 /// faster on both the CPU (oneDNN) and CUDA (cuDNN) for this CNN (`npm run bench:train`).
 pub fn channels_last(format: MemoryFormat, kind: ModelKind) -> bool {
-    kind.needs_mel() && matches!(format, MemoryFormat::Auto | MemoryFormat::ChannelsLast)
+    kind.kind().channels_last() && matches!(format, MemoryFormat::Auto | MemoryFormat::ChannelsLast)
 }
 
 /// A channels-last copy of a 4-D tensor (the same tensor when it already is).

@@ -1,9 +1,9 @@
 //! Loading a trained model from a checkpoint folder and predicting labels with probabilities.
 
-use super::checkpoint::{load_meta, ModelMeta};
+use super::checkpoint::{check_weights, load_meta, weights_values, ModelMeta};
 use super::data::HostSet;
 use super::engine::predict_logits;
-use super::model::Model;
+use super::kinds::Net;
 use crate::device::parse_device;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -13,7 +13,7 @@ use tch::Device;
 
 pub struct LoadedModel {
     pub meta: ModelMeta,
-    model: Model,
+    model: Box<dyn Net>,
     _vs: VarStore,
     device: Device,
 }
@@ -29,13 +29,26 @@ pub struct Prediction {
 
 pub fn load_model(dir: &Path, device: &str) -> Result<LoadedModel> {
     let (meta, weights) = load_meta(dir)?;
+    // The JSON's architecture must account for the weights file's values before anything is built:
+    // a tampered width fails here, not as an allocation.
+    let (described, stored) = (meta.spec.kind.kind().parameter_count(&meta.spec), weights_values(&weights)?);
+    if described != stored {
+        return Err(Error::ModelNotFound {
+            path: weights.clone(),
+            reason: format!(
+                "holds {stored} values, but the {} model its JSON describes has {described}: the checkpoint is damaged or its files are from different models",
+                meta.spec.kind.name()
+            ),
+        });
+    }
     let device = parse_device(device)?;
     let mut vs = VarStore::new(device);
     // Building draws initial weights (then replaced by the checkpoint's) from the global generator.
     let model = {
         let _turn = crate::generator_turn();
-        Model::build(&vs.root(), &meta.config)
+        meta.spec.kind.kind().build(&vs.root(), &meta.spec)
     };
+    check_weights(&weights, &vs)?;
     vs.load(&weights)?;
     // A model with NaN or infinite weights would predict NaN probabilities: refuse it by file.
     for (name, t) in vs.variables() {
@@ -53,16 +66,11 @@ impl LoadedModel {
     /// `inputs.labels` may be empty: only mel/tokens/embeddings are read.
     pub fn predict(&self, inputs: &HostSet) -> Result<Vec<Prediction>> {
         let with_labels = HostSet { labels: vec![0; inputs.rows()], ..inputs.clone() };
-        let config = &self.meta.config;
-        with_labels.validate(
-            "inputs",
-            config.labels.len(),
-            config.model,
-            config.vocab_size,
-            config.embedding_shape(),
-        )?;
+        let spec = &self.meta.spec;
+        with_labels.validate("inputs", spec)?;
         // Features must be what the model was trained on (`[n, nMels, frames]` of its front end).
-        if let (Some((_, [_, mels, frames])), Some(mel)) = (&inputs.mel, &self.meta.config.mel) {
+        let front_end = spec.inputs.mel.as_ref().and_then(|m| m.config.as_ref());
+        if let (Some((_, [_, mels, frames])), Some(mel)) = (&inputs.mel, front_end) {
             let want = (mel.n_mels as usize, mel.frames.map(|f| f as usize));
             if *mels != want.0 || want.1.is_some_and(|f| f != *frames) {
                 return Err(Error::invalid(
@@ -75,16 +83,16 @@ impl LoadedModel {
                 ));
             }
         }
-        let set = with_labels.to_device(self.device, self.meta.norm)?;
-        let (logits, _) = predict_logits(&self.model, &set)?;
+        let set = with_labels.to_device(self.device, spec.mel_norm())?;
+        let (logits, _) = predict_logits(self.model.as_ref(), &set)?;
         let probs: Vec<f32> =
             Vec::<f32>::try_from(logits.f_softmax(1, tch::Kind::Float)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
-        let k = self.meta.config.labels.len();
+        let k = spec.labels.len();
         Ok(probs
             .chunks(k)
             .map(|p| {
                 let index = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-                Prediction { label: self.meta.config.labels[index].clone(), index, probabilities: p.to_vec() }
+                Prediction { label: spec.labels[index].clone(), index, probabilities: p.to_vec() }
             })
             .collect())
     }

@@ -3,7 +3,8 @@
 //! speaker adversary). TypeScript reads the same table as `PRESETS` (generated from
 //! `schema/presets.json`, which `tests/schema.rs` keeps equal to [`presets_json`]).
 
-use super::config::{LrSchedule, ModelKind, Preset};
+use super::config::{LrSchedule, Preset};
+use super::spec::{Input, ModelKind};
 use crate::error::{Error, Result};
 use serde::Serialize;
 
@@ -17,12 +18,23 @@ pub struct PresetDefaults {
     pub speed_perturb: Vec<f64>,
     /// The weight of the encoder head's speaker adversary (0: none). Needs at least 2 training speakers.
     pub speaker_adversary: f64,
-    /// Epochs of every model but the encoder model.
+    /// Epochs of the models on mel and tokens (audio, text, fusion).
     pub epochs: u32,
-    /// Epochs of the encoder model.
+    /// Epochs of the models on encoder states (encoder, probe): small heads that keep improving.
     pub encoder_epochs: u32,
     pub label_smoothing: f64,
     pub lr_schedule: LrSchedule,
+}
+
+impl PresetDefaults {
+    /// Epochs of a model of `kind`: `encoderEpochs` for models on encoder states, else `epochs`.
+    pub fn epochs_for(&self, kind: ModelKind) -> u32 {
+        if kind.uses(Input::Embedding) {
+            self.encoder_epochs
+        } else {
+            self.epochs
+        }
+    }
 }
 
 impl Preset {

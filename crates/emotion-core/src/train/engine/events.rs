@@ -70,6 +70,8 @@ pub struct TrainResult {
     pub graphed_windows: u64,
     /// The settings this job ran with, every default filled in (what `config.json` records).
     pub config: TrainConfig,
+    /// The model it trained: kind, labels, architecture and inputs (what its checkpoint stores).
+    pub spec: crate::train::spec::ModelSpec,
 }
 
 pub struct Sets<'a> {

@@ -5,7 +5,7 @@
 use super::{step_seed, EpochSums, TrainEvent, Trainer};
 use crate::cuda_graph::{self, Graph};
 use crate::error::{Error, Result};
-use crate::train::config::{ModelKind, TrainConfig};
+use crate::train::settings::Job;
 use tch::{Device, Kind, Tensor};
 
 /// How a job uses CUDA graphs (`TrainConfig::cuda_graph`).
@@ -33,17 +33,17 @@ pub(super) struct Graphs {
 }
 
 /// Why this job's step cannot be captured in a CUDA graph, when it cannot.
-pub(super) fn graph_obstacle(config: &TrainConfig, kind: ModelKind, device: Device, sync_free: bool) -> Option<String> {
+pub(super) fn graph_obstacle(job: &Job, device: Device, sync_free: bool) -> Option<String> {
     if !device.is_cuda() {
         return Some("CUDA graphs need a CUDA device".into());
     }
     if !sync_free {
         return Some("CUDA graphs need the sync-free window end (syncFree)".into());
     }
-    if matches!(kind, ModelKind::Text | ModelKind::Fusion) {
-        return Some(format!("the {} model's LSTM is not captured", kind.name()));
+    if let Some(why) = job.spec.kind.kind().graph_obstacle() {
+        return Some(why.into());
     }
-    if config.augment.as_ref().and_then(|a| a.mixup).is_some() {
+    if job.training.augment.mixup.is_some() {
         return Some("mixup draws its weight on the host at every step".into());
     }
     cuda_graph::available().err()
@@ -60,7 +60,7 @@ impl Trainer<'_> {
         sums: &mut EpochSums,
         emit: &mut dyn FnMut(TrainEvent),
     ) -> Result<bool> {
-        let (bs, acc) = (self.config.batch_size, self.config.accumulation);
+        let (bs, acc) = (self.job.training.batch_size, self.job.training.accumulation);
         if window_len != acc || (window_start + acc) * bs > self.train_set.len {
             return Ok(false);
         }
@@ -91,7 +91,7 @@ impl Trainer<'_> {
     /// Records a full micro-batch and a window end into two graphs. Nothing runs while capturing:
     /// the window that triggered it is then replayed like every later one.
     fn capture(&mut self, sums: &mut EpochSums) -> Result<Graphs> {
-        let (bs, acc) = (self.config.batch_size, self.config.accumulation);
+        let (bs, acc) = (self.job.training.batch_size, self.job.training.accumulation);
         if let Device::Cuda(index) = self.device {
             tch::Cuda::synchronize(index as i64);
         }
@@ -107,8 +107,8 @@ impl Trainer<'_> {
     /// Runs the window starting at `window_start` from the graphs: per micro-batch its seed and clip
     /// indices, then the learning rate, go in before the replays. Returns the last micro-batch's loss.
     pub(super) fn replay_window(&mut self, window_start: usize, order: &Tensor) -> Result<Tensor> {
-        let (config, epoch) = (self.config, self.state.epoch);
-        let (bs, acc) = (config.batch_size, config.accumulation);
+        let (config, epoch) = (self.job, self.state.epoch);
+        let (bs, acc) = (config.training.batch_size, config.training.accumulation);
         let lr = self.lr_at_window(window_start);
         let GraphMode::Ready(graphs) = &mut self.graph else {
             return Err(Error::Internal("replay_window without captured graphs".into()));
@@ -116,7 +116,7 @@ impl Trainer<'_> {
         let _turn = crate::generator_turn();
         for b in window_start..window_start + acc {
             // The graph's dropout and SpecAugment draws start from the generator's seed at each replay.
-            tch::manual_seed(step_seed(config.seed, epoch, b) as i64);
+            tch::manual_seed(step_seed(config.training.seed, epoch, b) as i64);
             graphs.index.f_copy_(&order.f_narrow(0, (b * bs) as i64, bs as i64)?)?;
             graphs.micro.replay()?;
         }

@@ -13,8 +13,9 @@ use super::augment;
 use super::checkpoint::{self, EpochRecord, ModelMeta, TrainState, FORMAT};
 use super::config::{ModelKind, TrainConfig};
 use super::data::DeviceSet;
+use super::kinds::Net;
 use super::mixed::{AutocastCacheOff, Mixed};
-use super::model::Model;
+use super::settings::Job;
 use crate::control::CancelFlag;
 use crate::cuda_graph::SideStream;
 use crate::device::device_name;
@@ -40,18 +41,16 @@ pub fn train(
     cancel: &CancelFlag,
     emit: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainResult> {
-    let config = super::data::encoder_head_from_data(config, sets.train);
-    config.validate()?;
-    let config = &config.resolved();
+    let job = Job::new(config, sets.train)?;
     let _cache = crate::cpu_cache::JobCache::enter();
     let _turn = crate::job_turn();
-    let mut trainer = Trainer::new(config, sets, emit)?;
+    let mut trainer = Trainer::new(&job, sets, emit)?;
     trainer.announce(emit);
-    while trainer.state.epoch < config.epochs() && !trainer.state.finished {
+    while trainer.state.epoch < job.training.epochs && !trainer.state.finished {
         trainer.run_epoch(cancel, emit)?;
         trainer.end_epoch(emit)?;
     }
-    trainer.finish()
+    trainer.finish(job.resolved_options(config))
 }
 
 /// One training job's model, optimiser, data on the device and resumable state.
@@ -64,14 +63,14 @@ struct Trainer<'a> {
     graphed_windows: u64,
     /// The device-side sums, made once per job (see `EpochSums`).
     sums: Option<EpochSums>,
-    config: &'a TrainConfig,
+    job: &'a Job,
     kind: ModelKind,
     device: Device,
     mixed: Mixed,
     channels_last: bool,
     threads: usize,
     vs: VarStore,
-    model: Model,
+    model: Box<dyn Net>,
     adam: Adam,
     buffers: BufferSnapshot,
     /// Everything a resume needs (saved with every `last` checkpoint).
@@ -96,7 +95,7 @@ impl<'a> Trainer<'a> {
             model: self.kind,
             device: device_name(self.device),
             precision: self.mixed.precision,
-            epochs: self.config.epochs(),
+            epochs: self.job.training.epochs,
             steps_per_epoch: self.steps_per_epoch,
             resumed_from_epoch: (self.state.epoch > 0 || self.state.next_batch > 0).then_some(self.state.epoch),
         });
@@ -106,22 +105,23 @@ impl<'a> Trainer<'a> {
     fn meta(&self, val: Option<Metrics>) -> ModelMeta {
         ModelMeta {
             format: FORMAT.into(),
-            config: self.config.clone(),
-            norm: self.state.norm,
+            version: env!("CARGO_PKG_VERSION").into(),
+            spec: self.state.spec.clone(),
+            training: self.job.training.clone(),
             epoch: self.state.epoch,
             val,
         }
     }
 
     fn lr(&self) -> f64 {
-        lr_at(self.config, self.adam.step as f64, self.total_opt_steps)
+        lr_at(&self.job.training, self.adam.step as f64, self.total_opt_steps)
     }
 
     /// The sync-free schedule's position: windows before the one starting at micro-batch `b`.
     fn lr_at_window(&self, b: usize) -> f64 {
-        let per_epoch = self.steps_per_epoch.div_ceil(self.config.accumulation);
-        let window = self.state.epoch as usize * per_epoch + b / self.config.accumulation;
-        lr_at(self.config, window as f64, self.total_opt_steps)
+        let per_epoch = self.steps_per_epoch.div_ceil(self.job.training.accumulation);
+        let window = self.state.epoch as usize * per_epoch + b / self.job.training.accumulation;
+        lr_at(&self.job.training, window as f64, self.total_opt_steps)
     }
 
     /// An out-of-memory error says which batch size ran out and how to keep the effective batch.
@@ -131,7 +131,7 @@ impl<'a> Trainer<'a> {
                 device,
                 reason: format!(
                     "{reason} (batch size {}); lower batchSize and raise accumulation to keep the effective batch",
-                    self.config.batch_size
+                    self.job.training.batch_size
                 ),
             },
             other => other,
@@ -140,7 +140,7 @@ impl<'a> Trainer<'a> {
 
     /// Saves the resumable checkpoint (when there is a checkpoint folder) and says so.
     fn save_last(&self, val: Option<Metrics>, epoch: u32, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
-        if let Some(dir) = &self.config.checkpoint_dir {
+        if let Some(dir) = &self.job.run.checkpoint_dir {
             let path = checkpoint::save_resumable(dir, &self.vs, &self.adam, &self.state, &self.meta(val))?;
             emit(TrainEvent::Checkpoint {
                 model: self.kind,
@@ -154,12 +154,13 @@ impl<'a> Trainer<'a> {
 
     /// The micro-batches of the epoch in progress, from `state.next_batch` (a resume starts mid-epoch).
     fn run_epoch(&mut self, cancel: &CancelFlag, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
-        let config = self.config;
+        let config = self.job;
         let epoch = self.state.epoch;
         if self.state.next_batch == 0 {
-            emit(TrainEvent::EpochStart { model: self.kind, epoch: epoch + 1, epochs: config.epochs() });
+            emit(TrainEvent::EpochStart { model: self.kind, epoch: epoch + 1, epochs: config.training.epochs });
         }
-        let order = Tensor::from_slice(&epoch_order(config.seed, epoch, self.train_set.len)).to_device(self.device);
+        let order =
+            Tensor::from_slice(&epoch_order(config.training.seed, epoch, self.train_set.len)).to_device(self.device);
         let clock = Instant::now();
         let mut last_event = Instant::now();
         let mut sums = match self.sums.take() {
@@ -169,8 +170,8 @@ impl<'a> Trainer<'a> {
         sums.zero()?;
         let mut b = self.state.next_batch;
         while b < self.steps_per_epoch {
-            let window_start = b - b % config.accumulation;
-            let window_len = config.accumulation.min(self.steps_per_epoch - window_start);
+            let window_start = b - b % config.training.accumulation;
+            let window_len = config.training.accumulation.min(self.steps_per_epoch - window_start);
             let mut graphed = None;
             if b == window_start {
                 if cancel.is_cancelled() {
@@ -198,7 +199,7 @@ impl<'a> Trainer<'a> {
                 }
             };
             let window_done = b == window_start + window_len;
-            if window_done && last_event.elapsed().as_millis() as u64 >= config.progress_interval_ms {
+            if window_done && last_event.elapsed().as_millis() as u64 >= config.run.progress_interval_ms {
                 last_event = Instant::now();
                 self.check_skipped(b, &mut sums, clock, emit)?;
                 emit(TrainEvent::Step {
@@ -241,15 +242,15 @@ impl<'a> Trainer<'a> {
 
     /// Forward and backward of micro-batch `b`; returns its (unscaled, mean) loss.
     fn micro_step(&mut self, b: usize, order: &Tensor, window_len: usize, sums: &mut EpochSums) -> Result<Tensor> {
-        let config = self.config;
-        let bs = config.batch_size;
+        let config = self.job;
+        let bs = config.training.batch_size;
         let lo = (b * bs) as i64;
         let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
         let index = order.f_narrow(0, lo, hi - lo)?;
         let loss = {
             let _turn = crate::generator_turn();
             // A seed per micro-batch makes dropout identical after a resume at any step.
-            tch::manual_seed(step_seed(config.seed, self.state.epoch, b) as i64);
+            tch::manual_seed(step_seed(config.training.seed, self.state.epoch, b) as i64);
             self.micro_compute(&index, window_len, sums)?
         };
         sums.window_seen += (hi - lo) as usize;
@@ -260,15 +261,15 @@ impl<'a> Trainer<'a> {
     /// The device work of a micro-batch (what a graph captures: no host sync, sums added in place):
     /// augmentation, forward, loss, backward into the gradients, the window's loss and hit sums.
     fn micro_compute(&mut self, index: &Tensor, window_len: usize, sums: &mut EpochSums) -> Result<Tensor> {
-        let config = self.config;
+        let config = self.job;
         let n = index.size()[0];
         let mut batch = self.train_set.batch(index)?;
         let labels = batch.labels.shallow_clone();
-        let augment = config.augment.as_ref();
-        if let (Some(m), Some(o)) = (&batch.mel, augment.and_then(|a| a.spec_augment.as_ref())) {
+        let augment = &config.training.augment;
+        if let (Some(m), Some(o)) = (&batch.mel, augment.spec_augment.as_ref()) {
             batch.mel = Some(augment::spec_augment(m, o)?);
         }
-        let mix = augment.and_then(|a| a.mixup).map(|alpha| augment::draw_mix(alpha, n, self.device)).transpose()?;
+        let mix = augment.mixup.map(|alpha| augment::draw_mix(alpha, n, self.device)).transpose()?;
         if let Some(mix) = &mix {
             batch.mel = batch.mel.as_ref().map(|m| mix.inputs(m)).transpose()?;
             batch.embedding = batch.embedding.as_ref().map(|e| mix.inputs(e)).transpose()?;
@@ -276,7 +277,8 @@ impl<'a> Trainer<'a> {
         let (model, mixed) = (&self.model, self.mixed);
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
         let (logits, speakers) = catch_panic(|| {
-            let (logits, speakers) = mixed.forward(|| model.logits_with_adversary(&batch, true));
+            let out = mixed.forward(|| model.forward(&batch, true));
+            let (logits, speakers) = (out.logits, out.speakers);
             Ok((logits.f_to_kind(Kind::Float)?, speakers.map(|s| s.f_to_kind(Kind::Float)).transpose()?))
         })
         .map_err(|e| self.oom_context(e))?;
@@ -290,7 +292,7 @@ impl<'a> Trainer<'a> {
                 None => ce(target)?,
             })
         };
-        let loss = loss_of(&logits, &labels, self.class_weights.as_ref(), config.smoothing())?;
+        let loss = loss_of(&logits, &labels, self.class_weights.as_ref(), config.training.label_smoothing)?;
         // The speaker adversary's loss trains its classifier; its reversed gradient, the head.
         let objective = match (&speakers, &batch.speaker_ids) {
             (Some(s), Some(ids)) => loss.f_add(&loss_of(s, ids, None, 0.0)?)?,
@@ -310,7 +312,7 @@ impl<'a> Trainer<'a> {
 
     /// Validation, the epoch's record, the best checkpoint, early stopping and the resumable checkpoint.
     fn end_epoch(&mut self, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
-        let config = self.config;
+        let config = self.job;
         let p = std::mem::take(&mut self.state.progress);
         let val = self.evaluate_on(self.val_set.as_ref())?;
         let record = EpochRecord {
@@ -325,16 +327,16 @@ impl<'a> Trainer<'a> {
             skipped_steps: p.skipped,
         };
         self.state.history.push(record.clone());
-        emit(TrainEvent::EpochEnd { model: self.kind, record: record.clone(), epochs: config.epochs() });
+        emit(TrainEvent::EpochEnd { model: self.kind, record: record.clone(), epochs: config.training.epochs });
         self.state.epoch += 1;
         self.state.next_batch = 0;
 
-        let score = best_score(config, &record);
+        let score = best_score(&config.training, &record);
         if improves(score, self.state.best_value) {
             self.state.best_value = score.map(|(s, _)| s);
             self.state.best_epoch = Some(record.epoch);
             self.state.epochs_without_improvement = 0;
-            if let Some(dir) = &config.checkpoint_dir {
+            if let Some(dir) = &config.run.checkpoint_dir {
                 let meta = self.meta(val.as_ref().map(|(_, m)| m.clone()));
                 let path = checkpoint::save_model(dir, "best", &self.vs, &meta)?;
                 emit(TrainEvent::Checkpoint {
@@ -347,26 +349,29 @@ impl<'a> Trainer<'a> {
         } else {
             self.state.epochs_without_improvement += 1;
         }
-        if let Some(es) = &config.early_stopping {
+        if let Some(es) = &config.training.early_stopping {
             if self.state.epochs_without_improvement >= es.patience && self.val_set.is_some() {
                 self.stopped_early = true;
                 self.state.finished = true;
             }
         }
-        if self.state.epoch == config.epochs() {
+        if self.state.epoch == config.training.epochs {
             self.state.finished = true;
         }
         self.save_last(val.map(|(_, m)| m), record.epoch, emit)
     }
 
     fn evaluate_on(&self, set: Option<&DeviceSet>) -> Result<Option<(f64, Metrics)>> {
-        set.map(|s| evaluate(&self.model, s, self.class_weights.as_ref(), self.config)).transpose()
+        set.map(|s| {
+            evaluate(self.model.as_ref(), s, self.class_weights.as_ref(), &self.job.training, &self.state.spec.labels)
+        })
+        .transpose()
     }
 
     /// Scores the best checkpoint's weights (when there is one) and builds the result.
-    fn finish(mut self) -> Result<TrainResult> {
-        let config = self.config;
-        if let (Some(dir), Some(_)) = (&config.checkpoint_dir, self.state.best_epoch) {
+    fn finish(mut self, resolved_options: TrainConfig) -> Result<TrainResult> {
+        let config = self.job;
+        if let (Some(dir), Some(_)) = (&config.run.checkpoint_dir, self.state.best_epoch) {
             if dir.join("best.safetensors").exists() {
                 self.vs.load(dir.join("best.safetensors"))?;
             }
@@ -378,7 +383,7 @@ impl<'a> Trainer<'a> {
         let seconds = self.started.elapsed().as_secs_f64();
         Ok(TrainResult {
             model: self.kind,
-            labels: config.labels.clone(),
+            labels: config.spec.labels.clone(),
             device: device_name(self.device),
             precision: self.mixed.precision,
             channels_last: self.channels_last,
@@ -387,14 +392,15 @@ impl<'a> Trainer<'a> {
             best_epoch: self.state.best_epoch,
             val,
             test,
-            checkpoint_dir: config.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
+            checkpoint_dir: config.run.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
             seconds,
             optimizer_steps: self.adam.step,
             micro_steps_per_second: self.micro_steps as f64 / seconds.max(1e-9),
             skipped_steps: self.total_skipped,
             stopped_early: self.stopped_early,
             graphed_windows: self.graphed_windows,
-            config: config.clone(),
+            config: resolved_options,
+            spec: self.state.spec,
         })
     }
 }
@@ -465,10 +471,10 @@ mod tests {
             device: "cpu".into(),
             sync_free: Some(true),
             ..TrainConfig::default()
-        }
-        .resolved();
+        };
+        let job = Job::new(&config, &set).unwrap();
         let mut emit = |_: TrainEvent| {};
-        let mut trainer = Trainer::new(&config, Sets { train: &set, val: None, test: None }, &mut emit).unwrap();
+        let mut trainer = Trainer::new(&job, Sets { train: &set, val: None, test: None }, &mut emit).unwrap();
         let cancel = CancelFlag::new();
         trainer.run_epoch(&cancel, &mut emit).unwrap();
         trainer.end_epoch(&mut emit).unwrap();

@@ -136,7 +136,7 @@ impl Trainer<'_> {
     /// Non-finite windows in a row before `NON_FINITE`: fp16 recovers by lowering the loss scale (at
     /// least 30 tries); in fp32/bf16 repeated failures mean divergence.
     pub(super) fn non_finite_limit(&self) -> u32 {
-        let limit = self.config.max_non_finite_steps;
+        let limit = self.job.run.max_non_finite_steps;
         if self.mixed.scales_loss() {
             limit.max(30)
         } else {
@@ -218,10 +218,10 @@ impl Trainer<'_> {
 
     /// Saves where to go on from and stops with `NON_FINITE` (too many non-finite windows in a row).
     pub(super) fn stop_non_finite(&mut self, b: usize, sums: &mut EpochSums, clock: Instant) -> Result<()> {
-        let config = self.config;
+        let config = self.job;
         self.state.next_batch = b;
         self.flush(sums, clock)?;
-        if let Some(dir) = &config.checkpoint_dir {
+        if let Some(dir) = &config.run.checkpoint_dir {
             checkpoint::save_resumable(dir, &self.vs, &self.adam, &self.state, &self.meta(None))?;
         }
         Err(Error::NonFinite(format!(
@@ -230,8 +230,8 @@ impl Trainer<'_> {
             self.kind.name(),
             self.consecutive_bad,
             self.state.epoch + 1,
-            config.optim.lr,
-            config.checkpoint_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
+            config.training.optim.lr,
+            config.run.checkpoint_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
         )))
     }
 
