@@ -1,10 +1,10 @@
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
-import { deviceInfo, EmotionPipelineError, extractEmbeddings, loadModel, trainPipeline } from '../src/index.js'
+import { deviceInfo, EmotionPipelineError, extractEmbeddings, installedEncoderDir, loadModel, trainPipeline } from '../src/index.js'
 import type { ModelName, PipelineEvent } from '../src/index.js'
 import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
@@ -186,6 +186,36 @@ test('per-speaker normalisation: the report says so, and predicting needs calibr
     encoding: 'utf8',
   })
   t.is(viaCli.trim().split('\n').length, files.length)
+})
+
+test('the linear probe trains and predicts through the public API; a model on an encoder folder keeps only its name and needs it again', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  if (!existsSync(join(installedEncoderDir('whisper-base'), 'model.bin'))) return skip(t, 'whisper-base is not installed')
+  const out = tempDir('ep-run-probe-')
+  // The installed encoder under another folder name: a user's own encoder folder.
+  const folder = join(tempDir('ep-encoder-folder-'), 'my-whisper')
+  symlinkSync(installedEncoderDir('whisper-base'), folder)
+  const r = await trainPipeline({ ...quick(out), models: ['probe'], encoder: folder })
+  t.true(r.models.probe!.test!.accuracy >= 0 && r.models.probe!.history.length === 2)
+  const dir = join(out, 'models', 'probe')
+  const model = await loadModel(dir, { device: 'cpu' })
+  t.is(model.meta.spec.kind, 'probe')
+  t.like(model.meta.spec.inputs.embedding, { layers: 7, width: 512, groups: 1 })
+  t.like(model.meta.spec.inputs.embedding?.encoder, { source: 'folder', name: 'my-whisper' })
+  t.false(readFileSync(join(dir, 'best.json'), 'utf8').includes(folder), 'no absolute path in the model folder')
+  const split = JSON.parse(readFileSync(join(out, 'split.json'), 'utf8'))
+  const files: string[] = split.test.slice(0, 3).map((i: { path: string }) => i.path)
+  const missing = await t.throwsAsync(model.predictFiles(files))
+  t.is((missing as EmotionPipelineError).code, 'INVALID_OPTION')
+  t.regex(missing!.message, /encoder.*my-whisper/)
+  const predictions = await model.predictFiles(files, { encoder: folder })
+  t.is(predictions.length, 3)
+  t.true(predictions.every((p) => p.probabilities.length === 8 && p.probabilities.every(Number.isFinite)))
+  if (existsSync(join(installedEncoderDir('whisper-tiny.en'), 'model.bin'))) {
+    const other = await t.throwsAsync(model.predictFiles(files, { encoder: 'whisper-tiny.en' }))
+    t.is((other as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
+    t.regex(other!.message, /SHA-256/)
+  }
 })
 
 test('an aborted pipeline rejects with CANCELLED', async (t) => {
