@@ -208,6 +208,16 @@ test.serial(
     t.regex(fromTs.label, /^(neutral|calm|happy|sad|angry|fearful|disgust|surprised)$/)
     t.is(fromTs.ld, null, 'no LD_LIBRARY_PATH needed')
     t.true(readdirSync(join(cache, 'features')).length > 0, 'the feature cache lives under $EMOTION_PIPELINE_CACHE')
+
+    // What the cache holds, and cleaning one part of it, from the installed CLI.
+    const listed = JSON.parse(run(p, ['cache', 'list', '--json'], env).stdout)
+    const bytesOf = (part: string) =>
+      listed.entries.filter((e: { part: string }) => e.part === part).reduce((n: number, e: { bytes: number }) => n + e.bytes, 0)
+    t.true(bytesOf('encoders') >= 145e6 && bytesOf('features') > 0, JSON.stringify(listed))
+    const cleaned = run(p, ['cache', 'clean', '--what', 'features', '--json'], env)
+    t.is(cleaned.status, 0, cleaned.stderr)
+    t.false(existsSync(join(cache, 'features')))
+    t.true(existsSync(join(cache, 'encoders')), 'the other parts stay')
   },
 )
 
@@ -267,7 +277,7 @@ test.serial('require(), --version, help of every command, and bench from the ins
   t.is(required.stdout.trim(), 'function')
   const version = run(p, ['--version'], env)
   t.is(version.stdout.trim(), JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version)
-  for (const command of ['train', 'cv', 'predict', 'doctor', 'install-torch', 'install-models', 'download', 'bench', 'demo']) {
+  for (const command of ['train', 'cv', 'predict', 'doctor', 'install-torch', 'install-models', 'download', 'bench', 'demo', 'cache']) {
     const help = run(p, [command, '--help'], env)
     t.is(help.status, 0, `${command} --help: ${help.stderr}`)
     t.regex(help.stdout, new RegExp(`emotion-pipeline ${command}`), command)

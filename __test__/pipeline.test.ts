@@ -2,7 +2,7 @@ import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
 import { deviceInfo, EmotionPipelineError, extractEmbeddings, installedEncoderDir, loadModel, trainPipeline } from '../src/index.js'
 import type { ModelName, PipelineEvent } from '../src/index.js'
@@ -188,7 +188,7 @@ test('per-speaker normalisation: the report says so, and predicting needs calibr
   t.is(viaCli.trim().split('\n').length, files.length)
 })
 
-test('the linear probe trains and predicts through the public API; a model on an encoder folder keeps only its name and needs it again', async (t) => {
+test('the linear probe trains and predicts through the public API; a model on an encoder folder keeps only its name and finds its encoder by SHA-256', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   if (!existsSync(join(installedEncoderDir('whisper-base'), 'model.bin'))) return skip(t, 'whisper-base is not installed')
   const out = tempDir('ep-run-probe-')
@@ -198,24 +198,40 @@ test('the linear probe trains and predicts through the public API; a model on an
   const r = await trainPipeline({ ...quick(out), models: ['probe'], encoder: folder })
   t.true(r.models.probe!.test!.accuracy >= 0 && r.models.probe!.history.length === 2)
   const dir = join(out, 'models', 'probe')
+  t.false(readFileSync(join(dir, 'best.json'), 'utf8').includes(folder), 'no absolute path in the model folder')
+  // Found among the installed encoders by its SHA-256, whatever the folder was called.
   const model = await loadModel(dir, { device: 'cpu' })
   t.is(model.meta.spec.kind, 'probe')
   t.like(model.meta.spec.inputs.embedding, { layers: 7, width: 512, groups: 1 })
   t.like(model.meta.spec.inputs.embedding?.encoder, { source: 'folder', name: 'my-whisper' })
-  t.false(readFileSync(join(dir, 'best.json'), 'utf8').includes(folder), 'no absolute path in the model folder')
+  t.is(model.encoderDir, installedEncoderDir('whisper-base'))
   const split = JSON.parse(readFileSync(join(out, 'split.json'), 'utf8'))
   const files: string[] = split.test.slice(0, 3).map((i: { path: string }) => i.path)
-  const missing = await t.throwsAsync(model.predictFiles(files))
-  t.is((missing as EmotionPipelineError).code, 'INVALID_OPTION')
-  t.regex(missing!.message, /encoder.*my-whisper/)
-  const predictions = await model.predictFiles(files, { encoder: folder })
+  const predictions = await model.predictFiles(files)
   t.is(predictions.length, 3)
   t.true(predictions.every((p) => p.probabilities.length === 8 && p.probabilities.every(Number.isFinite)))
+  t.deepEqual(
+    (await (await loadModel(dir, { device: 'cpu', encoder: folder })).predictFiles(files)).map((p) => p.probabilities),
+    predictions.map((p) => p.probabilities),
+  )
   if (existsSync(join(installedEncoderDir('whisper-tiny.en'), 'model.bin'))) {
-    const other = await t.throwsAsync(model.predictFiles(files, { encoder: 'whisper-tiny.en' }))
+    const other = await t.throwsAsync(loadModel(dir, { device: 'cpu', encoder: 'whisper-tiny.en' }))
     t.is((other as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
     t.regex(other!.message, /SHA-256/)
   }
+  // Another HOME's cache without the encoder: refused naming the SHA-256 and the override; --encoder works.
+  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+  const torch = dirname(deviceInfo().libtorch!.path) // the libtorch this process uses, which the empty cache lacks
+  const env = { ...process.env, EMOTION_PIPELINE_CACHE: tempDir('ep-empty-cache-'), EMOTION_PIPELINE_LIBTORCH: torch }
+  const refused = spawnSync(process.execPath, [cli, 'predict', '--run', out, '--model', 'probe', files[0]], { encoding: 'utf8', env })
+  t.is(refused.status, 1)
+  t.regex(refused.stderr, /MODEL_NOT_FOUND.*SHA-256 [0-9a-f]{64}.*install-models --encoder whisper-base.*--encoder DIR/)
+  const given = spawnSync(process.execPath, [cli, 'predict', '--run', out, '--model', 'probe', '--encoder', folder, '--json', files[0]], {
+    encoding: 'utf8',
+    env,
+  })
+  t.is(given.status, 0, given.stderr)
+  t.is(JSON.parse(given.stdout).label, predictions[0].label)
 })
 
 test('an aborted pipeline rejects with CANCELLED', async (t) => {

@@ -2,11 +2,11 @@
 // virtualenv's, the contributor venv, or `python3` when it has torch (as on a GPU host).
 import { execFileSync } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
-import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { cacheRoot } from '../dist/cache.js'
 
 export function referencePython() {
-  const cache = process.env.EMOTION_PIPELINE_CACHE ?? join(homedir(), '.cache', 'emotion-pipeline')
+  const cache = cacheRoot()
   const candidates = [
     process.env.EMOTION_PIPELINE_PYTHON,
     process.env.VIRTUAL_ENV && join(process.env.VIRTUAL_ENV, 'bin', 'python'),

@@ -12,6 +12,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { extractEmbeddings, extractMel, loadModel } from '../dist/index.js'
+import { cacheRoot } from '../dist/cache.js'
 import { foldDir as cvFoldDir, readRunSplit, RUN_FILES, runPaths } from '../dist/run-layout.js'
 
 const args = process.argv.slice(2)
@@ -21,7 +22,7 @@ if (!modelB || (meanOf && meanOf.dirs.length < 2)) {
   console.error('usage: node scripts/late-fusion.mjs CV_DIR_A MODEL_A CV_DIR_B MODEL_B | --mean MODEL CV_DIR CV_DIR...')
   process.exit(2)
 }
-const cache = join(process.env.EMOTION_PIPELINE_CACHE ?? join(process.env.HOME, '.cache', 'emotion-pipeline'), 'features')
+const cache = join(cacheRoot(), 'features')
 const single = existsSync(runPaths(dirA).split)
 const folds = single ? [0] : JSON.parse(readFileSync(join(dirA, RUN_FILES.cv), 'utf8')).finished
 const foldDir = (dir, fold) => (single ? dir : cvFoldDir(dir, fold))

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
-import { join } from 'node:path'
+import { isAbsolute, join } from 'node:path'
 
 export const TORCH_VERSION = '2.11.0'
 // torchaudio, numpy and soundfile serve the parity tests and the Python reference benchmarks; lameenc
@@ -13,7 +13,10 @@ export const TORCH_VERSION = '2.11.0'
 const PIP_PACKAGES = [`torch==${TORCH_VERSION}`, `torchaudio==${TORCH_VERSION}`, 'numpy', 'soundfile', 'lameenc']
 
 export function cacheDir() {
-  return process.env.EMOTION_PIPELINE_CACHE || join(homedir(), '.cache', 'emotion-pipeline')
+  // The rule of src/cache.ts (this script runs before TypeScript is compiled).
+  if (process.env.EMOTION_PIPELINE_CACHE) return process.env.EMOTION_PIPELINE_CACHE
+  const xdg = process.env.XDG_CACHE_HOME
+  return join(xdg && isAbsolute(xdg) ? xdg : join(homedir(), '.cache'), 'emotion-pipeline')
 }
 
 function versionOf(torchRoot) {

@@ -267,6 +267,7 @@ export async function predictCommand(argv: string[]): Promise<number> {
       model: { type: 'string' },
       device: { type: 'string' },
       calibration: { type: 'string', multiple: true },
+      encoder: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -274,7 +275,7 @@ export async function predictCommand(argv: string[]): Promise<number> {
   if (values.help || !values.run || positionals.length === 0) {
     // The usage goes to stdout when asked for, to stderr as the answer to a wrong call.
     ;(values.help ? console.log : console.error)(
-      `emotion-pipeline predict --run DIR [--model ${MODEL_NAMES.filter((m) => !uses(m, 'tokens')).join('|')}] [--device cpu] [--calibration FILE|DIR ...] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.\nA model trained with --speaker-norm needs --calibration: unlabelled clips (files or folders) of the one speaker of FILE...`,
+      `emotion-pipeline predict --run DIR [--model ${MODEL_NAMES.filter((m) => !uses(m, 'tokens')).join('|')}] [--device cpu] [--calibration FILE|DIR ...] [--encoder NAME|DIR] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.\nA model trained with --speaker-norm needs --calibration: unlabelled clips (files or folders) of the one speaker of FILE...\nA model on encoder states finds its encoder among the installed ones by SHA-256; --encoder gives it (checked by SHA-256).`,
     )
     return values.help ? 0 : 2
   }
@@ -287,7 +288,7 @@ export async function predictCommand(argv: string[]): Promise<number> {
     )
   const dir = paths.model(model)
   if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
-  const loaded = await loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu' })
+  const loaded = await loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu', encoder: values.encoder })
   const calibration = values.calibration?.flatMap((p) => {
     if (!existsSync(p)) throw invalidOption('--calibration', `${p} does not exist`)
     return statSync(p).isDirectory()

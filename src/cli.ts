@@ -2,6 +2,7 @@
 // The `emotion-pipeline` command: dispatches to the command modules; errors become one line with their
 // code (exit 2 for flags that do not parse and unknown commands, 130 for Ctrl-C, 1 otherwise, invalid
 // option values included).
+import { cacheCommand } from './cli-cache.js'
 import { demoCommand } from './cli-demo.js'
 import { cvCommand, predictCommand, trainCommand } from './cli-pipeline.js'
 import { benchCommand, doctorCommand, downloadCommand, installModelsCommand, installTorchCommand } from './cli-setup.js'
@@ -21,6 +22,7 @@ Commands:
                  it, builds the offline Whisper tiny.en the text branch uses (needs Python with torch)
   download       download a dataset: ravdess (the RAVDESS speech archive from Zenodo)
   bench          native benchmarks against Python PyTorch/torchaudio (mel front end, training, encoder)
+  cache          list the per-user cache's parts and sizes, or clean some (cache list | cache clean --what …)
   demo           the recommended recipe on RAVDESS actors 1–20, scored
 
 Options of every command: --help; --json (progress events as JSON lines on stderr, the result as JSON
@@ -35,6 +37,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   doctor: doctorCommand,
   bench: benchCommand,
   demo: demoCommand,
+  cache: cacheCommand,
   download: downloadCommand,
   'install-torch': installTorchCommand,
   'install-models': installModelsCommand,

@@ -1,5 +1,6 @@
-import { existsSync, statSync } from 'node:fs'
-import { basename, resolve } from 'node:path'
+import { createHash } from 'node:crypto'
+import { createReadStream, existsSync, statSync } from 'node:fs'
+import { basename, join, resolve } from 'node:path'
 import { checkAudioInputs } from './audio.js'
 import type { AudioInput } from './audio.js'
 import { withCancel } from './cancel.js'
@@ -40,6 +41,55 @@ export interface Embeddings extends CoreEmbeddings {
 export function encoderLocation(encoder: string): Pick<EncoderIdentity, 'source' | 'name'> {
   if ((ENCODER_NAMES as readonly string[]).includes(encoder)) return { source: 'installed', name: encoder }
   return { source: 'folder', name: basename(resolve(encoder)) }
+}
+
+const hashes = new Map<string, string>()
+
+/** SHA-256 of a folder's `model.bin`, once per process and file identity (path, size, modification time). */
+export async function encoderSha256(dir: string): Promise<string> {
+  const file = join(dir, 'model.bin')
+  const stat = statSync(file, { throwIfNoEntry: false })
+  if (!stat?.isFile()) throw new EmotionPipelineError('MODEL_NOT_FOUND', `${file} does not exist: not an encoder folder`)
+  const key = `${file}\0${stat.size}\0${stat.mtimeMs}\0${stat.ino}`
+  const known = hashes.get(key)
+  if (known) return known
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer)
+  const sha = hash.digest('hex')
+  hashes.set(key, sha)
+  return sha
+}
+
+/**
+ * The folder of the encoder a model was trained on (`identity`, from its spec): `override` (a name or a
+ * folder) when given, checked by SHA-256; else the installed encoder with that SHA-256, whatever the
+ * model called it (a model folder copied to another machine finds the same encoder there). Otherwise
+ * `MODEL_NOT_FOUND` naming the SHA-256 and the override.
+ */
+export async function findEncoder(identity: EncoderIdentity, override?: string): Promise<string> {
+  const described = `the ${identity.source} encoder '${identity.name}' (model.bin SHA-256 ${identity.sha256})`
+  if (override !== undefined) {
+    const dir = resolveEncoder(override)
+    const sha = await encoderSha256(dir)
+    if (sha !== identity.sha256)
+      throw new EmotionPipelineError(
+        'MODEL_NOT_FOUND',
+        `the model was trained on ${described}, but ${dir} holds SHA-256 ${sha}: give the same encoder`,
+      )
+    return dir
+  }
+  const installed = ENCODER_NAMES.find((n) => ENCODERS[n].sha256 === identity.sha256)
+  if (installed && isEncoderInstalled(installed)) return installedEncoderDir(installed)
+  const howToGive = 'give its folder with loadModel(dir, { encoder: DIR }) (CLI: predict --encoder DIR)'
+  if (installed)
+    throw new EmotionPipelineError(
+      'MODEL_NOT_FOUND',
+      `the model was trained on ${described}, which is ${installed}, not installed in ${installedEncoderDir(installed)}: install it with \`npx emotion-pipeline install-models --encoder ${installed}\`, or ${howToGive}`,
+    )
+  throw new EmotionPipelineError(
+    'MODEL_NOT_FOUND',
+    `the model was trained on ${described}, which is not an installed encoder (${ENCODER_NAMES.join(', ')}): ${howToGive}`,
+  )
 }
 
 /** The folder of `encoder` (a name or a path); `MODEL_NOT_FOUND` with the command that installs it. */

@@ -9,7 +9,18 @@ export type { Embeddings, EncoderName, ExtractEmbeddingsOptions } from './encode
 export { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 export type { DatasetIndex, DatasetItem, IndexOptions, RavdessName, Split, SplitOptions } from './dataset.js'
 export { EmotionModel, loadModel, train } from './train.js'
-export type { ClassScores, EpochRecord, Metrics, ModelMeta, Prediction, TrainEvent, TrainOptions, TrainResult, TrainSet } from './train.js'
+export type {
+  ClassScores,
+  EpochRecord,
+  Metrics,
+  ModelMeta,
+  Prediction,
+  TrainEvent,
+  TrainOptions,
+  TrainResult,
+  TrainSet,
+  LoadModelOptions,
+} from './train.js'
 export { trainPipeline } from './pipeline.js'
 export { crossValidate } from './cross-validate.js'
 export type { CrossValidateEvent, CrossValidateOptions, CrossValidateResult, MeanStd, ModelSummary } from './cross-validate.js'

@@ -4,9 +4,9 @@ import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
 import { checkAudioInputs } from './audio.js'
 import type { AudioInput } from './audio.js'
-import { resolveEncoder } from './encoder.js'
+import { findEncoder } from './encoder.js'
 import type { DeviceSpec } from './device.js'
-import type { EncoderIdentity, PredictAudioOptions, TrainConfig } from './generated/options.js'
+import type { PredictAudioOptions, TrainConfig } from './generated/options.js'
 import type { ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
 
 /**
@@ -85,16 +85,30 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   return JSON.parse(json) as TrainResult
 }
 
+export interface LoadModelOptions {
+  /** @default 'auto' */
+  device?: DeviceSpec
+  /**
+   * The encoder of a model on encoder states, as a name or a folder, checked by SHA-256. Unset: the
+   * installed encoder with the SHA-256 the model recorded (found whatever it was called when training).
+   */
+  encoder?: string
+}
+
 /** A trained model: `loadModel(dir)`. */
 export class EmotionModel {
   private constructor(
     private readonly inner: InstanceType<typeof native.NativeModel>,
     readonly meta: ModelMeta,
+    /** The folder of the encoder the model was trained on (models on encoder states). */
+    readonly encoderDir: string | undefined,
   ) {}
 
-  static async load(dir: string, options: { device?: DeviceSpec } = {}): Promise<EmotionModel> {
+  static async load(dir: string, options: LoadModelOptions = {}): Promise<EmotionModel> {
     const inner = await awaitNative(native.loadModel(dir, options.device ?? 'auto'))
-    return new EmotionModel(inner, JSON.parse(inner.metaJson) as ModelMeta)
+    const meta = JSON.parse(inner.metaJson) as ModelMeta
+    const identity = meta.spec.inputs.embedding?.encoder
+    return new EmotionModel(inner, meta, identity ? await findEncoder(identity, options.encoder) : undefined)
   }
 
   get labels(): string[] {
@@ -111,17 +125,15 @@ export class EmotionModel {
    * Predicts from audio (files, or `{ samples, sampleRate }` in memory), featurised as the model was
    * trained: its mel settings, or its encoder (checked by SHA-256), in the core. A model trained with
    * `speakerNorm` needs `calibration`: unlabelled clips of the one speaker of `inputs` (they may include
-   * `inputs`; a few dozen is what training saw). A model trained on an encoder folder needs `encoder`:
-   * that folder again (an installed encoder is found by its name).
+   * `inputs`; a few dozen is what training saw).
    */
   async predictFiles(
     inputs: AudioInput[],
-    options: { device?: DeviceSpec; calibration?: AudioInput[]; encoder?: string; signal?: AbortSignal } = {},
+    options: { device?: DeviceSpec; calibration?: AudioInput[]; signal?: AbortSignal } = {},
   ): Promise<(Prediction & { path: string })[]> {
     checkAudioInputs(inputs)
     if (options.calibration) checkAudioInputs(options.calibration)
-    const identity = this.meta.spec.inputs.embedding?.encoder
-    const encoderDir = identity ? this.encoderDir(identity, options.encoder) : undefined
+    const encoderDir = this.encoderDir
     const json = await withCancel(options.signal, (token) =>
       awaitNative(
         this.inner.predictAudio(
@@ -135,22 +147,12 @@ export class EmotionModel {
     const predictions = JSON.parse(json) as Prediction[]
     return predictions.map((p, i) => ({ ...p, path: typeof inputs[i] === 'string' ? inputs[i] : `<samples #${i}>` }))
   }
-
-  /** The folder of the encoder the model was trained on: as given, else the installed one by name. */
-  private encoderDir(identity: EncoderIdentity, given: string | undefined): string {
-    if (given !== undefined) return resolveEncoder(given)
-    if (identity.source === 'installed') return resolveEncoder(identity.name)
-    throw invalidOption(
-      'encoder',
-      `the model was trained on states of the ${identity.source} encoder '${identity.name}': give it again (the encoder folder)`,
-    )
-  }
 }
 
 /**
  * Loads a trained model folder (`models/<model>` of a run, or a `checkpointDir`). Asynchronous since 0.2:
  * the checkpoint is read and checked on a thread of its own, and a damaged one rejects.
  */
-export function loadModel(dir: string, options: { device?: DeviceSpec } = {}): Promise<EmotionModel> {
+export function loadModel(dir: string, options: LoadModelOptions = {}): Promise<EmotionModel> {
   return EmotionModel.load(dir, options)
 }

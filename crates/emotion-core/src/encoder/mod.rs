@@ -3,6 +3,7 @@
 //! rows feed the `encoder` model (a learned weighted sum of layers and a small head).
 
 pub mod ctranslate2;
+mod loaded;
 pub mod speaker_norm;
 pub mod whisper;
 
@@ -177,11 +178,9 @@ pub fn extract_embeddings(
     if !options.model_dir.is_dir() || !model_bin.is_file() {
         return Err(Error::model_not_found(&model_bin, "no model.bin in the encoder folder"));
     }
-    let bytes = std::fs::read(&model_bin).map_err(|e| Error::io(&model_bin, e))?;
-    let model_sha256 = crate::digest::sha256_hex(&bytes);
     let kind = precision_kind(options.precision, device);
-    let encoder = WhisperEncoder::from_bytes(&bytes, &model_bin, device, kind)?;
-    drop(bytes);
+    let encoder = loaded::encoder_for(&model_bin, device, kind)?;
+    let model_sha256 = encoder.sha256().to_string();
     let (rows, width) = ((encoder.layers() + 1) * options.pooling.groups(), encoder.width as usize);
     let per_clip = rows * width;
     let mut tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);
