@@ -208,3 +208,67 @@ test.serial('states extracted after an encoder-model job equal those extracted b
   const after = await extractEmbeddings(files, options)
   t.deepEqual(Array.from(after.data), Array.from(before.data))
 })
+
+/** Writes a Hugging Face layout encoder folder with the fixture script (needs the reference Python). */
+function writeHfFolder(out: string, args: string[]): string {
+  const script = resolve(import.meta.dirname, 'fixtures', 'whisper_hf.py')
+  execFileSync(python!, [script, out, ...args], { encoding: 'utf8' })
+  return out
+}
+
+test.serial(
+  'a Hugging Face layout folder (config.json + model.safetensors) gives the CTranslate2 states; its identity is the file SHA-256',
+  async (t) => {
+    if (!haveRavdess) return skip(t, NO_DATA)
+    if (!installed('whisper-base')) return skip(t, NOT_INSTALLED('whisper-base'))
+    if (!python) return skip(t, 'no Python with torch 2.11 to write the Hugging Face layout: skipped')
+    const dir = writeHfFolder(join(tmp, 'hf-whisper-base'), ['--from', join(installedEncoderDir('whisper-base'), 'model.bin')])
+    const files = listAudio(join(ravdessDir, 'Actor_03')).slice(0, 3)
+    const options = { precision: 'fp32', device: 'cpu', strict: true } as const
+    const ct2 = await extractEmbeddings(files, { ...options, encoder: 'whisper-base' })
+    const hf = await extractEmbeddings(files, { ...options, encoder: dir })
+    t.deepEqual(hf.shape, ct2.shape)
+    let worst = 0
+    for (let i = 0; i < ct2.data.length; i++) worst = Math.max(worst, Math.abs(ct2.data[i] - hf.data[i]))
+    t.true(worst <= 1e-5, `largest difference ${worst}`)
+    t.is(hf.modelSha256, await fileDigest(join(dir, 'model.safetensors'), 'sha256'))
+  },
+)
+
+test.serial('any Whisper size from its config: a random 128-mel-bin encoder in two shards equals transformers', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  if (!python) return skip(t, 'no Python with torch 2.11 for the reference: skipped')
+  const dir = writeHfFolder(join(tmp, 'hf-random-128'), ['--random', '128', '--shards', '2'])
+  t.true(existsSync(join(dir, 'model.safetensors.index.json')))
+  const waves = await clips(2)
+  const ours = await extractEmbeddings(
+    waves.map((samples) => ({ samples, sampleRate: 16000 })),
+    { encoder: dir, input: 'padded', precision: 'fp32', device: 'cpu', strict: true },
+  )
+  t.deepEqual(ours.shape, [2, 3, 64])
+  const flat = new Float32Array(waves.reduce((a, w) => a + w.length, 0))
+  let offset = 0
+  for (const w of waves) {
+    flat.set(w, offset)
+    offset += w.length
+  }
+  writeFileSync(join(tmp, 'hf-random.f32'), flat)
+  const request = join(tmp, 'hf-random.json')
+  const out = join(tmp, 'hf-random')
+  writeFileSync(request, JSON.stringify({ hfDir: dir, waves: join(tmp, 'hf-random.f32'), lengths: waves.map((w) => w.length), out }))
+  const script = resolve(import.meta.dirname, '..', 'benches', 'reference', 'whisper_encoder.py')
+  t.deepEqual(JSON.parse(execFileSync(python, [script, request], { encoding: 'utf8' })).shape, ours.shape)
+  const reference = readF32(`${out}.pooled.f32`)
+  let worst = 0
+  for (let i = 0; i < reference.length; i++) worst = Math.max(worst, Math.abs(reference[i] - ours.data[i]) / (1 + Math.abs(reference[i])))
+  t.true(worst < 1e-4, `largest relative difference ${worst}`)
+  t.log(`random 128-mel Whisper, 2 shards: largest difference ${worst.toExponential(2)}`)
+})
+
+test('a folder with only PyTorch pickles is refused by name, never unpickled', async (t) => {
+  if (!python) return skip(t, 'no Python with torch 2.11 to write the pickle: skipped')
+  const dir = writeHfFolder(join(tmp, 'hf-pickle'), ['--random', '80', '--pickle-only'])
+  const err = await t.throwsAsync(extractEmbeddings([join(tmp, 'none.wav')], { encoder: dir, device: 'cpu' }))
+  t.is((err as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
+  t.regex(err!.message, /pytorch_model\.bin.*never unpickles/)
+})

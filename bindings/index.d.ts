@@ -50,6 +50,12 @@ export interface DecodedAudio {
 export declare function deviceInfo(): string
 
 /**
+ * The identity of the encoder in `dir` (the SHA-256 a model records), computed once per process and
+ * file identity: resolves to lowercase hex.
+ */
+export declare function encoderSha256(dir: string): Promise<string>
+
+/**
  * Pooled Whisper-encoder states of many clips (`[n, layers + 1, width]` in `data`; the rest of
  * the core's `Embeddings` as JSON in `featuresJson`). `optionsJson` is a JSON `EmbedOptions`.
  */

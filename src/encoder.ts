@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto'
-import { createReadStream, existsSync, statSync } from 'node:fs'
-import { basename, join, resolve } from 'node:path'
+import { existsSync, statSync } from 'node:fs'
+import { basename, resolve } from 'node:path'
 import { checkAudioInputs } from './audio.js'
 import type { AudioInput } from './audio.js'
 import { withCancel } from './cancel.js'
@@ -43,21 +42,9 @@ export function encoderLocation(encoder: string): Pick<EncoderIdentity, 'source'
   return { source: 'folder', name: basename(resolve(encoder)) }
 }
 
-const hashes = new Map<string, string>()
-
-/** SHA-256 of a folder's `model.bin`, once per process and file identity (path, size, modification time). */
-export async function encoderSha256(dir: string): Promise<string> {
-  const file = join(dir, 'model.bin')
-  const stat = statSync(file, { throwIfNoEntry: false })
-  if (!stat?.isFile()) throw new EmotionPipelineError('MODEL_NOT_FOUND', `${file} does not exist: not an encoder folder`)
-  const key = `${file}\0${stat.size}\0${stat.mtimeMs}\0${stat.ino}`
-  const known = hashes.get(key)
-  if (known) return known
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer)
-  const sha = hash.digest('hex')
-  hashes.set(key, sha)
-  return sha
+/** The identity a model records for the encoder in `dir` (the core's: SHA-256 of its weights, once per process). */
+export function encoderSha256(dir: string): Promise<string> {
+  return awaitNative(native.encoderSha256(dir))
 }
 
 /**
@@ -109,7 +96,7 @@ export function resolveEncoder(encoder: string = DEFAULT_ENCODER): string {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new EmotionPipelineError(
       'MODEL_NOT_FOUND',
-      `encoder ${encoder} is neither an installed encoder (${ENCODER_NAMES.join(', ')}) nor a folder with a CTranslate2 Whisper model.bin`,
+      `encoder ${encoder} is neither an installed encoder (${ENCODER_NAMES.join(', ')}) nor a folder with a Whisper encoder (a CTranslate2 model.bin, or config.json with model.safetensors)`,
     )
   }
   return dir

@@ -3,7 +3,7 @@ WhisperEncoder (transformers 4.52) with the weights of a CTranslate2 model.bin, 
 mean-pooled over each clip's own positions, as the Rust core computes them in `padded` mode.
 
   python whisper_encoder.py REQUEST.json
-REQUEST: {"model": "model.bin", "waves": "in.f32", "lengths": [n, ...] (16 kHz samples per clip,
+REQUEST: {"model": "model.bin" (or "hfDir": a Hugging Face layout folder), "waves": "in.f32", "lengths": [n, ...] (16 kHz samples per clip,
           concatenated), "out": "prefix", "bench": false, "threads": 0}
 Writes prefix.pooled.f32 ([clips, layers + 1, width]) and prefix.mel.f32 (the first clip's log-mel,
 [n_mels, 3000]); prints one JSON line: the shape and, when "bench", clips/s of log-mel + encoder +
@@ -56,13 +56,31 @@ def hf_encoder(model_bin):
     return encoder.eval(), n_mels
 
 
+def hf_encoder_from_dir(folder):
+    """The encoder of a Hugging Face layout folder (config.json + model.safetensors or shards)."""
+    import glob
+
+    from safetensors.torch import load_file
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    config = WhisperConfig.from_json_file(os.path.join(folder, "config.json"))
+    state = {}
+    for f in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
+        state.update(load_file(f))
+    prefix = "model.encoder."
+    encoder = WhisperEncoder(config)
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    return encoder.eval(), config.num_mel_bins
+
+
 def main(path):
     req = json.load(open(path))
     if req.get("threads"):
         torch.set_num_threads(req["threads"])
     from transformers import WhisperFeatureExtractor
 
-    encoder, n_mels = hf_encoder(req["model"])
+    encoder, n_mels = hf_encoder_from_dir(req["hfDir"]) if req.get("hfDir") else hf_encoder(req["model"])
     extractor = WhisperFeatureExtractor(feature_size=n_mels)
     flat = np.fromfile(req["waves"], dtype=np.float32)
     offsets = np.cumsum([0] + req["lengths"])

@@ -150,3 +150,10 @@ pub(crate) fn to_inputs(inputs: Vec<Either<String, SamplesInput>>) -> Vec<featur
 fn reject_now(env: &Env, err: emotion_core::Error) -> Result<Object<'_>> {
     spawn(env, "reject", move || Err::<(), _>(err), |_, ()| Ok(()))
 }
+
+/// The identity of the encoder in `dir` (the SHA-256 a model records), computed once per process and
+/// file identity: resolves to lowercase hex.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn encoder_sha256(env: &Env, dir: String) -> Result<Object<'_>> {
+    spawn(env, "hash", move || encoder::weights_sha256(&PathBuf::from(dir)), |_, sha| Ok(sha))
+}

@@ -1,23 +1,97 @@
-//! The last encoder a job used, kept for the process: a file is read, hashed (SHA-256 of 145 MB for
-//! Whisper-base) and parsed once per file identity, device and precision, not once per call. A file
-//! replaced on disk (another size, modification time or inode) is read again, so the hash a model is
-//! checked against is always the file's.
+//! An encoder folder's weight files, their identity (SHA-256), and the last encoder a job used, kept
+//! for the process: files are read, hashed (145 MB for Whisper-base) and parsed once per file identity,
+//! device and precision, not once per call. A file replaced on disk (another size, modification time
+//! or inode) is read again, so the hash a model is checked against is always the file's.
 
+use super::hf;
 use super::whisper::WhisperEncoder;
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tch::{Device, Kind};
 
-#[derive(Debug, Clone, PartialEq)]
-struct Key {
+/// The weight files of an encoder folder.
+enum Layout {
+    /// CTranslate2's `model.bin`.
+    Ct2(PathBuf),
+    /// Hugging Face's `config.json` + `model.safetensors` (or shards).
+    Hf(Vec<PathBuf>),
+}
+
+impl Layout {
+    fn of(dir: &Path) -> Result<Layout> {
+        if !dir.is_dir() {
+            return Err(Error::model_not_found(dir, "the encoder folder does not exist"));
+        }
+        let ct2 = dir.join("model.bin");
+        if ct2.is_file() {
+            return Ok(Layout::Ct2(ct2));
+        }
+        Ok(Layout::Hf(hf::weight_files(dir)?))
+    }
+
+    fn files(&self) -> &[PathBuf] {
+        match self {
+            Layout::Ct2(file) => std::slice::from_ref(file),
+            Layout::Hf(files) => files,
+        }
+    }
+}
+
+/// A file's identity on disk: what changes when it is rewritten or replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileKey {
     path: PathBuf,
     len: u64,
-    modified: i64,
-    modified_nanos: i64,
+    modified: (i64, i64),
     inode: u64,
+}
+
+impl FileKey {
+    fn of(path: &Path) -> Result<FileKey> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let path = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+        Ok(FileKey { path, len: meta.len(), modified: (meta.mtime(), meta.mtime_nsec()), inode: meta.ino() })
+    }
+}
+
+static HASHES: Mutex<Option<HashMap<FileKey, String>>> = Mutex::new(None);
+
+/// SHA-256 of one file, once per process and file identity.
+fn file_sha256(path: &Path) -> Result<String> {
+    let key = FileKey::of(path)?;
+    if let Some(known) = HASHES.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
+        return Ok(known.clone());
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let sha = crate::digest::sha256_hex(&bytes);
+    HASHES.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).insert(key, sha.clone());
+    Ok(sha)
+}
+
+/// The identity of the encoder in `dir`: the SHA-256 of its one weight file (`model.bin`, or
+/// `model.safetensors`: the Hub's LFS oid), or for shards the SHA-256 of their `<name> <sha256>` lines.
+pub fn weights_sha256(dir: &Path) -> Result<String> {
+    let layout = Layout::of(dir)?;
+    match layout.files() {
+        [one] => file_sha256(one),
+        shards => {
+            let mut lines = String::new();
+            for shard in shards {
+                let name = shard.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                lines.push_str(&format!("{name} {}\n", file_sha256(shard)?));
+            }
+            Ok(crate::digest::sha256_hex(lines.as_bytes()))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Key {
+    files: Vec<FileKey>,
     device: Device,
     kind: Kind,
 }
@@ -35,7 +109,7 @@ static LAST: Mutex<Option<Loaded>> = Mutex::new(None);
 pub struct HeldEncoder(Option<Loaded>);
 
 impl HeldEncoder {
-    /// The SHA-256 of the `model.bin` it was read from.
+    /// The encoder's identity ([`weights_sha256`]).
     pub fn sha256(&self) -> &str {
         &self.0.as_ref().expect("held until drop").sha256
     }
@@ -56,25 +130,22 @@ impl Drop for HeldEncoder {
     }
 }
 
-/// The encoder of `model_bin` on `device` in `kind`: the kept one when the file is the same, else read.
-pub fn encoder_for(model_bin: &Path, device: Device, kind: Kind) -> Result<HeldEncoder> {
-    let meta = std::fs::metadata(model_bin).map_err(|e| Error::io(model_bin, e))?;
-    let path = std::fs::canonicalize(model_bin).map_err(|e| Error::io(model_bin, e))?;
-    let key = Key {
-        path,
-        len: meta.len(),
-        modified: meta.mtime(),
-        modified_nanos: meta.mtime_nsec(),
-        inode: meta.ino(),
-        device,
-        kind,
-    };
+/// The encoder in `dir` on `device` in `kind`: the kept one when its files are the same, else read.
+pub fn encoder_for(dir: &Path, device: Device, kind: Kind) -> Result<HeldEncoder> {
+    let layout = Layout::of(dir)?;
+    let files = layout.files().iter().map(|f| FileKey::of(f)).collect::<Result<Vec<_>>>()?;
+    let key = Key { files, device, kind };
     let kept = LAST.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(loaded) = kept.filter(|l| l.key == key) {
         return Ok(HeldEncoder(Some(loaded)));
     }
-    let bytes = std::fs::read(model_bin).map_err(|e| Error::io(model_bin, e))?;
-    let sha256 = crate::digest::sha256_hex(&bytes);
-    let encoder = WhisperEncoder::from_bytes(&bytes, model_bin, device, kind)?;
+    let encoder = match &layout {
+        Layout::Ct2(model_bin) => {
+            let bytes = std::fs::read(model_bin).map_err(|e| Error::io(model_bin, e))?;
+            WhisperEncoder::from_bytes(&bytes, model_bin, device, kind)?
+        }
+        Layout::Hf(files) => WhisperEncoder::from_model(&hf::read(dir, files)?, &files[0], device, kind)?,
+    };
+    let sha256 = weights_sha256(dir)?;
     Ok(HeldEncoder(Some(Loaded { key, sha256, encoder })))
 }

@@ -3,7 +3,10 @@
 //! rows feed the `encoder` model (a learned weighted sum of layers and a small head).
 
 pub mod ctranslate2;
+pub mod hf;
 mod loaded;
+
+pub use loaded::weights_sha256;
 pub mod speaker_norm;
 pub mod whisper;
 
@@ -72,7 +75,8 @@ pub enum EncoderPrecision {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct EmbedOptions {
-    /// Folder holding a CTranslate2 Whisper `model.bin` (the TypeScript API also takes the names
+    /// Folder holding a Whisper encoder: a CTranslate2 `model.bin`, or Hugging Face's `config.json` with
+    /// `model.safetensors` or its shards, any size (the TypeScript API also takes the names
     /// `whisper-base` and `whisper-tiny.en` and resolves them to installed models).
     pub model_dir: PathBuf,
     pub input: EncoderInput,
@@ -122,7 +126,8 @@ pub struct Embeddings {
     pub indices: Vec<usize>,
     pub failed: Vec<FailedInput>,
     pub device: String,
-    /// SHA-256 of the `model.bin` the embeddings came from.
+    /// The encoder's identity: SHA-256 of its weight file (`model.bin` or `model.safetensors`; for shards,
+    /// of their `<name> <sha256>` lines).
     pub model_sha256: String,
     /// The precision the encoder ran in (`auto` resolved).
     pub precision: EncoderPrecision,
@@ -174,12 +179,8 @@ pub fn extract_embeddings(
         return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));
     }
     let device = parse_device(&options.device)?;
-    let model_bin = options.model_dir.join("model.bin");
-    if !options.model_dir.is_dir() || !model_bin.is_file() {
-        return Err(Error::model_not_found(&model_bin, "no model.bin in the encoder folder"));
-    }
     let kind = precision_kind(options.precision, device);
-    let encoder = loaded::encoder_for(&model_bin, device, kind)?;
+    let encoder = loaded::encoder_for(&options.model_dir, device, kind)?;
     let model_sha256 = encoder.sha256().to_string();
     let (rows, width) = ((encoder.layers() + 1) * options.pooling.groups(), encoder.width as usize);
     let per_clip = rows * width;

@@ -1,5 +1,5 @@
 //! Whisper's audio encoder (conv stem + pre-norm transformer) on libtorch, with the weights of a
-//! CTranslate2 Whisper model, and Whisper's own log-mel front end (16 kHz, 25 ms window, 10 ms hop,
+//! CTranslate2 Whisper model or a Hugging Face one (`hf`), any size, and Whisper's own log-mel front end (16 kHz, 25 ms window, 10 ms hop,
 //! Slaney mels, log10 clamped to 8 below the clip's maximum, scaled `(x + 4) / 4`).
 
 use super::ctranslate2::Ct2Model;
@@ -53,6 +53,12 @@ impl WhisperEncoder {
     /// The encoder of the CTranslate2 Whisper model in `bytes` (read from `model_bin`, named in errors).
     pub fn from_bytes(bytes: &[u8], model_bin: &Path, device: Device, kind: Kind) -> Result<WhisperEncoder> {
         let model = Ct2Model::parse(bytes, model_bin, &|name| name.starts_with("encoder/"))?;
+        Self::from_model(&model, model_bin, device, kind)
+    }
+
+    /// The encoder from variables in CTranslate2's names (read from `model_bin`, named in errors): a
+    /// `model.bin`, or a Hugging Face checkpoint renamed by `hf::read`.
+    pub fn from_model(model: &Ct2Model, model_bin: &Path, device: Device, kind: Kind) -> Result<WhisperEncoder> {
         if model.spec != "WhisperSpec" {
             return Err(Error::model_not_found(model_bin, format!("a {} model, not Whisper", model.spec)));
         }
