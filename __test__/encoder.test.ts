@@ -21,6 +21,11 @@ function readF32(path: string): Float32Array {
   return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)
 }
 
+/** The clips concatenated as raw float32 (what the reference script reads). */
+function writeWaves(waves: Float32Array[], path: string): void {
+  writeFileSync(path, Buffer.concat(waves.map((w) => Buffer.from(w.buffer, w.byteOffset, w.byteLength))))
+}
+
 async function clips(n: number): Promise<Float32Array[]> {
   const files = listAudio(join(ravdessDir, 'Actor_02')).slice(0, n)
   return Promise.all(files.map(async (f) => (await decodeAudio(f, { sampleRate: 16000 })).samples))
@@ -46,13 +51,7 @@ for (const name of ['whisper-tiny.en', 'whisper-base']) {
       waves.map((samples) => ({ samples, sampleRate: 16000 })),
       { encoder: name, input: 'padded', precision: 'fp32', device: 'cpu', strict: true },
     )
-    const flat = new Float32Array(waves.reduce((a, w) => a + w.length, 0))
-    let offset = 0
-    for (const w of waves) {
-      flat.set(w, offset)
-      offset += w.length
-    }
-    writeFileSync(join(tmp, `${name}.f32`), flat)
+    writeWaves(waves, join(tmp, `${name}.f32`))
     const request = join(tmp, `${name}.json`)
     const model = join(installedEncoderDir(name as 'whisper-base'), 'model.bin')
     writeFileSync(
@@ -246,13 +245,7 @@ test.serial('any Whisper size from its config: a random 128-mel-bin encoder in t
     { encoder: dir, input: 'padded', precision: 'fp32', device: 'cpu', strict: true },
   )
   t.deepEqual(ours.shape, [2, 3, 64])
-  const flat = new Float32Array(waves.reduce((a, w) => a + w.length, 0))
-  let offset = 0
-  for (const w of waves) {
-    flat.set(w, offset)
-    offset += w.length
-  }
-  writeFileSync(join(tmp, 'hf-random.f32'), flat)
+  writeWaves(waves, join(tmp, 'hf-random.f32'))
   const request = join(tmp, 'hf-random.json')
   const out = join(tmp, 'hf-random')
   writeFileSync(request, JSON.stringify({ hfDir: dir, waves: join(tmp, 'hf-random.f32'), lengths: waves.map((w) => w.length), out }))
