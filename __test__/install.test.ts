@@ -11,6 +11,7 @@ import { delimiter, join, resolve } from 'node:path'
 import { cacheRoot } from '../src/cache.js'
 import { locateLibtorch } from '../src/libtorch.js'
 import { haveRavdess, haveWavs, NO_DATA, NO_WAVS, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
+import { startHubServer } from './hub-server.js'
 import { makeArchive, zenodo } from './zenodo.js'
 
 const root = resolve(import.meta.dirname, '..')
@@ -360,3 +361,45 @@ function du(dir: string): number {
   }
   return total
 }
+
+test.serial(
+  'the Hub route from the installed package: train and predict with an encoder from a Hub-like server (HF_ENDPOINT)',
+  async (t) => {
+    if (!haveRavdess) return skip(t, NO_DATA)
+    const python = referencePython()
+    if (!python) return skip(t, 'no Python with torch 2.11 to write the Hugging Face layout fixture: skipped')
+    const repo = join(tempDir('ep-hf-install-'), 'repo')
+    execFileSync(python, [resolve(import.meta.dirname, 'fixtures', 'whisper_hf.py'), repo, '--random', '80'])
+    const files = Object.fromEntries(readdirSync(repo).map((f) => [f, readFileSync(join(repo, f))]))
+    const server = await startHubServer({ 'test-org/whisper-random': { commit: 'c'.repeat(40), files } })
+    try {
+      const p = await installedProject()
+      const hfCache = tempDir('ep-hf-cache-')
+      const env = userEnv({ HF_ENDPOINT: server.url, HF_HUB_CACHE: hfCache, LIBTORCH: locateLibtorch().found!.root })
+      const out = join(tempDir('ep-hub-run-'), 'run')
+      const args = [
+        'train',
+        '--data',
+        twoActors(),
+        '--out',
+        out,
+        '--models',
+        'probe',
+        '--encoder',
+        'test-org/whisper-random',
+        '--epochs',
+        '1',
+        '--quiet',
+      ]
+      const trained = await runAsync(p.cli, args, { cwd: p.dir, env })
+      t.is(trained.status, 0, trained.stderr)
+      t.true(existsSync(join(hfCache, 'models--test-org--whisper-random', 'snapshots', 'c'.repeat(40), 'model.safetensors')))
+      const clip = join(ravdessDir, 'Actor_01', readdirSync(join(ravdessDir, 'Actor_01')).sort()[0])
+      const predicted = await runAsync(p.cli, ['predict', '--run', out, '--model', 'probe', '--json', clip], { cwd: p.dir, env })
+      t.is(predicted.status, 0, predicted.stderr)
+      t.regex(JSON.parse(predicted.stdout).label, /^(neutral|calm|happy|sad|angry|fearful|disgust|surprised)$/)
+    } finally {
+      await server.close()
+    }
+  },
+)

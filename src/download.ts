@@ -12,7 +12,8 @@ import { lockRunDir } from './run-dir.js'
 export interface ExpectedFile {
   /** Size in bytes, when the index publishes it. */
   bytes?: number
-  algorithm: 'sha256' | 'md5'
+  /** `git-sha1`: a git blob id, SHA-1 of `blob <size>\0` and the content (the Hub's ETag of small files). */
+  algorithm: 'sha256' | 'md5' | 'git-sha1'
   /** Hex digest. */
   digest: string
 }
@@ -32,6 +33,8 @@ export interface DownloadOptions {
   signal?: AbortSignal
   /** Request headers (e.g. `Accept`). */
   headers?: Record<string, string>
+  /** Suffix of the growing file. @default '.part' (the Hugging Face cache uses '.incomplete') */
+  partSuffix?: string
 }
 
 export interface Downloaded {
@@ -48,7 +51,8 @@ const failed = (url: string, reason: string, cause?: unknown) =>
 
 /** Hex digest of a file on disk. */
 export async function fileDigest(path: string, algorithm: ExpectedFile['algorithm']): Promise<string> {
-  const hash = createHash(algorithm)
+  const hash = createHash(algorithm === 'git-sha1' ? 'sha1' : algorithm)
+  if (algorithm === 'git-sha1') hash.update(`blob ${statSync(path).size}\0`)
   await pipeline(createReadStream(path), hash)
   return hash.digest('hex')
 }
@@ -68,7 +72,7 @@ export async function download(url: string, dest: string, expected: ExpectedFile
 async function downloadLocked(url: string, dest: string, expected: ExpectedFile, options: DownloadOptions): Promise<Downloaded> {
   if (existsSync(dest) && (await fileDigest(dest, expected.algorithm)) === expected.digest.toLowerCase())
     return { path: dest, bytes: statSync(dest).size, resumedFrom: 0, cached: true }
-  const part = `${dest}.part`
+  const part = `${dest}${options.partSuffix ?? '.part'}`
   let offset = existsSync(part) ? statSync(part).size : 0
   if (expected.bytes !== undefined && offset > expected.bytes) {
     rmSync(part, { force: true })

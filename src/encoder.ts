@@ -11,6 +11,11 @@ import { native } from './native.js'
 import { ensureWritableDir } from './run-dir.js'
 
 import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
+import { hubEncoder, parseHubName } from './hub.js'
+import type { HubName } from './hub.js'
+
+/** Progress and cancellation of a Hub download. */
+export type HubOptions = Parameters<typeof hubEncoder>[1]
 import type { EncoderName } from './encoder-install.js'
 
 /** Encoders installed by name (`npx emotion-pipeline install-models --encoder NAME`): defined in encoder-install.ts. */
@@ -33,12 +38,31 @@ export interface Embeddings extends CoreEmbeddings {
   data: Float32Array
 }
 
+const isInstalledName = (encoder: string) => (ENCODER_NAMES as readonly string[]).includes(encoder)
+
+/** `encoder` names a Hub repository: `org/name[@revision]` that is not a local folder. */
+export function hubNameOf(encoder: string): HubName | undefined {
+  return existsSync(encoder) ? undefined : parseHubName(encoder)
+}
+
 /**
- * Where `encoder` (a name or a folder) comes from, as a model's spec records it: an installed encoder
- * by name, a folder by its own name only (never an absolute path: model folders move between machines).
+ * The folder of `encoder`: an installed encoder's name, a local folder, or a Hugging Face Hub repository
+ * `org/name[@revision]` (fetched into the Hugging Face cache once; `HF_HUB_OFFLINE=1` uses the cache only).
  */
-export function encoderLocation(encoder: string): Pick<EncoderIdentity, 'source' | 'name'> {
-  if ((ENCODER_NAMES as readonly string[]).includes(encoder)) return { source: 'installed', name: encoder }
+export async function encoderFolder(encoder: string = DEFAULT_ENCODER, options: HubOptions = {}): Promise<string> {
+  const hub = typeof encoder === 'string' ? hubNameOf(encoder) : undefined
+  return hub ? (await hubEncoder(hub, options)).dir : resolveEncoder(encoder)
+}
+
+/**
+ * Where `encoder` comes from, as a model's spec records it: an installed encoder by name, a Hub
+ * repository at the commit it resolved to, a folder by its own name only (never an absolute path: model
+ * folders move between machines).
+ */
+export async function encoderLocation(encoder: string, options: HubOptions = {}): Promise<Pick<EncoderIdentity, 'source' | 'name'>> {
+  if (isInstalledName(encoder)) return { source: 'installed', name: encoder }
+  const hub = hubNameOf(encoder)
+  if (hub) return { source: 'hub', name: `${hub.repo}@${(await hubEncoder(hub, options)).commit}` }
   return { source: 'folder', name: basename(resolve(encoder)) }
 }
 
@@ -54,9 +78,9 @@ export function encoderSha256(dir: string): Promise<string> {
  * `MODEL_NOT_FOUND` naming the SHA-256 and the override.
  */
 export async function findEncoder(identity: EncoderIdentity, override?: string): Promise<string> {
-  const described = `the ${identity.source} encoder '${identity.name}' (model.bin SHA-256 ${identity.sha256})`
-  if (override !== undefined) {
-    const dir = resolveEncoder(override)
+  const described = `the ${identity.source} encoder '${identity.name}' (weights SHA-256 ${identity.sha256})`
+  if (override !== undefined || identity.source === 'hub') {
+    const dir = await encoderFolder(override ?? identity.name)
     const sha = await encoderSha256(dir)
     if (sha !== identity.sha256)
       throw new EmotionPipelineError(
@@ -96,7 +120,7 @@ export function resolveEncoder(encoder: string = DEFAULT_ENCODER): string {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new EmotionPipelineError(
       'MODEL_NOT_FOUND',
-      `encoder ${encoder} is neither an installed encoder (${ENCODER_NAMES.join(', ')}) nor a folder with a Whisper encoder (a CTranslate2 model.bin, or config.json with model.safetensors)`,
+      `encoder ${encoder} is neither an installed encoder (${ENCODER_NAMES.join(', ')}), a folder with a Whisper encoder (a CTranslate2 model.bin, or config.json with model.safetensors) nor a Hugging Face Hub repository (org/name[@revision])`,
     )
   }
   return dir
@@ -109,7 +133,7 @@ export function resolveEncoder(encoder: string = DEFAULT_ENCODER): string {
 export async function extractEmbeddings(inputs: AudioInput[], options: ExtractEmbeddingsOptions = {}): Promise<Embeddings> {
   checkAudioInputs(inputs)
   const { encoder, onProgress, signal, ...rest } = options
-  const modelDir = resolveEncoder(encoder)
+  const modelDir = await encoderFolder(encoder, { signal })
   if (rest.cacheDir) ensureWritableDir(rest.cacheDir, 'cacheDir')
   const result = await withCancel(signal, (token) =>
     awaitNative(

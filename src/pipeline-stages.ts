@@ -185,7 +185,7 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const speeds = options.speedPerturb ?? defaultSpeedPerturb(options.preset)
   if (embedding && speeds.length) train.perturbed = await perturbed(run, train.items, speeds, common)
   const encoderSource: EncoderIdentity | undefined = embedding && {
-    ...encoderLocation(options.encoder ?? DEFAULT_ENCODER),
+    ...(await encoderLocation(options.encoder ?? DEFAULT_ENCODER, { signal: options.signal })),
     sha256: (embedding as Rows & { modelSha256: string }).modelSha256,
     input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
     pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,

@@ -2,12 +2,12 @@
 // text and fusion models → evaluate → run directory with metrics, plots and a report.
 import { resolve } from 'node:path'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
-import { resolveEncoder } from './encoder.js'
+import { hubNameOf, resolveEncoder } from './encoder.js'
 import { native } from './native.js'
 import { runStages } from './pipeline-stages.js'
 import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult } from './pipeline-types.js'
-import { defaultModels, MODEL_NAMES } from './presets.js'
+import { defaultModels, MODEL_NAMES, uses } from './presets.js'
 import { ensureWritableDir, lockRunDir } from './run-dir.js'
 import type { TrainOptions } from './train.js'
 
@@ -119,7 +119,9 @@ function validate(o: PipelineOptions): void {
     throw invalidOption('encoderPrecision', `must be 'auto', 'fp32', 'fp16' or 'bf16', got '${o.encoderPrecision}'`)
   if (o.encoderInput !== undefined && !['clip', 'padded'].includes(o.encoderInput))
     throw invalidOption('encoderInput', `must be 'clip' or 'padded', got '${o.encoderInput}'`)
-  if ((o.models ?? defaultModels(o.preset)).includes('encoder')) resolveEncoder(o.encoder)
+  // A Hub repository is fetched when the features are made; installed names and folders are checked now.
+  if ((o.models ?? defaultModels(o.preset)).some((m) => uses(m, 'embedding')) && !(o.encoder && hubNameOf(o.encoder)))
+    resolveEncoder(o.encoder)
   if (typeof o.split === 'string' && !['stratified', 'speaker'].includes(o.split))
     throw invalidOption('split', `must be 'stratified', 'speaker' or split options, got '${o.split}'`)
 }

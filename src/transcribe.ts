@@ -101,7 +101,11 @@ async function loadWhisper(options: TranscribeOptions): Promise<{ whisper: Whisp
           env.localModelPath = dirname(modelDir)
           name = modelDir.split('/').pop()!
         } else {
-          env.allowRemoteModels = true
+          // transformers.js reads HF_TOKEN itself, but neither HF_ENDPOINT nor HF_HUB_OFFLINE, and caches
+          // under node_modules (a reinstall wipes it): the Hub settings and our cache, mapped.
+          env.allowRemoteModels = !['1', 'true', 'yes', 'on'].includes((process.env.HF_HUB_OFFLINE ?? '').toLowerCase())
+          if (process.env.HF_ENDPOINT) env.remoteHost = `${process.env.HF_ENDPOINT.replace(/\/+$/, '')}/`
+          env.cacheDir = join(cacheRoot(), 'transformers')
         }
         try {
           const model = await AutoModelForSpeechSeq2Seq.from_pretrained(name, { dtype: 'fp32', device: 'cpu' })
