@@ -3,7 +3,7 @@
 // cut transfer, refusal of a corrupted blob, and a model that records its Hub encoder by commit.
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import { cpSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { type EmotionPipelineError, extractEmbeddings, installedEncoderDir, loadModel, trainPipeline } from '../src/index.js'
 import { isEncoderInstalled } from '../src/encoder-install.js'
@@ -168,4 +168,19 @@ test.serial('a model trained on a Hub encoder records it by commit and finds it 
     (await again.predictFiles(clipFiles)).map((p) => p.probabilities),
     predicted.map((p) => p.probabilities),
   )
+})
+
+test.serial('a model trained on an encoder folder finds the same weights in the Hugging Face cache by SHA-256', async (t) => {
+  if (!server) return skip(t, python ? NO_DATA : NO_PYTHON)
+  const cache = useHub()
+  await extractEmbeddings(clipFiles, { ...fp32, encoder: 'test-org/whisper-random' }) // fills the HF cache
+  const folder = join(tempDir('ep-own-encoder-'), 'my-encoder')
+  cpSync(join(cache, 'models--test-org--whisper-random', 'snapshots', COMMIT), folder, { recursive: true, dereference: true })
+  const out = tempDir('ep-run-folder-')
+  await trainPipeline({ data: ravdessDir, out, maxItems: 32, epochs: 1, device: 'cpu', models: ['probe'], encoder: folder })
+  rmSync(folder, { recursive: true })
+  const model = await loadModel(join(out, 'models', 'probe'), { device: 'cpu' })
+  t.like(model.meta.spec.inputs.embedding?.encoder, { source: 'folder', name: 'my-encoder' })
+  t.is(model.encoderDir, join(cache, 'models--test-org--whisper-random', 'snapshots', COMMIT))
+  t.is((await model.predictFiles(clipFiles)).length, 2)
 })

@@ -11,7 +11,7 @@ import { native } from './native.js'
 import { ensureWritableDir } from './run-dir.js'
 
 import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
-import { hubEncoder, parseHubName } from './hub.js'
+import { cachedEncoderBySha, hubEncoder, parseHubName } from './hub.js'
 import type { HubName } from './hub.js'
 
 /** Progress and cancellation of a Hub download. */
@@ -73,8 +73,9 @@ export function encoderSha256(dir: string): Promise<string> {
 
 /**
  * The folder of the encoder a model was trained on (`identity`, from its spec): `override` (a name or a
- * folder) when given, checked by SHA-256; else the installed encoder with that SHA-256, whatever the
- * model called it (a model folder copied to another machine finds the same encoder there). Otherwise
+ * folder) when given, checked by SHA-256; a Hub encoder from its repository at its commit; else the
+ * installed encoder, or the Hugging Face cache's, with that SHA-256, whatever the model called it (a
+ * model folder copied to another machine finds the same encoder there). Otherwise
  * `MODEL_NOT_FOUND` naming the SHA-256 and the override.
  */
 export async function findEncoder(identity: EncoderIdentity, override?: string): Promise<string> {
@@ -91,6 +92,8 @@ export async function findEncoder(identity: EncoderIdentity, override?: string):
   }
   const installed = ENCODER_NAMES.find((n) => ENCODERS[n].sha256 === identity.sha256)
   if (installed && isEncoderInstalled(installed)) return installedEncoderDir(installed)
+  const inHubCache = cachedEncoderBySha(identity.sha256)
+  if (inHubCache) return inHubCache
   const howToGive = 'give its folder with loadModel(dir, { encoder: DIR }) (CLI: predict --encoder DIR)'
   if (installed)
     throw new EmotionPipelineError(

@@ -4,7 +4,7 @@
 // (Range resume of `<blob>.incomplete`, progress) and checked against the Hub's ETag: the SHA-256 of an
 // LFS file, the git blob id of a small one. `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are honoured.
 // Why not @huggingface/hub: docs/DESIGN.md, "Encoders from the Hub".
-import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, isAbsolute, join, relative } from 'node:path'
 import { download } from './download.js'
@@ -193,4 +193,29 @@ export async function hubEncoder(
     writeFileSync(ref, commit)
   }
   return { dir: join(repoFolder(name.repo), 'snapshots', commit), commit }
+}
+
+/**
+ * A snapshot folder in the Hugging Face cache whose weight file is the blob `sha256` (LFS blobs are
+ * named by their SHA-256): an encoder found by identity, whatever repository it came from.
+ */
+export function cachedEncoderBySha(sha256: string): string | undefined {
+  const cache = hubCacheDir()
+  let repos: string[]
+  try {
+    repos = readdirSync(cache).filter((r) => r.startsWith('models--'))
+  } catch {
+    return undefined
+  }
+  for (const repo of repos) {
+    if (!existsSync(join(cache, repo, 'blobs', sha256))) continue
+    const snapshots = join(cache, repo, 'snapshots')
+    for (const commit of existsSync(snapshots) ? readdirSync(snapshots) : []) {
+      for (const file of ['model.bin', 'model.safetensors']) {
+        const link = readlinkSafe(join(snapshots, commit, file))
+        if (link && link.endsWith(`/blobs/${sha256}`)) return join(snapshots, commit)
+      }
+    }
+  }
+  return undefined
 }
