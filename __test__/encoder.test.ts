@@ -1,7 +1,7 @@
 // The Whisper encoder branch: pooled hidden states equal Hugging Face's WhisperEncoder (transformers
 // 4.52, same CTranslate2 weights) on real clips; bad models and clips fail with clear errors.
 import test from 'ava'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { decodeAudio, type EmotionPipelineError, extractEmbeddings, ENCODER_NAMES } from '../src/index.js'
@@ -264,4 +264,37 @@ test('a folder with only PyTorch pickles is refused by name, never unpickled', a
   const err = await t.throwsAsync(extractEmbeddings([join(tmp, 'none.wav')], { encoder: dir, device: 'cpu' }))
   t.is((err as EmotionPipelineError).code, 'MODEL_NOT_FOUND')
   t.regex(err!.message, /pytorch_model\.bin.*never unpickles/)
+})
+
+test('encoder weights holding NaN are NON_FINITE naming the file; doctor finds one flipped bit in an installed encoder', async (t) => {
+  if (!python) return skip(t, 'no Python with torch 2.11 to write the Hugging Face layout: skipped')
+  const dir = writeHfFolder(join(tmp, 'hf-nan'), ['--random', '80'])
+  const weights = join(dir, 'model.safetensors')
+  const bytes = readFileSync(weights)
+  const dataStart = 8 + Number(bytes.readBigUInt64LE(0))
+  bytes.writeFloatLE(Number.NaN, dataStart + 4 * 100)
+  writeFileSync(weights, bytes)
+  const input = [{ samples: new Float32Array(16000), sampleRate: 16000 }]
+  const err = await t.throwsAsync(extractEmbeddings(input, { encoder: dir, device: 'cpu' }))
+  t.is((err as EmotionPipelineError).code, 'NON_FINITE')
+  t.regex(err!.message, /hf-nan\/model\.safetensors: encoder weight .* NaN/)
+
+  if (!installed('whisper-base')) return skip(t, NOT_INSTALLED('whisper-base'))
+  const cache = join(tmp, 'flipped-cache')
+  const copy = join(cache, 'encoders', 'whisper-base')
+  mkdirSync(copy, { recursive: true })
+  const model = readFileSync(join(installedEncoderDir('whisper-base'), 'model.bin'))
+  model[model.length >> 1] ^= 0x01
+  writeFileSync(join(copy, 'model.bin'), model)
+  writeFileSync(join(copy, '.emotion-pipeline-complete'), `${ENCODERS['whisper-base'].sha256}\n`)
+  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+  const r = spawnSync(process.execPath, [cli, 'doctor', '--json'], {
+    encoding: 'utf8',
+    env: { ...process.env, EMOTION_PIPELINE_CACHE: cache },
+  })
+  const check = JSON.parse(r.stdout).checks.find((c: { name: string }) => c.name === 'encoder')
+  t.false(check.ok)
+  t.regex(check.detail, /damaged: model\.bin has SHA-256 [0-9a-f]{64}, not 905e5bf8/)
+  t.regex(check.fix, /install-models --encoder whisper-base/)
+  t.is(r.status, 1)
 })

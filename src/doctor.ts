@@ -1,8 +1,12 @@
 // `doctor()`: what this installation can do and the fix for what is missing, one small check each.
 // Checks marked `required` are what the default model needs: `emotion-pipeline doctor` exits 1 when one fails.
+import { createHash } from 'node:crypto'
+import { closeSync, openSync, readSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { deviceInfo, REQUIRED_TORCH } from './device.js'
 import type { DeviceInfo } from './device.js'
-import { DEFAULT_ENCODER, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
+import { DEFAULT_ENCODER, ENCODERS, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
+import type { EncoderName } from './encoder-install.js'
 import { EmotionPipelineError } from './errors.js'
 import { installTorchCommand, locateLibtorch } from './libtorch.js'
 import type { LibtorchSearch } from './libtorch.js'
@@ -163,16 +167,39 @@ function transformersCheck(): DoctorCheck {
 
 function encoderCheck(): DoctorCheck {
   const dir = installedEncoderDir(DEFAULT_ENCODER)
-  const ok = isEncoderInstalled(DEFAULT_ENCODER)
+  const installed = isEncoderInstalled(DEFAULT_ENCODER)
+  // The file itself, not only its install marker: one flipped bit changes every state it computes.
+  const damaged = installed ? encoderDamage(DEFAULT_ENCODER) : undefined
+  const ok = installed && !damaged
   return {
     name: 'encoder',
     ok,
     required: true,
     detail: ok
-      ? `${DEFAULT_ENCODER} in ${dir} (the recommended encoder model)`
-      : `${DEFAULT_ENCODER} is not installed in ${dir}: the recommended encoder model needs it`,
-    fix: ok ? undefined : `npx emotion-pipeline install-models --encoder ${DEFAULT_ENCODER}`,
+      ? `${DEFAULT_ENCODER} in ${dir} (the recommended encoder model; SHA-256 verified)`
+      : damaged
+        ? `${DEFAULT_ENCODER} in ${dir} is damaged: ${damaged}`
+        : `${DEFAULT_ENCODER} is not installed in ${dir}: the recommended encoder model needs it`,
+    fix: ok ? undefined : `${damaged ? `rm -r ${dir} && ` : ''}npx emotion-pipeline install-models --encoder ${DEFAULT_ENCODER}`,
   }
+}
+
+/** Why an installed encoder's model.bin is not the file the installer promised (size, SHA-256), or undefined. */
+function encoderDamage(name: EncoderName): string | undefined {
+  const file = join(installedEncoderDir(name), 'model.bin')
+  const expected = ENCODERS[name]
+  const size = statSync(file, { throwIfNoEntry: false })?.size
+  if (size !== expected.bytes) return `model.bin has ${size ?? 'no'} bytes, not ${expected.bytes}`
+  const hash = createHash('sha256')
+  const fd = openSync(file, 'r')
+  try {
+    const chunk = Buffer.alloc(8 << 20)
+    for (let n = readSync(fd, chunk); n > 0; n = readSync(fd, chunk)) hash.update(chunk.subarray(0, n))
+  } finally {
+    closeSync(fd)
+  }
+  const sha = hash.digest('hex')
+  return sha === expected.sha256 ? undefined : `model.bin has SHA-256 ${sha}, not ${expected.sha256}`
 }
 
 export function formatDoctor(report: DoctorReport): string {

@@ -213,7 +213,7 @@ export function cachedEncoderBySha(sha256: string): string | undefined {
     for (const commit of existsSync(snapshots) ? readdirSync(snapshots) : []) {
       for (const file of ['model.bin', 'model.safetensors']) {
         const link = readlinkSafe(join(snapshots, commit, file))
-        if (link && link.endsWith(`/blobs/${sha256}`)) return join(snapshots, commit)
+        if (link?.endsWith(`/blobs/${sha256}`)) return join(snapshots, commit)
       }
     }
   }

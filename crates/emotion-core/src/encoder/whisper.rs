@@ -59,6 +59,17 @@ impl WhisperEncoder {
     /// The encoder from variables in CTranslate2's names (read from `model_bin`, named in errors): a
     /// `model.bin`, or a Hugging Face checkpoint renamed by `hf::read`.
     pub fn from_model(model: &Ct2Model, model_bin: &Path, device: Device, kind: Kind) -> Result<WhisperEncoder> {
+        // Damaged weights would make every clip's states "non-finite": name the file instead.
+        let mut names: Vec<&String> = model.tensors.keys().collect();
+        names.sort();
+        for name in names {
+            if model.tensors[name].f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+                return Err(Error::NonFinite(format!(
+                    "{}: encoder weight {name} holds NaN or infinite values; the file is damaged: install it again",
+                    model_bin.display()
+                )));
+            }
+        }
         if model.spec != "WhisperSpec" {
             return Err(Error::model_not_found(model_bin, format!("a {} model, not Whisper", model.spec)));
         }
