@@ -3,7 +3,7 @@
 // (<label>/ folders, a manifest without a speaker column) with its speaker adversary switched off and
 // said so; checks that would fail are made before any feature is extracted and name the user's option.
 import test from 'ava'
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
 import { native } from '../src/native.js'
@@ -169,4 +169,37 @@ test('--version is the package version; every command has --help', (t) => {
     t.is(r.status, 0, command)
     t.regex(r.stdout, new RegExp(`^emotion-pipeline ${command}`), command)
   }
+})
+
+test('SIGTERM stops train like Ctrl-C: at the next step, with a resumable checkpoint, exit 143; --resume finishes it', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const out = join(tempDir('ep-sigterm-'), 'run')
+  const args = [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '40', '--models', 'probe', '--epochs', '300', '--json']
+  const status = await new Promise<number | null>((done) => {
+    const child = spawn(process.execPath, args)
+    let sent = false
+    child.stderr.on('data', (chunk: Buffer) => {
+      // The first finished epoch: the job is inside its training loop.
+      if (!sent && chunk.toString().includes('"type":"epochEnd"')) {
+        sent = true
+        child.kill('SIGTERM')
+      }
+    })
+    child.on('close', (code) => done(code))
+  })
+  t.is(status, 143)
+  const state = JSON.parse(readFileSync(join(out, 'models', 'probe', 'last.state.json'), 'utf8'))
+  t.true(state.epoch >= 1 && state.epoch < 300 && !state.finished, `stopped at epoch ${state.epoch}`)
+  const resumed = spawnSync(process.execPath, [...args, '--resume'], { encoding: 'utf8', timeout: 280_000 })
+  t.is(resumed.status, 0, resumed.stderr.slice(-2000))
+  t.true(JSON.parse(readFileSync(join(out, 'models', 'probe', 'last.state.json'), 'utf8')).finished)
+})
+
+test('a bad EMOTION_PIPELINE_CPU_CACHE is refused by name, not quietly ignored', (t) => {
+  const r = spawnSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', join(tempDir('ep-env-'), 'run')], {
+    encoding: 'utf8',
+    env: { ...process.env, EMOTION_PIPELINE_CPU_CACHE: 'abc' },
+  })
+  t.is(r.status, 1)
+  t.regex(r.stderr, /INVALID_OPTION.*EMOTION_PIPELINE_CPU_CACHE.*'abc'/)
 })

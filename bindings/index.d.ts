@@ -27,6 +27,12 @@ export declare class NativeModel {
 }
 
 /**
+ * Checks the environment variables the core reads (`EMOTION_PIPELINE_CPU_CACHE`); the loader calls it
+ * once, so a bad value is refused by name instead of quietly ignored.
+ */
+export declare function checkEnvironment(): void
+
+/**
  * Captures and replays a tiny CUDA graph and lets one capture fail on purpose (a JSON
  * `GraphSelfTest`): the smallest check of the CUDA-graph shim, for the GPU tests.
  */
@@ -70,7 +76,7 @@ export declare function extractMel(inputs: Array<string | SamplesInput>, options
 /** Indexes a corpus folder. Resolves to the JSON text of a `DatasetIndex` (typed in TypeScript). */
 export declare function indexDataset(dir: string, optionsJson?: string | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
 
-/** Loads `best` (else `last`) from `dir` onto `device`. */
+/** Loads `best` from `dir` onto `device` (a folder with only `last.*` is refused: resume the run). */
 export declare function loadModel(dir: string, device?: string | undefined | null): Promise<NativeModel>
 
 export interface MelResult {

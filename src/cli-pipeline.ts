@@ -10,6 +10,7 @@ import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import { trainPipeline } from './pipeline.js'
 import type { PipelineOptions, PipelineResult } from './pipeline.js'
+import { stopOnSignals } from './cli-signals.js'
 import { defaultModels, defaultSpeedPerturb, MODEL_NAMES, PRESET_EPOCHS, uses } from './presets.js'
 import type { ModelName } from './presets.js'
 import { progressPrinter } from './progress.js'
@@ -83,13 +84,12 @@ function summary(result: PipelineResult): string {
 /** Runs the pipeline with Ctrl-C as a clean stop; prints the result (JSON on stdout with --json). */
 export async function runPipeline(options: PipelineOptions, mode: ProgressMode): Promise<number> {
   const controller = new AbortController()
-  const onSignal = () => {
-    process.stderr.write(`\nstopping at the next step (a checkpoint is written); continue with the same command and --resume…\n`)
-    controller.abort()
-  }
-  process.once('SIGINT', onSignal)
+  const stopWatching = stopOnSignals(
+    controller,
+    'stopping at the next step (a checkpoint is written); continue with the same command and --resume…',
+  )
   const result = await trainPipeline({ ...options, onProgress: progressPrinter(mode), signal: controller.signal })
-  process.off('SIGINT', onSignal)
+  stopWatching()
   if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
   else console.log(summary(result))
   return 0
@@ -227,11 +227,10 @@ export async function cvCommand(argv: string[]): Promise<number> {
   }
   const mode: ProgressMode = values.json ? 'json' : values.quiet ? 'quiet' : 'human'
   const controller = new AbortController()
-  const onSignal = () => {
-    process.stderr.write('\nstopping at the next step (a checkpoint is written); run the same command again to go on…\n')
-    controller.abort()
-  }
-  process.once('SIGINT', onSignal)
+  const stopWatching = stopOnSignals(
+    controller,
+    'stopping at the next step (a checkpoint is written); run the same command again to go on…',
+  )
   const print = progressPrinter(mode)
   const result = await crossValidate({
     ...pipelineOptions(values),
@@ -246,7 +245,7 @@ export async function cvCommand(argv: string[]): Promise<number> {
       } else print(e)
     },
   })
-  process.off('SIGINT', onSignal)
+  stopWatching()
   if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
   else {
     const pm = (x: { mean: number; std: number }) => `${(x.mean * 100).toFixed(2)} ± ${(x.std * 100).toFixed(2)} %`

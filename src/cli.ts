@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The `emotion-pipeline` command: dispatches to the command modules; errors become one line with their
-// code (exit 2 for flags that do not parse and unknown commands, 130 for Ctrl-C, 1 otherwise, invalid
+// code (exit 2 for flags that do not parse and unknown commands, 130 for Ctrl-C and 143 for SIGTERM, 1 otherwise, invalid
 // option values included).
 import { cacheCommand } from './cli-cache.js'
+import { cancelledExitCode } from './cli-signals.js'
 import { demoCommand } from './cli-demo.js'
 import { cvCommand, predictCommand, trainCommand } from './cli-pipeline.js'
 import { benchCommand, doctorCommand, downloadCommand, installModelsCommand, installTorchCommand } from './cli-setup.js'
@@ -70,6 +71,6 @@ main().then(
     const message = err instanceof Error ? err.message : String(err)
     if (process.argv.includes('--json')) console.log(JSON.stringify({ type: 'error', code, message }))
     console.error(`error [${code}]: ${message}`)
-    process.exit(code === 'CANCELLED' ? 130 : usage ? 2 : 1)
+    process.exit(code === 'CANCELLED' ? cancelledExitCode() : usage ? 2 : 1)
   },
 )

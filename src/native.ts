@@ -126,8 +126,9 @@ function load(): typeof Native {
     state.cuda = { loaded: false, problem: `CPU-only libtorch (no libtorch_cuda.so in ${lib.libDir})` }
   }
   state.cudaGraph = loadCudaGraphShim(loader, addon.dir, state.cuda.loaded)
+  let addonModule: typeof Native
   try {
-    return require(join(addon.dir, ADDON_FILE)) as typeof Native
+    addonModule = require(join(addon.dir, ADDON_FILE)) as typeof Native
   } catch (err) {
     const why = err instanceof Error ? err.message.split('\n')[0] : String(err)
     fail(
@@ -136,6 +137,14 @@ function load(): typeof Native {
       err,
     )
   }
+  try {
+    addonModule.checkEnvironment()
+  } catch (err) {
+    const e = err as Error & { code?: string }
+    state.error = new EmotionPipelineError('INVALID_OPTION', e.message.replace(/^\[?INVALID_OPTION\]?:?\s*/, ''), { cause: err })
+    throw state.error
+  }
+  return addonModule
 }
 
 /**

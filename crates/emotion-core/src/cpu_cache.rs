@@ -28,6 +28,18 @@ pub struct CpuCacheStats {
     pub peak_bytes: u64,
 }
 
+/// `EMOTION_PIPELINE_CPU_CACHE` is unset, `off`, `0` or a whole number of MiB; anything else is refused
+/// by name (the binding checks it when the addon loads, before any job would quietly ignore it).
+pub fn check_env() -> crate::Result<()> {
+    match std::env::var("EMOTION_PIPELINE_CPU_CACHE") {
+        Ok(v) if v != "off" && v.trim().parse::<u64>().is_err() => Err(crate::Error::invalid(
+            "EMOTION_PIPELINE_CPU_CACHE",
+            format!("must be 'off', 0 or a cap in MiB (e.g. 2048), got '{v}'"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The free-cache cap in bytes from `EMOTION_PIPELINE_CPU_CACHE`; 0 means off.
 fn limit_from_env() -> u64 {
     let default = || {

@@ -156,3 +156,13 @@ fn weights_of_another_dtype_or_missing_a_tensor_are_refused_by_tensor_name() {
     let why = refusal(&dir);
     assert!(why.contains("`out.bias`"), "{why}");
 }
+
+#[test]
+fn a_folder_with_only_last_is_refused_with_how_to_finish_it() {
+    let _turn = turn();
+    let dir = probe_checkpoint("probe-last-only");
+    std::fs::remove_file(dir.join("best.json")).unwrap();
+    std::fs::remove_file(dir.join("best.safetensors")).unwrap();
+    let why = refusal(&dir);
+    assert!(why.contains("no best.json") && why.contains("--resume"), "{why}");
+}

@@ -93,3 +93,10 @@ pub fn cuda_graph_self_test(device: String) -> Result<String, Code> {
         .map(|r| serde_json::to_string(&r).expect("a self-test result serialises"))
         .map_err(to_js)
 }
+
+/// Checks the environment variables the core reads (`EMOTION_PIPELINE_CPU_CACHE`); the loader calls it
+/// once, so a bad value is refused by name instead of quietly ignored.
+#[napi]
+pub fn check_environment() -> Result<(), Code> {
+    emotion_core::cpu_cache::check_env().map_err(to_js)
+}

@@ -120,7 +120,7 @@ pub struct NativeModel {
     meta_json: String,
 }
 
-/// Loads `best` (else `last`) from `dir` onto `device`.
+/// Loads `best` from `dir` onto `device` (a folder with only `last.*` is refused: resume the run).
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model<'env>(env: &'env Env, dir: String, device: Option<String>) -> Result<Object<'env>> {
     spawn(

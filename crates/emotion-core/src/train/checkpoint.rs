@@ -296,18 +296,21 @@ pub fn check_weights(path: &Path, vs: &VarStore) -> Result<()> {
     Ok(())
 }
 
-/// The model metadata of `best` (else `last`) in `dir`, checked, and its weights file.
+/// The model metadata of `best` in `dir`, checked, and its weights file. A folder with only `last.*`
+/// (a run stopped before its first epoch ended) is refused rather than loaded half-trained.
 pub fn load_meta(dir: &Path) -> Result<(ModelMeta, PathBuf)> {
-    for tag in ["best", "last"] {
-        let meta = dir.join(format!("{tag}.json"));
-        if meta.exists() {
-            let parsed: ModelMeta = read_checkpoint_json(&meta, "model metadata")?;
-            check_spec(&parsed.spec).map_err(|e| Error::ModelNotFound {
-                path: meta.clone(),
-                reason: format!("its model spec is invalid: {e}"),
-            })?;
-            return Ok((parsed, dir.join(format!("{tag}.safetensors"))));
-        }
+    let meta = dir.join("best.json");
+    if !meta.exists() {
+        let reason = if dir.join("last.json").exists() {
+            "no best.json: the run stopped before its first epoch ended (last.json holds a partial epoch); \
+             finish it with the same command and --resume"
+        } else {
+            "no checkpoint here (best.json)"
+        };
+        return Err(Error::ModelNotFound { path: dir.into(), reason: reason.into() });
     }
-    Err(Error::ModelNotFound { path: dir.into(), reason: "no checkpoint here (best.json or last.json)".into() })
+    let parsed: ModelMeta = read_checkpoint_json(&meta, "model metadata")?;
+    check_spec(&parsed.spec)
+        .map_err(|e| Error::ModelNotFound { path: meta.clone(), reason: format!("its model spec is invalid: {e}") })?;
+    Ok((parsed, dir.join("best.safetensors")))
 }
