@@ -174,7 +174,7 @@ test('--version is the package version; every command has --help', (t) => {
 test('SIGTERM stops train like Ctrl-C: at the next step, with a resumable checkpoint, exit 143; --resume finishes it', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   const out = join(tempDir('ep-sigterm-'), 'run')
-  const args = [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '40', '--models', 'probe', '--epochs', '300', '--json']
+  const args = [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '40', '--models', 'probe', '--epochs', '2000', '--json']
   const status = await new Promise<number | null>((done) => {
     const child = spawn(process.execPath, args)
     let sent = false
@@ -189,8 +189,9 @@ test('SIGTERM stops train like Ctrl-C: at the next step, with a resumable checkp
   })
   t.is(status, 143)
   const state = JSON.parse(readFileSync(join(out, 'models', 'probe', 'last.state.json'), 'utf8'))
-  t.true(state.epoch >= 1 && state.epoch < 300 && !state.finished, `stopped at epoch ${state.epoch}`)
-  const resumed = spawnSync(process.execPath, [...args, '--resume'], { encoding: 'utf8', timeout: 280_000 })
+  t.true(state.epoch >= 1 && state.epoch < 2000 && !state.finished, `stopped at epoch ${state.epoch}`)
+  const quiet = args.map((a) => (a === '--json' ? '--quiet' : a))
+  const resumed = spawnSync(process.execPath, [...quiet, '--resume'], { encoding: 'utf8', timeout: 280_000 })
   t.is(resumed.status, 0, resumed.stderr.slice(-2000))
   t.true(JSON.parse(readFileSync(join(out, 'models', 'probe', 'last.state.json'), 'utf8')).finished)
 })
@@ -202,4 +203,39 @@ test('a bad EMOTION_PIPELINE_CPU_CACHE is refused by name, not quietly ignored',
   })
   t.is(r.status, 1)
   t.regex(r.stderr, /INVALID_OPTION.*EMOTION_PIPELINE_CPU_CACHE.*'abc'/)
+})
+
+test('a non-empty out is refused by name unless --resume goes on with its run or --overwrite replaces it (train, cv, symlinks)', (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const base = tempDir('ep-out-rule-')
+  const out = join(base, 'run')
+  const train = (...extra: string[]) =>
+    runCli(['train', '--data', ravdessDir, '--out', out, '--max-items', '32', '--epochs', '1', '--quiet', ...extra])
+  t.is(train('--models', 'probe').status, 0)
+  const again = train('--models', 'probe')
+  t.is(again.status, 1)
+  t.regex(again.stderr, /INVALID_OPTION.*`out`: .*\/run holds a training run; pass --resume .* or --overwrite/)
+  // Through a symlink to the finished run: the same refusal.
+  symlinkSync(out, join(base, 'link'))
+  const viaLink = runCli(['train', '--data', ravdessDir, '--out', join(base, 'link'), '--max-items', '32', '--epochs', '1'])
+  t.regex(viaLink.stderr, /holds a training run/)
+  // cv into a training run: refused, even with --resume.
+  const cv = runCli(['cv', '--data', ravdessDir, '--out', out, '--folds', '2', '--resume'])
+  t.is(cv.status, 1)
+  t.regex(cv.stderr, /holds a training run; pass --overwrite/)
+  // --overwrite replaces the run: the earlier model's folder goes.
+  t.is(train('--models', 'encoder', '--overwrite').status, 0)
+  t.deepEqual(readdirSync(join(out, 'models')), ['encoder'])
+  // A folder of other files: refused; --overwrite writes the run beside them and keeps them.
+  const other = join(base, 'notes')
+  mkdirSync(other)
+  writeFileSync(join(other, 'mine.txt'), 'keep me')
+  const refused = runCli(['train', '--data', ravdessDir, '--out', other, '--max-items', '32', '--epochs', '1', '--models', 'probe'])
+  t.regex(refused.stderr, /holds files that are not a run of this library; pass --overwrite/)
+  t.is(
+    runCli(['train', '--data', ravdessDir, '--out', other, '--max-items', '32', '--epochs', '1', '--models', 'probe', '--overwrite'])
+      .status,
+    0,
+  )
+  t.is(readFileSync(join(other, 'mine.txt'), 'utf8'), 'keep me')
 })

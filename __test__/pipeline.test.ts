@@ -356,7 +356,7 @@ test('transcripts from a file keyed by file name give the same vocabulary as the
   const err = t.throws(() =>
     execFileSync(
       process.execPath,
-      [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '48', '--models', 'text', '--transcripts', file],
+      [cli, 'train', '--data', ravdessDir, '--out', out, '--overwrite', '--max-items', '48', '--models', 'text', '--transcripts', file],
       { encoding: 'utf8', stdio: 'pipe' },
     ),
   )

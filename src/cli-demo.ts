@@ -76,7 +76,14 @@ export async function demoCommand(argv: string[]): Promise<number> {
       ? `Recommended recipe on ${data}: the encoder model, then the published audio, text and fusion models.`
       : `Quick demo on ${data}: the recommended recipe (the ${cv.model} model, ${cv.epochs} epochs), stratified 80/20 split (use --full for the published models too).`,
   )
-  const options: PipelineOptions = { data, out, encoder: values.encoder, models: full ? ['encoder', 'audio', 'text', 'fusion'] : undefined }
+  // The demo replaces its own runs/demo; a folder given with --out follows the usual rule.
+  const options: PipelineOptions = {
+    data,
+    out,
+    overwrite: values.out === undefined ? true : undefined,
+    encoder: values.encoder,
+    models: full ? ['encoder', 'audio', 'text', 'fusion'] : undefined,
+  }
   if (data === downloadedRavdess())
     say(
       `The data: RAVDESS actors 1–${RAVDESS.developmentActors} of the download, as every figure in the README (actors 21–24 are held out in ${join(data, '..', 'ravdess-heldout')}).`,

@@ -61,6 +61,7 @@ export function trainHelp(): string {
   --mel JSON            front-end options, e.g. '{"align":"center"}' (MelOptions, torchaudio names)
   --train JSON          per-model training options, e.g. '{"encoder":{"encoderHead":{"speakerAdversary":0}}}'
   --resume              continue the run in --out (finished models are kept, interrupted ones go on)
+  --overwrite           replace the run in --out (a non-empty --out is refused without --resume or this)
   ${JSON_HELP}
   --quiet               no progress, only the result
 
@@ -142,6 +143,7 @@ export const PIPELINE_FLAGS = {
   'encoder-precision': { type: 'string' },
   train: { type: 'string' },
   resume: { type: 'boolean' },
+  overwrite: { type: 'boolean' },
   json: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean' },
@@ -170,6 +172,7 @@ export function pipelineOptions(values: PipelineFlags): PipelineOptions {
     seed: num(values.seed),
     maxItems: num(values['max-items']),
     resume: values.resume === true ? true : undefined,
+    overwrite: values.overwrite === true ? true : undefined,
     transcripts: transcriptsOption(text(values.transcripts)),
     mel: jsonOption('--mel', text(values.mel)),
     encoder: text(values.encoder),

@@ -10,7 +10,7 @@ import type { ModelName, PipelineEvent, PipelineOptions } from './pipeline.js'
 import { MODEL_NAMES, trainPipeline } from './pipeline.js'
 import { confusionSvg, svgToPng } from './plots.js'
 import { ensureWritableDir, writeFileAtomic } from './run-dir.js'
-import { foldDir, readRunConfig, readRunMetrics, readRunSplit, RUN_FILES, runPaths } from './run-layout.js'
+import { claimOut, foldDir, readRunConfig, readRunMetrics, readRunSplit, RUN_FILES, runPaths } from './run-layout.js'
 
 export interface CrossValidateOptions extends Omit<PipelineOptions, 'split' | 'onProgress'> {
   /** Folds; each fold's test set is a disjoint group of speakers (RAVDESS actors 1–20: 4 per fold). @default 5 */
@@ -71,6 +71,8 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
   if (typeof pipeline.out !== 'string' || !pipeline.out) throw invalidOption('out', 'must be the cross-validation folder')
   const out = resolve(pipeline.out)
   ensureWritableDir(out, 'out')
+  // A cross-validation goes on with its own folds; anything else in `out` needs `overwrite`.
+  claimOut(out, 'cv', pipeline)
   if (typeof valFraction !== 'number' || !(valFraction >= 0 && valFraction < 1))
     throw invalidOption('valFraction', `must be in [0, 1) (--val-fraction), got ${valFraction}`)
   await checkSpeakers(options, folds, valFraction)
@@ -83,6 +85,7 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
     await trainPipeline({
       ...pipeline,
       out: dir,
+      overwrite: false,
       split: { strategy: 'speaker-kfold', folds, fold, valFraction, testFraction: 0 },
       // A fold finished or interrupted in an earlier call goes on from its checkpoints.
       resume: pipeline.resume || existsSync(runPaths(dir).split),

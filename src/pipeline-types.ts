@@ -77,6 +77,11 @@ export interface PipelineOptions extends SharedTrainSettings {
    * checkpoint (same result as an uninterrupted run). Without it a run in `out` is overwritten. @default false
    */
   resume?: boolean
+  /**
+   * Write into an `out` that holds another run (its files are replaced; files that are not a run's are
+   * kept) or other files. Without it, a non-empty `out` is refused unless `resume` continues its run.
+   */
+  overwrite?: boolean
   /** Extra per-model training options (architecture, schedule, …). */
   train?: Partial<Record<ModelName, Partial<TrainOptions>>>
   onProgress?: (event: PipelineEvent) => void

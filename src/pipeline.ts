@@ -9,6 +9,7 @@ import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult } from './pipeline-types.js'
 import { defaultModels, MODEL_NAMES, uses } from './presets.js'
 import { ensureWritableDir, lockRunDir } from './run-dir.js'
+import { claimOut } from './run-layout.js'
 import type { TrainOptions } from './train.js'
 
 export type { ModelName, PipelineEvent, PipelineOptions, PipelineResult } from './pipeline-types.js'
@@ -20,6 +21,7 @@ export async function trainPipeline(options: PipelineOptions): Promise<PipelineR
   ensureWritableDir(runDir, 'out')
   const lock = lockRunDir(runDir)
   try {
+    claimOut(runDir, 'train', options)
     return await runStages(options, runDir)
   } finally {
     lock.release()
@@ -54,6 +56,7 @@ const PIPELINE_KEYS = {
   maxTokens: true,
   maxItems: true,
   resume: true,
+  overwrite: true,
   train: true,
   onProgress: true,
   signal: true,

@@ -1,7 +1,7 @@
 // The one owner of a run directory's layout: every file name, and the typed, format-tagged metrics.json
 // and config.json with their readers. Checkpoint files inside models/<model>/ belong to the core's
 // checkpoint module; this module only names the folder.
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { EmotionPipelineError } from './errors.js'
 import type { Metrics } from './generated/results.js'
@@ -173,4 +173,54 @@ function malformed(file: string, field: string): EmotionPipelineError {
     'IO',
     `${file}: field \`${field}\` is missing or of the wrong type (edited by hand, or written by another version)`,
   )
+}
+
+/** What an `out` folder holds: nothing, a run (`train`), a cross-validation, or files of something else. */
+export type OutContents = 'empty' | 'train' | 'cv' | 'other'
+
+/** Names this library may leave in a folder it was asked to use without putting a run there. */
+const HOUSEKEEPING = new Set(['.lock'])
+
+/** What `out` holds (an interrupted run, checkpoints without metrics, counts as a run). */
+export function outContents(out: string): OutContents {
+  let names: string[]
+  try {
+    names = readdirSync(out).filter((n) => !HOUSEKEEPING.has(n) && !n.startsWith('.write-test-'))
+  } catch {
+    return 'empty'
+  }
+  if (names.length === 0) return 'empty'
+  if (names.includes(RUN_FILES.cv) || names.some((n) => /^fold-\d+$/.test(n))) return 'cv'
+  const run: string[] = [RUN_FILES.split, RUN_FILES.metrics, RUN_FILES.config, RUN_FILES.models]
+  return names.some((n) => run.includes(n)) ? 'train' : 'other'
+}
+
+/**
+ * One rule for every command that writes a run: a non-empty `out` is refused by name unless it holds
+ * this command's own work and `resume` is set (a cross-validation goes on with its folds), or
+ * `overwrite` is set: then the earlier run's files are removed (files that are not a run's are kept).
+ */
+export function claimOut(out: string, command: 'train' | 'cv', options: { resume?: boolean; overwrite?: boolean }): void {
+  const holds = outContents(out)
+  if (holds === 'empty') return
+  const mine = holds === command
+  if (options.overwrite) {
+    if (holds === 'train' || holds === 'cv') removeRun(out)
+    return
+  }
+  if (mine && (options.resume || command === 'cv')) return
+  const what = holds === 'train' ? 'a training run' : holds === 'cv' ? 'a cross-validation' : 'files that are not a run of this library'
+  const fix = mine
+    ? '--resume (resume: true) to go on with it, or --overwrite (overwrite: true) to replace it'
+    : '--overwrite (overwrite: true) to write there anyway, or another out folder'
+  throw new EmotionPipelineError('INVALID_OPTION', `invalid option \`out\`: ${out} holds ${what}; pass ${fix}`)
+}
+
+/** Removes a run's or a cross-validation's files from `out`, nothing else. */
+function removeRun(out: string): void {
+  for (const name of readdirSync(out)) {
+    const ours =
+      (Object.values(RUN_FILES) as string[]).includes(name) || /^fold-\d+$/.test(name) || /^(confusion|loss)[-\w]*\.(png|svg)$/.test(name)
+    if (ours) rmSync(join(out, name), { recursive: true, force: true })
+  }
 }
