@@ -108,6 +108,9 @@ test('trainPipeline writes a complete run directory with metrics in range', asyn
   const report = readFileSync(join(runDir, 'report.md'), 'utf8')
   t.regex(report, /\| audio \| .* \| 69\.28 % \|/)
   t.regex(report, /CC BY-NC-SA 4\.0/)
+  // RAVDESS clips run 3.3–5 s: the reference CNN's 3 s window cuts them, and the report says so.
+  t.regex(report, /\d+ of \d+ clip\(s\) are longer than the 3 s mel window and were cut to it/)
+  t.true(events.some((e) => e.type === 'warning' && /longer than the 3 s mel window/.test(e.message)))
   t.true(events.some((e) => e.type === 'stage' && e.stage === 'features'))
   t.true(events.some((e) => e.type === 'stage' && e.stage === 'embeddings'))
   // The encoder head's input shape came from the embeddings: Whisper-base's 6 layers + 1, 512 wide.

@@ -56,6 +56,7 @@ export function trainHelp(): string {
                         the CPU has native bf16, else fp32) | fp16 | bf16 | off
   --seed N              default ${t.seed}
   --max-items N         train on a stratified sample of N clips (quick runs)
+  --max-duration S      longest clip in seconds (default ${DEFAULTS.ExtractOptions.maxDuration}): longer ones are skipped as undecodable
   --transcripts KIND    whisper (default) | ravdess-names (the statement in each RAVDESS file name) |
                         FILE.json: { "<clip path or file name without extension>": "text", … }
   --mel JSON            front-end options, e.g. '{"align":"center"}' (MelOptions, torchaudio names)
@@ -133,6 +134,7 @@ export const PIPELINE_FLAGS = {
   amp: { type: 'string' },
   seed: { type: 'string' },
   'max-items': { type: 'string' },
+  'max-duration': { type: 'string' },
   transcripts: { type: 'string' },
   mel: { type: 'string' },
   encoder: { type: 'string' },
@@ -171,6 +173,7 @@ export function pipelineOptions(values: PipelineFlags): PipelineOptions {
     amp: text(values.amp) as PipelineOptions['amp'],
     seed: num(values.seed),
     maxItems: num(values['max-items']),
+    maxDuration: num(values['max-duration']),
     resume: values.resume === true ? true : undefined,
     overwrite: values.overwrite === true ? true : undefined,
     transcripts: transcriptsOption(text(values.transcripts)),

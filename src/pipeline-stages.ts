@@ -131,6 +131,8 @@ interface Rows {
   data: Float32Array
   shape: number[]
   indices: number[]
+  /** Inputs longer than the window (only the window was used). */
+  cut: number[]
   failed: { index: number; path: string; code: string; message: string }[]
 }
 
@@ -144,7 +146,13 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features'))
   const all = [...split.train, ...split.val, ...split.test]
   const paths = all.map((i) => i.path)
-  const common = { device: options.device ?? 'auto', cacheDir, strict: options.strict ?? false, signal: options.signal }
+  const common = {
+    device: options.device ?? 'auto',
+    cacheDir,
+    strict: options.strict ?? false,
+    signal: options.signal,
+    maxDuration: options.maxDuration,
+  }
   const mel: Rows | undefined = models.some((m) => uses(m, 'mel'))
     ? await run.stage('features', 'log-mel spectrograms', () =>
         extractMel(paths, { ...common, mel: options.mel, onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }) }),
@@ -162,6 +170,20 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
         }),
       )
     : undefined
+  // Clips longer than a model's window: only the window was used. Said, never silent.
+  for (const [rows, window] of [
+    [mel, `the ${options.mel?.durationSeconds ?? DEFAULTS.MelConfig.durationSeconds} s mel window`],
+    [embedding, "Whisper's 30 s window"],
+  ] as const) {
+    const cut = rows?.cut ?? []
+    if (cut.length === 0) continue
+    const message = `${cut.length} of ${paths.length} clip(s) are longer than ${window} and were cut to it: ${cut
+      .slice(0, 5)
+      .map((i) => paths[i])
+      .join(', ')}${cut.length > 5 ? ', …' : ''}`
+    run.emit({ type: 'warning', model: rows === mel ? 'audio' : 'encoder', message })
+    run.notes.push(`${message}.`)
+  }
   const failures = new Map<number, { path: string; code: string; message: string }>()
   for (const rows of [mel, embedding])
     for (const f of rows?.failed ?? []) failures.set(f.index, { path: f.path, code: f.code, message: f.message })
@@ -212,7 +234,7 @@ async function perturbed(
   run: Run,
   items: DatasetItem[],
   speeds: number[],
-  common: { device: DeviceSpec; cacheDir?: string; strict: boolean; signal?: AbortSignal },
+  common: { device: DeviceSpec; cacheDir?: string; strict: boolean; signal?: AbortSignal; maxDuration?: number },
 ): Promise<Part['perturbed']> {
   const { options } = run
   const rows: Float32Array[] = []

@@ -69,6 +69,12 @@ export interface PipelineOptions extends SharedTrainSettings {
   maxTokens?: number
   /** Stop with `AUDIO_DECODE` at the first clip that cannot be decoded, instead of skipping it with a `skipped` event. @default false */
   strict?: boolean
+  /**
+   * Longest clip in seconds: longer ones fail to decode (`AUDIO_DECODE`: skipped, or an error with
+   * `strict`) before they are read whole. Clips longer than a model's window are cut to it and said so.
+   * @default 600 (the core's `ExtractOptions.maxDuration`)
+   */
+  maxDuration?: number
   /** Use a stratified sample of this many clips (quick runs). */
   maxItems?: number
   /**

@@ -61,6 +61,7 @@ const PIPELINE_KEYS = {
   onProgress: true,
   signal: true,
   strict: true,
+  maxDuration: true,
 } satisfies Record<keyof PipelineOptions, true>
 
 function validate(o: PipelineOptions): void {

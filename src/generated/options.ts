@@ -94,7 +94,8 @@ export interface EarlyStopping {
 
 export interface EmbedOptions {
   /**
-   * Folder holding a CTranslate2 Whisper `model.bin` (the TypeScript API also takes the names
+   * Folder holding a Whisper encoder: a CTranslate2 `model.bin`, or Hugging Face's `config.json` with
+   * `model.safetensors` or its shards, any size (the TypeScript API also takes the names
    * `whisper-base` and `whisper-tiny.en` and resolves them to installed models).
    * @default ''
    */
@@ -132,6 +133,12 @@ export interface EmbedOptions {
    * @default 1
    */
   speed?: number
+  /**
+   * Longest input in seconds; longer ones are refused (`AUDIO_DECODE`) before they are decoded, so
+   * memory stays bounded whatever a file claims.
+   * @default 600
+   */
+  maxDuration?: number
 }
 
 /** The `encoder` model: input `[n, inputLayers, inputWidth]` from `extractEmbeddings`. */
@@ -245,6 +252,12 @@ export interface ExtractOptions {
    * @default null
    */
   cacheDir?: string | null
+  /**
+   * Longest input in seconds; longer ones are refused (`AUDIO_DECODE`) before they are decoded, so
+   * memory stays bounded whatever a file claims.
+   * @default 600
+   */
+  maxDuration?: number
 }
 
 /** Audio and text embeddings concatenated (256 + 128 = 384 by default), then dense layers. */
@@ -798,7 +811,8 @@ export const DEFAULTS = {
     'strict': false,
     'decodeThreads': 0,
     'cacheDir': null,
-    'speed': 1
+    'speed': 1,
+    'maxDuration': 600
   },
   'EncoderHeadConfig': {
     'inputLayers': 0,
@@ -816,7 +830,8 @@ export const DEFAULTS = {
     'batchSize': 64,
     'strict': false,
     'decodeThreads': 0,
-    'cacheDir': null
+    'cacheDir': null,
+    'maxDuration': 600
   },
   'FusionConfig': {
     'hidden': [

@@ -134,8 +134,13 @@ export interface Embeddings {
   /** `indices[i]` is the input that row `i` came from (failed inputs have no row). */
   indices: number[]
   failed: FailedInput[]
+  /** Inputs longer than Whisper's 30 s window: only the window was encoded. */
+  cut: number[]
   device: string
-  /** SHA-256 of the `model.bin` the embeddings came from. */
+  /**
+   * The encoder's identity: SHA-256 of its weight file (`model.bin` or `model.safetensors`; for shards,
+   * of their `<name> <sha256>` lines).
+   */
   modelSha256: string
   /** The precision the encoder ran in (`auto` resolved). */
   precision: EncoderPrecision
@@ -213,6 +218,8 @@ export interface MelFeatures {
   indices: number[]
   /** Inputs that could not be featurised, with the reason. */
   failed: FailedInput[]
+  /** Inputs longer than the window (`mel.durationSeconds`): only the window was featurised. */
+  cut: number[]
   /** The device the spectrograms were computed on. */
   device: string
   /** Cache counts when `cacheDir` was given. */

@@ -7,7 +7,7 @@ use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CodecParameters, DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader};
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
@@ -26,15 +26,78 @@ impl Audio {
     }
 }
 
-/// Decodes a whole file, averaging channels to mono. Fails with `AudioDecode` naming the file on
-/// empty, truncated, unsupported or non-finite input.
-pub fn decode_file(path: &Path) -> Result<Audio> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+/// Longest input a job decodes unless told otherwise (`maxDuration`): 10 minutes. Memory is bounded by
+/// it (about 115 MB of mono f32 at 48 kHz), whatever a file's header or frames claim.
+pub const DEFAULT_MAX_SECONDS: f64 = 600.0;
+
+/// How much of a file a job decodes.
+#[derive(Clone, Copy)]
+pub struct Limits<'a> {
+    /// Mono frames at the file's own rate after which decoding stops: the job's window (`None`: all).
+    pub keep: &'a (dyn Fn(u32) -> Option<usize> + Sync),
+    /// Inputs longer than this are refused (`AUDIO_DECODE`), before or while decoding.
+    pub max_seconds: f64,
+}
+
+impl Limits<'_> {
+    /// The whole file, up to [`DEFAULT_MAX_SECONDS`].
+    pub fn whole() -> Limits<'static> {
+        Limits { keep: &no_window, max_seconds: DEFAULT_MAX_SECONDS }
+    }
+}
+
+fn no_window(_rate: u32) -> Option<usize> {
+    None
+}
+
+/// Decoded audio and the length of its source.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub audio: Audio,
+    /// The source's length in seconds: from its header, or counted; more than `audio` holds when the
+    /// job's window cut it.
+    pub source_seconds: f64,
+}
+
+/// The file as a stream (never read whole): refused by name when it is missing, not a regular file
+/// (a FIFO, a device, a folder) or empty.
+fn open_source(path: &Path) -> Result<Box<dyn MediaSource>> {
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::decode(path, "file not found"),
         _ => Error::io(path, e),
     })?;
-    let hint_ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    decode_bytes(bytes, hint_ext.as_deref()).map_err(|reason| Error::decode(path, reason))
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::decode(path, "not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Err(Error::decode(path, "file is empty (0 bytes)"));
+    }
+    Ok(Box::new(file))
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase)
+}
+
+/// Decodes a file, averaging channels to mono, streamed from disk within `limits`. Fails with
+/// `AudioDecode` naming the file on empty, truncated, unsupported, non-finite or too long input.
+pub fn decode_file_limited(path: &Path, limits: Limits) -> Result<Decoded> {
+    let source = open_source(path)?;
+    let ext = extension(path);
+    guarded(|| decode_unguarded(source, ext.as_deref(), limits)).map_err(|reason| Error::decode(path, reason))
+}
+
+/// Decodes a whole file (up to [`DEFAULT_MAX_SECONDS`]).
+pub fn decode_file(path: &Path) -> Result<Audio> {
+    decode_file_limited(path, Limits::whole()).map(|d| d.audio)
+}
+
+/// Reads only a file's container header, streamed from disk.
+pub fn probe_file(path: &Path) -> Result<ProbeInfo> {
+    let source = open_source(path)?;
+    let ext = extension(path);
+    guarded(|| probe_unguarded(source, ext.as_deref())).map_err(|reason| Error::decode(path, reason))
 }
 
 /// What a file's header says, without decoding the samples.
@@ -51,16 +114,16 @@ impl ProbeInfo {
     }
 }
 
-/// Opens the container of an in-memory file and finds its first audio track.
-fn open(bytes: Vec<u8>, extension: Option<&str>) -> Result<(Box<dyn FormatReader>, u32, CodecParameters), String> {
-    if bytes.is_empty() {
-        return Err("file is empty (0 bytes)".into());
-    }
+/// Opens the container of a file and finds its first audio track.
+fn open(
+    source: Box<dyn MediaSource>,
+    extension: Option<&str>,
+) -> Result<(Box<dyn FormatReader>, u32, CodecParameters), String> {
     let mut hint = Hint::new();
     if let Some(ext) = extension {
         hint.with_extension(ext);
     }
-    let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), MediaSourceStreamOptions::default());
+    let source = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
     let probed = symphonia::default::get_probe()
         .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
         .map_err(|e| format!("unsupported or unrecognised format ({})", describe(&e)))?;
@@ -114,13 +177,20 @@ fn guarded<T>(what: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     })
 }
 
-/// Reads only the container header of an in-memory file. The error is a reason without the path.
-pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
-    guarded(|| probe_unguarded(bytes, extension))
+fn in_memory(bytes: Vec<u8>) -> Result<Box<dyn MediaSource>, String> {
+    if bytes.is_empty() {
+        return Err("file is empty (0 bytes)".into());
+    }
+    Ok(Box::new(std::io::Cursor::new(bytes)))
 }
 
-fn probe_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
-    let (_, _, p) = open(bytes, extension)?;
+/// Reads only the container header of an in-memory file. The error is a reason without the path.
+pub fn probe_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo, String> {
+    guarded(|| probe_unguarded(in_memory(bytes)?, extension))
+}
+
+fn probe_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>) -> Result<ProbeInfo, String> {
+    let (_, _, p) = open(source, extension)?;
     check_params(&p)?;
     let sample_rate = p.sample_rate.filter(|&r| r > 0).ok_or("sample rate unknown")?;
     if p.n_frames == Some(0) {
@@ -129,14 +199,24 @@ fn probe_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<ProbeInfo,
     Ok(ProbeInfo { sample_rate, channels: p.channels.map(|c| c.count() as u32).unwrap_or(0), frames: p.n_frames })
 }
 
-/// Decodes an in-memory file. The error is a reason without the path; callers add it.
+/// Decodes an in-memory file (up to [`DEFAULT_MAX_SECONDS`]). The error is a reason without the path.
 pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, String> {
-    guarded(|| decode_unguarded(bytes, extension))
+    guarded(|| decode_unguarded(in_memory(bytes)?, extension, Limits::whole())).map(|d| d.audio)
 }
 
-fn decode_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, String> {
-    let (mut format, track_id, params) = open(bytes, extension)?;
+fn too_long(seconds: f64, max: f64) -> String {
+    format!("{seconds:.1} s long, more than the {max} s allowed (maxDuration)")
+}
+
+fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limits: Limits) -> Result<Decoded, String> {
+    let (mut format, track_id, params) = open(source, extension)?;
     check_params(&params)?;
+    if let (Some(n), Some(rate)) = (params.n_frames, params.sample_rate.filter(|&r| r > 0)) {
+        // The header's length, refused before a frame is decoded.
+        if n as f64 / rate as f64 > limits.max_seconds {
+            return Err(too_long(n as f64 / rate as f64, limits.max_seconds));
+        }
+    }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| format!("unsupported codec ({})", describe(&e)))?;
@@ -146,6 +226,8 @@ fn decode_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, St
     let expected_frames = params.n_frames;
     let mut mono = Vec::with_capacity(expected_frames.unwrap_or(0).min(MAX_PREALLOCATED_FRAMES) as usize);
     let mut interleaved: Option<SampleBuffer<f32>> = None;
+    // Set once the job's window is decoded: the rest of the stream is only counted, not decoded.
+    let mut window_full = false;
 
     loop {
         let packet = match format.next_packet() {
@@ -175,9 +257,27 @@ fn decode_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, St
         }
         buf.copy_interleaved_ref(decoded);
         downmix_into(buf.samples(), channels as usize, &mut mono);
+        if mono.len() as f64 > limits.max_seconds * sample_rate as f64 {
+            return Err(too_long(mono.len() as f64 / sample_rate as f64, limits.max_seconds));
+        }
+        if let Some(keep) = (limits.keep)(sample_rate) {
+            if mono.len() >= keep {
+                mono.truncate(keep);
+                window_full = true;
+                break;
+            }
+        }
     }
+    let source_frames = if window_full {
+        match expected_frames {
+            Some(n) => n,
+            None => count_remaining(&mut format, track_id, mono.len() as u64, sample_rate, limits.max_seconds)?,
+        }
+    } else {
+        mono.len() as u64
+    };
 
-    if let Some(n) = expected_frames {
+    if let (Some(n), false) = (expected_frames, window_full) {
         // WAV and FLAC state their length: fewer frames than stated means the file was cut short.
         if (mono.len() as u64) < n && params.codec != symphonia::core::codecs::CODEC_TYPE_VORBIS {
             return Err(format!("truncated: header promises {n} frames, file holds {}", mono.len()));
@@ -192,7 +292,29 @@ fn decode_unguarded(bytes: Vec<u8>, extension: Option<&str>) -> Result<Audio, St
     if let Some(i) = mono.iter().position(|x| !x.is_finite()) {
         return Err(format!("non-finite sample (NaN or infinity) at frame {i}"));
     }
-    Ok(Audio { samples: mono, sample_rate, channels })
+    let source_seconds = source_frames as f64 / sample_rate as f64;
+    Ok(Decoded { audio: Audio { samples: mono, sample_rate, channels }, source_seconds })
+}
+
+/// The length of a stream whose header gives none: `frames` decoded so far plus the rest's packet
+/// durations (read, not decoded: time, not memory); refused once past `max_seconds`.
+fn count_remaining(
+    format: &mut Box<dyn FormatReader>,
+    track_id: u32,
+    mut frames: u64,
+    rate: u32,
+    max_seconds: f64,
+) -> Result<u64, String> {
+    loop {
+        match format.next_packet() {
+            Ok(p) if p.track_id() == track_id => frames += p.dur(),
+            Ok(_) => {}
+            Err(_) => return Ok(frames),
+        }
+        if frames as f64 / rate as f64 > max_seconds {
+            return Err(too_long(frames as f64 / rate as f64, max_seconds));
+        }
+    }
 }
 
 fn downmix_into(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {

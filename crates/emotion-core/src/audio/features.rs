@@ -1,7 +1,7 @@
 //! Batch feature extraction: decode and resample on CPU threads, log-mel in batches on the device.
 
 use super::cache::{CacheStats, FeatureCache};
-use super::decode::decode_bytes;
+use super::decode::{decode_file_limited, probe_file, Limits};
 use super::mel::{fit_clip, fit_length, Align, MelConfig, MelExtractor};
 use super::resample::{input_needed, resample};
 pub use super::samples::Samples;
@@ -44,6 +44,9 @@ pub struct ExtractOptions {
     pub decode_threads: usize,
     /// Folder of the on-disk feature cache; `None` disables it.
     pub cache_dir: Option<PathBuf>,
+    /// Longest input in seconds; longer ones are refused (`AUDIO_DECODE`) before they are decoded, so
+    /// memory stays bounded whatever a file claims.
+    pub max_duration: f64,
 }
 
 impl Default for ExtractOptions {
@@ -55,6 +58,7 @@ impl Default for ExtractOptions {
             strict: false,
             decode_threads: 0,
             cache_dir: None,
+            max_duration: super::decode::DEFAULT_MAX_SECONDS,
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct MelFeatures {
     pub indices: Vec<usize>,
     /// Inputs that could not be featurised, with the reason.
     pub failed: Vec<FailedInput>,
+    /// Inputs longer than the window (`mel.durationSeconds`): only the window was featurised.
+    pub cut: Vec<usize>,
     /// The device the spectrograms were computed on.
     pub device: String,
     /// Cache counts when `cacheDir` was given.
@@ -97,33 +103,52 @@ pub(crate) enum Loaded<'a> {
     },
 }
 
+/// What a stage reads of each clip.
+pub(crate) struct Stage<'a> {
+    /// Input frames at a rate that its window needs (`None`: the whole clip, e.g. centre alignment).
+    pub keep: &'a (dyn Fn(u32) -> Option<usize> + Sync),
+    /// Its window in seconds of input: a longer clip is reported as cut.
+    pub window_seconds: f64,
+    /// Longer inputs are refused (`maxDuration`).
+    pub max_seconds: f64,
+    /// Samples at their own rate → the stage's waveform.
+    pub prepare: Prepare<'a>,
+}
+
 /// A cache key and the entry found under it, for a content hash (`None`: no cache).
 pub(crate) type CacheLookup<'a> = &'a dyn Fn(&str) -> Option<(String, Option<Vec<f32>>)>;
 /// Samples at their own rate → the waveform a stage consumes.
 pub(crate) type Prepare<'a> = &'a (dyn for<'s> Fn(&'s [f32], u32) -> Result<Cow<'s, [f32]>> + Sync);
 
-/// Reads, looks up and decodes one input: `cached` finds features by the file's content hash (a
-/// hit skips decoding); `prepare` turns samples at their own rate into the stage's waveform.
+/// Reads, looks up and decodes one input, and says whether it was longer than the stage's window.
+/// A file's header is checked first (a file that is not audio, or longer than `maxDuration`, is refused
+/// before it is read further); then its content hash, streamed, finds cached features (a hit skips
+/// decoding); else only the window's frames are decoded, and `prepare` makes the stage's waveform.
 pub(crate) fn load_input<'a>(
     input: &'a AudioInput,
     index: usize,
     cached: CacheLookup,
-    prepare: Prepare,
-) -> Result<Loaded<'a>> {
+    stage: &Stage,
+) -> Result<(Loaded<'a>, bool)> {
     match input {
         AudioInput::Path(path) => {
-            let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::decode(path, "file not found"),
-                _ => Error::io(path, e),
-            })?;
-            let (key, hit) = cached(&crate::digest::sha256_hex(&bytes)).unzip();
-            if let Some(Some(features)) = hit {
-                return Ok(Loaded::Cached(features));
+            let header = probe_file(path)?;
+            if let Some(seconds) = header.duration_seconds().filter(|&s| s > stage.max_seconds) {
+                return Err(Error::decode(
+                    path,
+                    format!("{seconds:.1} s long, more than the {} s allowed (maxDuration)", stage.max_seconds),
+                ));
             }
-            let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-            let audio = decode_bytes(bytes, ext.as_deref()).map_err(|reason| Error::decode(path, reason))?;
-            let samples = Cow::Owned(prepare(&audio.samples, audio.sample_rate)?.into_owned());
-            Ok(Loaded::Wave { samples, cache_key: key })
+            let longer = header.duration_seconds().is_some_and(|s| s > stage.window_seconds);
+            let hash = crate::digest::sha256_file(path).map_err(|e| Error::io(path, e))?;
+            let (key, hit) = cached(&hash).unzip();
+            if let Some(Some(features)) = hit {
+                return Ok((Loaded::Cached(features), longer));
+            }
+            let decoded = decode_file_limited(path, Limits { keep: stage.keep, max_seconds: stage.max_seconds })?;
+            let audio = decoded.audio;
+            let samples = Cow::Owned((stage.prepare)(&audio.samples, audio.sample_rate)?.into_owned());
+            Ok((Loaded::Wave { samples, cache_key: key }, decoded.source_seconds > stage.window_seconds))
         }
         AudioInput::Samples { samples, sample_rate } => {
             let label = input.label(index);
@@ -134,15 +159,40 @@ pub(crate) fn load_input<'a>(
             if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
                 return Err(Error::decode(label, format!("non-finite sample (NaN or infinity) at frame {i}")));
             }
-            Ok(Loaded::Wave { samples: prepare(samples, *sample_rate)?, cache_key: None })
+            let seconds = samples.len() as f64 / *sample_rate as f64;
+            if seconds > stage.max_seconds {
+                return Err(Error::decode(
+                    label,
+                    format!("{seconds:.1} s long, more than the {} s allowed (maxDuration)", stage.max_seconds),
+                ));
+            }
+            Ok((
+                Loaded::Wave { samples: (stage.prepare)(samples, *sample_rate)?, cache_key: None },
+                seconds > stage.window_seconds,
+            ))
         }
     }
 }
 
-fn load<'a>(input: &'a AudioInput, index: usize, mel: &MelConfig, cache: Option<&FeatureCache>) -> Result<Loaded<'a>> {
+fn load<'a>(
+    input: &'a AudioInput,
+    index: usize,
+    options: &ExtractOptions,
+    cache: Option<&FeatureCache>,
+) -> Result<(Loaded<'a>, bool)> {
+    let mel = &options.mel;
     let expected = (mel.n_mels * mel.output_frames()) as usize;
     let cached = |hash: &str| lookup(cache, hash, expected);
-    load_input(input, index, &cached, &|samples, rate| Ok(to_clip(samples, rate, mel)))
+    // Start alignment keeps the first window: only the input it depends on is decoded. Centre alignment
+    // needs the clip's length (decoded whole, up to maxDuration).
+    let keep = |rate: u32| (mel.align == Align::Start).then(|| input_needed(rate, mel.sample_rate, mel.num_samples()));
+    let stage = Stage {
+        keep: &keep,
+        window_seconds: mel.num_samples() as f64 / mel.sample_rate as f64,
+        max_seconds: options.max_duration,
+        prepare: &|samples, rate| Ok(to_clip(samples, rate, mel)),
+    };
+    load_input(input, index, &cached, &stage)
 }
 
 /// The cache key of a clip's content hash and the entry found under it (`None` without a cache).
@@ -204,6 +254,7 @@ pub fn extract_mel(
         shape: [0, n_mels, frames],
         indices: Vec::new(),
         failed: Vec::new(),
+        cut: Vec::new(),
         device: device_name(device),
         cache: None,
     };
@@ -212,12 +263,15 @@ pub fn extract_mel(
     for (batch_no, batch) in inputs.chunks(options.batch_size).enumerate() {
         cancel.check()?;
         let first = batch_no * options.batch_size;
-        let loaded = load_parallel(batch, first, &options.mel, threads, cache.as_ref());
+        let loaded = load_parallel(batch, first, options, threads, cache.as_ref());
         let mut rows: Vec<(usize, Row)> = Vec::with_capacity(batch.len());
         let mut waves: Vec<Wave> = Vec::new();
         for (offset, result) in loaded.into_iter().enumerate() {
             let index = first + offset;
-            match result {
+            if let Ok((_, true)) = &result {
+                out.cut.push(index);
+            }
+            match result.map(|(loaded, _)| loaded) {
                 Ok(Loaded::Cached(features)) => rows.push((index, Row::Cached(features))),
                 Ok(Loaded::Wave { samples, cache_key }) => {
                     rows.push((index, Row::Computed(waves.len())));
@@ -279,11 +333,11 @@ fn mel_of(extractor: &MelExtractor, waves: &[Wave], n: usize) -> Result<Tensor> 
 fn load_parallel<'a>(
     batch: &'a [AudioInput],
     first: usize,
-    mel: &MelConfig,
+    options: &ExtractOptions,
     threads: usize,
     cache: Option<&FeatureCache>,
-) -> Vec<Result<Loaded<'a>>> {
-    parallel_map(batch, first, threads, &|input, index| load(input, index, mel, cache))
+) -> Vec<Result<(Loaded<'a>, bool)>> {
+    parallel_map(batch, first, threads, &|input, index| load(input, index, options, cache))
 }
 
 /// `f(input, index)` for each input of `batch` (whose first input has index `first`) on up to

@@ -1,9 +1,8 @@
 //! Finding, labelling, validating and de-duplicating the clips of a corpus.
 
 use super::ravdess::RavdessName;
-use crate::audio::decode::{decode_bytes, probe_bytes};
+use crate::audio::decode::{decode_file, probe_file};
 use crate::control::{CancelFlag, Progress};
-use crate::digest::sha256_hex;
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -408,20 +407,24 @@ fn probe_all(
     Ok(out)
 }
 
+/// The header first (a file that is not audio is refused before it is read further), then the content
+/// hash, streamed; with `verify: decode` every frame (up to the default maxDuration).
 fn probe_one(path: &Path, verify: Verify) -> Probed {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let hash = sha256_hex(&bytes);
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    match verify {
-        Verify::Header => {
-            let info = probe_bytes(bytes, ext.as_deref())?;
-            Ok((hash, info.sample_rate, info.duration_seconds()))
-        }
+    // The reason alone: the index reports it beside the path.
+    let reason = |e: crate::Error| match e {
+        crate::Error::AudioDecode { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    let info = probe_file(path).map_err(reason)?;
+    let (rate, seconds) = match verify {
+        Verify::Header => (info.sample_rate, info.duration_seconds()),
         Verify::Decode => {
-            let audio = decode_bytes(bytes, ext.as_deref())?;
-            Ok((hash, audio.sample_rate, Some(audio.duration_seconds())))
+            let audio = decode_file(path).map_err(reason)?;
+            (audio.sample_rate, Some(audio.duration_seconds()))
         }
-    }
+    };
+    let hash = crate::digest::sha256_file(path).map_err(|e| e.to_string())?;
+    Ok((hash, rate, seconds))
 }
 
 /// Keeps the first of each group of equal content or equal RAVDESS identity (items are sorted by path).

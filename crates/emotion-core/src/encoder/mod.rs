@@ -11,7 +11,8 @@ pub mod speaker_norm;
 pub mod whisper;
 
 use crate::audio::cache::{CacheStats, FeatureCache};
-use crate::audio::features::{load_input, lookup, parallel_map, AudioInput, FailedInput, Loaded, Prepare};
+use crate::audio::features::{load_input, lookup, parallel_map, AudioInput, FailedInput, Loaded, Prepare, Stage};
+use crate::audio::resample::input_needed;
 use crate::audio::resample::resample;
 use crate::control::{CancelFlag, Progress};
 use crate::device::{device_name, parse_device};
@@ -94,6 +95,9 @@ pub struct EmbedOptions {
     /// recorded at `speed ×` its rate, so pitch and tempo change together), 0.5–2. Training copies at
     /// 0.9 and 1.1 are the usual augmentation.
     pub speed: f64,
+    /// Longest input in seconds; longer ones are refused (`AUDIO_DECODE`) before they are decoded, so
+    /// memory stays bounded whatever a file claims.
+    pub max_duration: f64,
 }
 
 impl Default for EmbedOptions {
@@ -108,6 +112,7 @@ impl Default for EmbedOptions {
             decode_threads: 0,
             cache_dir: None,
             speed: 1.0,
+            max_duration: crate::audio::decode::DEFAULT_MAX_SECONDS,
         }
     }
 }
@@ -125,6 +130,8 @@ pub struct Embeddings {
     /// `indices[i]` is the input that row `i` came from (failed inputs have no row).
     pub indices: Vec<usize>,
     pub failed: Vec<FailedInput>,
+    /// Inputs longer than Whisper's 30 s window: only the window was encoded.
+    pub cut: Vec<usize>,
     pub device: String,
     /// The encoder's identity: SHA-256 of its weight file (`model.bin` or `model.safetensors`; for shards,
     /// of their `<name> <sha256>` lines).
@@ -202,21 +209,37 @@ pub fn extract_embeddings(
         shape: [0, rows, width],
         indices: Vec::new(),
         failed: Vec::new(),
+        cut: Vec::new(),
         device: device_name(device),
         model_sha256,
         precision: resolve_precision(options.precision, device),
         cache: None,
+    };
+    // Whisper's 30 s window in input frames at a file's rate (as if recorded `speed` times faster): only
+    // those are decoded; a longer clip is reported in `cut`.
+    let keep = |rate: u32| {
+        let rate = (rate as f64 * options.speed).round() as u32;
+        Some(if rate == SAMPLE_RATE { WINDOW_SAMPLES } else { input_needed(rate, SAMPLE_RATE, WINDOW_SAMPLES) })
+    };
+    let prepare: Prepare = &|samples, rate| Ok(Cow::Owned(to_encoder_rate(samples, rate, options.speed)));
+    let stage = Stage {
+        keep: &keep,
+        window_seconds: WINDOW_SAMPLES as f64 / SAMPLE_RATE as f64 * options.speed,
+        max_seconds: options.max_duration,
+        prepare,
     };
     let chunk = 16;
     for (chunk_no, batch) in inputs.chunks(chunk).enumerate() {
         cancel.check()?;
         let first = chunk_no * chunk;
         let cached = |hash: &str| lookup(cache.as_ref(), hash, per_clip);
-        let prepare: Prepare = &|samples, rate| Ok(Cow::Owned(to_encoder_rate(samples, rate, options.speed)));
-        let loaded = parallel_map(batch, first, threads, &|input, index| load_input(input, index, &cached, prepare));
+        let loaded = parallel_map(batch, first, threads, &|input, index| load_input(input, index, &cached, &stage));
         for (offset, result) in loaded.into_iter().enumerate() {
             let index = first + offset;
-            let pooled = result.and_then(|loaded| match loaded {
+            if let Ok((_, true)) = &result {
+                out.cut.push(index);
+            }
+            let pooled = result.and_then(|(loaded, _)| match loaded {
                 Loaded::Cached(row) => Ok(row),
                 Loaded::Wave { samples, cache_key } => {
                     let label = batch[offset].label(index);
