@@ -1,6 +1,6 @@
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { inflateSync } from 'node:zlib'
@@ -479,4 +479,20 @@ test('a clip that cannot be decoded is skipped with an event and counted in metr
   const err = await t.throwsAsync(trainPipeline({ data, out: tempDir(), models: ['audio'], epochs: 1, device: 'cpu', strict: true }))
   t.is((err as EmotionPipelineError).code, 'AUDIO_DECODE')
   t.true(err!.message.includes(bad))
+})
+
+test('links planted in out at the names earlier versions wrote through are never followed: a victim file outside is untouched', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const victim = join(tempDir('ep-victim-'), 'victim.txt')
+  writeFileSync(victim, 'precious')
+  const out = tempDir('ep-planted-')
+  // The write probe's and the atomic writes' old names (pid-based, so predictable), and a run file itself.
+  symlinkSync(victim, join(out, `.write-test-${process.pid}`))
+  for (let k = 0; k < 64; k++)
+    for (const name of ['split.json', 'report.md', 'metrics.json', 'config.json'])
+      symlinkSync(victim, join(out, `.${process.pid}-${k}.tmp.${name}`))
+  symlinkSync(victim, join(out, 'report.md'))
+  await trainPipeline({ ...quick(out), models: ['probe'], overwrite: true })
+  t.is(readFileSync(victim, 'utf8'), 'precious')
+  t.true(lstatSync(join(out, 'report.md')).isFile(), 'the planted link was replaced by the real report')
 })

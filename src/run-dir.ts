@@ -1,6 +1,7 @@
 // The run directory: created with errors that name the option, locked while a run writes to it (so two
 // runs into one `out` cannot mix their splits and models), and written file by file atomically.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { EmotionPipelineError } from './errors.js'
@@ -14,9 +15,17 @@ let written = 0
  * a crash, sees the old file or the new one, never half of one. The one way this package writes files.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = join(dirname(path), `.${process.pid}-${written++}.tmp.${basename(path)}`)
+  // A name nobody can predict, created exclusively ('wx': O_CREAT|O_EXCL, which fails on an existing
+  // entry, a planted symbolic link included), then renamed over the target (a link there is replaced,
+  // never followed).
+  const tmp = join(dirname(path), `.${randomBytes(8).toString('hex')}-${written++}.tmp.${basename(path)}`)
   try {
-    writeFileSync(tmp, data)
+    const fd = openSync(tmp, 'wx', 0o644)
+    try {
+      writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data)
+    } finally {
+      closeSync(fd)
+    }
     renameSync(tmp, path)
   } catch (err) {
     rmSync(tmp, { force: true })
@@ -49,11 +58,14 @@ export function ensureWritableDir(dir: string, option: string): void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
         throw ioError(option, dir, (err as NodeJS.ErrnoException).code ?? String(err), err)
     }
+    // What this call created must be a real folder (not a link planted between the check and mkdir).
+    if (!lstatSync(m).isDirectory()) throw ioError(option, dir, `${m} is not a real folder`)
   }
   // A folder that exists but cannot hold files (read-only, /proc, …) fails here, not halfway through a run.
-  const probe = join(dir, `.write-test-${process.pid}`)
+  // Exclusive create under an unpredictable name: a link planted at the name is never followed.
+  const probe = join(dir, `.write-test-${randomBytes(8).toString('hex')}`)
   try {
-    closeSync(openSync(probe, 'w'))
+    closeSync(openSync(probe, 'wx'))
     rmSync(probe, { force: true })
   } catch (err) {
     throw ioError(option, dir, `not writable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, err)

@@ -5,19 +5,33 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A hidden sibling of `path`, unique per process, thread and call (parallel writers never share one).
-/// It keeps the target's extension: libtorch picks the safetensors writer by it.
-fn temp_sibling(path: &Path) -> PathBuf {
+/// A hidden sibling of `path` under a name nobody can predict (a link planted at a predictable name
+/// would make the write land elsewhere), created exclusively: `O_CREAT|O_EXCL` fails on any existing
+/// entry, a symbolic link included. It keeps the target's extension: libtorch picks the safetensors
+/// writer by it.
+fn temp_sibling(path: &Path) -> Result<PathBuf> {
+    use std::hash::{BuildHasher, Hasher};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let unique = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    path.with_file_name(format!(".{unique}.tmp.{name}"))
+    for _ in 0..8 {
+        // RandomState is keyed from the OS's randomness once per thread: a fresh key per call.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        let tmp = path.with_file_name(format!(".{:016x}.tmp.{name}", h.finish()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(_) => return Ok(tmp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Err(Error::io(path, std::io::Error::other("no free temporary name")))
 }
 
 /// Writes `path` through `write`, which is given the temporary path to fill; on any failure the
 /// temporary file is removed and the target is left as it was.
 pub fn replace_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = temp_sibling(path);
+    let tmp = temp_sibling(path)?;
     let done = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -49,6 +63,20 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "the temporary file was removed");
         write_atomic(&target, b"new").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_at_the_target_is_replaced_never_followed() {
+        let dir = std::env::temp_dir().join(format!("emotion-atomic-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let target = dir.join("best.json");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        write_atomic(&target, b"model").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&target).unwrap().file_type().is_file());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
