@@ -166,3 +166,19 @@ fn a_folder_with_only_last_is_refused_with_how_to_finish_it() {
     let why = refusal(&dir);
     assert!(why.contains("no best.json") && why.contains("--resume"), "{why}");
 }
+
+#[test]
+fn a_model_larger_than_the_available_memory_is_refused_before_it_is_allocated() {
+    let _turn = turn();
+    let config = TrainConfig {
+        model: ModelKind::Encoder,
+        encoder_head: EncoderHeadConfig { hidden: vec![60_000, 60_000], ..Default::default() },
+        ..small_config()
+    };
+    let set = toy_embeddings(6, 2);
+    let started = std::time::Instant::now();
+    let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OutOfMemory, "{err}");
+    assert!(err.to_string().contains("encoderHead") && err.to_string().contains("GB"), "{err}");
+    assert!(started.elapsed().as_secs() < 5, "refused before allocating");
+}

@@ -62,7 +62,33 @@ impl Job {
         options.validate_settings()?;
         let spec = derive_spec(options, train)?;
         options.check_class_weights(spec.labels.len())?;
-        Ok(Job { spec, training: options.training_settings(), run: options.run_settings() })
+        let job = Job { spec, training: options.training_settings(), run: options.run_settings() };
+        job.check_memory()?;
+        Ok(job)
+    }
+
+    /// A model whose weights, gradients and two Adam moments (16 bytes a value) exceed the CPU's
+    /// available memory is refused before anything is allocated, naming its architecture's options.
+    /// (CUDA devices are not checked here: libtorch's out-of-memory error names the batch size.)
+    fn check_memory(&self) -> Result<()> {
+        if crate::device::parse_device(&self.run.device)? != tch::Device::Cpu {
+            return Ok(());
+        }
+        let needed = self.spec.kind.kind().parameter_count(&self.spec).saturating_mul(16);
+        match available_memory() {
+            Some(free) if needed > free as u128 => Err(crate::Error::OutOfMemory {
+                device: "cpu".into(),
+                reason: format!(
+                    "the {} model would need {:.1} GB for its weights, gradients and optimiser state, more than the {:.1} GB available; \
+                     make its layers narrower (the `{}` options)",
+                    self.spec.kind.name(),
+                    needed as f64 / 1e9,
+                    free as f64 / 1e9,
+                    self.spec.kind.kind().architecture_options(),
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The options with everything the job resolved written back (what `TrainResult.config` and
@@ -175,4 +201,11 @@ pub fn derive_spec(options: &TrainConfig, train: &HostSet) -> Result<ModelSpec> 
     let spec = ModelSpec { kind, labels: options.labels.clone(), architecture, inputs };
     check_spec(&spec)?;
     Ok(spec)
+}
+
+/// Bytes the kernel says a new allocation can take (`MemAvailable`), when it says.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

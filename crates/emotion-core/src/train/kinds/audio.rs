@@ -56,6 +56,10 @@ impl Kind for AudioKind {
         &[Input::Mel]
     }
 
+    fn architecture_options(&self) -> &'static str {
+        "audio"
+    }
+
     fn architecture(&self, options: &TrainConfig, _: &HostSet, _: &mut ModelInputs) -> Architecture {
         Architecture::Audio(options.audio.clone())
     }

@@ -33,6 +33,10 @@ impl Kind for EncoderKind {
         &[Input::Embedding]
     }
 
+    fn architecture_options(&self) -> &'static str {
+        "encoderHead"
+    }
+
     /// The head's input shape from the options when set, else from the data; `groups` from the
     /// options when not 1, else from the encoder's pooling; the adversary's speakers from the rows.
     fn architecture(&self, options: &TrainConfig, train: &HostSet, inputs: &mut ModelInputs) -> Architecture {

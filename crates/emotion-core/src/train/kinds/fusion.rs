@@ -27,6 +27,10 @@ impl Kind for FusionKind {
         &[Input::Mel, Input::Tokens]
     }
 
+    fn architecture_options(&self) -> &'static str {
+        "audio, text and fusion"
+    }
+
     fn architecture(&self, options: &TrainConfig, _: &HostSet, _: &mut ModelInputs) -> Architecture {
         Architecture::Fusion {
             audio: options.audio.clone(),

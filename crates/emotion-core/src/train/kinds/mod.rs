@@ -45,6 +45,8 @@ impl Output {
 pub trait Kind: Sync {
     /// The inputs its batches carry.
     fn inputs(&self) -> &'static [Input];
+    /// The options that shape its weights, as users name them (in messages about its size).
+    fn architecture_options(&self) -> &'static str;
     /// Its architecture from the options and the training rows (shapes and speakers the data fixes);
     /// it may narrow `inputs` where its options override what the data says.
     fn architecture(&self, options: &TrainConfig, train: &HostSet, inputs: &mut ModelInputs) -> Architecture;

@@ -34,6 +34,10 @@ impl Kind for ProbeKind {
         &[Input::Embedding]
     }
 
+    fn architecture_options(&self) -> &'static str {
+        "probe"
+    }
+
     fn architecture(&self, options: &TrainConfig, _: &HostSet, _: &mut ModelInputs) -> Architecture {
         Architecture::Probe(options.probe.clone())
     }

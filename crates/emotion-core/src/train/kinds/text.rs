@@ -54,6 +54,10 @@ impl Kind for TextKind {
         &[Input::Tokens]
     }
 
+    fn architecture_options(&self) -> &'static str {
+        "text"
+    }
+
     fn architecture(&self, options: &TrainConfig, _: &HostSet, _: &mut ModelInputs) -> Architecture {
         Architecture::Text(options.text.clone())
     }
