@@ -496,3 +496,28 @@ test('links planted in out at the names earlier versions wrote through are never
   t.is(readFileSync(victim, 'utf8'), 'precious')
   t.true(lstatSync(join(out, 'report.md')).isFile(), 'the planted link was replaced by the real report')
 })
+
+test('labels with a bar, a comma or a line break (folder names) keep report.md tables whole', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const data = tempDir('ep-odd-labels-')
+  const clips = readdirSync(join(ravdessDir, 'Actor_01')).sort()
+  for (const [k, label] of ['very|angry', 'calm, quiet', 'sad\nblue'].entries()) {
+    mkdirSync(join(data, label))
+    // Names that are not RAVDESS names: the folder is the label.
+    for (const [i, f] of clips.slice(k * 6, k * 6 + 6).entries())
+      symlinkSync(join(ravdessDir, 'Actor_01', f), join(data, label, `clip-${i}.flac`))
+  }
+  const out = tempDir('ep-odd-run-')
+  await trainPipeline({
+    data,
+    out,
+    epochs: 1,
+    device: 'cpu',
+    models: ['probe'],
+    split: { strategy: 'stratified', testFraction: 0.5, seed: 1 },
+  })
+  const report = readFileSync(join(out, 'report.md'), 'utf8').split('\n')
+  const classRows = report.filter((l) => /^\| (very|calm|sad)/.test(l))
+  t.is(classRows.length, 3, report.join('\n'))
+  for (const row of classRows) t.is(row.replace(/\\\|/g, '').split('|').length - 1, 6, row)
+})

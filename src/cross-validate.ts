@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { indexDataset } from './dataset.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
+import { mdCell } from './report.js'
 import type { Metrics } from './generated/results.js'
 import type { ModelName, PipelineEvent, PipelineOptions } from './pipeline.js'
 import { MODEL_NAMES, trainPipeline } from './pipeline.js'
@@ -230,7 +231,7 @@ function cvReport(r: CrossValidateResult, speakerNorm: boolean): string {
     '',
     '## Recall per class (all folds pooled)',
     '',
-    `| model | ${r.labels.join(' | ')} |`,
+    `| model | ${r.labels.map(mdCell).join(' | ')} |`,
     `|---|${r.labels.map(() => '---').join('|')}|`,
     ...Object.entries(r.models).map(([m, s]) => `| ${m} | ${r.labels.map((l) => pct(s.recall[l])).join(' | ')} |`),
     '',

@@ -74,6 +74,13 @@ function clock(seconds: number): string {
   const m = Math.round(s / 60)
   return `${Math.floor(m / 60)} h ${m % 60} min`
 }
+/** A value in a markdown table cell: a `|` or a line break (a label from a folder name may hold one) cannot end the cell or the row. */
+export const mdCell = (text: string) =>
+  text
+    .replace(/\\/g, '\\\\')
+    .replace(/\|/g, '\\|')
+    .replace(/[\r\n]+/g, ' ')
+
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? '—' : `${(x * 100).toFixed(2)} %`)
 
 export interface ReportInput {
@@ -116,7 +123,8 @@ export function reportMarkdown(r: ReportInput): string {
     const t = r.results[m].test
     if (t) {
       lines.push('| class | precision | recall | F1 | support |', '|---|---|---|---|---|')
-      for (const c of t.perClass) lines.push(`| ${c.label} | ${pct(c.precision)} | ${pct(c.recall)} | ${pct(c.f1)} | ${c.support} |`)
+      for (const c of t.perClass)
+        lines.push(`| ${mdCell(c.label)} | ${pct(c.precision)} | ${pct(c.recall)} | ${pct(c.f1)} | ${c.support} |`)
     }
   }
   if (r.notes.length) lines.push('', '## Notes', '', ...r.notes.map((n) => `- ${n}`))
