@@ -2,7 +2,7 @@
 // nothing half-installed is left where the loader would pick it up.
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { installedRoot } from '../src/libtorch.js'
 import { tempDir } from './helpers.js'
@@ -123,4 +123,21 @@ test('a download interrupted earlier resumes: a truncated wheel left in the down
   t.is(again.status, 0, again.stderr)
   t.truthy(installedRoot(dir))
   t.true(existsSync(join(dir, 'nvidia', 'cu13', 'lib', 'libcudart.so.13')))
+})
+
+test('staging left by an install killed before its end is removed by the next run; a live one is kept', (t) => {
+  const base = tempDir()
+  const dir = join(base, 'torch')
+  const dead = join(base, 'torch.partial-999999999')
+  const live = join(base, `torch.partial-${process.pid}`)
+  for (const d of [dead, live, join(base, 'torch.old-999999999')]) {
+    mkdirSync(join(d, 'lib'), { recursive: true })
+    writeFileSync(join(d, 'lib', 'libtorch_cpu.so'), 'half')
+  }
+  const r = installTorch(['--from', '/nonexistent/torch.whl', '--dir', dir])
+  t.is(r.status, 1)
+  t.false(existsSync(dead))
+  t.false(existsSync(join(base, 'torch.old-999999999')))
+  t.true(existsSync(live), 'the staging of a process that still runs is not touched')
+  t.regex(r.stderr, /removed torch\.partial-999999999, left by an install that was stopped before its end/)
 })

@@ -73,6 +73,8 @@ function runPython(python: string, args: string[], what: string, progress = fals
       .slice(-3)
       .join(' ')
       .replace(/^ERROR: /, '')
+    if (/No space left on device|ENOSPC|Errno 28/.test(result.stderr ?? ''))
+      throw new EmotionPipelineError('IO', `could not ${what}: the disk is full (${tail}); free space or install elsewhere with --dir`)
     throw new EmotionPipelineError('IO', `could not ${what} (${python} exited ${result.status})${tail ? `: ${tail}` : ''}`)
   }
   return result.stdout ?? ''
@@ -172,11 +174,40 @@ function torchRootIn(staging: string): string | undefined {
   return undefined
 }
 
+/**
+ * Removes what an install killed before its end left beside `dir` (`.partial-<pid>` staging, up to
+ * 1.1 GB, and `.old-<pid>`), when that process no longer runs.
+ */
+function removeStaleStaging(dir: string, log: (line: string) => void): void {
+  let siblings: string[]
+  try {
+    siblings = readdirSync(dirname(dir))
+  } catch {
+    return
+  }
+  for (const name of siblings) {
+    const [kind, pid] = name.startsWith(`${basename(dir)}.`) ? name.slice(basename(dir).length + 1).split('-') : []
+    if (!(kind === 'partial' || kind === 'old') || !/^\d+$/.test(pid ?? '') || processRuns(Number(pid))) continue
+    rmSync(join(dirname(dir), name), { recursive: true, force: true })
+    log(`removed ${name}, left by an install that was stopped before its end`)
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
 export function installTorch(options: InstallTorchOptions = {}): InstallTorchResult {
   const log = options.log ?? ((line: string) => console.error(`[install-torch] ${line}`))
   const python = options.python ?? 'python3'
   const variant: TorchVariant = options.variant ?? (nvidiaDriverPresent() ? 'cuda' : 'cpu')
   const dir = resolve(options.dir ?? defaultTorchInstallDir())
+  removeStaleStaging(dir, log)
   const from = (options.from ?? []).map((f) => resolve(f))
   for (const file of from) {
     if (!existsSync(file) || !statSync(file).isFile()) throw invalidOption('from', `${file} does not exist or is not a file`)
