@@ -39,6 +39,19 @@ pub fn replace_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     done
 }
 
+/// Removes temporary siblings (`.<random>.tmp.<name>`) that a process killed mid-write left in `dir`:
+/// called when a job takes a folder it alone writes (a checkpoint folder), so none is in use.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && name.starts_with('.') && name.contains(".tmp.") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Replaces `path` with `bytes`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace_file(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| Error::io(path, e)))

@@ -182,3 +182,18 @@ fn a_model_larger_than_the_available_memory_is_refused_before_it_is_allocated() 
     assert!(err.to_string().contains("encoderHead") && err.to_string().contains("GB"), "{err}");
     assert!(started.elapsed().as_secs() < 5, "refused before allocating");
 }
+
+#[test]
+fn a_temporary_file_left_by_a_killed_save_is_removed_when_the_next_job_starts() {
+    let _turn = turn();
+    let dir = tmp("probe-stale-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join(".0123456789abcdef.tmp.best.safetensors");
+    std::fs::write(&stale, b"").unwrap();
+    let config =
+        TrainConfig { model: ModelKind::Probe, epochs: Some(1), checkpoint_dir: Some(dir.clone()), ..small_config() };
+    let set = toy_embeddings(12, 4);
+    train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap();
+    assert!(!stale.exists());
+    assert!(dir.join("best.safetensors").exists());
+}

@@ -28,6 +28,10 @@ impl<'a> Trainer<'a> {
         // it is entered before the job's first allocation on the device.
         let side_stream =
             side_stream(config, device, sync_free, &mut |message| emit(TrainEvent::Warning { model: kind, message }));
+        if let Some(dir) = &config.run.checkpoint_dir {
+            // A save killed mid-write (kill -9) leaves a temporary file; this job alone writes here.
+            crate::atomic::remove_stale_temporaries(dir);
+        }
         let resumed = resumed_state(config)?;
         // A resumed job goes on in the precision it started in, so the run is the same as uninterrupted.
         let mixed = match resumed.as_ref().map(|s| s.precision) {
