@@ -239,3 +239,10 @@ test('a non-empty out is refused by name unless --resume goes on with its run or
   )
   t.is(readFileSync(join(other, 'mine.txt'), 'utf8'), 'keep me')
 })
+
+test('--max-items too small to leave a training clip says so, naming the option', (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const r = runCli(['train', '--data', ravdessDir, '--out', join(tempDir('ep-mi1-'), 'run'), '--max-items', '1', '--models', 'probe'])
+  t.is(r.status, 1)
+  t.regex(r.stderr, /INVALID_OPTION.*`maxItems`: is 1 \(--max-items\): the split of 1 clip\(s\) leaves none to train on/)
+})

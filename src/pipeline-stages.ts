@@ -102,6 +102,11 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
     typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? 'stratified', testFraction: 0.2, seed }
   checkSpeakersForSplit(options.data, items, splitOptions)
   const split = splitDataset(items, splitOptions)
+  if (split.train.length === 0)
+    throw invalidOption(
+      options.maxItems ? 'maxItems' : 'split',
+      `${options.maxItems ? `is ${options.maxItems} (--max-items): ` : ''}the split of ${items.length} clip(s) leaves none to train on (${split.val.length} validation, ${split.test.length} test); use more clips${options.maxItems ? ' (a few per class at least)' : ' or a smaller test fraction'}`,
+    )
   if (options.resume) checkSameSplit(runPaths(run.runDir).split, split)
   saveSplit(split, runPaths(run.runDir).split)
   run.emit({
