@@ -1,5 +1,5 @@
 import test from 'ava'
-import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { EmotionPipelineError, extractMel, indexDataset, loadSplit, saveSplit, splitDataset } from '../src/index.js'
 import type { DatasetIndex, DatasetItem } from '../src/index.js'
@@ -257,4 +257,24 @@ test('the feature cache: a second run reads every clip from disk and gives the s
     mixed.map((_, i) => i),
   )
   t.true(Buffer.from(withCache.data.buffer).equals(Buffer.from(without.data.buffer)))
+})
+
+test('a file name that is not UTF-8 is a problem named by path, and the good clip beside it stays', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const root = tempDir('ep-non-utf8-')
+  const clips = listAudio(join(ravdessDir, 'Actor_01'))
+  mkdirSync(join(root, 'happy'))
+  mkdirSync(join(root, 'sad'))
+  copyFileSync(clips[0], join(root, 'happy', 'good.flac'))
+  copyFileSync(clips[1], join(root, 'sad', 'also-good.flac'))
+  // "bad\xff.flac": the same content as the good clip, under a name that is not UTF-8.
+  const bad = Buffer.concat([Buffer.from(join(root, 'happy', 'bad')), Buffer.from([0xff]), Buffer.from('.flac')])
+  writeFileSync(bad, readFileSync(clips[0]))
+  const index = await indexDataset(root)
+  t.deepEqual(index.items.map((i) => i.path.split('/').slice(-2).join('/')).sort(), ['happy/good.flac', 'sad/also-good.flac'])
+  t.true(
+    index.problems.some((p) => p.kind === 'unreadable' && /not valid UTF-8/.test(p.message)),
+    JSON.stringify(index.problems),
+  )
+  t.deepEqual(index.duplicates, [])
 })

@@ -249,6 +249,16 @@ fn detect_layout(files: &[PathBuf]) -> Layout {
 
 fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Problem>) -> Option<Candidate> {
     let shown = path.display().to_string();
+    // A path that is not UTF-8 cannot cross to JavaScript intact (it would come back as another name,
+    // or as the "same" name as another file): refused by name, never guessed at.
+    if path.to_str().is_none() {
+        problems.push(Problem {
+            path: shown,
+            kind: ProblemKind::Unreadable,
+            message: "the path is not valid UTF-8: rename the file".into(),
+        });
+        return None;
+    }
     match layout {
         Layout::Ravdess => match RavdessName::parse(stem(path)) {
             Ok(Some(name)) => {
