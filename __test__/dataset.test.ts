@@ -1,6 +1,6 @@
 import test from 'ava'
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { basename, join } from 'node:path'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { EmotionPipelineError, extractMel, indexDataset, loadSplit, saveSplit, splitDataset } from '../src/index.js'
 import type { DatasetIndex, DatasetItem } from '../src/index.js'
 import { skip, haveRavdess, listAudio, NO_DATA, ravdessDir, tempDir } from './helpers.js'
@@ -277,4 +277,23 @@ test('a file name that is not UTF-8 is a problem named by path, and the good cli
     JSON.stringify(index.problems),
   )
   t.deepEqual(index.duplicates, [])
+})
+
+test('with dataRoot, manifest entries outside it (absolute, ../, or through a link) are refused by name', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const root = tempDir('ep-data-root-')
+  const clips = listAudio(join(ravdessDir, 'Actor_01'))
+  mkdirSync(join(root, 'clips'))
+  copyFileSync(clips[0], join(root, 'clips', 'inside.flac'))
+  symlinkSync(clips[1], join(root, 'clips', 'link-out.flac'))
+  const outside = join(tempDir('ep-outside-'), 'secret.flac')
+  copyFileSync(clips[2], outside)
+  const manifest = join(root, 'clips.csv')
+  writeFileSync(manifest, `path,label\nclips/inside.flac,happy\nclips/link-out.flac,sad\n${outside},sad\n../${basename(dirname(outside))}/secret.flac,sad\n`)
+  const guarded = await indexDataset(root, { layout: 'manifest', manifest, dataRoot: root })
+  t.deepEqual(guarded.items.map((i) => basename(i.path)), ['inside.flac'])
+  t.is(guarded.problems.filter((p) => /resolves outside dataRoot/.test(p.message)).length, 3)
+  // Without dataRoot, absolute paths and links work as written.
+  const open = await indexDataset(root, { layout: 'manifest', manifest })
+  t.is(open.items.length, 4 - open.duplicates.length)
 })

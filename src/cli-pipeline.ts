@@ -30,6 +30,7 @@ export function trainHelp(): string {
   return `emotion-pipeline train --data DIR --out DIR [options]
 
   --data DIR|FILE       dataset folder (RAVDESS names, or <label>/ folders), or a manifest FILE.csv|.jsonl
+  --data-root DIR       every manifest entry must lie in DIR (links resolved); others are refused by name
                         (path,label[,speaker]; paths relative to it); speakers are optional
   --out DIR             run directory to write
   --models LIST         comma-separated: ${MODEL_NAMES.join(',')} (default: ${list(defaultModels('recommended'))};
@@ -135,6 +136,7 @@ export const PIPELINE_FLAGS = {
   seed: { type: 'string' },
   'max-items': { type: 'string' },
   'max-duration': { type: 'string' },
+  'data-root': { type: 'string' },
   transcripts: { type: 'string' },
   mel: { type: 'string' },
   encoder: { type: 'string' },
@@ -174,6 +176,7 @@ export function pipelineOptions(values: PipelineFlags): PipelineOptions {
     seed: num(values.seed),
     maxItems: num(values['max-items']),
     maxDuration: num(values['max-duration']),
+    index: values['data-root'] === undefined ? undefined : { dataRoot: text(values['data-root']) },
     resume: values.resume === true ? true : undefined,
     overwrite: values.overwrite === true ? true : undefined,
     transcripts: transcriptsOption(text(values.transcripts)),

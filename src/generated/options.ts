@@ -305,6 +305,13 @@ export interface IndexOptions {
    * @default 0
    */
   threads?: number
+  /**
+   * A folder every manifest entry (relative or absolute, links resolved) must lie in; entries
+   * outside it are refused by name. Unset: absolute paths and links work as written (a manifest
+   * from someone else can then point at any file this process may read).
+   * @default null
+   */
+  dataRoot?: string | null
 }
 
 /**
@@ -846,7 +853,8 @@ export const DEFAULTS = {
     'manifest': null,
     'speechOnly': true,
     'verify': 'header',
-    'threads': 0
+    'threads': 0,
+    'dataRoot': null
   },
   'MelConfig': {
     'sampleRate': 48000,

@@ -45,11 +45,22 @@ pub struct IndexOptions {
     pub verify: Verify,
     /// Worker threads for hashing and probing; 0 = all cores.
     pub threads: usize,
+    /// A folder every manifest entry (relative or absolute, links resolved) must lie in; entries
+    /// outside it are refused by name. Unset: absolute paths and links work as written (a manifest
+    /// from someone else can then point at any file this process may read).
+    pub data_root: Option<PathBuf>,
 }
 
 impl Default for IndexOptions {
     fn default() -> Self {
-        IndexOptions { layout: Layout::Auto, manifest: None, speech_only: true, verify: Verify::Header, threads: 0 }
+        IndexOptions {
+            layout: Layout::Auto,
+            manifest: None,
+            speech_only: true,
+            verify: Verify::Header,
+            threads: 0,
+            data_root: None,
+        }
     }
 }
 
@@ -164,7 +175,7 @@ pub fn index_dataset(
                 .manifest
                 .as_ref()
                 .ok_or_else(|| Error::invalid("manifest", "required with layout 'manifest'"))?;
-            (Layout::Manifest, from_manifest(manifest, &mut problems)?)
+            (Layout::Manifest, from_manifest(manifest, options.data_root.as_deref(), &mut problems)?)
         }
         layout => {
             let files = find_audio(root)?;
@@ -316,7 +327,10 @@ fn label_file(root: &Path, path: &Path, layout: Layout, problems: &mut Vec<Probl
     }
 }
 
-fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Candidate>> {
+fn from_manifest(manifest: &Path, data_root: Option<&Path>, problems: &mut Vec<Problem>) -> Result<Vec<Candidate>> {
+    let root = data_root
+        .map(|r| std::fs::canonicalize(r).map_err(|e| Error::invalid("dataRoot", format!("{}: {e}", r.display()))))
+        .transpose()?;
     let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
     // Spreadsheet exports start with a byte-order mark, which would otherwise hide the header.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -373,6 +387,16 @@ fn from_manifest(manifest: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Can
                 message: "listed in the manifest but not found".into(),
             });
             continue;
+        }
+        if let Some(root) = &root {
+            if !std::fs::canonicalize(&full).is_ok_and(|real| real.starts_with(root)) {
+                problems.push(Problem {
+                    path: full.display().to_string(),
+                    kind: ProblemKind::Unreadable,
+                    message: format!("resolves outside dataRoot ({})", root.display()),
+                });
+                continue;
+            }
         }
         if label.is_empty() {
             problems.push(Problem {
