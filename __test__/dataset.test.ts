@@ -289,9 +289,15 @@ test('with dataRoot, manifest entries outside it (absolute, ../, or through a li
   const outside = join(tempDir('ep-outside-'), 'secret.flac')
   copyFileSync(clips[2], outside)
   const manifest = join(root, 'clips.csv')
-  writeFileSync(manifest, `path,label\nclips/inside.flac,happy\nclips/link-out.flac,sad\n${outside},sad\n../${basename(dirname(outside))}/secret.flac,sad\n`)
+  writeFileSync(
+    manifest,
+    `path,label\nclips/inside.flac,happy\nclips/link-out.flac,sad\n${outside},sad\n../${basename(dirname(outside))}/secret.flac,sad\n`,
+  )
   const guarded = await indexDataset(root, { layout: 'manifest', manifest, dataRoot: root })
-  t.deepEqual(guarded.items.map((i) => basename(i.path)), ['inside.flac'])
+  t.deepEqual(
+    guarded.items.map((i) => basename(i.path)),
+    ['inside.flac'],
+  )
   t.is(guarded.problems.filter((p) => /resolves outside dataRoot/.test(p.message)).length, 3)
   // Without dataRoot, absolute paths and links work as written.
   const open = await indexDataset(root, { layout: 'manifest', manifest })

@@ -481,18 +481,26 @@ test('a clip that cannot be decoded is skipped with an event and counted in metr
   t.true(err!.message.includes(bad))
 })
 
-test('links planted in out at the names earlier versions wrote through are never followed: a victim file outside is untouched', async (t) => {
+test('links planted in out at the names earlier versions wrote through are never followed: a victim file outside is untouched', (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   const victim = join(tempDir('ep-victim-'), 'victim.txt')
   writeFileSync(victim, 'precious')
   const out = tempDir('ep-planted-')
-  // The write probe's and the atomic writes' old names (pid-based, so predictable), and a run file itself.
-  symlinkSync(victim, join(out, `.write-test-${process.pid}`))
-  for (let k = 0; k < 64; k++)
-    for (const name of ['split.json', 'report.md', 'metrics.json', 'config.json'])
-      symlinkSync(victim, join(out, `.${process.pid}-${k}.tmp.${name}`))
-  symlinkSync(victim, join(out, 'report.md'))
-  await trainPipeline({ ...quick(out), models: ['probe'], overwrite: true })
+  // In a fresh process, which plants links at the old predictable names of its own pid (the write
+  // probe's, and the first atomic writes' `.<pid>-<n>.tmp.<file>`) and at report.md, then trains.
+  const script = `
+    import { symlinkSync } from 'node:fs'
+    import { join } from 'node:path'
+    const m = await import(${JSON.stringify(resolve(import.meta.dirname, '..', 'dist', 'index.js'))})
+    const out = ${JSON.stringify(out)}, victim = ${JSON.stringify(victim)}
+    symlinkSync(victim, join(out, '.write-test-' + process.pid))
+    for (let k = 0; k < 64; k++)
+      for (const name of ['split.json', 'report.md', 'metrics.json', 'config.json', 'history.csv'])
+        symlinkSync(victim, join(out, '.' + process.pid + '-' + k + '.tmp.' + name))
+    symlinkSync(victim, join(out, 'report.md'))
+    await m.trainPipeline({ data: ${JSON.stringify(ravdessDir)}, out, maxItems: 24, epochs: 1, device: 'cpu', models: ['probe'], overwrite: true })`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 240_000 })
+  t.is(r.status, 0, r.stderr.slice(-2000))
   t.is(readFileSync(victim, 'utf8'), 'precious')
   t.true(lstatSync(join(out, 'report.md')).isFile(), 'the planted link was replaced by the real report')
 })

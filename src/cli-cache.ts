@@ -12,7 +12,8 @@ emotion-pipeline cache clean --what ${PARTS.join('|')}[,…] [--json]
 The per-user cache is ${cacheRoot()}
 ($EMOTION_PIPELINE_CACHE, else $XDG_CACHE_HOME/emotion-pipeline, else ~/.cache/emotion-pipeline). Parts:
 ${PARTS.map((p) => `  ${p.padEnd(12)} ${CACHE_PARTS[p].what}`).join('\n')}
-Everything cleaned is made again when needed (features recomputed, models downloaded again).`
+Features and transcripts are made again when needed; libtorch, encoders and datasets are installed
+again with install-torch, install-models and download (each command says so when one is missing).`
 
 const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`)
 

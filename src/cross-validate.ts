@@ -10,7 +10,7 @@ import type { Metrics } from './generated/results.js'
 import type { ModelName, PipelineEvent, PipelineOptions } from './pipeline.js'
 import { MODEL_NAMES, trainPipeline } from './pipeline.js'
 import { confusionSvg, svgToPng } from './plots.js'
-import { ensureWritableDir, writeFileAtomic } from './run-dir.js'
+import { ensureWritableDir, lockRunDir, writeFileAtomic } from './run-dir.js'
 import { claimOut, foldDir, readRunConfig, readRunMetrics, readRunSplit, RUN_FILES, runPaths } from './run-layout.js'
 
 export interface CrossValidateOptions extends Omit<PipelineOptions, 'split' | 'onProgress'> {
@@ -72,15 +72,31 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
   if (typeof pipeline.out !== 'string' || !pipeline.out) throw invalidOption('out', 'must be the cross-validation folder')
   const out = resolve(pipeline.out)
   ensureWritableDir(out, 'out')
-  // A cross-validation goes on with its own folds; anything else in `out` needs `overwrite`.
-  claimOut(out, 'cv', pipeline)
   if (typeof valFraction !== 'number' || !(valFraction >= 0 && valFraction < 1))
     throw invalidOption('valFraction', `must be in [0, 1) (--val-fraction), got ${valFraction}`)
   await checkSpeakers(options, folds, valFraction)
+  // Checked (and, with `overwrite`, cleared) only once everything else is known to be right, under the
+  // folder's lock: a second cross-validation into `out` waits for nothing and removes nothing.
+  const lock = lockRunDir(out)
+  try {
+    // A cross-validation goes on with its own folds; anything else in `out` needs `overwrite`.
+    claimOut(out, 'cv', pipeline)
+    return await runFolds(out, folds, valFraction, only, pipeline, onProgress)
+  } finally {
+    lock.release()
+  }
+}
 
+async function runFolds(
+  out: string,
+  folds: number,
+  valFraction: number,
+  only: number[] | undefined,
+  pipeline: Omit<CrossValidateOptions, 'folds' | 'valFraction' | 'only' | 'onProgress'>,
+  onProgress: CrossValidateOptions['onProgress'],
+): Promise<CrossValidateResult> {
   const emit = onProgress ?? (() => {})
-  const runFolds = only ?? [...Array(folds).keys()]
-  for (const fold of runFolds) {
+  for (const fold of only ?? [...Array(folds).keys()]) {
     emit({ type: 'fold', fold, folds, message: `fold ${fold + 1} of ${folds}` })
     const dir = foldDir(out, fold)
     await trainPipeline({

@@ -11,7 +11,7 @@ import { native } from './native.js'
 import { ensureWritableDir } from './run-dir.js'
 
 import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
-import { cachedEncoderBySha, hubEncoder, parseHubName } from './hub.js'
+import { cachedAt, cachedEncoderBySha, hubEncoder, parseHubName } from './hub.js'
 import type { HubName } from './hub.js'
 
 /** Progress and cancellation of a Hub download. */
@@ -80,8 +80,7 @@ export function encoderSha256(dir: string): Promise<string> {
  */
 export async function findEncoder(identity: EncoderIdentity, override?: string): Promise<string> {
   const described = `the ${identity.source} encoder '${identity.name}' (weights SHA-256 ${identity.sha256})`
-  if (override !== undefined || identity.source === 'hub') {
-    const dir = await encoderFolder(override ?? identity.name)
+  const checked = async (dir: string) => {
     const sha = await encoderSha256(dir)
     if (sha !== identity.sha256)
       throw new EmotionPipelineError(
@@ -90,10 +89,17 @@ export async function findEncoder(identity: EncoderIdentity, override?: string):
       )
     return dir
   }
+  if (override !== undefined) return checked(await encoderFolder(override))
+  // Without the network first: the Hub snapshot at the recorded commit, an installed encoder or a
+  // Hugging Face cache blob with the SHA-256; the Hub itself last.
+  const hub = identity.source === 'hub' ? parseHubName(identity.name) : undefined
+  const atCommit = hub && cachedAt(hub.repo, hub.revision)
+  if (atCommit) return checked(atCommit)
   const installed = ENCODER_NAMES.find((n) => ENCODERS[n].sha256 === identity.sha256)
   if (installed && isEncoderInstalled(installed)) return installedEncoderDir(installed)
   const inHubCache = cachedEncoderBySha(identity.sha256)
   if (inHubCache) return inHubCache
+  if (hub) return checked((await hubEncoder(hub)).dir)
   const howToGive = 'give its folder with loadModel(dir, { encoder: DIR }) (CLI: predict --encoder DIR)'
   if (installed)
     throw new EmotionPipelineError(

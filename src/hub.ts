@@ -24,8 +24,13 @@ const COMMIT = /^[0-9a-f]{40}$/
 export function parseHubName(spec: string): HubName | undefined {
   const m = HUB_NAME.exec(spec)
   if (!m || m[1].includes('..')) return undefined
-  return { repo: m[1], revision: m[2] ?? 'main' }
+  const revision = m[2] ?? 'main'
+  // A revision names a ref file in the cache: no `.`/`..` segment, no leading slash.
+  if (revision.split('/').some((part) => part === '' || part === '.' || part === '..')) return undefined
+  return { repo: m[1], revision }
 }
+
+const HEX_ETAG = /^([0-9a-f]{40}|[0-9a-f]{64})$/
 
 /** `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`. */
 export function hubCacheDir(): string {
@@ -72,9 +77,12 @@ async function fileMeta(name: HubName, file: string, signal?: AbortSignal): Prom
       )
     }
     const location = response.headers.get('location')
-    // A relative redirect is a renamed repository: follow it. An absolute one is the CDN: its headers say it all.
-    if (response.status >= 300 && response.status < 400 && location?.startsWith('/')) {
-      url = new URL(location, url).toString()
+    // A relative redirect is a renamed repository: follow it (on the same host: the token goes only
+    // there). An absolute one is the CDN: its headers say it all.
+    if (response.status >= 300 && response.status < 400 && location?.startsWith('/') && !location.startsWith('//')) {
+      const next = new URL(location, url)
+      if (next.origin !== new URL(url).origin) throw new EmotionPipelineError('DOWNLOAD', `HEAD ${url} redirects off the Hub: ${location}`)
+      url = next.toString()
       continue
     }
     if (response.status === 404) {
@@ -90,8 +98,12 @@ async function fileMeta(name: HubName, file: string, signal?: AbortSignal): Prom
     const commit = response.headers.get('x-repo-commit')
     const etag = (response.headers.get('x-linked-etag') ?? response.headers.get('etag') ?? '').replace(/^W\//, '').replaceAll('"', '')
     const bytes = Number(response.headers.get('x-linked-size') ?? response.headers.get('content-length'))
-    if (!commit || !etag || !Number.isFinite(bytes))
-      throw new EmotionPipelineError('DOWNLOAD', `HEAD ${url} lacks the Hub's X-Repo-Commit, ETag or size headers`)
+    // They name files in the cache: a commit is 40 hex digits, an ETag a git blob id or a SHA-256.
+    if (!commit || !COMMIT.test(commit) || !HEX_ETAG.test(etag) || !Number.isFinite(bytes) || bytes < 0)
+      throw new EmotionPipelineError(
+        'DOWNLOAD',
+        `HEAD ${url} lacks valid X-Repo-Commit, ETag or size headers (got ${commit}, ${etag}, ${bytes})`,
+      )
     return { commit, etag, bytes, lfs: response.headers.has('x-linked-etag') }
   }
   throw new EmotionPipelineError('DOWNLOAD', `too many redirects for ${url}`)
@@ -106,6 +118,9 @@ async function fetchFile(
 ): Promise<void> {
   const folder = repoFolder(name.repo)
   const blob = join(folder, 'blobs', meta.etag)
+  const pointer = join(folder, 'snapshots', meta.commit, file)
+  // Already in the cache (a blob is named by its checksum and only renamed there once checked).
+  if (existsSync(blob) && readlinkSafe(pointer) === relative(dirname(pointer), blob)) return
   const url = `${endpoint()}/${name.repo}/resolve/${meta.commit}/${file}`
   await download(
     url,
@@ -113,7 +128,6 @@ async function fetchFile(
     { bytes: meta.bytes, algorithm: meta.lfs ? 'sha256' : 'git-sha1', digest: meta.etag },
     { headers: authHeaders(), partSuffix: '.incomplete', signal: options.signal, onProgress: (p) => options.onProgress?.({ ...p, file }) },
   )
-  const pointer = join(folder, 'snapshots', meta.commit, file)
   mkdirSync(dirname(pointer), { recursive: true })
   const target = relative(dirname(pointer), blob)
   if (existsSync(pointer) && readlinkSafe(pointer) === target) return
@@ -132,9 +146,12 @@ function readlinkSafe(path: string): string | undefined {
 /** The files of a Whisper encoder repository: CTranslate2's model.bin, or config.json with model.safetensors or shards. */
 async function encoderFiles(name: HubName, signal?: AbortSignal): Promise<Map<string, FileMeta>> {
   const files = new Map<string, FileMeta>()
+  let at = name
   const add = async (file: string) => {
-    const meta = await fileMeta(name, file, signal)
+    const meta = await fileMeta(at, file, signal)
     if (meta) files.set(file, meta)
+    // Every later file at the commit the first one resolved to: a moving branch cannot mix commits.
+    if (meta) at = { repo: name.repo, revision: meta.commit }
     return meta
   }
   if (await add('model.bin')) return files
@@ -153,7 +170,7 @@ async function encoderFiles(name: HubName, signal?: AbortSignal): Promise<Map<st
     }
     return files
   }
-  if (await fileMeta(name, 'pytorch_model.bin', signal))
+  if (await fileMeta(at, 'pytorch_model.bin', signal))
     throw notFound(
       `${name.repo} has only PyTorch pickles (pytorch_model.bin), which this library never unpickles: use a repository with model.safetensors`,
     )
@@ -179,6 +196,26 @@ export async function hubEncoder(
   name: HubName,
   options: { onProgress?: (p: DownloadProgress & { file: string }) => void; signal?: AbortSignal } = {},
 ): Promise<{ dir: string; commit: string }> {
+  // One resolution per repository and revision in a process: the features and the model's record agree.
+  const key = `${hubCacheDir()}\0${endpoint()}\0${name.repo}@${name.revision}`
+  const known = resolved.get(key)
+  if (known && existsSync(known.dir)) return known
+  const found = await fetchEncoder(name, options)
+  resolved.set(key, found)
+  return found
+}
+
+const resolved = new Map<string, { dir: string; commit: string }>()
+
+/** The snapshot folder of a repository at `commit` when it is in the cache (no network). */
+export function cachedAt(repo: string, commit: string): string | undefined {
+  return COMMIT.test(commit) ? cachedSnapshot({ repo, revision: commit }) : undefined
+}
+
+async function fetchEncoder(
+  name: HubName,
+  options: { onProgress?: (p: DownloadProgress & { file: string }) => void; signal?: AbortSignal },
+): Promise<{ dir: string; commit: string }> {
   if (offline()) {
     const dir = cachedSnapshot(name)
     if (!dir) throw notFound(`${name.repo}@${name.revision} is not in the Hugging Face cache (${hubCacheDir()}) and HF_HUB_OFFLINE is set`)
@@ -200,6 +237,7 @@ export async function hubEncoder(
  * named by their SHA-256): an encoder found by identity, whatever repository it came from.
  */
 export function cachedEncoderBySha(sha256: string): string | undefined {
+  if (!HEX_ETAG.test(sha256)) return undefined
   const cache = hubCacheDir()
   let repos: string[]
   try {

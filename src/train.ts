@@ -100,15 +100,31 @@ export class EmotionModel {
   private constructor(
     private readonly inner: InstanceType<typeof native.NativeModel>,
     readonly meta: ModelMeta,
-    /** The folder of the encoder the model was trained on (models on encoder states). */
-    readonly encoderDir: string | undefined,
+    /** Where the encoder of a model on encoder states was found (looked for again by `predictFiles` when not). */
+    private readonly encoder: { dir?: string },
   ) {}
 
   static async load(dir: string, options: LoadModelOptions = {}): Promise<EmotionModel> {
     const inner = await awaitNative(native.loadModel(dir, options.device ?? 'auto'))
     const meta = JSON.parse(inner.metaJson) as ModelMeta
     const identity = meta.spec.inputs.embedding?.encoder
-    return new EmotionModel(inner, meta, identity ? await findEncoder(identity, options.encoder) : undefined)
+    // An override is checked now; a missing encoder only matters to predictFiles (predict on states
+    // needs none), which throws the reason.
+    let encoder: { dir?: string } = {}
+    if (identity) {
+      if (options.encoder !== undefined) encoder = { dir: await findEncoder(identity, options.encoder) }
+      else
+        encoder = await findEncoder(identity).then(
+          (dir) => ({ dir }),
+          () => ({}),
+        )
+    }
+    return new EmotionModel(inner, meta, encoder)
+  }
+
+  /** The folder of the encoder the model was trained on (models on encoder states, when found). */
+  get encoderDir(): string | undefined {
+    return this.encoder.dir
   }
 
   get labels(): string[] {
@@ -133,7 +149,9 @@ export class EmotionModel {
   ): Promise<(Prediction & { path: string })[]> {
     checkAudioInputs(inputs)
     if (options.calibration) checkAudioInputs(options.calibration)
-    const encoderDir = this.encoderDir
+    const identity = this.meta.spec.inputs.embedding?.encoder
+    if (identity && !this.encoder.dir) this.encoder.dir = await findEncoder(identity) // MODEL_NOT_FOUND says how to get it
+    const encoderDir = this.encoder.dir
     const json = await withCancel(options.signal, (token) =>
       awaitNative(
         this.inner.predictAudio(

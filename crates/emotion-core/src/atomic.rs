@@ -54,7 +54,19 @@ pub fn remove_stale_temporaries(dir: &Path) {
 
 /// Replaces `path` with `bytes`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    replace_file(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| Error::io(path, e)))
+    // Through the file it created (`O_TRUNC` on the name it made, which is not a link: `O_NOFOLLOW`).
+    replace_file(path, |tmp| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NOFOLLOW: i32 = 0o400000;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(O_NOFOLLOW)
+            .open(tmp)
+            .map_err(|e| Error::io(path, e))?;
+        file.write_all(bytes).map_err(|e| Error::io(path, e))
+    })
 }
 
 #[cfg(test)]

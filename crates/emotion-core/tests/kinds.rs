@@ -170,14 +170,19 @@ fn a_folder_with_only_last_is_refused_with_how_to_finish_it() {
 #[test]
 fn a_model_larger_than_the_available_memory_is_refused_before_it_is_allocated() {
     let _turn = turn();
+    // 16 M values × 16 bytes (weights, gradients, two Adam moments) = 256 MB against a 100 MB cap (the
+    // same check, whatever memory this machine has; the other tests' models are a few KB).
     let config = TrainConfig {
         model: ModelKind::Encoder,
-        encoder_head: EncoderHeadConfig { hidden: vec![60_000, 60_000], ..Default::default() },
+        encoder_head: EncoderHeadConfig { hidden: vec![4_000, 4_000], ..Default::default() },
         ..small_config()
     };
     let set = toy_embeddings(6, 2);
     let started = std::time::Instant::now();
-    let err = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {}).unwrap_err();
+    std::env::set_var("EMOTION_PIPELINE_MEMORY_LIMIT", "100000000");
+    let result = train(&config, Sets { train: &set, val: None, test: None }, &CancelFlag::new(), &mut |_| {});
+    std::env::remove_var("EMOTION_PIPELINE_MEMORY_LIMIT");
+    let err = result.unwrap_err();
     assert_eq!(err.code(), ErrorCode::OutOfMemory, "{err}");
     assert!(err.to_string().contains("encoderHead") && err.to_string().contains("GB"), "{err}");
     assert!(started.elapsed().as_secs() < 5, "refused before allocating");

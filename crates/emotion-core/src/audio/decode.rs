@@ -228,6 +228,8 @@ fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limit
     let mut interleaved: Option<SampleBuffer<f32>> = None;
     // Set once the job's window is decoded: the rest of the stream is only counted, not decoded.
     let mut window_full = false;
+    // Frames decoded when the window filled (the last packet may run past it).
+    let mut decoded_frames = 0u64;
 
     loop {
         let packet = match format.next_packet() {
@@ -262,6 +264,7 @@ fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limit
         }
         if let Some(keep) = (limits.keep)(sample_rate) {
             if mono.len() >= keep {
+                decoded_frames = mono.len() as u64;
                 mono.truncate(keep);
                 window_full = true;
                 break;
@@ -271,7 +274,7 @@ fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limit
     let source_frames = if window_full {
         match expected_frames {
             Some(n) => n,
-            None => count_remaining(&mut format, track_id, mono.len() as u64, sample_rate, limits.max_seconds)?,
+            None => count_remaining(&mut format, track_id, decoded_frames, sample_rate, limits.max_seconds)?,
         }
     } else {
         mono.len() as u64

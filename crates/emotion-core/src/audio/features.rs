@@ -238,6 +238,7 @@ pub fn extract_mel(
     if options.batch_size == 0 {
         return Err(Error::invalid("batchSize", "must be ≥ 1"));
     }
+    check_max_duration(options.max_duration)?;
     let device = parse_device(&options.device)?;
     let extractor = MelExtractor::new(options.mel.clone(), device)?;
     let (n_mels, frames) = (options.mel.n_mels as usize, options.mel.output_frames() as usize);
@@ -352,6 +353,15 @@ pub(crate) fn parallel_map<'a, T: Send>(
         .into_iter()
         .map(|r| r.unwrap_or_else(|()| Err(Error::Internal("decode thread panicked".into()))))
         .collect()
+}
+
+/// `maxDuration` is a positive number of seconds.
+pub(crate) fn check_max_duration(seconds: f64) -> Result<()> {
+    if seconds > 0.0 && seconds.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::invalid("maxDuration", format!("must be a positive number of seconds, got {seconds}")))
+    }
 }
 
 #[cfg(test)]

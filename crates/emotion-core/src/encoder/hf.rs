@@ -45,6 +45,9 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut shards: Vec<String> = parsed.weight_map.into_values().collect();
         shards.sort();
         shards.dedup();
+        if shards.is_empty() {
+            return Err(Error::model_not_found(&index, "names no weight files"));
+        }
         if let Some(bad) = shards.iter().find(|s| s.contains('/') || s.contains('\\') || s.starts_with('.')) {
             return Err(Error::model_not_found(&index, format!("names a shard outside its folder: {bad}")));
         }
@@ -136,6 +139,14 @@ pub fn read(dir: &Path, files: &[PathBuf]) -> Result<Ct2Model> {
         ] {
             put(format!("{ct2_layer}/{ct2}"), take(&hf_name)?);
         }
+    }
+    // The config's layer count is the model's: a checkpoint with more layers than it says is refused,
+    // not cut short silently.
+    if hf.contains_key(&format!("layers.{}.fc1.weight", config.encoder_layers)) {
+        return Err(Error::model_not_found(
+            primary,
+            format!("holds more encoder layers than config.json's encoder_layers ({})", config.encoder_layers),
+        ));
     }
     let conv1 = &tensors["encoder/conv1/weight"];
     if conv1.size()[..2] != [config.d_model, config.num_mel_bins] {

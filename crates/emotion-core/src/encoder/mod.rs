@@ -185,6 +185,7 @@ pub fn extract_embeddings(
     if !(0.5..=2.0).contains(&options.speed) {
         return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));
     }
+    crate::audio::features::check_max_duration(options.max_duration)?;
     let device = parse_device(&options.device)?;
     let kind = precision_kind(options.precision, device);
     let encoder = loaded::encoder_for(&options.model_dir, device, kind)?;

@@ -254,17 +254,48 @@ pub fn load_resumable(dir: &Path, state: &TrainState, vs: &mut VarStore, adam: &
     Ok(())
 }
 
-/// The names, dtypes and shapes of a safetensors file, read and checked without loading any tensor.
-fn weights_header(path: &Path) -> Result<Vec<(String, safetensors::Dtype, Vec<usize>)>> {
+/// The names, dtypes and shapes of a safetensors file, from its header alone (8 bytes of length, then
+/// JSON): the tensors are not read. The header must describe exactly the file's bytes.
+fn weights_header(path: &Path) -> Result<Vec<(String, String, Vec<usize>)>> {
+    use std::io::Read;
     let refuse = |reason: String| Error::ModelNotFound { path: path.to_path_buf(), reason };
     let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     if size > MAX_WEIGHTS_BYTES {
         return Err(refuse(format!("the weights file is {size} bytes, more than any model this library makes")));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| refuse(format!("not a readable safetensors file ({e:?}): the checkpoint is damaged")))?;
-    Ok(metadata.tensors().into_iter().map(|(name, info)| (name, info.dtype, info.shape.clone())).collect())
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).map_err(|_| refuse("not a safetensors file (shorter than its header)".into()))?;
+    let n = u64::from_le_bytes(length);
+    if n > 100 << 20 || 8 + n > size {
+        return Err(refuse(format!("not a safetensors file (a header of {n} bytes in a file of {size})")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    #[derive(serde::Deserialize)]
+    struct Info {
+        dtype: String,
+        shape: Vec<usize>,
+        data_offsets: (u64, u64),
+    }
+    let mut parsed: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| refuse(format!("unreadable safetensors header: {e}")))?;
+    parsed.remove("__metadata__");
+    let mut out = Vec::with_capacity(parsed.len());
+    let mut end = 0u64;
+    for (name, value) in parsed {
+        let info: Info =
+            serde_json::from_value(value).map_err(|e| refuse(format!("tensor `{name}` in the header: {e}")))?;
+        end = end.max(info.data_offsets.1);
+        out.push((name, info.dtype, info.shape));
+    }
+    if 8 + n + end != size {
+        return Err(refuse(format!(
+            "the header describes {} bytes, the file holds {size}: the checkpoint is damaged",
+            8 + n + end
+        )));
+    }
+    Ok(out)
 }
 
 /// Values in a weights file (its header only).
@@ -284,9 +315,9 @@ pub fn check_weights(path: &Path, vs: &VarStore) -> Result<()> {
         };
         let (_, dtype, shape) = &file[k];
         let want: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        if *dtype != safetensors::Dtype::F32 || *shape != want {
+        if dtype != "F32" || *shape != want {
             return Err(refuse(format!(
-                "tensor `{name}` is {dtype:?} {shape:?} in the weights, but the model its JSON describes has F32 {want:?}"
+                "tensor `{name}` is {dtype} {shape:?} in the weights, but the model its JSON describes has F32 {want:?}"
             )));
         }
     }

@@ -103,6 +103,17 @@ impl LoadedModel {
                 ),
             ));
         };
+        // The encoder's identity first: a different encoder is refused before any clip is encoded.
+        let sha256 = crate::encoder::weights_sha256(dir)?;
+        if sha256 != identity.sha256 {
+            return Err(Error::model_not_found(
+                dir,
+                format!(
+                    "the model was trained on states of the {} encoder with SHA-256 {}, but the weights in this folder have {sha256}: give the same encoder",
+                    identity.name, identity.sha256
+                ),
+            ));
+        }
         let embed = EmbedOptions {
             model_dir: dir.clone(),
             input: identity.input,
@@ -113,17 +124,7 @@ impl LoadedModel {
             decode_threads: options.decode_threads,
             ..EmbedOptions::default()
         };
-        let states = extract_embeddings(inputs, &embed, cancel, &mut |_| {})?;
-        if states.model_sha256 != identity.sha256 {
-            return Err(Error::model_not_found(
-                dir.join("model.bin"),
-                format!(
-                    "the model was trained on states of the {} encoder with SHA-256 {}, but this model.bin is {}: install the same encoder",
-                    identity.name, identity.sha256, states.model_sha256
-                ),
-            ));
-        }
-        Ok(states)
+        extract_embeddings(inputs, &embed, cancel, &mut |_| {})
     }
 
     /// Standardises `states` with the statistics of the speaker's `calibration` clips.

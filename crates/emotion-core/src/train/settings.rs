@@ -203,9 +203,20 @@ pub fn derive_spec(options: &TrainConfig, train: &HostSet) -> Result<ModelSpec> 
     Ok(spec)
 }
 
-/// Bytes the kernel says a new allocation can take (`MemAvailable`), when it says.
+/// Bytes a new allocation can take: the kernel's `MemAvailable`, the container's cgroup v2 room
+/// (`memory.max − memory.current`), and `EMOTION_PIPELINE_MEMORY_LIMIT` (bytes) when set: the least.
 fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let meminfo = read("/proc/meminfo").and_then(|text| {
+        let kib: u64 =
+            text.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let cgroup = (|| {
+        let max: u64 = read("/sys/fs/cgroup/memory.max")?.trim().parse().ok()?;
+        let current: u64 = read("/sys/fs/cgroup/memory.current")?.trim().parse().ok()?;
+        Some(max.saturating_sub(current))
+    })();
+    let set = std::env::var("EMOTION_PIPELINE_MEMORY_LIMIT").ok().and_then(|v| v.trim().parse::<u64>().ok());
+    [meminfo, cgroup, set].into_iter().flatten().min()
 }

@@ -152,6 +152,13 @@ fn resumed_state(config: &Job) -> Result<Option<TrainState>> {
         if saved.kind != now.kind || saved.labels != now.labels || saved.architecture != now.architecture {
             return Err(Error::invalid("resume", "the checkpoint was trained with another model or label set"));
         }
+        if saved.inputs != now.inputs {
+            return Err(Error::invalid(
+                "resume",
+                "the checkpoint was trained on other inputs (another encoder, precision, front end, vocabulary or data): \
+                 resume with the settings and data of that run, or train without resume",
+            ));
+        }
     }
     Ok(resumed)
 }

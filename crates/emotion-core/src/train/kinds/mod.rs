@@ -127,6 +127,17 @@ const MAX_PARAMETERS: u128 = 1 << 32;
 /// Every check of a spec, from options or from a checkpoint: the kind's inputs are described, the
 /// architecture is the kind's, widths are sane and the model fits in memory.
 pub fn check_spec(spec: &ModelSpec) -> Result<()> {
+    let matches = matches!(
+        (spec.kind, &spec.architecture),
+        (ModelKind::Audio, Architecture::Audio(_))
+            | (ModelKind::Text, Architecture::Text(_))
+            | (ModelKind::Fusion, Architecture::Fusion { .. })
+            | (ModelKind::Encoder, Architecture::Encoder(_))
+            | (ModelKind::Probe, Architecture::Probe(_))
+    );
+    if !matches {
+        return Err(Error::invalid("architecture", format!("is not the architecture of a {} model", spec.kind.name())));
+    }
     if spec.labels.len() < 2 {
         return Err(Error::invalid("labels", format!("need at least 2 classes, got {}", spec.labels.len())));
     }
