@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { EmotionPipelineError, invalidOption } from './errors.js'
-import { fileInTheWay } from './run-dir.js'
+import { alive, fileInTheWay } from './run-dir.js'
 import {
   defaultTorchInstallDir,
   INSTALL_MARKER,
@@ -187,18 +187,9 @@ function removeStaleStaging(dir: string, log: (line: string) => void): void {
   }
   for (const name of siblings) {
     const [kind, pid] = name.startsWith(`${basename(dir)}.`) ? name.slice(basename(dir).length + 1).split('-') : []
-    if (!(kind === 'partial' || kind === 'old') || !/^\d+$/.test(pid ?? '') || processRuns(Number(pid))) continue
+    if (!(kind === 'partial' || kind === 'old') || !/^\d+$/.test(pid ?? '') || alive(Number(pid))) continue
     rmSync(join(dirname(dir), name), { recursive: true, force: true })
     log(`removed ${name}, left by an install that was stopped before its end`)
-  }
-}
-
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 

@@ -86,7 +86,8 @@ interface LockOwner {
   startedAt: string
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` of this host still runs. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

@@ -43,7 +43,7 @@ pub fn check_env() -> crate::Result<()> {
 /// The free-cache cap in bytes from `EMOTION_PIPELINE_CPU_CACHE`; 0 means off.
 fn limit_from_env() -> u64 {
     let default = || {
-        let total = sysinfo_total_bytes().unwrap_or(8 << 30);
+        let total = meminfo_bytes("MemTotal").unwrap_or(8 << 30);
         (total / 4).min(8 << 30)
     };
     match std::env::var("EMOTION_PIPELINE_CPU_CACHE") {
@@ -53,9 +53,11 @@ fn limit_from_env() -> u64 {
     }
 }
 
-fn sysinfo_total_bytes() -> Option<u64> {
+/// A field of `/proc/meminfo` (`MemTotal`, `MemAvailable`, …) in bytes, when the kernel says.
+pub(crate) fn meminfo_bytes(field: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let line = text.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 

@@ -60,14 +60,16 @@ impl FileKey {
 
 static HASHES: Mutex<Option<HashMap<FileKey, String>>> = Mutex::new(None);
 
-/// SHA-256 of one file, once per process and file identity.
-fn file_sha256(path: &Path) -> Result<String> {
+/// SHA-256 of one file, once per process and file identity (streamed, or `bytes` already read).
+fn file_sha256(path: &Path, bytes: Option<&[u8]>) -> Result<String> {
     let key = FileKey::of(path)?;
     if let Some(known) = HASHES.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
         return Ok(known.clone());
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let sha = crate::digest::sha256_hex(&bytes);
+    let sha = match bytes {
+        Some(bytes) => crate::digest::sha256_hex(bytes),
+        None => crate::digest::sha256_file(path).map_err(|e| Error::io(path, e))?,
+    };
     HASHES.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).insert(key, sha.clone());
     Ok(sha)
 }
@@ -77,12 +79,12 @@ fn file_sha256(path: &Path) -> Result<String> {
 pub fn weights_sha256(dir: &Path) -> Result<String> {
     let layout = Layout::of(dir)?;
     match layout.files() {
-        [one] => file_sha256(one),
+        [one] => file_sha256(one, None),
         shards => {
             let mut lines = String::new();
             for shard in shards {
                 let name = shard.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                lines.push_str(&format!("{name} {}\n", file_sha256(shard)?));
+                lines.push_str(&format!("{name} {}\n", file_sha256(shard, None)?));
             }
             Ok(crate::digest::sha256_hex(lines.as_bytes()))
         }
@@ -142,6 +144,8 @@ pub fn encoder_for(dir: &Path, device: Device, kind: Kind) -> Result<HeldEncoder
     let encoder = match &layout {
         Layout::Ct2(model_bin) => {
             let bytes = std::fs::read(model_bin).map_err(|e| Error::io(model_bin, e))?;
+            // Hashed from the bytes just read: the 145 MB are read once.
+            file_sha256(model_bin, Some(&bytes))?;
             WhisperEncoder::from_bytes(&bytes, model_bin, device, kind)?
         }
         Layout::Hf(files) => WhisperEncoder::from_model(&hf::read(dir, files)?, &files[0], device, kind)?,

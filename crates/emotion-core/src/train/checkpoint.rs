@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::optim::{Adam, LossScaler};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::nn::VarStore;
@@ -97,8 +96,7 @@ fn crash_point(point: &str) {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    crate::digest::sha256_file(path).map_err(|e| Error::io(path, e))
 }
 
 /// What `loadModel` needs: saved beside `best.safetensors` / `last.safetensors`.

@@ -95,9 +95,7 @@ impl Job {
     /// `config.json` record): the preset's values, and the architecture's shapes and speakers.
     pub fn resolved_options(&self, options: &TrainConfig) -> TrainConfig {
         let mut resolved = options.resolved();
-        if let super::kinds::Architecture::Encoder(head) = &self.spec.architecture {
-            resolved.encoder_head = head.clone();
-        }
+        self.spec.kind.kind().write_back(&self.spec, &mut resolved);
         if let Some(t) = &self.spec.inputs.tokens {
             resolved.vocab_size = t.vocab_size;
         }

@@ -56,6 +56,11 @@ impl Kind for EncoderKind {
         Architecture::Encoder(head)
     }
 
+    /// The head's input shape, groups and speakers, as the data fixed them.
+    fn write_back(&self, spec: &ModelSpec, options: &mut TrainConfig) {
+        options.encoder_head = config(spec).clone();
+    }
+
     fn check(&self, spec: &ModelSpec) -> Result<()> {
         let head = config(spec);
         let e = spec.inputs.embedding.as_ref().expect("checked: the encoder model's embedding input");

@@ -50,6 +50,8 @@ pub trait Kind: Sync {
     /// Its architecture from the options and the training rows (shapes and speakers the data fixes);
     /// it may narrow `inputs` where its options override what the data says.
     fn architecture(&self, options: &TrainConfig, train: &HostSet, inputs: &mut ModelInputs) -> Architecture;
+    /// Writes what the data fixed in its architecture back into `options` (what `config.json` records).
+    fn write_back(&self, _spec: &ModelSpec, _options: &mut TrainConfig) {}
     /// Checks the architecture (widths, counts, dropout), naming the option.
     fn check(&self, spec: &ModelSpec) -> Result<()>;
     /// Values in its weights file: lets a checkpoint whose JSON and weights disagree be refused before
