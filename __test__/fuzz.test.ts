@@ -5,6 +5,10 @@
 // or fail alone with AUDIO_DECODE naming it. `npm run fuzz` runs a longer random budget
 // (EMOTION_FUZZ_RANDOM). The data holds no MP3: one is encoded from a RAVDESS WAV with lameenc in the
 // contributor venv (skipped with a message where that Python is absent).
+// The "huge claimed length, tiny file" family (`claims-*`, one per format: a WAV data size of 4 GB, a
+// FLAC total of 2^36 samples, an Ogg last granule of 2^40, an MP3 Xing frame count of 2^31) is also
+// featurised with `maxDuration` raised past the claim, and the child runs under `prlimit --as` of 7 GB
+// where prlimit exists: sizing anything from the claim aborts the process.
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -13,6 +17,7 @@ import { listAudio, ravdessDir, referencePython, shared, tempDir, wavDir } from 
 
 const dist = resolve(import.meta.dirname, '..', 'dist', 'index.js')
 const RANDOM_PER_FORMAT = Number(process.env.EMOTION_FUZZ_RANDOM ?? 40)
+const havePrlimit = spawnSync('prlimit', ['--version']).status === 0
 
 function rng(seed: number) {
   let s = seed >>> 0
@@ -52,7 +57,11 @@ function wavMutants(original: Buffer): [string, Buffer][] {
     set('bits-64', (b) => b.writeUInt16LE(64, fmt.at + 14)),
     set('block-align-0', (b) => b.writeUInt16LE(0, fmt.at + 12)),
     set('format-unknown', (b) => b.writeUInt16LE(0x1234, fmt.at)),
-    set('data-size-past-end', (b) => b.writeUInt32LE(0xfffffff0, data.at - 4)),
+    set('data-size-past-riff', (b) => b.writeUInt32LE(0xfffffff0, data.at - 4)),
+    set('claims-data-size-4GB', (b) => {
+      b.writeUInt32LE(0xfffffff0, 4)
+      b.writeUInt32LE(0xfffffff0 - data.at, data.at - 4)
+    }),
     set('fmt-size-past-end', (b) => b.writeUInt32LE(0xfffffff0, fmt.at - 4)),
     set('riff-size-0', (b) => b.writeUInt32LE(0, 4)),
   ]
@@ -86,7 +95,7 @@ function flacMutants(original: Buffer): [string, Buffer][] {
       b[info + 11] = 0
       b[info + 12] = (b[info + 12] & 0x0f) | 0x10
     }),
-    set('total-samples-max', (b) => {
+    set('claims-total-samples-max', (b) => {
       b[info + 13] |= 0x0f
       b.writeUInt32BE(0xffffffff, info + 14)
     }),
@@ -96,8 +105,31 @@ function flacMutants(original: Buffer): [string, Buffer][] {
   return out
 }
 
+/** Ogg's page checksum: CRC-32 with polynomial 0x04c11db7, unreflected, initial value 0. */
+function oggCrc(page: Buffer): number {
+  let crc = 0
+  for (const byte of page) {
+    crc ^= byte << 24
+    for (let k = 0; k < 8; k++) crc = crc & 0x80000000 ? (crc << 1) ^ 0x04c11db7 : crc << 1
+  }
+  return crc >>> 0
+}
+
+/** The stream claims 2^40 samples: the last page's granule position, its checksum recomputed. */
+function oggClaimingHugeLength(original: Buffer): Buffer {
+  const b = Buffer.from(original)
+  const at = b.lastIndexOf('OggS')
+  const segments = b[at + 26]
+  let length = 27 + segments
+  for (let i = 0; i < segments; i++) length += b[at + 27 + i]
+  b.writeBigUInt64LE(2n ** 40n, at + 6)
+  b.writeUInt32LE(0, at + 22)
+  b.writeUInt32LE(oggCrc(b.subarray(at, at + length)), at + 22)
+  return b
+}
+
 function oggMutants(original: Buffer): [string, Buffer][] {
-  const out: [string, Buffer][] = []
+  const out: [string, Buffer][] = [['claims-granule-2^40', oggClaimingHugeLength(original)]]
   for (let cut = 0; cut <= 256; cut += 4) out.push([`truncated-${cut}`, original.subarray(0, cut)])
   return out
 }
@@ -116,8 +148,28 @@ function randomMutants(original: Buffer, seed: number, count: number): [string, 
   })
 }
 
+/**
+ * A Xing frame claiming 2^31 frames put before the stream: a silent frame with the first frame's
+ * header, its side information zeroed, then "Xing", flags (frame count present) and the count.
+ */
+function mp3ClaimingHugeLength(original: Buffer): Buffer {
+  const header = original.readUInt32BE(0)
+  const mpeg1 = ((header >>> 19) & 3) === 3
+  const mono = ((header >>> 6) & 3) === 3
+  const bitrate = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320][(header >>> 12) & 15] * 1000
+  const rate = [44100, 48000, 32000][(header >>> 10) & 3] / (mpeg1 ? 1 : 2)
+  const length = Math.floor(((mpeg1 ? 144 : 72) * bitrate) / rate) + ((header >>> 9) & 1)
+  const frame = Buffer.alloc(length)
+  frame.writeUInt32BE(header, 0)
+  const tag = 4 + (mpeg1 ? (mono ? 17 : 32) : mono ? 9 : 17)
+  frame.write('Xing', tag, 'latin1')
+  frame.writeUInt32BE(1, tag + 4)
+  frame.writeUInt32BE(2 ** 31, tag + 8)
+  return Buffer.concat([frame, original])
+}
+
 function mp3Mutants(original: Buffer): [string, Buffer][] {
-  const out: [string, Buffer][] = []
+  const out: [string, Buffer][] = [['claims-xing-2^31-frames', mp3ClaimingHugeLength(original)]]
   for (let cut = 0; cut <= 1200; cut += 13) out.push([`truncated-${cut}`, original.subarray(0, cut)])
   return out
 }
@@ -185,8 +237,21 @@ for (const source of sources) {
       }
       const batch = [good, ...paths, good]
       const mel = await m.extractMel(batch, { device: 'cpu', batchSize: 16 })
-      console.log(JSON.stringify({ results, rows: mel.indices, failed: mel.failed.map((f) => ({ index: f.index, code: f.code })) }))`
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      // The claims family with maxDuration past the claim: only the window is decoded.
+      const claims = []
+      for (const p of paths.filter((p) => p.includes('/claims-'))) {
+        const sync = results.find((x) => x.p === p).sync
+        let decodedWhole
+        try { m.decodeAudioSync(p) } catch (e) { decodedWhole = e.message }
+        try {
+          const r = await m.extractMel([p], { device: 'cpu', strict: true, maxDuration: 1e9 })
+          claims.push({ p, decodedWhole, window: r.shape, cut: r.cut })
+        } catch (e) { claims.push({ p, decodedWhole, error: (e.message.includes(p) ? e.code : 'unnamed ' + e.code) + ': ' + e.message.replace(p, '') }) }
+      }
+      console.log(JSON.stringify({ results, claims, rows: mel.indices, failed: mel.failed.map((f) => ({ index: f.index, code: f.code })) }))`
+    const node = [process.execPath, '--input-type=module', '-e', script]
+    const [command, ...args] = havePrlimit ? ['prlimit', '--as=7000000000', ...node] : node
+    const r = spawnSync(command, args, {
       encoding: 'utf8',
       timeout: 240_000,
       maxBuffer: 64 * 2 ** 20,
@@ -205,5 +270,15 @@ for (const source of sources) {
     t.true(out.rows.includes(0) && out.rows.includes(paths.length + 1), 'the good files in the same batch are featurised')
     t.true(out.failed.every((f: { index: number; code: string }) => f.index > 0 && f.index <= paths.length && f.code === 'AUDIO_DECODE'))
     t.is(out.rows.length + out.failed.length, paths.length + 2, 'every input is either a row or a listed failure')
+    // The claims family: the claim is read (decoding the whole file is refused by it), and the window is
+    // featurised (or the file refused by name) in bounded memory.
+    t.true(out.claims.length > 0, 'the format has a claims-* mutant')
+    for (const c of out.claims) {
+      t.regex(c.decodedWhole ?? 'decoded', /s long, more than the 600 s allowed \(maxDuration\)/, `${c.p}: the claim is read`)
+      t.deepEqual([c.error, c.cut, c.window?.[0]], [undefined, [0], 1], `${c.p}: its window is featurised, reported as cut`)
+    }
+    t.log(
+      `claims family (${havePrlimit ? 'under prlimit --as=7 GB' : 'no prlimit: address space unlimited'}): ${JSON.stringify(out.claims.map((c: { p: string; cut?: number[]; error?: string }) => ({ file: c.p.split('/').pop(), cut: c.cut, error: c.error })))}`,
+    )
   })
 }
