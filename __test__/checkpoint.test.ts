@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { EmotionPipelineError, extractMel, loadModel, train } from '../src/index.js'
 import type { TrainOptions, TrainSet } from '../src/index.js'
-import { tempDir } from './helpers.js'
+import { skip, tempDir } from './helpers.js'
 
 const dist = resolve(import.meta.dirname, '..', 'dist', 'index.js')
 
@@ -118,6 +118,28 @@ test('a checkpointDir or cacheDir that cannot be written is IO naming the option
   })
   t.is(mel!.code, 'IO')
   t.regex(mel!.message, /`cacheDir`/)
+})
+
+test('a full disk during a checkpoint save is IO naming the file; no partial file is left, the process lives', async (t) => {
+  // A 1 MB tmpfs filled to its last 64 KB, then a model whose weights alone need about 400 KB.
+  const mount = tempDir('ep-full-disk-')
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mount], { encoding: 'utf8' })
+  if (mounted.status !== 0) return skip(t, `cannot mount a small tmpfs here (needs root): skipped (${mounted.stderr.trim()})`)
+  t.teardown(() => spawnSync('umount', [mount]))
+  writeFileSync(join(mount, 'filler'), Buffer.alloc(1024 * 1024 - 64 * 1024))
+  const checkpointDir = join(mount, 'ckpt')
+  const err = await t.throwsAsync(
+    train({ ...options(checkpointDir), epochs: 1, audio: { channels: [4, 8], hidden: [1024], dropout: 0 }, train: syntheticSet() }),
+    { instanceOf: EmotionPipelineError },
+  )
+  t.is(err!.code, 'IO', err!.message)
+  t.log(err!.message)
+  t.regex(err!.message, /ckpt\/[\w.-]+\.safetensors.*No space left on device/)
+  t.deepEqual(
+    readdirSync(checkpointDir).filter((f) => f.includes('.tmp.')),
+    [],
+    'the partial temporary file is removed',
+  )
 })
 
 test('loading a model while another trains does not change the training run (one global generator, taken in turns)', async (t) => {

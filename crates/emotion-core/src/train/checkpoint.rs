@@ -115,7 +115,13 @@ pub struct ModelMeta {
 /// Writes tensors in the standard (row-major) layout, whatever layout they train in (channels-last).
 fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     let named = named.iter().map(|(n, t)| Ok((n.as_str(), t.f_contiguous()?))).collect::<Result<Vec<_>>>()?;
-    replace_file(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+    replace_file(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(|e| match e {
+            // A failed write (a full disk, a quota) is the file's IO error, not a libtorch one.
+            tch::TchError::SafeTensorError { err: safetensors::SafeTensorError::IoError(io), .. } => Error::io(path, io),
+            other => other.into(),
+        })
+    })
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
