@@ -218,6 +218,28 @@ test('CUDA out of memory becomes OUT_OF_MEMORY naming the batch size, and the pr
   assert.equal(tensorRoundTrip(Float32Array.from([1, 2]), [2], 'cuda').sum, 3)
 })
 
+test('a model too large for the GPU is refused before allocating: OUT_OF_MEMORY naming cuda:0 and the width options', async () => {
+  const { train } = lib
+  const gpu = deviceInfo().devices[0]
+  assert.ok(gpu.freeMemoryBytes > 0 && gpu.freeMemoryBytes <= gpu.totalMemoryBytes, JSON.stringify(gpu))
+  const n = 4
+  const data = new Float32Array(n * 16 * 16)
+  const labels = Int32Array.from({ length: n }, (_, i) => i % 2)
+  // About 1.6·10⁹ values × 16 bytes (weights, gradients, two Adam moments) = 26 GB, against a limit
+  // of 10 GB (the largest valid model, 2^32 values, needs 69 GB: less than an H200 has free).
+  process.env.EMOTION_PIPELINE_MEMORY_LIMIT = String(10e9)
+  const started = Date.now()
+  try {
+    await assert.rejects(
+      train({ train: { mel: { data, shape: [n, 16, 16] }, labels }, labels: ['a', 'b'], epochs: 1, audio: { hidden: [40000, 40000] }, device: 'cuda' }),
+      (err) => err.code === 'OUT_OF_MEMORY' && /cuda:0/.test(err.message) && /`audio`/.test(err.message),
+    )
+  } finally {
+    delete process.env.EMOTION_PIPELINE_MEMORY_LIMIT
+  }
+  console.log(`  refused in ${Date.now() - started} ms; driver: ${(gpu.freeMemoryBytes / 2 ** 30).toFixed(1)} of ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB free`)
+})
+
 // CUDA graphs last: a capture that hangs on a new driver must not hold up the other checks
 // (run.sh bounds the whole file with `timeout`).
 test('the CUDA-graph shim captures, replays with new inputs, and survives a failed capture', () => {

@@ -194,6 +194,8 @@ export interface GpuDevice {
   index: number
   name: string
   totalMemoryBytes: number
+  /** Free now, as the driver reports it (0 when it cannot say). */
+  freeMemoryBytes: number
 }
 
 /** What [`self_test`] saw: the shim's capture, replay and failed-capture paths on a real device. */

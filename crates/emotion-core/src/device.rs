@@ -33,6 +33,11 @@ fn cuda_device(index: usize) -> Result<tch::Device> {
     Ok(tch::Device::Cuda(index))
 }
 
+/// Free memory of a CUDA device in bytes, from the driver; `None` when it cannot say.
+pub fn cuda_free_memory(index: usize) -> Option<u64> {
+    cuda_driver::free_memory(index as u32)
+}
+
 /// Human name of a tch device, e.g. `cpu`, `cuda:0`.
 pub fn device_name(device: tch::Device) -> String {
     match device {
@@ -49,6 +54,8 @@ pub struct GpuDevice {
     pub index: u32,
     pub name: String,
     pub total_memory_bytes: u64,
+    /// Free now, as the driver reports it (0 when it cannot say).
+    pub free_memory_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -195,7 +202,38 @@ mod cuda_driver {
                 Some((name, bytes as u64))
             })
             .unwrap_or_else(|| ("unknown".into(), 0));
-        GpuDevice { index, name, total_memory_bytes }
+        let free_memory_bytes = free_memory(index).unwrap_or(0);
+        GpuDevice { index, name, total_memory_bytes, free_memory_bytes }
+    }
+
+    /// Free bytes on a device (`cuMemGetInfo` inside the device's primary context, the one the CUDA
+    /// runtime and so libtorch use); `None` when the driver cannot say.
+    pub fn free_memory(index: u32) -> Option<u64> {
+        type Ctx = *mut std::ffi::c_void;
+        let lib = driver().ok()?;
+        unsafe {
+            let get: Symbol<unsafe extern "C" fn(*mut c_int, c_int) -> c_int> = lib.get(b"cuDeviceGet").ok()?;
+            let retain: Symbol<unsafe extern "C" fn(*mut Ctx, c_int) -> c_int> =
+                lib.get(b"cuDevicePrimaryCtxRetain").ok()?;
+            let release: Symbol<unsafe extern "C" fn(c_int) -> c_int> = lib.get(b"cuDevicePrimaryCtxRelease_v2").ok()?;
+            let push: Symbol<unsafe extern "C" fn(Ctx) -> c_int> = lib.get(b"cuCtxPushCurrent_v2").ok()?;
+            let pop: Symbol<unsafe extern "C" fn(*mut Ctx) -> c_int> = lib.get(b"cuCtxPopCurrent_v2").ok()?;
+            let info: Symbol<unsafe extern "C" fn(*mut usize, *mut usize) -> c_int> = lib.get(b"cuMemGetInfo_v2").ok()?;
+            let mut dev = 0;
+            let mut ctx: Ctx = std::ptr::null_mut();
+            if get(&mut dev, index as c_int) != 0 || retain(&mut ctx, dev) != 0 {
+                return None;
+            }
+            let (mut free, mut total) = (0usize, 0usize);
+            let ok = push(ctx) == 0 && {
+                let rc = info(&mut free, &mut total);
+                let mut popped: Ctx = std::ptr::null_mut();
+                pop(&mut popped);
+                rc == 0
+            };
+            release(dev);
+            ok.then_some(free as u64)
+        }
     }
 
     /// libtorch has already loaded cuDNN when CUDA works; ask it for its version.

@@ -67,17 +67,22 @@ impl Job {
         Ok(job)
     }
 
-    /// A model whose weights, gradients and two Adam moments (16 bytes a value) exceed the CPU's
+    /// A model whose weights, gradients and two Adam moments (16 bytes a value) exceed the device's
     /// available memory is refused before anything is allocated, naming its architecture's options.
-    /// (CUDA devices are not checked here: libtorch's out-of-memory error names the batch size.)
+    /// On CUDA, "available" is the driver's free memory now (blocks libtorch caches from an earlier
+    /// job in this process count as used); activations are not counted: libtorch's own
+    /// out-of-memory error, which names the batch size, covers them.
     fn check_memory(&self) -> Result<()> {
-        if crate::device::parse_device(&self.run.device)? != tch::Device::Cpu {
-            return Ok(());
-        }
+        let device = crate::device::parse_device(&self.run.device)?;
+        let available = match device {
+            tch::Device::Cpu => available_memory(),
+            tch::Device::Cuda(index) => crate::device::cuda_free_memory(index).map(|free| free.min(memory_limit_set())),
+            _ => None,
+        };
         let needed = self.spec.kind.kind().parameter_count(&self.spec).saturating_mul(16);
-        match available_memory() {
+        match available {
             Some(free) if needed > free as u128 => Err(crate::Error::OutOfMemory {
-                device: "cpu".into(),
+                device: crate::device::device_name(device),
                 reason: format!(
                     "the {} model would need {:.1} GB for its weights, gradients and optimiser state, more than the {:.1} GB available; \
                      make its layers narrower (the `{}` options)",
@@ -201,8 +206,8 @@ pub fn derive_spec(options: &TrainConfig, train: &HostSet) -> Result<ModelSpec> 
     Ok(spec)
 }
 
-/// Bytes a new allocation can take: the kernel's `MemAvailable`, the container's cgroup v2 room
-/// (`memory.max − memory.current`), and `EMOTION_PIPELINE_MEMORY_LIMIT` (bytes) when set: the least.
+/// Bytes a new allocation can take on the CPU: the kernel's `MemAvailable`, the container's cgroup v2
+/// room (`memory.max − memory.current`), and `EMOTION_PIPELINE_MEMORY_LIMIT` (bytes) when set: the least.
 fn available_memory() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let meminfo = read("/proc/meminfo").and_then(|text| {
@@ -215,6 +220,10 @@ fn available_memory() -> Option<u64> {
         let current: u64 = read("/sys/fs/cgroup/memory.current")?.trim().parse().ok()?;
         Some(max.saturating_sub(current))
     })();
-    let set = std::env::var("EMOTION_PIPELINE_MEMORY_LIMIT").ok().and_then(|v| v.trim().parse::<u64>().ok());
-    [meminfo, cgroup, set].into_iter().flatten().min()
+    [meminfo, cgroup, Some(memory_limit_set())].into_iter().flatten().min()
+}
+
+/// `EMOTION_PIPELINE_MEMORY_LIMIT` (bytes a job may take on its device), or no limit.
+fn memory_limit_set() -> u64 {
+    std::env::var("EMOTION_PIPELINE_MEMORY_LIMIT").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(u64::MAX)
 }
