@@ -14,6 +14,15 @@ export declare class CancelToken {
  * predictions of one model queue while other models run.
  */
 export declare class NativeModel {
+  /**
+   * One row per input (JSON `PredictRow[]`): a prediction, or that input's error. `optionsJson`: a
+   * JSON `InferOptions`.
+   */
+  predictInputs(inputs: Array<InferInputJs>, calibration?: Array<string | SamplesInput> | undefined | null, optionsJson?: string | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+  /** The model slid over one recording (JSON `Timeline`); `onProgress` gets `{ "seconds": s }`. */
+  timeline(input: InferInputJs, calibration?: Array<string | SamplesInput> | undefined | null, optionsJson?: string | undefined | null, cancel?: CancelToken | undefined | null, onProgress?: ProgressCallback | undefined | null): Promise<string>
+  /** A live stream at `sampleRate`: push chunks, get the segments they complete. */
+  stream(sampleRate: number, optionsJson?: string | undefined | null): NativeStream
   /** The JSON text of the model's metadata (config, labels, normalisation, validation scores). */
   get metaJson(): string
   /**
@@ -24,6 +33,12 @@ export declare class NativeModel {
   predictAudio(inputs: Array<string | SamplesInput>, calibration?: Array<string | SamplesInput> | undefined | null, optionsJson?: string | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
   /** Predicts from inputs (`labels` ignored). Resolves to the JSON text of `Prediction[]`. */
   predict(inputs: TrainSet): Promise<string>
+}
+
+/** Windows of a live stream, scored as they complete. */
+export declare class NativeStream {
+  /** Adds samples; resolves to the JSON `Segment[]` they complete. `end` scores the rest. */
+  push(samples: Float32Array, end: boolean): Promise<string>
 }
 
 /**
@@ -75,6 +90,14 @@ export declare function extractMel(inputs: Array<string | SamplesInput>, options
 
 /** Indexes a corpus folder. Resolves to the JSON text of a `DatasetIndex` (typed in TypeScript). */
 export declare function indexDataset(dir: string, optionsJson?: string | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+
+/** One input: a path, an encoded file's bytes, or samples at a rate (exactly one of them). */
+export interface InferInputJs {
+  path?: string
+  bytes?: Uint8Array
+  samples?: Float32Array
+  sampleRate?: number
+}
 
 /** Loads `best` from `dir` onto `device` (a folder with only `last.*` is refused: resume the run). */
 export declare function loadModel(dir: string, device?: string | undefined | null): Promise<NativeModel>

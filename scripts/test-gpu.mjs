@@ -231,13 +231,21 @@ test('a model too large for the GPU is refused before allocating: OUT_OF_MEMORY 
   const started = Date.now()
   try {
     await assert.rejects(
-      train({ train: { mel: { data, shape: [n, 16, 16] }, labels }, labels: ['a', 'b'], epochs: 1, audio: { hidden: [40000, 40000] }, device: 'cuda' }),
+      train({
+        train: { mel: { data, shape: [n, 16, 16] }, labels },
+        labels: ['a', 'b'],
+        epochs: 1,
+        audio: { hidden: [40000, 40000] },
+        device: 'cuda',
+      }),
       (err) => err.code === 'OUT_OF_MEMORY' && /cuda:0/.test(err.message) && /`audio`/.test(err.message),
     )
   } finally {
     delete process.env.EMOTION_PIPELINE_MEMORY_LIMIT
   }
-  console.log(`  refused in ${Date.now() - started} ms; driver: ${(gpu.freeMemoryBytes / 2 ** 30).toFixed(1)} of ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB free`)
+  console.log(
+    `  refused in ${Date.now() - started} ms; driver: ${(gpu.freeMemoryBytes / 2 ** 30).toFixed(1)} of ${(gpu.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB free`,
+  )
 })
 
 // CUDA graphs last: a capture that hangs on a new driver must not hold up the other checks

@@ -17,7 +17,7 @@ import { progressPrinter } from './progress.js'
 import type { ProgressMode } from './progress.js'
 import { REFERENCE_ACCURACY } from './report.js'
 import { RUN_FILES, runPaths } from './run-layout.js'
-import { loadModel } from './train.js'
+import { loadModel } from './model.js'
 
 const list = (xs: readonly (string | number)[]) => (xs.length ? xs.join(',') : 'none')
 

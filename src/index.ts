@@ -8,7 +8,13 @@ export { DEFAULT_ENCODER, ENCODER_NAMES, extractEmbeddings, installedEncoderDir,
 export type { Embeddings, EncoderName, ExtractEmbeddingsOptions } from './encoder.js'
 export { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 export type { DatasetIndex, DatasetItem, IndexOptions, RavdessName, Split, SplitOptions } from './dataset.js'
-export { EmotionModel, loadModel, train } from './train.js'
+export { train } from './train.js'
+export { EmotionModel, loadModel, loadRun } from './model.js'
+export type { LoadModelOptions, LoadRunOptions, RunChoice, TimelineOptions } from './model.js'
+export type { LabelScore, PredictFailure, PredictInput, PredictOptions, PredictResult, PredictRowResult } from './predict.js'
+export { EmotionStream } from './stream.js'
+export type { StreamOptions } from './stream.js'
+export { timelineCsv, timelineSvg } from './timeline-output.js'
 export type {
   ClassScores,
   EpochRecord,
@@ -19,8 +25,8 @@ export type {
   TrainOptions,
   TrainResult,
   TrainSet,
-  LoadModelOptions,
 } from './train.js'
+export type { Segment, Timeline } from './generated/results.js'
 export { trainPipeline } from './pipeline.js'
 export { crossValidate } from './cross-validate.js'
 export type { CrossValidateEvent, CrossValidateOptions, CrossValidateResult, MeanStd, ModelSummary } from './cross-validate.js'

@@ -2,12 +2,9 @@ import { awaitNative, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
-import { checkAudioInputs } from './audio.js'
-import type { AudioInput } from './audio.js'
-import { findEncoder } from './encoder.js'
 import type { DeviceSpec } from './device.js'
-import type { PredictAudioOptions, TrainConfig } from './generated/options.js'
-import type { ModelMeta, Prediction, TrainEvent, TrainResult } from './generated/results.js'
+import type { TrainConfig } from './generated/options.js'
+import type { TrainEvent, TrainResult } from './generated/results.js'
 
 /**
  * Inputs of one split. `mel` from `extractMel` (`[n, nMels, frames]`), `tokens` `[n, maxLen]` ids,
@@ -44,7 +41,7 @@ export interface TrainOptions extends Omit<TrainConfig, 'device'> {
   signal?: AbortSignal
 }
 
-function toNativeSet(set: TrainSet | undefined, name: string) {
+export function toNativeSet(set: TrainSet | undefined, name: string) {
   if (set === undefined) return undefined
   if (!set || !(set.labels instanceof Int32Array || Array.isArray(set.labels)))
     throw invalidOption(`${name}.labels`, 'must be an Int32Array or number[]')
@@ -83,94 +80,4 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     ),
   )
   return JSON.parse(json) as TrainResult
-}
-
-export interface LoadModelOptions {
-  /** @default 'auto' */
-  device?: DeviceSpec
-  /**
-   * The encoder of a model on encoder states, as a name or a folder, checked by SHA-256. Unset: the
-   * installed encoder with the SHA-256 the model recorded (found whatever it was called when training).
-   */
-  encoder?: string
-}
-
-/** A trained model: `loadModel(dir)`. */
-export class EmotionModel {
-  private constructor(
-    private readonly inner: InstanceType<typeof native.NativeModel>,
-    readonly meta: ModelMeta,
-    /** Where the encoder of a model on encoder states was found (looked for again by `predictFiles` when not). */
-    private readonly encoder: { dir?: string },
-  ) {}
-
-  static async load(dir: string, options: LoadModelOptions = {}): Promise<EmotionModel> {
-    const inner = await awaitNative(native.loadModel(dir, options.device ?? 'auto'))
-    const meta = JSON.parse(inner.metaJson) as ModelMeta
-    const identity = meta.spec.inputs.embedding?.encoder
-    // An override is checked now; a missing encoder only matters to predictFiles (predict on states
-    // needs none), which throws the reason.
-    let encoder: { dir?: string } = {}
-    if (identity) {
-      if (options.encoder !== undefined) encoder = { dir: await findEncoder(identity, options.encoder) }
-      else
-        encoder = await findEncoder(identity).then(
-          (dir) => ({ dir }),
-          () => ({}),
-        )
-    }
-    return new EmotionModel(inner, meta, encoder)
-  }
-
-  /** The folder of the encoder the model was trained on (models on encoder states, when found). */
-  get encoderDir(): string | undefined {
-    return this.encoder.dir
-  }
-
-  get labels(): string[] {
-    return this.meta.spec.labels
-  }
-
-  /** Predicts from features (mel from `extractMel` made with `meta.spec.inputs.mel.config`, tokens, or states). */
-  async predict(inputs: Omit<TrainSet, 'labels'>): Promise<Prediction[]> {
-    const set = toNativeSet({ ...inputs, labels: [] }, 'inputs')!
-    return JSON.parse(await awaitNative(this.inner.predict(set))) as Prediction[]
-  }
-
-  /**
-   * Predicts from audio (files, or `{ samples, sampleRate }` in memory), featurised as the model was
-   * trained: its mel settings, or its encoder (checked by SHA-256), in the core. A model trained with
-   * `speakerNorm` needs `calibration`: unlabelled clips of the one speaker of `inputs` (they may include
-   * `inputs`; a few dozen is what training saw).
-   */
-  async predictFiles(
-    inputs: AudioInput[],
-    options: { device?: DeviceSpec; calibration?: AudioInput[]; signal?: AbortSignal } = {},
-  ): Promise<(Prediction & { path: string })[]> {
-    checkAudioInputs(inputs)
-    if (options.calibration) checkAudioInputs(options.calibration)
-    const identity = this.meta.spec.inputs.embedding?.encoder
-    if (identity && !this.encoder.dir) this.encoder.dir = await findEncoder(identity) // MODEL_NOT_FOUND says how to get it
-    const encoderDir = this.encoder.dir
-    const json = await withCancel(options.signal, (token) =>
-      awaitNative(
-        this.inner.predictAudio(
-          inputs,
-          options.calibration,
-          optionsJson({ device: options.device ?? 'cpu', encoderDir } satisfies PredictAudioOptions),
-          token,
-        ),
-      ),
-    )
-    const predictions = JSON.parse(json) as Prediction[]
-    return predictions.map((p, i) => ({ ...p, path: typeof inputs[i] === 'string' ? inputs[i] : `<samples #${i}>` }))
-  }
-}
-
-/**
- * Loads a trained model folder (`models/<model>` of a run, or a `checkpointDir`). Asynchronous since 0.2:
- * the checkpoint is read and checked on a thread of its own, and a damaged one rejects.
- */
-export function loadModel(dir: string, options: LoadModelOptions = {}): Promise<EmotionModel> {
-  return EmotionModel.load(dir, options)
 }

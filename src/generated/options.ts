@@ -314,12 +314,75 @@ export interface IndexOptions {
   dataRoot?: string | null
 }
 
+/** How a loaded model reads audio in `predict`, `timeline` and streams. */
+export interface InferOptions {
+  /**
+   * Where features and the model run: `auto`, `cpu`, `cuda`, `cuda:N`.
+   * @default 'cpu'
+   */
+  device?: string
+  /**
+   * The encoder folder of a model on encoder states (TypeScript finds it by SHA-256).
+   * @default null
+   */
+  encoderDir?: string | null
+  /**
+   * Longest input in seconds; longer ones are refused (`AUDIO_DECODE`).
+   * @default 600
+   */
+  maxDuration?: number
+  /**
+   * Inputs longer than the model's window: scored over windows, or refused.
+   * @default 'aggregate'
+   */
+  longInput?: LongInput
+  /**
+   * Window in seconds. Default: the model's window (the CNN's clip length; 4 s for models on
+   * encoder states, which were trained on utterances).
+   * @default null
+   */
+  window?: number | null
+  /**
+   * Hop between windows in seconds. Default: half the window.
+   * @default null
+   */
+  hop?: number | null
+  /**
+   * The voice gate: windows that are not speech get no label.
+   * @default 'earshot'
+   */
+  vad?: Vad
+  /**
+   * A window is speech when at least this fraction of its 16 ms frames is voiced.
+   * @default 0.2
+   */
+  minVoiced?: number
+  /**
+   * Windows (or short inputs) scored together.
+   * @default 16
+   */
+  batchSize?: number
+  /**
+   * CPU threads decoding and resampling; 0 = all cores.
+   * @default 0
+   */
+  decodeThreads?: number
+}
+
 /**
  * - `'auto'`: RAVDESS names if most files carry them, else `<label>/<file>` folders.
  * - `'folders'`: `<label>/<file>`: the parent folder is the label.
  * - `'manifest'`: A CSV (`path,label[,speaker]` header) or JSONL manifest, given as `manifest`.
  */
 export type Layout = 'ravdess' | 'auto' | 'folders' | 'manifest'
+
+/**
+ * What `predict` does with an input longer than the model's window.
+ * - `'aggregate'`: Scored as the timeline's aggregate: the mean probabilities of its speech windows (of all its
+ * windows when none is speech).
+ * - `'refuse'`: Refused by name (`INVALID_OPTION` in the input's row).
+ */
+export type LongInput = 'aggregate' | 'refuse'
 
 /**
  * Learning-rate schedule over the optimiser steps.
@@ -773,6 +836,14 @@ export interface TrainConfig {
 }
 
 /**
+ * The voice gate of a timeline or stream.
+ * - `'earshot'`: Earshot's detector on 16 ms frames at 16 kHz (a frame is voiced at a score ≥ 0.5).
+ * - `'energy'`: A frame is voiced when its level is at least −40 dBFS.
+ * - `'off'`: Every window is speech.
+ */
+export type Vad = 'earshot' | 'energy' | 'off'
+
+/**
  * - `'header'`: Read the container header (fast): empty, unknown and header-less files are caught.
  * - `'decode'`: Decode every clip: also catches truncated and corrupt streams.
  */
@@ -855,6 +926,18 @@ export const DEFAULTS = {
     'verify': 'header',
     'threads': 0,
     'dataRoot': null
+  },
+  'InferOptions': {
+    'device': 'cpu',
+    'encoderDir': null,
+    'maxDuration': 600,
+    'longInput': 'aggregate',
+    'window': null,
+    'hop': null,
+    'vad': 'earshot',
+    'minVoiced': 0.2,
+    'batchSize': 16,
+    'decodeThreads': 0
   },
   'MelConfig': {
     'sampleRate': 48000,

@@ -215,10 +215,12 @@ mod cuda_driver {
             let get: Symbol<unsafe extern "C" fn(*mut c_int, c_int) -> c_int> = lib.get(b"cuDeviceGet").ok()?;
             let retain: Symbol<unsafe extern "C" fn(*mut Ctx, c_int) -> c_int> =
                 lib.get(b"cuDevicePrimaryCtxRetain").ok()?;
-            let release: Symbol<unsafe extern "C" fn(c_int) -> c_int> = lib.get(b"cuDevicePrimaryCtxRelease_v2").ok()?;
+            let release: Symbol<unsafe extern "C" fn(c_int) -> c_int> =
+                lib.get(b"cuDevicePrimaryCtxRelease_v2").ok()?;
             let push: Symbol<unsafe extern "C" fn(Ctx) -> c_int> = lib.get(b"cuCtxPushCurrent_v2").ok()?;
             let pop: Symbol<unsafe extern "C" fn(*mut Ctx) -> c_int> = lib.get(b"cuCtxPopCurrent_v2").ok()?;
-            let info: Symbol<unsafe extern "C" fn(*mut usize, *mut usize) -> c_int> = lib.get(b"cuMemGetInfo_v2").ok()?;
+            let info: Symbol<unsafe extern "C" fn(*mut usize, *mut usize) -> c_int> =
+                lib.get(b"cuMemGetInfo_v2").ok()?;
             let mut dev = 0;
             let mut ctx: Ctx = std::ptr::null_mut();
             if get(&mut dev, index as c_int) != 0 || retain(&mut ctx, dev) != 0 {

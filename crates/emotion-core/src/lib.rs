@@ -10,6 +10,7 @@ pub mod device;
 pub mod digest;
 pub mod encoder;
 pub mod error;
+pub mod infer;
 pub mod metrics;
 pub mod models;
 pub mod optim;

@@ -16,6 +16,7 @@ pub struct Options {
     pub split: crate::dataset::split::SplitOptions,
     pub embed: crate::encoder::EmbedOptions,
     pub predict_audio: crate::train::predict_audio::PredictAudioOptions,
+    pub infer: crate::infer::InferOptions,
 }
 
 /// The root of the results' schema: what the core returns and emits, as serialised.
@@ -35,6 +36,9 @@ pub struct Results {
     pub device_mel_timing: crate::audio::mel::DeviceMelTiming,
     pub graph_self_test: crate::cuda_graph::GraphSelfTest,
     pub error_code: crate::error::ErrorCode,
+    pub predict_row: crate::infer::PredictRow,
+    pub timeline: crate::infer::Timeline,
+    pub segment: crate::infer::Segment,
 }
 
 fn pretty(schema: &schemars::Schema) -> String {

@@ -3,11 +3,13 @@
 mod audio;
 mod dataset;
 mod errors;
+mod infer;
 mod job;
 mod system;
 mod train;
 
 pub use audio::*;
 pub use dataset::*;
+pub use infer::*;
 pub use system::*;
 pub use train::*;

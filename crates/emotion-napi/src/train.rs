@@ -135,6 +135,13 @@ pub fn load_model<'env>(env: &'env Env, dir: String, device: Option<String>) -> 
     )
 }
 
+impl NativeModel {
+    /// The loaded model, shared with the jobs that use it.
+    pub(crate) fn shared(&self) -> Arc<Mutex<LoadedModel>> {
+        Arc::clone(&self.inner)
+    }
+}
+
 #[napi]
 impl NativeModel {
     /// The JSON text of the model's metadata (config, labels, normalisation, validation scores).

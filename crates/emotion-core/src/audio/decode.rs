@@ -208,57 +208,85 @@ fn too_long(seconds: f64, max: f64) -> String {
     format!("{seconds:.1} s long, more than the {max} s allowed (maxDuration)")
 }
 
-fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limits: Limits) -> Result<Decoded, String> {
-    let (mut format, track_id, params) = open(source, extension)?;
-    check_params(&params)?;
-    if let (Some(n), Some(rate)) = (params.n_frames, params.sample_rate.filter(|&r| r > 0)) {
-        // The header's length, refused before a frame is decoded.
-        if n as f64 / rate as f64 > limits.max_seconds {
-            return Err(too_long(n as f64 / rate as f64, limits.max_seconds));
+/// A container opened and checked, its decoder made: mono chunks come out one packet at a time, so
+/// memory is one packet's whatever the stream holds. Refuses a header whose length exceeds `max_seconds`.
+struct Packets {
+    format: Box<dyn FormatReader>,
+    track_id: u32,
+    params: CodecParameters,
+    decoder: Box<dyn symphonia::core::codecs::Decoder>,
+    interleaved: Option<SampleBuffer<f32>>,
+    chunk: Vec<f32>,
+    sample_rate: u32,
+    channels: u32,
+}
+
+impl Packets {
+    fn open(source: Box<dyn MediaSource>, extension: Option<&str>, max_seconds: f64) -> Result<Packets, String> {
+        let (format, track_id, params) = open(source, extension)?;
+        check_params(&params)?;
+        if let (Some(n), Some(rate)) = (params.n_frames, params.sample_rate.filter(|&r| r > 0)) {
+            // The header's length, refused before a frame is decoded.
+            if n as f64 / rate as f64 > max_seconds {
+                return Err(too_long(n as f64 / rate as f64, max_seconds));
+            }
+        }
+        let decoder = symphonia::default::get_codecs()
+            .make(&params, &DecoderOptions::default())
+            .map_err(|e| format!("unsupported codec ({})", describe(&e)))?;
+        let sample_rate = params.sample_rate.unwrap_or(0);
+        let channels = params.channels.map(|c| c.count() as u32).unwrap_or(0);
+        Ok(Packets { format, track_id, params, decoder, interleaved: None, chunk: Vec::new(), sample_rate, channels })
+    }
+
+    /// The next packet's frames, averaged to mono; `None` at the end of the stream.
+    fn next_chunk(&mut self) -> Result<Option<&[f32]>, String> {
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(p) => p,
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(SymError::ResetRequired) => return Ok(None),
+                Err(e) => return Err(format!("corrupt stream ({})", describe(&e))),
+            };
+            if packet.track_id() != self.track_id {
+                continue;
+            }
+            let decoded = match self.decoder.decode(&packet) {
+                Ok(d) => d,
+                // A damaged packet in a lossy stream: skip it like other decoders do.
+                Err(SymError::DecodeError(_)) => continue,
+                Err(e) => return Err(format!("decoder failed ({})", describe(&e))),
+            };
+            let spec = *decoded.spec();
+            if !SAMPLE_RATES.contains(&spec.rate) || spec.channels.count() == 0 || spec.channels.count() > MAX_CHANNELS
+            {
+                return Err(format!("stream declares {} Hz and {} channels", spec.rate, spec.channels.count()));
+            }
+            self.sample_rate = spec.rate;
+            self.channels = spec.channels.count() as u32;
+            let buf = self.interleaved.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
+            if buf.capacity() < decoded.capacity() * spec.channels.count() {
+                *buf = SampleBuffer::new(decoded.capacity() as u64, spec);
+            }
+            buf.copy_interleaved_ref(decoded);
+            self.chunk.clear();
+            downmix_into(buf.samples(), self.channels as usize, &mut self.chunk);
+            return Ok(Some(&self.chunk));
         }
     }
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
-        .map_err(|e| format!("unsupported codec ({})", describe(&e)))?;
+}
 
-    let mut sample_rate = params.sample_rate.unwrap_or(0);
-    let mut channels = params.channels.map(|c| c.count() as u32).unwrap_or(0);
-    let expected_frames = params.n_frames;
+fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limits: Limits) -> Result<Decoded, String> {
+    let mut packets = Packets::open(source, extension, limits.max_seconds)?;
+    let expected_frames = packets.params.n_frames;
     let mut mono = Vec::with_capacity(expected_frames.unwrap_or(0).min(MAX_PREALLOCATED_FRAMES) as usize);
-    let mut interleaved: Option<SampleBuffer<f32>> = None;
     // Set once the job's window is decoded: the rest of the stream is only counted, not decoded.
     let mut window_full = false;
     // Frames decoded when the window filled (the last packet may run past it).
     let mut decoded_frames = 0u64;
-
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(SymError::ResetRequired) => break,
-            Err(e) => return Err(format!("corrupt stream ({})", describe(&e))),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
-            // A damaged packet in a lossy stream: skip it like other decoders do.
-            Err(SymError::DecodeError(_)) => continue,
-            Err(e) => return Err(format!("decoder failed ({})", describe(&e))),
-        };
-        let spec = *decoded.spec();
-        if !SAMPLE_RATES.contains(&spec.rate) || spec.channels.count() == 0 || spec.channels.count() > MAX_CHANNELS {
-            return Err(format!("stream declares {} Hz and {} channels", spec.rate, spec.channels.count()));
-        }
-        sample_rate = spec.rate;
-        channels = spec.channels.count() as u32;
-        let buf = interleaved.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
-        if buf.capacity() < decoded.capacity() * spec.channels.count() {
-            *buf = SampleBuffer::new(decoded.capacity() as u64, spec);
-        }
-        buf.copy_interleaved_ref(decoded);
-        downmix_into(buf.samples(), channels as usize, &mut mono);
+    while let Some(chunk) = packets.next_chunk()? {
+        mono.extend_from_slice(chunk);
+        let sample_rate = packets.sample_rate;
         if mono.len() as f64 > limits.max_seconds * sample_rate as f64 {
             return Err(too_long(mono.len() as f64 / sample_rate as f64, limits.max_seconds));
         }
@@ -271,10 +299,13 @@ fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limit
             }
         }
     }
+    let (sample_rate, channels) = (packets.sample_rate, packets.channels);
     let source_frames = if window_full {
         match expected_frames {
             Some(n) => n,
-            None => count_remaining(&mut format, track_id, decoded_frames, sample_rate, limits.max_seconds)?,
+            None => {
+                count_remaining(&mut packets.format, packets.track_id, decoded_frames, sample_rate, limits.max_seconds)?
+            }
         }
     } else {
         mono.len() as u64
@@ -282,7 +313,7 @@ fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limit
 
     if let (Some(n), false) = (expected_frames, window_full) {
         // WAV and FLAC state their length: fewer frames than stated means the file was cut short.
-        if (mono.len() as u64) < n && params.codec != symphonia::core::codecs::CODEC_TYPE_VORBIS {
+        if (mono.len() as u64) < n && packets.params.codec != symphonia::core::codecs::CODEC_TYPE_VORBIS {
             return Err(format!("truncated: header promises {n} frames, file holds {}", mono.len()));
         }
     }
@@ -297,6 +328,74 @@ fn decode_unguarded(source: Box<dyn MediaSource>, extension: Option<&str>, limit
     }
     let source_seconds = source_frames as f64 / sample_rate as f64;
     Ok(Decoded { audio: Audio { samples: mono, sample_rate, channels }, source_seconds })
+}
+
+/// A file or an in-memory file decoded chunk by chunk (mono, at its own rate): memory stays one
+/// packet's however long the recording. Errors are reasons; the caller names the input.
+pub struct ChunkedDecoder {
+    packets: Packets,
+    max_seconds: f64,
+    frames: u64,
+    expected: Option<u64>,
+}
+
+impl ChunkedDecoder {
+    /// Opens a file (refused by name like [`decode_file_limited`]) or in-memory bytes.
+    pub fn open(path: Option<&Path>, bytes: Option<Vec<u8>>, max_seconds: f64) -> Result<ChunkedDecoder, String> {
+        let (source, ext) = match (path, bytes) {
+            (_, Some(bytes)) => (in_memory(bytes)?, None),
+            (Some(path), None) => (
+                open_source(path).map_err(|e| match e {
+                    Error::AudioDecode { reason, .. } => reason,
+                    other => other.to_string(),
+                })?,
+                extension(path),
+            ),
+            (None, None) => return Err("no input".into()),
+        };
+        let packets = guarded(|| Packets::open(source, ext.as_deref(), max_seconds))?;
+        let expected = packets.params.n_frames;
+        Ok(ChunkedDecoder { packets, max_seconds, frames: 0, expected })
+    }
+
+    /// The stream's rate (known once the header is read; a packet may still change it, which is refused).
+    pub fn sample_rate(&self) -> u32 {
+        self.packets.sample_rate
+    }
+
+    /// The header's length in seconds, when it states one.
+    pub fn claimed_seconds(&self) -> Option<f64> {
+        self.expected.zip(Some(self.packets.sample_rate).filter(|&r| r > 0)).map(|(n, r)| n as f64 / r as f64)
+    }
+
+    /// The next mono chunk and its rate; `None` at the end. Non-finite samples, a rate change
+    /// mid-stream and more than `max_seconds` are errors.
+    pub fn next_chunk(&mut self) -> Result<Option<(u32, &[f32])>, String> {
+        let rate = self.packets.sample_rate;
+        let packets = &mut self.packets;
+        if !guarded(|| Ok(packets.next_chunk()?.is_some()))? {
+            if self.frames == 0 {
+                return Err("no audio samples (zero-length audio)".into());
+            }
+            let lossy = self.packets.params.codec == symphonia::core::codecs::CODEC_TYPE_VORBIS;
+            if let Some(n) = self.expected.filter(|&n| self.frames < n && !lossy) {
+                return Err(format!("truncated: header promises {n} frames, file holds {}", self.frames));
+            }
+            return Ok(None);
+        }
+        let chunk = &self.packets.chunk;
+        if rate != 0 && self.packets.sample_rate != rate {
+            return Err(format!("the sample rate changes mid-stream ({rate} to {} Hz)", self.packets.sample_rate));
+        }
+        if let Some(i) = chunk.iter().position(|x| !x.is_finite()) {
+            return Err(format!("non-finite sample (NaN or infinity) at frame {}", self.frames + i as u64));
+        }
+        self.frames += chunk.len() as u64;
+        if self.frames as f64 > self.max_seconds * self.packets.sample_rate as f64 {
+            return Err(too_long(self.frames as f64 / self.packets.sample_rate as f64, self.max_seconds));
+        }
+        Ok(Some((self.packets.sample_rate, &self.packets.chunk)))
+    }
 }
 
 /// The length of a stream whose header gives none: `frames` decoded so far plus the rest's packet

@@ -118,7 +118,9 @@ fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     replace_file(path, |tmp| {
         Tensor::write_safetensors(&named, tmp).map_err(|e| match e {
             // A failed write (a full disk, a quota) is the file's IO error, not a libtorch one.
-            tch::TchError::SafeTensorError { err: safetensors::SafeTensorError::IoError(io), .. } => Error::io(path, io),
+            tch::TchError::SafeTensorError { err: safetensors::SafeTensorError::IoError(io), .. } => {
+                Error::io(path, io)
+            }
             other => other.into(),
         })
     })

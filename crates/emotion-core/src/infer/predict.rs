@@ -1,0 +1,197 @@
+//! `predict`: one row per input, in order, each a prediction or that input's own error. Inputs within
+//! the model's window are featurised together; a longer one is scored over windows (the mean of its
+//! speech windows) or refused, as `longInput` says, never cut silently.
+
+use super::input::{InferInput, Source};
+use super::scorer::WindowScorer;
+use super::{model_windows, resolve_window, InferOptions, LongInput, Scored, Segment};
+use crate::audio::features::AudioInput;
+use crate::audio::samples::Samples;
+use crate::control::CancelFlag;
+use crate::error::{Error, Result};
+use crate::train::kinds::Input;
+use crate::train::predict::LoadedModel;
+use crate::train::predict_audio::PredictAudioOptions;
+
+/// A short input read whole, waiting for its batch.
+struct Short {
+    index: usize,
+    samples: Vec<f32>,
+    sample_rate: u32,
+}
+
+/// Predictions for `inputs`, in order. The call fails as a whole only for what concerns every input
+/// (a model that reads transcripts, a missing encoder, cancellation); a bad input is its row's error.
+pub fn predict_inputs(
+    model: &LoadedModel,
+    inputs: &[InferInput],
+    calibration: &[AudioInput],
+    options: &InferOptions,
+    cancel: &CancelFlag,
+) -> Result<Vec<Result<Scored>>> {
+    refuse_transcript_models(model)?;
+    let (longest, _) = model_windows(model);
+    resolve_window(model, options)?;
+    let mut rows: Vec<Option<Result<Scored>>> = (0..inputs.len()).map(|_| None).collect();
+    let mut batch: Vec<Short> = Vec::new();
+    for (index, input) in inputs.iter().enumerate() {
+        cancel.check()?;
+        match read_short(model, input, longest, options, calibration, cancel) {
+            Ok(Read::Short(samples, sample_rate)) => batch.push(Short { index, samples, sample_rate }),
+            Ok(Read::Long(scored)) => rows[index] = Some(Ok(scored)),
+            Err(e) if per_input(&e) => rows[index] = Some(Err(name_input(e, input, index))),
+            Err(e) => return Err(e),
+        }
+        if batch.len() >= options.batch_size.max(1) {
+            score_batch(model, &mut batch, calibration, options, cancel, &mut rows)?;
+        }
+    }
+    score_batch(model, &mut batch, calibration, options, cancel, &mut rows)?;
+    Ok(rows.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Internal("an input was not scored".into())))).collect())
+}
+
+fn refuse_transcript_models(model: &LoadedModel) -> Result<()> {
+    let spec = &model.meta.spec;
+    if spec.kind.uses(Input::Tokens) {
+        return Err(Error::invalid(
+            "model",
+            format!(
+                "the {} model reads Whisper transcripts, which predict does not make (on RAVDESS they carry almost no emotion: \
+                 the text branch scored 13 %); use an audio model, or transcribe and call predictFeatures with tokens",
+                spec.kind.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+enum Read {
+    Short(Vec<f32>, u32),
+    Long(Scored),
+}
+
+/// Reads an input up to the model's window; past it, scores the rest over windows (or refuses it).
+fn read_short(
+    model: &LoadedModel,
+    input: &InferInput,
+    longest: f64,
+    options: &InferOptions,
+    calibration: &[AudioInput],
+    cancel: &CancelFlag,
+) -> Result<Read> {
+    let decode_error = |reason: String| Error::decode("", reason);
+    let mut source = Source::open(input, options.max_duration).map_err(decode_error)?;
+    let mut samples = Vec::new();
+    let mut scorer: Option<WindowScorer> = None;
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut rate = 0;
+    while let Some((chunk_rate, chunk)) = source.next_chunk().map_err(decode_error)? {
+        rate = chunk_rate;
+        if let Some(s) = scorer.as_mut() {
+            segments.extend(s.push(model, chunk, calibration, cancel)?);
+            continue;
+        }
+        samples.extend_from_slice(chunk);
+        if samples.len() as f64 > longest * rate as f64 + 0.5 {
+            if options.long_input == LongInput::Refuse {
+                return Err(Error::invalid(
+                    "longInput",
+                    format!(
+                        "the input is longer than the model's window of {longest} s: `longInput: 'aggregate'` scores it over windows, or cut it"
+                    ),
+                ));
+            }
+            let (window, hop) = resolve_window(model, options)?;
+            let mut s = WindowScorer::new(rate, window, hop, options, true);
+            segments.extend(s.push(model, &std::mem::take(&mut samples), calibration, cancel)?);
+            scorer = Some(s);
+        }
+    }
+    match scorer {
+        None => Ok(Read::Short(samples, rate)),
+        Some(mut s) => {
+            segments.extend(s.finish(model, calibration, cancel)?);
+            Ok(Read::Long(aggregate(model, &segments, s.seconds())))
+        }
+    }
+}
+
+/// The mean probabilities of the speech windows, or of all windows when none is speech.
+fn aggregate(model: &LoadedModel, segments: &[Segment], seconds: f64) -> Scored {
+    let speech = segments.iter().any(|s| s.speech);
+    let used: Vec<&Vec<f32>> =
+        segments.iter().filter(|s| s.speech || !speech).filter_map(|s| s.probabilities.as_ref()).collect();
+    let k = model.meta.spec.labels.len();
+    let mut mean = vec![0f32; k];
+    for p in &used {
+        for (m, x) in mean.iter_mut().zip(p.iter()) {
+            *m += x / used.len() as f32;
+        }
+    }
+    let label_index = argmax(&mean);
+    Scored {
+        label: model.meta.spec.labels[label_index].clone(),
+        label_index,
+        probabilities: mean,
+        seconds,
+        windows: used.len(),
+        speech,
+    }
+}
+
+fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
+
+fn score_batch(
+    model: &LoadedModel,
+    batch: &mut Vec<Short>,
+    calibration: &[AudioInput],
+    options: &InferOptions,
+    cancel: &CancelFlag,
+    rows: &mut [Option<Result<Scored>>],
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let shorts = std::mem::take(batch);
+    let parts: Vec<&[f32]> = shorts.iter().map(|s| s.samples.as_slice()).collect();
+    let inputs: Vec<AudioInput> = Samples::pack(&parts, options.decode_threads.max(1))
+        .into_iter()
+        .zip(&shorts)
+        .map(|(samples, s)| AudioInput::Samples { samples, sample_rate: s.sample_rate })
+        .collect();
+    let predict = PredictAudioOptions {
+        encoder_dir: options.encoder_dir.clone(),
+        device: options.device.clone(),
+        decode_threads: options.decode_threads,
+    };
+    let predictions = model.predict_audio(&inputs, calibration, &predict, cancel)?;
+    for (short, p) in shorts.iter().zip(predictions) {
+        rows[short.index] = Some(Ok(Scored {
+            label: p.label,
+            label_index: p.index,
+            probabilities: p.probabilities,
+            seconds: short.samples.len() as f64 / short.sample_rate as f64,
+            windows: 1,
+            speech: true,
+        }));
+    }
+    Ok(())
+}
+
+/// Errors that concern one input: its row's, not the call's.
+fn per_input(e: &Error) -> bool {
+    matches!(e, Error::AudioDecode { .. }) || matches!(e, Error::InvalidOption { option, .. } if option == "longInput")
+}
+
+/// Puts the input's name into an error about it.
+fn name_input(e: Error, input: &InferInput, index: usize) -> Error {
+    match e {
+        Error::AudioDecode { reason, .. } => Error::decode(input.label(index), reason),
+        Error::InvalidOption { option, reason } => {
+            Error::InvalidOption { option, reason: format!("{}: {reason}", input.label(index)) }
+        }
+        other => other,
+    }
+}

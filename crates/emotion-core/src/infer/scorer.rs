@@ -1,0 +1,119 @@
+//! Scoring windows: the voice gate, then the model on the speech windows in batches. The one path
+//! that `timeline`, `predict` of long inputs and live streams share.
+
+use super::slicer::{Slicer, Window};
+use super::vad::voiced_fraction;
+use super::{InferOptions, Segment};
+use crate::audio::features::AudioInput;
+use crate::audio::samples::Samples;
+use crate::control::CancelFlag;
+use crate::error::Result;
+use crate::train::predict::LoadedModel;
+use crate::train::predict_audio::PredictAudioOptions;
+
+/// Windows of one recording at `sample_rate`, scored `batch` at a time.
+pub struct WindowScorer {
+    slicer: Slicer,
+    sample_rate: u32,
+    options: InferOptions,
+    pending: Vec<Window>,
+    /// Score windows that are not speech too (what `predict`'s aggregate falls back to).
+    score_silence: bool,
+}
+
+impl WindowScorer {
+    /// `window` and `hop` in seconds (resolved by [`super::resolve_window`]).
+    pub fn new(sample_rate: u32, window: f64, hop: f64, options: &InferOptions, score_silence: bool) -> WindowScorer {
+        let frames = |s: f64| (s * sample_rate as f64).round() as usize;
+        WindowScorer {
+            slicer: Slicer::new(frames(window), frames(hop)),
+            sample_rate,
+            options: options.clone(),
+            pending: Vec::new(),
+            score_silence,
+        }
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Seconds pushed so far.
+    pub fn seconds(&self) -> f64 {
+        self.slicer.frames() as f64 / self.sample_rate as f64
+    }
+
+    /// Adds samples; returns the segments of the windows scored by this call (a batch fills up, or at
+    /// once when `batch_size` is 1).
+    pub fn push(
+        &mut self,
+        model: &LoadedModel,
+        chunk: &[f32],
+        calibration: &[AudioInput],
+        cancel: &CancelFlag,
+    ) -> Result<Vec<Segment>> {
+        self.pending.extend(self.slicer.push(chunk));
+        if self.pending.len() >= self.options.batch_size.max(1) {
+            return self.score_pending(model, calibration, cancel);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Scores what is left, including the window aligned to the recording's end.
+    pub fn finish(
+        &mut self,
+        model: &LoadedModel,
+        calibration: &[AudioInput],
+        cancel: &CancelFlag,
+    ) -> Result<Vec<Segment>> {
+        self.pending.extend(self.slicer.finish());
+        self.score_pending(model, calibration, cancel)
+    }
+
+    fn score_pending(
+        &mut self,
+        model: &LoadedModel,
+        calibration: &[AudioInput],
+        cancel: &CancelFlag,
+    ) -> Result<Vec<Segment>> {
+        cancel.check()?;
+        let windows = std::mem::take(&mut self.pending);
+        let rate = self.sample_rate;
+        let voiced: Vec<f32> = windows.iter().map(|w| voiced_fraction(self.options.vad, &w.samples, rate)).collect();
+        let speech: Vec<bool> = voiced.iter().map(|&v| v as f64 >= self.options.min_voiced).collect();
+        let scored: Vec<usize> = (0..windows.len()).filter(|&i| speech[i] || self.score_silence).collect();
+        let parts: Vec<&[f32]> = scored.iter().map(|&i| windows[i].samples.as_slice()).collect();
+        let inputs: Vec<AudioInput> = Samples::pack(&parts, 1)
+            .into_iter()
+            .map(|samples| AudioInput::Samples { samples, sample_rate: rate })
+            .collect();
+        let predictions = if inputs.is_empty() {
+            Vec::new()
+        } else {
+            let options = PredictAudioOptions {
+                encoder_dir: self.options.encoder_dir.clone(),
+                device: self.options.device.clone(),
+                decode_threads: self.options.decode_threads,
+            };
+            model.predict_audio(&inputs, calibration, &options, cancel)?
+        };
+        let mut predictions = scored.into_iter().zip(predictions).collect::<std::collections::HashMap<_, _>>();
+        let labels = &model.meta.spec.labels;
+        Ok(windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let p = predictions.remove(&i);
+                Segment {
+                    start: w.start as f64 / rate as f64,
+                    end: w.end as f64 / rate as f64,
+                    voiced: voiced[i],
+                    speech: speech[i],
+                    label: p.as_ref().filter(|_| speech[i]).map(|p| labels[p.index].clone()),
+                    label_index: p.as_ref().filter(|_| speech[i]).map(|p| p.index),
+                    probabilities: p.map(|p| p.probabilities),
+                }
+            })
+            .collect())
+    }
+}
