@@ -1,5 +1,6 @@
+import { inflateSync } from 'node:zlib'
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -154,4 +155,31 @@ export function runAsync(
     child.on('close', (status) => ok({ status, stdout, stderr }))
     child.stdin.end(opts.input ?? '')
   })
+}
+
+/** Decodes a PNG far enough to prove it is whole: signature, IHDR, and IDAT that inflates to the image size. */
+export function decodePng(path: string): { width: number; height: number } {
+  const b = readFileSync(path)
+  if (!b.subarray(0, 8).equals(Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]))) throw new Error(`${path}: not a PNG`)
+  let offset = 8
+  let width = 0
+  let height = 0
+  let channels = 0
+  const idat: Buffer[] = []
+  while (offset < b.length) {
+    const length = b.readUInt32BE(offset)
+    const type = b.toString('ascii', offset + 4, offset + 8)
+    const data = b.subarray(offset + 8, offset + 8 + length)
+    if (type === 'IHDR') {
+      width = data.readUInt32BE(0)
+      height = data.readUInt32BE(4)
+      channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[data[9]] ?? 0
+    }
+    if (type === 'IDAT') idat.push(data)
+    offset += 12 + length
+  }
+  const raw = inflateSync(Buffer.concat(idat))
+  if (raw.length !== height * (1 + width * channels))
+    throw new Error(`${path}: pixel data ${raw.length} bytes, expected ${height * (1 + width * channels)}`)
+  return { width, height }
 }

@@ -3,10 +3,9 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
-import { inflateSync } from 'node:zlib'
 import { deviceInfo, EmotionPipelineError, extractEmbeddings, installedEncoderDir, loadModel, trainPipeline } from '../src/index.js'
 import type { ModelName, PipelineEvent } from '../src/index.js'
-import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+import { decodePng, skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
 const SMALL = { audio: { channels: [8, 16, 32], hidden: [32, 16] } }
 const quick = (out: string) => ({
@@ -18,33 +17,6 @@ const quick = (out: string) => ({
   models: ['audio', 'text', 'fusion', 'encoder'] as ModelName[],
   train: { audio: SMALL, fusion: SMALL, text: { epochs: 3 } },
 })
-
-/** Decodes a PNG far enough to prove it is whole: signature, IHDR, and IDAT that inflates to the image size. */
-function decodePng(path: string): { width: number; height: number } {
-  const b = readFileSync(path)
-  if (!b.subarray(0, 8).equals(Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]))) throw new Error(`${path}: not a PNG`)
-  let offset = 8
-  let width = 0
-  let height = 0
-  let channels = 0
-  const idat: Buffer[] = []
-  while (offset < b.length) {
-    const length = b.readUInt32BE(offset)
-    const type = b.toString('ascii', offset + 4, offset + 8)
-    const data = b.subarray(offset + 8, offset + 8 + length)
-    if (type === 'IHDR') {
-      width = data.readUInt32BE(0)
-      height = data.readUInt32BE(4)
-      channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[data[9]] ?? 0
-    }
-    if (type === 'IDAT') idat.push(data)
-    offset += 12 + length
-  }
-  const raw = inflateSync(Buffer.concat(idat))
-  if (raw.length !== height * (1 + width * channels))
-    throw new Error(`${path}: pixel data ${raw.length} bytes, expected ${height * (1 + width * channels)}`)
-  return { width, height }
-}
 
 let run: ReturnType<typeof trainPipeline> | undefined
 const runDir = tempDir('ep-run-')

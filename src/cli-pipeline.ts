@@ -1,23 +1,22 @@
-// The `train`, `cv` and `predict` commands: flags → PipelineOptions, progress, results. Help texts are
+// The `train` and `cv` commands: flags → PipelineOptions, progress, results. Help texts are
 // rendered from the defaults the library uses (presets.ts, the generated core defaults), never restated.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { crossValidate } from './cross-validate.js'
 import type { DeviceSpec } from './device.js'
 import { DEFAULT_ENCODER, ENCODER_NAMES } from './encoder-install.js'
-import { EmotionPipelineError, invalidOption } from './errors.js'
+import { invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import { trainPipeline } from './pipeline.js'
 import type { PipelineOptions, PipelineResult } from './pipeline.js'
 import { stopOnSignals } from './cli-signals.js'
-import { defaultModels, defaultSpeedPerturb, MODEL_NAMES, PRESET_EPOCHS, uses } from './presets.js'
+import { defaultModels, defaultSpeedPerturb, MODEL_NAMES, PRESET_EPOCHS } from './presets.js'
 import type { ModelName } from './presets.js'
 import { progressPrinter } from './progress.js'
 import type { ProgressMode } from './progress.js'
 import { REFERENCE_ACCURACY } from './report.js'
-import { RUN_FILES, runPaths } from './run-layout.js'
-import { loadModel } from './model.js'
+import { RUN_FILES } from './run-layout.js'
 
 const list = (xs: readonly (string | number)[]) => (xs.length ? xs.join(',') : 'none')
 
@@ -262,63 +261,6 @@ export async function cvCommand(argv: string[]): Promise<number> {
     for (const [m, s] of Object.entries(result.models))
       console.log(`${m.padEnd(7)} accuracy ${pm(s.accuracy)}   UAR ${pm(s.uar)}   weighted F1 ${pm(s.weightedF1)}`)
     console.log(`\nSummary: ${join(result.out, RUN_FILES.report)}`)
-  }
-  return 0
-}
-
-export async function predictCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      run: { type: 'string' },
-      model: { type: 'string' },
-      device: { type: 'string' },
-      calibration: { type: 'string', multiple: true },
-      encoder: { type: 'string' },
-      json: { type: 'boolean' },
-      help: { type: 'boolean' },
-    },
-  })
-  if (values.help || !values.run || positionals.length === 0) {
-    // The usage goes to stdout when asked for, to stderr as the answer to a wrong call.
-    ;(values.help ? console.log : console.error)(
-      `emotion-pipeline predict --run DIR [--model ${MODEL_NAMES.filter((m) => !uses(m, 'tokens')).join('|')}] [--device cpu] [--calibration FILE|DIR ...] [--encoder NAME|DIR] [--json] FILE...\n\nLabels audio files with a model of a run directory (models/<model>/best.*): by default its encoder model, else its audio model.\nA model trained with --speaker-norm needs --calibration: unlabelled clips (files or folders) of the one speaker of FILE...\nA model on encoder states finds its encoder among the installed ones by SHA-256; --encoder gives it (checked by SHA-256).`,
-    )
-    return values.help ? 0 : 2
-  }
-  const paths = runPaths(values.run)
-  const model = (values.model ?? (existsSync(paths.model('encoder')) ? 'encoder' : 'audio')) as ModelName
-  if (!MODEL_NAMES.includes(model) || uses(model, 'tokens'))
-    throw new EmotionPipelineError(
-      'INVALID_OPTION',
-      `invalid option \`--model\`: predicting from audio files needs a model on audio (${MODEL_NAMES.filter((m) => !uses(m, 'tokens')).join(', ')}); text and fusion need transcripts`,
-    )
-  const dir = paths.model(model)
-  if (!existsSync(dir)) throw new EmotionPipelineError('DATASET', `no ${model} model in ${values.run} (looked for ${dir})`)
-  const loaded = await loadModel(dir, { device: (values.device as DeviceSpec) ?? 'cpu', encoder: values.encoder })
-  const calibration = values.calibration?.flatMap((p) => {
-    if (!existsSync(p)) throw invalidOption('--calibration', `${p} does not exist`)
-    return statSync(p).isDirectory()
-      ? readdirSync(p)
-          .filter((f) => /\.(wav|flac|ogg|mp3)$/i.test(f))
-          .map((f) => resolve(p, f))
-      : [resolve(p)]
-  })
-  const predictions = await loaded.predictFiles(
-    positionals.map((p) => resolve(p)),
-    { device: (values.device as DeviceSpec) ?? 'cpu', calibration },
-  )
-  for (const p of predictions) {
-    if (values.json)
-      console.log(
-        JSON.stringify({
-          path: p.path,
-          label: p.label,
-          probabilities: Object.fromEntries(loaded.labels.map((l, i) => [l, p.probabilities[i]])),
-        }),
-      )
-    else console.log(`${p.path}\t${p.label}\t${(p.probabilities[p.index] * 100).toFixed(1)} %`)
   }
   return 0
 }

@@ -26,8 +26,24 @@ pub use error::{Error, Result};
 /// take turns and set their own count, so a job's numbers never depend on what ran before it: an
 /// encoder-model job sets 1 thread, and states extracted after it used to differ (and were cached).
 pub(crate) fn job_turn() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    JOB_TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+static JOB_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// [`job_turn`], given up with `Cancelled` when `cancel` is set while waiting: a prediction queued
+/// behind a training job in the same process can be cancelled before its turn comes.
+pub(crate) fn job_turn_unless_cancelled(cancel: &control::CancelFlag) -> Result<std::sync::MutexGuard<'static, ()>> {
+    loop {
+        match JOB_TURN.try_lock() {
+            Ok(guard) => return Ok(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Ok(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                cancel.check()?;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
 }
 
 /// Sets libtorch's intra-op threads to every core (what extraction runs with); call in a `job_turn`.

@@ -233,7 +233,7 @@ pub fn extract_mel(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<MelFeatures> {
     let _cache = crate::cpu_cache::JobCache::enter();
-    let _turn = crate::job_turn();
+    let _turn = crate::job_turn_unless_cancelled(cancel)?;
     crate::use_all_cores();
     if options.batch_size == 0 {
         return Err(Error::invalid("batchSize", "must be ≥ 1"));

@@ -180,7 +180,7 @@ pub fn extract_embeddings(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Embeddings> {
     let _cache = crate::cpu_cache::JobCache::enter();
-    let _turn = crate::job_turn();
+    let _turn = crate::job_turn_unless_cancelled(cancel)?;
     crate::use_all_cores();
     if !(0.5..=2.0).contains(&options.speed) {
         return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));

@@ -29,10 +29,18 @@ impl InferInput {
     }
 }
 
+/// Frames of in-memory samples handed out at once (a second at 64 kHz).
+const MEMORY_CHUNK: usize = 65_536;
+
 /// Mono chunks of one input.
 pub enum Source<'a> {
     Decoder(Box<ChunkedDecoder>),
-    Memory { samples: &'a [f32], sample_rate: u32, done: bool },
+    /// Handed out in chunks of at most [`MEMORY_CHUNK`] frames, so windows are scored batch by batch.
+    Memory {
+        samples: &'a [f32],
+        sample_rate: u32,
+        at: usize,
+    },
 }
 
 impl<'a> Source<'a> {
@@ -63,7 +71,7 @@ impl<'a> Source<'a> {
                 if seconds > max_seconds {
                     return Err(format!("{seconds:.1} s long, more than the {max_seconds} s allowed (maxDuration)"));
                 }
-                Ok(Source::Memory { samples, sample_rate: *sample_rate, done: false })
+                Ok(Source::Memory { samples, sample_rate: *sample_rate, at: 0 })
             }
         }
     }
@@ -79,12 +87,14 @@ impl<'a> Source<'a> {
     pub fn next_chunk(&mut self) -> Result<Option<(u32, &[f32])>, String> {
         match self {
             Source::Decoder(d) => d.next_chunk(),
-            Source::Memory { samples, sample_rate, done } => {
-                if *done {
+            Source::Memory { samples, sample_rate, at } => {
+                if *at >= samples.len() {
                     return Ok(None);
                 }
-                *done = true;
-                Ok(Some((*sample_rate, samples)))
+                let end = (*at + MEMORY_CHUNK).min(samples.len());
+                let chunk = &samples[*at..end];
+                *at = end;
+                Ok(Some((*sample_rate, chunk)))
             }
         }
     }

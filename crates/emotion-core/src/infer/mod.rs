@@ -54,7 +54,7 @@ pub struct InferOptions {
     pub vad: Vad,
     /// A window is speech when at least this fraction of its 16 ms frames is voiced.
     pub min_voiced: f64,
-    /// Windows (or short inputs) scored together.
+    /// Windows (or short inputs) scored together; a batch also closes at 8 M samples (32 MB).
     pub batch_size: usize,
     /// CPU threads decoding and resampling; 0 = all cores.
     pub decode_threads: usize,
@@ -71,7 +71,7 @@ impl Default for InferOptions {
             hop: None,
             vad: Vad::Earshot,
             min_voiced: 0.2,
-            batch_size: 16,
+            batch_size: 64,
             decode_threads: 0,
         }
     }
@@ -154,6 +154,10 @@ pub struct Timeline {
     pub labels: Vec<String>,
     pub segments: Vec<Segment>,
 }
+
+/// Samples a batch of windows or short inputs holds at most, whatever `batch_size` says: memory stays
+/// bounded with long windows at high rates.
+pub const MAX_BATCH_SAMPLES: usize = 8_000_000;
 
 /// Seconds a model on encoder states scores as one window in a timeline (it was trained on utterances).
 pub const ENCODER_TIMELINE_WINDOW: f64 = 4.0;

@@ -4,7 +4,7 @@
 
 use super::input::{InferInput, Source};
 use super::scorer::WindowScorer;
-use super::{model_windows, resolve_window, InferOptions, LongInput, Scored, Segment};
+use super::{model_windows, resolve_window, InferOptions, LongInput, Scored, Segment, MAX_BATCH_SAMPLES};
 use crate::audio::features::AudioInput;
 use crate::audio::samples::Samples;
 use crate::control::CancelFlag;
@@ -42,7 +42,8 @@ pub fn predict_inputs(
             Err(e) if per_input(&e) => rows[index] = Some(Err(name_input(e, input, index))),
             Err(e) => return Err(e),
         }
-        if batch.len() >= options.batch_size.max(1) {
+        let held: usize = batch.iter().map(|s| s.samples.len()).sum();
+        if batch.len() >= options.batch_size.max(1) || held >= MAX_BATCH_SAMPLES {
             score_batch(model, &mut batch, calibration, options, cancel, &mut rows)?;
         }
     }

@@ -53,7 +53,8 @@ impl WindowScorer {
         cancel: &CancelFlag,
     ) -> Result<Vec<Segment>> {
         self.pending.extend(self.slicer.push(chunk));
-        if self.pending.len() >= self.options.batch_size.max(1) {
+        let held: usize = self.pending.iter().map(|w| w.samples.len()).sum();
+        if self.pending.len() >= self.options.batch_size.max(1) || held >= super::MAX_BATCH_SAMPLES {
             return self.score_pending(model, calibration, cancel);
         }
         Ok(Vec::new())
@@ -76,8 +77,22 @@ impl WindowScorer {
         calibration: &[AudioInput],
         cancel: &CancelFlag,
     ) -> Result<Vec<Segment>> {
-        cancel.check()?;
-        let windows = std::mem::take(&mut self.pending);
+        let pending = std::mem::take(&mut self.pending);
+        let mut segments = Vec::with_capacity(pending.len());
+        for batch in pending.chunks(self.options.batch_size.max(1)) {
+            cancel.check()?;
+            segments.extend(self.score(model, batch, calibration, cancel)?);
+        }
+        Ok(segments)
+    }
+
+    fn score(
+        &self,
+        model: &LoadedModel,
+        windows: &[Window],
+        calibration: &[AudioInput],
+        cancel: &CancelFlag,
+    ) -> Result<Vec<Segment>> {
         let rate = self.sample_rate;
         let voiced: Vec<f32> = windows.iter().map(|w| voiced_fraction(self.options.vad, &w.samples, rate)).collect();
         let speech: Vec<bool> = voiced.iter().map(|&v| v as f64 >= self.options.min_voiced).collect();

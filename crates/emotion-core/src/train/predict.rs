@@ -84,6 +84,9 @@ impl LoadedModel {
             }
         }
         let set = with_labels.to_device(self.device, spec.mel_norm())?;
+        // In the job turn with every core: the numbers do not depend on what else runs in the process.
+        let _turn = crate::job_turn();
+        crate::use_all_cores();
         let (logits, _) = predict_logits(self.model.as_ref(), &set)?;
         let probs: Vec<f32> =
             Vec::<f32>::try_from(logits.f_softmax(1, tch::Kind::Float)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
