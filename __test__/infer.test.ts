@@ -208,6 +208,12 @@ test.serial('a stream fed random chunk sizes gives the timeline’s segments and
     })
   })
   await t.throwsAsync(stream.push(new Float32Array(10)), { message: /ended/ })
+  const other = await m.stream({ sampleRate: RATE })
+  await t.throwsAsync(other.push(new Float32Array([0, Number.NaN])), {
+    code: 'INVALID_OPTION',
+    message: /samples.*non-finite.*at 1/,
+  } as never)
+  await t.throwsAsync(m.stream({ sampleRate: 10 }), { code: 'INVALID_OPTION', message: /sampleRate/ } as never)
 })
 
 test.serial('cancelling a long timeline stops it', async (t) => {

@@ -7,7 +7,7 @@
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
-import { delimiter, join, resolve } from 'node:path'
+import { basename, delimiter, join, resolve } from 'node:path'
 import { cacheRoot } from '../src/cache.js'
 import { locateLibtorch } from '../src/libtorch.js'
 import { haveRavdess, haveWavs, NO_DATA, NO_WAVS, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
@@ -199,6 +199,10 @@ test.serial(
     const clip = join(ravdessDir, 'Actor_01', readdirSync(join(ravdessDir, 'Actor_01')).sort()[0])
     const predicted = timed('predict', ['predict', '--run', out, clip])
     t.regex(predicted.stdout, /\t(neutral|calm|happy|sad|angry|fearful|disgust|surprised)\t/)
+    const timelineOut = join(tempDir('ep-tl-'), 'timeline')
+    const timeline = timed('predict --timeline', ['predict', '--run', out, '--timeline', '--out', timelineOut, clip])
+    t.is(timeline.status, 0, timeline.stderr)
+    for (const ext of ['csv', 'json', 'svg', 'png']) t.true(existsSync(join(timelineOut, `${basename(clip)}.timeline.${ext}`)), ext)
 
     // The same from TypeScript: compiled with tsc --strict against the installed .d.ts (no skipLibCheck).
     const ts = typeScriptUser(p, twoActors(), join(tempDir('ep-ts-run-'), 'run'), clip)
@@ -207,6 +211,8 @@ test.serial(
     const fromTs = JSON.parse(r.stdout.trim().split('\n').pop()!)
     t.deepEqual(fromTs.models, ['encoder'])
     t.regex(fromTs.label, /^(neutral|calm|happy|sad|angry|fearful|disgust|surprised)$/)
+    t.like(fromTs, { same: true, top: 2, timeline: 1, streamed: 2 })
+    t.regex(fromTs.csv, /^start,end,speech,voiced,label,neutral,/)
     t.is(fromTs.ld, null, 'no LD_LIBRARY_PATH needed')
     t.true(readdirSync(join(cache, 'features')).length > 0, 'the feature cache lives under $EMOTION_PIPELINE_CACHE')
 
@@ -235,8 +241,8 @@ function typeScriptUser(p: Project, data: string, out: string, clip: string): st
   )
   writeFileSync(
     join(dir, 'main.ts'),
-    `import { join } from 'node:path'
-import { loadModel, trainPipeline, type PipelineEvent, type PipelineResult } from 'emotion-pipeline'
+    `import { readFileSync } from 'node:fs'
+import { loadRun, timelineCsv, trainPipeline, type PipelineEvent, type PipelineResult, type Segment, type Timeline } from 'emotion-pipeline'
 const warnings: string[] = []
 const run: PipelineResult = await trainPipeline({
   data: ${JSON.stringify(data)},
@@ -245,9 +251,17 @@ const run: PipelineResult = await trainPipeline({
   onProgress: (e: PipelineEvent) => { if (e.type === 'warning') warnings.push(e.message) },
 })
 const accuracy: number | undefined = run.models.encoder?.test?.accuracy
-const model = await loadModel(join(run.runDir, 'models', 'encoder'))
-const [prediction] = await model.predictFiles([${JSON.stringify(clip)}])
-console.log(JSON.stringify({ models: Object.keys(run.models), accuracy, label: prediction.label, warnings, ld: process.env.LD_LIBRARY_PATH ?? null }))
+const model = await loadRun(run.runDir)
+const [fromPath, fromBuffer] = await model.predict([${JSON.stringify(clip)}, readFileSync(${JSON.stringify(clip)})], { topK: 2 })
+if (fromPath.error || fromBuffer.error) throw new Error('a prediction failed')
+const timeline: Timeline = await model.timeline(${JSON.stringify(clip)})
+const stream = await model.stream({ sampleRate: 16000 })
+const streamed: Segment[] = [...(await stream.push(new Float32Array(16000 * 5))), ...(await stream.end())]
+console.log(JSON.stringify({
+  models: Object.keys(run.models), accuracy, label: fromPath.label, same: fromPath.label === fromBuffer.label, top: fromPath.scores.length,
+  timeline: timeline.segments.length, streamed: streamed.length, csv: timelineCsv(timeline).split('\n')[0],
+  warnings, ld: process.env.LD_LIBRARY_PATH ?? null,
+}))
 `,
   )
   execFileSync(

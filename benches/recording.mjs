@@ -51,17 +51,16 @@ export function concatenate(clips, { rate, gapSeconds = 2.5, snrDb = 20, noise =
   return { samples: out, spans, gaps, speechRms: speech, noiseRms: level }
 }
 
-/** The part of a recording each window speaks for: the hop-wide slice around its centre. */
+/** The part of a recording each window speaks for: from midway after the previous window's centre to
+ * midway before the next one's (the first from 0, the last to the end), so the parts tile the recording. */
 function owned(timeline) {
   const n = timeline.segments.length
-  return timeline.segments.map((s, k) => {
-    const centre = (s.start + s.end) / 2
-    return {
-      ...s,
-      from: k === 0 ? 0 : Math.max(0, centre - timeline.hop / 2),
-      to: k === n - 1 ? timeline.seconds : Math.min(timeline.seconds, centre + timeline.hop / 2),
-    }
-  })
+  const centres = timeline.segments.map((s) => (s.start + s.end) / 2)
+  return timeline.segments.map((s, k) => ({
+    ...s,
+    from: k === 0 ? 0 : (centres[k - 1] + centres[k]) / 2,
+    to: k === n - 1 ? timeline.seconds : (centres[k] + centres[k + 1]) / 2,
+  }))
 }
 
 const overlap = (a, b) => Math.max(0, Math.min(a.end, b.to) - Math.max(a.start, b.from))

@@ -6,32 +6,23 @@
 // model first (actors 1–14 train, 15–16 validation, 17–20 held out) unless --run gives one.
 //
 //   node benches/vad.mjs [--data DIR] [--run DIR] [--clips 40] [--out docs/results/bench-vad-cpu.json]
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { decodeAudio, loadRun, trainPipeline } from '../dist/index.js'
+import { decodeAudio, loadRun } from '../dist/index.js'
+import { defaultData, encoderRun } from './models.mjs'
 import { concatenate, scoreTimeline } from './recording.mjs'
 
 const { values } = parseArgs({
   options: {
-    data: { type: 'string', default: process.env.RAVDESS_DIR ?? resolve(import.meta.dirname, '../../shared/data/ravdess') },
+    data: { type: 'string', default: defaultData },
     run: { type: 'string', default: resolve(import.meta.dirname, '../runs/bench-vad-model') },
     clips: { type: 'string', default: '40' },
     out: { type: 'string' },
   },
 })
-const actors = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => `actor_${String(from + i).padStart(2, '0')}`)
-if (!existsSync(join(values.run, 'metrics.json'))) {
-  console.error(`training the encoder model (speaker split) into ${values.run}…`)
-  await trainPipeline({
-    data: values.data,
-    out: values.run,
-    models: ['encoder'],
-    overwrite: true,
-    split: { strategy: 'speaker', testSpeakers: actors(17, 20), valSpeakers: actors(15, 16) },
-  })
-}
+await encoderRun(values.data, values.run)
 const model = await loadRun(values.run, { device: 'cpu' })
 const split = JSON.parse(readFileSync(join(values.run, 'split.json'), 'utf8'))
 const test = split.test

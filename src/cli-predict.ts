@@ -28,7 +28,7 @@ function help(): string {
   --top-k K             scores per result, best first (default: all labels)
   --strict              stop at the first input that cannot be scored (default: report it and go on)
   --long-input MODE     inputs longer than the model's window: aggregate (mean of its speech windows) | refuse (default ${d.longInput})
-  --max-duration S      longest input in seconds (default ${d.maxDuration})
+  --max-duration S      longest input in seconds (default ${DEFAULTS.ExtractOptions.maxDuration}; with --timeline 24 h, read as it streams)
   --calibration PATH    unlabelled clips (files or folders) of the speaker, for a model trained with --speaker-norm
   --encoder NAME|DIR    the encoder of a model on encoder states (found by SHA-256 when not given)
 

@@ -28,7 +28,7 @@ export function timelineCsv(timeline: Timeline): string {
   return `${[head, ...rows].map((r) => r.map(csvCell).join(',')).join('\n')}\n`
 }
 
-/** Emotion over time: each hop-wide slice shows its window's probabilities stacked, the leading label on top. */
+/** Emotion over time: each window's slice shows its probabilities stacked, the leading label on top. */
 export function timelineSvg(timeline: Timeline, title = 'Emotion over time'): string {
   const [left, top, plotW, plotH, strip] = [70, 50, 900, 240, 18]
   const width = left + plotW + 170
@@ -42,11 +42,12 @@ export function timelineSvg(timeline: Timeline, title = 'Emotion over time'): st
     `<text x="${left + plotW / 2}" y="26" font-size="16" text-anchor="middle" font-weight="bold">${esc(title)}</text>`,
     `<rect x="${left}" y="${yTop}" width="${plotW}" height="${plotH}" fill="#f4f4f4"/>`,
   ]
-  // Each window owns the hop-wide slice around its centre (the first and last reach the ends).
+  // Each window owns the time from midway after the previous centre to midway before the next (the
+  // first and last reach the ends): the slices tile the recording.
+  const centres = timeline.segments.map((s) => (s.start + s.end) / 2)
   timeline.segments.forEach((s, k) => {
-    const centre = (s.start + s.end) / 2
-    const from = k === 0 ? 0 : Math.max(0, centre - timeline.hop / 2)
-    const to = k === timeline.segments.length - 1 ? seconds : Math.min(seconds, centre + timeline.hop / 2)
+    const from = k === 0 ? 0 : (centres[k - 1] + centres[k]) / 2
+    const to = k === timeline.segments.length - 1 ? seconds : (centres[k] + centres[k + 1]) / 2
     const [x0, w] = [x(from), Math.max(0.5, x(to) - x(from))]
     if (!s.speech || !s.probabilities) {
       parts.push(`<rect x="${x0}" y="${top}" width="${w}" height="${strip}" fill="#d9d9d9"/>`)

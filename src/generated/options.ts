@@ -327,10 +327,12 @@ export interface InferOptions {
    */
   encoderDir?: string | null
   /**
-   * Longest input in seconds; longer ones are refused (`AUDIO_DECODE`).
-   * @default 600
+   * Longest input in seconds; longer ones are refused (`AUDIO_DECODE`). `null`: 600 s for `predict`
+   * (each input is held whole up to the model's window, and batches are held together), 24 h for
+   * `timeline` (decoded as it is read: memory does not grow with the recording).
+   * @default null
    */
-  maxDuration?: number
+  maxDuration?: number | null
   /**
    * Inputs longer than the model's window: scored over windows, or refused.
    * @default 'aggregate'
@@ -358,10 +360,12 @@ export interface InferOptions {
    */
   minVoiced?: number
   /**
-   * Windows (or short inputs) scored together.
-   * @default 16
+   * Inputs (`predict`) or windows (`timeline`, long inputs) scored together; `null`: 64 inputs, 16
+   * windows (a window batch's activations dominate memory: 16 keeps the CNN's under 200 MB). A
+   * batch also closes at 8 M samples (32 MB).
+   * @default null
    */
-  batchSize?: number
+  batchSize?: number | null
   /**
    * CPU threads decoding and resampling; 0 = all cores.
    * @default 0
@@ -930,13 +934,13 @@ export const DEFAULTS = {
   'InferOptions': {
     'device': 'cpu',
     'encoderDir': null,
-    'maxDuration': 600,
+    'maxDuration': null,
     'longInput': 'aggregate',
     'window': null,
     'hop': null,
     'vad': 'earshot',
     'minVoiced': 0.2,
-    'batchSize': 16,
+    'batchSize': null,
     'decodeThreads': 0
   },
   'MelConfig': {

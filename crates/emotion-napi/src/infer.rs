@@ -108,7 +108,7 @@ impl NativeModel {
             let m = model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             infer::resolve_window(&m, &options).map_err(to_js)?
         };
-        let options = InferOptions { batch_size: 1, ..options };
+        let options = InferOptions { batch_size: Some(1), ..options };
         let scorer = WindowScorer::new(sample_rate, window, hop, &options, false);
         Ok(NativeStream { model, scorer: Arc::new(Mutex::new(Some(scorer))) })
     }

@@ -41,8 +41,10 @@ pub struct InferOptions {
     pub device: String,
     /// The encoder folder of a model on encoder states (TypeScript finds it by SHA-256).
     pub encoder_dir: Option<PathBuf>,
-    /// Longest input in seconds; longer ones are refused (`AUDIO_DECODE`).
-    pub max_duration: f64,
+    /// Longest input in seconds; longer ones are refused (`AUDIO_DECODE`). `null`: 600 s for `predict`
+    /// (each input is held whole up to the model's window, and batches are held together), 24 h for
+    /// `timeline` (decoded as it is read: memory does not grow with the recording).
+    pub max_duration: Option<f64>,
     /// Inputs longer than the model's window: scored over windows, or refused.
     pub long_input: LongInput,
     /// Window in seconds. Default: the model's window (the CNN's clip length; 4 s for models on
@@ -54,8 +56,10 @@ pub struct InferOptions {
     pub vad: Vad,
     /// A window is speech when at least this fraction of its 16 ms frames is voiced.
     pub min_voiced: f64,
-    /// Windows (or short inputs) scored together; a batch also closes at 8 M samples (32 MB).
-    pub batch_size: usize,
+    /// Inputs (`predict`) or windows (`timeline`, long inputs) scored together; `null`: 64 inputs, 16
+    /// windows (a window batch's activations dominate memory: 16 keeps the CNN's under 200 MB). A
+    /// batch also closes at 8 M samples (32 MB).
+    pub batch_size: Option<usize>,
     /// CPU threads decoding and resampling; 0 = all cores.
     pub decode_threads: usize,
 }
@@ -65,13 +69,13 @@ impl Default for InferOptions {
         InferOptions {
             device: "cpu".into(),
             encoder_dir: None,
-            max_duration: crate::audio::decode::DEFAULT_MAX_SECONDS,
+            max_duration: None,
             long_input: LongInput::Aggregate,
             window: None,
             hop: None,
             vad: Vad::Earshot,
             min_voiced: 0.2,
-            batch_size: 64,
+            batch_size: None,
             decode_threads: 0,
         }
     }
@@ -155,6 +159,21 @@ pub struct Timeline {
     pub segments: Vec<Segment>,
 }
 
+impl InferOptions {
+    /// Short inputs `predict` scores together.
+    pub fn input_batch(&self) -> usize {
+        self.batch_size.unwrap_or(64).max(1)
+    }
+
+    /// Windows scored together.
+    pub fn window_batch(&self) -> usize {
+        self.batch_size.unwrap_or(16).max(1)
+    }
+}
+
+/// Longest recording `timeline` reads unless `maxDuration` says otherwise.
+pub const TIMELINE_MAX_SECONDS: f64 = 24.0 * 3600.0;
+
 /// Samples a batch of windows or short inputs holds at most, whatever `batch_size` says: memory stays
 /// bounded with long windows at high rates.
 pub const MAX_BATCH_SAMPLES: usize = 8_000_000;
@@ -186,6 +205,9 @@ pub fn resolve_window(model: &LoadedModel, options: &InferOptions) -> crate::Res
     let hop = options.hop.unwrap_or(window / 2.0);
     if !(hop.is_finite() && hop >= 0.01 && hop <= window) {
         return Err(crate::Error::invalid("hop", format!("must be 0.01 s up to the window ({window} s), got {hop}")));
+    }
+    if let Some(seconds) = options.max_duration {
+        crate::audio::features::check_max_duration(seconds)?;
     }
     if !(0.0..=1.0).contains(&options.min_voiced) {
         return Err(crate::Error::invalid("minVoiced", format!("must be 0–1, got {}", options.min_voiced)));

@@ -43,7 +43,7 @@ pub fn predict_inputs(
             Err(e) => return Err(e),
         }
         let held: usize = batch.iter().map(|s| s.samples.len()).sum();
-        if batch.len() >= options.batch_size.max(1) || held >= MAX_BATCH_SAMPLES {
+        if batch.len() >= options.input_batch() || held >= MAX_BATCH_SAMPLES {
             score_batch(model, &mut batch, calibration, options, cancel, &mut rows)?;
         }
     }
@@ -81,7 +81,8 @@ fn read_short(
     cancel: &CancelFlag,
 ) -> Result<Read> {
     let decode_error = |reason: String| Error::decode("", reason);
-    let mut source = Source::open(input, options.max_duration).map_err(decode_error)?;
+    let max_seconds = options.max_duration.unwrap_or(crate::audio::decode::DEFAULT_MAX_SECONDS);
+    let mut source = Source::open(input, max_seconds).map_err(decode_error)?;
     let mut samples = Vec::new();
     let mut scorer: Option<WindowScorer> = None;
     let mut segments: Vec<Segment> = Vec::new();

@@ -19,7 +19,8 @@ pub fn timeline(
 ) -> Result<Timeline> {
     let (window, hop) = resolve_window(model, options)?;
     let name = |reason: String| Error::decode(input.label(0), reason);
-    let mut source = Source::open(input, options.max_duration).map_err(name)?;
+    let max_seconds = options.max_duration.unwrap_or(super::TIMELINE_MAX_SECONDS);
+    let mut source = Source::open(input, max_seconds).map_err(name)?;
     let mut scorer: Option<WindowScorer> = None;
     let mut segments = Vec::new();
     while let Some((rate, chunk)) = source.next_chunk().map_err(name)? {

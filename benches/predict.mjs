@@ -1,0 +1,144 @@
+#!/usr/bin/env node
+// Inference speed: latency of one 3 s clip at batch 1 (warm), clips/s at batch 64 against the encoder
+// alone on the same clips (`extractEmbeddings`, the model's precision), and `timeline`'s real-time
+// factor and peak RSS on a 1 h recording (real clips tiled, a WAV on disk, streamed) against a 30 s one,
+// each in a fresh process; for the default (encoder) model and the CNN. Prints JSON.
+//
+//   node benches/predict.mjs [--data DIR] [--device cpu] [--hour 3600] [--out FILE]
+import { execFileSync } from 'node:child_process'
+import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { decodeAudio, extractEmbeddings, loadRun } from '../dist/index.js'
+import { cnnRun, defaultData, encoderRun } from './models.mjs'
+import { concatenate } from './recording.mjs'
+
+const { values } = parseArgs({
+  options: {
+    data: { type: 'string', default: defaultData },
+    device: { type: 'string', default: 'cpu' },
+    hour: { type: 'string', default: '3600' },
+    out: { type: 'string' },
+    // Internal: one timeline in this process, printing its figures.
+    'timeline-child': { type: 'string' },
+    run: { type: 'string' },
+  },
+})
+
+if (values['timeline-child']) {
+  const model = await loadRun(values.run, { device: values.device })
+  const started = performance.now()
+  const t = await model.timeline(values['timeline-child'], { device: values.device })
+  const seconds = (performance.now() - started) / 1000
+  console.log(
+    JSON.stringify({
+      audioSeconds: t.seconds,
+      seconds,
+      realTimeFactor: t.seconds / seconds,
+      windows: t.segments.length,
+      maxRssMB: process.resourceUsage().maxRSS / 1024,
+    }),
+  )
+  process.exit(0)
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+/** A mono 16-bit WAV of `seconds`, real clips with 1 s of room tone between them, tiled; written in pieces. */
+function writeRecording(path, clips, rate, seconds) {
+  const { samples } = concatenate(clips, { rate, gapSeconds: 1, snrDb: 30, noise: 'room' })
+  const total = Math.round(seconds * rate)
+  const fd = openSync(path, 'w')
+  const header = Buffer.alloc(44)
+  header.write('RIFF', 0)
+  header.writeUInt32LE(36 + total * 2, 4)
+  header.write('WAVEfmt ', 8)
+  header.writeUInt32LE(16, 16)
+  header.writeUInt16LE(1, 20)
+  header.writeUInt16LE(1, 22)
+  header.writeUInt32LE(rate, 24)
+  header.writeUInt32LE(rate * 2, 28)
+  header.writeUInt16LE(2, 32)
+  header.writeUInt16LE(16, 34)
+  header.write('data', 36)
+  header.writeUInt32LE(total * 2, 40)
+  writeSync(fd, header)
+  const piece = Buffer.alloc(samples.length * 2)
+  samples.forEach((x, i) => {
+    piece.writeInt16LE(Math.max(-32768, Math.min(32767, Math.round(x * 32767))), 2 * i)
+  })
+  for (let written = 0; written < total; written += samples.length) writeSync(fd, piece, 0, Math.min(samples.length, total - written) * 2)
+  closeSync(fd)
+}
+
+async function measure(name, runDir, clips, paths, rate, files) {
+  const model = await loadRun(runDir, { device: values.device })
+  const three = { samples: clips[0].subarray(0, 3 * rate), sampleRate: rate }
+  for (let i = 0; i < 3; i++) await model.predict([three], { device: values.device })
+  const latency = []
+  for (let i = 0; i < 20; i++) {
+    const t = performance.now()
+    await model.predict([three], { device: values.device, strict: true })
+    latency.push(performance.now() - t)
+  }
+  const batch = paths.slice(0, 64)
+  await model.predict(batch.slice(0, 4), { device: values.device })
+  let t = performance.now()
+  await model.predict(batch, { device: values.device, strict: true })
+  const batchClipsPerSecond = batch.length / ((performance.now() - t) / 1000)
+  const row = {
+    model: name,
+    kind: model.meta.spec.kind,
+    latency3sMs: median(latency),
+    latency3sMinMs: Math.min(...latency),
+    batch64ClipsPerSecond: batchClipsPerSecond,
+  }
+  const encoder = model.meta.spec.inputs.embedding?.encoder
+  if (encoder) {
+    const options = {
+      encoder: model.encoderDir,
+      input: encoder.input,
+      pooling: encoder.pooling,
+      precision: encoder.precision,
+      device: values.device,
+      strict: true,
+    }
+    await extractEmbeddings(batch.slice(0, 4), options)
+    t = performance.now()
+    await extractEmbeddings(batch, options)
+    row.encoderClipsPerSecond = batch.length / ((performance.now() - t) / 1000)
+    row.batchVsEncoder = batchClipsPerSecond / row.encoderClipsPerSecond
+    row.precision = encoder.precision
+  }
+  for (const [label, file] of Object.entries(files)) {
+    const out = execFileSync(
+      process.execPath,
+      [import.meta.filename, '--timeline-child', file, '--run', runDir, '--device', values.device],
+      { encoding: 'utf8', maxBuffer: 2 ** 24 },
+    )
+    row[`timeline${label}`] = JSON.parse(out.trim().split('\n').pop())
+  }
+  row.rssGrowthMB = row.timeline1h.maxRssMB - row.timeline30s.maxRssMB
+  console.error(JSON.stringify(row))
+  return row
+}
+
+const encoderDir = await encoderRun(values.data)
+const cnnDir = await cnnRun(values.data)
+const split = JSON.parse(readFileSync(join(encoderDir, 'split.json'), 'utf8'))
+const paths = split.test.slice(0, 64).map((i) => i.path)
+const rate = 16000
+const clips = []
+for (const p of paths.slice(0, 40)) clips.push((await decodeAudio(p, { sampleRate: rate })).samples)
+const dir = tmpdir()
+const files = { '30s': join(dir, 'ep-bench-30s.wav'), '1h': join(dir, 'ep-bench-1h.wav') }
+writeRecording(files['30s'], clips, rate, 30)
+writeRecording(files['1h'], clips, rate, Number(values.hour))
+const rows = [
+  await measure('default (encoder)', encoderDir, clips, paths, rate, files),
+  await measure('CNN (audio)', cnnDir, clips, paths, rate, files),
+]
+const result = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, device: values.device }, hourSeconds: Number(values.hour), rows }
+console.log(JSON.stringify(result, null, 1))
+if (values.out) writeFileSync(values.out, `${JSON.stringify(result, null, 1)}\n`)
