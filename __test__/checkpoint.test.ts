@@ -99,8 +99,8 @@ test('features of another shape than the model was trained on are INVALID_OPTION
   const dir = tempDir('ep-shape-')
   await train({ ...options(dir), epochs: 1, train: syntheticSet(), mel: { nMels: 16, frames: 16 } })
   const model = await loadModel(dir, { device: 'cpu' })
-  t.is((await model.predict({ mel: { data: new Float32Array(2 * 16 * 16), shape: [2, 16, 16] } })).length, 2)
-  const err = await t.throwsAsync(model.predict({ mel: { data: new Float32Array(2 * 16 * 12), shape: [2, 16, 12] } }), {
+  t.is((await model.predictFeatures({ mel: { data: new Float32Array(2 * 16 * 16), shape: [2, 16, 16] } })).length, 2)
+  const err = await t.throwsAsync(model.predictFeatures({ mel: { data: new Float32Array(2 * 16 * 12), shape: [2, 16, 12] } }), {
     instanceOf: EmotionPipelineError,
   })
   t.is(err!.code, 'INVALID_OPTION')

@@ -92,6 +92,33 @@ test.serial('a CTranslate2-layout repository (model.bin), and a sharded one, loa
   t.false(existsSync(join(hubCacheDir(), 'models--test-org--whisper-random-sharded', 'refs')), 'a commit revision writes no ref')
 })
 
+test.serial('download progress: extractEmbeddings reports the Hub files it fetches; install-models fetches a Hub repository', async (t) => {
+  if (!python || !haveRavdess) return skip(t, !python ? NO_PYTHON : NO_DATA)
+  useHub()
+  const events: { stage: string; file?: string; done: number; total: number }[] = []
+  await extractEmbeddings(clipFiles, { ...fp32, encoder: 'test-org/whisper-random', onProgress: (e) => events.push(e) })
+  const downloads = events.filter((e) => e.stage === 'download')
+  const last = downloads.filter((e) => e.file === 'model.safetensors').at(-1)
+  t.truthy(last, JSON.stringify(downloads.slice(0, 3)))
+  t.is(last!.done, repos['test-org/whisper-random'].files['model.safetensors'].length)
+  t.is(last!.total, last!.done)
+  t.true(
+    events.some((e) => e.stage === 'embed'),
+    'then the extraction stages',
+  )
+  // The installed CLI's install-models with a Hub name: into a fresh Hugging Face cache, JSON result.
+  const cache = tempDir('ep-hf-cli-')
+  const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+  const out = execFileSync(process.execPath, [cli, 'install-models', '--encoder', 'test-org/whisper-random', '--json'], {
+    encoding: 'utf8',
+    env: { ...process.env, HF_HUB_CACHE: cache },
+  })
+  const result = JSON.parse(out.trim().split('\n').pop()!)
+  const dir = result.encoders['test-org/whisper-random']
+  t.true(dir.startsWith(join(cache, 'models--test-org--whisper-random', 'snapshots', COMMIT)), dir)
+  t.true(existsSync(join(dir, 'model.safetensors')))
+})
+
 test.serial('HF_HUB_OFFLINE: an empty cache is MODEL_NOT_FOUND naming the repository; a filled one works without requests', async (t) => {
   if (!server) return skip(t, python ? NO_DATA : NO_PYTHON)
   const cache = useHub({ HF_HUB_OFFLINE: '1' })

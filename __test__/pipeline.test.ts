@@ -133,12 +133,26 @@ for (const name of ['audio', 'encoder'] as const) {
       t.is(JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')).effective.encoder.precision, resolved)
       const e = await extractEmbeddings(files, { encoder: source.name, precision: source.precision, device: 'cpu' })
       t.deepEqual(
-        (await model.predict({ embedding: { data: e.data, shape: e.shape as [number, number, number] } })).map((p) => p.probabilities),
+        (await model.predictFeatures({ embedding: { data: e.data, shape: e.shape as [number, number, number] } })).map(
+          (p) => p.probabilities,
+        ),
         predictions.map((p) => p.probabilities),
       )
     }
   })
 }
+
+test('predict refuses text and fusion models by name (they read transcripts)', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  await quickRun()
+  for (const name of ['text', 'fusion']) {
+    const model = await loadModel(join(runDir, 'models', name), { device: 'cpu' })
+    await t.throwsAsync(model.predict([join(ravdessDir, 'Actor_01', '03-01-01-01-01-01-01.flac')]), {
+      instanceOf: EmotionPipelineError,
+      message: /invalid option `model`: the (text|fusion) model reads Whisper transcripts.*predictFeatures/,
+    })
+  }
+})
 
 test('per-speaker normalisation: the report says so, and predicting needs calibration clips of the speaker', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)

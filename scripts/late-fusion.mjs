@@ -39,10 +39,10 @@ async function probabilities(model, items) {
       cacheDir: cache,
       device: 'cpu',
     })
-    return (await model.predict({ embedding: { data: e.data, shape: e.shape } })).map((p) => p.probabilities)
+    return (await model.predictFeatures({ embedding: { data: e.data, shape: e.shape } })).map((p) => p.probabilities)
   }
   const mel = await extractMel(paths, { mel: model.meta.spec.inputs.mel?.config ?? {}, cacheDir: cache, device: 'cpu' })
-  return (await model.predict({ mel: { data: mel.data, shape: mel.shape } })).map((p) => p.probabilities)
+  return (await model.predictFeatures({ mel: { data: mel.data, shape: mel.shape } })).map((p) => p.probabilities)
 }
 
 const accuracy = (P, y) => P.filter((p, i) => p.indexOf(Math.max(...p)) === y[i]).length / y.length

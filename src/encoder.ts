@@ -13,6 +13,7 @@ import { ensureWritableDir } from './run-dir.js'
 import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installedEncoderDir, isEncoderInstalled } from './encoder-install.js'
 import { cachedAt, cachedEncoderBySha, hubEncoder, parseHubName } from './hub.js'
 import type { HubName } from './hub.js'
+import type { DownloadProgress } from './download.js'
 
 /** Progress and cancellation of a Hub download. */
 export type HubOptions = Parameters<typeof hubEncoder>[1]
@@ -28,9 +29,13 @@ export interface ExtractEmbeddingsOptions extends Omit<EmbedOptions, 'modelDir' 
   encoder?: EncoderName | string
   /** @default 'auto' */
   device?: DeviceSpec
-  onProgress?: (event: ProgressEvent) => void
+  /** Extraction progress, and (stage `download`, `done`/`total` in bytes, `file`) a Hub encoder's download. */
+  onProgress?: (event: EmbeddingsProgress) => void
   signal?: AbortSignal
 }
+
+/** Progress of `extractEmbeddings`: the core's stages, and `download` while a Hub encoder is fetched. */
+export type EmbeddingsProgress = ProgressEvent & { file?: string }
 
 /** Pooled encoder states: the core's `Embeddings` with the rows as a typed array. */
 export interface Embeddings extends CoreEmbeddings {
@@ -142,7 +147,11 @@ export function resolveEncoder(encoder: string = DEFAULT_ENCODER): string {
 export async function extractEmbeddings(inputs: AudioInput[], options: ExtractEmbeddingsOptions = {}): Promise<Embeddings> {
   checkAudioInputs(inputs)
   const { encoder, onProgress, signal, ...rest } = options
-  const modelDir = await encoderFolder(encoder, { signal })
+  const download =
+    onProgress &&
+    ((p: DownloadProgress & { file: string }) =>
+      onProgress({ stage: 'download', file: p.file, done: p.done, total: p.total ?? 0, failed: 0 }))
+  const modelDir = await encoderFolder(encoder, { signal, onProgress: download })
   if (rest.cacheDir) ensureWritableDir(rest.cacheDir, 'cacheDir')
   const result = await withCancel(signal, (token) =>
     awaitNative(

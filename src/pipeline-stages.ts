@@ -171,7 +171,12 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
           input: options.encoderInput,
           pooling: options.encoderPooling,
           precision: options.encoderPrecision,
-          onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }),
+          onProgress: (e) =>
+            run.emit(
+              e.stage === 'download'
+                ? { type: 'download', file: e.file ?? '', done: e.done, total: e.total }
+                : { type: 'features', done: e.done, total: e.total },
+            ),
         }),
       )
     : undefined

@@ -97,6 +97,8 @@ export interface PipelineOptions extends SharedTrainSettings {
 export type PipelineEvent =
   | { type: 'stage'; stage: string; message: string }
   | { type: 'features'; done: number; total: number }
+  /** A Hub encoder's file being fetched into the Hugging Face cache (bytes; `total` 0 when unknown). */
+  | { type: 'download'; file: string; done: number; total: number }
   | { type: 'transcribe'; done: number; total: number; cached: number }
   /** A clip that could not be decoded was left out of the run (`strict: true` makes it an error). */
   | { type: 'skipped'; path: string; code: string; message: string }

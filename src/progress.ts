@@ -32,6 +32,12 @@ export function progressPrinter(mode: ProgressMode, stream: NodeJS.WriteStream =
       case 'features':
         line(`  features ${e.done}/${e.total}`, e.done === e.total)
         break
+      case 'download':
+        line(
+          `  downloading ${e.file} ${(e.done / 1e6).toFixed(1)}${e.total ? ` of ${(e.total / 1e6).toFixed(1)}` : ''} MB`,
+          e.total > 0 && e.done === e.total,
+        )
+        break
       case 'transcribe':
         line(`  transcripts ${e.done}/${e.total} (${e.cached} from the cache)`, e.done === e.total)
         break
