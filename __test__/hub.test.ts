@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path'
 import { type EmotionPipelineError, extractEmbeddings, installedEncoderDir, loadModel, trainPipeline } from '../src/index.js'
 import { isEncoderInstalled } from '../src/encoder-install.js'
 import { hubCacheDir } from '../src/hub.js'
-import { haveRavdess, listAudio, NO_DATA, ravdessDir, referencePython, skip, tempDir } from './helpers.js'
+import { haveRavdess, listAudio, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
 import { startHubServer, type HubServer } from './hub-server.js'
 
 const python = referencePython()
@@ -109,11 +109,12 @@ test.serial('download progress: extractEmbeddings reports the Hub files it fetch
   // The installed CLI's install-models with a Hub name: into a fresh Hugging Face cache, JSON result.
   const cache = tempDir('ep-hf-cli-')
   const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
-  const out = execFileSync(process.execPath, [cli, 'install-models', '--encoder', 'test-org/whisper-random', '--json'], {
-    encoding: 'utf8',
+  // Asynchronously: the Hub-like server answers from this process.
+  const r = await runAsync(process.execPath, [cli, 'install-models', '--encoder', 'test-org/whisper-random', '--json'], {
     env: { ...process.env, HF_HUB_CACHE: cache },
   })
-  const result = JSON.parse(out.trim().split('\n').pop()!)
+  t.is(r.status, 0, r.stderr)
+  const result = JSON.parse(r.stdout.trim().split('\n').pop()!)
   const dir = result.encoders['test-org/whisper-random']
   t.true(dir.startsWith(join(cache, 'models--test-org--whisper-random', 'snapshots', COMMIT)), dir)
   t.true(existsSync(join(dir, 'model.safetensors')))

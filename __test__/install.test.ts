@@ -259,7 +259,7 @@ const stream = await model.stream({ sampleRate: 16000 })
 const streamed: Segment[] = [...(await stream.push(new Float32Array(16000 * 5))), ...(await stream.end())]
 console.log(JSON.stringify({
   models: Object.keys(run.models), accuracy, label: fromPath.label, same: fromPath.label === fromBuffer.label, top: fromPath.scores.length,
-  timeline: timeline.segments.length, streamed: streamed.length, csv: timelineCsv(timeline).split('\n')[0],
+  timeline: timeline.segments.length, streamed: streamed.length, csv: timelineCsv(timeline).split('\\n')[0],
   warnings, ld: process.env.LD_LIBRARY_PATH ?? null,
 }))
 `,

@@ -5,9 +5,10 @@ import { existsSync, readdirSync, statSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { DeviceSpec } from './device.js'
-import { invalidOption } from './errors.js'
+import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
 import type { LongInput, Vad } from './generated/options.js'
+import type { Timeline } from './generated/results.js'
 import { loadRun } from './model.js'
 import type { EmotionModel } from './model.js'
 import type { PredictOptions, PredictRowResult } from './predict.js'
@@ -121,7 +122,7 @@ function printRows(rows: PredictRowResult[], json: boolean): number {
     } else if (json) console.log(JSON.stringify(row))
     else {
       const top = row.scores[0]
-      const windows = row.windows > 1 ? `\t(${row.windows} windows of ${row.seconds.toFixed(1)} s)` : ''
+      const windows = row.windows > 1 ? `\t(mean of ${row.windows} windows over ${row.seconds.toFixed(1)} s)` : ''
       console.log(`${row.path}\t${row.label}\t${(top.score * 100).toFixed(1)} %${windows}`)
     }
   }
@@ -136,17 +137,30 @@ async function timelines(
   how: { json?: boolean; out?: string },
 ): Promise<number> {
   if (how.out) ensureWritableDir(how.out, '--out')
-  for (const file of files) {
-    const timeline = await model.timeline(file, {
-      ...options,
-      onProgress: (s) => {
-        if (process.stderr.isTTY) process.stderr.write(`\r${basename(file)}: ${s.toFixed(0)} s`)
-      },
-    })
-    if (process.stderr.isTTY) process.stderr.write('\n')
+  // Output names from the file's name; files of the same name get their position in front.
+  const names = files.map((f) => basename(f))
+  const stems = names.map((n, i) => (names.indexOf(n) === names.lastIndexOf(n) ? n : `${i + 1}-${n}`))
+  let failed = 0
+  for (const [i, file] of files.entries()) {
+    let timeline: Timeline
+    try {
+      timeline = await model.timeline(file, {
+        ...options,
+        onProgress: (s) => {
+          if (process.stderr.isTTY) process.stderr.write(`\r${names[i]}: ${s.toFixed(0)} s`)
+        },
+      })
+    } catch (e) {
+      if (!(e instanceof EmotionPipelineError) || e.code === 'CANCELLED') throw e
+      failed++
+      console.error(`${file}\t${e.code}: ${e.message}`)
+      continue
+    } finally {
+      if (process.stderr.isTTY) process.stderr.write('\n')
+    }
     if (how.out) {
-      const stem = join(how.out, `${basename(file)}.timeline`)
-      const svg = timelineSvg(timeline, basename(file))
+      const stem = join(how.out, `${stems[i]}.timeline`)
+      const svg = timelineSvg(timeline, names[i])
       writeFileAtomic(`${stem}.csv`, timelineCsv(timeline))
       writeFileAtomic(`${stem}.json`, `${JSON.stringify(timeline, null, 1)}\n`)
       writeFileAtomic(`${stem}.svg`, svg)
@@ -161,5 +175,6 @@ async function timelines(
       }
     }
   }
-  return 0
+  if (failed) console.error(`${failed} of ${files.length} recordings could not be read`)
+  return failed ? 1 : 0
 }

@@ -18,6 +18,9 @@ import { checkTopK, inferOptions, toNativeInputs, toResults } from './predict.js
 import type { PredictInput, PredictOptions, PredictResult, PredictRowResult } from './predict.js'
 import { EmotionStream } from './stream.js'
 import type { StreamOptions } from './stream.js'
+import { defaultModels, MODEL_NAMES, uses } from './presets.js'
+import type { ModelName } from './presets.js'
+import type { Preset } from './generated/options.js'
 import { RUN_FILES, runPaths } from './run-layout.js'
 import type { RunConfig, RunMetrics } from './run-layout.js'
 
@@ -40,7 +43,7 @@ export interface LoadRunOptions extends LoadModelOptions {
 export interface RunChoice {
   dir: string
   model: string
-  /** `'validation UAR'`, `'named'`, or `'first model (the run has no validation split)'`. */
+  /** `'validation UAR'`, `'named'`, or `"the preset's first model (the run has no validation split)"`. */
   by: string
   valUar: number | null
 }
@@ -59,6 +62,8 @@ export class EmotionModel {
     readonly meta: ModelMeta,
     /** Where the encoder of a model on encoder states was found (looked for again when not). */
     private readonly encoder: { dir?: string },
+    /** The device it was loaded on: where predictions featurise unless told otherwise. */
+    readonly device: DeviceSpec,
   ) {}
 
   static async load(dir: string, options: LoadModelOptions = {}): Promise<EmotionModel> {
@@ -76,7 +81,7 @@ export class EmotionModel {
           () => ({}),
         )
     }
-    return new EmotionModel(inner, meta, encoder)
+    return new EmotionModel(inner, meta, encoder, options.device ?? 'auto')
   }
 
   /** The folder of the encoder the model was trained on (models on encoder states, when found). */
@@ -112,7 +117,7 @@ export class EmotionModel {
     checkTopK(options.topK, this.labels.length)
     if (options.calibration) checkAudioInputs(options.calibration)
     const { topK: _, strict: __, signal, calibration, ...core } = options
-    const json = inferOptions(core, await this.encoderFor())
+    const json = inferOptions({ ...core, device: core.device ?? this.device }, await this.encoderFor())
     const rows = await withCancel(signal, (token) => awaitNative(this.inner.predictInputs(native_, calibration, json, token)))
     return toResults(JSON.parse(rows) as PredictRow[], inputs, this.labels, options)
   }
@@ -142,7 +147,7 @@ export class EmotionModel {
     const [native_] = toNativeInputs([input], 'input')
     if (options.calibration) checkAudioInputs(options.calibration)
     const { signal, calibration, onProgress, ...core } = options
-    const json = inferOptions(core, await this.encoderFor())
+    const json = inferOptions({ ...core, device: core.device ?? this.device }, await this.encoderFor())
     const progress = onProgress
       ? (text: string) => {
           onProgress((JSON.parse(text) as { seconds: number }).seconds)
@@ -159,7 +164,10 @@ export class EmotionModel {
    */
   async stream(options: StreamOptions): Promise<EmotionStream> {
     const { sampleRate, ...rest } = options
-    const json = inferOptions(rest, await this.encoderFor())
+    if (!(Number.isInteger(sampleRate) && sampleRate > 0 && sampleRate < 2 ** 32)) {
+      throw invalidOption('sampleRate', `must be a whole number of Hz, got ${sampleRate}`)
+    }
+    const json = inferOptions({ ...rest, device: rest.device ?? this.device }, await this.encoderFor())
     return new EmotionStream(this.inner.stream(sampleRate, json), this.labels)
   }
 }
@@ -172,7 +180,10 @@ export function loadModel(dir: string, options: LoadModelOptions = {}): Promise<
   return EmotionModel.load(dir, options)
 }
 
-/** Which model of a run to load: `model`, else the best by validation UAR, else the run's first. */
+/**
+ * Which model of a run to load: `model`, else the model on audio with the best validation UAR, else (no
+ * validation split) the preset's first model the run trained.
+ */
 export function chooseRunModel(runDir: string, model?: string): RunChoice {
   if (existsSync(join(runDir, RUN_FILES.cv)) || existsSync(join(runDir, 'fold-0'))) {
     throw invalidOption('run', `${runDir} is a cross-validation: load one of its folds (${join(runDir, 'fold-k')}/)`)
@@ -186,7 +197,12 @@ export function chooseRunModel(runDir: string, model?: string): RunChoice {
   }
   const metrics = JSON.parse(readFileSync(paths.metrics, 'utf8')) as RunMetrics
   const config = existsSync(paths.config) ? (JSON.parse(readFileSync(paths.config, 'utf8')) as RunConfig) : undefined
-  const order = (config?.effective as { models?: string[] } | undefined)?.models ?? Object.keys(metrics.models)
+  const effective = config?.effective as { models?: string[]; preset?: Preset } | undefined
+  // The preset's own models first (the best measured), then the run's; only models that read audio:
+  // text and fusion read transcripts, which predict does not make (they can still be named).
+  const order = [...new Set([...defaultModels(effective?.preset), ...(effective?.models ?? Object.keys(metrics.models))])].filter(
+    (name) => !(MODEL_NAMES as string[]).includes(name) || !uses(name as ModelName, 'tokens'),
+  )
   const uar = (name: string) => metrics.models[name]?.val?.uar ?? null
   if (model !== undefined) {
     if (!metrics.models[model]) {
@@ -195,10 +211,16 @@ export function chooseRunModel(runDir: string, model?: string): RunChoice {
     return { dir: paths.model(model), model, by: 'named', valUar: uar(model) }
   }
   const trained = order.filter((name) => metrics.models[name] && existsSync(join(paths.model(name), 'best.json')))
-  if (trained.length === 0) throw new EmotionPipelineError('MODEL_NOT_FOUND', `${runDir} holds no trained model (models/*/best.json)`)
+  if (trained.length === 0)
+    throw new EmotionPipelineError('MODEL_NOT_FOUND', `${runDir} holds no trained model on audio (models/*/best.json)`)
   const scored = trained.filter((name) => uar(name) !== null)
   if (scored.length === 0)
-    return { dir: paths.model(trained[0]), model: trained[0], by: 'first model (the run has no validation split)', valUar: null }
+    return {
+      dir: paths.model(trained[0]),
+      model: trained[0],
+      by: "the preset's first model (the run has no validation split)",
+      valUar: null,
+    }
   const best = scored.reduce((a, b) => ((uar(b) as number) > (uar(a) as number) ? b : a))
   return { dir: paths.model(best), model: best, by: 'validation UAR', valUar: uar(best) }
 }

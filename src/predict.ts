@@ -13,7 +13,7 @@ export type PredictInput = string | Uint8Array | { samples: Float32Array; sample
 
 /** Options of `predict`: the core's `InferOptions` (window, voice gate, long inputs…) and the call's own. */
 export interface PredictOptions extends Omit<InferOptions, 'device' | 'encoderDir'> {
-  /** @default 'cpu' */
+  /** Where audio is featurised. @default the device the model was loaded on */
   device?: DeviceSpec
   /** Scores kept per result, best first. @default all labels */
   topK?: number
@@ -97,7 +97,7 @@ export function topScores(probabilities: number[], labels: string[], topK?: numb
 
 export function checkTopK(topK: number | undefined, labels: number): void {
   if (topK !== undefined && !(Number.isInteger(topK) && topK >= 1)) {
-    throw invalidOption('topK', `must be a whole number from 1 (up to ${labels} labels), got ${topK}`)
+    throw invalidOption('topK', `must be a whole number from 1 (the model has ${labels} labels), got ${topK}`)
   }
 }
 
@@ -129,5 +129,5 @@ export function toResults(rows: PredictRow[], inputs: PredictInput[], labels: st
 /** The core's options from a call's: what crosses the boundary. */
 export function inferOptions(options: Omit<PredictOptions, 'topK' | 'strict' | 'signal' | 'calibration'>, encoderDir?: string): string {
   const { device, ...rest } = options
-  return optionsJson({ ...rest, device: device ?? 'cpu', encoderDir } satisfies InferOptions)
+  return optionsJson({ ...rest, device, encoderDir } satisfies InferOptions)
 }

@@ -28,7 +28,7 @@ export function timelineCsv(timeline: Timeline): string {
   return `${[head, ...rows].map((r) => r.map(csvCell).join(',')).join('\n')}\n`
 }
 
-/** Emotion over time: each window's slice shows its probabilities stacked, the leading label on top. */
+/** Emotion over time: each window's slice shows its probabilities stacked in label order, its leading label in the strip above. */
 export function timelineSvg(timeline: Timeline, title = 'Emotion over time'): string {
   const [left, top, plotW, plotH, strip] = [70, 50, 900, 240, 18]
   const width = left + plotW + 170

@@ -109,6 +109,13 @@ impl Drop for JobCache {
     }
 }
 
+/// [`release`], unless a job (training, extraction) is running: its blocks stay cached for it.
+pub fn release_when_idle() {
+    if enabled() && RUNNING_JOBS.load(Ordering::SeqCst) == 0 {
+        release();
+    }
+}
+
 /// Returns every cached block to the system.
 pub fn release() {
     // SAFETY: frees blocks no tensor holds; thread-safe in the shim.

@@ -5,7 +5,9 @@ use crate::errors::to_js;
 use crate::job::{emit, spawn, ProgressCallback};
 use crate::system::{parse_options, CancelToken};
 use crate::train::NativeModel;
+use emotion_core::control::CancelFlag;
 use emotion_core::infer::{self, InferInput, InferOptions, PredictRow, WindowScorer};
+use emotion_core::train::predict::LoadedModel;
 use emotion_core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -29,6 +31,24 @@ fn to_infer(input: &InferInputJs) -> InferInput {
             InferInput::Samples { samples: samples.to_vec(), sample_rate: input.sample_rate.unwrap_or(0) }
         }
         _ => InferInput::Samples { samples: Vec::new(), sample_rate: 0 },
+    }
+}
+
+/// The model, waited for until `cancel` is set: a call queued behind a long timeline on the same model
+/// can be cancelled. (A panic in an earlier call left nothing half-done: predicting only reads the model.)
+fn lock_unless_cancelled<'a>(
+    model: &'a Mutex<LoadedModel>,
+    cancel: &CancelFlag,
+) -> emotion_core::Result<std::sync::MutexGuard<'a, LoadedModel>> {
+    loop {
+        match model.try_lock() {
+            Ok(guard) => return Ok(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Ok(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                cancel.check()?;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -60,7 +80,7 @@ impl NativeModel {
             "predict",
             move || {
                 let options = options?;
-                let model = model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let model = lock_unless_cancelled(&model, &flag)?;
                 let rows = infer::predict_inputs(&model, &inputs, &calibration, &options, &flag)?;
                 json(&PredictRow::rows(rows))
             },
@@ -89,7 +109,7 @@ impl NativeModel {
             "timeline",
             move || {
                 let options = options?;
-                let model = model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let model = lock_unless_cancelled(&model, &flag)?;
                 let mut progress =
                     |seconds: f64| emit(on_progress.as_ref(), &serde_json::json!({ "seconds": seconds }));
                 json(&infer::timeline(&model, &input, &calibration, &options, &flag, &mut progress)?)
@@ -104,10 +124,8 @@ impl NativeModel {
         let options = parse_options::<InferOptions>("stream options", options_json).map_err(to_js)?;
         emotion_core::audio::check_sample_rate("sampleRate", sample_rate).map_err(to_js)?;
         let model = self.shared();
-        let (window, hop) = {
-            let m = model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            infer::resolve_window(&m, &options).map_err(to_js)?
-        };
+        infer::check_audio_model(&self.spec, false).map_err(to_js)?;
+        let (window, hop) = infer::resolve_window(&self.spec, &options).map_err(to_js)?;
         let options = InferOptions { batch_size: Some(1), ..options };
         let scorer = WindowScorer::new(sample_rate, window, hop, &options, false);
         Ok(NativeStream { model, scorer: Arc::new(Mutex::new(Some(scorer))) })
@@ -117,7 +135,7 @@ impl NativeModel {
 /// Windows of a live stream, scored as they complete.
 #[napi]
 pub struct NativeStream {
-    model: Arc<Mutex<emotion_core::train::predict::LoadedModel>>,
+    model: Arc<Mutex<LoadedModel>>,
     /// `None` once ended.
     scorer: Arc<Mutex<Option<WindowScorer>>>,
 }
@@ -141,7 +159,7 @@ impl NativeStream {
                     return Err(CoreError::invalid("stream", "the stream has ended"));
                 };
                 let model = model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let flag = emotion_core::control::CancelFlag::new();
+                let flag = CancelFlag::new();
                 let mut segments = s.push(&model, &chunk, &[], &flag)?;
                 if end {
                     segments.extend(s.finish(&model, &[], &flag)?);

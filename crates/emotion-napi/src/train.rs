@@ -118,6 +118,8 @@ pub fn train<'env>(
 pub struct NativeModel {
     inner: Arc<Mutex<LoadedModel>>,
     meta_json: String,
+    /// The model's description, readable without waiting for a job that holds the model.
+    pub(crate) spec: emotion_core::train::ModelSpec,
 }
 
 /// Loads `best` from `dir` onto `device` (a folder with only `last.*` is refused: resume the run).
@@ -130,7 +132,8 @@ pub fn load_model<'env>(env: &'env Env, dir: String, device: Option<String>) -> 
         |_, inner| {
             let meta_json =
                 serde_json::to_string(&inner.meta).map_err(|e| Error::from_reason(format!("model metadata: {e}")))?;
-            Ok(NativeModel { inner: Arc::new(Mutex::new(inner)), meta_json })
+            let spec = inner.meta.spec.clone();
+            Ok(NativeModel { inner: Arc::new(Mutex::new(inner)), meta_json, spec })
         },
     )
 }

@@ -15,7 +15,7 @@ pub use predict::predict_inputs;
 pub use scorer::WindowScorer;
 pub use timeline::timeline;
 
-use crate::train::predict::LoadedModel;
+use crate::train::spec::ModelSpec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -37,7 +37,8 @@ pub enum LongInput {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct InferOptions {
-    /// Where features and the model run: `auto`, `cpu`, `cuda`, `cuda:N`.
+    /// Where audio is featurised (`auto`, `cpu`, `cuda`, `cuda:N`); the model runs where it was loaded.
+    /// TypeScript passes the model's device unless told otherwise.
     pub device: String,
     /// The encoder folder of a model on encoder states (TypeScript finds it by SHA-256).
     pub encoder_dir: Option<PathBuf>,
@@ -57,8 +58,8 @@ pub struct InferOptions {
     /// A window is speech when at least this fraction of its 16 ms frames is voiced.
     pub min_voiced: f64,
     /// Inputs (`predict`) or windows (`timeline`, long inputs) scored together; `null`: 64 inputs, 16
-    /// windows (a window batch's activations dominate memory: 16 keeps the CNN's under 200 MB). A
-    /// batch also closes at 8 M samples (32 MB).
+    /// windows (a batch's activations dominate a timeline's memory). A batch also closes at 8 M samples
+    /// (32 MB).
     pub batch_size: Option<usize>,
     /// CPU threads decoding and resampling; 0 = all cores.
     pub decode_threads: usize,
@@ -184,8 +185,7 @@ pub const ENCODER_TIMELINE_WINDOW: f64 = 4.0;
 const WHISPER_SECONDS: f64 = 30.0;
 
 /// The model's windows: the longest input it scores whole, and a timeline's default window.
-pub fn model_windows(model: &LoadedModel) -> (f64, f64) {
-    let spec = &model.meta.spec;
+pub fn model_windows(spec: &ModelSpec) -> (f64, f64) {
     match (&spec.inputs.mel, &spec.inputs.embedding) {
         (Some(mel), _) => {
             let seconds = mel.config.as_ref().map_or(3.0, |c| c.duration_seconds);
@@ -195,9 +195,32 @@ pub fn model_windows(model: &LoadedModel) -> (f64, f64) {
     }
 }
 
+/// Models `predict`, `timeline` and streams can use: those reading audio. Text and fusion models read
+/// transcripts; a model trained with `speakerNorm` needs calibration clips, which a stream has none of.
+pub fn check_audio_model(spec: &ModelSpec, calibrated: bool) -> crate::Result<()> {
+    if spec.kind.uses(crate::train::kinds::Input::Tokens) {
+        return Err(crate::Error::invalid(
+            "model",
+            format!(
+                "the {} model reads Whisper transcripts, which predict does not make (on RAVDESS they carry almost no emotion: \
+                 the text branch scored 13 %); use an audio model, or transcribe and call predictFeatures with tokens",
+                spec.kind.name()
+            ),
+        ));
+    }
+    let normalised = spec.inputs.embedding.as_ref().and_then(|e| e.encoder.as_ref()).is_some_and(|e| e.speaker_norm);
+    if normalised && !calibrated {
+        return Err(crate::Error::invalid(
+            "calibration",
+            "this model standardises encoder states per speaker (speakerNorm): give unlabelled clips of the speaker (calibration); a stream takes none",
+        ));
+    }
+    Ok(())
+}
+
 /// The window and hop a timeline or stream uses, checked.
-pub fn resolve_window(model: &LoadedModel, options: &InferOptions) -> crate::Result<(f64, f64)> {
-    let (longest, default) = model_windows(model);
+pub fn resolve_window(spec: &ModelSpec, options: &InferOptions) -> crate::Result<(f64, f64)> {
+    let (longest, default) = model_windows(spec);
     let window = options.window.unwrap_or(default);
     if !(window.is_finite() && window >= 0.1 && window <= longest) {
         return Err(crate::Error::invalid("window", format!("must be 0.1–{longest} s for this model, got {window}")));

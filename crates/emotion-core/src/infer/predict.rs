@@ -4,12 +4,13 @@
 
 use super::input::{InferInput, Source};
 use super::scorer::WindowScorer;
-use super::{model_windows, resolve_window, InferOptions, LongInput, Scored, Segment, MAX_BATCH_SAMPLES};
+use super::{
+    check_audio_model, model_windows, resolve_window, InferOptions, LongInput, Scored, Segment, MAX_BATCH_SAMPLES,
+};
 use crate::audio::features::AudioInput;
 use crate::audio::samples::Samples;
 use crate::control::CancelFlag;
 use crate::error::{Error, Result};
-use crate::train::kinds::Input;
 use crate::train::predict::LoadedModel;
 use crate::train::predict_audio::PredictAudioOptions;
 
@@ -29,9 +30,9 @@ pub fn predict_inputs(
     options: &InferOptions,
     cancel: &CancelFlag,
 ) -> Result<Vec<Result<Scored>>> {
-    refuse_transcript_models(model)?;
-    let (longest, _) = model_windows(model);
-    resolve_window(model, options)?;
+    check_audio_model(&model.meta.spec, true)?;
+    let (longest, _) = model_windows(&model.meta.spec);
+    resolve_window(&model.meta.spec, options)?;
     let mut rows: Vec<Option<Result<Scored>>> = (0..inputs.len()).map(|_| None).collect();
     let mut batch: Vec<Short> = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
@@ -39,7 +40,7 @@ pub fn predict_inputs(
         match read_short(model, input, longest, options, calibration, cancel) {
             Ok(Read::Short(samples, sample_rate)) => batch.push(Short { index, samples, sample_rate }),
             Ok(Read::Long(scored)) => rows[index] = Some(Ok(scored)),
-            Err(e) if per_input(&e) => rows[index] = Some(Err(name_input(e, input, index))),
+            Err(e) if per_input(&e) => rows[index] = Some(Err(e)),
             Err(e) => return Err(e),
         }
         let held: usize = batch.iter().map(|s| s.samples.len()).sum();
@@ -48,22 +49,15 @@ pub fn predict_inputs(
         }
     }
     score_batch(model, &mut batch, calibration, options, cancel, &mut rows)?;
-    Ok(rows.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Internal("an input was not scored".into())))).collect())
-}
-
-fn refuse_transcript_models(model: &LoadedModel) -> Result<()> {
-    let spec = &model.meta.spec;
-    if spec.kind.uses(Input::Tokens) {
-        return Err(Error::invalid(
-            "model",
-            format!(
-                "the {} model reads Whisper transcripts, which predict does not make (on RAVDESS they carry almost no emotion: \
-                 the text branch scored 13 %); use an audio model, or transcribe and call predictFeatures with tokens",
-                spec.kind.name()
-            ),
-        ));
-    }
-    Ok(())
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| match r {
+            Some(Err(e)) => Err(name_input(e, &inputs[index], index)),
+            Some(ok) => ok,
+            None => Err(Error::Internal("an input was not scored".into())),
+        })
+        .collect())
 }
 
 enum Read {
@@ -103,7 +97,7 @@ fn read_short(
                     ),
                 ));
             }
-            let (window, hop) = resolve_window(model, options)?;
+            let (window, hop) = resolve_window(&model.meta.spec, options)?;
             let mut s = WindowScorer::new(rate, window, hop, options, true);
             segments.extend(s.push(model, &std::mem::take(&mut samples), calibration, cancel)?);
             scorer = Some(s);
@@ -168,18 +162,42 @@ fn score_batch(
         device: options.device.clone(),
         decode_threads: options.decode_threads,
     };
-    let predictions = model.predict_audio(&inputs, calibration, &predict, cancel)?;
+    let predictions = match model.predict_audio(&inputs, calibration, &predict, cancel) {
+        Ok(p) => p,
+        // One input the featuriser refuses (too short for the encoder, say) fails its batch: score the
+        // batch one input at a time so that only its row carries the error, under its own name.
+        Err(e) if per_input(&e) && shorts.len() > 1 => {
+            for (short, input) in shorts.iter().zip(inputs) {
+                let one = model.predict_audio(std::slice::from_ref(&input), calibration, &predict, cancel);
+                rows[short.index] = Some(match one {
+                    Ok(mut p) => Ok(scored(short, p.remove(0))),
+                    Err(e) if per_input(&e) => Err(e),
+                    Err(e) => return Err(e),
+                });
+            }
+            return Ok(());
+        }
+        Err(e) if per_input(&e) => {
+            rows[shorts[0].index] = Some(Err(e));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     for (short, p) in shorts.iter().zip(predictions) {
-        rows[short.index] = Some(Ok(Scored {
-            label: p.label,
-            label_index: p.index,
-            probabilities: p.probabilities,
-            seconds: short.samples.len() as f64 / short.sample_rate as f64,
-            windows: 1,
-            speech: true,
-        }));
+        rows[short.index] = Some(Ok(scored(short, p)));
     }
     Ok(())
+}
+
+fn scored(short: &Short, p: crate::train::predict::Prediction) -> Scored {
+    Scored {
+        label: p.label,
+        label_index: p.index,
+        probabilities: p.probabilities,
+        seconds: short.samples.len() as f64 / short.sample_rate as f64,
+        windows: 1,
+        speech: true,
+    }
 }
 
 /// Errors that concern one input: its row's, not the call's.
@@ -190,6 +208,7 @@ fn per_input(e: &Error) -> bool {
 /// Puts the input's name into an error about it.
 fn name_input(e: Error, input: &InferInput, index: usize) -> Error {
     match e {
+        // The featuriser named the input by its place in a batch (`<samples #k>`): the caller's name instead.
         Error::AudioDecode { reason, .. } => Error::decode(input.label(index), reason),
         Error::InvalidOption { option, reason } => {
             Error::InvalidOption { option, reason: format!("{}: {reason}", input.label(index)) }

@@ -17,7 +17,8 @@ pub fn timeline(
     cancel: &CancelFlag,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Timeline> {
-    let (window, hop) = resolve_window(model, options)?;
+    super::check_audio_model(&model.meta.spec, true)?;
+    let (window, hop) = resolve_window(&model.meta.spec, options)?;
     let name = |reason: String| Error::decode(input.label(0), reason);
     let max_seconds = options.max_duration.unwrap_or(super::TIMELINE_MAX_SECONDS);
     let mut source = Source::open(input, max_seconds).map_err(name)?;

@@ -65,6 +65,15 @@ pub fn load_model(dir: &Path, device: &str) -> Result<LoadedModel> {
 impl LoadedModel {
     /// `inputs.labels` may be empty: only mel/tokens/embeddings are read.
     pub fn predict(&self, inputs: &HostSet) -> Result<Vec<Prediction>> {
+        self.predict_unless_cancelled(inputs, &crate::control::CancelFlag::new())
+    }
+
+    /// [`LoadedModel::predict`], giving up with `Cancelled` while it waits for its job turn.
+    pub fn predict_unless_cancelled(
+        &self,
+        inputs: &HostSet,
+        cancel: &crate::control::CancelFlag,
+    ) -> Result<Vec<Prediction>> {
         let with_labels = HostSet { labels: vec![0; inputs.rows()], ..inputs.clone() };
         let spec = &self.meta.spec;
         with_labels.validate("inputs", spec)?;
@@ -85,7 +94,7 @@ impl LoadedModel {
         }
         let set = with_labels.to_device(self.device, spec.mel_norm())?;
         // In the job turn with every core: the numbers do not depend on what else runs in the process.
-        let _turn = crate::job_turn();
+        let _turn = crate::job_turn_unless_cancelled(cancel)?;
         crate::use_all_cores();
         let (logits, _) = predict_logits(self.model.as_ref(), &set)?;
         let probs: Vec<f32> =

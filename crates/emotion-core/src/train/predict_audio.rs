@@ -51,7 +51,7 @@ impl LoadedModel {
             return Err(Error::invalid(
                 "model",
                 format!(
-                    "the {} model reads transcripts: transcribe the clips and predict from tokens (predict)",
+                    "the {} model reads transcripts: transcribe the clips and predict from tokens (predictFeatures)",
                     spec.kind.name()
                 ),
             ));
@@ -72,7 +72,7 @@ impl LoadedModel {
                 let identity = e.encoder.as_ref().ok_or_else(|| {
                     Error::invalid(
                         "model",
-                        "was trained on encoder states without naming their encoder (encoderSource): predict from states (predict)",
+                        "was trained on encoder states without naming their encoder (encoderSource): predict from states (predictFeatures)",
                     )
                 })?;
                 let mut states = self.encode(inputs, identity, options, cancel)?;
@@ -83,7 +83,7 @@ impl LoadedModel {
             }
             (None, None) => return Err(Error::Internal(format!("a {} spec without audio inputs", spec.kind.name()))),
         };
-        self.predict(&rows)
+        self.predict_unless_cancelled(&rows, cancel)
     }
 
     /// The pooled states of `inputs` from the model's encoder, refused when the encoder file differs.
