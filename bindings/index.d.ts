@@ -20,7 +20,7 @@ export declare class NativeModel {
    */
   predictInputs(inputs: Array<InferInputJs>, calibration?: Array<string | SamplesInput> | undefined | null, optionsJson?: string | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
   /** The model slid over one recording (JSON `Timeline`); `onProgress` gets `{ "seconds": s }`. */
-  timeline(input: InferInputJs, calibration?: Array<string | SamplesInput> | undefined | null, optionsJson?: string | undefined | null, cancel?: CancelToken | undefined | null, onProgress?: ProgressCallback | undefined | null): Promise<string>
+  timeline(input: InferInputJs, calibration?: Array<string | SamplesInput> | undefined | null, optionsJson?: string | undefined | null, cancel?: CancelToken | undefined | null, onProgress?: ((event: string) => void) | undefined | null): Promise<string>
   /** A live stream at `sampleRate`: push chunks, get the segments they complete. */
   stream(sampleRate: number, optionsJson?: string | undefined | null): NativeStream
   /** The JSON text of the model's metadata (config, labels, normalisation, validation scores). */

@@ -97,7 +97,7 @@ impl NativeModel {
         calibration: Option<Vec<Either<String, SamplesInput>>>,
         options_json: Option<String>,
         cancel: Option<&CancelToken>,
-        on_progress: Option<ProgressCallback>,
+        #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     ) -> Result<Object<'env>> {
         let input = to_infer(&input);
         let calibration = to_inputs(calibration.unwrap_or_default());
