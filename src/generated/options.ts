@@ -317,7 +317,8 @@ export interface IndexOptions {
 /** How a loaded model reads audio in `predict`, `timeline` and streams. */
 export interface InferOptions {
   /**
-   * Where features and the model run: `auto`, `cpu`, `cuda`, `cuda:N`.
+   * Where audio is featurised (`auto`, `cpu`, `cuda`, `cuda:N`); the model runs where it was loaded.
+   * TypeScript passes the model's device unless told otherwise.
    * @default 'cpu'
    */
   device?: string
@@ -361,8 +362,8 @@ export interface InferOptions {
   minVoiced?: number
   /**
    * Inputs (`predict`) or windows (`timeline`, long inputs) scored together; `null`: 64 inputs, 16
-   * windows (a window batch's activations dominate memory: 16 keeps the CNN's under 200 MB). A
-   * batch also closes at 8 M samples (32 MB).
+   * windows (a batch's activations dominate a timeline's memory). A batch also closes at 8 M samples
+   * (32 MB).
    * @default null
    */
   batchSize?: number | null
