@@ -358,16 +358,6 @@ impl ChunkedDecoder {
         Ok(ChunkedDecoder { packets, max_seconds, frames: 0, expected })
     }
 
-    /// The stream's rate (known once the header is read; a packet may still change it, which is refused).
-    pub fn sample_rate(&self) -> u32 {
-        self.packets.sample_rate
-    }
-
-    /// The header's length in seconds, when it states one.
-    pub fn claimed_seconds(&self) -> Option<f64> {
-        self.expected.zip(Some(self.packets.sample_rate).filter(|&r| r > 0)).map(|(n, r)| n as f64 / r as f64)
-    }
-
     /// The next mono chunk and its rate; `None` at the end. Non-finite samples, a rate change
     /// mid-stream and more than `max_seconds` are errors.
     pub fn next_chunk(&mut self) -> Result<Option<(u32, &[f32])>, String> {

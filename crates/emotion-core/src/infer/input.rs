@@ -76,13 +76,6 @@ impl<'a> Source<'a> {
         }
     }
 
-    pub fn sample_rate(&self) -> u32 {
-        match self {
-            Source::Decoder(d) => d.sample_rate(),
-            Source::Memory { sample_rate, .. } => *sample_rate,
-        }
-    }
-
     /// The next chunk and the rate it is at; `None` at the end.
     pub fn next_chunk(&mut self) -> Result<Option<(u32, &[f32])>, String> {
         match self {

@@ -34,10 +34,6 @@ impl WindowScorer {
         }
     }
 
-    pub fn sample_rate(&self) -> u32 {
-        self.sample_rate
-    }
-
     /// Seconds pushed so far.
     pub fn seconds(&self) -> f64 {
         self.slicer.frames() as f64 / self.sample_rate as f64
@@ -115,13 +111,17 @@ impl WindowScorer {
             };
             model.predict_audio(&inputs, calibration, &options, cancel)?
         };
-        let mut predictions = scored.into_iter().zip(predictions).collect::<std::collections::HashMap<_, _>>();
+        // The prediction of each window, in window order (`None` for unscored silence).
+        let mut by_window: Vec<Option<_>> = (0..windows.len()).map(|_| None).collect();
+        for (i, p) in scored.into_iter().zip(predictions) {
+            by_window[i] = Some(p);
+        }
         let labels = &model.meta.spec.labels;
         Ok(windows
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let p = predictions.remove(&i);
+                let p = by_window[i].take();
                 Segment {
                     start: w.start as f64 / rate as f64,
                     end: w.end as f64 / rate as f64,

@@ -210,11 +210,7 @@ pub fn derive_spec(options: &TrainConfig, train: &HostSet) -> Result<ModelSpec> 
 /// room (`memory.max − memory.current`), and `EMOTION_PIPELINE_MEMORY_LIMIT` (bytes) when set: the least.
 fn available_memory() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
-    let meminfo = read("/proc/meminfo").and_then(|text| {
-        let kib: u64 =
-            text.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    });
+    let meminfo = crate::cpu_cache::meminfo_bytes("MemAvailable");
     let cgroup = (|| {
         let max: u64 = read("/sys/fs/cgroup/memory.max")?.trim().parse().ok()?;
         let current: u64 = read("/sys/fs/cgroup/memory.current")?.trim().parse().ok()?;
