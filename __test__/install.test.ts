@@ -412,6 +412,15 @@ test.serial(
       const predicted = await runAsync(p.cli, ['predict', '--run', out, '--model', 'probe', '--json', clip], { cwd: p.dir, env })
       t.is(predicted.status, 0, predicted.stderr)
       t.regex(JSON.parse(predicted.stdout).label, /^(neutral|calm|happy|sad|angry|fearful|disgust|surprised)$/)
+      // install-models with a Hub name, into another empty Hugging Face cache.
+      const otherCache = tempDir('ep-hf-cache2-')
+      const installed = await runAsync(p.cli, ['install-models', '--encoder', 'test-org/whisper-random', '--json'], {
+        cwd: p.dir,
+        env: { ...env, HF_HUB_CACHE: otherCache },
+      })
+      t.is(installed.status, 0, installed.stderr)
+      const dir = JSON.parse(installed.stdout.trim().split('\n').pop()!).encoders['test-org/whisper-random']
+      t.true(existsSync(join(dir, 'model.safetensors')) && dir.startsWith(otherCache), dir)
     } finally {
       await server.close()
     }
