@@ -142,7 +142,7 @@ for (const name of ['audio', 'encoder'] as const) {
   })
 }
 
-test('predict refuses text and fusion models by name (they read transcripts)', async (t) => {
+test('predict and export refuse text and fusion models by name (they read transcripts)', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   await quickRun()
   for (const name of ['text', 'fusion']) {
@@ -151,6 +151,12 @@ test('predict refuses text and fusion models by name (they read transcripts)', a
       instanceOf: EmotionPipelineError,
       message: /invalid option `model`: the (text|fusion) model reads Whisper transcripts.*predictFeatures/,
     })
+    const out = join(tempDir('ep-export-refused-'), 'm.onnx')
+    await t.throwsAsync(model.export({ out }), {
+      code: 'INVALID_OPTION',
+      message: new RegExp(`the ${name} model cannot be exported to ONNX: it reads Whisper transcripts`),
+    } as never)
+    t.false(existsSync(out))
   }
 })
 

@@ -15,6 +15,11 @@ export declare class CancelToken {
  */
 export declare class NativeModel {
   /**
+   * Writes the model to `path` as ONNX and its sidecar to `<path>.json`; resolves to the sidecar
+   * (JSON `OnnxSidecar`). `source`: the model folder, recorded in the sidecar.
+   */
+  exportOnnx(path: string, source: string, optionsJson?: string | undefined | null): Promise<string>
+  /**
    * One row per input (JSON `PredictRow[]`): a prediction, or that input's error. `optionsJson`: a
    * JSON `InferOptions`.
    */

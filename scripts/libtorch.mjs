@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { isAbsolute, join } from 'node:path'
+import { onnxProtoDir } from './onnx-proto.mjs'
 
 export const TORCH_VERSION = '2.11.0'
 // torchaudio, numpy and soundfile serve the parity tests and the Python reference benchmarks; lameenc
@@ -113,6 +114,7 @@ export function buildEnv(lib) {
     LIBTORCH: lib.root,
     EMOTION_LIBTORCH_SOURCE: lib.source,
     EMOTION_LIBTORCH_PYTHON: lib.python,
+    EMOTION_ONNX_PROTO_DIR: onnxProtoDir(cacheDir(), lib.python),
   }
 }
 

@@ -5,6 +5,7 @@
 import { cacheCommand } from './cli-cache.js'
 import { cancelledExitCode } from './cli-signals.js'
 import { demoCommand } from './cli-demo.js'
+import { exportCommand } from './cli-export.js'
 import { cvCommand, trainCommand } from './cli-pipeline.js'
 import { predictCommand } from './cli-predict.js'
 import { benchCommand, doctorCommand, downloadCommand, installModelsCommand, installTorchCommand } from './cli-setup.js'
@@ -18,6 +19,7 @@ Commands:
   train          train models on a dataset folder (default: the recommended encoder model) into a run directory
   cv             speaker cross-validation: k folds with disjoint test speakers, and their summary
   predict        label audio files with a trained run
+  export         write a trained model as ONNX with its front end (runs in onnxruntime without libtorch)
   doctor         what libtorch, CUDA and models this machine offers, and how to fix what is missing
   install-torch  put libtorch ${REQUIRED_TORCH} in the per-user cache (--cpu | --cuda, --from FILE, --dir DIR)
   install-models --encoder NAME installs a speech encoder (the default model needs whisper-base); without
@@ -36,6 +38,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   train: trainCommand,
   cv: cvCommand,
   predict: predictCommand,
+  export: exportCommand,
   doctor: doctorCommand,
   bench: benchCommand,
   demo: demoCommand,

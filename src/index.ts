@@ -16,6 +16,8 @@ export type { LabelScore, PredictFailure, PredictInput, PredictOptions, PredictR
 export { EmotionStream } from './stream.js'
 export type { StreamOptions } from './stream.js'
 export { timelineCsv, timelineSvg } from './timeline-output.js'
+export { EXPORT_FORMATS } from './export.js'
+export type { ExportFormat, ExportModelOptions, ExportResult } from './export.js'
 export type {
   ClassScores,
   EpochRecord,
@@ -27,7 +29,7 @@ export type {
   TrainResult,
   TrainSet,
 } from './train.js'
-export type { Segment, Timeline } from './generated/results.js'
+export type { OnnxSidecar, Segment, Timeline } from './generated/results.js'
 export { trainPipeline } from './pipeline.js'
 export { crossValidate } from './cross-validate.js'
 export type { CrossValidateEvent, CrossValidateOptions, CrossValidateResult, MeanStd, ModelSummary } from './cross-validate.js'

@@ -2,7 +2,7 @@
 // `timeline` over a recording and `stream` for live audio. The core does the work (featurising as the
 // model was trained, windows, the voice gate); this file checks options and shapes results.
 import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { EmotionPipelineError, awaitNative, invalidOption } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
@@ -10,7 +10,9 @@ import { checkAudioInputs } from './audio.js'
 import type { AudioInput } from './audio.js'
 import { findEncoder } from './encoder.js'
 import type { DeviceSpec } from './device.js'
-import type { ModelMeta, Prediction, Timeline } from './generated/results.js'
+import type { ModelMeta, OnnxSidecar, Prediction, Timeline } from './generated/results.js'
+import { checkExportOptions } from './export.js'
+import type { ExportModelOptions, ExportResult } from './export.js'
 import type { PredictRow } from './generated/results.js'
 import { toNativeSet } from './train.js'
 import type { TrainSet } from './train.js'
@@ -64,6 +66,8 @@ export class EmotionModel {
     private readonly encoder: { dir?: string },
     /** The device it was loaded on: where predictions featurise unless told otherwise. */
     readonly device: DeviceSpec,
+    /** The model folder it was loaded from. */
+    readonly dir: string,
   ) {}
 
   static async load(dir: string, options: LoadModelOptions = {}): Promise<EmotionModel> {
@@ -81,7 +85,7 @@ export class EmotionModel {
           () => ({}),
         )
     }
-    return new EmotionModel(inner, meta, encoder, options.device ?? 'auto')
+    return new EmotionModel(inner, meta, encoder, options.device ?? 'auto', resolve(dir))
   }
 
   /** The folder of the encoder the model was trained on (models on encoder states, when found). */
@@ -155,6 +159,18 @@ export class EmotionModel {
       : undefined
     const out = await withCancel(signal, (token) => awaitNative(this.inner.timeline(native_, calibration, json, token, progress)))
     return JSON.parse(out) as Timeline
+  }
+
+  /**
+   * Writes the model as one ONNX graph with its front end inside (`samples` `[batch, n]` mono float32 at
+   * `sidecar.sampleRate` → `scores` `[batch, labels]`), and a JSON sidecar beside it (`<out>.json`).
+   * Runs in onnxruntime (Node, Python, C++, browsers) without libtorch. docs/EXPORT.md.
+   */
+  async export(options: ExportModelOptions): Promise<ExportResult> {
+    const out = checkExportOptions(options)
+    const json = JSON.stringify({ featuresOutput: options.featuresOutput ?? false })
+    const sidecar = JSON.parse(await awaitNative(this.inner.exportOnnx(out, this.dir, json))) as OnnxSidecar
+    return { ...sidecar, path: out, sidecarPath: `${out}.json` }
   }
 
   /**

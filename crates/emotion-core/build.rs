@@ -1,6 +1,21 @@
 fn main() {
     link_libtorch();
     build_shims();
+    generate_onnx_messages();
+}
+
+/// Rust types for ONNX's protobuf messages, from the `onnx.proto` that scripts/onnx-proto.mjs takes out
+/// of the PyPI onnx wheel (every cargo and napi build runs with `EMOTION_ONNX_PROTO_DIR` set by
+/// scripts/libtorch.mjs `buildEnv`). Compiled by protox, so no `protoc` binary is needed.
+fn generate_onnx_messages() {
+    println!("cargo:rerun-if-env-changed=EMOTION_ONNX_PROTO_DIR");
+    let Ok(dir) = std::env::var("EMOTION_ONNX_PROTO_DIR") else {
+        panic!("EMOTION_ONNX_PROTO_DIR is not set: build through `npm run setup` or `node scripts/cargo.mjs`, which fetch onnx.proto from the PyPI onnx wheel");
+    };
+    let proto = std::path::Path::new(&dir).join("onnx.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let descriptors = protox::compile([&proto], [std::path::Path::new(&dir)]).expect("onnx.proto compiles");
+    prost_build::Config::new().compile_fds(descriptors).expect("ONNX messages generate");
 }
 
 /// Compiles the C++ shims (csrc/) against the libtorch headers next to the libraries we link.

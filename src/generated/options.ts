@@ -224,6 +224,16 @@ export type EncoderLocation = 'installed' | 'hub' | 'folder'
  */
 export type EncoderPrecision = 'fp32' | 'fp16' | 'bf16' | 'auto'
 
+/** How `exportOnnx` writes a model. */
+export interface ExportOptions {
+  /**
+   * Also output the features the network reads (`features`: the normalised log-mel), for checking
+   * the in-graph front end against the library's.
+   * @default false
+   */
+  featuresOutput?: boolean
+}
+
 export interface ExtractOptions {
   /** @default {'sampleRate':48000, 'nFft':2048, 'winLength':null, 'hopLength':512, 'fMin':0, 'fMax':null, 'nMels':128, 'power':2, 'center':true, 'padMode':'reflect', 'norm':null, 'melScale':'htk', 'toDb':true, 'topDb':80, 'durationSeconds':3, 'align':'start', 'frames':280} */
   mel?: MelConfig
@@ -907,6 +917,9 @@ export const DEFAULTS = {
     'dropout': 0.3,
     'speakerAdversary': 0,
     'speakers': 0
+  },
+  'ExportOptions': {
+    'featuresOutput': false
   },
   'ExtractOptions': {
     'device': 'auto',

@@ -213,6 +213,12 @@ export interface LibtorchInfo {
   path: string
 }
 
+/** A part of the exported file that comes with its own licence. */
+export interface Licence {
+  part: string
+  licence: string
+}
+
 /** Log-mel features of many clips. Serialised without `data`, which crosses as a typed array. */
 export interface MelFeatures {
   shape: [number, number, number]
@@ -281,6 +287,40 @@ export interface ModelSpec {
   labels: string[]
   architecture: Architecture
   inputs: ModelInputs
+}
+
+/**
+ * The sidecar written beside an exported model (`<file>.json`): what the graph expects and where it
+ * came from.
+ */
+export interface OnnxSidecar {
+  format: string
+  opset: number
+  /** The `.onnx` file's name (beside this sidecar), its size and SHA-256. */
+  file: string
+  bytes: number
+  sha256: string
+  modelKind: string
+  labels: string[]
+  /** Rate the `samples` input must be at, Hz (mono, float32, −1..1). */
+  sampleRate: number
+  /**
+   * Samples the graph reads per clip: longer inputs are cut and shorter ones zero-padded to it, as
+   * the library's own prediction does (`null`: the clip's own length).
+   */
+  clipSamples: number | null
+  /** The in-graph front end: the model's log-mel settings. */
+  frontEnd: Required<MelConfig>
+  /** The training set's normalisation applied to the log-mel, `(x − mean) / std`. */
+  normalisation: [number, number]
+  inputs: TensorInfo[]
+  outputs: TensorInfo[]
+  /** The model folder it was exported from, the epoch of its weights and their SHA-256. */
+  source: string
+  epoch: number
+  weightsSha256: string
+  licences: Licence[]
+  producer: string
 }
 
 /**
@@ -376,11 +416,21 @@ export interface Segment {
   probabilities: number[] | null
 }
 
+/** A fixed size, or the name of a free dimension (`batch`, `samples`). */
+export type ShapeDim = 'undefined' | 'undefined'
+
 export interface Split {
   options: Required<SplitOptions>
   train: DatasetItem[]
   val: DatasetItem[]
   test: DatasetItem[]
+}
+
+/** One input or output of the exported graph: float32, dimensions fixed or named (free). */
+export interface TensorInfo {
+  name: string
+  dtype: string
+  shape: ShapeDim[]
 }
 
 /** A recording labelled over time. */

@@ -17,6 +17,7 @@ pub struct Options {
     pub embed: crate::encoder::EmbedOptions,
     pub predict_audio: crate::train::predict_audio::PredictAudioOptions,
     pub infer: crate::infer::InferOptions,
+    pub export: crate::export::ExportOptions,
 }
 
 /// The root of the results' schema: what the core returns and emits, as serialised.
@@ -39,6 +40,7 @@ pub struct Results {
     pub predict_row: crate::infer::PredictRow,
     pub timeline: crate::infer::Timeline,
     pub segment: crate::infer::Segment,
+    pub onnx_sidecar: crate::export::OnnxSidecar,
 }
 
 fn pretty(schema: &schemars::Schema) -> String {

@@ -3,6 +3,7 @@
 mod audio;
 mod dataset;
 mod errors;
+mod export;
 mod infer;
 mod job;
 mod system;

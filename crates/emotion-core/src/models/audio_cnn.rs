@@ -110,3 +110,44 @@ impl ModuleT for AudioCnn {
         x.apply(&self.out)
     }
 }
+
+/// The CNN as ONNX nodes, the weights read from `w` under `prefix`: `[B, n_mels, frames]` features →
+/// logits `[B, classes]`. Pooling follows `embed` (only while both sides are ≥ 2), decided here from
+/// the fixed feature shape.
+pub fn onnx(
+    g: &mut crate::onnx::graph::Graph,
+    w: &crate::onnx::Weights,
+    prefix: &str,
+    config: &AudioCnnConfig,
+    features: &str,
+    [mut height, mut width]: [i64; 2],
+) -> crate::error::Result<String> {
+    use crate::onnx::graph::Attr;
+    let axis1 = g.ints(&[1]);
+    let mut x = g.op("Unsqueeze", &[features, &axis1], vec![]);
+    for i in 0..config.channels.len() {
+        let p = format!("{prefix}blocks.{i}.");
+        let (weight, bias) =
+            (w.initializer(g, &format!("{p}conv.weight"))?, w.initializer(g, &format!("{p}conv.bias"))?);
+        let conv = g.op("Conv", &[&x, &weight, &bias], vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))]);
+        let bn: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
+            .iter()
+            .map(|n| w.initializer(g, &format!("{p}bn.{n}")))
+            .collect::<crate::error::Result<_>>()?;
+        let normed =
+            g.op("BatchNormalization", &[&conv, &bn[0], &bn[1], &bn[2], &bn[3]], vec![("epsilon", Attr::Float(1e-5))]);
+        x = g.op("Relu", &[&normed], vec![]);
+        if height >= 2 && width >= 2 {
+            let two = Attr::Ints(vec![2, 2]);
+            x = g.op("MaxPool", &[&x], vec![("kernel_shape", two), ("strides", Attr::Ints(vec![2, 2]))]);
+            (height, width) = (height / 2, width / 2);
+        }
+    }
+    let pooled = g.op("GlobalAveragePool", &[&x], vec![]);
+    let mut x = g.op("Flatten", &[&pooled], vec![("axis", Attr::Int(1))]);
+    for i in 0..config.hidden.len() {
+        x = crate::onnx::dense(g, w, &format!("{prefix}head.{i}"), &x)?;
+        x = g.op("Relu", &[&x], vec![]);
+    }
+    crate::onnx::dense(g, w, &format!("{prefix}out"), &x)
+}

@@ -14,8 +14,9 @@ use tch::Device;
 pub struct LoadedModel {
     pub meta: ModelMeta,
     model: Box<dyn Net>,
-    _vs: VarStore,
+    vs: VarStore,
     device: Device,
+    weights: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -59,10 +60,20 @@ pub fn load_model(dir: &Path, device: &str) -> Result<LoadedModel> {
             )));
         }
     }
-    Ok(LoadedModel { meta, model, _vs: vs, device })
+    Ok(LoadedModel { meta, model, vs, device, weights })
 }
 
 impl LoadedModel {
+    /// Its weights by parameter path (`blocks.0.conv.weight`, …), as loaded.
+    pub fn variables(&self) -> std::collections::HashMap<String, tch::Tensor> {
+        self.vs.variables()
+    }
+
+    /// The weights file it was loaded from (`best.safetensors`).
+    pub fn weights_file(&self) -> &Path {
+        &self.weights
+    }
+
     /// `inputs.labels` may be empty: only mel/tokens/embeddings are read.
     pub fn predict(&self, inputs: &HostSet) -> Result<Vec<Prediction>> {
         self.predict_unless_cancelled(inputs, &crate::control::CancelFlag::new())

@@ -3,6 +3,7 @@
 use super::{check_layers, dense_count, linear_count, Architecture, Input, Kind, Net, Output};
 use crate::error::Result;
 use crate::models::{AudioCnn, AudioCnnConfig};
+use crate::onnx::{graph::Graph, Weights};
 use crate::train::config::TrainConfig;
 use crate::train::data::{Batch, HostSet};
 use crate::train::spec::{ModelInputs, ModelSpec};
@@ -79,5 +80,12 @@ impl Kind for AudioKind {
     /// Measured faster channels-last on the CPU (oneDNN) and expected so on CUDA (cuDNN).
     fn channels_last(&self) -> bool {
         true
+    }
+
+    fn onnx(&self, spec: &ModelSpec, w: &Weights, g: &mut Graph, features: &str) -> Result<String> {
+        let mel = spec.inputs.mel.as_ref().expect("checked: the audio model's mel");
+        let front_end = mel.config.clone().unwrap_or_default();
+        let shape = [front_end.n_mels, front_end.output_frames()];
+        crate::models::audio_cnn::onnx(g, w, "", config(spec), features, shape)
     }
 }

@@ -18,6 +18,7 @@ use super::data::{Batch, HostSet};
 pub use super::spec::{Architecture, Input, ModelKind, MODEL_KINDS};
 use super::spec::{EmbeddingInput, ModelInputs, ModelSpec};
 use crate::error::{Error, Result};
+use crate::onnx::{graph::Graph, Weights};
 use tch::nn;
 use tch::Tensor;
 
@@ -74,6 +75,11 @@ pub trait Kind: Sync {
     /// `Some(n)` when its training rows must name their speaker, `0..n` (a speaker adversary).
     fn speakers(&self, _spec: &ModelSpec) -> Option<i64> {
         None
+    }
+    /// Its network as ONNX nodes: the features it reads (`features`, as the exporter's front end
+    /// makes them) → logits `[B, classes]`. `export::check_exportable` refuses the kinds without one.
+    fn onnx(&self, spec: &ModelSpec, _w: &Weights, _g: &mut Graph, _features: &str) -> Result<String> {
+        Err(Error::Internal(format!("the {} model has no ONNX graph", spec.kind.name())))
     }
 }
 

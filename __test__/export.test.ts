@@ -1,0 +1,240 @@
+// ONNX export: a trained log-mel CNN written as one graph with its front end, run in onnxruntime-node
+// on the 16 original RAVDESS WAVs against the library's own features and predictions; the same for a
+// front end with other settings; a fresh process without libtorch; the onnx checker; the CLI; refusals.
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import * as ort from 'onnxruntime-node'
+import { decodeAudio, extractMel, loadModel, train } from '../src/index.js'
+import type { EmotionModel, ExportResult, MelOptions } from '../src/index.js'
+import { haveWavs, listAudio, NO_WAVS, referencePython, skip, tempDir, wavDir } from './helpers.js'
+
+const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
+const LABELS = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
+/** Six conv blocks as the reference CNN (so pooling runs as deep), narrower so it trains in seconds. */
+const SMALL_CNN = { channels: [8, 8, 16, 16, 16, 16], hidden: [16, 8] }
+
+/** A CNN trained for two epochs on the 16 WAVs with front end `mel`, saved in a temp folder. */
+async function trainedCnn(mel: MelOptions): Promise<{ model: EmotionModel; files: string[] }> {
+  const files = listAudio(wavDir)
+  const features = await extractMel(files, { mel })
+  const labels = files.map((f) => Number(f.split('/').pop()!.split('-')[2]) - 1)
+  const dir = tempDir('ep-export-model-')
+  await train({
+    model: 'audio',
+    mel,
+    labels: LABELS,
+    train: { mel: features, labels },
+    epochs: 2,
+    batchSize: 8,
+    accumulation: 1,
+    audio: SMALL_CNN,
+    device: 'cpu',
+    checkpointDir: dir,
+  })
+  return { model: await loadModel(dir, { device: 'cpu' }), files }
+}
+
+interface Parity {
+  /** Largest |ONNX − core| log-mel difference over every bin, and over bins within 60 dB of the clip's peak. */
+  maxDb: number
+  maxDbAbovePeakMinus60: number
+  maxProbability: number
+  sameLabels: number
+}
+
+/** Runs the exported graph on each file and compares with the core's features and predictions. */
+async function parity(model: EmotionModel, exported: ExportResult, files: string[], mel: MelOptions): Promise<Parity> {
+  const session = await ort.InferenceSession.create(exported.path)
+  const native = await extractMel(files, { mel })
+  const predictions = await model.predictFeatures({ mel: native })
+  const [, bands, frames] = native.shape
+  const per = bands * frames
+  const [mean, std] = exported.normalisation
+  const out: Parity = { maxDb: 0, maxDbAbovePeakMinus60: 0, maxProbability: 0, sameLabels: 0 }
+  for (let i = 0; i < files.length; i++) {
+    const { samples } = await decodeAudio(files[i], { sampleRate: exported.sampleRate })
+    const result = await session.run({ samples: new ort.Tensor('float32', samples, [1, samples.length]) })
+    const features = result.features.data as Float32Array
+    const reference = native.data.subarray(i * per, (i + 1) * per)
+    const peak = reference.reduce((a, b) => Math.max(a, b), -Infinity)
+    for (let j = 0; j < per; j++) {
+      const d = Math.abs(features[j] * std + mean - reference[j])
+      out.maxDb = Math.max(out.maxDb, d)
+      if (reference[j] >= peak - 60) out.maxDbAbovePeakMinus60 = Math.max(out.maxDbAbovePeakMinus60, d)
+    }
+    const scores = result.scores.data as Float32Array
+    predictions[i].probabilities.forEach((p, k) => {
+      out.maxProbability = Math.max(out.maxProbability, Math.abs(p - scores[k]))
+    })
+    if (scores.indexOf(Math.max(...scores)) === predictions[i].index) out.sameLabels++
+  }
+  return out
+}
+
+test.serial('the exported CNN equals the library on the 16 original WAVs: log-mel, probabilities and labels', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const mel = {}
+  const { model, files } = await trainedCnn(mel)
+  const out = join(tempDir('ep-export-'), 'nested', 'cnn.onnx')
+  const exported = await model.export({ out, featuresOutput: true })
+  t.is(exported.path, out)
+  t.true(existsSync(out) && existsSync(`${out}.json`))
+  const bytes = readFileSync(out)
+  t.is(exported.sha256, createHash('sha256').update(bytes).digest('hex'))
+  t.is(exported.bytes, bytes.length)
+  t.deepEqual(
+    JSON.parse(readFileSync(`${out}.json`, 'utf8')),
+    JSON.parse(JSON.stringify({ ...exported, path: undefined, sidecarPath: undefined })),
+  )
+  t.like(exported, { format: 'onnx', opset: 17, modelKind: 'audio', sampleRate: 48000, clipSamples: 144000, labels: LABELS })
+  t.deepEqual(exported.inputs, [{ name: 'samples', dtype: 'float32', shape: ['batch', 'samples'] }])
+  t.deepEqual(exported.outputs[0], { name: 'scores', dtype: 'float32', shape: ['batch', 8] })
+  t.is(
+    exported.weightsSha256,
+    createHash('sha256')
+      .update(readFileSync(join(model.dir, 'best.safetensors')))
+      .digest('hex'),
+  )
+
+  const p = await parity(model, exported, files, mel)
+  t.log(
+    `default front end, 16 clips: log-mel within ${p.maxDb.toExponential(2)} dB (${p.maxDbAbovePeakMinus60.toExponential(2)} dB within 60 dB of each clip's peak), probabilities within ${p.maxProbability.toExponential(2)}, ${p.sameLabels}/16 labels equal`,
+  )
+  t.true(p.maxDbAbovePeakMinus60 < 1e-3, `${p.maxDbAbovePeakMinus60}`)
+  // Bins at the top_db floor (80 dB under the peak) carry float32 FFT rounding of both libraries.
+  t.true(p.maxDb < 1e-2, `${p.maxDb}`)
+  t.true(p.maxProbability < 1e-4, `${p.maxProbability}`)
+  t.is(p.sameLabels, 16)
+
+  // A batch of clips of different lengths, zero-padded by the caller: the graph cuts each to 3 s as the core does.
+  const session = await ort.InferenceSession.create(out)
+  const a = (await decodeAudio(files[0], { sampleRate: 48000 })).samples
+  const b = (await decodeAudio(files[1], { sampleRate: 48000 })).samples
+  const n = Math.max(a.length, b.length, 144000)
+  const batch = new Float32Array(2 * n)
+  batch.set(a, 0)
+  batch.set(b, n)
+  const both = await session.run({ samples: new ort.Tensor('float32', batch, [2, n]) })
+  const one = await session.run({ samples: new ort.Tensor('float32', b, [1, b.length]) })
+  const second = (both.scores.data as Float32Array).slice(8)
+  const alone = one.scores.data as Float32Array
+  t.true(
+    second.every((v, k) => Math.abs(v - alone[k]) < 1e-6),
+    `${second} vs ${alone}`,
+  )
+})
+
+test.serial(
+  'another front end (centre alignment, Slaney mels, window shorter than the FFT, amplitude, no top_db, 16 kHz) exports alike',
+  async (t) => {
+    if (!haveWavs) return skip(t, NO_WAVS)
+    const mel: MelOptions = {
+      sampleRate: 16000,
+      nFft: 512,
+      winLength: 400,
+      hopLength: 160,
+      nMels: 64,
+      fMin: 50,
+      fMax: 7600,
+      power: 1,
+      norm: 'slaney',
+      melScale: 'slaney',
+      topDb: null,
+      durationSeconds: 2.5,
+      align: 'center',
+      frames: null,
+      padMode: 'constant',
+    }
+    const { model, files } = await trainedCnn(mel)
+    const exported = await model.export({ out: join(tempDir('ep-export-'), 'cnn.onnx'), featuresOutput: true })
+    t.is(exported.sampleRate, 16000)
+    t.is(exported.clipSamples, 40000)
+    const p = await parity(model, exported, files, mel)
+    t.log(
+      `other front end: log-mel within ${p.maxDb.toExponential(2)} dB (${p.maxDbAbovePeakMinus60.toExponential(2)} within 60 dB of the peak), probabilities within ${p.maxProbability.toExponential(2)}`,
+    )
+    t.true(p.maxDbAbovePeakMinus60 < 1e-3)
+    t.true(p.maxProbability < 1e-4)
+    t.is(p.sameLabels, 16)
+  },
+)
+
+test.serial('an exported model runs in a fresh process with no libtorch on the search path, and passes the onnx checker', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const { model, files } = await trainedCnn({})
+  const out = join(tempDir('ep-export-'), 'cnn.onnx')
+  const exported = await model.export({ out })
+  t.deepEqual(
+    exported.outputs.map((o) => o.name),
+    ['scores'],
+  )
+  const [expected] = await model.predictFeatures({ mel: await extractMel([files[3]], {}) })
+  const script = join(tempDir('ep-export-run-'), 'run.mjs')
+  writeFileSync(
+    script,
+    `import * as ort from ${JSON.stringify(import.meta.resolve('onnxruntime-node'))}
+import { readFileSync } from 'node:fs'
+const raw = readFileSync(process.argv[2])
+const samples = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length))
+const s = await ort.InferenceSession.create(process.argv[3])
+const r = await s.run({ samples: new ort.Tensor('float32', samples, [1, samples.length]) })
+const maps = readFileSync('/proc/self/maps', 'utf8')
+console.log(JSON.stringify({ scores: Array.from(r.scores.data), libtorch: /libtorch/.test(maps) }))
+`,
+  )
+  const env = { ...process.env }
+  for (const k of ['LD_LIBRARY_PATH', 'LIBTORCH', 'EMOTION_PIPELINE_LIBTORCH']) delete env[k]
+  // The clip as raw float32 samples at 48 kHz, decoded here: the child has nothing but onnxruntime.
+  const raw = join(tempDir('ep-export-raw-'), 'clip.f32')
+  const { samples } = await decodeAudio(files[3], { sampleRate: 48000 })
+  writeFileSync(raw, Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength))
+  const run = spawnSync(process.execPath, [script, raw, out], { env, encoding: 'utf8' })
+  t.is(run.status, 0, run.stderr)
+  const got = JSON.parse(run.stdout) as { scores: number[]; libtorch: boolean }
+  t.false(got.libtorch, 'libtorch was loaded')
+  const top = got.scores.indexOf(Math.max(...got.scores))
+  t.is(top, expected.index)
+  t.true(
+    got.scores.every((v, k) => Math.abs(v - expected.probabilities[k]) < 1e-4),
+    `${got.scores} vs ${expected.probabilities}`,
+  )
+
+  const python = referencePython()
+  if (!python) return t.log('no contributor venv: the onnx checker was not run')
+  const check = spawnSync(
+    python,
+    ['-c', 'import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True); print(onnx.__version__)', out],
+    {
+      encoding: 'utf8',
+    },
+  )
+  if (check.status !== 0 && /No module named 'onnx'/.test(check.stderr))
+    return t.log('onnx is not installed in the contributor venv: checker not run')
+  t.is(check.status, 0, check.stderr)
+  t.log(`onnx ${check.stdout.trim()} checker (full_check): clean`)
+})
+
+test.serial('export from the CLI; refusals name the option', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const { model } = await trainedCnn({})
+  const out = join(tempDir('ep-export-cli-'), 'model.onnx')
+  const r = spawnSync(process.execPath, [cli, 'export', '--model-dir', model.dir, '--out', out, '--json'], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const sidecar = JSON.parse(r.stdout) as ExportResult
+  t.is(sidecar.path, out)
+  t.true(existsSync(out))
+  await t.throwsAsync(model.export({ out: '/tmp/x.txt' }), { code: 'INVALID_OPTION', message: /out.*\.onnx/ } as never)
+  await t.throwsAsync(model.export({ out: '/tmp/x.onnx', format: 'tflite' as never }), {
+    code: 'INVALID_OPTION',
+    message: /format/,
+  } as never)
+  const bad = spawnSync(process.execPath, [cli, 'export', '--model-dir', model.dir, '--out', out, '--format', 'pb'], { encoding: 'utf8' })
+  t.is(bad.status, 1, bad.stderr)
+  t.regex(bad.stderr, /INVALID_OPTION.*format/)
+  const none = spawnSync(process.execPath, [cli, 'export', '--model-dir', '/nowhere', '--out', out], { encoding: 'utf8' })
+  t.not(none.status, 0)
+  t.regex(none.stderr, /MODEL_NOT_FOUND.*\/nowhere/)
+})

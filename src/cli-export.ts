@@ -1,0 +1,58 @@
+// `emotion-pipeline export`: writes a run's model (or a model folder) as one ONNX graph with its front
+// end, and the JSON sidecar beside it.
+import { parseArgs } from 'node:util'
+import { invalidOption } from './errors.js'
+import { EXPORT_FORMATS } from './export.js'
+import type { ExportFormat } from './export.js'
+import { loadModel, loadRun } from './model.js'
+
+const HELP = `emotion-pipeline export (--run DIR [--model NAME] | --model-dir DIR) --out FILE.onnx [options]
+
+  --run DIR          a train run; its best model by validation UAR unless --model names one
+  --model NAME       the run's model to export (audio, encoder, probe; text and fusion read transcripts)
+  --model-dir DIR    a model folder instead (train()'s checkpointDir, or a run's models/<name>/)
+  --out FILE         the .onnx file to write; the sidecar goes to FILE.json
+  --format F         ${EXPORT_FORMATS.join(' | ')} (default onnx)
+  --json             the sidecar as JSON on stdout
+
+The graph reads mono float32 samples at the model's sample rate ([batch, samples]) and outputs label
+probabilities ([batch, labels]); onnxruntime runs it without libtorch. docs/EXPORT.md.`
+
+export async function exportCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      run: { type: 'string' },
+      model: { type: 'string' },
+      'model-dir': { type: 'string' },
+      out: { type: 'string' },
+      format: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean' },
+    },
+  })
+  if (values.help) {
+    console.log(HELP)
+    return 0
+  }
+  if ((values.run === undefined) === (values['model-dir'] === undefined)) {
+    throw invalidOption('--run', 'give exactly one of --run DIR and --model-dir DIR')
+  }
+  if (values.out === undefined) throw invalidOption('--out', 'is required: the .onnx file to write')
+  const model =
+    values.run !== undefined
+      ? await loadRun(values.run, { model: values.model, device: 'cpu' })
+      : await loadModel(values['model-dir'] as string, { device: 'cpu' })
+  const result = await model.export({ out: values.out, format: values.format as ExportFormat | undefined })
+  if (values.json) console.log(JSON.stringify(result))
+  else {
+    const from = model.run ? `${model.run.model} model of ${model.run.dir}` : model.dir
+    console.error(
+      `[export] ${from} → ${result.path} (${(result.bytes / 1e6).toFixed(1)} MB, opset ${result.opset}) and ${result.sidecarPath}`,
+    )
+    console.error(
+      `[export] input \`samples\` [batch, samples] at ${result.sampleRate} Hz → \`scores\` [batch, ${result.labels.length}]: ${result.labels.join(', ')}`,
+    )
+  }
+  return 0
+}
