@@ -7,8 +7,8 @@ import { createHash } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import * as ort from 'onnxruntime-node'
-import { decodeAudio, extractMel, loadModel, train } from '../src/index.js'
-import type { EmotionModel, ExportResult, MelOptions } from '../src/index.js'
+import { decodeAudio, extractEmbeddings, extractMel, installedEncoderDir, loadModel, train } from '../src/index.js'
+import type { EmotionModel, EncoderName, ExportResult, MelOptions } from '../src/index.js'
 import { haveWavs, listAudio, NO_WAVS, referencePython, skip, tempDir, wavDir } from './helpers.js'
 
 const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
@@ -162,6 +162,85 @@ test.serial(
   },
 )
 
+/** An encoder model or probe trained for a few epochs on the 16 WAVs' states from an installed encoder. */
+async function trainedOnStates(
+  kind: 'encoder' | 'probe',
+  name: EncoderName,
+  pooling: 'mean' | 'meanStd',
+  source: { input?: 'clip' | 'padded'; speakerNorm?: boolean } = {},
+) {
+  const files = listAudio(wavDir)
+  const embedding = await extractEmbeddings(files, { encoder: name, pooling, precision: 'fp32', device: 'cpu' })
+  const labels = files.map((f) => Number(f.split('/').pop()!.split('-')[2]) - 1)
+  const dir = tempDir(`ep-export-${kind}-`)
+  await train({
+    model: kind,
+    labels: LABELS,
+    train: { embedding, labels },
+    epochs: 5,
+    batchSize: 8,
+    accumulation: 1,
+    device: 'cpu',
+    checkpointDir: dir,
+    ...(pooling === 'meanStd' ? { encoderHead: { groups: 2 } } : {}),
+    encoderSource: {
+      source: 'installed',
+      name,
+      sha256: embedding.modelSha256,
+      input: source.input ?? 'clip',
+      pooling,
+      precision: 'fp32',
+      speakerNorm: source.speakerNorm ?? false,
+    },
+  })
+  return { model: await loadModel(dir, { device: 'cpu' }), files, embedding }
+}
+
+for (const [kind, name, pooling] of [
+  ['encoder', 'whisper-base', 'mean'],
+  ['probe', 'whisper-tiny.en', 'meanStd'],
+] as const) {
+  test.serial(
+    `the exported ${kind} model (${name}, ${pooling} pooling) equals the library on the 16 WAVs: states, probabilities, labels`,
+    async (t) => {
+      if (!haveWavs) return skip(t, NO_WAVS)
+      if (!installedEncoderDir(name)) return skip(t, `${name} is not installed (npm run setup installs it): skipped`)
+      const { model, files, embedding } = await trainedOnStates(kind, name, pooling)
+      const exported = await model.export({ out: join(tempDir('ep-export-'), `${kind}.onnx`), featuresOutput: true })
+      t.like(exported, { modelKind: kind, sampleRate: 16000, clipSamples: null, maxSamples: 480000, normalisation: null })
+      t.like(exported.encoder, { name, sha256: embedding.modelSha256, pooling })
+      t.deepEqual(
+        exported.licences.map((l) => l.licence),
+        ['MIT'],
+      )
+      t.true(exported.frontEnd.whisperLog)
+      const session = await ort.InferenceSession.create(exported.path)
+      const predictions = await model.predictFeatures({ embedding })
+      const [, rows, width] = embedding.shape
+      let maxState = 0
+      let maxProbability = 0
+      let same = 0
+      for (let i = 0; i < files.length; i++) {
+        const { samples } = await decodeAudio(files[i], { sampleRate: 16000 })
+        const out = await session.run({ samples: new ort.Tensor('float32', samples, [1, samples.length]) })
+        const states = out.features.data as Float32Array
+        for (let j = 0; j < rows * width; j++) maxState = Math.max(maxState, Math.abs(states[j] - embedding.data[i * rows * width + j]))
+        const scores = out.scores.data as Float32Array
+        predictions[i].probabilities.forEach((p, k) => {
+          maxProbability = Math.max(maxProbability, Math.abs(p - scores[k]))
+        })
+        if (scores.indexOf(Math.max(...scores)) === predictions[i].index) same++
+      }
+      t.log(
+        `${kind} on ${name}: pooled states within ${maxState.toExponential(2)}, probabilities within ${maxProbability.toExponential(2)}, ${same}/16 labels equal`,
+      )
+      t.true(maxState < 1e-3, `${maxState}`)
+      t.true(maxProbability < 1e-4, `${maxProbability}`)
+      t.is(same, 16)
+    },
+  )
+}
+
 test.serial('an exported model runs in a fresh process with no libtorch on the search path, and passes the onnx checker', async (t) => {
   if (!haveWavs) return skip(t, NO_WAVS)
   const { model, files } = await trainedCnn({})
@@ -234,6 +313,15 @@ test.serial('export from the CLI; refusals name the option', async (t) => {
   const bad = spawnSync(process.execPath, [cli, 'export', '--model-dir', model.dir, '--out', out, '--format', 'pb'], { encoding: 'utf8' })
   t.is(bad.status, 1, bad.stderr)
   t.regex(bad.stderr, /INVALID_OPTION.*format/)
+  // Models on states the graph cannot make are refused by name, and nothing is written.
+  if (installedEncoderDir('whisper-tiny.en')) {
+    const refusedOut = join(tempDir('ep-export-refused-'), 'm.onnx')
+    const padded = (await trainedOnStates('probe', 'whisper-tiny.en', 'mean', { input: 'padded' })).model
+    await t.throwsAsync(padded.export({ out: refusedOut }), { code: 'INVALID_OPTION', message: /encoderInput: 'padded'/ } as never)
+    const normalised = (await trainedOnStates('probe', 'whisper-tiny.en', 'mean', { speakerNorm: true })).model
+    await t.throwsAsync(normalised.export({ out: refusedOut }), { code: 'INVALID_OPTION', message: /speakerNorm/ } as never)
+    t.false(existsSync(refusedOut))
+  }
   const none = spawnSync(process.execPath, [cli, 'export', '--model-dir', '/nowhere', '--out', out], { encoding: 'utf8' })
   t.not(none.status, 0)
   t.regex(none.stderr, /MODEL_NOT_FOUND.*\/nowhere/)

@@ -168,7 +168,7 @@ export class EmotionModel {
    */
   async export(options: ExportModelOptions): Promise<ExportResult> {
     const out = checkExportOptions(options)
-    const json = JSON.stringify({ featuresOutput: options.featuresOutput ?? false })
+    const json = JSON.stringify({ featuresOutput: options.featuresOutput ?? false, encoderDir: await this.encoderFor() })
     const sidecar = JSON.parse(await awaitNative(this.inner.exportOnnx(out, this.dir, json))) as OnnxSidecar
     return { ...sidecar, path: out, sidecarPath: `${out}.json` }
   }

@@ -227,11 +227,18 @@ export type EncoderPrecision = 'fp32' | 'fp16' | 'bf16' | 'auto'
 /** How `exportOnnx` writes a model. */
 export interface ExportOptions {
   /**
-   * Also output the features the network reads (`features`: the normalised log-mel), for checking
-   * the in-graph front end against the library's.
+   * Also output the features the network reads (`features`: the normalised log-mel of a log-mel
+   * model, the pooled encoder states of an encoder or probe model), for checking the graph's front
+   * end against the library's.
    * @default false
    */
   featuresOutput?: boolean
+  /**
+   * The folder of the encoder a model on encoder states was trained on (checked by SHA-256); the
+   * TypeScript API finds it as `loadModel` does.
+   * @default null
+   */
+  encoderDir?: string | null
 }
 
 export interface ExtractOptions {
@@ -919,7 +926,8 @@ export const DEFAULTS = {
     'speakers': 0
   },
   'ExportOptions': {
-    'featuresOutput': false
+    'featuresOutput': false,
+    'encoderDir': null
   },
   'ExtractOptions': {
     'device': 'auto',

@@ -306,13 +306,17 @@ export interface OnnxSidecar {
   sampleRate: number
   /**
    * Samples the graph reads per clip: longer inputs are cut and shorter ones zero-padded to it, as
-   * the library's own prediction does (`null`: the clip's own length).
+   * the library's featuriser does (`null`: the clip's own length, up to `maxSamples`).
    */
   clipSamples: number | null
-  /** The in-graph front end: the model's log-mel settings. */
+  /** Most samples read per clip (the rest is ignored): `clipSamples`, or Whisper's 30 s. */
+  maxSamples: number
+  /** The in-graph front end's log-mel settings (Whisper's, for models on encoder states). */
   frontEnd: Required<MelConfig>
-  /** The training set's normalisation applied to the log-mel, `(x − mean) / std`. */
-  normalisation: [number, number]
+  /** The training set's normalisation applied to the log-mel, `(x − mean) / std` (log-mel models). */
+  normalisation: [number, number] | null
+  /** The encoder inside the graph (models on encoder states), as the model recorded it. */
+  encoder: Required<EncoderIdentity> | null
   inputs: TensorInfo[]
   outputs: TensorInfo[]
   /** The model folder it was exported from, the epoch of its weights and their SHA-256. */

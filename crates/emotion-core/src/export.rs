@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::onnx::graph::{Attr, Dim, Graph, OPSET};
 use crate::onnx::{front_end, Weights};
 use crate::train::predict::LoadedModel;
+use crate::train::spec::{EncoderIdentity, EncoderLocation};
 use prost::Message;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,9 +18,13 @@ use std::path::Path;
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 /// How `exportOnnx` writes a model.
 pub struct ExportOptions {
-    /// Also output the features the network reads (`features`: the normalised log-mel), for checking
-    /// the in-graph front end against the library's.
+    /// Also output the features the network reads (`features`: the normalised log-mel of a log-mel
+    /// model, the pooled encoder states of an encoder or probe model), for checking the graph's front
+    /// end against the library's.
     pub features_output: bool,
+    /// The folder of the encoder a model on encoder states was trained on (checked by SHA-256); the
+    /// TypeScript API finds it as `loadModel` does.
+    pub encoder_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -63,12 +68,16 @@ pub struct OnnxSidecar {
     /// Rate the `samples` input must be at, Hz (mono, float32, −1..1).
     pub sample_rate: u32,
     /// Samples the graph reads per clip: longer inputs are cut and shorter ones zero-padded to it, as
-    /// the library's own prediction does (`null`: the clip's own length).
+    /// the library's featuriser does (`null`: the clip's own length, up to `maxSamples`).
     pub clip_samples: Option<u64>,
-    /// The in-graph front end: the model's log-mel settings.
+    /// Most samples read per clip (the rest is ignored): `clipSamples`, or Whisper's 30 s.
+    pub max_samples: u64,
+    /// The in-graph front end's log-mel settings (Whisper's, for models on encoder states).
     pub front_end: MelConfig,
-    /// The training set's normalisation applied to the log-mel, `(x − mean) / std`.
-    pub normalisation: [f64; 2],
+    /// The training set's normalisation applied to the log-mel, `(x − mean) / std` (log-mel models).
+    pub normalisation: Option<[f64; 2]>,
+    /// The encoder inside the graph (models on encoder states), as the model recorded it.
+    pub encoder: Option<EncoderIdentity>,
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
     /// The model folder it was exported from, the epoch of its weights and their SHA-256.
@@ -93,47 +102,96 @@ fn info(name: &str, shape: &[Dim]) -> TensorInfo {
     }
 }
 
+/// What the graph's front end reads and makes, for the sidecar.
+struct FrontEnd {
+    config: MelConfig,
+    clip_samples: Option<u64>,
+    max_samples: u64,
+    normalisation: Option<[f64; 2]>,
+    encoder: Option<EncoderIdentity>,
+    /// The `features` output's shape (after `batch`).
+    features: [i64; 2],
+}
+
+/// The nodes from `samples` to the features the network reads: the model's log-mel, or its
+/// encoder's pooled states.
+fn front_end_nodes(
+    model: &LoadedModel,
+    options: &ExportOptions,
+    g: &mut Graph,
+    samples: &str,
+) -> Result<(String, FrontEnd)> {
+    let spec = &model.meta.spec;
+    if let Some(mel) = &spec.inputs.mel {
+        let config = mel.config.clone().unwrap_or_default();
+        let features = front_end::log_mel(g, samples, &config, Some((mel.mean, mel.std)))?;
+        let n = config.num_samples() as u64;
+        let shape = [config.n_mels, config.output_frames()];
+        let normalisation = Some([mel.mean, mel.std]);
+        return Ok((
+            features,
+            FrontEnd { config, clip_samples: Some(n), max_samples: n, normalisation, encoder: None, features: shape },
+        ));
+    }
+    let embedding =
+        spec.inputs.embedding.as_ref().ok_or_else(|| Error::Internal("an audio model without audio inputs".into()))?;
+    let identity = embedding.encoder.clone().ok_or_else(|| {
+        Error::invalid(
+            "model",
+            "was trained on encoder states without naming their encoder (encoderSource): it cannot be exported",
+        )
+    })?;
+    let Some(dir) = &options.encoder_dir else {
+        return Err(Error::invalid(
+            "encoder",
+            format!(
+                "the model was trained on states of the {:?} encoder '{}': give its folder (encoder)",
+                identity.source, identity.name
+            ),
+        ));
+    };
+    let (states, n_mels) =
+        crate::encoder::onnx_pooled(dir, &identity.sha256, identity.input, identity.pooling, g, samples)?;
+    let mut config = crate::encoder::whisper::whisper_mel_config(n_mels);
+    config.whisper_log = true;
+    let front = FrontEnd {
+        config,
+        clip_samples: None,
+        max_samples: crate::encoder::whisper::WINDOW_SAMPLES as u64,
+        normalisation: None,
+        encoder: Some(identity),
+        features: [embedding.layers, embedding.width],
+    };
+    Ok((states, front))
+}
+
 /// Writes `model` to `path` as ONNX (opset 17) and its sidecar to `<path>.json`; returns the sidecar.
 pub fn export_onnx(model: &LoadedModel, source: &Path, path: &Path, options: &ExportOptions) -> Result<OnnxSidecar> {
     let spec = &model.meta.spec;
     check_exportable(spec)?;
-    let Some(mel) = &spec.inputs.mel else {
-        return Err(Error::invalid(
-            "model",
-            format!(
-                "the {} model reads encoder states; its export is not written yet: export a log-mel (audio) model",
-                spec.kind.name()
-            ),
-        ));
-    };
-    let front_end = mel.config.clone().unwrap_or_default();
     let weights = Weights(model.variables());
     let mut g = Graph::new();
-    let samples = g.input("samples", &[Dim::Named("batch"), Dim::Named("samples")]);
-    let features = front_end::log_mel(&mut g, &samples, &front_end, Some((mel.mean, mel.std)))?;
+    let batch_samples = [Dim::Named("batch"), Dim::Named("samples")];
+    let samples = g.input("samples", &batch_samples);
+    let (features, front) = front_end_nodes(model, options, &mut g, &samples)?;
     let logits = spec.kind.kind().onnx(spec, &weights, &mut g, &features)?;
     let scores = g.op("Softmax", &[&logits], vec![("axis", Attr::Int(1))]);
-    let classes = spec.labels.len() as i64;
-    let mut outputs = vec![info("scores", &[Dim::Named("batch"), Dim::Fixed(classes)])];
-    g.output(&scores, "scores", &[Dim::Named("batch"), Dim::Fixed(classes)]);
+    let scores_shape = [Dim::Named("batch"), Dim::Fixed(spec.labels.len() as i64)];
+    g.output(&scores, "scores", &scores_shape);
+    let mut outputs = vec![info("scores", &scores_shape)];
     if options.features_output {
-        let shape = [Dim::Named("batch"), Dim::Fixed(front_end.n_mels), Dim::Fixed(front_end.output_frames())];
+        let shape = [Dim::Named("batch"), Dim::Fixed(front.features[0]), Dim::Fixed(front.features[1])];
         g.output(&features, "features", &shape);
         outputs.push(info("features", &shape));
     }
+    let rate = front.config.sample_rate;
     let labels = serde_json::to_string(&spec.labels).map_err(|e| Error::Internal(e.to_string()))?;
-    let doc = format!(
-        "emotion-pipeline {} model: mono float32 samples at {} Hz → label probabilities",
-        spec.kind.name(),
-        front_end.sample_rate
-    );
-    let proto = g.into_model(
-        spec.kind.name(),
-        &doc,
-        &[("labels", labels), ("sample_rate", front_end.sample_rate.to_string())],
-    )?;
+    let doc =
+        format!("emotion-pipeline {} model: mono float32 samples at {rate} Hz → label probabilities", spec.kind.name());
+    let proto = g.into_model(spec.kind.name(), &doc, &[("labels", labels), ("sample_rate", rate.to_string())])?;
     let bytes = proto.encode_to_vec();
     crate::atomic::write_atomic(path, &bytes)?;
+    let weights_file = model.weights_file();
     let sidecar = OnnxSidecar {
         format: "onnx".into(),
         opset: OPSET,
@@ -142,22 +200,37 @@ pub fn export_onnx(model: &LoadedModel, source: &Path, path: &Path, options: &Ex
         sha256: crate::digest::sha256_hex(&bytes),
         model_kind: spec.kind.name().into(),
         labels: spec.labels.clone(),
-        sample_rate: front_end.sample_rate,
-        clip_samples: Some(front_end.num_samples() as u64),
-        front_end: front_end.clone(),
-        normalisation: [mel.mean, mel.std],
-        inputs: vec![info("samples", &[Dim::Named("batch"), Dim::Named("samples")])],
+        sample_rate: rate,
+        clip_samples: front.clip_samples,
+        max_samples: front.max_samples,
+        licences: licences(front.encoder.as_ref()),
+        front_end: front.config,
+        normalisation: front.normalisation,
+        encoder: front.encoder,
+        inputs: vec![info("samples", &batch_samples)],
         outputs,
         source: source.display().to_string(),
         epoch: model.meta.epoch,
-        weights_sha256: crate::digest::sha256_file(model.weights_file())
-            .map_err(|e| Error::io(model.weights_file(), e))?,
-        licences: Vec::new(),
+        weights_sha256: crate::digest::sha256_file(weights_file).map_err(|e| Error::io(weights_file, e))?,
         producer: format!("emotion-pipeline {}", env!("CARGO_PKG_VERSION")),
     };
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| Error::Internal(e.to_string()))?;
     crate::atomic::write_atomic(&sidecar_path(path), &json)?;
     Ok(sidecar)
+}
+
+/// The licences of the parts inside the graph besides the user's own trained weights.
+fn licences(encoder: Option<&EncoderIdentity>) -> Vec<Licence> {
+    match encoder {
+        None => Vec::new(),
+        Some(e) if e.source == EncoderLocation::Installed => {
+            vec![Licence { part: format!("the {} encoder's weights (OpenAI Whisper)", e.name), licence: "MIT".into() }]
+        }
+        Some(e) => vec![Licence {
+            part: format!("the {} encoder's weights", e.name),
+            licence: "as its repository or folder states (OpenAI's Whisper weights are MIT)".into(),
+        }],
+    }
 }
 
 /// Refuses, by name, models a graph on samples alone cannot serve as trained.

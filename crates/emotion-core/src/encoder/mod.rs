@@ -277,6 +277,33 @@ pub fn extract_embeddings(
     Ok(out)
 }
 
+/// The encoder in `dir` as ONNX nodes on `[B, n]` 16 kHz samples → pooled rows `[B, rows, width]`
+/// (and the encoder's mel bands), in fp32 from the CPU's copy of the weights; refused unless its SHA-256 is `sha256` (what the model
+/// trained on). `Padded` input is refused: the graph reads each clip at its own length.
+pub fn onnx_pooled(
+    dir: &std::path::Path,
+    sha256: &str,
+    input: EncoderInput,
+    pooling: Pooling,
+    g: &mut crate::onnx::graph::Graph,
+    samples: &str,
+) -> Result<(String, i64)> {
+    if input == EncoderInput::Padded {
+        return Err(Error::invalid(
+            "model",
+            "was trained on states of clips padded to 30 s (encoderInput: 'padded'); the exported graph reads each clip at its own length: train with encoderInput 'clip' to export",
+        ));
+    }
+    let encoder = loaded::encoder_for(dir, Device::Cpu, Kind::Float)?;
+    if encoder.sha256() != sha256 {
+        return Err(Error::model_not_found(
+            dir,
+            format!("the model was trained on states of the encoder with SHA-256 {sha256}, but these weights have {}: give the same encoder", encoder.sha256()),
+        ));
+    }
+    Ok((encoder.onnx_pooled(g, samples, pooling)?, encoder.n_mels))
+}
+
 /// Failures that belong to one input (listed in `failed`); anything else stops the call.
 fn is_per_input(e: &Error) -> bool {
     matches!(e, Error::AudioDecode { .. } | Error::InvalidOption { .. } | Error::NonFinite(_))

@@ -2,6 +2,9 @@
 //! CTranslate2 Whisper model or a Hugging Face one (`hf`), any size, and Whisper's own log-mel front end (16 kHz, 25 ms window, 10 ms hop,
 //! Slaney mels, log10 clamped to 8 below the clip's maximum, scaled `(x + 4) / 4`).
 
+#[path = "whisper_onnx.rs"]
+mod onnx;
+
 use super::ctranslate2::Ct2Model;
 use crate::audio::mel::{whisper_log, MelConfig, MelExtractor, MelNorm, MelScale};
 use crate::error::{Error, Result};

@@ -120,3 +120,40 @@ impl ModuleT for EncoderHead {
         self.forward_with_adversary(x, train).0
     }
 }
+
+/// [`mix_layers`] as ONNX nodes: `[B, rows, width]` → `[B, groups · width]`. The softmax of the layer
+/// weights is computed here, once (the same float32 op the network runs).
+pub fn mix_layers_onnx(
+    g: &mut crate::onnx::graph::Graph,
+    x: &str,
+    layer_weights: &Tensor,
+    groups: i64,
+    width: i64,
+) -> crate::error::Result<String> {
+    let normalised = crate::onnx::layer_norm(g, x, None, width)?;
+    let grouped_shape = g.ints(&[0, groups, -1, width]);
+    let grouped = g.op("Reshape", &[&normalised, &grouped_shape], vec![]);
+    let mix = layer_weights.f_softmax(1, Kind::Float)?.f_view([1, groups, -1, 1])?;
+    let mix = g.weight("layer_mix", &mix)?;
+    let weighted = g.binary("Mul", &grouped, &mix);
+    let axis = g.ints(&[2]);
+    let summed = g.op("ReduceSum", &[&weighted, &axis], vec![("keepdims", crate::onnx::graph::Attr::Int(0))]);
+    let flat_shape = g.ints(&[0, -1]);
+    Ok(g.op("Reshape", &[&summed, &flat_shape], vec![]))
+}
+
+/// The encoder head as ONNX nodes (weights from `w`): `[B, rows, width]` states → logits.
+pub fn head_onnx(
+    g: &mut crate::onnx::graph::Graph,
+    w: &crate::onnx::Weights,
+    config: &EncoderHeadConfig,
+    states: &str,
+) -> crate::error::Result<String> {
+    let groups = config.groups.max(1);
+    let mut x = mix_layers_onnx(g, states, w.get("layerWeights")?, groups, config.input_width)?;
+    for i in 0..config.hidden.len() {
+        x = crate::onnx::dense(g, w, &format!("head.{i}"), &x)?;
+        x = g.op("Relu", &[&x], vec![]);
+    }
+    crate::onnx::dense(g, w, "out", &x)
+}

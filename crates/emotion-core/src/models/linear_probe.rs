@@ -50,3 +50,14 @@ impl ModuleT for LinearProbe {
         mix_layers(x, &self.layer_weights, self.groups, self.width).dropout(self.dropout, train).apply(&self.out)
     }
 }
+
+/// The probe as ONNX nodes (weights from `w`): `[B, rows, width]` states → logits.
+pub fn onnx(
+    g: &mut crate::onnx::graph::Graph,
+    w: &crate::onnx::Weights,
+    [groups, width]: [i64; 2],
+    states: &str,
+) -> crate::error::Result<String> {
+    let mixed = super::encoder_head::mix_layers_onnx(g, states, w.get("layerWeights")?, groups, width)?;
+    crate::onnx::dense(g, w, "out", &mixed)
+}

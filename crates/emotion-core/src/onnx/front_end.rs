@@ -54,7 +54,29 @@ fn fit_clip(g: &mut Graph, samples: &str, config: &MelConfig) -> String {
 /// training set's normalisation `(x − mean) / std` when given.
 pub fn log_mel(g: &mut Graph, samples: &str, config: &MelConfig, norm: Option<(f64, f64)>) -> Result<String> {
     config.validate()?;
-    let mut x = fit_clip(g, samples, config);
+    let clip = fit_clip(g, samples, config);
+    let mut mel = power_mel(g, &clip, config)?;
+    if config.to_db {
+        mel = decibels(g, &mel, config.top_db);
+    }
+    if config.output_frames() < config.stft_frames() {
+        let (start, end, axis) = (g.ints(&[0]), g.ints(&[config.output_frames()]), g.ints(&[2]));
+        mel = g.op("Slice", &[&mel, &start, &end, &axis], vec![]);
+    }
+    if config.whisper_log {
+        mel = whisper_log(g, &mel);
+    }
+    if let Some((mean, std)) = norm {
+        let (mean, std) = (g.scalar(mean as f32), g.scalar(std as f32));
+        let centred = g.binary("Sub", &mel, &mean);
+        mel = g.binary("Div", &centred, &std);
+    }
+    Ok(mel)
+}
+
+/// `MelExtractor::power_mel`: `[batch, n]` samples (any n) → `[batch, nMels, frames]` power mel.
+pub fn power_mel(g: &mut Graph, samples: &str, config: &MelConfig) -> Result<String> {
+    let mut x = samples.to_string();
     if config.center {
         let mode = match config.pad_mode {
             PadMode::Reflect => "reflect",
@@ -88,23 +110,7 @@ pub fn log_mel(g: &mut Graph, samples: &str, config: &MelConfig, norm: Option<(f
     let fb = mel_filterbank(config)?;
     let fb = g.weight("filterbank", &fb)?;
     let mel = g.binary("MatMul", &power, &fb);
-    let mut mel = g.op("Transpose", &[&mel], vec![("perm", Attr::Ints(vec![0, 2, 1]))]);
-    if config.to_db {
-        mel = decibels(g, &mel, config.top_db);
-    }
-    if config.output_frames() < config.stft_frames() {
-        let (start, end, axis) = (g.ints(&[0]), g.ints(&[config.output_frames()]), g.ints(&[2]));
-        mel = g.op("Slice", &[&mel, &start, &end, &axis], vec![]);
-    }
-    if config.whisper_log {
-        mel = whisper_log(g, &mel);
-    }
-    if let Some((mean, std)) = norm {
-        let (mean, std) = (g.scalar(mean as f32), g.scalar(std as f32));
-        let centred = g.binary("Sub", &mel, &mean);
-        mel = g.binary("Div", &centred, &std);
-    }
-    Ok(mel)
+    Ok(g.op("Transpose", &[&mel], vec![("perm", Attr::Ints(vec![0, 2, 1]))]))
 }
 
 /// `log10(max(x, 1e-10))` of `[batch, a, b]` values.
@@ -136,7 +142,7 @@ fn decibels(g: &mut Graph, power: &str, top_db: Option<f64>) -> String {
 }
 
 /// `mel::whisper_log`: log10, floored at the clip's max − 8, then `(x + 4) / 4`.
-fn whisper_log(g: &mut Graph, power: &str) -> String {
+pub fn whisper_log(g: &mut Graph, power: &str) -> String {
     let log = log10(g, power);
     let floored = floor_below_max(g, &log, 8.0);
     let four = g.scalar(4.0);

@@ -84,6 +84,11 @@ impl Graph {
         self.outputs.push(value_info(name, DataType::Float, dims));
     }
 
+    /// A fresh value name (for nodes with several outputs).
+    pub fn name(&mut self, hint: &str) -> String {
+        self.fresh(hint)
+    }
+
     fn fresh(&mut self, hint: &str) -> String {
         self.counter += 1;
         format!("{hint}_{}", self.counter)

@@ -30,3 +30,35 @@ pub fn dense(g: &mut Graph, w: &Weights, prefix: &str, x: &str) -> Result<String
     let (weight, bias) = (w.initializer(g, &format!("{prefix}.weight"))?, w.initializer(g, &format!("{prefix}.bias"))?);
     Ok(g.op("Gemm", &[x, &weight, &bias], vec![("transB", Attr::Int(1))]))
 }
+
+/// `x · weightᵀ + bias` for inputs of any rank (`[…, in]` → `[…, out]`), `weight` `[out, in]`.
+pub fn linear(g: &mut Graph, weight: &Tensor, bias: &Tensor, x: &str) -> Result<String> {
+    let transposed = g.weight("weight", &weight.f_transpose(0, 1)?)?;
+    let bias = g.weight("bias", bias)?;
+    let product = g.binary("MatMul", x, &transposed);
+    Ok(g.binary("Add", &product, &bias))
+}
+
+/// torch's exact GELU, `x · (1 + erf(x / √2)) / 2` (the Gelu op arrived in opset 20).
+pub fn gelu(g: &mut Graph, x: &str) -> String {
+    let root2 = g.scalar(std::f32::consts::SQRT_2);
+    let scaled = g.binary("Div", x, &root2);
+    let erf = g.op("Erf", &[&scaled], vec![]);
+    let one = g.scalar(1.0);
+    let shifted = g.binary("Add", &erf, &one);
+    let product = g.binary("Mul", x, &shifted);
+    let half = g.scalar(0.5);
+    g.binary("Mul", &product, &half)
+}
+
+/// Layer norm over the last axis (epsilon 1e-5, torch's default); `None` for no parameters.
+pub fn layer_norm(g: &mut Graph, x: &str, params: Option<(&Tensor, &Tensor)>, width: i64) -> Result<String> {
+    let (scale, bias) = match params {
+        Some((gamma, beta)) => (g.weight("gamma", gamma)?, g.weight("beta", beta)?),
+        None => (
+            g.floats("ones", &[width], &vec![1.0; width as usize]),
+            g.floats("zeros", &[width], &vec![0.0; width as usize]),
+        ),
+    };
+    Ok(g.op("LayerNormalization", &[x, &scale, &bias], vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(1e-5))]))
+}

@@ -4,6 +4,7 @@
 use super::{check_embedding, check_layers, dense_count, linear_count, Architecture, Input, Kind, Net, Output};
 use crate::error::{Error, Result};
 use crate::models::{EncoderHead, EncoderHeadConfig};
+use crate::onnx::{graph::Graph, Weights};
 use crate::train::config::TrainConfig;
 use crate::train::data::{Batch, HostSet};
 use crate::train::spec::{ModelInputs, ModelSpec};
@@ -110,5 +111,10 @@ impl Kind for EncoderKind {
     fn speakers(&self, spec: &ModelSpec) -> Option<i64> {
         let head = config(spec);
         (head.speaker_adversary > 0.0).then_some(head.speakers)
+    }
+
+    /// The speaker adversary is training-only: the graph has the emotion head alone.
+    fn onnx(&self, spec: &ModelSpec, w: &Weights, g: &mut Graph, states: &str) -> Result<String> {
+        crate::models::encoder_head::head_onnx(g, w, config(spec), states)
     }
 }

@@ -3,6 +3,7 @@
 use super::{check_embedding, check_layers, linear_count, Architecture, Input, Kind, Net, Output};
 use crate::error::Result;
 use crate::models::{LinearProbe, ProbeConfig};
+use crate::onnx::{graph::Graph, Weights};
 use crate::train::config::TrainConfig;
 use crate::train::data::{Batch, HostSet};
 use crate::train::spec::{EmbeddingInput, ModelInputs, ModelSpec};
@@ -60,5 +61,10 @@ impl Kind for ProbeKind {
 
     fn default_threads(&self) -> Option<usize> {
         Some(1)
+    }
+
+    fn onnx(&self, spec: &ModelSpec, w: &Weights, g: &mut Graph, rows: &str) -> Result<String> {
+        let e = states(spec);
+        crate::models::linear_probe::onnx(g, w, [e.groups, e.width], rows)
     }
 }
