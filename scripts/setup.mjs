@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Everything `npm test` and `npm run demo` need on a fresh clone: npm packages, libtorch, the
-// release addon (bindings/), the compiled TypeScript (dist/), the offline Whisper model and the encoders.
+// release addon (bindings/), the compiled TypeScript (dist/), the offline Whisper model, the encoders and
+// (where apt-get can install it) the headless chromium of the browser-page test.
 // Each step is skipped when up to date.
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -9,6 +10,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
 import { buildCudaGraph } from './cuda-graph.mjs'
+import { ensureChromium } from './browser.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const log = (message) => console.error(`[setup] ${message}`)
@@ -87,6 +89,7 @@ try {
   // The contributor venv has torch: the Whisper export runs there.
   await installWhisperModel({ python: lib.python || 'python3', log })
   for (const name of ENCODER_NAMES) await installEncoder(name, { log })
+  ensureChromium(log)
 } catch (err) {
   console.error(`[setup] failed: ${err.message}`)
   process.exit(1)

@@ -13,6 +13,8 @@ const HELP = `emotion-pipeline export (--run DIR [--model NAME] | --model-dir DI
   --model-dir DIR    a model folder instead (train()'s checkpointDir, or a run's models/<name>/)
   --out FILE         the .onnx file to write; the sidecar goes to FILE.json
   --format F         ${EXPORT_FORMATS.join(' | ')} (default onnx)
+  --browser DIR      instead of --out: a static folder to serve as is (the page, model.onnx, onnxruntime-web's
+                     WebAssembly): drop a file or use the microphone, see the emotion over time
   --json             the sidecar as JSON on stdout
 
 The graph reads mono float32 samples at the model's sample rate ([batch, samples]) and outputs label
@@ -27,6 +29,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
       'model-dir': { type: 'string' },
       out: { type: 'string' },
       format: { type: 'string' },
+      browser: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -38,12 +41,26 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if ((values.run === undefined) === (values['model-dir'] === undefined)) {
     throw invalidOption('--run', 'give exactly one of --run DIR and --model-dir DIR')
   }
-  if (values.out === undefined) throw invalidOption('--out', 'is required: the .onnx file to write')
+  if ((values.out === undefined) === (values.browser === undefined)) {
+    throw invalidOption('--out', 'give exactly one of --out FILE.onnx and --browser DIR')
+  }
   const model =
     values.run !== undefined
       ? await loadRun(values.run, { model: values.model, device: 'cpu' })
       : await loadModel(values['model-dir'] as string, { device: 'cpu' })
-  const result = await model.export({ out: values.out, format: values.format as ExportFormat | undefined })
+  const from = model.run ? `${model.run.model} model of ${model.run.dir}` : model.dir
+  if (values.browser !== undefined) {
+    if (values.format !== undefined && values.format !== 'onnx')
+      throw invalidOption('--format', 'the browser page runs ONNX: leave --format out')
+    const page = await model.exportBrowser(values.browser)
+    if (values.json) console.log(JSON.stringify(page))
+    else {
+      console.error(`[export] ${from} → ${page.dir}: ${page.files.length} files, ${(page.bytes / 1e6).toFixed(1)} MB`)
+      console.error(`[export] serve it as is (e.g. python3 -m http.server -d ${page.dir}) and open it in a browser`)
+    }
+    return 0
+  }
+  const result = await model.export({ out: values.out as string, format: values.format as ExportFormat | undefined })
   if (values.json) console.log(JSON.stringify(result))
   else {
     const from = model.run ? `${model.run.model} model of ${model.run.dir}` : model.dir

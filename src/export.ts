@@ -1,7 +1,9 @@
-// Export options, checked before the core writes anything: the format, and an output path whose folder
-// exists (or can be made) and that names an `.onnx` file.
-import { mkdirSync, statSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+// Export options, checked before the core writes anything (the format; an output path that names an
+// `.onnx` file, its folder made), and the browser folder: the page in the package's web/, the model and
+// onnxruntime-web's WebAssembly files copied beside it.
+import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join, resolve } from 'node:path'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import type { OnnxSidecar } from './generated/results.js'
 
@@ -46,4 +48,64 @@ export function checkExportOptions(options: ExportModelOptions): string {
   }
   if (statSync(out, { throwIfNoEntry: false })?.isDirectory()) throw invalidOption('out', `${out} is a folder`)
   return out
+}
+
+/** The page files (in the package's `web/`) and the onnxruntime-web files it loads from `ort/`. */
+const PAGE_FILES = ['index.html', 'app.js', 'recorder-worklet.js']
+const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm']
+
+/** What `exportBrowser` wrote. */
+export interface BrowserExport {
+  dir: string
+  /** Files written, relative to `dir`. */
+  files: string[]
+  bytes: number
+  model: ExportResult
+}
+
+/** onnxruntime-web's `dist/` (a pinned optional dependency), or a clear error when it is missing. */
+function onnxruntimeWebDist(): string {
+  let entry: string
+  try {
+    entry = createRequire(import.meta.url).resolve('onnxruntime-web')
+  } catch (err) {
+    throw new EmotionPipelineError(
+      'MODEL_NOT_FOUND',
+      `the browser page needs onnxruntime-web ${ONNXRUNTIME_WEB}, an optional dependency that is not installed: npm install onnxruntime-web@${ONNXRUNTIME_WEB}`,
+      { cause: err },
+    )
+  }
+  const dist = dirname(entry)
+  const missing = ORT_FILES.filter((f) => !existsSync(join(dist, f)))
+  if (missing.length)
+    throw new EmotionPipelineError('MODEL_NOT_FOUND', `onnxruntime-web in ${dist} lacks ${missing.join(', ')}: reinstall it`)
+  return dist
+}
+
+/** The version the page was tested with (package.json pins it). */
+export const ONNXRUNTIME_WEB = '1.30.0'
+
+/**
+ * A static folder a user can serve as is: the page, `model.onnx` and its sidecar, and onnxruntime-web's
+ * WebAssembly files. `exportModel` writes the model where it is told.
+ */
+export async function exportBrowser(dir: string, exportModel: (out: string) => Promise<ExportResult>): Promise<BrowserExport> {
+  if (typeof dir !== 'string' || dir === '') throw invalidOption('browser', 'must name a folder')
+  const root = resolve(dir)
+  if (existsSync(root) && !statSync(root).isDirectory()) throw invalidOption('browser', `${root} is a file, not a folder`)
+  const dist = onnxruntimeWebDist()
+  const model = await exportModel(join(root, 'model.onnx'))
+  const page = join(import.meta.dirname, '..', 'web')
+  mkdirSync(join(root, 'ort'), { recursive: true })
+  const files = ['model.onnx', 'model.onnx.json']
+  for (const f of PAGE_FILES) {
+    copyFileSync(join(page, f), join(root, f))
+    files.push(f)
+  }
+  for (const f of ORT_FILES) {
+    copyFileSync(join(dist, f), join(root, 'ort', f))
+    files.push(`ort/${f}`)
+  }
+  const bytes = files.reduce((sum, f) => sum + statSync(join(root, f)).size, 0)
+  return { dir: root, files, bytes, model }
 }

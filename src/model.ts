@@ -11,8 +11,8 @@ import type { AudioInput } from './audio.js'
 import { findEncoder } from './encoder.js'
 import type { DeviceSpec } from './device.js'
 import type { ModelMeta, OnnxSidecar, Prediction, Timeline } from './generated/results.js'
-import { checkExportOptions } from './export.js'
-import type { ExportModelOptions, ExportResult } from './export.js'
+import { checkExportOptions, exportBrowser } from './export.js'
+import type { BrowserExport, ExportModelOptions, ExportResult } from './export.js'
 import type { PredictRow } from './generated/results.js'
 import { toNativeSet } from './train.js'
 import type { TrainSet } from './train.js'
@@ -171,6 +171,14 @@ export class EmotionModel {
     const json = JSON.stringify({ featuresOutput: options.featuresOutput ?? false, encoderDir: await this.encoderFor() })
     const sidecar = JSON.parse(await awaitNative(this.inner.exportOnnx(out, this.dir, json))) as OnnxSidecar
     return { ...sidecar, path: out, sidecarPath: `${out}.json` }
+  }
+
+  /**
+   * A static folder to serve as is: a page that runs this model in the browser (onnxruntime-web, no
+   * CDN) on a dropped file or the microphone and shows the emotion over time. docs/EXPORT.md.
+   */
+  exportBrowser(dir: string): Promise<BrowserExport> {
+    return exportBrowser(dir, (out) => this.export({ out }))
   }
 
   /**

@@ -1,0 +1,198 @@
+// The page of `emotion-pipeline export --browser`: loads model.onnx with onnxruntime-web (the files in
+// ./ort, no CDN), decodes a dropped file or records the microphone at the model's sample rate, and
+// shows the clip's label and the emotion over time (windows of the model's length, half overlapping).
+// window.emotion exposes the results for scripts and tests.
+import * as ort from './ort/ort.wasm.min.mjs'
+
+ort.env.wasm.wasmPaths = new URL('./ort/', import.meta.url).href
+// Threads need a cross-origin isolated page (COOP/COEP headers); a plain static server gets one.
+ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1
+
+const $ = (id) => document.getElementById(id)
+const COLOURS = ['#888', '#6ab', '#eb3', '#36c', '#d33', '#a4c', '#7a3', '#f80', '#c69', '#396']
+const RECORD_SECONDS = 4
+
+const state = { results: [], lastRecording: null, error: null }
+window.emotion = state
+
+const sidecar = await (await fetch('model.onnx.json')).json()
+const session = await ort.InferenceSession.create('model.onnx', { executionProviders: ['wasm'] })
+const rate = sidecar.sampleRate
+// The model's own window: the CNN's clip length, else 4 s for an encoder model (as the library's timeline).
+const windowSamples = sidecar.clipSamples ?? 4 * rate
+$('about').textContent =
+  `${sidecar.modelKind} model, ${sidecar.labels.length} labels (${sidecar.labels.join(', ')}), ${rate} Hz. Source: ${sidecar.source}, epoch ${sidecar.epoch}.`
+$('record').disabled = false
+state.ready = true
+
+/** Label probabilities of one clip (the graph cuts or pads it as the model was trained). */
+async function scores(samples) {
+  const clip = samples.length > sidecar.maxSamples ? samples.subarray(0, sidecar.maxSamples) : samples
+  const out = await session.run({ samples: new ort.Tensor('float32', clip, [1, clip.length]) })
+  return Array.from(out.scores.data)
+}
+
+/** Windows every half window, the last one aligned to the end (as the library's slicer). */
+function windows(n) {
+  if (n <= windowSamples) return [[0, n]]
+  const hop = Math.floor(windowSamples / 2)
+  const starts = []
+  for (let s = 0; s + windowSamples <= n; s += hop) starts.push(s)
+  if (starts[starts.length - 1] + windowSamples < n) starts.push(n - windowSamples)
+  return starts.map((s) => [s, s + windowSamples])
+}
+
+const top = (p) => p.indexOf(Math.max(...p))
+
+async function analyse(samples, source, name) {
+  $('status').textContent = `Scoring ${name} (${(samples.length / rate).toFixed(1)} s)…`
+  const clip = await scores(samples)
+  const timeline = []
+  for (const [start, end] of windows(samples.length)) {
+    const p = await scores(samples.subarray(start, end))
+    timeline.push({ start: start / rate, end: end / rate, label: sidecar.labels[top(p)], scores: p })
+  }
+  const result = { source, name, seconds: samples.length / rate, label: sidecar.labels[top(clip)], scores: clip, timeline }
+  state.results.push(result)
+  show(result)
+  $('status').textContent = `${name}: ${result.label}`
+  return result
+}
+
+function show(result) {
+  const rows = result.scores
+    .map((p, i) => [p, i])
+    .sort((a, b) => b[0] - a[0])
+    .map(
+      ([p, i]) =>
+        `<tr><td>${sidecar.labels[i]}</td><td>${(100 * p).toFixed(1)} %</td><td><span class="bar" style="width:${(200 * p).toFixed(0)}px"></span></td></tr>`,
+    )
+  $('result').innerHTML = `<h2>${escapeHtml(result.name)}: ${result.label}</h2><table>${rows.join('')}</table>`
+  drawTimeline(result.timeline)
+}
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c])
+}
+
+/** Each label's probability over time (window centres), one line per label. */
+function drawTimeline(timeline) {
+  const canvas = $('chart')
+  canvas.hidden = false
+  const g = canvas.getContext('2d')
+  const [w, h, pad] = [canvas.width, canvas.height, 30]
+  g.clearRect(0, 0, w, h)
+  g.strokeStyle = '#ccc'
+  g.strokeRect(pad, 10, w - pad - 10, h - pad - 10)
+  const t0 = timeline[0].start
+  const t1 = timeline[timeline.length - 1].end
+  const x = (t) => pad + ((t - t0) / Math.max(t1 - t0, 1e-9)) * (w - pad - 10)
+  const y = (p) => h - pad - p * (h - pad - 20)
+  g.fillStyle = '#666'
+  g.fillText(`${t0.toFixed(1)} s`, pad, h - 10)
+  g.fillText(`${t1.toFixed(1)} s`, w - 50, h - 10)
+  sidecar.labels.forEach((_, k) => {
+    g.strokeStyle = COLOURS[k % COLOURS.length]
+    g.lineWidth = 2
+    g.beginPath()
+    timeline.forEach((seg, i) => {
+      const cx = x((seg.start + seg.end) / 2)
+      i === 0 ? g.moveTo(cx, y(seg.scores[k])) : g.lineTo(cx, y(seg.scores[k]))
+    })
+    if (timeline.length === 1) g.arc(x((timeline[0].start + timeline[0].end) / 2), y(timeline[0].scores[k]), 3, 0, 7)
+    g.stroke()
+  })
+  $('legend').innerHTML = sidecar.labels
+    .map((l, k) => `<span><i style="background:${COLOURS[k % COLOURS.length]}"></i>${l}</span>`)
+    .join('')
+}
+
+/** A file's first channels mixed to mono, decoded and resampled by the browser at the model's rate. */
+async function decode(bytes) {
+  const context = new AudioContext({ sampleRate: rate })
+  try {
+    const audio = await context.decodeAudioData(bytes)
+    const mono = new Float32Array(audio.length)
+    for (let c = 0; c < audio.numberOfChannels; c++) {
+      const data = audio.getChannelData(c)
+      for (let i = 0; i < mono.length; i++) mono[i] += data[i] / audio.numberOfChannels
+    }
+    return mono
+  } finally {
+    await context.close()
+  }
+}
+
+async function analyseFile(file) {
+  try {
+    await analyse(await decode(await file.arrayBuffer()), 'file', file.name)
+  } catch (err) {
+    state.error = `${file.name}: ${err.message ?? err}`
+    $('status').textContent = `Could not read ${file.name}: ${err.message ?? err}`
+  }
+}
+
+$('file').addEventListener('change', async (e) => {
+  for (const file of e.target.files) await analyseFile(file)
+})
+const drop = $('drop')
+drop.addEventListener('dragover', (e) => {
+  e.preventDefault()
+  drop.classList.add('over')
+})
+drop.addEventListener('dragleave', () => drop.classList.remove('over'))
+drop.addEventListener('drop', async (e) => {
+  e.preventDefault()
+  drop.classList.remove('over')
+  for (const file of e.dataTransfer.files) await analyseFile(file)
+})
+
+/** Records RECORD_SECONDS from the microphone at the model's rate (the browser resamples), then scores it. */
+async function record() {
+  $('record').disabled = true
+  const context = new AudioContext({ sampleRate: rate })
+  let stream
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    })
+    await context.audioWorklet.addModule(new URL('./recorder-worklet.js', import.meta.url))
+    const source = context.createMediaStreamSource(stream)
+    const node = new AudioWorkletNode(context, 'recorder')
+    const chunks = []
+    let got = 0
+    const want = RECORD_SECONDS * rate
+    await new Promise((done) => {
+      node.port.onmessage = (e) => {
+        chunks.push(e.data)
+        got += e.data.length
+        $('record-status').textContent = `recording… ${(got / rate).toFixed(1)} s`
+        if (got >= want) {
+          node.port.onmessage = null
+          source.disconnect()
+          done()
+        }
+      }
+      source.connect(node)
+    })
+    const samples = new Float32Array(want)
+    let at = 0
+    for (const c of chunks) {
+      samples.set(c.subarray(0, Math.min(c.length, want - at)), at)
+      at += c.length
+      if (at >= want) break
+    }
+    state.lastRecording = samples
+    $('record-status').textContent = ''
+    await analyse(samples, 'microphone', `${RECORD_SECONDS} s from the microphone`)
+  } catch (err) {
+    state.error = `microphone: ${err.message ?? err}`
+    $('record-status').textContent = `microphone unavailable: ${err.message ?? err}`
+  } finally {
+    for (const track of stream?.getTracks() ?? []) track.stop()
+    await context.close()
+    $('record').disabled = false
+  }
+}
+$('record').addEventListener('click', record)
+$('record').textContent = `Record ${RECORD_SECONDS} s from the microphone`
