@@ -204,6 +204,29 @@ test.serial(
     t.is(timeline.status, 0, timeline.stderr)
     for (const ext of ['csv', 'json', 'svg', 'png']) t.true(existsSync(join(timelineOut, `${basename(clip)}.timeline.${ext}`)), ext)
 
+    // Export: an ONNX file with its sidecar, and the browser folder (the page and onnxruntime-web's files
+    // come from the installed packages); the exported model runs in onnxruntime-node (the repository's:
+    // a user installs their own runtime).
+    const exportDir = tempDir('ep-install-export-')
+    const exported = JSON.parse(timed('export', ['export', '--run', out, '--out', join(exportDir, 'm.onnx'), '--json']).stdout)
+    t.like(exported, { modelKind: 'encoder', sampleRate: 16000 })
+    const site = JSON.parse(timed('export --browser', ['export', '--run', out, '--browser', join(exportDir, 'site'), '--json']).stdout)
+    for (const f of ['index.html', 'app.js', 'recorder-worklet.js', 'ort/ort-wasm-simd-threaded.wasm'])
+      t.true(existsSync(join(site.dir, f)), f)
+    const ortUser = join(p.dir, 'run-onnx.mjs')
+    writeFileSync(
+      ortUser,
+      `import * as ort from ${JSON.stringify(import.meta.resolve('onnxruntime-node'))}
+const s = await ort.InferenceSession.create(process.argv[2])
+const r = await s.run({ samples: new ort.Tensor('float32', new Float32Array(32000).map((_, i) => Math.sin(i / 9) * 0.1), [1, 32000]) })
+console.log(JSON.stringify(Array.from(r.scores.data)))`,
+    )
+    const ortRun = spawnSync(process.execPath, [ortUser, exported.path], { cwd: p.dir, env, encoding: 'utf8' })
+    t.is(ortRun.status, 0, ortRun.stderr)
+    const probabilities = JSON.parse(ortRun.stdout) as number[]
+    t.is(probabilities.length, 8)
+    t.true(Math.abs(probabilities.reduce((a, b) => a + b, 0) - 1) < 1e-4)
+
     // The same from TypeScript: compiled with tsc --strict against the installed .d.ts (no skipLibCheck).
     const ts = typeScriptUser(p, twoActors(), join(tempDir('ep-ts-run-'), 'run'), clip)
     const r = spawnSync(process.execPath, [ts], { cwd: p.dir, env, encoding: 'utf8', timeout: 240_000 })

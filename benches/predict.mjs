@@ -2,15 +2,18 @@
 // Inference speed: latency of one 3 s clip at batch 1 (warm), clips/s at batch 64 against the encoder
 // alone on the same clips (`extractEmbeddings`, the model's precision), and `timeline`'s real-time
 // factor and peak RSS on a 1 h recording (real clips tiled, a WAV on disk, streamed) against a 30 s one,
-// each in a fresh process; for the default (encoder) model and the CNN. Prints JSON.
+// each in a fresh process; for the default (encoder) model and the CNN. Then the same model exported to
+// ONNX in onnxruntime-node (CPU, its default threads): file size, a 3 s clip at batch 1, and 64 clips cut
+// to 3 s in one batch against native predict on the same 64 samples. Prints JSON.
 //
-//   node benches/predict.mjs [--data DIR] [--device cpu] [--hour 3600] [--out FILE]
+//   node benches/predict.mjs [--data DIR] [--device cpu] [--hour 3600] [--out FILE] [--no-timeline]
 import { execFileSync } from 'node:child_process'
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { decodeAudio, extractEmbeddings, loadRun } from '../dist/index.js'
+import * as ort from 'onnxruntime-node'
 import { cnnRun, defaultData, encoderRun } from './models.mjs'
 import { concatenate } from './recording.mjs'
 
@@ -20,6 +23,7 @@ const { values } = parseArgs({
     device: { type: 'string', default: 'cpu' },
     hour: { type: 'string', default: '3600' },
     out: { type: 'string' },
+    'no-timeline': { type: 'boolean' },
     // Internal: one timeline in this process, printing its figures.
     'timeline-child': { type: 'string' },
     run: { type: 'string' },
@@ -43,6 +47,9 @@ if (values['timeline-child']) {
   process.exit(0)
 }
 
+const ORT_VERSION = JSON.parse(
+  readFileSync(join(import.meta.dirname, '..', 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8'),
+).version
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 /** A mono 16-bit WAV of `seconds`, real clips with 1 s of room tone between them, tiled; written in pieces. */
@@ -118,7 +125,8 @@ async function measure(name, runDir, clips, paths, rate, files) {
     row.batchVsEncoder = row.batch64ClipsPerSecond / row.encoderClipsPerSecond
     row.precision = encoder.precision
   }
-  for (const [label, file] of Object.entries(files)) {
+  Object.assign(row, await onnxRow(model, paths))
+  for (const [label, file] of Object.entries(values['no-timeline'] ? {} : files)) {
     const out = execFileSync(
       process.execPath,
       [import.meta.filename, '--timeline-child', file, '--run', runDir, '--device', values.device],
@@ -126,9 +134,54 @@ async function measure(name, runDir, clips, paths, rate, files) {
     )
     row[`timeline${label}`] = JSON.parse(out.trim().split('\n').pop())
   }
-  row.rssGrowthMB = row.timeline1h.maxRssMB - row.timeline30s.maxRssMB
+  if (row.timeline1h) row.rssGrowthMB = row.timeline1h.maxRssMB - row.timeline30s.maxRssMB
   console.error(JSON.stringify(row))
   return row
+}
+
+/** The model exported to ONNX in onnxruntime-node against native predict, on the same 3 s samples. */
+async function onnxRow(model, paths) {
+  const exported = await model.export({ out: join(tmpdir(), `ep-bench-${process.pid}.onnx`) })
+  const rate = exported.sampleRate
+  const n = 3 * rate
+  const crops = []
+  for (const p of paths.slice(0, 64)) {
+    const crop = new Float32Array(n)
+    crop.set((await decodeAudio(p, { sampleRate: rate })).samples.subarray(0, n))
+    crops.push(crop)
+  }
+  const session = await ort.InferenceSession.create(exported.path)
+  const run = (k) => {
+    const batch = new Float32Array(k * n)
+    for (let i = 0; i < k; i++) batch.set(crops[i], i * n)
+    return session.run({ samples: new ort.Tensor('float32', batch, [k, n]) })
+  }
+  for (let i = 0; i < 3; i++) await run(1)
+  const latency = []
+  for (let i = 0; i < 20; i++) {
+    const t = performance.now()
+    await run(1)
+    latency.push(performance.now() - t)
+  }
+  const inputs = crops.map((samples) => ({ samples, sampleRate: rate }))
+  const rates = { onnx: [], native: [] }
+  for (let k = 0; k < 3; k++) {
+    let t = performance.now()
+    await run(crops.length)
+    rates.onnx.push(crops.length / ((performance.now() - t) / 1000))
+    t = performance.now()
+    await model.predict(inputs, { device: values.device, strict: true })
+    rates.native.push(crops.length / ((performance.now() - t) / 1000))
+  }
+  return {
+    onnx: {
+      megabytes: exported.bytes / 1e6,
+      latency3sMs: median(latency),
+      batch64ClipsPerSecond: median(rates.onnx),
+      nativeBatch64ClipsPerSecond: median(rates.native),
+      runtime: `onnxruntime-node ${ORT_VERSION}`,
+    },
+  }
 }
 
 const encoderDir = await encoderRun(values.data)
