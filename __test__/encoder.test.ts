@@ -2,9 +2,9 @@
 // 4.52, same CTranslate2 weights) on real clips; bad models and clips fail with clear errors.
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { decodeAudio, type EmotionPipelineError, extractEmbeddings, ENCODER_NAMES } from '../src/index.js'
+import { decodeAudio, type EmotionPipelineError, extractEmbeddings, ENCODER_NAMES, loadModel, train } from '../src/index.js'
 import { installedEncoderDir } from '../src/encoder.js'
 import { haveRavdess, listAudio, NO_DATA, ravdessDir, referencePython, skip, tempDir } from './helpers.js'
 import { writeEncoderOnly } from '../scripts/encoders.mjs'
@@ -257,6 +257,53 @@ test.serial('any Whisper size from its config: a random 128-mel-bin encoder in t
   t.true(worst < 1e-4, `largest relative difference ${worst}`)
   t.log(`random 128-mel Whisper, 2 shards: largest difference ${worst.toExponential(2)}`)
 })
+
+test.serial(
+  "a Hugging Face folder's head count is part of its identity: cache key, and models refuse a config with other heads",
+  async (t) => {
+    if (!haveRavdess) return skip(t, NO_DATA)
+    if (!python) return skip(t, 'no Python with torch 2.11 to write the Hugging Face layout: skipped')
+    const four = writeHfFolder(join(tmp, 'hf-heads-4'), ['--random', '80'])
+    // The same weights with 2 heads (width 64 divides either way): another encoder the SHA-256 cannot tell apart.
+    const two = join(tmp, 'hf-heads-2')
+    cpSync(four, two, { recursive: true })
+    const config = JSON.parse(readFileSync(join(two, 'config.json'), 'utf8'))
+    writeFileSync(join(two, 'config.json'), JSON.stringify({ ...config, encoder_attention_heads: 2 }))
+    const files = listAudio(join(ravdessDir, 'Actor_04')).slice(0, 6)
+    const cacheDir = join(tmp, 'heads-cache')
+    const a = await extractEmbeddings(files, { encoder: four, device: 'cpu', precision: 'fp32', cacheDir })
+    const b = await extractEmbeddings(files, { encoder: two, device: 'cpu', precision: 'fp32', cacheDir })
+    t.is(a.modelSha256, b.modelSha256)
+    t.deepEqual([a.heads, b.heads], [4, 2])
+    t.deepEqual(b.cache, { hits: 0, misses: 6, writes: 6 }, 'the head count is part of the cache key')
+    t.notDeepEqual(Array.from(a.data), Array.from(b.data))
+    const checkpointDir = join(tmp, 'heads-model')
+    await train({
+      model: 'probe',
+      labels: ['a', 'b'],
+      train: { embedding: a, labels: [0, 1, 0, 1, 0, 1] },
+      epochs: 1,
+      device: 'cpu',
+      checkpointDir,
+      encoderSource: {
+        source: 'folder',
+        name: 'hf-heads-4',
+        sha256: a.modelSha256,
+        input: 'clip',
+        pooling: 'mean',
+        precision: 'fp32',
+        speakerNorm: false,
+        heads: 4,
+      },
+    })
+    t.is((await loadModel(checkpointDir, { encoder: four })).meta.spec.inputs.embedding?.encoder?.heads, 4)
+    const wrong = await loadModel(checkpointDir, { encoder: two })
+    await t.throwsAsync(wrong.predict(files.slice(0, 1), { strict: true }), {
+      code: 'MODEL_NOT_FOUND',
+      message: /4 attention heads, but this folder's config.json gives 2/,
+    } as never)
+  },
+)
 
 test('a folder with only PyTorch pickles is refused by name, never unpickled', async (t) => {
   if (!python) return skip(t, 'no Python with torch 2.11 to write the pickle: skipped')

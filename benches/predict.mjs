@@ -13,7 +13,6 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { decodeAudio, extractEmbeddings, loadRun } from '../dist/index.js'
-import * as ort from 'onnxruntime-node'
 import { cnnRun, defaultData, encoderRun } from './models.mjs'
 import { concatenate } from './recording.mjs'
 
@@ -30,6 +29,15 @@ const { values } = parseArgs({
   },
 })
 
+/**
+ * This process's peak resident set (VmHWM). Not `resourceUsage().maxRSS`: Linux carries ru_maxrss over
+ * fork and exec, so a child would report the parent's peak (the bench's own, hundreds of MB more).
+ */
+function peakRssMB() {
+  const hwm = readFileSync('/proc/self/status', 'utf8').match(/^VmHWM:\s+(\d+) kB/m)
+  return Number(hwm[1]) / 1024
+}
+
 if (values['timeline-child']) {
   const model = await loadRun(values.run, { device: values.device })
   const started = performance.now()
@@ -41,7 +49,7 @@ if (values['timeline-child']) {
       seconds,
       realTimeFactor: t.seconds / seconds,
       windows: t.segments.length,
-      maxRssMB: process.resourceUsage().maxRSS / 1024,
+      maxRssMB: peakRssMB(),
     }),
   )
   process.exit(0)
@@ -150,6 +158,7 @@ async function onnxRow(model, paths) {
     crop.set((await decodeAudio(p, { sampleRate: rate })).samples.subarray(0, n))
     crops.push(crop)
   }
+  const ort = await import('onnxruntime-node')
   const session = await ort.InferenceSession.create(exported.path)
   const run = (k) => {
     const batch = new Float32Array(k * n)

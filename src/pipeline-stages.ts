@@ -223,6 +223,7 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
     pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
     precision: (embedding as Rows & { precision: EncoderIdentity['precision'] }).precision,
     speakerNorm: options.speakerNorm === true,
+    heads: (embedding as Rows & { heads: number }).heads,
   }
   if (options.speakerNorm && embedding) {
     const unnamed = all.filter((i) => i.speaker === '').length

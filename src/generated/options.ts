@@ -199,6 +199,11 @@ export interface EncoderIdentity {
    * (`calibration`) to standardise theirs the same way.
    */
   speakerNorm: boolean
+  /**
+   * The encoder's attention heads, checked when predicting: a Hugging Face folder's `config.json`
+   * sets them apart from the weights `sha256` covers (absent in models saved before 0.4).
+   */
+  heads?: number | null
 }
 
 /**

@@ -144,6 +144,11 @@ export interface Embeddings {
   modelSha256: string
   /** The precision the encoder ran in (`auto` resolved). */
   precision: EncoderPrecision
+  /**
+   * The encoder's attention heads per layer (a Hugging Face folder's `config.json` sets them apart
+   * from the weights the SHA-256 covers).
+   */
+  heads: number
   cache?: CacheStats | null
 }
 

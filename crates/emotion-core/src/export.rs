@@ -150,8 +150,15 @@ fn front_end_nodes(
             ),
         ));
     };
-    let (states, n_mels) =
-        crate::encoder::onnx_pooled(dir, &identity.sha256, identity.input, identity.pooling, g, samples)?;
+    let (states, n_mels) = crate::encoder::onnx_pooled(
+        dir,
+        &identity.sha256,
+        identity.heads,
+        identity.input,
+        identity.pooling,
+        g,
+        samples,
+    )?;
     let mut config = crate::encoder::whisper::whisper_mel_config(n_mels);
     config.whisper_log = true;
     let front = FrontEnd {

@@ -27,6 +27,21 @@ fn whisper_positions() -> i64 {
     1500
 }
 
+/// The attention heads `config.json` in `dir` gives the encoder (`None` without one: a CTranslate2 folder,
+/// whose `model.bin` holds its heads, so its SHA-256 covers them).
+pub fn config_heads(dir: &Path) -> Result<Option<i64>> {
+    let config_path = dir.join("config.json");
+    if dir.join("model.bin").is_file() || !config_path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(read_config(&config_path)?.encoder_attention_heads))
+}
+
+fn read_config(config_path: &Path) -> Result<WhisperConfig> {
+    let text = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::model_not_found(config_path, format!("not a Whisper config: {e}")))
+}
+
 /// The weight files of a Hugging Face layout folder: one `model.safetensors` or its shards.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
@@ -69,9 +84,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The encoder's variables of the Hugging Face checkpoint in `dir`, in CTranslate2's names.
 pub fn read(dir: &Path, files: &[PathBuf]) -> Result<Ct2Model> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let config: WhisperConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::model_not_found(&config_path, format!("not a Whisper config: {e}")))?;
+    let config = read_config(&config_path)?;
     if config.model_type.as_deref().is_some_and(|t| t != "whisper") {
         return Err(Error::model_not_found(&config_path, format!("a {:?} model, not Whisper", config.model_type)));
     }

@@ -101,6 +101,8 @@ struct Key {
 struct Loaded {
     key: Key,
     sha256: String,
+    /// The head count from `config.json` (Hugging Face layout), which the SHA-256 does not cover.
+    config_heads: Option<i64>,
     encoder: WhisperEncoder,
 }
 
@@ -114,6 +116,11 @@ impl HeldEncoder {
     /// The encoder's identity ([`weights_sha256`]).
     pub fn sha256(&self) -> &str {
         &self.0.as_ref().expect("held until drop").sha256
+    }
+
+    /// The head count its `config.json` gave (Hugging Face layout only): not covered by the SHA-256.
+    pub fn config_heads(&self) -> Option<i64> {
+        self.0.as_ref().expect("held until drop").config_heads
     }
 }
 
@@ -135,7 +142,11 @@ impl Drop for HeldEncoder {
 /// The encoder in `dir` on `device` in `kind`: the kept one when its files are the same, else read.
 pub fn encoder_for(dir: &Path, device: Device, kind: Kind) -> Result<HeldEncoder> {
     let layout = Layout::of(dir)?;
-    let files = layout.files().iter().map(|f| FileKey::of(f)).collect::<Result<Vec<_>>>()?;
+    let mut files = layout.files().iter().map(|f| FileKey::of(f)).collect::<Result<Vec<_>>>()?;
+    if let Layout::Hf(_) = layout {
+        // The head count lives in config.json: a changed config is another encoder.
+        files.push(FileKey::of(&dir.join("config.json"))?);
+    }
     let key = Key { files, device, kind };
     let kept = LAST.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(loaded) = kept.filter(|l| l.key == key) {
@@ -151,5 +162,6 @@ pub fn encoder_for(dir: &Path, device: Device, kind: Kind) -> Result<HeldEncoder
         Layout::Hf(files) => WhisperEncoder::from_model(&hf::read(dir, files)?, &files[0], device, kind)?,
     };
     let sha256 = weights_sha256(dir)?;
-    Ok(HeldEncoder(Some(Loaded { key, sha256, encoder })))
+    let config_heads = matches!(layout, Layout::Hf(_)).then(|| encoder.heads());
+    Ok(HeldEncoder(Some(Loaded { key, sha256, config_heads, encoder })))
 }

@@ -138,6 +138,9 @@ pub struct Embeddings {
     pub model_sha256: String,
     /// The precision the encoder ran in (`auto` resolved).
     pub precision: EncoderPrecision,
+    /// The encoder's attention heads per layer (a Hugging Face folder's `config.json` sets them apart
+    /// from the weights the SHA-256 covers).
+    pub heads: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
 }
@@ -199,6 +202,9 @@ pub fn extract_embeddings(
     if options.pooling != Pooling::Mean {
         tag.push_str(&format!("\0{:?}", options.pooling));
     }
+    if let Some(heads) = encoder.config_heads() {
+        tag.push_str(&format!("\0heads {heads}"));
+    }
     let cache =
         options.cache_dir.as_deref().map(|d| FeatureCache::open_tagged(&d.join("embeddings"), tag)).transpose()?;
     let threads = match options.decode_threads {
@@ -214,6 +220,7 @@ pub fn extract_embeddings(
         device: device_name(device),
         model_sha256,
         precision: resolve_precision(options.precision, device),
+        heads: encoder.heads(),
         cache: None,
     };
     // Whisper's 30 s window in input frames at a file's rate (as if recorded `speed` times faster): only
@@ -283,6 +290,7 @@ pub fn extract_embeddings(
 pub fn onnx_pooled(
     dir: &std::path::Path,
     sha256: &str,
+    heads: Option<i64>,
     input: EncoderInput,
     pooling: Pooling,
     g: &mut crate::onnx::graph::Graph,
@@ -295,6 +303,9 @@ pub fn onnx_pooled(
         ));
     }
     let encoder = loaded::encoder_for(dir, Device::Cpu, Kind::Float)?;
+    if let Some(want) = heads {
+        check_heads(dir, want, encoder.heads())?;
+    }
     if encoder.sha256() != sha256 {
         return Err(Error::model_not_found(
             dir,
@@ -302,6 +313,18 @@ pub fn onnx_pooled(
         ));
     }
     Ok((encoder.onnx_pooled(g, samples, pooling)?, encoder.n_mels))
+}
+
+/// Refuses an encoder folder whose head count is not the one a model recorded (the weights' SHA-256
+/// cannot tell: a Hugging Face `config.json` sets it).
+pub fn check_heads(dir: &std::path::Path, recorded: i64, found: i64) -> Result<()> {
+    if recorded == found {
+        return Ok(());
+    }
+    Err(Error::model_not_found(
+        dir,
+        format!("the model was trained on an encoder with {recorded} attention heads, but this folder's config.json gives {found}: give the encoder it was trained on"),
+    ))
 }
 
 /// Failures that belong to one input (listed in `failed`); anything else stops the call.

@@ -142,6 +142,11 @@ impl WhisperEncoder {
         self.layers.len()
     }
 
+    /// Attention heads per layer.
+    pub fn heads(&self) -> i64 {
+        self.heads
+    }
+
     /// Whisper log-mel `[1, n_mels, floor(n / 160)]` of 16 kHz samples.
     pub fn log_mel(&self, samples: &[f32]) -> Result<Tensor> {
         let wave = Tensor::f_from_slice(samples)?.f_unsqueeze(0)?;

@@ -114,6 +114,9 @@ impl LoadedModel {
                 ),
             ));
         }
+        if let (Some(recorded), Some(found)) = (identity.heads, crate::encoder::hf::config_heads(dir)?) {
+            crate::encoder::check_heads(dir, recorded, found)?;
+        }
         let embed = EmbedOptions {
             model_dir: dir.clone(),
             input: identity.input,

@@ -143,6 +143,10 @@ pub struct EncoderIdentity {
     /// The states were standardised per speaker: predicting needs unlabelled clips of each speaker
     /// (`calibration`) to standardise theirs the same way.
     pub speaker_norm: bool,
+    /// The encoder's attention heads, checked when predicting: a Hugging Face folder's `config.json`
+    /// sets them apart from the weights `sha256` covers (absent in models saved before 0.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<i64>,
 }
 
 impl ModelSpec {
