@@ -10,7 +10,19 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync
 import { basename, delimiter, join, resolve } from 'node:path'
 import { cacheRoot } from '../src/cache.js'
 import { locateLibtorch } from '../src/libtorch.js'
-import { haveRavdess, haveWavs, NO_DATA, NO_WAVS, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
+import {
+  haveRavdess,
+  haveWavs,
+  listAudio,
+  NO_DATA,
+  NO_WAVS,
+  ravdessDir,
+  referencePython,
+  runAsync,
+  skip,
+  tempDir,
+  wavDir,
+} from './helpers.js'
 import { startHubServer } from './hub-server.js'
 import { makeArchive, zenodo } from './zenodo.js'
 
@@ -58,9 +70,20 @@ function installedProject(): Promise<Project> {
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'user-project', private: true, type: 'module' }))
     const env = userEnv()
     t0log(`packed in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+    // As the README says for machines that cannot reach onnxruntime-node's CUDA download (this one):
+    // without it npm drops the optional transformers.js when that postinstall fails.
     execFileSync(
       'npm',
-      ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', packed.platform.file, packed.main.file],
+      [
+        'install',
+        '--no-audit',
+        '--no-fund',
+        '--prefer-offline',
+        '--loglevel=error',
+        '--onnxruntime-node-install=skip',
+        packed.platform.file,
+        packed.main.file,
+      ],
       { cwd: dir, env, stdio: 'pipe' },
     )
     t0log(`packed and installed in ${((Date.now() - started) / 1000).toFixed(1)} s`)
@@ -344,7 +367,7 @@ test.serial('demo without data: offers the download on a terminal, prints the co
   const cache = tempDir('ep-dl-user-')
   // The encoder and libtorch the demo trains with; the data comes from the (local) Zenodo.
   symlinkSync(join(cacheRoot(), 'encoders'), join(cache, 'encoders'))
-  const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, LIBTORCH: locateLibtorch().found!.root })
+  const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, LIBTORCH: lib })
   const plain = run(p, ['demo'], env)
   t.is(plain.status, 1)
   t.regex(plain.stderr, /RAVDESS not found: download it with `npx emotion-pipeline download ravdess`/)
@@ -378,16 +401,32 @@ test.serial('demo without data: offers the download on a terminal, prints the co
   }
 })
 
-test.serial('install-models (Whisper for the text branch) from the installed package', async (t) => {
-  const python = referencePython()
-  if (!python) return skip(t, 'no Python with torch 2.11 to export Whisper with')
+test.serial('install-models (Whisper for the text branch) from the installed package, with no Python on the PATH', async (t) => {
   const p = await installedProject()
   const cache = tempDir('ep-whisper-user-')
-  const r = run(p, ['install-models', '--python', python, '--json'], userEnv({ EMOTION_PIPELINE_CACHE: cache }))
+  // PATH without python3: the native core (libtorch installed, as every use of the library needs) writes the ONNX.
+  const bin = tempDir('ep-no-python-')
+  symlinkSync(process.execPath, join(bin, 'node'))
+  const lib = locateLibtorch().found!.root
+  const r = run(p, ['install-models', '--json'], userEnv({ EMOTION_PIPELINE_CACHE: cache, PATH: bin, LIBTORCH: lib }))
   t.is(r.status, 0, r.stderr)
   const dir = JSON.parse(r.stdout.trim().split('\n').pop()!).whisper
   t.is(dir, join(cache, 'whisper', 'whisper-tiny.en'))
   t.true(existsSync(join(dir, 'onnx', 'encoder_model.onnx')) && existsSync(join(dir, 'onnx', 'decoder_model_merged.onnx')))
+  // transformers.js transcribes with it, from the installed package.
+  if (!haveWavs) return t.log(NO_WAVS)
+  const script = join(p.dir, 'transcribe.mjs')
+  const clip = listAudio(wavDir)[0]
+  writeFileSync(
+    script,
+    `import { transcribe } from 'emotion-pipeline'
+const [r] = await transcribe([${JSON.stringify(clip)}], { modelDir: ${JSON.stringify(dir)}, cacheDir: null })
+console.log(JSON.stringify(r.text))`,
+  )
+  const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, LIBTORCH: lib })
+  const heard = spawnSync(process.execPath, [script], { cwd: p.dir, env, encoding: 'utf8' })
+  t.is(heard.status, 0, heard.stderr)
+  t.regex(JSON.parse(heard.stdout), /kids are talking by the door/i)
 })
 
 function du(dir: string): number {

@@ -47,6 +47,13 @@ export declare class NativeStream {
 }
 
 /**
+ * Writes Whisper from a CTranslate2 `model.bin` as transformers.js loads it (`onnx/encoder_model.onnx`,
+ * `onnx/decoder_model_merged.onnx` under `outDir`); resolves to JSON `AsrExport` (its sizes, for the
+ * config files).
+ */
+export declare function buildWhisperOnnx(modelBin: string, outDir: string): Promise<string>
+
+/**
  * Checks the environment variables the core reads (`EMOTION_PIPELINE_CPU_CACHE`); the loader calls it
  * once, so a bad value is refused by name instead of quietly ignored.
  */

@@ -66,6 +66,24 @@ function replaceFile(from, to) {
   renameSync(tmp, to)
 }
 
+// The Python references some tests compare with (optimum's Whisper export, the onnx checker), pinned to
+// versions that export Whisper together; installed into the contributor venv, never into the product.
+const REFERENCE_PACKAGES = ['transformers==4.52.4', 'optimum==1.26.1', 'onnx==1.18.0', 'onnxruntime==1.22.0']
+
+function ensureReferencePackages(python) {
+  if (!python) return
+  try {
+    execFileSync(python, ['-c', 'import transformers, optimum.exporters.onnx, onnx, onnxruntime'], { stdio: 'ignore' })
+  } catch {
+    log(`installing the Python references (${REFERENCE_PACKAGES.join(' ')}) into the contributor venv…`)
+    try {
+      run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', ...REFERENCE_PACKAGES])
+    } catch (err) {
+      log(`warning: the Python references could not be installed (${err.message.split('\n')[0]}); their tests will skip`)
+    }
+  }
+}
+
 function buildTypeScript() {
   log('compiling TypeScript (option types generated from the Rust schema first)…')
   run(process.execPath, [join(root, 'scripts', 'gen-types.mjs')])
@@ -86,8 +104,8 @@ try {
   // The model installers are product code (`emotion-pipeline install-models`), compiled just now.
   const { installWhisperModel } = await import('../dist/whisper-install.js')
   const { ENCODER_NAMES, installEncoder } = await import('../dist/encoder-install.js')
-  // The contributor venv has torch: the Whisper export runs there.
-  await installWhisperModel({ python: lib.python || 'python3', log })
+  await installWhisperModel({ log })
+  ensureReferencePackages(lib.python)
   for (const name of ENCODER_NAMES) await installEncoder(name, { log })
   ensureChromium(log)
 } catch (err) {

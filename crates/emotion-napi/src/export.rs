@@ -36,3 +36,22 @@ impl NativeModel {
         )
     }
 }
+
+/// Writes Whisper from a CTranslate2 `model.bin` as transformers.js loads it (`onnx/encoder_model.onnx`,
+/// `onnx/decoder_model_merged.onnx` under `outDir`); resolves to JSON `AsrExport` (its sizes, for the
+/// config files).
+#[napi(ts_return_type = "Promise<string>")]
+pub fn build_whisper_onnx<'env>(env: &'env Env, model_bin: String, out_dir: String) -> Result<Object<'env>> {
+    spawn(
+        env,
+        "whisper export",
+        move || {
+            let summary = emotion_core::encoder::whisper_asr::write_transformers_js_onnx(
+                &PathBuf::from(model_bin),
+                &PathBuf::from(out_dir),
+            )?;
+            serde_json::to_string(&summary).map_err(|e| CoreError::Internal(e.to_string()))
+        },
+        |_, json| Ok(json),
+    )
+}

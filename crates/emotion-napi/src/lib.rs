@@ -11,6 +11,7 @@ mod train;
 
 pub use audio::*;
 pub use dataset::*;
+pub use export::*;
 pub use infer::*;
 pub use system::*;
 pub use train::*;

@@ -9,6 +9,7 @@ mod loaded;
 pub use loaded::weights_sha256;
 pub mod speaker_norm;
 pub mod whisper;
+pub mod whisper_asr;
 
 use crate::audio::cache::{CacheStats, FeatureCache};
 use crate::audio::features::{load_input, lookup, parallel_map, AudioInput, FailedInput, Loaded, Prepare, Stage};

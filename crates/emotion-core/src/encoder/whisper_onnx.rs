@@ -7,7 +7,7 @@ use crate::encoder::Pooling;
 use crate::error::Result;
 use crate::onnx::front_end::{power_mel, whisper_log};
 use crate::onnx::graph::{Attr, Graph};
-use crate::onnx::{gelu, layer_norm, linear};
+use crate::onnx::{attend, gelu, layer_norm, linear, split_heads, split_last};
 
 impl WhisperEncoder {
     /// `[B, n]` 16 kHz samples (at most 30 s are read, as the library cuts them) → hidden states
@@ -20,14 +20,19 @@ impl WhisperEncoder {
         let (zero, last, axis2) = (g.ints(&[0]), g.ints(&[-1]), g.ints(&[2]));
         let power = g.op("Slice", &[&power, &zero, &last, &axis2], vec![]);
         let log_mel = whisper_log(g, &power);
+        self.onnx_states_of_mel(g, &log_mel)
+    }
 
+    /// Whisper log-mel `[B, n_mels, frames]` → the hidden states (`hidden_states`' order).
+    pub fn onnx_states_of_mel(&self, g: &mut Graph, log_mel: &str) -> Result<Vec<String>> {
+        let axis1 = g.ints(&[1]);
         let conv = |g: &mut Graph, x: &str, (w, b): &(tch::Tensor, tch::Tensor), stride: i64| -> Result<String> {
             let (w, b) = (g.weight("conv", w)?, g.weight("conv_bias", b)?);
             let attrs = vec![("pads", Attr::Ints(vec![1, 1])), ("strides", Attr::Ints(vec![stride]))];
             let y = g.op("Conv", &[x, &w, &b], attrs);
             Ok(gelu(g, &y))
         };
-        let x = conv(g, &log_mel, &self.conv1, 1)?;
+        let x = conv(g, log_mel, &self.conv1, 1)?;
         let x = conv(g, &x, &self.conv2, 2)?;
         let x = g.op("Transpose", &[&x], vec![("perm", Attr::Ints(vec![0, 2, 1]))]);
         // + the first `positions` rows of the position table.
@@ -80,25 +85,9 @@ impl WhisperEncoder {
     fn attention(&self, g: &mut Graph, h: &str, layer: &Layer) -> Result<String> {
         let head_dim = self.width / self.heads;
         let qkv = linear(g, &layer.qkv.0, &layer.qkv.1, h)?;
-        let sizes = g.ints(&[self.width; 3]);
-        let (q, k, v) = (g.name("q"), g.name("k"), g.name("v"));
-        g.node("Split", &[&qkv, &sizes], &[&q, &k, &v], vec![("axis", Attr::Int(2))]);
-        let heads = g.ints(&[0, 0, self.heads, head_dim]);
-        let split = |g: &mut Graph, t: &str, perm: Vec<i64>| {
-            let r = g.op("Reshape", &[t, &heads], vec![]);
-            g.op("Transpose", &[&r], vec![("perm", Attr::Ints(perm))])
-        };
-        let q = split(g, &q, vec![0, 2, 1, 3]);
-        let k_t = split(g, &k, vec![0, 2, 3, 1]);
-        let v = split(g, &v, vec![0, 2, 1, 3]);
-        let scores = g.binary("MatMul", &q, &k_t);
-        let scale = g.scalar(1.0 / (head_dim as f32).sqrt());
-        let scores = g.binary("Mul", &scores, &scale);
-        let weights = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
-        let attended = g.binary("MatMul", &weights, &v);
-        let attended = g.op("Transpose", &[&attended], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
-        let merged_shape = g.ints(&[0, 0, self.width]);
-        let merged = g.op("Reshape", &[&attended, &merged_shape], vec![]);
-        linear(g, &layer.out.0, &layer.out.1, &merged)
+        let parts = split_last(g, &qkv, 3, self.width);
+        let [q, k, v] = [0, 1, 2].map(|i| split_heads(g, &parts[i], self.heads, head_dim));
+        let attended = attend(g, &q, &k, &v, [self.heads, head_dim], None);
+        linear(g, &layer.out.0, &layer.out.1, &attended)
     }
 }

