@@ -367,7 +367,7 @@ test.serial('demo without data: offers the download on a terminal, prints the co
   const cache = tempDir('ep-dl-user-')
   // The encoder and libtorch the demo trains with; the data comes from the (local) Zenodo.
   symlinkSync(join(cacheRoot(), 'encoders'), join(cache, 'encoders'))
-  const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, LIBTORCH: lib })
+  const env = userEnv({ EMOTION_PIPELINE_CACHE: cache, LIBTORCH: locateLibtorch().found!.root })
   const plain = run(p, ['demo'], env)
   t.is(plain.status, 1)
   t.regex(plain.stderr, /RAVDESS not found: download it with `npx emotion-pipeline download ravdess`/)
