@@ -46,6 +46,19 @@ export declare class NativeStream {
   push(samples: Float32Array, end: boolean): Promise<string>
 }
 
+export declare class NativeWorld {
+  rank: number
+  worldSize: number
+  /** Resolves when every rank has reached barrier `name`. */
+  barrier(name: string): Promise<void>
+  /** Sets `key` to `value` in the store. */
+  set(key: string, value: string): Promise<void>
+  /** The value of `key`, waiting for it up to the world's timeout. */
+  get(key: string): Promise<string>
+  /** A last barrier, then the store is released (rank 0 waits until the others have left). */
+  leave(): Promise<void>
+}
+
 /**
  * Writes Whisper from a CTranslate2 `model.bin` as transformers.js loads it (`onnx/encoder_model.onnx`,
  * `onnx/decoder_model_merged.onnx` under `outDir`); resolves to JSON `AsrExport` (its sizes, for the
@@ -110,6 +123,12 @@ export interface InferInputJs {
   samples?: Float32Array
   sampleRate?: number
 }
+
+/**
+ * Joins the world `optionsJson` (JSON `WorldOptions`) describes: rank 0 opens the store, every rank
+ * waits for the others.
+ */
+export declare function joinWorld(optionsJson: string): Promise<NativeWorld>
 
 /** Loads `best` from `dir` onto `device` (a folder with only `last.*` is refused: resume the run). */
 export declare function loadModel(dir: string, device?: string | undefined | null): Promise<NativeModel>

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { crossValidate } from './cross-validate.js'
+import { launchLocal, worldFromEnv } from './distributed.js'
 import type { DeviceSpec } from './device.js'
 import { DEFAULT_ENCODER, ENCODER_NAMES } from './encoder-install.js'
 import { invalidOption } from './errors.js'
@@ -92,6 +93,8 @@ export async function runPipeline(options: PipelineOptions, mode: ProgressMode):
   )
   const result = await trainPipeline({ ...options, onProgress: progressPrinter(mode), signal: controller.signal })
   stopWatching()
+  // In a world, rank 0 prints the result.
+  if ((worldFromEnv()?.rank ?? 0) !== 0) return 0
   if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
   else console.log(summary(result))
   return 0
@@ -217,18 +220,36 @@ the same command again.
   --folds N             folds (default 5)
   --only LIST           run only these folds, e.g. 0,1 (0-based); the summary covers finished folds
   --val-fraction X      share of each fold's training speakers used for validation (default 0.125)
+  --nproc-per-node N    run the folds in N processes on this machine (each rank every N-th fold, its
+                        share of the cores; rank 0 writes the summary). Under torchrun (RANK, WORLD_SIZE,
+                        MASTER_ADDR, MASTER_PORT set) the command joins that world instead:
+                        torchrun --no-python --nproc-per-node N emotion-pipeline cv …
   and every option of \`train\` except --split (see emotion-pipeline train --help); with --json each
   event (fold events included) is a JSON line on stderr and the summary is JSON on stdout`
+
+/** Whether `argv[i]` is `--nproc-per-node`, its value, or `--nproc-per-node=N`. */
+function isNprocArg(argv: string[], i: number): boolean {
+  return argv[i].startsWith('--nproc-per-node') || (i > 0 && argv[i - 1] === '--nproc-per-node')
+}
 
 export async function cvCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { ...PIPELINE_FLAGS, folds: { type: 'string' }, only: { type: 'string' }, 'val-fraction': { type: 'string' } },
+    options: {
+      ...PIPELINE_FLAGS,
+      folds: { type: 'string' },
+      only: { type: 'string' },
+      'val-fraction': { type: 'string' },
+      'nproc-per-node': { type: 'string' },
+    },
   })
   if (values.help) {
     console.log(CV_HELP)
     return 0
   }
+  const nproc = values['nproc-per-node'] === undefined ? 1 : Number(values['nproc-per-node'])
+  // The launcher: N copies of this command (without the flag), each a rank of one world.
+  if (nproc > 1 && !worldFromEnv()) return launchLocal(nproc, ['cv', ...argv.filter((_, i) => !isNprocArg(argv, i))])
   if (!values.data || !values.out) {
     console.error(`--data and --out are required\n\n${CV_HELP}`)
     return 2
@@ -245,6 +266,7 @@ export async function cvCommand(argv: string[]): Promise<number> {
     folds: num(values.folds),
     only: values.only?.split(',').map((k) => Number(k.trim())),
     valFraction: num(values['val-fraction']),
+    distributed: 'env',
     signal: controller.signal,
     onProgress: (e) => {
       if (e.type === 'fold') {
@@ -254,6 +276,8 @@ export async function cvCommand(argv: string[]): Promise<number> {
     },
   })
   stopWatching()
+  // In a world, rank 0 prints the result.
+  if ((worldFromEnv()?.rank ?? 0) !== 0) return 0
   if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
   else {
     const pm = (x: { mean: number; std: number }) => `${(x.mean * 100).toFixed(2)} ± ${(x.std * 100).toFixed(2)} %`

@@ -1,9 +1,11 @@
 // crossValidate(): speaker-grouped k-fold cross-validation. Each fold is an ordinary trainPipeline run
 // directory (`fold-<k>/`, resumable like any run); the summary (mean ± std per model, per-class recall,
 // pooled confusion matrix) goes to cv.json, report.md and confusion plots in `out`.
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { indexDataset } from './dataset.js'
+import { foldsOfRank, joinWorld } from './distributed.js'
+import type { DistributedOption, World } from './distributed.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import { mdCell } from './report.js'
 import type { Metrics } from './generated/results.js'
@@ -23,6 +25,13 @@ export interface CrossValidateOptions extends Omit<PipelineOptions, 'split' | 'o
   valFraction?: number
   /** Run only these folds (0-based), e.g. one per session; the summary covers the folds finished so far. */
   only?: number[]
+  /**
+   * Run the folds over several processes: `'env'` joins the world torchrun (or `emotion-pipeline cv
+   * --nproc-per-node N`) set up in the environment; each rank runs every world-size-th fold, rank 0
+   * writes the summary when all are done (the same figures as one process). The folder must be on a
+   * filesystem every rank sees.
+   */
+  distributed?: DistributedOption
   onProgress?: (event: CrossValidateEvent) => void
 }
 
@@ -65,7 +74,7 @@ const CV_FORMAT = 'emotion-pipeline/cv@1'
 /** Speaker cross-validation: `folds` runs with disjoint test speakers, and their summary. */
 export async function crossValidate(options: CrossValidateOptions): Promise<CrossValidateResult> {
   if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
-  const { folds = 5, valFraction = 0.125, only, onProgress, ...pipeline } = options
+  const { folds = 5, valFraction = 0.125, only, onProgress, distributed, ...pipeline } = options
   if (!Number.isInteger(folds) || folds < 2) throw invalidOption('folds', `must be an integer ≥ 2, got ${folds}`)
   if (only !== undefined && !(Array.isArray(only) && only.every((k) => Number.isInteger(k) && k >= 0 && k < folds)))
     throw invalidOption('only', `must list fold numbers from 0 to ${folds - 1}, got ${JSON.stringify(only)}`)
@@ -75,28 +84,71 @@ export async function crossValidate(options: CrossValidateOptions): Promise<Cros
   if (typeof valFraction !== 'number' || !(valFraction >= 0 && valFraction < 1))
     throw invalidOption('valFraction', `must be in [0, 1) (--val-fraction), got ${valFraction}`)
   await checkSpeakers(options, folds, valFraction)
+  const job: FoldJob = { out, folds, valFraction, pipeline, onProgress }
+  const world = await joinWorld(distributed)
+  if (world) return crossValidateInWorld(world, job, only)
   // Checked (and, with `overwrite`, cleared) only once everything else is known to be right, under the
   // folder's lock: a second cross-validation into `out` waits for nothing and removes nothing.
   const lock = lockRunDir(out)
   try {
     // A cross-validation goes on with its own folds; anything else in `out` needs `overwrite`.
     claimOut(out, 'cv', pipeline)
-    return await runFolds(out, folds, valFraction, only, pipeline, onProgress)
+    return await runFolds(job, only)
   } finally {
     lock.release()
   }
 }
 
-async function runFolds(
-  out: string,
-  folds: number,
-  valFraction: number,
-  only: number[] | undefined,
-  pipeline: Omit<CrossValidateOptions, 'folds' | 'valFraction' | 'only' | 'onProgress'>,
-  onProgress: CrossValidateOptions['onProgress'],
-): Promise<CrossValidateResult> {
+type FoldPipeline = Omit<CrossValidateOptions, 'folds' | 'valFraction' | 'only' | 'onProgress' | 'distributed'>
+
+/** What every fold of one cross-validation shares. */
+interface FoldJob {
+  out: string
+  folds: number
+  valFraction: number
+  pipeline: FoldPipeline
+  onProgress: CrossValidateOptions['onProgress']
+}
+
+/**
+ * The folds over a world of processes: rank 0 claims the folder (lock, `overwrite`) before any rank
+ * writes, each rank runs its share of the folds, and rank 0 summarises once every rank is done; the
+ * others return the summary rank 0 wrote.
+ */
+async function crossValidateInWorld(world: World, job: FoldJob, only: number[] | undefined): Promise<CrossValidateResult> {
+  const { out, folds, pipeline } = job
+  const lock = world.rank === 0 ? lockRunDir(out) : undefined
+  try {
+    if (lock) {
+      claimOut(out, 'cv', pipeline)
+      await world.set('cv/claimed', '1')
+    } else await world.get('cv/claimed')
+    const mine = foldsOfRank(only ?? [...Array(folds).keys()], world.rank, world.worldSize)
+    await trainFolds(job, mine)
+    await world.barrier('cv/folds')
+    if (lock) {
+      const result = summarise(out, folds, pipeline.models, pipeline.speakerNorm === true)
+      await world.set('cv/summary', '1')
+      await world.leave()
+      return result
+    }
+    await world.get('cv/summary')
+    const { format: _, ...result } = JSON.parse(readFileSync(join(out, RUN_FILES.cv), 'utf8')) as CrossValidateResult & { format: string }
+    await world.leave()
+    return result
+  } finally {
+    lock?.release()
+  }
+}
+
+async function runFolds(job: FoldJob, only: number[] | undefined): Promise<CrossValidateResult> {
+  await trainFolds(job, only ?? [...Array(job.folds).keys()])
+  return summarise(job.out, job.folds, job.pipeline.models, job.pipeline.speakerNorm === true)
+}
+
+async function trainFolds({ out, folds, valFraction, pipeline, onProgress }: FoldJob, list: number[]): Promise<void> {
   const emit = onProgress ?? (() => {})
-  for (const fold of only ?? [...Array(folds).keys()]) {
+  for (const fold of list) {
     emit({ type: 'fold', fold, folds, message: `fold ${fold + 1} of ${folds}` })
     const dir = foldDir(out, fold)
     await trainPipeline({
@@ -109,7 +161,6 @@ async function runFolds(
       onProgress: (e) => emit({ ...e, fold }),
     })
   }
-  return summarise(out, folds, pipeline.models, pipeline.speakerNorm === true)
 }
 
 /**

@@ -24,6 +24,7 @@ fn build_shims() {
     println!("cargo:rerun-if-changed=csrc/cpu_cache.cpp");
     println!("cargo:rerun-if-changed=csrc/memory_format.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
+    println!("cargo:rerun-if-changed=csrc/store.cpp");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     let include = std::path::Path::new(&lib_dir).parent().expect("libtorch lib/ has a parent").join("include");
     cc::Build::new()
@@ -38,6 +39,7 @@ fn build_shims() {
         .file("csrc/cpu_cache.cpp")
         .file("csrc/memory_format.cpp")
         .file("csrc/optim.cpp")
+        .file("csrc/store.cpp")
         .compile("emotion_shims");
 }
 

@@ -876,6 +876,41 @@ export type Vad = 'earshot' | 'energy' | 'off'
  */
 export type Verify = 'header' | 'decode'
 
+/**
+ * Where this process sits in a job of several (torchrun's variables: `RANK`, `WORLD_SIZE`,
+ * `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`).
+ */
+export interface WorldOptions {
+  /** @default 0 */
+  rank?: number
+  /** @default 1 */
+  worldSize?: number
+  /** @default 0 */
+  localRank?: number
+  /** @default 1 */
+  localWorldSize?: number
+  /** @default '127.0.0.1' */
+  masterAddr?: string
+  /** @default 29500 */
+  masterPort?: number
+  /**
+   * Longest wait for the other ranks at a barrier, and for the rendezvous, in seconds.
+   * @default 300
+   */
+  timeoutSeconds?: number
+  /**
+   * A rank whose heartbeat is older than this is reported dead (seconds).
+   * @default 30
+   */
+  heartbeatSeconds?: number
+  /**
+   * Every rank is a client of a store someone else serves (torchrun's agent store,
+   * `TORCHELASTIC_USE_AGENT_STORE`); otherwise rank 0 serves it.
+   * @default false
+   */
+  agentStore?: boolean
+}
+
 /** The default of every option that has one, by type: the values the core fills in. */
 export const DEFAULTS = {
   'AdamConfig': {
@@ -1057,6 +1092,17 @@ export const DEFAULTS = {
     'mel': null,
     'vocabulary': null,
     'encoderSource': null
+  },
+  'WorldOptions': {
+    'rank': 0,
+    'worldSize': 1,
+    'localRank': 0,
+    'localWorldSize': 1,
+    'masterAddr': '127.0.0.1',
+    'masterPort': 29500,
+    'timeoutSeconds': 300,
+    'heartbeatSeconds': 30,
+    'agentStore': false
   }
 } as const
 

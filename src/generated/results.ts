@@ -182,11 +182,13 @@ export interface EpochRecord {
  * - `'LIBTORCH_VERSION'`: A libtorch of another version was found (raised by the TypeScript loader).
  * - `'DOWNLOAD'`: A download (an encoder, a dataset) failed: the server was unreachable or refused, or the file's
  * size or checksum is not the one published; the message names the URL (raised by TypeScript).
+ * - `'DISTRIBUTED'`: A job over several processes failed: a rank died or hung (the message names it), the rendezvous
+ * store cannot be reached, or its port is in use.
  */
-export type ErrorCode = 'INVALID_OPTION' | 'AUDIO_DECODE' | 'DATASET' | 'CUDA_UNAVAILABLE' | 'OUT_OF_MEMORY' | 'CANCELLED' | 'NON_FINITE' | 'TORCH' | 'IO' | 'MODEL_NOT_FOUND' | 'INTERNAL' | 'LIBTORCH_NOT_FOUND' | 'LIBTORCH_VERSION' | 'DOWNLOAD'
+export type ErrorCode = 'INVALID_OPTION' | 'AUDIO_DECODE' | 'DATASET' | 'CUDA_UNAVAILABLE' | 'OUT_OF_MEMORY' | 'CANCELLED' | 'NON_FINITE' | 'TORCH' | 'IO' | 'MODEL_NOT_FOUND' | 'INTERNAL' | 'LIBTORCH_NOT_FOUND' | 'LIBTORCH_VERSION' | 'DOWNLOAD' | 'DISTRIBUTED'
 
 /** Every `ErrorCode`, for checks at run time. */
-export const ERROR_CODES: readonly ErrorCode[] = ['INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY', 'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL', 'LIBTORCH_NOT_FOUND', 'LIBTORCH_VERSION', 'DOWNLOAD']
+export const ERROR_CODES: readonly ErrorCode[] = ['INVALID_OPTION', 'AUDIO_DECODE', 'DATASET', 'CUDA_UNAVAILABLE', 'OUT_OF_MEMORY', 'CANCELLED', 'NON_FINITE', 'TORCH', 'IO', 'MODEL_NOT_FOUND', 'INTERNAL', 'LIBTORCH_NOT_FOUND', 'LIBTORCH_VERSION', 'DOWNLOAD', 'DISTRIBUTED']
 
 export interface FailedInput {
   index: number

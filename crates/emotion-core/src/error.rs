@@ -39,6 +39,10 @@ pub enum Error {
     #[error("cannot use model {}: {reason}", path.display())]
     ModelNotFound { path: PathBuf, reason: String },
 
+    /// A multi-process job failed: a rank died or hung, the store cannot be reached, a port is in use.
+    #[error("distributed job: {0}")]
+    Distributed(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -76,6 +80,9 @@ pub enum ErrorCode {
     /// A download (an encoder, a dataset) failed: the server was unreachable or refused, or the file's
     /// size or checksum is not the one published; the message names the URL (raised by TypeScript).
     Download,
+    /// A job over several processes failed: a rank died or hung (the message names it), the rendezvous
+    /// store cannot be reached, or its port is in use.
+    Distributed,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -102,6 +109,7 @@ impl Error {
             Error::Torch { .. } => ErrorCode::Torch,
             Error::Io { .. } => ErrorCode::Io,
             Error::ModelNotFound { .. } => ErrorCode::ModelNotFound,
+            Error::Distributed(_) => ErrorCode::Distributed,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

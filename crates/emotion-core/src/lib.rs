@@ -8,6 +8,7 @@ pub mod cuda_graph;
 pub mod dataset;
 pub mod device;
 pub mod digest;
+pub mod distributed;
 pub mod encoder;
 pub mod error;
 pub mod export;
@@ -48,9 +49,20 @@ pub(crate) fn job_turn_unless_cancelled(cancel: &control::CancelFlag) -> Result<
     }
 }
 
-/// Sets libtorch's intra-op threads to every core (what extraction runs with); call in a `job_turn`.
+/// The cores this process may use: `OMP_NUM_THREADS` when set (as PyTorch reads it; a launcher of
+/// several processes on one machine sets it to each one's share), else every core.
+pub fn cores() -> usize {
+    std::env::var("OMP_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Sets libtorch's intra-op threads to every core this process may use ([`cores`]; what extraction
+/// runs with); call in a `job_turn`.
 pub(crate) fn use_all_cores() {
-    tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
+    tch::set_num_threads(cores() as i32);
 }
 
 /// libtorch's default random generator is process-global. Code that seeds it and then draws from it

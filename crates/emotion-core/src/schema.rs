@@ -18,6 +18,7 @@ pub struct Options {
     pub predict_audio: crate::train::predict_audio::PredictAudioOptions,
     pub infer: crate::infer::InferOptions,
     pub export: crate::export::ExportOptions,
+    pub world: crate::distributed::WorldOptions,
 }
 
 /// The root of the results' schema: what the core returns and emits, as serialised.

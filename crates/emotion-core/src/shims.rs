@@ -32,6 +32,61 @@ extern "C" {
     pub fn emotion_zero_grads(params: *const *mut c_void, n: c_int);
 }
 
+// c10d's TCPStore (csrc/store.cpp).
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    pub fn emotion_store_new(
+        host: *const c_char,
+        port: c_int,
+        is_server: c_int,
+        world_size: c_int,
+        wait_workers: c_int,
+        timeout_ms: i64,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> *mut c_void;
+    pub fn emotion_store_free(handle: *mut c_void);
+    pub fn emotion_store_set(
+        handle: *mut c_void,
+        key: *const c_char,
+        value: *const u8,
+        len: i64,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
+    pub fn emotion_store_get(
+        handle: *mut c_void,
+        key: *const c_char,
+        out: *mut *mut u8,
+        out_len: *mut i64,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
+    pub fn emotion_store_free_bytes(bytes: *mut u8);
+    pub fn emotion_store_add(
+        handle: *mut c_void,
+        key: *const c_char,
+        delta: i64,
+        out: *mut i64,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
+    pub fn emotion_store_check(
+        handle: *mut c_void,
+        key: *const c_char,
+        out: *mut c_int,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
+    pub fn emotion_store_wait(
+        handle: *mut c_void,
+        key: *const c_char,
+        timeout_ms: i64,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
+}
+
 // Caching CPU allocator (csrc/cpu_cache.cpp).
 extern "C" {
     pub fn emotion_cpu_cache_install(limit_bytes: u64) -> i32;

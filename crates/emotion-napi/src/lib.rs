@@ -8,6 +8,7 @@ mod infer;
 mod job;
 mod system;
 mod train;
+mod world;
 
 pub use audio::*;
 pub use dataset::*;
@@ -15,3 +16,4 @@ pub use export::*;
 pub use infer::*;
 pub use system::*;
 pub use train::*;
+pub use world::*;

@@ -242,11 +242,7 @@ pub fn extract_mel(
     let device = parse_device(&options.device)?;
     let extractor = MelExtractor::new(options.mel.clone(), device)?;
     let (n_mels, frames) = (options.mel.n_mels as usize, options.mel.output_frames() as usize);
-    let threads = if options.decode_threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    } else {
-        options.decode_threads
-    };
+    let threads = if options.decode_threads == 0 { crate::cores() } else { options.decode_threads };
 
     let cache = options.cache_dir.as_deref().map(|dir| FeatureCache::open(dir, &options.mel)).transpose()?;
     let per_clip = n_mels * frames;

@@ -420,11 +420,7 @@ fn probe_all(
     cancel: &CancelFlag,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Probed>> {
-    let threads = if options.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    } else {
-        options.threads
-    };
+    let threads = if options.threads == 0 { crate::cores() } else { options.threads };
     let total = candidates.len();
     let mut out = Vec::with_capacity(total);
     let chunk = 64;

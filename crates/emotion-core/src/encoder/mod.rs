@@ -209,7 +209,7 @@ pub fn extract_embeddings(
     let cache =
         options.cache_dir.as_deref().map(|d| FeatureCache::open_tagged(&d.join("embeddings"), tag)).transpose()?;
     let threads = match options.decode_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => crate::cores(),
         n => n,
     };
     let mut out = Embeddings {

@@ -159,7 +159,7 @@ impl TrainConfig {
     pub fn run_settings(&self) -> RunSettings {
         let threads = match (self.threads, self.model.kind().default_threads()) {
             (0, Some(n)) => n,
-            (0, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            (0, None) => crate::cores(),
             (n, _) => n,
         };
         RunSettings {

@@ -1,0 +1,94 @@
+// c10d's TCPStore (libtorch_cpu.so, the rendezvous PyTorch's own process groups and torchrun use) for
+// the Rust core: create a server or client, set/get/add/check/wait keys. Values cross as bytes; a
+// failure (timeout, refused connection, a port in use) is reported through `error`, never thrown
+// across the C boundary. Gloo and NCCL are not involved here.
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+struct StoreHandle {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+};
+
+void report(char* error, int error_len, const char* what) {
+  if (error != nullptr && error_len > 0) std::snprintf(error, error_len, "%s", what);
+}
+
+template <typename F>
+int guarded(char* error, int error_len, F&& body) {
+  try {
+    body();
+    return 0;
+  } catch (const std::exception& e) {
+    report(error, error_len, e.what());
+  } catch (...) {
+    report(error, error_len, "unknown C++ exception");
+  }
+  return -1;
+}
+}  // namespace
+
+// A store at host:port: the server (which also counts `world_size` workers, waiting for them when
+// `wait_workers`) or a client. `timeout_ms` bounds connecting and every blocking call.
+extern "C" void* emotion_store_new(const char* host, int port, int is_server, int world_size, int wait_workers,
+                                   long long timeout_ms, char* error, int error_len) {
+  StoreHandle* handle = nullptr;
+  guarded(error, error_len, [&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = is_server != 0;
+    if (world_size > 0) opts.numWorkers = static_cast<std::size_t>(world_size);
+    opts.waitWorkers = wait_workers != 0;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    handle = new StoreHandle{std::move(store)};
+  });
+  return handle;
+}
+
+extern "C" void emotion_store_free(void* handle) { delete static_cast<StoreHandle*>(handle); }
+
+extern "C" int emotion_store_set(void* handle, const char* key, const unsigned char* value, long long len,
+                                 char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    std::vector<uint8_t> bytes(value, value + len);
+    static_cast<StoreHandle*>(handle)->store->set(std::string(key), bytes);
+  });
+}
+
+// Blocks until `key` exists (up to the timeout); the value is returned through `out` (malloc'd; the
+// caller frees it with emotion_store_free_bytes).
+extern "C" int emotion_store_get(void* handle, const char* key, unsigned char** out, long long* out_len, char* error,
+                                 int error_len) {
+  return guarded(error, error_len, [&] {
+    auto bytes = static_cast<StoreHandle*>(handle)->store->get(std::string(key));
+    *out_len = static_cast<long long>(bytes.size());
+    *out = static_cast<unsigned char*>(std::malloc(bytes.size() > 0 ? bytes.size() : 1));
+    if (!bytes.empty()) std::memcpy(*out, bytes.data(), bytes.size());
+  });
+}
+
+extern "C" void emotion_store_free_bytes(unsigned char* bytes) { std::free(bytes); }
+
+extern "C" int emotion_store_add(void* handle, const char* key, long long delta, long long* out, char* error,
+                                 int error_len) {
+  return guarded(error, error_len,
+                 [&] { *out = static_cast<StoreHandle*>(handle)->store->add(std::string(key), delta); });
+}
+
+extern "C" int emotion_store_check(void* handle, const char* key, int* out, char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    *out = static_cast<StoreHandle*>(handle)->store->check({std::string(key)}) ? 1 : 0;
+  });
+}
+
+extern "C" int emotion_store_wait(void* handle, const char* key, long long timeout_ms, char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    static_cast<StoreHandle*>(handle)->store->wait({std::string(key)}, std::chrono::milliseconds(timeout_ms));
+  });
+}

@@ -1,0 +1,127 @@
+// Jobs over several processes: the world a process belongs to (from torchrun's variables, or given),
+// joined through the core's c10d TCPStore, and the local launcher behind `--nproc-per-node N`, which
+// starts N copies of the same command with those variables set, each with its share of the cores.
+import { spawn } from 'node:child_process'
+import { availableParallelism } from 'node:os'
+import { createServer } from 'node:net'
+import { awaitNative, invalidOption } from './errors.js'
+import { native } from './native.js'
+import type { WorldOptions } from './generated/options.js'
+
+export type { WorldOptions }
+
+/** `distributed`: `'env'` reads torchrun's variables; or the world given outright. */
+export type DistributedOption = 'env' | Partial<WorldOptions>
+
+/** A joined world. */
+export interface World {
+  rank: number
+  worldSize: number
+  barrier(name: string): Promise<void>
+  set(key: string, value: string): Promise<void>
+  get(key: string): Promise<string>
+  leave(): Promise<void>
+}
+
+function intVar(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name]
+  if (v === undefined || v === '') return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 0) throw invalidOption(name, `must be a whole number, got ${v}`)
+  return n
+}
+
+/** The world torchrun (or any launcher setting its variables) put this process in; undefined alone. */
+export function worldFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<WorldOptions> | undefined {
+  const worldSize = intVar(env, 'WORLD_SIZE')
+  if (worldSize === undefined || worldSize <= 1) return undefined
+  const rank = intVar(env, 'RANK')
+  if (rank === undefined) throw invalidOption('RANK', `is not set, but WORLD_SIZE is ${worldSize}`)
+  return {
+    rank,
+    worldSize,
+    localRank: intVar(env, 'LOCAL_RANK') ?? rank,
+    localWorldSize: intVar(env, 'LOCAL_WORLD_SIZE') ?? worldSize,
+    masterAddr: env.MASTER_ADDR ?? '127.0.0.1',
+    masterPort: intVar(env, 'MASTER_PORT') ?? 29500,
+    agentStore: ['1', 'true', 'True'].includes(env.TORCHELASTIC_USE_AGENT_STORE ?? ''),
+  }
+}
+
+/** Joins the world `option` describes, or returns undefined for a job of one process. */
+export async function joinWorld(option: DistributedOption | undefined): Promise<World | undefined> {
+  if (option === undefined) return undefined
+  const world = option === 'env' ? worldFromEnv() : option
+  if (!world || (world.worldSize ?? 1) <= 1) return undefined
+  const inner = await awaitNative(native.joinWorld(JSON.stringify(world)))
+  return {
+    rank: inner.rank,
+    worldSize: inner.worldSize,
+    barrier: (name) => awaitNative(inner.barrier(name)),
+    set: (key, value) => awaitNative(inner.set(key, value)),
+    get: (key) => awaitNative(inner.get(key)),
+    leave: () => awaitNative(inner.leave()),
+  }
+}
+
+/** A free TCP port on 127.0.0.1 for the store. */
+async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer()
+    server.once('error', fail)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => done(port))
+    })
+  })
+}
+
+/**
+ * Runs `args` (this CLI's arguments) as `nproc` processes on this machine, ranks 0…nproc−1, each with
+ * `OMP_NUM_THREADS` = its share of the cores (unless set). Lines of ranks other than 0 are prefixed
+ * with their rank; rank 0's stdout is the command's. The first rank to fail stops the others; the
+ * exit status is the first failure's, or 0.
+ */
+export async function launchLocal(nproc: number, args: string[]): Promise<number> {
+  if (!Number.isInteger(nproc) || nproc < 1 || nproc > 256) throw invalidOption('--nproc-per-node', `must be 1–256, got ${nproc}`)
+  const port = await freePort()
+  const threads = process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(availableParallelism() / nproc)))
+  const children = Array.from({ length: nproc }, (_, rank) => {
+    const env = {
+      ...process.env,
+      RANK: String(rank),
+      WORLD_SIZE: String(nproc),
+      LOCAL_RANK: String(rank),
+      LOCAL_WORLD_SIZE: String(nproc),
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+      OMP_NUM_THREADS: threads,
+    }
+    const child = spawn(process.execPath, [process.argv[1], ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const prefix = (stream: NodeJS.WritableStream, data: Buffer, tagged: boolean) => {
+      const text = data.toString()
+      stream.write(tagged ? text.replace(/^(?=.)/gm, `[rank ${rank}] `) : text)
+    }
+    child.stdout.on('data', (d: Buffer) => prefix(process.stdout, d, rank !== 0))
+    child.stderr.on('data', (d: Buffer) => prefix(process.stderr, d, true))
+    return child
+  })
+  const codes = await new Promise<number[]>((done) => {
+    const results: (number | undefined)[] = new Array(nproc).fill(undefined)
+    children.forEach((child, rank) => {
+      child.on('exit', (code, signal) => {
+        results[rank] = code ?? (signal ? 128 + 15 : 1)
+        if (results[rank] !== 0) for (const other of children) if (other.exitCode === null) other.kill('SIGTERM')
+        if (results.every((r) => r !== undefined)) done(results as number[])
+      })
+    })
+  })
+  const failed = codes.findIndex((c) => c !== 0)
+  if (failed >= 0) console.error(`[launcher] rank ${failed} exited with ${codes[failed]}; the others were stopped`)
+  return failed >= 0 ? codes[failed] : 0
+}
+
+/** The folds rank `rank` of `worldSize` runs: every `worldSize`-th, starting at its rank. */
+export function foldsOfRank(all: number[], rank: number, worldSize: number): number[] {
+  return all.filter((_, i) => i % worldSize === rank)
+}
