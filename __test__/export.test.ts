@@ -241,6 +241,57 @@ for (const [kind, name, pooling] of [
   )
 }
 
+test.serial(
+  'a head trained on bf16 encoder states, exported in fp32: the deviation from the library is measured and printed',
+  async (t) => {
+    if (!haveWavs) return skip(t, NO_WAVS)
+    if (!installedEncoderDir('whisper-tiny.en')) return skip(t, 'whisper-tiny.en is not installed: skipped')
+    const files = listAudio(wavDir)
+    // bf16 states (emulated where the CPU has no native bf16: slower, the same numbers).
+    const embedding = await extractEmbeddings(files, { encoder: 'whisper-tiny.en', precision: 'bf16', device: 'cpu' })
+    const dir = tempDir('ep-export-bf16-')
+    await train({
+      model: 'encoder',
+      labels: LABELS,
+      train: { embedding, labels: files.map((f) => Number(f.split('/').pop()!.split('-')[2]) - 1) },
+      epochs: 20,
+      batchSize: 8,
+      accumulation: 1,
+      device: 'cpu',
+      checkpointDir: dir,
+      encoderSource: {
+        source: 'installed',
+        name: 'whisper-tiny.en',
+        sha256: embedding.modelSha256,
+        input: 'clip',
+        pooling: 'mean',
+        precision: 'bf16',
+        speakerNorm: false,
+      },
+    })
+    const model = await loadModel(dir, { device: 'cpu' })
+    const exported = await model.export({ out: join(tempDir('ep-export-'), 'bf16.onnx') })
+    t.is(exported.encoder?.precision, 'bf16', 'the sidecar says what the head trained on')
+    const session = await ort.InferenceSession.create(exported.path)
+    const native = await model.predict(files, { strict: true })
+    let largest = 0
+    let same = 0
+    for (const [i, file] of files.entries()) {
+      const { samples } = await decodeAudio(file, { sampleRate: 16000 })
+      const scores = (await session.run({ samples: new ort.Tensor('float32', samples, [1, samples.length]) })).scores.data as Float32Array
+      const ours = native[i] as { labelIndex: number; probabilities: number[] }
+      ours.probabilities.forEach((p, k) => {
+        largest = Math.max(largest, Math.abs(p - scores[k]))
+      })
+      if (scores.indexOf(Math.max(...scores)) === ours.labelIndex) same++
+    }
+    t.log(
+      `head on bf16 whisper-tiny.en states: the fp32 graph's probabilities within ${largest.toExponential(2)} of the library's bf16 predictions, ${same}/16 labels equal`,
+    )
+    t.true(largest < 0.05 && same >= 15, `${largest}, ${same}/16`)
+  },
+)
+
 test.serial('an exported model runs in a fresh process with no libtorch on the search path, and passes the onnx checker', async (t) => {
   if (!haveWavs) return skip(t, NO_WAVS)
   const { model, files } = await trainedCnn({})
