@@ -79,6 +79,25 @@ test.serial('a rank that dies is named by the others, within the heartbeat time'
   t.log(`rank 0 named the dead rank after ${seen.seconds.toFixed(1)} s (heartbeat 1.5 s)`)
 })
 
+test.serial('a slow rank that keeps beating is waited for past timeoutSeconds; a rank that fails is named with its reason', async (t) => {
+  const world = { worldSize: 2, localWorldSize: 2, masterPort: await freePort(), timeoutSeconds: 2, heartbeatSeconds: 1.5 }
+  const file = worker(`
+  const started = Date.now()
+  if (world.rank === 1) await new Promise((r) => setTimeout(r, 4000))
+  await world.barrier('slow')
+  const waited = (Date.now() - started) / 1000
+  if (world.rank === 1) { world.fail('disk full'); console.log(JSON.stringify({ waited })); process.exit(0) }
+  try { await world.barrier('after') } catch (e) { console.log(JSON.stringify({ waited, code: e.code, message: e.message })); process.exit(0) }
+  console.log(JSON.stringify({ waited }))`)
+  const [zero, one] = await runRanks(file, { ...world, localRank: 0 }, 2)
+  t.is(one.status, 0, one.stderr)
+  t.is(zero.status, 0, zero.stderr)
+  const seen = JSON.parse(zero.stdout) as { waited: number; code: string; message: string }
+  t.true(seen.waited >= 3.5, `rank 0 waited ${seen.waited} s for the slow rank (timeoutSeconds 2)`)
+  t.is(seen.code, 'DISTRIBUTED')
+  t.regex(seen.message, /rank 1 failed \(disk full\) while this rank waited for barrier `after`; this is rank 0/)
+})
+
 test.serial('a port in use and an unreachable store are DISTRIBUTED errors that say which', async (t) => {
   const busy = createServer()
   const port = await new Promise<number>((done) => busy.listen(0, '127.0.0.1', () => done((busy.address() as { port: number }).port)))

@@ -89,7 +89,7 @@ test.serial('the exported CNN equals the library on the 16 original WAVs: log-me
     JSON.parse(readFileSync(`${out}.json`, 'utf8')),
     JSON.parse(JSON.stringify({ ...exported, path: undefined, sidecarPath: undefined })),
   )
-  t.like(exported, { format: 'onnx', opset: 17, modelKind: 'audio', sampleRate: 48000, clipSamples: 144000, labels: LABELS })
+  t.like(exported, { format: 'onnx', opset: 17, modelKind: 'audio', sampleRate: 48000, clipSamples: 144000, minSamples: 1, labels: LABELS })
   t.deepEqual(exported.inputs, [{ name: 'samples', dtype: 'float32', shape: ['batch', 'samples'] }])
   t.deepEqual(exported.outputs[0], { name: 'scores', dtype: 'float32', shape: ['batch', 8] })
   t.is(
@@ -207,7 +207,7 @@ for (const [kind, name, pooling] of [
       if (!installedEncoderDir(name)) return skip(t, `${name} is not installed (npm run setup installs it): skipped`)
       const { model, files, embedding } = await trainedOnStates(kind, name, pooling)
       const exported = await model.export({ out: join(tempDir('ep-export-'), `${kind}.onnx`), featuresOutput: true })
-      t.like(exported, { modelKind: kind, sampleRate: 16000, clipSamples: null, maxSamples: 480000, normalisation: null })
+      t.like(exported, { modelKind: kind, sampleRate: 16000, clipSamples: null, maxSamples: 480000, minSamples: 400, normalisation: null })
       t.like(exported.encoder, { name, sha256: embedding.modelSha256, pooling })
       t.deepEqual(
         exported.licences.map((l) => l.licence),

@@ -53,10 +53,12 @@ export declare class NativeWorld {
   barrier(name: string): Promise<void>
   /** Sets `key` to `value` in the store. */
   set(key: string, value: string): Promise<void>
-  /** The value of `key`, waiting for it up to the world's timeout. */
+  /** The value of `key`, once a rank sets it (a failed or silent rank ends the wait). */
   get(key: string): Promise<string>
-  /** A last barrier, then the store is released (rank 0 waits until the others have left). */
+  /** A last barrier; rank 0 then waits until the others have left, and the heartbeat stops. */
   leave(): Promise<void>
+  /** Tells the other ranks this one failed (`why`), so they stop waiting for it, and stops beating. */
+  fail(why: string): void
 }
 
 /**

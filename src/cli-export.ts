@@ -11,6 +11,7 @@ const HELP = `emotion-pipeline export (--run DIR [--model NAME] | --model-dir DI
   --run DIR          a train run; its best model by validation UAR unless --model names one
   --model NAME       the run's model to export (audio, encoder, probe; text and fusion read transcripts)
   --model-dir DIR    a model folder instead (train()'s checkpointDir, or a run's models/<name>/)
+  --encoder NAME|DIR the encoder of a model on encoder states (found by SHA-256 when not given)
   --out FILE         the .onnx file to write; the sidecar goes to FILE.json
   --format F         ${EXPORT_FORMATS.join(' | ')} (default onnx)
   --browser DIR      instead of --out: a static folder to serve as is (the page, model.onnx, onnxruntime-web's
@@ -27,6 +28,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
       run: { type: 'string' },
       model: { type: 'string' },
       'model-dir': { type: 'string' },
+      encoder: { type: 'string' },
       out: { type: 'string' },
       format: { type: 'string' },
       browser: { type: 'string' },
@@ -46,13 +48,13 @@ export async function exportCommand(argv: string[]): Promise<number> {
   }
   const model =
     values.run !== undefined
-      ? await loadRun(values.run, { model: values.model, device: 'cpu' })
-      : await loadModel(values['model-dir'] as string, { device: 'cpu' })
+      ? await loadRun(values.run, { model: values.model, device: 'cpu', encoder: values.encoder })
+      : await loadModel(values['model-dir'] as string, { device: 'cpu', encoder: values.encoder })
   const from = model.run ? `${model.run.model} model of ${model.run.dir}` : model.dir
   if (values.browser !== undefined) {
     if (values.format !== undefined && values.format !== 'onnx')
       throw invalidOption('--format', 'the browser page runs ONNX: leave --format out')
-    const page = await model.exportBrowser(values.browser)
+    const page = await model.exportBrowser({ dir: values.browser })
     if (values.json) console.log(JSON.stringify(page))
     else {
       console.error(`[export] ${from} → ${page.dir}: ${page.files.length} files, ${(page.bytes / 1e6).toFixed(1)} MB`)

@@ -93,8 +93,6 @@ export async function runPipeline(options: PipelineOptions, mode: ProgressMode):
   )
   const result = await trainPipeline({ ...options, onProgress: progressPrinter(mode), signal: controller.signal })
   stopWatching()
-  // In a world, rank 0 prints the result.
-  if ((worldFromEnv()?.rank ?? 0) !== 0) return 0
   if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
   else console.log(summary(result))
   return 0
@@ -203,6 +201,13 @@ export async function trainCommand(argv: string[]): Promise<number> {
     console.error(`--data and --out are required\n\n${trainHelp()}`)
     return 2
   }
+  const world = worldFromEnv()
+  if (world) {
+    throw invalidOption(
+      'WORLD_SIZE',
+      `is ${world.worldSize}, but train does not run over several processes yet (data-parallel training is not written: docs/DISTRIBUTED.md); cv --nproc-per-node N runs folds in parallel`,
+    )
+  }
   return runPipeline(
     { ...pipelineOptions(values), split: values.split as PipelineOptions['split'] },
     values.json ? 'json' : values.quiet ? 'quiet' : 'human',
@@ -248,6 +253,8 @@ export async function cvCommand(argv: string[]): Promise<number> {
     return 0
   }
   const nproc = values['nproc-per-node'] === undefined ? 1 : Number(values['nproc-per-node'])
+  if (!Number.isInteger(nproc) || nproc < 1)
+    throw invalidOption('--nproc-per-node', `must be a whole number ≥ 1, got ${values['nproc-per-node']}`)
   // The launcher: N copies of this command (without the flag), each a rank of one world.
   if (nproc > 1 && !worldFromEnv()) return launchLocal(nproc, ['cv', ...argv.filter((_, i) => !isNprocArg(argv, i))])
   if (!values.data || !values.out) {

@@ -117,25 +117,32 @@ interface FoldJob {
  */
 async function crossValidateInWorld(world: World, job: FoldJob, only: number[] | undefined): Promise<CrossValidateResult> {
   const { out, folds, pipeline } = job
-  const lock = world.rank === 0 ? lockRunDir(out) : undefined
+  let lock: { release: () => void } | undefined
   try {
-    if (lock) {
+    if (world.rank === 0) {
+      lock = lockRunDir(out)
       claimOut(out, 'cv', pipeline)
       await world.set('cv/claimed', '1')
     } else await world.get('cv/claimed')
-    const mine = foldsOfRank(only ?? [...Array(folds).keys()], world.rank, world.worldSize)
-    await trainFolds(job, mine)
+    await trainFolds(job, foldsOfRank(only ?? [...Array(folds).keys()], world.rank, world.worldSize))
     await world.barrier('cv/folds')
-    if (lock) {
-      const result = summarise(out, folds, pipeline.models, pipeline.speakerNorm === true)
+    let result: CrossValidateResult
+    if (world.rank === 0) {
+      result = summarise(out, folds, pipeline.models, pipeline.speakerNorm === true)
       await world.set('cv/summary', '1')
-      await world.leave()
-      return result
+    } else {
+      await world.get('cv/summary')
+      const { format: _, ...written } = JSON.parse(readFileSync(join(out, RUN_FILES.cv), 'utf8')) as CrossValidateResult & {
+        format: string
+      }
+      result = written
     }
-    await world.get('cv/summary')
-    const { format: _, ...result } = JSON.parse(readFileSync(join(out, RUN_FILES.cv), 'utf8')) as CrossValidateResult & { format: string }
     await world.leave()
     return result
+  } catch (err) {
+    // The others stop waiting for this rank at once, naming it and the reason.
+    world.fail(err instanceof Error ? err.message.split('\n')[0].slice(0, 300) : String(err))
+    throw err
   } finally {
     lock?.release()
   }

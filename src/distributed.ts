@@ -21,6 +21,8 @@ export interface World {
   set(key: string, value: string): Promise<void>
   get(key: string): Promise<string>
   leave(): Promise<void>
+  /** Tells the other ranks this one failed, so they stop waiting for it. */
+  fail(why: string): void
 }
 
 function intVar(env: NodeJS.ProcessEnv, name: string): number | undefined {
@@ -42,9 +44,11 @@ export function worldFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<Worl
     worldSize,
     localRank: intVar(env, 'LOCAL_RANK') ?? rank,
     localWorldSize: intVar(env, 'LOCAL_WORLD_SIZE') ?? worldSize,
-    masterAddr: env.MASTER_ADDR ?? '127.0.0.1',
-    masterPort: intVar(env, 'MASTER_PORT') ?? 29500,
+    // Unset: the core's defaults (127.0.0.1:29500, as torchrun's).
+    masterAddr: env.MASTER_ADDR,
+    masterPort: intVar(env, 'MASTER_PORT'),
     agentStore: ['1', 'true', 'True'].includes(env.TORCHELASTIC_USE_AGENT_STORE ?? ''),
+    attempt: intVar(env, 'TORCHELASTIC_RESTART_COUNT'),
   }
 }
 
@@ -61,6 +65,7 @@ export async function joinWorld(option: DistributedOption | undefined): Promise<
     set: (key, value) => awaitNative(inner.set(key, value)),
     get: (key) => awaitNative(inner.get(key)),
     leave: () => awaitNative(inner.leave()),
+    fail: (why) => inner.fail(why),
   }
 }
 
@@ -76,11 +81,24 @@ async function freePort(): Promise<number> {
   })
 }
 
+/** Copies `from` to `to` line by line, each line prefixed with `tag` (a line split across chunks stays whole). */
+function tagLines(from: NodeJS.ReadableStream, to: NodeJS.WritableStream, tag: string): void {
+  let pending = ''
+  from.on('data', (d: Buffer) => {
+    const lines = (pending + d.toString()).split('\n')
+    pending = lines.pop() ?? ''
+    for (const line of lines) to.write(`${tag}${line}\n`)
+  })
+  from.on('end', () => {
+    if (pending) to.write(`${tag}${pending}\n`)
+  })
+}
+
 /**
  * Runs `args` (this CLI's arguments) as `nproc` processes on this machine, ranks 0…nproc−1, each with
- * `OMP_NUM_THREADS` = its share of the cores (unless set). Lines of ranks other than 0 are prefixed
- * with their rank; rank 0's stdout is the command's. The first rank to fail stops the others; the
- * exit status is the first failure's, or 0.
+ * `OMP_NUM_THREADS` = its share of the cores (unless set). Rank 0's output is the command's; the
+ * others' lines are prefixed with their rank. SIGINT and SIGTERM go to every rank; the first rank to
+ * fail stops the others; the exit status is the first failure's, or 0.
  */
 export async function launchLocal(nproc: number, args: string[]): Promise<number> {
   if (!Number.isInteger(nproc) || nproc < 1 || nproc > 256) throw invalidOption('--nproc-per-node', `must be 1–256, got ${nproc}`)
@@ -97,25 +115,33 @@ export async function launchLocal(nproc: number, args: string[]): Promise<number
       MASTER_PORT: String(port),
       OMP_NUM_THREADS: threads,
     }
-    const child = spawn(process.execPath, [process.argv[1], ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    const prefix = (stream: NodeJS.WritableStream, data: Buffer, tagged: boolean) => {
-      const text = data.toString()
-      stream.write(tagged ? text.replace(/^(?=.)/gm, `[rank ${rank}] `) : text)
+    const stdio: ('ignore' | 'inherit' | 'pipe')[] = rank === 0 ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe']
+    const child = spawn(process.execPath, [process.argv[1], ...args], { env, stdio })
+    if (rank !== 0) {
+      tagLines(child.stdout!, process.stderr, `[rank ${rank}] `)
+      tagLines(child.stderr!, process.stderr, `[rank ${rank}] `)
     }
-    child.stdout.on('data', (d: Buffer) => prefix(process.stdout, d, rank !== 0))
-    child.stderr.on('data', (d: Buffer) => prefix(process.stderr, d, true))
     return child
   })
+  const forward = (signal: NodeJS.Signals) => () => {
+    for (const child of children) if (child.exitCode === null) child.kill(signal)
+  }
+  const onInt = forward('SIGINT')
+  const onTerm = forward('SIGTERM')
+  process.on('SIGINT', onInt)
+  process.on('SIGTERM', onTerm)
   const codes = await new Promise<number[]>((done) => {
     const results: (number | undefined)[] = new Array(nproc).fill(undefined)
     children.forEach((child, rank) => {
       child.on('exit', (code, signal) => {
-        results[rank] = code ?? (signal ? 128 + 15 : 1)
+        results[rank] = code ?? (signal === 'SIGINT' ? 130 : 143)
         if (results[rank] !== 0) for (const other of children) if (other.exitCode === null) other.kill('SIGTERM')
         if (results.every((r) => r !== undefined)) done(results as number[])
       })
     })
   })
+  process.off('SIGINT', onInt)
+  process.off('SIGTERM', onTerm)
   const failed = codes.findIndex((c) => c !== 0)
   if (failed >= 0) console.error(`[launcher] rank ${failed} exited with ${codes[failed]}; the others were stopped`)
   return failed >= 0 ? codes[failed] : 0

@@ -1,9 +1,9 @@
 // Export options, checked before the core writes anything (the format; an output path that names an
 // `.onnx` file, its folder made), and the browser folder: the page in the package's web/, the model and
 // onnxruntime-web's WebAssembly files copied beside it.
-import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { dirname, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import type { OnnxSidecar } from './generated/results.js'
 
@@ -15,7 +15,10 @@ export interface ExportModelOptions {
   out: string
   /** @default 'onnx' */
   format?: ExportFormat
-  /** Also output `features`, the normalised log-mel the network reads (for checking the front end). */
+  /**
+   * Also output `features`, what the network reads: the normalised log-mel of a log-mel model, the
+   * pooled encoder states of an encoder or probe model (for checking the graph against the library).
+   */
   featuresOutput?: boolean
 }
 
@@ -54,6 +57,11 @@ export function checkExportOptions(options: ExportModelOptions): string {
 const PAGE_FILES = ['index.html', 'app.js', 'recorder-worklet.js']
 const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm']
 
+export interface BrowserExportOptions {
+  /** The folder to write (made when missing); the page, `model.onnx` and `ort/` go in it. */
+  dir: string
+}
+
 /** What `exportBrowser` wrote. */
 export interface BrowserExport {
   dir: string
@@ -82,19 +90,29 @@ function onnxruntimeWebDist(): string {
   return dist
 }
 
-/** The version the page was tested with (package.json pins it). */
-export const ONNXRUNTIME_WEB = '1.30.0'
+/** The version the page was tested with: the one package.json pins. */
+const ONNXRUNTIME_WEB: string = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')).optionalDependencies[
+  'onnxruntime-web'
+]
 
 /**
  * A static folder a user can serve as is: the page, `model.onnx` and its sidecar, and onnxruntime-web's
  * WebAssembly files. `exportModel` writes the model where it is told.
  */
-export async function exportBrowser(dir: string, exportModel: (out: string) => Promise<ExportResult>): Promise<BrowserExport> {
-  if (typeof dir !== 'string' || dir === '') throw invalidOption('browser', 'must name a folder')
+export async function exportBrowser(
+  options: BrowserExportOptions,
+  exportModel: (out: string) => Promise<ExportResult>,
+): Promise<BrowserExport> {
+  const dir = options?.dir
+  if (typeof dir !== 'string' || dir === '') throw invalidOption('dir', 'must name a folder')
   const root = resolve(dir)
-  if (existsSync(root) && !statSync(root).isDirectory()) throw invalidOption('browser', `${root} is a file, not a folder`)
+  if (existsSync(root) && !statSync(root).isDirectory()) throw invalidOption('dir', `${root} is a file, not a folder`)
   const dist = onnxruntimeWebDist()
-  const model = await exportModel(join(root, 'model.onnx'))
+  const exported = await exportModel(join(root, 'model.onnx'))
+  // A page is for serving: its sidecar names the model folder, not the path it had on this machine.
+  const model = { ...exported, source: basename(exported.source) }
+  const { path: _, sidecarPath: __, ...sidecar } = model
+  writeFileSync(model.sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`)
   const page = join(import.meta.dirname, '..', 'web')
   mkdirSync(join(root, 'ort'), { recursive: true })
   const files = ['model.onnx', 'model.onnx.json']

@@ -17,7 +17,9 @@ export { EmotionStream } from './stream.js'
 export type { StreamOptions } from './stream.js'
 export { timelineCsv, timelineSvg } from './timeline-output.js'
 export { EXPORT_FORMATS } from './export.js'
-export type { BrowserExport, ExportFormat, ExportModelOptions, ExportResult } from './export.js'
+export type { BrowserExport, BrowserExportOptions, ExportFormat, ExportModelOptions, ExportResult } from './export.js'
+export { worldFromEnv } from './distributed.js'
+export type { DistributedOption, World, WorldOptions } from './distributed.js'
 export type {
   ClassScores,
   EpochRecord,

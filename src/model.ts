@@ -12,7 +12,7 @@ import { findEncoder } from './encoder.js'
 import type { DeviceSpec } from './device.js'
 import type { ModelMeta, OnnxSidecar, Prediction, Timeline } from './generated/results.js'
 import { checkExportOptions, exportBrowser } from './export.js'
-import type { BrowserExport, ExportModelOptions, ExportResult } from './export.js'
+import type { BrowserExport, BrowserExportOptions, ExportModelOptions, ExportResult } from './export.js'
 import type { PredictRow } from './generated/results.js'
 import { toNativeSet } from './train.js'
 import type { TrainSet } from './train.js'
@@ -177,8 +177,8 @@ export class EmotionModel {
    * A static folder to serve as is: a page that runs this model in the browser (onnxruntime-web, no
    * CDN) on a dropped file or the microphone and shows the emotion over time. docs/EXPORT.md.
    */
-  exportBrowser(dir: string): Promise<BrowserExport> {
-    return exportBrowser(dir, (out) => this.export({ out }))
+  exportBrowser(options: BrowserExportOptions): Promise<BrowserExport> {
+    return exportBrowser(options, (out) => this.export({ out }))
   }
 
   /**

@@ -15,13 +15,24 @@ const RECORD_SECONDS = 4
 const state = { results: [], lastRecording: null, error: null }
 window.emotion = state
 
-const sidecar = await (await fetch('model.onnx.json')).json()
-const session = await ort.InferenceSession.create('model.onnx', { executionProviders: ['wasm'] })
+let sidecar
+let session
+try {
+  sidecar = await (await fetch('model.onnx.json')).json()
+  session = await ort.InferenceSession.create('model.onnx', { executionProviders: ['wasm'] })
+} catch (err) {
+  state.error = `the model could not be loaded: ${err.message ?? err}`
+  $('about').textContent = `${state.error} (serve this folder over HTTP, e.g. python3 -m http.server, and open it from there)`
+  throw err
+}
 const rate = sidecar.sampleRate
-// The model's own window: the CNN's clip length, else 4 s for an encoder model (as the library's timeline).
+// The timeline's window: the CNN's clip length, else 4 s for an encoder model (as the library's timeline).
 const windowSamples = sidecar.clipSamples ?? 4 * rate
+// What the library scores as one clip: up to the CNN's clip length, or up to 30 s for an encoder model;
+// a longer recording gets the mean of windows of that length (the library also gates them by voice).
+const clipWindow = sidecar.clipSamples ?? sidecar.maxSamples
 $('about').textContent =
-  `${sidecar.modelKind} model, ${sidecar.labels.length} labels (${sidecar.labels.join(', ')}), ${rate} Hz. Source: ${sidecar.source}, epoch ${sidecar.epoch}.`
+  `${sidecar.modelKind} model, ${sidecar.labels.length} labels (${sidecar.labels.join(', ')}), ${rate} Hz. Model: ${sidecar.source}, epoch ${sidecar.epoch}.`
 $('record').disabled = false
 state.ready = true
 
@@ -32,23 +43,33 @@ async function scores(samples) {
   return Array.from(out.scores.data)
 }
 
-/** Windows every half window, the last one aligned to the end (as the library's slicer). */
-function windows(n) {
-  if (n <= windowSamples) return [[0, n]]
-  const hop = Math.floor(windowSamples / 2)
+/** Windows of `size` every half window, the last one aligned to the end (as the library's slicer). */
+function windows(n, size) {
+  if (n <= size) return [[0, n]]
+  const hop = Math.floor(size / 2)
   const starts = []
-  for (let s = 0; s + windowSamples <= n; s += hop) starts.push(s)
-  if (starts[starts.length - 1] + windowSamples < n) starts.push(n - windowSamples)
-  return starts.map((s) => [s, s + windowSamples])
+  for (let s = 0; s + size <= n; s += hop) starts.push(s)
+  if (starts[starts.length - 1] + size < n) starts.push(n - size)
+  return starts.map((s) => [s, s + size])
+}
+
+/** The clip's probabilities as the library's predict gives them (without its voice gate). */
+async function clipScores(samples) {
+  // One run at a time: an onnxruntime-web session does not take concurrent runs.
+  const all = []
+  for (const [a, b] of windows(samples.length, clipWindow)) all.push(await scores(samples.subarray(a, b)))
+  return all[0].map((_, k) => all.reduce((sum, p) => sum + p[k], 0) / all.length)
 }
 
 const top = (p) => p.indexOf(Math.max(...p))
 
 async function analyse(samples, source, name) {
+  if (samples.length < sidecar.minSamples)
+    throw new Error(`${name} is too short: ${samples.length} samples, the model needs ${sidecar.minSamples}`)
   $('status').textContent = `Scoring ${name} (${(samples.length / rate).toFixed(1)} s)…`
-  const clip = await scores(samples)
+  const clip = await clipScores(samples)
   const timeline = []
-  for (const [start, end] of windows(samples.length)) {
+  for (const [start, end] of windows(samples.length, windowSamples)) {
     const p = await scores(samples.subarray(start, end))
     timeline.push({ start: start / rate, end: end / rate, label: sidecar.labels[top(p)], scores: p })
   }
@@ -65,9 +86,9 @@ function show(result) {
     .sort((a, b) => b[0] - a[0])
     .map(
       ([p, i]) =>
-        `<tr><td>${sidecar.labels[i]}</td><td>${(100 * p).toFixed(1)} %</td><td><span class="bar" style="width:${(200 * p).toFixed(0)}px"></span></td></tr>`,
+        `<tr><td>${escapeHtml(sidecar.labels[i])}</td><td>${(100 * p).toFixed(1)} %</td><td><span class="bar" style="width:${(200 * p).toFixed(0)}px"></span></td></tr>`,
     )
-  $('result').innerHTML = `<h2>${escapeHtml(result.name)}: ${result.label}</h2><table>${rows.join('')}</table>`
+  $('result').innerHTML = `<h2>${escapeHtml(result.name)}: ${escapeHtml(result.label)}</h2><table>${rows.join('')}</table>`
   drawTimeline(result.timeline)
 }
 
@@ -103,7 +124,7 @@ function drawTimeline(timeline) {
     g.stroke()
   })
   $('legend').innerHTML = sidecar.labels
-    .map((l, k) => `<span><i style="background:${COLOURS[k % COLOURS.length]}"></i>${l}</span>`)
+    .map((l, k) => `<span><i style="background:${COLOURS[k % COLOURS.length]}"></i>${escapeHtml(l)}</span>`)
     .join('')
 }
 

@@ -894,12 +894,13 @@ export interface WorldOptions {
   /** @default 29500 */
   masterPort?: number
   /**
-   * Longest wait for the other ranks at a barrier, and for the rendezvous, in seconds.
+   * Longest wait for the rendezvous, and for a rank that never joined; ranks that keep beating are
+   * waited for without limit (seconds).
    * @default 300
    */
   timeoutSeconds?: number
   /**
-   * A rank whose heartbeat is older than this is reported dead (seconds).
+   * A rank whose heartbeat counter has not moved for this long is reported dead (seconds).
    * @default 30
    */
   heartbeatSeconds?: number
@@ -909,6 +910,12 @@ export interface WorldOptions {
    * @default false
    */
   agentStore?: boolean
+  /**
+   * The job's attempt (torchrun's `TORCHELASTIC_RESTART_COUNT`): keys are scoped to it, so a restarted
+   * job never reads what an earlier attempt left in the agent's store.
+   * @default 0
+   */
+  attempt?: number
 }
 
 /** The default of every option that has one, by type: the values the core fills in. */
@@ -1102,7 +1109,8 @@ export const DEFAULTS = {
     'masterPort': 29500,
     'timeoutSeconds': 300,
     'heartbeatSeconds': 30,
-    'agentStore': false
+    'agentStore': false,
+    'attempt': 0
   }
 } as const
 

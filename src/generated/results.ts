@@ -318,6 +318,11 @@ export interface OnnxSidecar {
   clipSamples: number | null
   /** Most samples read per clip (the rest is ignored): `clipSamples`, or Whisper's 30 s. */
   maxSamples: number
+  /**
+   * Fewest samples the graph serves as the library does (the library refuses shorter clips of a
+   * model on encoder states: one Whisper frame, 25 ms).
+   */
+  minSamples: number
   /** The in-graph front end's log-mel settings (Whisper's, for models on encoder states). */
   frontEnd: Required<MelConfig>
   /** The training set's normalisation applied to the log-mel, `(x − mean) / std` (log-mel models). */

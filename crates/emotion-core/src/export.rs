@@ -72,6 +72,9 @@ pub struct OnnxSidecar {
     pub clip_samples: Option<u64>,
     /// Most samples read per clip (the rest is ignored): `clipSamples`, or Whisper's 30 s.
     pub max_samples: u64,
+    /// Fewest samples the graph serves as the library does (the library refuses shorter clips of a
+    /// model on encoder states: one Whisper frame, 25 ms).
+    pub min_samples: u64,
     /// The in-graph front end's log-mel settings (Whisper's, for models on encoder states).
     pub front_end: MelConfig,
     /// The training set's normalisation applied to the log-mel, `(x − mean) / std` (log-mel models).
@@ -108,6 +111,7 @@ struct FrontEnd {
     config: MelConfig,
     clip_samples: Option<u64>,
     max_samples: u64,
+    min_samples: u64,
     normalisation: Option<[f64; 2]>,
     encoder: Option<EncoderIdentity>,
     /// The `features` output's shape (after `batch`).
@@ -131,7 +135,15 @@ fn front_end_nodes(
         let normalisation = Some([mel.mean, mel.std]);
         return Ok((
             features,
-            FrontEnd { config, clip_samples: Some(n), max_samples: n, normalisation, encoder: None, features: shape },
+            FrontEnd {
+                config,
+                clip_samples: Some(n),
+                max_samples: n,
+                min_samples: 1,
+                normalisation,
+                encoder: None,
+                features: shape,
+            },
         ));
     }
     let embedding =
@@ -146,7 +158,7 @@ fn front_end_nodes(
         return Err(Error::invalid(
             "encoder",
             format!(
-                "the model was trained on states of the {:?} encoder '{}': give its folder (encoder)",
+                "the model was trained on states of the {:?} encoder '{}', which was not found: give its folder (loadModel's encoder option, CLI --encoder DIR)",
                 identity.source, identity.name
             ),
         ));
@@ -166,6 +178,7 @@ fn front_end_nodes(
         config,
         clip_samples: None,
         max_samples: crate::encoder::whisper::WINDOW_SAMPLES as u64,
+        min_samples: crate::encoder::whisper::MIN_SAMPLES as u64,
         normalisation: None,
         encoder: Some(identity),
         features: [embedding.layers, embedding.width],
@@ -198,7 +211,6 @@ pub fn export_onnx(model: &LoadedModel, source: &Path, path: &Path, options: &Ex
         format!("emotion-pipeline {} model: mono float32 samples at {rate} Hz → label probabilities", spec.kind.name());
     let proto = g.into_model(spec.kind.name(), &doc, &[("labels", labels), ("sample_rate", rate.to_string())])?;
     let bytes = proto.encode_to_vec();
-    crate::atomic::write_atomic(path, &bytes)?;
     let weights_file = model.weights_file();
     let sidecar = OnnxSidecar {
         format: "onnx".into(),
@@ -211,6 +223,7 @@ pub fn export_onnx(model: &LoadedModel, source: &Path, path: &Path, options: &Ex
         sample_rate: rate,
         clip_samples: front.clip_samples,
         max_samples: front.max_samples,
+        min_samples: front.min_samples,
         licences: licences(front.encoder.as_ref()),
         front_end: front.config,
         normalisation: front.normalisation,
@@ -223,7 +236,13 @@ pub fn export_onnx(model: &LoadedModel, source: &Path, path: &Path, options: &Ex
         producer: format!("emotion-pipeline {}", env!("CARGO_PKG_VERSION")),
     };
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| Error::Internal(e.to_string()))?;
-    crate::atomic::write_atomic(&sidecar_path(path), &json)?;
+    // The model, then its sidecar; a sidecar that cannot be written takes the new model with it, so no
+    // model is left beside a stale or missing description.
+    crate::atomic::write_atomic(path, &bytes)?;
+    if let Err(e) = crate::atomic::write_atomic(&sidecar_path(path), &json) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     Ok(sidecar)
 }
 

@@ -7,9 +7,10 @@ pub mod store;
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use store::Store;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -23,13 +24,17 @@ pub struct WorldOptions {
     pub local_world_size: usize,
     pub master_addr: String,
     pub master_port: u16,
-    /// Longest wait for the other ranks at a barrier, and for the rendezvous, in seconds.
+    /// Longest wait for the rendezvous, and for a rank that never joined; ranks that keep beating are
+    /// waited for without limit (seconds).
     pub timeout_seconds: f64,
-    /// A rank whose heartbeat is older than this is reported dead (seconds).
+    /// A rank whose heartbeat counter has not moved for this long is reported dead (seconds).
     pub heartbeat_seconds: f64,
     /// Every rank is a client of a store someone else serves (torchrun's agent store,
     /// `TORCHELASTIC_USE_AGENT_STORE`); otherwise rank 0 serves it.
     pub agent_store: bool,
+    /// The job's attempt (torchrun's `TORCHELASTIC_RESTART_COUNT`): keys are scoped to it, so a restarted
+    /// job never reads what an earlier attempt left in the agent's store.
+    pub attempt: u32,
 }
 
 impl Default for WorldOptions {
@@ -44,6 +49,7 @@ impl Default for WorldOptions {
             timeout_seconds: 300.0,
             heartbeat_seconds: 30.0,
             agent_store: false,
+            attempt: 0,
         }
     }
 }
@@ -69,48 +75,48 @@ impl WorldOptions {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A joined world: this rank's store connection, and a thread that beats its heart in the store.
+/// A joined world: this rank's store connection (prefixed per job attempt), and a thread with a
+/// connection of its own that counts this rank's heartbeat (a blocking wait on the main connection
+/// holds c10d's client lock, so it must not share it).
 pub struct World {
     pub options: WorldOptions,
-    store: Arc<Store>,
+    store: Store,
+    /// `<attempt>/`: keys of an earlier attempt (torchrun `--max-restarts`) are never read.
+    prefix: String,
     beating: Arc<AtomicBool>,
+    barriers: Mutex<HashMap<String, u64>>,
 }
 
 impl World {
-    /// Opens (rank 0, unless an agent serves it) or reaches the store, then waits for every rank to
-    /// arrive (`join`).
+    /// Opens (rank 0, unless an agent serves it) or reaches the store, starts the heartbeat, then waits
+    /// for every rank to arrive (`join`).
     pub fn join(options: WorldOptions) -> Result<World> {
         options.validate()?;
         let timeout = Duration::from_secs_f64(options.timeout_seconds);
         let server = options.rank == 0 && !options.agent_store;
-        let store =
-            Arc::new(Store::connect(&options.master_addr, options.master_port, server, options.world_size, timeout)?);
+        let (host, port) = (&options.master_addr, options.master_port);
+        let store = Store::connect(host, port, server, options.world_size, timeout)?;
+        let heart = Store::connect(host, port, false, options.world_size, timeout)?;
+        let prefix = format!("ep/{}/", options.attempt);
         let beating = Arc::new(AtomicBool::new(true));
-        let world = World { options, store, beating };
-        world.beat()?;
-        world.spawn_heartbeat()?;
+        let world = World { options, store, prefix, beating, barriers: Mutex::new(HashMap::new()) };
+        world.spawn_heartbeat(heart)?;
         world.barrier("join")?;
         Ok(world)
     }
 
-    fn beat(&self) -> Result<()> {
-        self.store.set(&format!("heartbeat/{}", self.options.rank), now_ms().to_string().as_bytes())
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
     }
 
-    fn spawn_heartbeat(&self) -> Result<()> {
+    fn spawn_heartbeat(&self, heart: Store) -> Result<()> {
         let period = Duration::from_secs_f64((self.options.heartbeat_seconds / 4.0).clamp(0.05, 5.0));
-        let (store, beating, rank) = (Arc::clone(&self.store), Arc::clone(&self.beating), self.options.rank);
+        let (beating, key) = (Arc::clone(&self.beating), self.key(&format!("heartbeat/{}", self.options.rank)));
+        heart.add(&key, 1)?;
         std::thread::Builder::new()
-            .name(format!("heartbeat-{rank}"))
+            .name(format!("heartbeat-{}", self.options.rank))
             .spawn(move || {
-                while beating.load(Ordering::Relaxed) {
-                    if store.set(&format!("heartbeat/{rank}"), now_ms().to_string().as_bytes()).is_err() {
-                        break;
-                    }
+                while beating.load(Ordering::Relaxed) && heart.add(&key, 1).is_ok() {
                     std::thread::sleep(period);
                 }
             })
@@ -118,79 +124,111 @@ impl World {
         Ok(())
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Sets `key` (under this attempt's prefix).
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.store.set(&self.key(key), value)
     }
 
-    /// Milliseconds since `rank` last beat, if it ever did.
-    fn silence_ms(&self, rank: usize) -> Result<Option<i64>> {
-        let key = format!("heartbeat/{rank}");
-        if !self.store.check(&key)? {
-            return Ok(None);
-        }
-        let text = String::from_utf8_lossy(&self.store.get(&key)?).into_owned();
-        Ok(text.parse::<i64>().ok().map(|t| now_ms() - t))
+    /// The value of `key`, waiting for it like a barrier: a rank that reported a failure or stopped
+    /// beating ends the wait, by name.
+    pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let full = self.key(key);
+        self.wait_until(&format!("`{key}`"), |w| w.store.check(&full))?;
+        self.store.get(&full)
     }
 
-    /// Waits until every rank has reached barrier `name`. A rank whose heartbeat stopped (it died or
-    /// hangs without its heartbeat thread) fails the wait at once, by rank; otherwise the wait gives up
-    /// after `timeoutSeconds`, naming the ranks that did not arrive.
+    /// Tells the other ranks this one failed (they stop waiting for it at once), and stops its heartbeat.
+    pub fn fail(&self, why: &str) {
+        let _ = self.set(&format!("failed/{}", self.options.rank), why.as_bytes());
+        self.close();
+    }
+
+    /// Stops the heartbeat; the store connection closes on drop.
+    pub fn close(&self) {
+        self.beating.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits until every rank has reached barrier `name` (each call of a name is a new generation). A
+    /// rank that reported a failure, or whose heartbeat stopped for `heartbeatSeconds`, ends the wait
+    /// at once, by rank; ranks still beating are waited for without limit (a long fold is not a hang);
+    /// a rank never seen ends it after `timeoutSeconds`.
     pub fn barrier(&self, name: &str) -> Result<()> {
-        let arrived = format!("barrier/{name}/{}", self.options.rank);
-        self.store.set(&arrived, b"1")?;
-        let started = Instant::now();
-        let limit = Duration::from_secs_f64(self.options.timeout_seconds);
-        let dead_after = (self.options.heartbeat_seconds * 1000.0) as i64;
-        loop {
-            let mut missing = Vec::new();
-            for rank in 0..self.options.world_size {
-                if !self.store.check(&format!("barrier/{name}/{rank}"))? {
-                    missing.push(rank);
+        let generation = {
+            let mut seen = self.barriers.lock().unwrap_or_else(|p| p.into_inner());
+            let g = seen.entry(name.to_string()).or_insert(0);
+            *g += 1;
+            *g
+        };
+        let base = self.key(&format!("barrier/{name}/{generation}"));
+        self.store.set(&format!("{base}/{}", self.options.rank), b"1")?;
+        let ranks = self.options.world_size;
+        self.wait_until(&format!("barrier `{name}`"), |w| {
+            for rank in 0..ranks {
+                if !w.store.check(&format!("{base}/{rank}"))? {
+                    return Ok(false);
                 }
             }
-            if missing.is_empty() {
+            Ok(true)
+        })
+    }
+
+    /// Polls `done` every 50 ms, watching every other rank's failure key and heartbeat counter (timed
+    /// on this machine's clock, so clocks of other machines do not matter).
+    fn wait_until(&self, what: &str, mut done: impl FnMut(&World) -> Result<bool>) -> Result<()> {
+        let started = Instant::now();
+        let silent_limit = Duration::from_secs_f64(self.options.heartbeat_seconds);
+        let never_limit = Duration::from_secs_f64(self.options.timeout_seconds);
+        let mut last: Vec<(i64, Instant)> = vec![(-1, Instant::now()); self.options.world_size];
+        loop {
+            if done(self)? {
                 return Ok(());
             }
-            for &rank in &missing {
-                if let Some(silent) = self.silence_ms(rank)? {
-                    if silent > dead_after {
-                        return Err(Error::Distributed(format!(
-                            "rank {rank} stopped (no heartbeat for {:.1} s) before barrier `{name}`; this is rank {}",
-                            silent as f64 / 1000.0,
-                            self.options.rank
-                        )));
-                    }
+            for rank in (0..self.options.world_size).filter(|&r| r != self.options.rank) {
+                let failed = self.key(&format!("failed/{rank}"));
+                if self.store.check(&failed)? {
+                    let why = String::from_utf8_lossy(&self.store.get(&failed)?).into_owned();
+                    return Err(self.error(format!("rank {rank} failed ({why}) while this rank waited for {what}")));
                 }
-            }
-            if started.elapsed() > limit {
-                return Err(Error::Distributed(format!(
-                    "rank(s) {missing:?} did not reach barrier `{name}` within {} s (distributed.timeoutSeconds); this is rank {}",
-                    self.options.timeout_seconds, self.options.rank
-                )));
+                let beats = self.store.add(&self.key(&format!("heartbeat/{rank}")), 0)?;
+                if beats != last[rank].0 {
+                    last[rank] = (beats, Instant::now());
+                } else if beats > 0 && last[rank].1.elapsed() > silent_limit {
+                    let silent = last[rank].1.elapsed().as_secs_f64();
+                    return Err(
+                        self.error(format!("rank {rank} stopped (no heartbeat for {silent:.1} s) before {what}"))
+                    );
+                } else if beats == 0 && started.elapsed() > never_limit {
+                    return Err(self.error(format!(
+                        "rank {rank} never joined before {what} within {} s (distributed.timeoutSeconds)",
+                        self.options.timeout_seconds
+                    )));
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
 
-impl World {
+    fn error(&self, message: String) -> Error {
+        Error::Distributed(format!("{message}; this is rank {}", self.options.rank))
+    }
+
     /// Leaves the world after a last barrier; rank 0 (which serves the store) waits until every other
     /// rank has passed it, so none loses the store while it still reads it.
-    pub fn leave(self) -> Result<()> {
+    pub fn leave(&self) -> Result<()> {
         self.barrier("leave")?;
-        self.store.set(&format!("left/{}", self.options.rank), b"1")?;
+        self.set(&format!("left/{}", self.options.rank), b"1")?;
         if self.options.rank == 0 && !self.options.agent_store {
-            let limit = Duration::from_secs(10);
             for rank in 1..self.options.world_size {
-                self.store.wait(&format!("left/{rank}"), limit)?;
+                self.store.wait(&self.key(&format!("left/{rank}")), Duration::from_secs(10))?;
             }
         }
+        self.close();
         Ok(())
     }
 }
 
 impl Drop for World {
     fn drop(&mut self) {
-        self.beating.store(false, Ordering::Relaxed);
+        self.close();
     }
 }

@@ -124,6 +124,7 @@ impl<'a> Decoder<'a> {
         layer_norm(g, x, Some((self.t(&format!("{prefix}/gamma"))?, self.t(&format!("{prefix}/beta"))?)), self.width)
     }
 
+    /// The merged decoder: inputs and cache as optimum names them, the layers, then the logits.
     fn graph(&self, g: &mut Graph) -> Result<()> {
         let (h, d) = (self.heads, self.width / self.heads);
         let batch = Dim::Named("batch_size");
@@ -140,81 +141,88 @@ impl<'a> Decoder<'a> {
             }
         }
         g.typed_input("use_cache_branch", Elem::Bool, &[Dim::Fixed(1)]);
+        let (mut x, mask, embeddings) = self.embed(g, &ids)?;
+        for i in 0..self.layers {
+            x = self.layer(g, i, &x, &memory, &mask)?;
+        }
+        self.logits(g, &x, &embeddings)
+    }
 
-        // Positions continue after the cached ones.
-        let (axis1, axis2) = (g.int(1), g.int(2));
+    /// Token and position embeddings (positions continue after the cached ones), the causal mask, and
+    /// the embedding table's initializer (the output projection reuses it).
+    fn embed(&self, g: &mut Graph, ids: &str) -> Result<(String, String, String)> {
+        let (axis1, axis2, one) = (g.int(1), g.int(2), g.int(1));
         let past_shape = g.op("Shape", &["past_key_values.0.decoder.key"], vec![]);
         let past = g.op("Gather", &[&past_shape, &axis2], vec![]);
-        let ids_shape = g.op("Shape", &[&ids], vec![]);
+        let ids_shape = g.op("Shape", &[ids], vec![]);
         let steps = g.op("Gather", &[&ids_shape, &axis1], vec![]);
         let end = g.binary("Add", &past, &steps);
-        let one = g.int(1);
         let position_ids = g.op("Range", &[&past, &end, &one], vec![]);
         let table = g.weight("positions", &self.positions)?;
         let positions = g.op("Gather", &[&table, &position_ids], vec![("axis", Attr::Int(0))]);
         let embeddings = g.weight("embeddings", &self.embeddings)?;
-        let tokens = g.op("Gather", &[&embeddings, &ids], vec![("axis", Attr::Int(0))]);
-        let mut x = g.binary("Add", &tokens, &positions);
-        let mask = causal_mask(g, &past, &end);
+        let tokens = g.op("Gather", &[&embeddings, ids], vec![("axis", Attr::Int(0))]);
+        let x = g.binary("Add", &tokens, &positions);
+        Ok((x, causal_mask(g, &past, &end), embeddings))
+    }
 
-        for i in 0..self.layers {
-            let p = format!("decoder/layer_{i}");
-            // Self-attention over the cache and the new steps.
-            let n = self.norm(g, &format!("{p}/self_attention/layer_norm"), &x)?;
-            let qkv = self.linear(g, &format!("{p}/self_attention/linear_0"), &n)?;
-            let parts = split_last(g, &qkv, 3, self.width);
-            let [q, k, v] = [0, 1, 2].map(|j| split_heads(g, &parts[j], h, d));
-            let mut present = Vec::new();
-            for (new, part) in [(&k, "key"), (&v, "value")] {
-                let past_name = format!("past_key_values.{i}.decoder.{part}");
-                let all = g.op("Concat", &[&past_name, new], vec![("axis", Attr::Int(2))]);
-                g.output(
-                    &all,
-                    &format!("present.{i}.decoder.{part}"),
-                    &cache_out("past_decoder_sequence_length + 1", h, d),
-                );
-                present.push(all);
-            }
-            let attended = attend(g, &q, &present[0], &present[1], [h, d], Some(&mask));
-            let out = self.linear(g, &format!("{p}/self_attention/linear_1"), &attended)?;
-            x = g.binary("Add", &x, &out);
-            // Cross-attention on the encoder's states.
-            let n = self.norm(g, &format!("{p}/attention/layer_norm"), &x)?;
-            let q = self.linear(g, &format!("{p}/attention/linear_0"), &n)?;
-            let q = split_heads(g, &q, h, d);
-            let kv = self.linear(g, &format!("{p}/attention/linear_1"), &memory)?;
-            let parts = split_last(g, &kv, 2, self.width);
-            let [k, v] = [0, 1].map(|j| split_heads(g, &parts[j], h, d));
-            for (t, part) in [(&k, "key"), (&v, "value")] {
-                g.output(t, &format!("present.{i}.encoder.{part}"), &cache_out("encoder_sequence_length_out", h, d));
-            }
-            let attended = attend(g, &q, &k, &v, [h, d], None);
-            let out = self.linear(g, &format!("{p}/attention/linear_2"), &attended)?;
-            x = g.binary("Add", &x, &out);
-            // Feed-forward.
-            let n = self.norm(g, &format!("{p}/ffn/layer_norm"), &x)?;
-            let hidden = self.linear(g, &format!("{p}/ffn/linear_0"), &n)?;
-            let hidden = gelu(g, &hidden);
-            let out = self.linear(g, &format!("{p}/ffn/linear_1"), &hidden)?;
-            x = g.binary("Add", &x, &out);
+    /// One decoder layer: self-attention over the cache and the new steps (its present outputs),
+    /// cross-attention on the encoder's states (recomputed, its present outputs), feed-forward.
+    fn layer(&self, g: &mut Graph, i: usize, x: &str, memory: &str, mask: &str) -> Result<String> {
+        let (h, d) = (self.heads, self.width / self.heads);
+        let p = format!("decoder/layer_{i}");
+        let n = self.norm(g, &format!("{p}/self_attention/layer_norm"), x)?;
+        let qkv = self.linear(g, &format!("{p}/self_attention/linear_0"), &n)?;
+        let parts = split_last(g, &qkv, 3, self.width);
+        let [q, k, v] = [0, 1, 2].map(|j| split_heads(g, &parts[j], h, d));
+        let mut present = Vec::new();
+        for (new, part) in [(&k, "key"), (&v, "value")] {
+            let past_name = format!("past_key_values.{i}.decoder.{part}");
+            let all = g.op("Concat", &[&past_name, new], vec![("axis", Attr::Int(2))]);
+            g.output(
+                &all,
+                &format!("present.{i}.decoder.{part}"),
+                &cache_out("past_decoder_sequence_length + 1", h, d),
+            );
+            present.push(all);
         }
-        let x = self.norm(g, "decoder/layer_norm", &x)?;
-        // The output projection is the token embedding (tied weights): one initializer for both, as
-        // Gemm with transB on the rows flattened to 2-D.
+        let attended = attend(g, &q, &present[0], &present[1], [h, d], Some(mask));
+        let out = self.linear(g, &format!("{p}/self_attention/linear_1"), &attended)?;
+        let x = g.binary("Add", x, &out);
+        let n = self.norm(g, &format!("{p}/attention/layer_norm"), &x)?;
+        let q = self.linear(g, &format!("{p}/attention/linear_0"), &n)?;
+        let q = split_heads(g, &q, h, d);
+        let kv = self.linear(g, &format!("{p}/attention/linear_1"), memory)?;
+        let parts = split_last(g, &kv, 2, self.width);
+        let [k, v] = [0, 1].map(|j| split_heads(g, &parts[j], h, d));
+        for (t, part) in [(&k, "key"), (&v, "value")] {
+            g.output(t, &format!("present.{i}.encoder.{part}"), &cache_out("encoder_sequence_length_out", h, d));
+        }
+        let attended = attend(g, &q, &k, &v, [h, d], None);
+        let out = self.linear(g, &format!("{p}/attention/linear_2"), &attended)?;
+        let x = g.binary("Add", &x, &out);
+        let n = self.norm(g, &format!("{p}/ffn/layer_norm"), &x)?;
+        let hidden = self.linear(g, &format!("{p}/ffn/linear_0"), &n)?;
+        let hidden = gelu(g, &hidden);
+        let out = self.linear(g, &format!("{p}/ffn/linear_1"), &hidden)?;
+        Ok(g.binary("Add", &x, &out))
+    }
+
+    /// The final norm and the logits: the token embedding is the output projection (tied weights), one
+    /// initializer for both, as Gemm with transB on the rows flattened to 2-D.
+    fn logits(&self, g: &mut Graph, x: &str, embeddings: &str) -> Result<()> {
+        let x = self.norm(g, "decoder/layer_norm", x)?;
         let rows = g.ints(&[-1, self.width]);
         let flat = g.op("Reshape", &[&x, &rows], vec![]);
-        let projected = g.op("Gemm", &[&flat, &embeddings], vec![("transB", Attr::Int(1))]);
+        let projected = g.op("Gemm", &[&flat, embeddings], vec![("transB", Attr::Int(1))]);
         let x_shape = g.op("Shape", &[&x], vec![]);
         let (start, end, axis) = (g.ints(&[0]), g.ints(&[2]), g.ints(&[0]));
         let leading = g.op("Slice", &[&x_shape, &start, &end, &axis], vec![]);
         let vocab = g.ints(&[self.vocab]);
         let logits_shape = g.op("Concat", &[&leading, &vocab], vec![("axis", Attr::Int(0))]);
         let logits = g.op("Reshape", &[&projected, &logits_shape], vec![]);
-        g.output(
-            &logits,
-            "logits",
-            &[Dim::Named("batch_size"), Dim::Named("decoder_sequence_length"), Dim::Fixed(self.vocab)],
-        );
+        let shape = [Dim::Named("batch_size"), Dim::Named("decoder_sequence_length"), Dim::Fixed(self.vocab)];
+        g.output(&logits, "logits", &shape);
         Ok(())
     }
 }

@@ -13,6 +13,8 @@ use tch::{Kind, Tensor};
 const IR_VERSION: i64 = 8;
 /// STFT and LayerNormalization are standard ops from opset 17 on.
 pub const OPSET: i64 = 17;
+/// The most weight bytes a graph stores inline (protobuf's 2 GiB, less room for the graph itself).
+const MAX_INLINE_BYTES: usize = 2_000_000_000;
 
 /// One dimension of a graph input or output: fixed, or named and free (`batch`, `samples`).
 #[derive(Debug, Clone)]
@@ -217,6 +219,17 @@ impl Graph {
     pub fn into_model(self, name: &str, doc: &str, metadata: &[(&str, String)]) -> Result<ModelProto> {
         if self.outputs.is_empty() {
             return Err(Error::Internal("an ONNX graph without outputs".into()));
+        }
+        // Protobuf messages stop at 2 GiB, and weights are stored inline (ONNX external data is not
+        // written): a Whisper-large encoder in fp32 does not fit.
+        if self.weight_bytes() > MAX_INLINE_BYTES {
+            return Err(Error::invalid(
+                "model",
+                format!(
+                    "its ONNX graph would hold {:.2} GB of weights, over the 2 GB a single ONNX file can hold; export a model on a smaller encoder",
+                    self.weight_bytes() as f64 / 1e9
+                ),
+            ));
         }
         Ok(ModelProto {
             ir_version: Some(IR_VERSION),
