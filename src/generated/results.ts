@@ -11,6 +11,20 @@ export type Architecture =
   | { encoder: Required<EncoderHeadConfig> }
   | { probe: Required<ProbeConfig> }
 
+/** What was written, for the caller's config files. */
+export interface AsrExport {
+  encoderLayers: number
+  decoderLayers: number
+  heads: number
+  width: number
+  ffnWidth: number
+  vocabSize: number
+  nMels: number
+  maxTargetPositions: number
+  encoderBytes: number
+  decoderBytes: number
+}
+
 /** Feature-cache counts of one `extractMel` call. */
 export interface CacheStats {
   hits: number

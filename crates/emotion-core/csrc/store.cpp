@@ -5,8 +5,11 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -69,6 +72,7 @@ extern "C" int emotion_store_get(void* handle, const char* key, unsigned char** 
     auto bytes = static_cast<StoreHandle*>(handle)->store->get(std::string(key));
     *out_len = static_cast<long long>(bytes.size());
     *out = static_cast<unsigned char*>(std::malloc(bytes.size() > 0 ? bytes.size() : 1));
+    if (*out == nullptr) throw std::bad_alloc();
     if (!bytes.empty()) std::memcpy(*out, bytes.data(), bytes.size());
   });
 }

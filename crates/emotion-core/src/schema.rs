@@ -42,6 +42,7 @@ pub struct Results {
     pub timeline: crate::infer::Timeline,
     pub segment: crate::infer::Segment,
     pub onnx_sidecar: crate::export::OnnxSidecar,
+    pub asr_export: crate::encoder::whisper_asr::AsrExport,
 }
 
 fn pretty(schema: &schemars::Schema) -> String {
