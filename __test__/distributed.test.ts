@@ -3,9 +3,10 @@
 // DISTRIBUTED errors; `cv --nproc-per-node 2` gives the figures of a serial run (each rank on one core).
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
+import { extractEmbeddings } from '../src/index.js'
 import { haveRavdess, NO_DATA, ravdessDir, runAsync, skip, tempDir } from './helpers.js'
 
 const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
@@ -172,3 +173,43 @@ test.serial('cv --nproc-per-node 2 gives the figures of the serial run', async (
   const result = JSON.parse(parallel.stdout.trim().split('\n').pop()!)
   t.deepEqual(result.finished, [0, 1, 2])
 })
+
+test.serial(
+  'a sharded encoder pass: each of 2 ranks computes half into the shared cache, both get the single-process states',
+  async (t) => {
+    if (!haveRavdess) return skip(t, NO_DATA)
+    const files = readdirSync(join(ravdessDir, 'Actor_05'))
+      .sort()
+      .slice(0, 8)
+      .map((f) => join(ravdessDir, 'Actor_05', f))
+    const alone = await extractEmbeddings(files, { encoder: 'whisper-tiny.en', device: 'cpu', precision: 'fp32', cacheDir: null })
+    const cacheDir = tempDir('ep-shared-cache-')
+    const world = { worldSize: 2, localWorldSize: 2, masterPort: await freePort(), timeoutSeconds: 60, heartbeatSeconds: 10, localRank: 0 }
+    const file = worker(`
+  const { extractEmbeddings } = await import(${JSON.stringify(resolve(import.meta.dirname, '..', 'dist', 'index.js'))})
+  const e = await extractEmbeddings(${JSON.stringify(files)}, {
+    encoder: 'whisper-tiny.en', device: 'cpu', precision: 'fp32', cacheDir: ${JSON.stringify(cacheDir)}, world,
+  })
+  await world.leave()
+  console.log(JSON.stringify({ shape: e.shape, cache: e.cache, data: Array.from(e.data.subarray(0, 64)), sum: e.data.reduce((a, b) => a + b, 0) }))`)
+    const results = await runRanks(file, world, 2)
+    const sum = alone.data.reduce((a, b) => a + b, 0)
+    for (const [rank, r] of results.entries()) {
+      t.is(r.status, 0, r.stderr + r.stdout)
+      const got = JSON.parse(r.stdout) as { shape: number[]; cache: { hits: number; misses: number }; data: number[]; sum: number }
+      t.deepEqual(got.shape, alone.shape)
+      t.deepEqual(got.cache, { hits: 8, misses: 0, writes: 0 }, `rank ${rank} read every clip from the shared cache`)
+      t.deepEqual(got.data, Array.from(alone.data.subarray(0, 64)))
+      t.true(Math.abs(got.sum - sum) < 1e-3 * Math.abs(sum), `rank ${rank}`)
+    }
+    // What a rank cannot see is refused by name: a cacheDir that rank 1 does not share.
+    const split = worker(`
+  const { extractEmbeddings } = await import(${JSON.stringify(resolve(import.meta.dirname, '..', 'dist', 'index.js'))})
+  const dir = world.rank === 0 ? ${JSON.stringify(tempDir('ep-cache-a-'))} : ${JSON.stringify(tempDir('ep-cache-b-'))}
+  await extractEmbeddings(${JSON.stringify(files.slice(0, 2))}, { encoder: 'whisper-tiny.en', device: 'cpu', cacheDir: dir, world })`)
+    const refused = await runRanks(split, { ...world, masterPort: await freePort() }, 2)
+    const one = JSON.parse(refused[1].stdout)
+    t.is(one.code, 'DISTRIBUTED')
+    t.regex(one.message, /cacheDir .* is not shared: rank 1 does not see the file rank 0 wrote there/)
+  },
+)

@@ -1,6 +1,8 @@
 import { awaitNative, callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
+import { shardedPass } from './distributed.js'
+import type { World } from './distributed.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
 import type { ExtractOptions, MelConfig } from './generated/options.js'
@@ -24,6 +26,8 @@ export interface ExtractMelOptions extends Omit<ExtractOptions, 'device'> {
   device?: DeviceSpec
   onProgress?: (event: ProgressEvent) => void
   signal?: AbortSignal
+  /** Split the pass across the ranks of this world (`joinWorld`): each computes its share into `cacheDir`, then all read the whole set. */
+  world?: World
 }
 
 export type AudioInput = string | { samples: Float32Array; sampleRate: number }
@@ -72,19 +76,22 @@ export function checkAudioInputs(inputs: AudioInput[]): void {
 /** Log-mel spectrograms of many clips, batched on the chosen device. */
 export async function extractMel(inputs: AudioInput[], options: ExtractMelOptions = {}): Promise<MelFeatures> {
   checkAudioInputs(inputs)
-  const { onProgress, signal, ...rest } = options
+  const { onProgress, signal, world, ...rest } = options
   if (rest.cacheDir) ensureWritableDir(rest.cacheDir, 'cacheDir')
-  const result = await withCancel(signal, (token) =>
-    awaitNative(
-      native.extractMel(
-        inputs,
-        optionsJson(rest),
-        onProgress ? (json: string) => onProgress(JSON.parse(json) as ProgressEvent) : undefined,
-        token,
+  const run = async (list: AudioInput[]): Promise<MelFeatures> => {
+    const result = await withCancel(signal, (token) =>
+      awaitNative(
+        native.extractMel(
+          list,
+          optionsJson(rest),
+          onProgress ? (json: string) => onProgress(JSON.parse(json) as ProgressEvent) : undefined,
+          token,
+        ),
       ),
-    ),
-  )
-  return { ...(JSON.parse(result.featuresJson) as CoreMelFeatures), data: result.data }
+    )
+    return { ...(JSON.parse(result.featuresJson) as CoreMelFeatures), data: result.data }
+  }
+  return world ? shardedPass(world, rest.cacheDir, inputs, run) : run(inputs)
 }
 
 export { EmotionPipelineError }

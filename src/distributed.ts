@@ -2,9 +2,12 @@
 // joined through the core's c10d TCPStore, and the local launcher behind `--nproc-per-node N`, which
 // starts N copies of the same command with those variables set, each with its share of the cores.
 import { spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import { createServer } from 'node:net'
-import { awaitNative, invalidOption } from './errors.js'
+import { awaitNative, EmotionPipelineError, invalidOption } from './errors.js'
 import { native } from './native.js'
 import type { WorldOptions } from './generated/options.js'
 
@@ -150,4 +153,44 @@ export async function launchLocal(nproc: number, args: string[]): Promise<number
 /** The folds rank `rank` of `worldSize` runs: every `worldSize`-th, starting at its rank. */
 export function foldsOfRank(all: number[], rank: number, worldSize: number): number[] {
   return all.filter((_, i) => i % worldSize === rank)
+}
+
+let passes = 0
+
+/**
+ * A feature pass split across the ranks of `world`: each rank computes every world-size-th input into
+ * the shared `cacheDir` (content-addressed, written atomically), then, once all have, reads the whole set
+ * from it. Every rank must make the same calls in the same order (the pass is named by its count).
+ */
+export async function shardedPass<I, T>(
+  world: World,
+  cacheDir: string | null | undefined,
+  inputs: I[],
+  run: (inputs: I[]) => Promise<T>,
+): Promise<T> {
+  if (!cacheDir) throw invalidOption('cacheDir', 'a pass split across processes needs cacheDir, on a filesystem every rank sees')
+  const name = `pass/${++passes}`
+  await checkShared(world, name, cacheDir)
+  await run(inputs.filter((_, i) => i % world.worldSize === world.rank))
+  await world.barrier(`${name}/computed`)
+  return run(inputs)
+}
+
+/** Rank 0 writes a token into `dir`; every rank must read it there, or the folder is not shared. */
+async function checkShared(world: World, name: string, dir: string): Promise<void> {
+  const file = join(dir, `.shared-check-${world.worldSize}`)
+  if (world.rank === 0) {
+    const token = randomUUID()
+    writeFileSync(file, token)
+    await world.set(`${name}/token`, token)
+  }
+  const token = await world.get(`${name}/token`)
+  const seen = existsSync(file) ? readFileSync(file, 'utf8') : undefined
+  await world.barrier(`${name}/checked`)
+  if (seen !== token) {
+    throw new EmotionPipelineError(
+      'DISTRIBUTED',
+      `cacheDir ${dir} is not shared: rank ${world.rank} does not see the file rank 0 wrote there; give a folder on a filesystem every rank sees`,
+    )
+  }
 }

@@ -4,6 +4,8 @@ import { checkAudioInputs } from './audio.js'
 import type { AudioInput } from './audio.js'
 import { withCancel } from './cancel.js'
 import type { DeviceSpec } from './device.js'
+import { shardedPass } from './distributed.js'
+import type { World } from './distributed.js'
 import { awaitNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import type { EmbedOptions, EncoderIdentity } from './generated/options.js'
 import type { Embeddings as CoreEmbeddings, ProgressEvent } from './generated/results.js'
@@ -32,6 +34,8 @@ export interface ExtractEmbeddingsOptions extends Omit<EmbedOptions, 'modelDir' 
   /** Extraction progress, and (stage `download`, `done`/`total` in bytes, `file`) a Hub encoder's download. */
   onProgress?: (event: EmbeddingsProgress) => void
   signal?: AbortSignal
+  /** Split the pass across the ranks of this world (`joinWorld`): each computes its share into `cacheDir`, then all read the whole set. */
+  world?: World
 }
 
 /** Progress of `extractEmbeddings`: the core's stages, and `download` while a Hub encoder is fetched. */
@@ -146,22 +150,25 @@ export function resolveEncoder(encoder: string = DEFAULT_ENCODER): string {
  */
 export async function extractEmbeddings(inputs: AudioInput[], options: ExtractEmbeddingsOptions = {}): Promise<Embeddings> {
   checkAudioInputs(inputs)
-  const { encoder, onProgress, signal, ...rest } = options
+  const { encoder, onProgress, signal, world, ...rest } = options
   const download =
     onProgress &&
     ((p: DownloadProgress & { file: string }) =>
       onProgress({ stage: 'download', file: p.file, done: p.done, total: p.total ?? 0, failed: 0 }))
   const modelDir = await encoderFolder(encoder, { signal, onProgress: download })
   if (rest.cacheDir) ensureWritableDir(rest.cacheDir, 'cacheDir')
-  const result = await withCancel(signal, (token) =>
-    awaitNative(
-      native.extractEmbeddings(
-        inputs,
-        optionsJson({ ...rest, modelDir }),
-        onProgress ? (json: string) => onProgress(JSON.parse(json) as ProgressEvent) : undefined,
-        token,
+  const run = async (list: AudioInput[]): Promise<Embeddings> => {
+    const result = await withCancel(signal, (token) =>
+      awaitNative(
+        native.extractEmbeddings(
+          list,
+          optionsJson({ ...rest, modelDir }),
+          onProgress ? (json: string) => onProgress(JSON.parse(json) as ProgressEvent) : undefined,
+          token,
+        ),
       ),
-    ),
-  )
-  return { ...(JSON.parse(result.featuresJson) as CoreEmbeddings), data: result.data }
+    )
+    return { ...(JSON.parse(result.featuresJson) as CoreEmbeddings), data: result.data }
+  }
+  return world ? shardedPass(world, rest.cacheDir, inputs, run) : run(inputs)
 }
