@@ -18,7 +18,7 @@ export type { StreamOptions } from './stream.js'
 export { timelineCsv, timelineSvg } from './timeline-output.js'
 export { EXPORT_FORMATS } from './export.js'
 export type { BrowserExport, BrowserExportOptions, ExportFormat, ExportModelOptions, ExportResult } from './export.js'
-export { worldFromEnv } from './distributed.js'
+export { joinWorld, worldFromEnv } from './distributed.js'
 export type { DistributedOption, World, WorldOptions } from './distributed.js'
 export type {
   ClassScores,
