@@ -3,11 +3,11 @@
 // DISTRIBUTED errors; `cv --nproc-per-node 2` gives the figures of a serial run (each rank on one core).
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { extractEmbeddings } from '../src/index.js'
-import { haveRavdess, NO_DATA, ravdessDir, runAsync, skip, tempDir } from './helpers.js'
+import { haveRavdess, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
 
 const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
 const dist = resolve(import.meta.dirname, '..', 'dist', 'distributed.js')
@@ -213,3 +213,33 @@ test.serial(
     t.regex(one.message, /cacheDir .* is not shared: rank 1 does not see the file rank 0 wrote there/)
   },
 )
+
+test.serial('under torchrun (its agent store, its variables) the ranks join one world', async (t) => {
+  const python = referencePython()
+  const torchrun = python && join(dirname(python), 'torchrun')
+  if (!torchrun || !existsSync(torchrun)) return skip(t, 'no torchrun in the contributor venv: skipped')
+  const file = join(tempDir('ep-torchrun-'), 'worker.mjs')
+  writeFileSync(
+    file,
+    `import { joinWorld } from ${JSON.stringify(dist)}
+const world = await joinWorld('env')
+await world.set('hi/' + world.rank, String(process.pid))
+await world.barrier('hello')
+const pids = await Promise.all([...Array(world.worldSize).keys()].map((r) => world.get('hi/' + r)))
+await world.leave()
+console.log(JSON.stringify({ rank: world.rank, size: world.worldSize, pids, agent: process.env.TORCHELASTIC_USE_AGENT_STORE }))`,
+  )
+  const r = spawnSync(torchrun, ['--standalone', '--nproc-per-node', '2', '--no-python', process.execPath, file], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  })
+  t.is(r.status, 0, r.stderr.slice(-2000))
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { rank: number; size: number; pids: string[]; agent: string })
+  t.deepEqual(lines.map((l) => l.rank).sort(), [0, 1])
+  t.true(lines.every((l) => l.size === 2 && l.pids.length === 2 && l.agent === 'True'))
+  t.deepEqual(lines[0].pids, lines[1].pids)
+})
