@@ -361,6 +361,19 @@ test.serial('require(), --version, help of every command, and bench from the ins
   t.regex(bench.stdout, /"clips"/)
 })
 
+test.serial('cv --nproc-per-node 2 from the installed package: two ranks on the store the shipped addon holds', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const p = await installedProject()
+  const out = join(tempDir('ep-install-cv-'), 'cv')
+  const args = ['cv', '--data', ravdessDir, '--out', out, '--models', 'audio', '--folds', '3', '--epochs', '1', '--device', 'cpu']
+  const small = JSON.stringify({ audio: { audio: { channels: [8, 16], hidden: [16, 8] } } })
+  const env = userEnv({ LIBTORCH: locateLibtorch().found!.root, EMOTION_PIPELINE_CACHE: tempDir('ep-install-cv-cache-') })
+  const r = run(p, [...args, '--max-items', '96', '--train', small, '--nproc-per-node', '2', '--json'], env)
+  t.is(r.status, 0, r.stderr.slice(-2000))
+  t.regex(r.stderr, /\[rank 1\] /)
+  t.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!).finished, [0, 1, 2])
+})
+
 test.serial('demo without data: offers the download on a terminal, prints the command otherwise; download ravdess', async (t) => {
   if (!haveWavs) return skip(t, NO_WAVS)
   const p = await installedProject()

@@ -1,9 +1,9 @@
 // Export options, checked before the core writes anything (the format; an output path that names an
 // `.onnx` file, its folder made), and the browser folder: the page in the package's web/, the model and
 // onnxruntime-web's WebAssembly files copied beside it.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { basename, dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import type { OnnxSidecar } from './generated/results.js'
 
@@ -108,11 +108,8 @@ export async function exportBrowser(
   const root = resolve(dir)
   if (existsSync(root) && !statSync(root).isDirectory()) throw invalidOption('dir', `${root} is a file, not a folder`)
   const dist = onnxruntimeWebDist()
-  const exported = await exportModel(join(root, 'model.onnx'))
-  // A page is for serving: its sidecar names the model folder, not the path it had on this machine.
-  const model = { ...exported, source: basename(exported.source) }
-  const { path: _, sidecarPath: __, ...sidecar } = model
-  writeFileSync(model.sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`)
+  mkdirSync(root, { recursive: true })
+  const model = await exportModel(join(root, 'model.onnx'))
   const page = join(import.meta.dirname, '..', 'web')
   mkdirSync(join(root, 'ort'), { recursive: true })
   const files = ['model.onnx', 'model.onnx.json']

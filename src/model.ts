@@ -2,7 +2,7 @@
 // `timeline` over a recording and `stream` for live audio. The core does the work (featurising as the
 // model was trained, windows, the voice gate); this file checks options and shapes results.
 import { existsSync, readFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { EmotionPipelineError, awaitNative, invalidOption } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
@@ -167,9 +167,13 @@ export class EmotionModel {
    * Runs in onnxruntime (Node, Python, C++, browsers) without libtorch. docs/EXPORT.md.
    */
   async export(options: ExportModelOptions): Promise<ExportResult> {
-    const out = checkExportOptions(options)
-    const json = JSON.stringify({ featuresOutput: options.featuresOutput ?? false, encoderDir: await this.encoderFor() })
-    const sidecar = JSON.parse(await awaitNative(this.inner.exportOnnx(out, this.dir, json))) as OnnxSidecar
+    return this.writeOnnx(checkExportOptions(options), this.dir, options.featuresOutput ?? false)
+  }
+
+  /** The ONNX file and its sidecar, which names the model as `source`. */
+  private async writeOnnx(out: string, source: string, featuresOutput: boolean): Promise<ExportResult> {
+    const json = JSON.stringify({ featuresOutput, encoderDir: await this.encoderFor() })
+    const sidecar = JSON.parse(await awaitNative(this.inner.exportOnnx(out, source, json))) as OnnxSidecar
     return { ...sidecar, path: out, sidecarPath: `${out}.json` }
   }
 
@@ -178,7 +182,8 @@ export class EmotionModel {
    * CDN) on a dropped file or the microphone and shows the emotion over time. docs/EXPORT.md.
    */
   exportBrowser(options: BrowserExportOptions): Promise<BrowserExport> {
-    return exportBrowser(options, (out) => this.export({ out }))
+    // A page is for serving: its sidecar names the model folder, not the path it had on this machine.
+    return exportBrowser(options, (out) => this.writeOnnx(out, basename(this.dir), false))
   }
 
   /**

@@ -67,12 +67,13 @@ async function analyse(samples, source, name) {
   if (samples.length < sidecar.minSamples)
     throw new Error(`${name} is too short: ${samples.length} samples, the model needs ${sidecar.minSamples}`)
   $('status').textContent = `Scoring ${name} (${(samples.length / rate).toFixed(1)} s)…`
-  const clip = await clipScores(samples)
   const timeline = []
   for (const [start, end] of windows(samples.length, windowSamples)) {
     const p = await scores(samples.subarray(start, end))
     timeline.push({ start: start / rate, end: end / rate, label: sidecar.labels[top(p)], scores: p })
   }
+  // A clip that fits one window was just scored whole: not run twice.
+  const clip = timeline.length === 1 && samples.length <= clipWindow ? timeline[0].scores : await clipScores(samples)
   const result = { source, name, seconds: samples.length / rate, label: sidecar.labels[top(clip)], scores: clip, timeline }
   state.results.push(result)
   show(result)

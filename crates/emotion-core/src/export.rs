@@ -100,7 +100,6 @@ fn info(name: &str, shape: &[Dim]) -> TensorInfo {
             .map(|d| match d {
                 Dim::Fixed(n) => ShapeDim::Fixed(*n),
                 Dim::Named(s) => ShapeDim::Named(s.to_string()),
-                Dim::Owned(s) => ShapeDim::Named(s.clone()),
             })
             .collect(),
     }

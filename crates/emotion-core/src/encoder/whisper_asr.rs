@@ -227,8 +227,8 @@ impl<'a> Decoder<'a> {
     }
 }
 
-fn cache_out(name: &str, heads: i64, head_dim: i64) -> [Dim; 4] {
-    [Dim::Named("batch_size"), Dim::Fixed(heads), Dim::Owned(name.to_string()), Dim::Fixed(head_dim)]
+fn cache_out(name: &'static str, heads: i64, head_dim: i64) -> [Dim; 4] {
+    [Dim::Named("batch_size"), Dim::Fixed(heads), Dim::Named(name), Dim::Fixed(head_dim)]
 }
 
 /// `[steps, past + steps]`: 0 where step `i` (at position `past + i`) may look at key `j ≤ past + i`,

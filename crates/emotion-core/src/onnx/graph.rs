@@ -21,8 +21,6 @@ const MAX_INLINE_BYTES: usize = 2_000_000_000;
 pub enum Dim {
     Fixed(i64),
     Named(&'static str),
-    /// A free dimension named at run time (`past_decoder_sequence_length + 1`).
-    Owned(String),
 }
 
 pub struct Graph {
@@ -66,7 +64,6 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
             value: Some(match d {
                 Dim::Fixed(n) => DimValue::DimValue(*n),
                 Dim::Named(s) => DimValue::DimParam(s.to_string()),
-                Dim::Owned(s) => DimValue::DimParam(s.clone()),
             }),
             ..Default::default()
         })
@@ -112,19 +109,15 @@ impl Graph {
         self.outputs.push(value_info(name, DataType::Float, dims));
     }
 
-    /// A fresh value name (for nodes with several outputs).
+    /// A fresh value name (`hint_<n>`).
     pub fn name(&mut self, hint: &str) -> String {
-        self.fresh(hint)
-    }
-
-    fn fresh(&mut self, hint: &str) -> String {
         self.counter += 1;
         format!("{hint}_{}", self.counter)
     }
 
     /// A float32 initializer from host values.
     pub fn floats(&mut self, hint: &str, dims: &[i64], values: &[f32]) -> String {
-        let name = self.fresh(hint);
+        let name = self.name(hint);
         self.initializers.push(TensorProto {
             name: Some(name.clone()),
             dims: dims.to_vec(),
@@ -149,7 +142,7 @@ impl Graph {
 
     /// A 1-D int64 constant (shapes, axes, pads).
     pub fn ints(&mut self, values: &[i64]) -> String {
-        let name = self.fresh("i");
+        let name = self.name("i");
         self.initializers.push(TensorProto {
             name: Some(name.clone()),
             dims: vec![values.len() as i64],
@@ -162,7 +155,7 @@ impl Graph {
 
     /// A scalar int64 constant.
     pub fn int(&mut self, value: i64) -> String {
-        let name = self.fresh("i");
+        let name = self.name("i");
         self.initializers.push(TensorProto {
             name: Some(name.clone()),
             data_type: Some(DataType::Int64 as i32),
@@ -174,7 +167,7 @@ impl Graph {
 
     /// One node with one output; returns the output's name.
     pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
-        let out = self.fresh(&op.to_lowercase());
+        let out = self.name(&op.to_lowercase());
         self.node(op, inputs, &[&out], attrs);
         out
     }
@@ -194,7 +187,7 @@ impl Graph {
                 a
             })
             .collect();
-        let name = self.fresh(op);
+        let name = self.name(op);
         self.nodes.push(NodeProto {
             name: Some(name),
             op_type: Some(op.into()),
