@@ -193,7 +193,7 @@ export declare function timeMelOnDevice(melJson: string | undefined | null, devi
  * Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text
  * of a `TrainResult`; progress events are JSON text.
  */
-export declare function train(configJson: string, trainSet: TrainSet, valSet?: TrainSet | undefined | null, testSet?: TrainSet | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null): Promise<string>
+export declare function train(configJson: string, trainSet: TrainSet, valSet?: TrainSet | undefined | null, testSet?: TrainSet | undefined | null, onProgress?: ((event: string) => void) | undefined | null, cancel?: CancelToken | undefined | null, world?: NativeWorld | undefined | null): Promise<string>
 
 /**
  * One split's inputs. `mel` is row-major `[n, nMels, frames]`, `tokens` row-major `[n, maxLen]`,

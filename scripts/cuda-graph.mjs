@@ -5,10 +5,11 @@
 // (the torch wheel's `cuda-toolkit[crt]` extra), unpacked into the cache once. Without CUDA libtorch the
 // shim is not built and training runs eagerly. See docs/DESIGN.md ("CUDA graphs").
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { cacheDir } from './libtorch.mjs'
+import { compileShim, shimFlags } from './shim-build.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const CUDA_GRAPH_FILE = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
@@ -79,24 +80,12 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
     .find((d) => existsSync(d) && readdirSync(d).some((f) => f.startsWith('libcudart.so.')))
   if (!cudart) throw new Error(`libcudart.so.* not found beside ${cudaIncludes.join(', ')}`)
   const cudartFile = readdirSync(cudart).find((f) => /^libcudart\.so\.\d+$/.test(f))
-  const tmp = `${out}.tmp-${process.pid}`
   const args = [
-    '-std=c++17',
-    '-O2',
-    '-fPIC',
-    '-shared',
-    '-w',
-    '-D_GLIBCXX_USE_CXX11_ABI=1',
-    '-I',
-    include,
-    '-I',
-    join(include, 'torch', 'csrc', 'api', 'include'),
+    ...shimFlags(include),
     ...cudaIncludes.flatMap((d) => ['-I', d]),
     '-I',
     crtIncludeDir(sitePackages, lib.python, log),
     SOURCE,
-    '-o',
-    tmp,
     // By SONAME, no rpath: the loader opens these by absolute path before the shim (as for the addon).
     '-L',
     lib.libDir,
@@ -108,24 +97,5 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
     cudart,
     `-l:${cudartFile}`,
   ]
-  const stamp = `${out}.stamp`
-  // The command line without its per-process output name, the libtorch, and the source's time.
-  const want = JSON.stringify({
-    args: args.filter((a) => a !== tmp),
-    lib: lib.root,
-    version: lib.version,
-    source: statSync(SOURCE).mtimeMs,
-  })
-  if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return out
-  log('building the CUDA-graph shim…')
-  try {
-    execFileSync(process.env.CXX || 'c++', args, { cwd: root, stdio: 'inherit' })
-  } catch (err) {
-    // Never leave a shim built against another libtorch or source behind a failed rebuild.
-    for (const f of [out, stamp, tmp]) rmSync(f, { force: true })
-    throw err
-  }
-  renameSync(tmp, out)
-  writeFileSync(stamp, want)
-  return out
+  return compileShim({ root, out, args, lib, sources: [SOURCE], label: 'CUDA-graph shim', log })
 }

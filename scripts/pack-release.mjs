@@ -22,7 +22,11 @@ const CUDA_GRAPH = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
 const hasGraphShim = existsSync(join(root, 'bindings', CUDA_GRAPH))
 if (!hasGraphShim)
   console.error(`[pack] warning: bindings/${CUDA_GRAPH} missing (CPU-only libtorch?): the package will train eagerly with cudaGraph`)
-const NATIVE = hasGraphShim ? [...ADDONS, CUDA_GRAPH] : ADDONS
+// Built where apt could fetch Gloo's headers (scripts/gloo.mjs); without it data-parallel training is refused.
+const GLOO = 'emotion-pipeline-gloo.linux-x64-gnu.so'
+const hasGloo = existsSync(join(root, 'bindings', GLOO))
+if (!hasGloo) console.error(`[pack] warning: bindings/${GLOO} missing: the package will refuse data-parallel training`)
+const NATIVE = [...ADDONS, ...(hasGraphShim ? [CUDA_GRAPH] : []), ...(hasGloo ? [GLOO] : [])]
 
 if (!values['no-build']) execFileSync(process.execPath, [join(root, 'scripts', 'setup.mjs')], { stdio: 'inherit' })
 for (const f of ADDONS) {

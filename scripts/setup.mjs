@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildEnv, hostTarget, resolveLibtorch } from './libtorch.mjs'
 import { buildCudaGraph } from './cuda-graph.mjs'
+import { buildGloo } from './gloo.mjs'
 import { ensureChromium } from './browser.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -99,6 +100,12 @@ try {
   } catch (err) {
     // Optional: without the shim `cudaGraph` trains eagerly with a warning; everything else works.
     log(`warning: the CUDA-graph shim was not built (${err.message.split('\n')[0].slice(0, 200)}); cudaGraph will train eagerly`)
+  }
+  try {
+    buildGloo(lib, { log })
+  } catch (err) {
+    // Optional: without the shim data-parallel training is refused with the reason; the rest works.
+    log(`warning: the Gloo shim was not built (${err.message.split('\n')[0].slice(0, 200)}); data-parallel training will be unavailable`)
   }
   buildTypeScript()
   // The model installers are product code (`emotion-pipeline install-models`), compiled just now.

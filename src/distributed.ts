@@ -9,6 +9,7 @@ import { availableParallelism } from 'node:os'
 import { createServer } from 'node:net'
 import { awaitNative, EmotionPipelineError, invalidOption } from './errors.js'
 import { native } from './native.js'
+import type { Native } from './native.js'
 import type { WorldOptions } from './generated/options.js'
 
 export type { WorldOptions }
@@ -55,13 +56,27 @@ export function worldFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<Worl
   }
 }
 
+/** The core's handle of each joined world (what `train` hands the native trainer). */
+const handles = new WeakMap<World, Native.NativeWorld>()
+
+export function nativeWorldOf(world: World): Native.NativeWorld {
+  const handle = handles.get(world)
+  if (!handle) throw invalidOption('distributed', 'must be a world from joinWorld()')
+  return handle
+}
+
+/** Whether `value` is a world joinWorld() returned (rather than options to join one). */
+export function isJoinedWorld(value: unknown): value is World {
+  return typeof value === 'object' && value !== null && handles.has(value as World)
+}
+
 /** Joins the world `option` describes, or returns undefined for a job of one process. */
 export async function joinWorld(option: DistributedOption | undefined): Promise<World | undefined> {
   if (option === undefined) return undefined
   const world = option === 'env' ? worldFromEnv() : option
   if (!world || (world.worldSize ?? 1) <= 1) return undefined
   const inner = await awaitNative(native.joinWorld(JSON.stringify(world)))
-  return {
+  const joined: World = {
     rank: inner.rank,
     worldSize: inner.worldSize,
     barrier: (name) => awaitNative(inner.barrier(name)),
@@ -70,6 +85,8 @@ export async function joinWorld(option: DistributedOption | undefined): Promise<
     leave: () => awaitNative(inner.leave()),
     fail: (why) => inner.fail(why),
   }
+  handles.set(joined, inner)
+  return joined
 }
 
 /** A free TCP port on 127.0.0.1 for the store. */

@@ -54,6 +54,7 @@ export function doctor(): DoctorReport {
     addonCheck(addon),
     libtorchCheck(device, libtorchSearch, error),
     ...(device ? cudaChecks(device, state) : []),
+    ...(device ? [glooCheck(state)] : []),
     whisperCheck(),
     transformersCheck(),
     encoderCheck(),
@@ -128,6 +129,19 @@ function cudaChecks(device: DeviceInfo, state: NativeState): DoctorCheck[] {
       fix: device.cudnnVersion !== undefined ? undefined : 'npx emotion-pipeline install-torch --cuda',
     },
   ]
+}
+
+function glooCheck(state: NativeState | undefined): DoctorCheck {
+  const gloo = state?.gloo
+  return {
+    name: 'Data-parallel training (Gloo)',
+    ok: gloo?.loaded === true,
+    required: false,
+    detail: gloo?.loaded ? 'shim loaded (train --nproc-per-node, distributed)' : `unavailable: ${gloo?.problem ?? 'not loaded'}`,
+    fix: gloo?.loaded
+      ? undefined
+      : 'reinstall emotion-pipeline (the platform package ships the shim), or build from source on Debian/Ubuntu: npm run build',
+  }
 }
 
 function whisperCheck(): DoctorCheck {

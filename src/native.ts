@@ -22,6 +22,8 @@ const ADDON_FILE = 'emotion-pipeline.linux-x64-gnu.node'
 const LOADER_FILE = 'emotion-pipeline-loader.linux-x64-gnu.node'
 /** The CUDA-graph shim (built only against CUDA libtorch; it needs libtorch_cuda's symbols). */
 export const CUDA_GRAPH_FILE = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
+/** The Gloo process-group shim (data-parallel training; built where apt could fetch Gloo's headers). */
+export const GLOO_FILE = 'emotion-pipeline-gloo.linux-x64-gnu.so'
 
 interface Loader {
   preload(paths: string[], stopOnError: boolean): { path: string; loaded: boolean; error?: string | null }[]
@@ -42,6 +44,8 @@ export interface NativeState {
   cuda: { loaded: boolean; problem?: string }
   /** Whether the CUDA-graph shim was loaded (`cudaGraph` training), and why not when it was not. */
   cudaGraph: { loaded: boolean; problem?: string }
+  /** Whether the Gloo shim was loaded (data-parallel training), and why not when it was not. */
+  gloo: { loaded: boolean; problem?: string }
   glibc?: string
   error?: EmotionPipelineError
 }
@@ -78,7 +82,7 @@ function cudaLibraries(libDir: string): string[] {
 }
 
 function load(): typeof Native {
-  state = { cuda: { loaded: false }, cudaGraph: { loaded: false } }
+  state = { cuda: { loaded: false }, cudaGraph: { loaded: false }, gloo: { loaded: false } }
   const addon = findAddon()
   state.addon = addon
   if (!addon) {
@@ -126,6 +130,7 @@ function load(): typeof Native {
     state.cuda = { loaded: false, problem: `CPU-only libtorch (no libtorch_cuda.so in ${lib.libDir})` }
   }
   state.cudaGraph = loadCudaGraphShim(loader, addon.dir, state.cuda.loaded)
+  state.gloo = loadShim(loader, addon.dir, GLOO_FILE)
   let addonModule: typeof Native
   try {
     addonModule = require(join(addon.dir, ADDON_FILE)) as typeof Native
@@ -153,8 +158,13 @@ function load(): typeof Native {
  */
 function loadCudaGraphShim(loader: Loader, dir: string, cudaLoaded: boolean): NativeState['cudaGraph'] {
   if (!cudaLoaded) return { loaded: false, problem: 'libtorch_cuda is not loaded' }
-  const file = join(dir, CUDA_GRAPH_FILE)
-  if (!existsSync(file)) return { loaded: false, problem: `${CUDA_GRAPH_FILE} is not in ${dir}` }
+  return loadShim(loader, dir, CUDA_GRAPH_FILE)
+}
+
+/** Opens a shim of the core with RTLD_GLOBAL (the core finds its functions by name). */
+function loadShim(loader: Loader, dir: string, name: string): { loaded: boolean; problem?: string } {
+  const file = join(dir, name)
+  if (!existsSync(file)) return { loaded: false, problem: `${name} is not in ${dir}` }
   const [result] = loader.preload([file], true)
   return result?.loaded ? { loaded: true } : { loaded: false, problem: `${file} did not load: ${result?.error}` }
 }

@@ -2,6 +2,8 @@ import { awaitNative, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
+import { isJoinedWorld, joinWorld, nativeWorldOf } from './distributed.js'
+import type { DistributedOption, World } from './distributed.js'
 import type { DeviceSpec } from './device.js'
 import type { TrainConfig } from './generated/options.js'
 import type { TrainEvent, TrainResult } from './generated/results.js'
@@ -39,6 +41,14 @@ export interface TrainOptions extends Omit<TrainConfig, 'device'> {
   device?: DeviceSpec
   onProgress?: (event: TrainEvent) => void
   signal?: AbortSignal
+  /**
+   * Train as one rank of a data-parallel job: `'env'` reads torchrun's variables (`RANK`,
+   * `WORLD_SIZE`, `MASTER_ADDR`, … — what `train --nproc-per-node` sets), or the world's options, or a
+   * world `joinWorld()` returned. Every rank calls `train` with the same options and sets; each trains
+   * on its share of every batch (`batchSize` rows per rank), gradients are summed across ranks, rank 0
+   * writes the checkpoints. Alone (no variables, or a world of 1): an ordinary job.
+   */
+  distributed?: DistributedOption | World
 }
 
 export function toNativeSet(set: TrainSet | undefined, name: string) {
@@ -63,10 +73,12 @@ export function toNativeSet(set: TrainSet | undefined, name: string) {
 /** Trains one model on its own thread; progress through `onProgress`, cancel with `signal`. */
 export async function train(options: TrainOptions): Promise<TrainResult> {
   if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
-  const { train: trainSet, val, test, onProgress, signal, ...settings } = options
+  const { train: trainSet, val, test, onProgress, signal, distributed, ...settings } = options
   // The encoder head's input shape, speaker count and row groups come from the data in the core.
   const config = settings
-  if (config.checkpointDir) ensureWritableDir(config.checkpointDir, 'checkpointDir')
+  const joined = isJoinedWorld(distributed) ? undefined : await joinWorld(distributed)
+  const world = isJoinedWorld(distributed) ? distributed : joined
+  if (config.checkpointDir && (world?.rank ?? 0) === 0) ensureWritableDir(config.checkpointDir, 'checkpointDir')
   const json = await withCancel(signal, (token) =>
     awaitNative(
       native.train(
@@ -76,8 +88,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         toNativeSet(test, 'test'),
         onProgress ? (e: string) => onProgress(JSON.parse(e) as TrainEvent) : undefined,
         token,
+        world ? nativeWorldOf(world) : undefined,
       ),
     ),
   )
+  // A world joined here is left here (every rank passes a last barrier; rank 0 keeps the store up
+  // until the others have).
+  await joined?.leave()
   return JSON.parse(json) as TrainResult
 }

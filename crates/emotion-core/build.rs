@@ -25,6 +25,8 @@ fn build_shims() {
     println!("cargo:rerun-if-changed=csrc/memory_format.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
     println!("cargo:rerun-if-changed=csrc/store.cpp");
+    println!("cargo:rerun-if-changed=csrc/buckets.cpp");
+    println!("cargo:rerun-if-changed=csrc/guarded.hpp");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     let include = std::path::Path::new(&lib_dir).parent().expect("libtorch lib/ has a parent").join("include");
     cc::Build::new()
@@ -40,6 +42,7 @@ fn build_shims() {
         .file("csrc/memory_format.cpp")
         .file("csrc/optim.cpp")
         .file("csrc/store.cpp")
+        .file("csrc/buckets.cpp")
         .compile("emotion_shims");
 }
 

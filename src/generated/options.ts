@@ -845,6 +845,21 @@ export interface TrainConfig {
    */
   cudnnBenchmark?: boolean
   /**
+   * Data-parallel jobs only (a `distributed` world of several ranks): batch norm normalises by the
+   * statistics of the global batch, every rank's rows (PyTorch's `SyncBatchNorm`). Off: each rank
+   * normalises by its own rows, and rank 0's running statistics are sent to the others before each
+   * evaluation.
+   * @default true
+   */
+  syncBatchNorm?: boolean
+  /**
+   * Data-parallel jobs only: after every optimiser step the ranks compare a fingerprint of their
+   * parameters (two small all-reduces) and stop with `DISTRIBUTED` at the first step where they
+   * differ. For checking a setup; costs a round trip per step.
+   * @default false
+   */
+  checkReplicas?: boolean
+  /**
    * The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
    * audio files featurises them the same way.
    * @default null
@@ -1096,6 +1111,8 @@ export const DEFAULTS = {
     'syncFree': null,
     'cudaGraph': false,
     'cudnnBenchmark': true,
+    'syncBatchNorm': true,
+    'checkReplicas': false,
     'mel': null,
     'vocabulary': null,
     'encoderSource': null

@@ -58,6 +58,19 @@ export interface Counts {
   durationSeconds: DurationStats
 }
 
+/** How a data-parallel job communicated (every rank's figures are its own; they agree closely). */
+export interface DataParallelStats {
+  worldSize: number
+  rank: number
+  /** Gradient all-reduces (one per optimiser step) and the seconds they took in all. */
+  reductions: number
+  allReduceSeconds: number
+  /** Bytes each rank sent into the all-reduce per optimiser step (fp32 gradients). */
+  bytesPerStep: number
+  /** Whether batch norm used the global batch's statistics. */
+  syncBatchNorm: boolean
+}
+
 export interface DatasetIndex {
   root: string
   /** The layout used (`auto` resolved). */
@@ -529,6 +542,8 @@ export interface TrainResult {
   stoppedEarly: boolean
   /** Accumulation windows replayed from a captured CUDA graph (`cudaGraph`); 0: the job ran eagerly. */
   graphedWindows: number
+  /** A data-parallel job's ranks and gradient all-reduces; absent for a job of one process. */
+  dataParallel: DataParallelStats | null
   /** The settings this job ran with, every default filled in (what `config.json` records). */
   config: Required<TrainConfig>
   /** The model it trained: kind, labels, architecture and inputs (what its checkpoint stores). */

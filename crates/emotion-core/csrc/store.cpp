@@ -4,6 +4,8 @@
 // across the C boundary. Gloo and NCCL are not involved here.
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "guarded.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -18,22 +20,7 @@ struct StoreHandle {
   c10::intrusive_ptr<c10d::TCPStore> store;
 };
 
-void report(char* error, int error_len, const char* what) {
-  if (error != nullptr && error_len > 0) std::snprintf(error, error_len, "%s", what);
-}
-
-template <typename F>
-int guarded(char* error, int error_len, F&& body) {
-  try {
-    body();
-    return 0;
-  } catch (const std::exception& e) {
-    report(error, error_len, e.what());
-  } catch (...) {
-    report(error, error_len, "unknown C++ exception");
-  }
-  return -1;
-}
+using emotion::guarded;
 }  // namespace
 
 // A store at host:port: the server (which also counts `world_size` workers, waiting for them when
@@ -96,3 +83,7 @@ extern "C" int emotion_store_wait(void* handle, const char* key, long long timeo
     static_cast<StoreHandle*>(handle)->store->wait({std::string(key)}, std::chrono::milliseconds(timeout_ms));
   });
 }
+
+// The store as a `c10d::Store*`, for a process group made over it (csrc/gloo/process_group.cpp takes
+// its own reference).
+extern "C" void* emotion_store_raw(void* handle) { return static_cast<StoreHandle*>(handle)->store.get(); }

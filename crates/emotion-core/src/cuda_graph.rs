@@ -5,6 +5,7 @@
 //! and training runs eagerly.
 
 use crate::error::{Error, Result};
+use crate::shims::{found, shim_fn};
 use libloading::os::unix::Library;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::OnceLock;
@@ -24,36 +25,22 @@ struct Api {
 /// The file the package ships the shim in (built by scripts/cuda-graph.mjs).
 pub const SHIM_FILE: &str = "emotion-pipeline-cuda-graph.linux-x64-gnu.so";
 
-fn lookup() -> std::result::Result<Api, String> {
-    // dlopen(NULL): the program and every library opened with RTLD_GLOBAL.
-    let this = Library::this();
-    macro_rules! sym {
-        ($name:literal) => {
-            // SAFETY: the signature matches the `extern "C"` definition in csrc/cuda/graph.cpp.
-            *unsafe { this.get(concat!($name, "\0").as_bytes()) }
-                .map_err(|_| format!("{} is not loaded (symbol {} not found)", SHIM_FILE, $name))?
-        };
-    }
+fn lookup(this: &Library) -> std::result::Result<Api, String> {
     Ok(Api {
-        stream_enter: sym!("emotion_cuda_stream_enter"),
-        stream_exit: sym!("emotion_cuda_stream_exit"),
-        graph_new: sym!("emotion_cuda_graph_new"),
-        graph_begin: sym!("emotion_cuda_graph_begin"),
-        graph_end: sym!("emotion_cuda_graph_end"),
-        graph_abort: sym!("emotion_cuda_graph_abort"),
-        graph_replay: sym!("emotion_cuda_graph_replay"),
-        graph_free: sym!("emotion_cuda_graph_free"),
+        stream_enter: shim_fn!(this, SHIM_FILE, "emotion_cuda_stream_enter"),
+        stream_exit: shim_fn!(this, SHIM_FILE, "emotion_cuda_stream_exit"),
+        graph_new: shim_fn!(this, SHIM_FILE, "emotion_cuda_graph_new"),
+        graph_begin: shim_fn!(this, SHIM_FILE, "emotion_cuda_graph_begin"),
+        graph_end: shim_fn!(this, SHIM_FILE, "emotion_cuda_graph_end"),
+        graph_abort: shim_fn!(this, SHIM_FILE, "emotion_cuda_graph_abort"),
+        graph_replay: shim_fn!(this, SHIM_FILE, "emotion_cuda_graph_replay"),
+        graph_free: shim_fn!(this, SHIM_FILE, "emotion_cuda_graph_free"),
     })
 }
 
 fn api() -> std::result::Result<&'static Api, String> {
     static API: OnceLock<Api> = OnceLock::new();
-    if let Some(api) = API.get() {
-        return Ok(api);
-    }
-    // Only a success is kept: the shim may be loaded after a first look.
-    let found = lookup()?;
-    Ok(API.get_or_init(|| found))
+    found(&API, lookup)
 }
 
 /// Whether graph capture can be used in this process, and why not.

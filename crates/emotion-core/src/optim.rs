@@ -73,6 +73,11 @@ impl Adam {
         unsafe { emotion_zero_grads(ptrs.as_ptr(), ptrs.len() as c_int) }
     }
 
+    /// The parameters it updates, in the order they were given.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
     pub fn grads(&self) -> Vec<Tensor> {
         self.params.iter().filter(|p| p.grad().defined()).map(|p| p.grad()).collect()
     }

@@ -106,3 +106,45 @@ extern "C" {
     pub fn emotion_set_data_channels_last(t: *mut c_void) -> c_int;
     pub fn emotion_is_channels_last(t: *const c_void) -> c_int;
 }
+
+// The store's `c10d::Store*` for a process group (csrc/store.cpp) and DDP's gradient bucketing
+// (csrc/buckets.cpp). The process groups themselves live in a shared object of their own
+// (`distributed/group.rs`).
+extern "C" {
+    pub fn emotion_store_raw(handle: *mut c_void) -> *mut c_void;
+    pub fn emotion_bucket_assignment(
+        tensors: *const *mut c_void,
+        n: c_int,
+        first_bytes: i64,
+        cap_bytes: i64,
+        bucket_of: *mut c_int,
+        error: *mut c_char,
+        error_len: c_int,
+    ) -> c_int;
+}
+
+/// The function table of a shim built as a shared object of its own (the CUDA-graph and Gloo shims),
+/// found by name in the process's global scope (whoever loads the core opens it with RTLD_GLOBAL).
+/// Only a success is kept: the shim may be loaded after a first look; `lookup` says why it failed.
+pub(crate) fn found<T: Send + Sync>(
+    cell: &'static std::sync::OnceLock<T>,
+    lookup: fn(&libloading::os::unix::Library) -> Result<T, String>,
+) -> Result<&'static T, String> {
+    if let Some(api) = cell.get() {
+        return Ok(api);
+    }
+    // dlopen(NULL): the program and every library opened with RTLD_GLOBAL.
+    let found = lookup(&libloading::os::unix::Library::this())?;
+    Ok(cell.get_or_init(|| found))
+}
+
+/// `shim_fn!(library, "file", "symbol")`: the function `symbol` of the shim `file`, or why not. The
+/// caller's field type states the signature, which must match the shim's `extern "C"` definition.
+macro_rules! shim_fn {
+    ($this:expr, $file:expr, $name:literal) => {
+        // SAFETY: the field's signature matches the `extern "C"` definition in the shim's source.
+        *unsafe { $this.get(concat!($name, "\0").as_bytes()) }
+            .map_err(|_| format!("{} is not loaded (symbol {} not found)", $file, $name))?
+    };
+}
+pub(crate) use shim_fn;

@@ -2,6 +2,7 @@ use crate::audio::{to_inputs, SamplesInput};
 use crate::errors::{to_js, Code};
 use crate::job::{emit, spawn, ProgressCallback};
 use crate::system::{parse_options, CancelToken};
+use crate::world::NativeWorld;
 use emotion_core::train::predict::{load_model as core_load_model, LoadedModel};
 use emotion_core::train::predict_audio::PredictAudioOptions;
 use emotion_core::train::{self, HostSet, TrainConfig};
@@ -75,6 +76,7 @@ pub fn resolve_train_config(config_json: String) -> Result<String, Code> {
 /// Trains one model on its own thread. `configJson` is a `TrainConfig`; resolves to the JSON text
 /// of a `TrainResult`; progress events are JSON text.
 #[napi(ts_return_type = "Promise<string>")]
+#[allow(clippy::too_many_arguments)] // the JS call's positional arguments (src/train.ts is the only caller)
 pub fn train<'env>(
     env: &'env Env,
     config_json: String,
@@ -83,6 +85,7 @@ pub fn train<'env>(
     test_set: Option<TrainSet>,
     #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_progress: Option<ProgressCallback>,
     cancel: Option<&CancelToken>,
+    world: Option<&NativeWorld>,
 ) -> Result<Object<'env>> {
     // Typed arrays are copied here, on the JS thread.
     let prepared = (|| -> emotion_core::Result<_> {
@@ -93,15 +96,17 @@ pub fn train<'env>(
         Ok((config, train, val, test))
     })();
     let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+    let world = world.map(|w| Arc::clone(&w.inner));
     spawn(
         env,
         "train",
         move || {
             let (config, train, val, test) = prepared?;
             let mut progress = |e: train::TrainEvent| emit(on_progress.as_ref(), &e);
-            let result = train::train(
+            let result = train::train_in(
                 &config,
                 train::Sets { train: &train, val: val.as_ref(), test: test.as_ref() },
+                world.as_deref(),
                 &flag,
                 &mut progress,
             )?;

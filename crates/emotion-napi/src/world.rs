@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 #[napi]
 pub struct NativeWorld {
-    inner: Arc<World>,
+    pub(crate) inner: Arc<World>,
     pub rank: u32,
     pub world_size: u32,
 }

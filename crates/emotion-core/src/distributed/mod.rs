@@ -2,7 +2,9 @@
 //! process belongs to (from the variables torchrun and our launcher set), heartbeats, and barriers that
 //! name the rank they wait for when it dies or hangs. docs/DISTRIBUTED.md.
 
+pub mod group;
 pub mod store;
+pub mod sync_bn;
 
 use crate::error::{Error, Result};
 use schemars::JsonSchema;
@@ -80,7 +82,7 @@ impl WorldOptions {
 /// holds c10d's client lock, so it must not share it).
 pub struct World {
     pub options: WorldOptions,
-    store: Store,
+    pub(crate) store: Store,
     /// `<attempt>/`: keys of an earlier attempt (torchrun `--max-restarts`) are never read.
     prefix: String,
     beating: Arc<AtomicBool>,
@@ -105,7 +107,7 @@ impl World {
         Ok(world)
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
@@ -170,6 +172,24 @@ impl World {
             }
             Ok(true)
         })
+    }
+
+    /// The next number of a sequence `name` (1, 2, …): every rank counting the same calls gets the
+    /// same numbers, so jobs made one after another in a world get keys of their own.
+    pub fn next(&self, name: &str) -> u64 {
+        let mut seen = self.barriers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = seen.entry(format!("seq/{name}")).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// After a collective failed: the rank that reported a failure or stopped beating, watched for
+    /// `heartbeatSeconds` (a dead peer's heartbeat goes silent within that); `None` when every rank
+    /// still looks alive (a hang, or a fault of this rank's own).
+    pub fn culprit(&self) -> Option<Error> {
+        let started = Instant::now();
+        let limit = Duration::from_secs_f64(self.options.heartbeat_seconds * 1.5 + 0.5);
+        self.wait_until("a collective", |_| Ok(started.elapsed() > limit)).err()
     }
 
     /// Polls `done` every 50 ms, watching every other rank's failure key and heartbeat counter (timed

@@ -117,6 +117,13 @@ impl Store {
         Ok(out != 0)
     }
 
+    /// The store as c10d's `c10d::Store*`, for a process group made over it (which takes its own
+    /// reference, so the group may outlive this connection).
+    pub(crate) fn raw(&self) -> *mut c_void {
+        // SAFETY: the handle is live until drop.
+        unsafe { shims::emotion_store_raw(self.handle) }
+    }
+
     /// Waits until `key` exists, up to `timeout`.
     pub fn wait(&self, key: &str, timeout: Duration) -> Result<()> {
         self.call("wait for", key, |k, e| {

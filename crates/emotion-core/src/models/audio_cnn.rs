@@ -1,6 +1,7 @@
 //! The reference audio CNN: six conv blocks (3×3 conv → batch norm → ReLU → 2×2 max-pool) with
 //! 32·64·128·256·512·512 filters, global average pooling, then FC 512→256→128→classes with dropout.
 
+use crate::distributed::sync_bn::batch_norm;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
@@ -83,7 +84,8 @@ impl AudioCnn {
         let mut x = xs.unsqueeze(1); // [B, 1, M, T]
         for block in &self.blocks {
             // [B, C, H, W] → [B, C', H/2, W/2]
-            x = block.conv.forward_t(&x, train).apply_t(&block.bn, train && !self.config.freeze_batch_norm).relu();
+            let conv = block.conv.forward_t(&x, train);
+            x = batch_norm(&block.bn, &conv, train && !self.config.freeze_batch_norm).relu();
             // Pool only while both sides are ≥ 2, so short or narrow inputs still work.
             let size = x.size();
             if size[2] >= 2 && size[3] >= 2 {

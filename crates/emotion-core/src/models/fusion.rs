@@ -3,6 +3,7 @@
 
 use super::audio_cnn::{AudioCnn, AudioCnnConfig};
 use super::text_lstm::{TextLstm, TextLstmConfig};
+use crate::distributed::sync_bn::batch_norm;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -67,7 +68,7 @@ impl Fusion {
         // [B, 256] ⊕ [B, 128] → [B, 384]
         let mut x = Tensor::cat(&[self.audio.embed(mel, train), self.text.embed(tokens, train)], 1);
         for (fc, bn) in &self.layers {
-            x = x.apply(fc).apply_t(bn, train && !self.freeze_batch_norm).relu().dropout(self.dropout, train);
+            x = batch_norm(bn, &x.apply(fc), train && !self.freeze_batch_norm).relu().dropout(self.dropout, train);
         }
         x.apply(&self.out)
     }

@@ -69,8 +69,15 @@ pub struct TrainState {
     pub epochs_without_improvement: u32,
     pub scaler: LossScaler,
     pub finished: bool,
+    /// Processes the job trained in (a data-parallel world's size; 1 alone): a resume must use as many.
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// The files of this checkpoint and their SHA-256 (set when saved).
     pub parts: Option<Parts>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One generation of the resumable checkpoint's files, named in `last.state.json`.

@@ -178,6 +178,15 @@ pub struct TrainConfig {
     /// CUDA only: cuDNN's benchmark mode (times the convolution algorithms for each new shape once and
     /// keeps the fastest; results may differ in the last bits from run to run). Off: cuDNN's heuristics.
     pub cudnn_benchmark: bool,
+    /// Data-parallel jobs only (a `distributed` world of several ranks): batch norm normalises by the
+    /// statistics of the global batch, every rank's rows (PyTorch's `SyncBatchNorm`). Off: each rank
+    /// normalises by its own rows, and rank 0's running statistics are sent to the others before each
+    /// evaluation.
+    pub sync_batch_norm: bool,
+    /// Data-parallel jobs only: after every optimiser step the ranks compare a fingerprint of their
+    /// parameters (two small all-reduces) and stop with `DISTRIBUTED` at the first step where they
+    /// differ. For checking a setup; costs a round trip per step.
+    pub check_replicas: bool,
     /// The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
     /// audio files featurises them the same way.
     pub mel: Option<crate::audio::MelConfig>,
@@ -220,6 +229,8 @@ impl Default for TrainConfig {
             sync_free: None,
             cuda_graph: false,
             cudnn_benchmark: true,
+            sync_batch_norm: true,
+            check_replicas: false,
             mel: None,
             vocabulary: None,
             encoder_source: None,

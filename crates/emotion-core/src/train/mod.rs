@@ -15,6 +15,6 @@ pub mod spec;
 
 pub use config::{Amp, ModelKind, TrainConfig};
 pub use data::HostSet;
-pub use engine::{train, Sets, TrainEvent, TrainResult};
+pub use engine::{train, train_in, Sets, TrainEvent, TrainResult};
 pub use settings::{Job, RunSettings, TrainingSettings};
 pub use spec::ModelSpec;

@@ -45,6 +45,8 @@ pub struct RunSettings {
     pub sync_free: Option<bool>,
     pub cuda_graph: bool,
     pub cudnn_benchmark: bool,
+    pub sync_batch_norm: bool,
+    pub check_replicas: bool,
 }
 
 /// One training job: the model's spec, its training settings and its run settings.
@@ -173,6 +175,8 @@ impl TrainConfig {
             sync_free: self.sync_free,
             cuda_graph: self.cuda_graph,
             cudnn_benchmark: self.cudnn_benchmark,
+            sync_batch_norm: self.sync_batch_norm,
+            check_replicas: self.check_replicas,
         }
     }
 }

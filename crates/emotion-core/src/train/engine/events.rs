@@ -68,10 +68,27 @@ pub struct TrainResult {
     pub stopped_early: bool,
     /// Accumulation windows replayed from a captured CUDA graph (`cudaGraph`); 0: the job ran eagerly.
     pub graphed_windows: u64,
+    /// A data-parallel job's ranks and gradient all-reduces; absent for a job of one process.
+    pub data_parallel: Option<DataParallelStats>,
     /// The settings this job ran with, every default filled in (what `config.json` records).
     pub config: TrainConfig,
     /// The model it trained: kind, labels, architecture and inputs (what its checkpoint stores).
     pub spec: crate::train::spec::ModelSpec,
+}
+
+/// How a data-parallel job communicated (every rank's figures are its own; they agree closely).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataParallelStats {
+    pub world_size: u32,
+    pub rank: u32,
+    /// Gradient all-reduces (one per optimiser step) and the seconds they took in all.
+    pub reductions: u64,
+    pub all_reduce_seconds: f64,
+    /// Bytes each rank sent into the all-reduce per optimiser step (fp32 gradients).
+    pub bytes_per_step: u64,
+    /// Whether batch norm used the global batch's statistics.
+    pub sync_batch_norm: bool,
 }
 
 pub struct Sets<'a> {

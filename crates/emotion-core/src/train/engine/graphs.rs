@@ -98,7 +98,7 @@ impl Trainer<'_> {
         let index = Tensor::f_zeros([bs as i64], (Kind::Int64, self.device))?;
         let mut micro = Graph::new()?;
         // Detached: the captured backward's autograd nodes need not outlive the capture.
-        let loss = micro.capture(|| self.micro_compute(&index, acc, sums))?.f_detach()?;
+        let loss = micro.capture(|| self.micro_compute(&index, acc, None, sums))?.f_detach()?;
         let mut window = Graph::new()?;
         window.capture(|| self.window_compute((bs * acc) as f64, sums))?;
         Ok(Graphs { index, loss, micro, window })

@@ -3,6 +3,7 @@
 //! The job's start is `setup`, the end of an accumulation window (synced, sync-free, CUDA graph) is
 //! `window` and `graphs`, the schedule and evaluation are `schedule`.
 
+mod data_parallel;
 mod events;
 mod graphs;
 mod schedule;
@@ -19,9 +20,13 @@ use super::settings::Job;
 use crate::control::CancelFlag;
 use crate::cuda_graph::SideStream;
 use crate::device::device_name;
+use crate::distributed::sync_bn::SyncScope;
+use crate::distributed::World;
 use crate::error::{catch_panic, Error, Result};
 use crate::metrics::Metrics;
 use crate::optim::Adam;
+use data_parallel::DataParallel;
+use data_parallel::GlobalBatch;
 use graphs::GraphMode;
 use schedule::{best_score, flush_progress, improves, lr_at, step_seed};
 use std::time::Instant;
@@ -30,7 +35,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use window::{BufferSnapshot, EpochSums, SyncFree};
 
 pub use super::mixed::Precision;
-pub use events::{CheckpointKind, Sets, TrainEvent, TrainResult};
+pub use events::{CheckpointKind, DataParallelStats, Sets, TrainEvent, TrainResult};
 pub use schedule::{epoch_order, evaluate, predict_logits};
 
 /// Trains one model: validates the sets, builds or resumes the model, runs the epochs, and scores the
@@ -41,16 +46,39 @@ pub fn train(
     cancel: &CancelFlag,
     emit: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainResult> {
-    let job = Job::new(config, sets.train)?;
-    let _cache = crate::cpu_cache::JobCache::enter();
-    let _turn = crate::job_turn();
-    let mut trainer = Trainer::new(&job, sets, emit)?;
-    trainer.announce(emit);
-    while trainer.state.epoch < job.training.epochs && !trainer.state.finished {
-        trainer.run_epoch(cancel, emit)?;
-        trainer.end_epoch(emit)?;
+    train_in(config, sets, None, cancel, emit)
+}
+
+/// [`train`] as one rank of a data-parallel job in `world` (every rank calls it with the same
+/// options and sets; docs/DISTRIBUTED.md), or alone with `None`.
+pub fn train_in(
+    config: &TrainConfig,
+    sets: Sets,
+    world: Option<&World>,
+    cancel: &CancelFlag,
+    emit: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainResult> {
+    let world = world.filter(|w| w.options.world_size > 1);
+    let result = (|| {
+        let job = Job::new(config, sets.train)?;
+        let _cache = crate::cpu_cache::JobCache::enter();
+        let _turn = crate::job_turn();
+        let mut trainer = Trainer::new(&job, sets, world, emit)?;
+        trainer.announce(emit);
+        while trainer.state.epoch < job.training.epochs && !trainer.state.finished {
+            trainer.run_epoch(cancel, emit)?;
+            trainer.end_epoch(emit)?;
+        }
+        trainer.finish(job.resolved_options(config))
+    })();
+    if let (Some(world), Err(e)) = (world, &result) {
+        // The other ranks stop waiting for this one at once (they name it); a stop all ranks agreed
+        // on is no failure.
+        if !matches!(e, Error::Cancelled) {
+            world.fail(&e.to_string());
+        }
     }
-    trainer.finish(job.resolved_options(config))
+    result
 }
 
 /// One training job's model, optimiser, data on the device and resumable state.
@@ -87,6 +115,8 @@ struct Trainer<'a> {
     total_skipped: u32,
     stopped_early: bool,
     sync_free: Option<SyncFree>,
+    /// A data-parallel job's group, buckets and agreed stop; `None` alone.
+    dp: Option<DataParallel<'a>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -140,7 +170,7 @@ impl<'a> Trainer<'a> {
 
     /// Saves the resumable checkpoint (when there is a checkpoint folder) and says so.
     fn save_last(&self, val: Option<Metrics>, epoch: u32, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
-        if let Some(dir) = &self.job.run.checkpoint_dir {
+        if let Some(dir) = self.checkpoint_dir() {
             let path = checkpoint::save_resumable(dir, &self.vs, &self.adam, &self.state, &self.meta(val))?;
             emit(TrainEvent::Checkpoint {
                 model: self.kind,
@@ -174,7 +204,7 @@ impl<'a> Trainer<'a> {
             let window_len = config.training.accumulation.min(self.steps_per_epoch - window_start);
             let mut graphed = None;
             if b == window_start {
-                if cancel.is_cancelled() {
+                if self.stop_now(cancel) {
                     return self.stop_cancelled(b, &sums, clock, emit);
                 }
                 self.buffers.take()?;
@@ -237,6 +267,9 @@ impl<'a> Trainer<'a> {
             }
             self.adam.sync_step()?;
         }
+        if self.dp.is_some() {
+            return self.flush_reduced(sums, clock);
+        }
         flush_progress(&mut self.state.progress, &sums.loss, &sums.correct, clock.elapsed().as_secs_f64())
     }
 
@@ -244,14 +277,23 @@ impl<'a> Trainer<'a> {
     fn micro_step(&mut self, b: usize, order: &Tensor, window_len: usize, sums: &mut EpochSums) -> Result<Tensor> {
         let config = self.job;
         let bs = config.training.batch_size;
-        let lo = (b * bs) as i64;
-        let hi = ((b + 1) * bs).min(self.train_set.len) as i64;
+        let (lo, hi, global) = match &self.dp {
+            Some(dp) => {
+                let shard = dp.shard(b, bs, self.train_set.len);
+                let global = self.global_batch(order, &shard)?;
+                (shard.lo as i64, shard.hi as i64, Some(global))
+            }
+            None => ((b * bs) as i64, ((b + 1) * bs).min(self.train_set.len) as i64, None),
+        };
         let index = order.f_narrow(0, lo, hi - lo)?;
         let loss = {
             let _turn = crate::generator_turn();
             // A seed per micro-batch makes dropout identical after a resume at any step.
-            tch::manual_seed(step_seed(config.training.seed, self.state.epoch, b) as i64);
-            self.micro_compute(&index, window_len, sums)?
+            let rank = self.dp.as_ref().map_or(0, |dp| dp.rank() as u64);
+            tch::manual_seed(
+                step_seed(config.training.seed ^ rank.wrapping_mul(0x9E37_79B9), self.state.epoch, b) as i64
+            );
+            self.micro_compute(&index, window_len, global.as_ref(), sums)?
         };
         sums.window_seen += (hi - lo) as usize;
         self.micro_steps += 1;
@@ -260,7 +302,13 @@ impl<'a> Trainer<'a> {
 
     /// The device work of a micro-batch (what a graph captures: no host sync, sums added in place):
     /// augmentation, forward, loss, backward into the gradients, the window's loss and hit sums.
-    fn micro_compute(&mut self, index: &Tensor, window_len: usize, sums: &mut EpochSums) -> Result<Tensor> {
+    fn micro_compute(
+        &mut self,
+        index: &Tensor,
+        window_len: usize,
+        global: Option<&GlobalBatch>,
+        sums: &mut EpochSums,
+    ) -> Result<Tensor> {
         let config = self.job;
         let n = index.size()[0];
         let mut batch = self.train_set.batch(index)?;
@@ -275,6 +323,7 @@ impl<'a> Trainer<'a> {
             batch.embedding = batch.embedding.as_ref().map(|e| mix.inputs(e)).transpose()?;
         }
         let (model, mixed) = (&self.model, self.mixed);
+        let _sync_bn = self.dp.as_ref().filter(|dp| dp.sync_batch_norm).map(|dp| SyncScope::enter(&dp.group));
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
         let (logits, speakers) = catch_panic(|| {
             let out = mixed.forward(|| model.forward(&batch, true));
@@ -283,8 +332,15 @@ impl<'a> Trainer<'a> {
         })
         .map_err(|e| self.oom_context(e))?;
         // Mixup: the loss of the mixed input against both targets, weighted as the inputs were.
+        // Data-parallel: this rank's sum over the global batch's count (or class-weight sum), so the
+        // ranks' gradients add up to the whole batch's mean.
         let loss_of = |logits: &Tensor, target: &Tensor, weights: Option<&Tensor>, smoothing: f64| -> Result<Tensor> {
-            let ce = |t: &Tensor| logits.f_cross_entropy_loss(t, weights, Reduction::Mean, -100, smoothing);
+            let ce = |t: &Tensor| match global {
+                Some(g) => logits
+                    .f_cross_entropy_loss(t, weights, Reduction::Sum, -100, smoothing)?
+                    .f_div(if weights.is_some() { &g.weight_sum } else { &g.rows }),
+                None => logits.f_cross_entropy_loss(t, weights, Reduction::Mean, -100, smoothing),
+            };
             Ok(match &mix {
                 Some(mix) => ce(target)?
                     .f_mul_scalar(mix.lambda)?
@@ -305,7 +361,8 @@ impl<'a> Trainer<'a> {
         };
         scaled.f_backward().map_err(Error::from).map_err(|e| self.oom_context(e))?;
         let _guard = tch::no_grad_guard();
-        let _ = sums.window_loss.f_add_(&loss.detach().f_mul_scalar(n as f64)?)?;
+        let rows = global.map_or(n as f64, |g| g.count as f64);
+        let _ = sums.window_loss.f_add_(&loss.detach().f_mul_scalar(rows)?)?;
         let _ = sums.window_correct.f_add_(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
         Ok(loss)
     }
@@ -314,6 +371,7 @@ impl<'a> Trainer<'a> {
     fn end_epoch(&mut self, emit: &mut dyn FnMut(TrainEvent)) -> Result<()> {
         let config = self.job;
         let p = std::mem::take(&mut self.state.progress);
+        self.share_buffers()?;
         let val = self.evaluate_on(self.val_set.as_ref())?;
         let record = EpochRecord {
             epoch: self.state.epoch + 1,
@@ -336,7 +394,7 @@ impl<'a> Trainer<'a> {
             self.state.best_value = score.map(|(s, _)| s);
             self.state.best_epoch = Some(record.epoch);
             self.state.epochs_without_improvement = 0;
-            if let Some(dir) = &config.run.checkpoint_dir {
+            if let Some(dir) = self.checkpoint_dir() {
                 let meta = self.meta(val.as_ref().map(|(_, m)| m.clone()));
                 let path = checkpoint::save_model(dir, "best", &self.vs, &meta)?;
                 emit(TrainEvent::Checkpoint {
@@ -371,10 +429,14 @@ impl<'a> Trainer<'a> {
     /// Scores the best checkpoint's weights (when there is one) and builds the result.
     fn finish(mut self, resolved_options: TrainConfig) -> Result<TrainResult> {
         let config = self.job;
-        if let (Some(dir), Some(_)) = (&config.run.checkpoint_dir, self.state.best_epoch) {
+        if let (Some(dir), Some(_)) = (self.checkpoint_dir(), self.state.best_epoch) {
             if dir.join("best.safetensors").exists() {
                 self.vs.load(dir.join("best.safetensors"))?;
             }
+        }
+        // Every rank scores rank 0's best weights.
+        if let Some(dp) = &self.dp {
+            dp.broadcast_vars(&self.vs)?;
         }
         let val = self.evaluate_on(self.val_set.as_ref())?.map(|(_, m)| m);
         let test = self.evaluate_on(self.test_set.as_ref())?.map(|(_, m)| m);
@@ -399,6 +461,7 @@ impl<'a> Trainer<'a> {
             skipped_steps: self.total_skipped,
             stopped_early: self.stopped_early,
             graphed_windows: self.graphed_windows,
+            data_parallel: self.dp.as_ref().map(|dp| dp.stats()),
             config: resolved_options,
             spec: self.state.spec,
         })
@@ -474,7 +537,7 @@ mod tests {
         };
         let job = Job::new(&config, &set).unwrap();
         let mut emit = |_: TrainEvent| {};
-        let mut trainer = Trainer::new(&job, Sets { train: &set, val: None, test: None }, &mut emit).unwrap();
+        let mut trainer = Trainer::new(&job, Sets { train: &set, val: None, test: None }, None, &mut emit).unwrap();
         let cancel = CancelFlag::new();
         trainer.run_epoch(&cancel, &mut emit).unwrap();
         trainer.end_epoch(&mut emit).unwrap();

@@ -1,11 +1,13 @@
 //! A training job's start: the sets checked, the job's threads, the CUDA-graph side stream, a resumed
 //! state, the model, its optimiser and the state a resume continues.
 
+use super::data_parallel::{share_resumed, DataParallel};
 use super::graphs::{graph_obstacle, GraphMode, GRAPH_WARMUP_WINDOWS};
 use super::window::{BufferSnapshot, SyncFree};
 use super::{Sets, TrainEvent, Trainer};
 use crate::cuda_graph::SideStream;
 use crate::device::parse_device;
+use crate::distributed::World;
 use crate::error::{Error, Result};
 use crate::optim::{Adam, LossScaler};
 use crate::train::checkpoint::{self, EpochProgress, TrainState, FORMAT};
@@ -18,27 +20,42 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 impl<'a> Trainer<'a> {
-    pub(super) fn new(config: &'a Job, sets: Sets, emit: &mut dyn FnMut(TrainEvent)) -> Result<Trainer<'a>> {
+    pub(super) fn new(
+        config: &'a Job,
+        sets: Sets,
+        world: Option<&'a World>,
+        emit: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Trainer<'a>> {
         let kind = config.spec.kind;
         validate_sets(&config.spec, &sets)?;
         let device = parse_device(&config.run.device)?;
         let threads = enter_job_settings(config, device);
-        let sync_free = config.run.sync_free.unwrap_or(device.is_cuda());
-        // Graph mode runs the whole job on a side stream (capture cannot use the default stream), so
-        // it is entered before the job's first allocation on the device.
-        let side_stream =
-            side_stream(config, device, sync_free, &mut |message| emit(TrainEvent::Warning { model: kind, message }));
-        if let Some(dir) = &config.run.checkpoint_dir {
+        let mut warn = |message: String| emit(TrainEvent::Warning { model: kind, message });
+        let (sync_free, side_stream) = match world {
+            Some(_) => (false, data_parallel_modes(config, &mut warn)),
+            None => {
+                let sync_free = config.run.sync_free.unwrap_or(device.is_cuda());
+                // Graph mode runs the whole job on a side stream (capture cannot use the default
+                // stream), so it is entered before the job's first allocation on the device.
+                (sync_free, side_stream(config, device, sync_free, &mut warn))
+            }
+        };
+        let job_no = world.map(|w| w.next("train"));
+        let rank0 = world.is_none_or(|w| w.options.rank == 0);
+        if let (Some(dir), true) = (&config.run.checkpoint_dir, rank0) {
             // A save killed mid-write (kill -9) leaves a temporary file; this job alone writes here.
             crate::atomic::remove_stale_temporaries(dir);
         }
-        let resumed = resumed_state(config)?;
+        let resumed = match (world, job_no) {
+            (Some(w), Some(job)) => share_resumed(w, job, || resumed_state(config))?,
+            _ => resumed_state(config)?,
+        };
+        let world_size = world.map_or(1, |w| w.options.world_size);
+        check_world_size(config, resumed.as_ref(), world_size)?;
         // A resumed job goes on in the precision it started in, so the run is the same as uninterrupted.
         let mixed = match resumed.as_ref().map(|s| s.precision) {
             Some(precision) => Mixed::with(precision, device),
-            None => Mixed::choose(kind, config.training.amp, config.training.preset, device, &mut |message| {
-                emit(TrainEvent::Warning { model: kind, message })
-            }),
+            None => Mixed::choose(kind, config.training.amp, config.training.preset, device, &mut warn),
         };
         // A resumed job goes on with the spec it started with (the same data gives the same one).
         let spec = resumed.as_ref().map_or_else(|| config.spec.clone(), |s| s.spec.clone());
@@ -48,17 +65,29 @@ impl<'a> Trainer<'a> {
         let test_set = sets.test.map(|s| s.to_device(device, norm)).transpose()?;
         let Built { mut vs, model, mut adam, channels_last } = build(config, &spec, device)?;
         let buffers = BufferSnapshot::new(&vs);
-        let mut state = fresh_state(config, spec, mixed);
+        let mut state = TrainState { world_size, ..fresh_state(config, spec, mixed) };
+        let resuming = resumed.is_some();
         if let (Some(saved), Some(dir)) = (resumed, &config.run.checkpoint_dir) {
-            checkpoint::load_resumable(dir, &saved, &mut vs, &mut adam)?;
+            if rank0 {
+                checkpoint::load_resumable(dir, &saved, &mut vs, &mut adam)?;
+            }
             state = TrainState { training: config.training.clone(), ..saved };
         }
+        let dp = match (world, job_no) {
+            (Some(w), Some(job)) => {
+                let dp =
+                    DataParallel::new(w, job, adam.params(), config.run.sync_batch_norm, config.run.check_replicas)?;
+                dp.start(&vs, &mut adam, resuming)?;
+                Some(dp)
+            }
+            _ => None,
+        };
         let class_weights = config
             .training
             .class_weights
             .as_ref()
             .map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
-        let steps_per_epoch = train_set.len.div_ceil(config.training.batch_size);
+        let steps_per_epoch = train_set.len.div_ceil(config.training.batch_size * world_size);
         let total_opt_steps =
             (config.training.epochs as usize * steps_per_epoch.div_ceil(config.training.accumulation)) as f64;
         let sync_free = sync_free.then(|| SyncFree::new(device, &state.scaler)).transpose()?;
@@ -92,7 +121,42 @@ impl<'a> Trainer<'a> {
             total_skipped: 0,
             stopped_early: false,
             sync_free,
+            dp,
         })
+    }
+}
+
+/// A data-parallel job ends its windows synced and eagerly (its gradient all-reduce runs on the host
+/// between the backward and the update, which neither the sync-free end nor a graph can hold).
+fn data_parallel_modes(config: &Job, warn: &mut dyn FnMut(String)) -> Option<SideStream> {
+    if config.run.sync_free == Some(true) {
+        warn(
+            "syncFree: a data-parallel job ends each window synced with the host (the gradient all-reduce); ignored"
+                .into(),
+        );
+    }
+    if config.run.cuda_graph {
+        warn("cudaGraph: a data-parallel job trains eagerly (the gradient all-reduce is not captured)".into());
+    }
+    None
+}
+
+/// A resume continues with as many processes as the checkpoint was trained by (the batch order and
+/// each rank's share depend on it).
+fn check_world_size(config: &Job, resumed: Option<&TrainState>, world_size: usize) -> Result<()> {
+    match resumed {
+        Some(s) if s.world_size != world_size => Err(Error::invalid(
+            "resume",
+            format!(
+                "the checkpoint in {} was trained by {} process(es) (WORLD_SIZE {}), this job has {world_size}: \
+                 resume with as many (--nproc-per-node {}), or train without resume",
+                config.run.checkpoint_dir.as_ref().map_or(String::new(), |d| d.display().to_string()),
+                s.world_size,
+                s.world_size,
+                s.world_size
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -203,6 +267,7 @@ fn fresh_state(config: &Job, spec: ModelSpec, mixed: Mixed) -> TrainState {
         epochs_without_improvement: 0,
         scaler: LossScaler::new(mixed.scales_loss()),
         finished: false,
+        world_size: 1,
         parts: None,
     }
 }

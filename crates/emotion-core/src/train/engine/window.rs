@@ -184,12 +184,21 @@ impl Trainer<'_> {
         clock: Instant,
         emit: &mut dyn FnMut(TrainEvent),
     ) -> Result<()> {
+        if let Some(dp) = &mut self.dp {
+            dp.reduce_gradients(self.adam.params(), dp.local_stop)?;
+        }
         let finite = self.state.scaler.unscale_and_check(&self.adam.grads())?;
         if finite {
             self.adam.step(self.lr())?;
+            if let Some(dp) = &self.dp {
+                dp.check(self.adam.params(), self.adam.step)?;
+            }
             let _ = sums.loss.f_add_(&sums.window_loss)?;
             let _ = sums.correct.f_add_(&sums.window_correct)?;
-            self.state.progress.seen += sums.window_seen;
+            match &mut self.dp {
+                Some(dp) => dp.unreduced_seen += sums.window_seen,
+                None => self.state.progress.seen += sums.window_seen,
+            }
             self.state.progress.windows += 1;
             self.consecutive_bad = 0;
         } else {
@@ -221,7 +230,7 @@ impl Trainer<'_> {
         let config = self.job;
         self.state.next_batch = b;
         self.flush(sums, clock)?;
-        if let Some(dir) = &config.run.checkpoint_dir {
+        if let Some(dir) = self.checkpoint_dir() {
             checkpoint::save_resumable(dir, &self.vs, &self.adam, &self.state, &self.meta(None))?;
         }
         Err(Error::NonFinite(format!(

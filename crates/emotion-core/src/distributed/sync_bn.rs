@@ -1,0 +1,92 @@
+//! Batch norm over the global batch of a data-parallel job (PyTorch's `SyncBatchNorm` algorithm, which
+//! libtorch 2.11 has for CUDA only): each rank's count, sum and centred sum of squares per channel are
+//! gathered with one differentiable all-reduce, combined as Chan et al.'s parallel variance, and the
+//! batch is normalised by the global statistics; autograd carries the gradient through the gather
+//! (its backward is an all-reduce too). Models call [`batch_norm`]; the trainer enters a [`SyncScope`]
+//! around a data-parallel forward, and outside one it is the ordinary batch norm.
+
+use super::group::ProcessGroup;
+use std::cell::Cell;
+use std::marker::PhantomData;
+use tch::{nn, Kind, Tensor};
+
+/// tch's `BatchNormConfig` defaults, which every model here uses.
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+thread_local! {
+    static SCOPE: Cell<Option<*const ProcessGroup>> = const { Cell::new(None) };
+}
+
+/// While alive, training-mode batch norm on this thread synchronises over `group`.
+pub struct SyncScope<'a> {
+    previous: Option<*const ProcessGroup>,
+    _group: PhantomData<&'a ProcessGroup>,
+}
+
+impl<'a> SyncScope<'a> {
+    pub fn enter(group: &'a ProcessGroup) -> SyncScope<'a> {
+        let previous = SCOPE.with(|s| s.replace(Some(group as *const ProcessGroup)));
+        SyncScope { previous, _group: PhantomData }
+    }
+}
+
+impl Drop for SyncScope<'_> {
+    fn drop(&mut self) {
+        SCOPE.with(|s| s.set(self.previous));
+    }
+}
+
+/// `x.apply_t(bn, train)`, with the global batch's statistics inside a [`SyncScope`]. Panics on a
+/// libtorch or collective error, as tch's module calls do (the trainer catches it).
+pub fn batch_norm(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
+    let group = SCOPE.with(|s| s.get());
+    match group {
+        // SAFETY: the scope borrows the group for as long as the pointer is set.
+        Some(group) if train => synced(bn, x, unsafe { &*group }).unwrap_or_else(|e| panic!("{e}")),
+        _ => x.apply_t(bn, train),
+    }
+}
+
+fn synced(bn: &nn::BatchNorm, x: &Tensor, group: &ProcessGroup) -> crate::error::Result<Tensor> {
+    let kind = x.kind();
+    let xf = x.f_to_kind(Kind::Float)?;
+    let size = xf.size();
+    let channels = size[1];
+    let dims: Vec<i64> = (0..size.len() as i64).filter(|&d| d != 1).collect();
+    let mut shape = vec![1i64; size.len()];
+    shape[1] = channels;
+    let count = (size[0] * size[2..].iter().product::<i64>()) as f64;
+    let sum = xf.f_sum_dim_intlist(dims.as_slice(), false, Kind::Float)?;
+    let local_mean = sum.f_div_scalar(count.max(1.0))?;
+    let m2 = xf.f_sub(&local_mean.f_view(shape.as_slice())?)?.f_square()?.f_sum_dim_intlist(
+        dims.as_slice(),
+        false,
+        Kind::Float,
+    )?;
+    // This rank's row of the gathered [ranks, 1 + 2C] table; the others' rows are zeros here.
+    let row = Tensor::f_cat(&[Tensor::f_full([1], count, (Kind::Float, xf.device()))?, sum, m2], 0)?.f_unsqueeze(0)?;
+    let width = 1 + 2 * channels;
+    let zeros = |rows: usize| Tensor::f_zeros([rows as i64, width], (Kind::Float, xf.device()));
+    let table = Tensor::f_cat(&[zeros(group.rank)?, row, zeros(group.size - group.rank - 1)?], 0)?;
+    let all = group.all_reduce_sum_differentiable(&table)?;
+    let counts = all.f_narrow(1, 0, 1)?;
+    let (sums, m2s) = (all.f_narrow(1, 1, channels)?, all.f_narrow(1, 1 + channels, channels)?);
+    let total = counts.f_sum(Kind::Float)?;
+    let mean = sums.f_sum_dim_intlist([0].as_slice(), false, Kind::Float)?.f_div(&total)?;
+    let rank_means = sums.f_div(&counts.f_clamp_min(1.0)?)?;
+    let spread = counts.f_mul(&rank_means.f_sub(&mean.f_unsqueeze(0)?)?.f_square()?)?;
+    let m2_total = m2s.f_add(&spread)?.f_sum_dim_intlist([0].as_slice(), false, Kind::Float)?;
+    let var = m2_total.f_div(&total)?;
+    let inv_std = var.f_add_scalar(EPS)?.f_rsqrt()?;
+    let mut y = xf.f_sub(&mean.f_view(shape.as_slice())?)?.f_mul(&inv_std.f_view(shape.as_slice())?)?;
+    if let (Some(w), Some(b)) = (&bn.ws, &bn.bs) {
+        y = y.f_mul(&w.f_view(shape.as_slice())?)?.f_add(&b.f_view(shape.as_slice())?)?;
+    }
+    let _guard = tch::no_grad_guard();
+    let unbiased = m2_total.f_div(&total.f_sub_scalar(1.0)?.f_clamp_min(1.0)?)?;
+    let _ = bn.running_mean.shallow_clone().f_mul_scalar_(1.0 - MOMENTUM)?.f_add_(&mean.f_mul_scalar(MOMENTUM)?)?;
+    let _ = bn.running_var.shallow_clone().f_mul_scalar_(1.0 - MOMENTUM)?.f_add_(&unbiased.f_mul_scalar(MOMENTUM)?)?;
+    drop(_guard);
+    Ok(y.f_to_kind(kind)?)
+}
