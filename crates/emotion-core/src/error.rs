@@ -163,6 +163,11 @@ pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
+            // A panic that carries our own error (raised inside a module's forward) keeps its code.
+            let payload = match payload.downcast::<Error>() {
+                Ok(error) => return Err(*error),
+                Err(other) => other,
+            };
             let text = payload
                 .downcast_ref::<String>()
                 .cloned()

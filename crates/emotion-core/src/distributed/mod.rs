@@ -189,7 +189,7 @@ impl World {
     pub fn culprit(&self) -> Option<Error> {
         let started = Instant::now();
         let limit = Duration::from_secs_f64(self.options.heartbeat_seconds * 1.5 + 0.5);
-        self.wait_until("a collective", |_| Ok(started.elapsed() > limit)).err()
+        self.wait_until("the collective that failed", |_| Ok(started.elapsed() > limit)).err()
     }
 
     /// Polls `done` every 50 ms, watching every other rank's failure key and heartbeat counter (timed

@@ -38,12 +38,13 @@ impl Drop for SyncScope<'_> {
 }
 
 /// `x.apply_t(bn, train)`, with the global batch's statistics inside a [`SyncScope`]. Panics on a
-/// libtorch or collective error, as tch's module calls do (the trainer catches it).
+/// libtorch or collective error, as tch's module calls do, with the [`Error`](crate::error::Error) as
+/// payload (`catch_panic` returns it as it was).
 pub fn batch_norm(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
     let group = SCOPE.with(|s| s.get());
     match group {
         // SAFETY: the scope borrows the group for as long as the pointer is set.
-        Some(group) if train => synced(bn, x, unsafe { &*group }).unwrap_or_else(|e| panic!("{e}")),
+        Some(group) if train => synced(bn, x, unsafe { &*group }).unwrap_or_else(|e| std::panic::panic_any(e)),
         _ => x.apply_t(bn, train),
     }
 }

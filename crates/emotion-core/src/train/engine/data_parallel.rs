@@ -186,6 +186,18 @@ impl<'w> DataParallel<'w> {
         Ok(())
     }
 
+    /// An error of a data-parallel forward or backward: a collective there (batch norm's statistics or
+    /// their gradient) failed inside libtorch, so it comes back as a libtorch error naming Gloo.
+    pub(super) fn collective_error(&self, e: Error) -> Error {
+        match e {
+            Error::Torch { message, .. } if message.contains("gloo") || message.contains("c10d") => {
+                self.explain(Error::Distributed(message))
+            }
+            Error::Distributed(_) => self.explain(e),
+            other => other,
+        }
+    }
+
     /// A failed collective, with the rank behind it when the store knows (a failure report or a
     /// silent heartbeat): c10d's own message names only an address.
     pub(super) fn explain(&self, e: Error) -> Error {

@@ -293,7 +293,11 @@ impl<'a> Trainer<'a> {
             tch::manual_seed(
                 step_seed(config.training.seed ^ rank.wrapping_mul(0x9E37_79B9), self.state.epoch, b) as i64
             );
-            self.micro_compute(&index, window_len, global.as_ref(), sums)?
+            let loss = self.micro_compute(&index, window_len, global.as_ref(), sums);
+            match &self.dp {
+                Some(dp) => loss.map_err(|e| dp.collective_error(e))?,
+                None => loss?,
+            }
         };
         sums.window_seen += (hi - lo) as usize;
         self.micro_steps += 1;
