@@ -64,6 +64,10 @@ export function trainHelp(): string {
   --train JSON          per-model training options, e.g. '{"encoder":{"encoderHead":{"speakerAdversary":0}}}'
   --resume              continue the run in --out (finished models are kept, interrupted ones go on)
   --overwrite           replace the run in --out (a non-empty --out is refused without --resume or this)
+  --nproc-per-node N    data-parallel over N processes on this machine (each its share of the cores;
+                        --batch-size is per process; rank 0 writes --out). Under torchrun (RANK,
+                        WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) the command joins that world instead:
+                        torchrun --no-python --nnodes M --nproc-per-node N emotion-pipeline train …
   ${JSON_HELP}
   --quiet               no progress, only the result
 
@@ -93,6 +97,8 @@ export async function runPipeline(options: PipelineOptions, mode: ProgressMode):
   )
   const result = await trainPipeline({ ...options, onProgress: progressPrinter(mode), signal: controller.signal })
   stopWatching()
+  // In a world, rank 0 prints the result.
+  if ((worldFromEnv()?.rank ?? 0) !== 0) return 0
   if (mode === 'json') console.log(JSON.stringify({ type: 'result', ...result }))
   else console.log(summary(result))
   return 0
@@ -192,26 +198,31 @@ export function pipelineOptions(values: PipelineFlags): PipelineOptions {
 }
 
 export async function trainCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { ...PIPELINE_FLAGS, split: { type: 'string' } } })
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...PIPELINE_FLAGS, split: { type: 'string' }, 'nproc-per-node': { type: 'string' } },
+  })
   if (values.help) {
     console.log(trainHelp())
     return 0
   }
+  const nproc = nprocOption(values['nproc-per-node'])
+  // The launcher: N copies of this command (without the flag), each a rank of one data-parallel job.
+  if (nproc > 1 && !worldFromEnv()) return launchLocal(nproc, ['train', ...argv.filter((_, i) => !isNprocArg(argv, i))])
   if (!values.data || !values.out) {
     console.error(`--data and --out are required\n\n${trainHelp()}`)
     return 2
   }
-  const world = worldFromEnv()
-  if (world) {
-    throw invalidOption(
-      'WORLD_SIZE',
-      `is ${world.worldSize}, but train does not run over several processes yet (data-parallel training is not written: docs/DISTRIBUTED.md); cv --nproc-per-node N runs folds in parallel`,
-    )
-  }
   return runPipeline(
-    { ...pipelineOptions(values), split: values.split as PipelineOptions['split'] },
+    { ...pipelineOptions(values), split: values.split as PipelineOptions['split'], distributed: 'env' },
     values.json ? 'json' : values.quiet ? 'quiet' : 'human',
   )
+}
+
+function nprocOption(value: string | undefined): number {
+  const nproc = value === undefined ? 1 : Number(value)
+  if (!Number.isInteger(nproc) || nproc < 1) throw invalidOption('--nproc-per-node', `must be a whole number ≥ 1, got ${value}`)
+  return nproc
 }
 
 const CV_HELP = `emotion-pipeline cv --data DIR --out DIR [--folds 5] [options]
@@ -252,9 +263,7 @@ export async function cvCommand(argv: string[]): Promise<number> {
     console.log(CV_HELP)
     return 0
   }
-  const nproc = values['nproc-per-node'] === undefined ? 1 : Number(values['nproc-per-node'])
-  if (!Number.isInteger(nproc) || nproc < 1)
-    throw invalidOption('--nproc-per-node', `must be a whole number ≥ 1, got ${values['nproc-per-node']}`)
+  const nproc = nprocOption(values['nproc-per-node'])
   // The launcher: N copies of this command (without the flag), each a rank of one world.
   if (nproc > 1 && !worldFromEnv()) return launchLocal(nproc, ['cv', ...argv.filter((_, i) => !isNprocArg(argv, i))])
   if (!values.data || !values.out) {

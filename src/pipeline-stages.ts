@@ -14,6 +14,7 @@ import type { DeviceSpec } from './device.js'
 import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb, uses } from './presets.js'
 import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult, Run, TextInputs } from './pipeline-types.js'
+import type { World } from './distributed.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
 import { RUN_FILES, runPaths } from './run-layout.js'
@@ -34,8 +35,10 @@ interface Part {
   perturbed?: { items: DatasetItem[]; embedding: NonNullable<TrainSet['embedding']> }
 }
 
-export async function runStages(options: PipelineOptions, runDir: string): Promise<PipelineResult> {
-  const emit = options.onProgress ?? (() => {})
+export async function runStages(options: PipelineOptions, runDir: string, world?: World): Promise<PipelineResult> {
+  const writes = (world?.rank ?? 0) === 0
+  // In a world, rank 0 alone reports progress (the others do the same work in step).
+  const emit = (writes && options.onProgress) || (() => {})
   const stageSeconds: Record<string, number> = {}
   const run: Run = {
     options,
@@ -46,6 +49,8 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
     notes: [],
     files: [RUN_FILES.split],
     skipped: [],
+    world,
+    writes,
     timed: async (name, fn) => {
       const t0 = performance.now()
       try {
@@ -73,7 +78,7 @@ export async function runStages(options: PipelineOptions, runDir: string): Promi
     )
     run.files.push(`${RUN_FILES.models}/${model}/best.safetensors`, `${RUN_FILES.models}/${model}/best.json`)
   }
-  await run.stage('report', `writing ${runDir}`, () => writeRunFiles(run, { index, labels, split, results, text, models }))
+  if (writes) await run.stage('report', `writing ${runDir}`, () => writeRunFiles(run, { index, labels, split, results, text, models }))
   return {
     runDir,
     models: results,
@@ -107,8 +112,10 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
       options.maxItems ? 'maxItems' : 'split',
       `${options.maxItems ? `is ${options.maxItems} (--max-items): ` : ''}the split of ${items.length} clip(s) leaves none to train on (${split.val.length} validation, ${split.test.length} test); use more clips${options.maxItems ? ' (a few per class at least)' : ' or a smaller test fraction'}`,
     )
-  if (options.resume) checkSameSplit(runPaths(run.runDir).split, split)
-  saveSplit(split, runPaths(run.runDir).split)
+  if (run.writes) {
+    if (options.resume) checkSameSplit(runPaths(run.runDir).split, split)
+    saveSplit(split, runPaths(run.runDir).split)
+  }
   run.emit({
     type: 'stage',
     stage: 'split',
@@ -157,6 +164,8 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
     strict: options.strict ?? false,
     signal: options.signal,
     maxDuration: options.maxDuration,
+    // Each rank computes its share into the cache, then every rank reads the whole set.
+    world: run.world,
   }
   const mel: Rows | undefined = models.some((m) => uses(m, 'mel'))
     ? await run.stage('features', 'log-mel spectrograms', () =>
@@ -245,7 +254,7 @@ async function perturbed(
   run: Run,
   items: DatasetItem[],
   speeds: number[],
-  common: { device: DeviceSpec; cacheDir?: string; strict: boolean; signal?: AbortSignal; maxDuration?: number },
+  common: { device: DeviceSpec; cacheDir?: string; strict: boolean; signal?: AbortSignal; maxDuration?: number; world?: World },
 ): Promise<Part['perturbed']> {
   const { options } = run
   const rows: Float32Array[] = []
@@ -312,9 +321,11 @@ async function textInputs(run: Run, parts: Parts): Promise<TextInputs> {
     options.maxTokens,
   )
   const paths = runPaths(runDir)
-  if (options.resume) checkSameVocabulary(paths.vocabulary, tokenizer.vocabulary)
-  writeFileAtomic(paths.vocabulary, JSON.stringify(tokenizer.toJSON(), null, 1))
-  writeFileAtomic(paths.transcripts, JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
+  if (run.writes) {
+    if (options.resume) checkSameVocabulary(paths.vocabulary, tokenizer.vocabulary)
+    writeFileAtomic(paths.vocabulary, JSON.stringify(tokenizer.toJSON(), null, 1))
+    writeFileAtomic(paths.transcripts, JSON.stringify(Object.fromEntries(allItems.map((i) => [i.path, textOf(i)])), null, 1))
+  }
   run.notes.push(
     `Text: ${source}; vocabulary of ${tokenizer.vocabulary.length} tokens from the training split, max ${tokenizer.maxLength} tokens.`,
   )
@@ -388,6 +399,7 @@ function trainModel(
     test: sets.test && inputs(sets.test),
     onProgress: (e) => run.emit(e),
     signal: options.signal,
+    distributed: run.world,
   })
 }
 

@@ -1,5 +1,6 @@
 // The pipeline's public types (options, events, result) and what its stages share (`Run`), apart from
 // the code that uses them so that the pipeline, its stages and the run files import them without a cycle.
+import type { DistributedOption, World } from './distributed.js'
 import type { MelOptions } from './audio.js'
 import type { IndexOptions, SplitOptions } from './dataset.js'
 import type { DeviceSpec } from './device.js'
@@ -92,6 +93,13 @@ export interface PipelineOptions extends SharedTrainSettings {
   train?: Partial<Record<ModelName, Partial<TrainOptions>>>
   onProgress?: (event: PipelineEvent) => void
   signal?: AbortSignal
+  /**
+   * Run as one rank of a data-parallel job (`'env'`: torchrun's variables, as `train --nproc-per-node N`
+   * sets them; or a world's options, or a joined world). Every rank runs the same options: the feature
+   * passes are split across the ranks (into `cacheDir`, which all must see), every model trains
+   * data-parallel, and rank 0 alone writes the run directory and reports progress.
+   */
+  distributed?: DistributedOption | World
 }
 
 export type PipelineEvent =
@@ -129,6 +137,10 @@ export interface Run {
   files: string[]
   /** Clips left out because they could not be decoded. */
   skipped: { path: string; code: string; message: string }[]
+  /** The data-parallel world this run is a rank of; undefined alone. */
+  world?: World
+  /** Whether this process writes the run directory (rank 0, or alone). */
+  writes: boolean
 }
 
 /** Transcripts and the tokenizer fitted on the training part, for the text and fusion models. */

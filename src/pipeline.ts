@@ -4,6 +4,8 @@ import { resolve } from 'node:path'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { hubNameOf, resolveEncoder } from './encoder.js'
 import { native } from './native.js'
+import { isJoinedWorld, joinWorld } from './distributed.js'
+import type { DistributedOption, World } from './distributed.js'
 import { runStages } from './pipeline-stages.js'
 import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult } from './pipeline-types.js'
@@ -18,11 +20,27 @@ export { defaultModels, MODEL_NAMES }
 export async function trainPipeline(options: PipelineOptions): Promise<PipelineResult> {
   validate(options)
   const runDir = resolve(options.out)
+  const given = isJoinedWorld(options.distributed) ? options.distributed : undefined
+  const world = given ?? (await joinWorld(options.distributed as DistributedOption | undefined))
+  if (!world) return claimAndRun(options, runDir)
+  // Rank 0 owns the run directory; the others start once it has claimed it (a refusal there stops
+  // them, naming rank 0's reason).
+  try {
+    const result = world.rank === 0 ? await claimAndRun(options, runDir, world) : await runStages(options, runDir, world)
+    if (!given) await world.leave()
+    return result
+  } catch (err) {
+    world.fail(err instanceof Error ? err.message : String(err))
+    throw err
+  }
+}
+
+async function claimAndRun(options: PipelineOptions, runDir: string, world?: World): Promise<PipelineResult> {
   ensureWritableDir(runDir, 'out')
   const lock = lockRunDir(runDir)
   try {
     claimOut(runDir, 'train', options)
-    return await runStages(options, runDir)
+    return await runStages(options, runDir, world)
   } finally {
     lock.release()
   }
@@ -60,6 +78,7 @@ const PIPELINE_KEYS = {
   train: true,
   onProgress: true,
   signal: true,
+  distributed: true,
   strict: true,
   maxDuration: true,
 } satisfies Record<keyof PipelineOptions, true>

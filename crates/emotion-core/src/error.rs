@@ -148,7 +148,11 @@ impl From<tch::TchError> for Error {
     }
 }
 
+/// The message of a panic, without libtorch's C++ backtrace (which tch's `unwrap` panics carry
+/// escaped, `\\nException raised from …`) or the `unwrap` wrapper around it.
 fn first_line(text: &str) -> String {
+    let text = text.split("\\nException raised from").next().unwrap_or(text);
+    let text = text.strip_prefix("called `Result::unwrap()` on an `Err` value: Torch(\"").unwrap_or(text);
     text.lines().next().unwrap_or(text).trim().to_string()
 }
 
@@ -196,5 +200,18 @@ mod tests {
         assert_eq!(e.to_string(), "libtorch error: Internal torch error: shape mismatch");
         assert!(e.source().is_some_and(|s| s.to_string().contains("shape mismatch")));
         assert!(Error::torch("from a shim").source().is_none());
+    }
+
+    #[test]
+    fn a_panic_keeps_our_error_and_loses_libtorch_s_backtrace() {
+        let ours = catch_panic::<()>(|| std::panic::panic_any(Error::Distributed("rank 1 stopped".into())));
+        assert!(matches!(ours, Err(Error::Distributed(m)) if m == "rank 1 stopped"));
+        let tch = catch_panic::<()>(|| {
+            let _ = tch::Tensor::zeros([0], (tch::Kind::Float, tch::Device::Cpu)).view([0, -1]);
+            Ok(())
+        });
+        let message = tch.expect_err("an ambiguous view fails").to_string();
+        assert!(message.contains("cannot reshape tensor of 0 elements"), "{message}");
+        assert!(!message.contains("Exception raised from") && !message.contains("unwrap"), "{message}");
     }
 }

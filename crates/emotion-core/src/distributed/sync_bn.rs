@@ -14,19 +14,24 @@ use tch::{nn, Kind, Tensor};
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
 
+/// The group to synchronise over, and whether this rank's rows are padding (a rank with no rows of
+/// a short last batch still takes part in every collective, contributing no statistics).
+type Scope = Option<(*const ProcessGroup, bool)>;
+
 thread_local! {
-    static SCOPE: Cell<Option<*const ProcessGroup>> = const { Cell::new(None) };
+    static SCOPE: Cell<Scope> = const { Cell::new(None) };
 }
 
 /// While alive, training-mode batch norm on this thread synchronises over `group`.
 pub struct SyncScope<'a> {
-    previous: Option<*const ProcessGroup>,
+    previous: Scope,
     _group: PhantomData<&'a ProcessGroup>,
 }
 
 impl<'a> SyncScope<'a> {
-    pub fn enter(group: &'a ProcessGroup) -> SyncScope<'a> {
-        let previous = SCOPE.with(|s| s.replace(Some(group as *const ProcessGroup)));
+    /// `padding`: the batch is a stand-in row whose statistics must not count.
+    pub fn enter(group: &'a ProcessGroup, padding: bool) -> SyncScope<'a> {
+        let previous = SCOPE.with(|s| s.replace(Some((group as *const ProcessGroup, padding))));
         SyncScope { previous, _group: PhantomData }
     }
 }
@@ -41,15 +46,16 @@ impl Drop for SyncScope<'_> {
 /// libtorch or collective error, as tch's module calls do, with the [`Error`](crate::error::Error) as
 /// payload (`catch_panic` returns it as it was).
 pub fn batch_norm(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
-    let group = SCOPE.with(|s| s.get());
-    match group {
+    match SCOPE.with(|s| s.get()) {
         // SAFETY: the scope borrows the group for as long as the pointer is set.
-        Some(group) if train => synced(bn, x, unsafe { &*group }).unwrap_or_else(|e| std::panic::panic_any(e)),
+        Some((group, padding)) if train => {
+            synced(bn, x, unsafe { &*group }, padding).unwrap_or_else(|e| std::panic::panic_any(e))
+        }
         _ => x.apply_t(bn, train),
     }
 }
 
-fn synced(bn: &nn::BatchNorm, x: &Tensor, group: &ProcessGroup) -> crate::error::Result<Tensor> {
+fn synced(bn: &nn::BatchNorm, x: &Tensor, group: &ProcessGroup, padding: bool) -> crate::error::Result<Tensor> {
     let kind = x.kind();
     let xf = x.f_to_kind(Kind::Float)?;
     let size = xf.size();
@@ -57,10 +63,11 @@ fn synced(bn: &nn::BatchNorm, x: &Tensor, group: &ProcessGroup) -> crate::error:
     let dims: Vec<i64> = (0..size.len() as i64).filter(|&d| d != 1).collect();
     let mut shape = vec![1i64; size.len()];
     shape[1] = channels;
-    let count = (size[0] * size[2..].iter().product::<i64>()) as f64;
-    let sum = xf.f_sum_dim_intlist(dims.as_slice(), false, Kind::Float)?;
+    let rows = if padding { xf.f_narrow(0, 0, 0)? } else { xf.shallow_clone() };
+    let count = (rows.size()[0] * size[2..].iter().product::<i64>()) as f64;
+    let sum = rows.f_sum_dim_intlist(dims.as_slice(), false, Kind::Float)?;
     let local_mean = sum.f_div_scalar(count.max(1.0))?;
-    let m2 = xf.f_sub(&local_mean.f_view(shape.as_slice())?)?.f_square()?.f_sum_dim_intlist(
+    let m2 = rows.f_sub(&local_mean.f_view(shape.as_slice())?)?.f_square()?.f_sum_dim_intlist(
         dims.as_slice(),
         false,
         Kind::Float,

@@ -43,6 +43,10 @@ pub(super) struct DataParallel<'w> {
 /// (`classWeights`; the rows otherwise), 0-dim on the training device.
 pub(super) struct GlobalBatch {
     pub(super) count: usize,
+    /// This rank has no rows of this batch (a short last batch): it runs one stand-in row whose loss
+    /// weighs nothing and whose batch-norm statistics do not count, so it calls every collective the
+    /// others call.
+    pub(super) padding: bool,
     pub(super) rows: Tensor,
     pub(super) weight_sum: Tensor,
 }
@@ -223,7 +227,7 @@ impl Trainer<'_> {
             }
             None => rows.shallow_clone(),
         };
-        Ok(GlobalBatch { count: shard.global_rows, rows, weight_sum })
+        Ok(GlobalBatch { count: shard.global_rows, padding: shard.lo == shard.hi, rows, weight_sum })
     }
 
     /// Whether to stop at this window's start: this process's cancel flag alone, or, data-parallel,

@@ -281,7 +281,9 @@ impl<'a> Trainer<'a> {
             Some(dp) => {
                 let shard = dp.shard(b, bs, self.train_set.len);
                 let global = self.global_batch(order, &shard)?;
-                (shard.lo as i64, shard.hi as i64, Some(global))
+                // No rows here: the global batch's first row stands in (see `GlobalBatch::padding`).
+                let (lo, hi) = if global.padding { (shard.global_lo, shard.global_lo + 1) } else { (shard.lo, shard.hi) };
+                (lo as i64, hi as i64, Some(global))
             }
             None => ((b * bs) as i64, ((b + 1) * bs).min(self.train_set.len) as i64, None),
         };
@@ -299,7 +301,7 @@ impl<'a> Trainer<'a> {
                 None => loss?,
             }
         };
-        sums.window_seen += (hi - lo) as usize;
+        sums.window_seen += if global.as_ref().is_some_and(|g| g.padding) { 0 } else { (hi - lo) as usize };
         self.micro_steps += 1;
         Ok(loss)
     }
@@ -327,7 +329,8 @@ impl<'a> Trainer<'a> {
             batch.embedding = batch.embedding.as_ref().map(|e| mix.inputs(e)).transpose()?;
         }
         let (model, mixed) = (&self.model, self.mixed);
-        let _sync_bn = self.dp.as_ref().filter(|dp| dp.sync_batch_norm).map(|dp| SyncScope::enter(&dp.group));
+        let padding = global.is_some_and(|g| g.padding);
+        let _sync_bn = self.dp.as_ref().filter(|dp| dp.sync_batch_norm).map(|dp| SyncScope::enter(&dp.group, padding));
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
         let (logits, speakers) = catch_panic(|| {
             let out = mixed.forward(|| model.forward(&batch, true));
@@ -358,7 +361,8 @@ impl<'a> Trainer<'a> {
             (Some(s), Some(ids)) => loss.f_add(&loss_of(s, ids, None, 0.0)?)?,
             _ => loss.shallow_clone(),
         };
-        let per_window = objective.f_div_scalar(window_len as f64)?;
+        let weight = if padding { 0.0 } else { 1.0 };
+        let per_window = objective.f_div_scalar(window_len as f64)?.f_mul_scalar(weight)?;
         let scaled = match self.sync_free.as_ref().and_then(|s| s.scale.as_ref()) {
             Some((scale, _)) => per_window.f_mul(&scale.f_to_kind(per_window.kind())?.f_squeeze()?)?,
             None => self.state.scaler.scale_loss(&per_window)?,
@@ -366,8 +370,9 @@ impl<'a> Trainer<'a> {
         scaled.f_backward().map_err(Error::from).map_err(|e| self.oom_context(e))?;
         let _guard = tch::no_grad_guard();
         let rows = global.map_or(n as f64, |g| g.count as f64);
-        let _ = sums.window_loss.f_add_(&loss.detach().f_mul_scalar(rows)?)?;
-        let _ = sums.window_correct.f_add_(&logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?)?;
+        let _ = sums.window_loss.f_add_(&loss.detach().f_mul_scalar(rows * weight)?)?;
+        let hits = logits.f_argmax(1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Float)?;
+        let _ = sums.window_correct.f_add_(&hits.f_mul_scalar(weight)?)?;
         Ok(loss)
     }
 
