@@ -65,6 +65,10 @@ export async function runStages(options: PipelineOptions, runDir: string, world?
     },
   }
   const models = options.models ?? defaultModels(options.preset)
+  if (world)
+    run.notes.push(
+      `Data-parallel over ${world.worldSize} processes (c10d Gloo): each model's batch size is per process, gradients summed across them at every optimiser step.`,
+    )
   const { index, labels, split } = await indexAndSplit(run)
   // Decided before any feature is extracted: a refusal costs nothing.
   const speakerAdversary = models.includes('encoder') ? speakerAdversaryFor(run, split) : 0

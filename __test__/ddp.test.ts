@@ -1,0 +1,355 @@
+// Data-parallel training over c10d's Gloo process group, with real worker processes on 127.0.0.1: two
+// ranks × batch 8 make the updates one process × batch 16 makes (the encoder head within 1e-5 per
+// tensor; the batch-norm CNN as close as the same single process at another thread count is), a stop
+// on one rank stops both at the same window and the resume is exact, a resume at another world size
+// is refused, a killed rank is named, and the CLI's launcher and torchrun each write one run.
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { dirname, join, resolve } from 'node:path'
+import { extractEmbeddings, extractMel, indexDataset } from '../src/index.js'
+import { haveRavdess, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
+
+const root = resolve(import.meta.dirname, '..')
+const cli = join(root, 'dist', 'cli.js')
+const EMOTIONS = ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']
+const SMALL_CNN = { channels: [8, 16, 16, 16], hidden: [32, 16], dropout: 0 }
+// 49 clips: with 16 per step the last batch has one clip, so the second rank runs a stand-in row.
+const CLIPS = 49
+
+async function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const server = createServer()
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => done(port))
+    })
+  })
+}
+
+type Features = { file: string; input: 'mel' | 'embedding'; shape: number[]; labels: number[] }
+const features = new Map<string, Promise<Features>>()
+
+/** The first 49 clips of actor 1 as log-mel or whisper-tiny.en states, written once for the workers. */
+function realFeatures(input: 'mel' | 'embedding'): Promise<Features> {
+  let made = features.get(input)
+  if (!made) {
+    made = (async () => {
+      const items = (await indexDataset(join(ravdessDir, 'Actor_01'))).items.slice(0, CLIPS)
+      const paths = items.map((i) => i.path)
+      const rows =
+        input === 'mel'
+          ? await extractMel(paths, { device: 'cpu' })
+          : await extractEmbeddings(paths, { encoder: 'whisper-tiny.en', device: 'cpu' })
+      const file = join(tempDir('ep-ddp-features-'), 'rows.f32')
+      writeFileSync(file, Buffer.from(rows.data.buffer, rows.data.byteOffset, rows.data.byteLength))
+      return { file, input, shape: [...rows.shape], labels: items.map((i) => EMOTIONS.indexOf(i.label)) }
+    })()
+    features.set(input, made)
+  }
+  return made
+}
+
+let workerFile: string | undefined
+/** A worker: trains on the features with the job's options, as a rank when WORLD_SIZE is set. */
+function worker(): string {
+  if (workerFile) return workerFile
+  workerFile = join(tempDir('ep-ddp-worker-'), 'worker.mjs')
+  writeFileSync(
+    workerFile,
+    `import { readFileSync } from 'node:fs'
+import { train, worldFromEnv } from ${JSON.stringify(join(root, 'dist', 'index.js'))}
+const job = JSON.parse(process.env.JOB)
+const bytes = readFileSync(job.features.file)
+const data = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)
+const set = { [job.features.input]: { data, shape: job.features.shape }, labels: job.features.labels }
+const rank = Number(process.env.RANK ?? 0)
+const controller = new AbortController()
+let steps = 0
+const onProgress = (e) => {
+  if (e.type !== 'step') return
+  steps += 1
+  if (job.abortAt && steps === job.abortAt.step && rank === job.abortAt.rank) controller.abort()
+  if (job.killAt && steps === job.killAt.step && rank === job.killAt.rank) process.kill(process.pid, 'SIGKILL')
+}
+const started = Date.now()
+try {
+  const result = await train({
+    ...job.options, train: set, val: set, onProgress, signal: controller.signal, progressIntervalMs: 0,
+    distributed: process.env.WORLD_SIZE ? { ...worldFromEnv(), heartbeatSeconds: 2, timeoutSeconds: 60 } : undefined,
+  })
+  console.log(JSON.stringify({ rank, steps: result.optimizerSteps, dp: result.dataParallel, history: result.history }))
+} catch (e) {
+  console.log(JSON.stringify({ rank, code: e.code, message: e.message, seconds: (Date.now() - started) / 1000 }))
+  process.exit(3)
+}`,
+  )
+  return workerFile
+}
+
+interface Job {
+  features: Features
+  options: Record<string, unknown>
+  abortAt?: { rank: number; step: number }
+  killAt?: { rank: number; step: number }
+}
+type Outcome = {
+  status: number | null
+  out: { rank: number; code?: string; message?: string; seconds?: number; steps?: number }
+  stderr: string
+}
+
+/** Trains `job` in `ranks` processes (one thread each), or alone when `ranks` is 1 (`threads` threads). */
+async function run(job: Job, ranks: number, threads = 1): Promise<Outcome[]> {
+  const port = await freePort()
+  const world = (rank: number) =>
+    ranks > 1
+      ? {
+          RANK: `${rank}`,
+          WORLD_SIZE: `${ranks}`,
+          LOCAL_RANK: `${rank}`,
+          LOCAL_WORLD_SIZE: `${ranks}`,
+          MASTER_ADDR: '127.0.0.1',
+          MASTER_PORT: `${port}`,
+        }
+      : {}
+  const results = await Promise.all(
+    Array.from({ length: ranks }, (_, rank) =>
+      runAsync(process.execPath, [worker()], {
+        env: { ...process.env, ...world(rank), OMP_NUM_THREADS: `${threads}`, JOB: JSON.stringify(job) },
+      }),
+    ),
+  )
+  return results.map((r) => ({ status: r.status, out: JSON.parse(r.stdout.trim().split('\n').pop() || '{}'), stderr: r.stderr }))
+}
+
+/** The float32 tensors of a safetensors file (8-byte header length, JSON header, raw data). */
+function weights(file: string): Record<string, Float32Array> {
+  const bytes = readFileSync(file)
+  const length = Number(bytes.readBigUInt64LE(0))
+  const header = JSON.parse(bytes.subarray(8, 8 + length).toString()) as Record<string, { dtype: string; data_offsets: [number, number] }>
+  const out: Record<string, Float32Array> = {}
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__' || t.dtype !== 'F32') continue
+    const part = bytes.subarray(8 + length + t.data_offsets[0], 8 + length + t.data_offsets[1])
+    out[name] = new Float32Array(part.buffer.slice(part.byteOffset, part.byteOffset + part.byteLength))
+  }
+  return out
+}
+
+/** Per tensor: max |a − b| / max |a|; the worst tensor. */
+function worstRelative(a: Record<string, Float32Array>, b: Record<string, Float32Array>): { name: string; relative: number } {
+  let worst = { name: '', relative: 0 }
+  for (const [name, x] of Object.entries(a)) {
+    let diff = 0
+    let size = 0
+    for (let i = 0; i < x.length; i++) {
+      diff = Math.max(diff, Math.abs(x[i] - b[name][i]))
+      size = Math.max(size, Math.abs(x[i]))
+    }
+    const relative = diff / Math.max(size, 1e-12)
+    if (relative > worst.relative) worst = { name, relative }
+  }
+  return worst
+}
+
+/** ‖a − b‖ / ‖a‖ over every trained tensor (running statistics left out). */
+function globalRelative(a: Record<string, Float32Array>, b: Record<string, Float32Array>): number {
+  let num = 0
+  let den = 0
+  for (const [name, x] of Object.entries(a)) {
+    if (name.includes('running_')) continue
+    for (let i = 0; i < x.length; i++) {
+      num += (x[i] - b[name][i]) ** 2
+      den += x[i] ** 2
+    }
+  }
+  return Math.sqrt(num / den)
+}
+
+function cnnJob(features: Features, dir: string, extra: Record<string, unknown> = {}): Job {
+  return {
+    features,
+    options: {
+      model: 'audio',
+      preset: 'reference',
+      labels: EMOTIONS,
+      audio: SMALL_CNN,
+      amp: 'off',
+      seed: 3,
+      device: 'cpu',
+      checkpointDir: dir,
+      checkReplicas: true,
+      ...extra,
+    },
+  }
+}
+
+function ok(t: { is: (a: unknown, b: unknown, m?: string) => void }, outcomes: Outcome[]): void {
+  for (const o of outcomes) t.is(o.status, 0, `${JSON.stringify(o.out)} ${o.stderr.slice(-1500)}`)
+}
+
+test.serial('2 ranks × batch 8 train the encoder head as 1 process × batch 16 does (within 1e-5 per tensor after 10 steps)', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const features = await realFeatures('embedding')
+  for (const accumulation of [1, 2]) {
+    const epochs = accumulation === 1 ? 3 : 5
+    const job = (dir: string, batchSize: number) => ({
+      features,
+      options: {
+        model: 'encoder',
+        preset: 'reference',
+        labels: EMOTIONS,
+        encoderHead: { dropout: 0 },
+        amp: 'off',
+        seed: 3,
+        device: 'cpu',
+        checkpointDir: dir,
+        checkReplicas: true,
+        epochs,
+        batchSize,
+        accumulation,
+      },
+    })
+    const alone = tempDir('ep-ddp-alone-')
+    const pair = tempDir('ep-ddp-pair-')
+    ok(t, await run(job(alone, 16), 1))
+    const ranks = await run(job(pair, 8), 2)
+    ok(t, ranks)
+    t.is(ranks[0].out.steps, Math.ceil(CLIPS / 16 / accumulation) * epochs)
+    const worst = worstRelative(weights(join(alone, 'last.safetensors')), weights(join(pair, 'last.safetensors')))
+    t.true(worst.relative <= 1e-5, `accumulation ${accumulation}: ${worst.name} differs by ${worst.relative}`)
+    t.log(
+      `encoder head, accumulation ${accumulation}, ${ranks[0].out.steps} steps: worst tensor ${worst.name} within ${worst.relative.toExponential(1)} (relative)`,
+    )
+  }
+})
+
+test.serial('synchronised batch norm: the CNN on 2 ranks is as close to 1 process × 16 as that process at 2 threads is', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const features = await realFeatures('mel')
+  // Adam's eps at 1 makes its step lr·g (plain SGD): with eps 1e-8 Adam turns the rounding noise of the
+  // conv biases' gradients (batch norm cancels them: their exact gradient is 0) into full steps, and
+  // one process differs from itself at another thread count by 2.7e-3 after 10 steps.
+  const options = { epochs: 5, accumulation: 2, optim: { lr: 0.05, eps: 1 } }
+  const dirs = { alone: tempDir('ep-bn-1-'), threads: tempDir('ep-bn-2t-'), sync: tempDir('ep-bn-sync-'), own: tempDir('ep-bn-own-') }
+  ok(t, await run(cnnJob(features, dirs.alone, { ...options, batchSize: 16 }), 1))
+  ok(t, await run(cnnJob(features, dirs.threads, { ...options, batchSize: 16, threads: 2 }), 1, 2))
+  ok(t, await run(cnnJob(features, dirs.sync, { ...options, batchSize: 8 }), 2))
+  ok(t, await run(cnnJob(features, dirs.own, { ...options, batchSize: 8, syncBatchNorm: false }), 2))
+  const reference = weights(join(dirs.alone, 'last.safetensors'))
+  const [threads, sync, own] = [dirs.threads, dirs.sync, dirs.own].map((d) =>
+    globalRelative(reference, weights(join(d, 'last.safetensors'))),
+  )
+  t.true(sync <= 2 * threads, `synchronised ${sync} vs the thread-count control ${threads}`)
+  t.true(own > 5 * sync, `per-rank batch norm ${own} should differ far more than synchronised ${sync}`)
+  t.log(
+    `after 10 steps, ‖Δw‖/‖w‖ from 1 process × 16: 2 threads ${threads.toExponential(2)}, 2 ranks synchronised ${sync.toExponential(2)}, per-rank batch norm ${own.toExponential(2)}`,
+  )
+})
+
+test.serial('a stop on one rank stops both at the same window; the resume on 2 ranks is exact, on 1 refused', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const features = await realFeatures('mel')
+  const options = { epochs: 4, batchSize: 8 }
+  const straight = tempDir('ep-ddp-straight-')
+  const stopped = tempDir('ep-ddp-stopped-')
+  ok(t, await run(cnnJob(features, straight, options), 2))
+  const stop = await run({ ...cnnJob(features, stopped, options), abortAt: { rank: 1, step: 6 } }, 2)
+  t.deepEqual(
+    stop.map((o) => o.out.code),
+    ['CANCELLED', 'CANCELLED'],
+    stop.map((o) => o.stderr.slice(-500)).join('\n'),
+  )
+  const state = JSON.parse(readFileSync(join(stopped, 'last.state.json'), 'utf8')) as {
+    worldSize: number
+    epoch: number
+    nextBatch: number
+  }
+  t.is(state.worldSize, 2)
+  const alone = await run(cnnJob(features, stopped, { ...options, resume: true }), 1)
+  t.is(alone[0].out.code, 'INVALID_OPTION')
+  t.regex(alone[0].out.message ?? '', /trained by 2 process\(es\) \(WORLD_SIZE 2\), this job has 1/)
+  ok(t, await run(cnnJob(features, stopped, { ...options, resume: true }), 2))
+  const worst = worstRelative(weights(join(straight, 'last.safetensors')), weights(join(stopped, 'last.safetensors')))
+  t.is(worst.relative, 0, `${worst.name} differs by ${worst.relative}`)
+  t.log(`stopped at epoch ${state.epoch + 1} batch ${state.nextBatch}; the resumed run ends with the uninterrupted run's weights exactly`)
+})
+
+test.serial('a rank killed mid-epoch makes the other stop with DISTRIBUTED naming it', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const features = await realFeatures('mel')
+  const [zero, one] = await run(
+    { ...cnnJob(features, tempDir('ep-ddp-kill-'), { epochs: 4, batchSize: 8 }), killAt: { rank: 1, step: 5 } },
+    2,
+  )
+  t.is(one.status, null, 'rank 1 was killed')
+  t.is(zero.out.code, 'DISTRIBUTED', zero.stderr.slice(-1500))
+  t.regex(zero.out.message ?? '', /rank 1 stopped \(no heartbeat for [\d.]+ s\).*this is rank 0/)
+  t.true((zero.out.seconds ?? 99) < 30, `${zero.out.seconds} s`)
+  t.log(`rank 0 stopped ${zero.out.seconds?.toFixed(1)} s into training: ${zero.out.message}`)
+})
+
+const CLI_TRAIN = [
+  '--models',
+  'audio',
+  '--epochs',
+  '1',
+  '--max-items',
+  '40',
+  '--preset',
+  'reference',
+  '--train',
+  JSON.stringify({ audio: { audio: SMALL_CNN } }),
+]
+
+function runFiles(t: { true: (v: boolean, m?: string) => void }, out: string): void {
+  for (const f of ['report.md', 'metrics.json', 'split.json', 'models/audio/best.safetensors'])
+    t.true(existsSync(join(out, f)), `${out}/${f} missing`)
+  t.true(readFileSync(join(out, 'report.md'), 'utf8').includes('Data-parallel over 2 processes'))
+}
+
+test.serial('train --nproc-per-node 2 writes one run directory', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const out = join(tempDir('ep-ddp-cli-'), 'run')
+  const r = spawnSync(
+    process.execPath,
+    [cli, 'train', '--data', join(ravdessDir, 'Actor_01'), '--out', out, ...CLI_TRAIN, '--nproc-per-node', '2'],
+    {
+      encoding: 'utf8',
+      timeout: 300_000,
+    },
+  )
+  t.is(r.status, 0, r.stderr.slice(-2000))
+  runFiles(t, out)
+  t.regex(r.stdout, /audio\s+[\d.]+ %/)
+})
+
+test.serial('train under the real torchrun (--no-python) joins its world and writes one run directory', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const python = referencePython()
+  const torchrun = python && join(dirname(python), 'torchrun')
+  if (!torchrun || !existsSync(torchrun)) return skip(t, 'no torchrun in the contributor venv: skipped')
+  const out = join(tempDir('ep-ddp-torchrun-'), 'run')
+  const r = spawnSync(
+    torchrun,
+    [
+      '--standalone',
+      '--nproc-per-node',
+      '2',
+      '--no-python',
+      process.execPath,
+      cli,
+      'train',
+      '--data',
+      join(ravdessDir, 'Actor_01'),
+      '--out',
+      out,
+      ...CLI_TRAIN,
+    ],
+    { encoding: 'utf8', timeout: 300_000 },
+  )
+  t.is(r.status, 0, r.stderr.slice(-2000))
+  runFiles(t, out)
+})
