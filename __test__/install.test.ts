@@ -139,6 +139,10 @@ test.serial('1. doctor --json names the libtorch it found ($LIBTORCH)', async (t
   const built = existsSync(join(root, 'bindings', shim))
   t.is(existsSync(join(p.dir, 'node_modules', '@emotion-pipeline', 'linux-x64-gnu', shim)), built)
   t.is(report.device.cudaGraphs, built && existsSync(join(lib.libDir, 'libtorch_cuda.so')))
+  // And the Gloo shim (data-parallel training), loaded from there.
+  t.true(existsSync(join(p.dir, 'node_modules', '@emotion-pipeline', 'linux-x64-gnu', 'emotion-pipeline-gloo.linux-x64-gnu.so')))
+  const gloo = (report.checks as { name: string; ok: boolean; detail: string }[]).find((c) => c.name === 'Data-parallel training (Gloo)')
+  t.true(gloo?.ok, gloo?.detail)
 })
 
 test.serial('3. with every libtorch source hidden: import works, calls reject LIBTORCH_NOT_FOUND, the CLI exits non-zero', async (t) => {
@@ -372,6 +376,23 @@ test.serial('cv --nproc-per-node 2 from the installed package: two ranks on the 
   t.is(r.status, 0, r.stderr.slice(-2000))
   t.regex(r.stderr, /\[rank 1\] /)
   t.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!).finished, [0, 1, 2])
+})
+
+test.serial('train --nproc-per-node 2 from the installed package: data-parallel on the Gloo shim the platform package ships', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const p = await installedProject()
+  const out = join(tempDir('ep-install-ddp-'), 'run')
+  const small = JSON.stringify({ audio: { audio: { channels: [8, 16], hidden: [16, 8] } } })
+  const env = userEnv({ LIBTORCH: locateLibtorch().found!.root, EMOTION_PIPELINE_CACHE: tempDir('ep-install-ddp-cache-') })
+  const args = ['train', '--data', join(ravdessDir, 'Actor_01'), '--out', out, '--models', 'audio', '--epochs', '2', '--device', 'cpu']
+  const r = run(p, [...args, '--max-items', '40', '--train', small, '--nproc-per-node', '2', '--json'], env)
+  t.is(r.status, 0, r.stderr.slice(-2000))
+  const result = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    models: { audio: { dataParallel: { worldSize: number; bytesPerStep: number } } }
+  }
+  t.is(result.models.audio.dataParallel.worldSize, 2)
+  t.true(result.models.audio.dataParallel.bytesPerStep > 0)
+  t.true(existsSync(join(out, 'models', 'audio', 'best.safetensors')))
 })
 
 test.serial('demo without data: offers the download on a terminal, prints the command otherwise; download ravdess', async (t) => {
