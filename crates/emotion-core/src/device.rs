@@ -19,6 +19,31 @@ pub fn parse_device(spec: &str) -> Result<tch::Device> {
     }
 }
 
+/// The device of a data-parallel rank with index `local_rank` on its machine: `auto` and `cuda` mean
+/// a GPU of its own (`cuda:LOCAL_RANK`, torchrun's convention) where there is CUDA; `cuda:N` and `cpu`
+/// stay as given.
+pub fn rank_device(spec: &str, local_rank: usize) -> Result<String> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let cuda = tch::Cuda::is_available();
+    match spec.as_str() {
+        "auto" if !cuda => Ok("cpu".into()),
+        "auto" | "cuda" => {
+            let count = tch::Cuda::device_count() as usize;
+            if local_rank >= count {
+                return Err(Error::invalid(
+                    "device",
+                    format!(
+                        "LOCAL_RANK {local_rank} has no CUDA device of its own ({count} visible): start at most {count} \
+                         processes per machine, or train on the CPU (device 'cpu')"
+                    ),
+                ));
+            }
+            Ok(format!("cuda:{local_rank}"))
+        }
+        _ => Ok(spec),
+    }
+}
+
 fn cuda_device(index: usize) -> Result<tch::Device> {
     let count = tch::Cuda::device_count() as usize;
     if !tch::Cuda::is_available() || count == 0 {

@@ -48,22 +48,26 @@ void allreduce(c10d::ProcessGroupGloo& pg, at::Tensor& t, int op) {
   pg.allreduce(list, opts)->wait();
 }
 
+// A copy of `x` summed over ranks, on x's device: Gloo reduces host memory, so a CUDA tensor goes
+// through the CPU (NCCL would reduce it in place).
+at::Tensor summed(c10d::ProcessGroupGloo& pg, const at::Tensor& x) {
+  auto host = x.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  allreduce(pg, host, 0);
+  return host.to(x.device());
+}
+
 // Sum over ranks whose gradient is the sum over ranks of the gradient (every rank's output depends
 // on every rank's input): what statistics of the global batch need.
 struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t group) {
     ctx->saved_data["group"] = group;
-    auto out = x.contiguous().clone();
-    allreduce(*reinterpret_cast<Group*>(group)->pg, out, 0);
-    return out;
+    return summed(*reinterpret_cast<Group*>(group)->pg, x);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto group = ctx->saved_data["group"].toInt();
-    auto g = grads[0].contiguous().clone();
-    allreduce(*reinterpret_cast<Group*>(group)->pg, g, 0);
-    return {g, at::Tensor()};
+    return {summed(*reinterpret_cast<Group*>(group)->pg, grads[0]), at::Tensor()};
   }
 };
 }  // namespace

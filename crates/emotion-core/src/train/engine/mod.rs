@@ -60,6 +60,16 @@ pub fn train_in(
 ) -> Result<TrainResult> {
     let world = world.filter(|w| w.options.world_size > 1);
     let result = (|| {
+        // Each rank on a GPU of its own (cuda:LOCAL_RANK) unless the options name one.
+        let ranked;
+        let config = match world {
+            Some(w) => {
+                let device = crate::device::rank_device(&config.device, w.options.local_rank)?;
+                ranked = TrainConfig { device, ..config.clone() };
+                &ranked
+            }
+            None => config,
+        };
         let job = Job::new(config, sets.train)?;
         let _cache = crate::cpu_cache::JobCache::enter();
         let _turn = crate::job_turn();
