@@ -292,7 +292,8 @@ impl<'a> Trainer<'a> {
                 let shard = dp.shard(b, bs, self.train_set.len);
                 let global = self.global_batch(order, &shard)?;
                 // No rows here: the global batch's first row stands in (see `GlobalBatch::padding`).
-                let (lo, hi) = if global.padding { (shard.global_lo, shard.global_lo + 1) } else { (shard.lo, shard.hi) };
+                let (lo, hi) =
+                    if global.padding { (shard.global_lo, shard.global_lo + 1) } else { (shard.lo, shard.hi) };
                 (lo as i64, hi as i64, Some(global))
             }
             None => ((b * bs) as i64, ((b + 1) * bs).min(self.train_set.len) as i64, None),

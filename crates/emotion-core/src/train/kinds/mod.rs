@@ -5,7 +5,7 @@
 //!
 //! Adding a kind: its network and architecture config in `models/`, a file here implementing [`Kind`],
 //! a variant in `spec::ModelKind` and `spec::Architecture`, and its arm in [`ModelKind::kind`]
-//! (docs/DESIGN.md, "How to add a model kind").
+//! (docs/EXTENDING.md, "How to add a model kind").
 
 mod audio;
 mod encoder;
