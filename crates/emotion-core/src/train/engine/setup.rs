@@ -11,6 +11,7 @@ use crate::distributed::World;
 use crate::error::{Error, Result};
 use crate::optim::{Adam, LossScaler};
 use crate::train::checkpoint::{self, EpochProgress, TrainState, FORMAT};
+use crate::train::data::DeviceSet;
 use crate::train::kinds::Net;
 use crate::train::mixed::{self, AutocastCacheOff, Mixed};
 use crate::train::settings::Job;
@@ -31,27 +32,11 @@ impl<'a> Trainer<'a> {
         let device = parse_device(&config.run.device)?;
         let threads = enter_job_settings(config, device);
         let mut warn = |message: String| emit(TrainEvent::Warning { model: kind, message });
-        let (sync_free, side_stream) = match world {
-            Some(_) => (false, data_parallel_modes(config, &mut warn)),
-            None => {
-                let sync_free = config.run.sync_free.unwrap_or(device.is_cuda());
-                // Graph mode runs the whole job on a side stream (capture cannot use the default
-                // stream), so it is entered before the job's first allocation on the device.
-                (sync_free, side_stream(config, device, sync_free, &mut warn))
-            }
-        };
+        let (sync_free, side_stream) = window_modes(config, device, world.is_some(), &mut warn);
         let job_no = world.map(|w| w.next("train"));
         let rank0 = world.is_none_or(|w| w.options.rank == 0);
-        if let (Some(dir), true) = (&config.run.checkpoint_dir, rank0) {
-            // A save killed mid-write (kill -9) leaves a temporary file; this job alone writes here.
-            crate::atomic::remove_stale_temporaries(dir);
-        }
-        let resumed = match (world, job_no) {
-            (Some(w), Some(job)) => share_resumed(w, job, || resumed_state(config))?,
-            _ => resumed_state(config)?,
-        };
         let world_size = world.map_or(1, |w| w.options.world_size);
-        check_world_size(config, resumed.as_ref(), world_size)?;
+        let resumed = resumed_in_world(config, world.zip(job_no), world_size)?;
         // A resumed job goes on in the precision it started in, so the run is the same as uninterrupted.
         let mixed = match resumed.as_ref().map(|s| s.precision) {
             Some(precision) => Mixed::with(precision, device),
@@ -59,10 +44,7 @@ impl<'a> Trainer<'a> {
         };
         // A resumed job goes on with the spec it started with (the same data gives the same one).
         let spec = resumed.as_ref().map_or_else(|| config.spec.clone(), |s| s.spec.clone());
-        let norm = spec.mel_norm();
-        let train_set = sets.train.to_device(device, norm)?;
-        let val_set = sets.val.map(|s| s.to_device(device, norm)).transpose()?;
-        let test_set = sets.test.map(|s| s.to_device(device, norm)).transpose()?;
+        let (train_set, val_set, test_set) = on_device(&sets, device, spec.mel_norm())?;
         let Built { mut vs, model, mut adam, channels_last } = build(config, &spec, device)?;
         let buffers = BufferSnapshot::new(&vs);
         let mut state = TrainState { world_size, ..fresh_state(config, spec, mixed) };
@@ -73,20 +55,16 @@ impl<'a> Trainer<'a> {
             }
             state = TrainState { training: config.training.clone(), ..saved };
         }
-        let dp = match (world, job_no) {
-            (Some(w), Some(job)) => {
-                let dp =
-                    DataParallel::new(w, job, adam.params(), config.run.sync_batch_norm, config.run.check_replicas)?;
+        let dp = match world.zip(job_no) {
+            Some((w, job)) => {
+                let run = &config.run;
+                let dp = DataParallel::new(w, job, adam.params(), run.sync_batch_norm, run.check_replicas)?;
                 dp.start(&vs, &mut adam, resuming)?;
                 Some(dp)
             }
-            _ => None,
+            None => None,
         };
-        let class_weights = config
-            .training
-            .class_weights
-            .as_ref()
-            .map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
+        let class_weights = config.training.class_weights.as_ref().map(|w| class_weight_tensor(w, device));
         let steps_per_epoch = train_set.len.div_ceil(config.training.batch_size * world_size);
         let total_opt_steps =
             (config.training.epochs as usize * steps_per_epoch.div_ceil(config.training.accumulation)) as f64;
@@ -124,6 +102,46 @@ impl<'a> Trainer<'a> {
             dp,
         })
     }
+}
+
+type DeviceSets = (DeviceSet, Option<DeviceSet>, Option<DeviceSet>);
+
+/// The three sets on the training device, mel normalised by `norm`.
+fn on_device(sets: &Sets, device: Device, norm: (f64, f64)) -> Result<DeviceSets> {
+    let train = sets.train.to_device(device, norm)?;
+    let val = sets.val.map(|s| s.to_device(device, norm)).transpose()?;
+    let test = sets.test.map(|s| s.to_device(device, norm)).transpose()?;
+    Ok((train, val, test))
+}
+
+fn class_weight_tensor(weights: &[f64], device: Device) -> Tensor {
+    Tensor::from_slice(weights).to_kind(Kind::Float).to_device(device)
+}
+
+/// How windows end: synced or on the device (`syncFree`), and on the CUDA-graph side stream or not.
+/// Graph mode runs the whole job on a side stream (capture cannot use the default stream), so it is
+/// entered before the job's first allocation on the device.
+fn window_modes(config: &Job, device: Device, world: bool, warn: &mut dyn FnMut(String)) -> (bool, Option<SideStream>) {
+    if world {
+        return (false, data_parallel_modes(config, warn));
+    }
+    let sync_free = config.run.sync_free.unwrap_or(device.is_cuda());
+    (sync_free, side_stream(config, device, sync_free, warn))
+}
+
+/// The state a `resume` continues (rank 0 reads it, the others get it through the store), checked
+/// against the world's size; rank 0 (or a job alone) first clears a save killed mid-write.
+fn resumed_in_world(config: &Job, world: Option<(&World, u64)>, world_size: usize) -> Result<Option<TrainState>> {
+    if let (Some(dir), true) = (&config.run.checkpoint_dir, world.is_none_or(|(w, _)| w.options.rank == 0)) {
+        // A save killed mid-write (kill -9) leaves a temporary file; this job alone writes here.
+        crate::atomic::remove_stale_temporaries(dir);
+    }
+    let resumed = match world {
+        Some((w, job)) => share_resumed(w, job, || resumed_state(config))?,
+        None => resumed_state(config)?,
+    };
+    check_world_size(config, resumed.as_ref(), world_size)?;
+    Ok(resumed)
 }
 
 /// A data-parallel job ends its windows synced and eagerly (its gradient all-reduce runs on the host
