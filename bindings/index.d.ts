@@ -143,6 +143,13 @@ export interface MelResult {
 }
 
 /**
+ * Runs each collective data-parallel training uses on a process group of `backend` (`gloo` or
+ * `nccl`) in a world of one on `device` (a JSON `GroupSelfTest`): the check of the Gloo shim on any
+ * machine, and of NCCL on a GPU host.
+ */
+export declare function processGroupSelfTest(backend: string, device: string): Promise<string>
+
+/**
  * The encoder head's speaker-adversary weight for a training part with `speakers` known speakers
  * (`train::preset::speaker_adversary`), as the JSON text of `{ weight, off }`; `off` when the preset's
  * weight was switched off.

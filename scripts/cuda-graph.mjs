@@ -1,4 +1,5 @@
-// Builds the CUDA-graph shim (crates/emotion-core/csrc/cuda/graph.cpp) into its own shared object,
+// Builds the CUDA shim (crates/emotion-core/csrc/cuda/: CUDA graphs, graph.cpp, and c10d's NCCL
+// process group, nccl.cpp) into its own shared object,
 // bindings/emotion-pipeline-cuda-graph.linux-x64-gnu.so, against the libtorch the addons link. It
 // needs `libtorch_cuda.so` and the CUDA runtime headers of the torch wheel's `nvidia/*` packages; the
 // C runtime headers those include (`crt/host_config.h`) come from the pinned `nvidia-cuda-crt` wheel
@@ -13,7 +14,9 @@ import { compileShim, shimFlags } from './shim-build.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const CUDA_GRAPH_FILE = 'emotion-pipeline-cuda-graph.linux-x64-gnu.so'
-const SOURCE = join(root, 'crates', 'emotion-core', 'csrc', 'cuda', 'graph.cpp')
+const CSRC = join(root, 'crates', 'emotion-core', 'csrc')
+const SOURCES = ['cuda/graph.cpp', 'cuda/nccl.cpp'].map((f) => join(CSRC, f))
+const HEADERS = ['guarded.hpp', 'process_group.hpp'].map((f) => join(CSRC, f))
 
 /** `nvidia/<name>/include` folders under `dir` (a wheel layout) that hold `header`. */
 function nvidiaIncludeDirs(dir, header) {
@@ -31,30 +34,35 @@ function installedVersion(sitePackages, dist) {
   return info?.slice(prefix.length, -'.dist-info'.length)
 }
 
-/** Headers of the `crt` extra pinned by the installed cuda-toolkit, unpacked under the cache. */
-function crtIncludeDir(sitePackages, python, log) {
+/**
+ * Headers of the `crt` and `cccl` extras pinned by the installed cuda-toolkit (the C runtime's
+ * `crt/host_config.h`; libcu++'s `nv/target`, which the fp16 headers NCCL's pull in need), unpacked
+ * under the cache; their include folders.
+ */
+function toolkitIncludeDirs(sitePackages, python, log) {
   const toolkit = installedVersion(sitePackages, 'cuda_toolkit')
   if (!toolkit) throw new Error(`no cuda_toolkit distribution in ${sitePackages} to pin nvidia-cuda-crt by`)
-  const dir = join(cacheDir(), `cuda-crt-${toolkit}`)
+  const dir = join(cacheDir(), `cuda-headers-${toolkit}`)
   const marker = join(dir, '.complete')
   if (!existsSync(marker)) {
-    log(`fetching the CUDA C runtime headers (cuda-toolkit[crt]==${toolkit}, ~0.1 MB) for the CUDA-graph shim…`)
+    log(`fetching the CUDA C runtime and libcu++ headers (cuda-toolkit[crt,cccl]==${toolkit}, ~2 MB) for the CUDA shim…`)
     const partial = `${dir}.partial-${process.pid}`
     rmSync(partial, { recursive: true, force: true })
     mkdirSync(partial, { recursive: true })
     const py = python || 'python3'
     const pip = ['-m', 'pip', 'download', '--disable-pip-version-check', '-q', '--only-binary=:all:', '-d', partial]
-    execFileSync(py, [...pip, `cuda-toolkit[crt]==${toolkit}`], { stdio: 'inherit' })
-    for (const whl of readdirSync(partial).filter((f) => f.startsWith('nvidia_cuda_crt-') && f.endsWith('.whl'))) {
-      execFileSync(py, ['-m', 'zipfile', '-e', join(partial, whl), partial], { stdio: 'inherit' })
-    }
+    execFileSync(py, [...pip, `cuda-toolkit[crt,cccl]==${toolkit}`], { stdio: 'inherit' })
+    const wheels = readdirSync(partial).filter((f) => /^nvidia_cuda_(crt|cccl)-/.test(f) && f.endsWith('.whl'))
+    for (const whl of wheels) execFileSync(py, ['-m', 'zipfile', '-e', join(partial, whl), partial], { stdio: 'inherit' })
     writeFileSync(join(partial, '.complete'), toolkit)
     rmSync(dir, { recursive: true, force: true })
     renameSync(partial, dir)
   }
   const [crt] = nvidiaIncludeDirs(dir, join('crt', 'host_config.h'))
+  const cccl = nvidiaIncludeDirs(dir, join('nv', 'target'))
   if (!crt) throw new Error(`crt/host_config.h not found in ${dir}`)
-  return crt
+  if (!cccl.length) throw new Error(`nv/target not found in ${dir}`)
+  return [crt, ...cccl]
 }
 
 /**
@@ -83,9 +91,12 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
   const args = [
     ...shimFlags(include),
     ...cudaIncludes.flatMap((d) => ['-I', d]),
-    '-I',
-    crtIncludeDir(sitePackages, lib.python, log),
-    SOURCE,
+    ...toolkitIncludeDirs(sitePackages, lib.python, log).flatMap((d) => ['-I', d]),
+    // The wheel's c10d headers hide ProcessGroupNCCL unless the build says it has NCCL; nccl.h comes
+    // from the nvidia-nccl wheel torch depends on.
+    '-DUSE_C10D_NCCL',
+    ...nvidiaIncludeDirs(sitePackages, 'nccl.h').flatMap((d) => ['-I', d]),
+    ...SOURCES,
     // By SONAME, no rpath: the loader opens these by absolute path before the shim (as for the addon).
     '-L',
     lib.libDir,
@@ -97,5 +108,5 @@ export function buildCudaGraph(lib, { log = (m) => console.error(m) } = {}) {
     cudart,
     `-l:${cudartFile}`,
   ]
-  return compileShim({ root, out, args, lib, sources: [SOURCE], label: 'CUDA-graph shim', log })
+  return compileShim({ root, out, args, lib, sources: [...SOURCES, ...HEADERS], label: 'CUDA shim (graphs, NCCL)', log })
 }

@@ -17,7 +17,7 @@ import { compileShim, shimFlags } from './shim-build.mjs'
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const GLOO_FILE = 'emotion-pipeline-gloo.linux-x64-gnu.so'
 const SOURCE = join(root, 'crates', 'emotion-core', 'csrc', 'gloo', 'process_group.cpp')
-const GUARDED = join(root, 'crates', 'emotion-core', 'csrc', 'guarded.hpp')
+const SHARED = ['guarded.hpp', 'process_group.hpp'].map((f) => join(root, 'crates', 'emotion-core', 'csrc', f))
 const PACKAGE = 'libgloo-dev'
 
 /** Gloo's headers from the distribution's libgloo-dev, unpacked under the cache; their include dir. */
@@ -79,7 +79,7 @@ export function buildGloo(lib, { log = (m) => console.error(m) } = {}) {
     out,
     args,
     lib,
-    sources: [SOURCE, GUARDED],
+    sources: [SOURCE, ...SHARED],
     extra: { headers },
     label: 'Gloo shim',
     log,

@@ -1,6 +1,6 @@
 import type { MelOptions } from './audio.js'
-import { callNative } from './errors.js'
-import type { DeviceMelTiming, GraphSelfTest } from './generated/results.js'
+import { awaitNative, callNative } from './errors.js'
+import type { DeviceMelTiming, GraphSelfTest, GroupSelfTest } from './generated/results.js'
 import { native } from './native.js'
 import type { DeviceSpec } from './device.js'
 
@@ -26,6 +26,14 @@ export function timeMelOnDevice(
  * Captures `y = 2x + 1` in a CUDA graph on `device`, replays it with x = 1, 2, 3, then lets a capture
  * fail on purpose and computes eagerly after it: the smallest check of the CUDA-graph shim.
  */
+/**
+ * Runs each collective data-parallel training uses on a `gloo` or `nccl` process group in a world of
+ * one process (a free local port) on `device`: the check of the shims (NCCL needs a GPU host).
+ */
+export async function processGroupSelfTest(backend: 'gloo' | 'nccl', device: DeviceSpec = 'cpu'): Promise<GroupSelfTest> {
+  return JSON.parse(await awaitNative(native.processGroupSelfTest(backend, device))) as GroupSelfTest
+}
+
 export function cudaGraphSelfTest(device: DeviceSpec = 'cuda'): GraphSelfTest {
   return JSON.parse(callNative(() => native.cudaGraphSelfTest(device))) as GraphSelfTest
 }

@@ -85,6 +85,15 @@ export interface Augment {
   mixup?: number | null
 }
 
+/**
+ * The c10d backend of a data-parallel job's collectives.
+ * - `'auto'`: NCCL when the job trains on CUDA (every rank on a GPU of its own) and the CUDA shim is loaded,
+ * else Gloo.
+ * - `'gloo'`: Host memory over TCP, any device (CUDA gradients go through the CPU).
+ * - `'nccl'`: The GPUs' own links (NVLink, InfiniBand, or TCP), CUDA only.
+ */
+export type DistributedBackend = 'auto' | 'gloo' | 'nccl'
+
 /** Stop when `metric` has not improved for `patience` epochs. */
 export interface EarlyStopping {
   metric: StopMetric
@@ -860,6 +869,11 @@ export interface TrainConfig {
    */
   checkReplicas?: boolean
   /**
+   * Data-parallel jobs only: the c10d backend of the collectives.
+   * @default 'auto'
+   */
+  distributedBackend?: DistributedBackend
+  /**
    * The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
    * audio files featurises them the same way.
    * @default null
@@ -1113,6 +1127,7 @@ export const DEFAULTS = {
     'cudnnBenchmark': true,
     'syncBatchNorm': true,
     'checkReplicas': false,
+    'distributedBackend': 'auto',
     'mel': null,
     'vocabulary': null,
     'encoderSource': null

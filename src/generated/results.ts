@@ -60,6 +60,8 @@ export interface Counts {
 
 /** How a data-parallel job communicated (every rank's figures are its own; they agree closely). */
 export interface DataParallelStats {
+  /** `gloo` or `nccl`. */
+  backend: string
   worldSize: number
   rank: number
   /** Gradient all-reduces (one per optimiser step) and the seconds they took in all. */
@@ -240,6 +242,19 @@ export interface GraphSelfTest {
   failedCapture: string | null
   /** `sum(2x)` for x = ones(4), computed eagerly right after the failed capture (8). */
   eagerAfterFailure: number
+}
+
+/**
+ * What `processGroupSelfTest` saw: each collective's output on [1, 2, 3] and the gradient of the
+ * differentiable sum of x·x (2x: 2, 4, 6).
+ */
+export interface GroupSelfTest {
+  backend: string
+  device: string
+  sum: number[]
+  max: number[]
+  broadcast: number[]
+  gradient: number[]
 }
 
 export interface LibtorchInfo {

@@ -37,6 +37,7 @@ pub struct Results {
     pub device_info: crate::device::DeviceInfo,
     pub device_mel_timing: crate::audio::mel::DeviceMelTiming,
     pub graph_self_test: crate::cuda_graph::GraphSelfTest,
+    pub group_self_test: crate::distributed::self_test::GroupSelfTest,
     pub error_code: crate::error::ErrorCode,
     pub predict_row: crate::infer::PredictRow,
     pub timeline: crate::infer::Timeline,

@@ -1,6 +1,7 @@
 use crate::errors::{to_js, Code};
 use emotion_core::control::CancelFlag;
 use emotion_core::device;
+use emotion_core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -92,6 +93,28 @@ pub fn cuda_graph_self_test(device: String) -> Result<String, Code> {
     emotion_core::error::catch_panic(|| emotion_core::cuda_graph::self_test(device::parse_device(&device)?))
         .map(|r| serde_json::to_string(&r).expect("a self-test result serialises"))
         .map_err(to_js)
+}
+
+/// Runs each collective data-parallel training uses on a process group of `backend` (`gloo` or
+/// `nccl`) in a world of one on `device` (a JSON `GroupSelfTest`): the check of the Gloo shim on any
+/// machine, and of NCCL on a GPU host.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn process_group_self_test<'env>(env: &'env Env, backend: String, device: String) -> Result<Object<'env>> {
+    use emotion_core::distributed::group::Backend;
+    crate::job::spawn(
+        env,
+        "process group self-test",
+        move || {
+            let backend = match backend.as_str() {
+                "gloo" => Backend::Gloo,
+                "nccl" => Backend::Nccl,
+                other => return Err(CoreError::invalid("backend", format!("must be 'gloo' or 'nccl', got '{other}'"))),
+            };
+            let r = emotion_core::distributed::self_test::self_test(backend, device::parse_device(&device)?)?;
+            Ok(serde_json::to_string(&r).expect("a self-test result serialises"))
+        },
+        |_, json| Ok(json),
+    )
 }
 
 /// Checks the environment variables the core reads (`EMOTION_PIPELINE_CPU_CACHE`); the loader calls it

@@ -1,9 +1,10 @@
 //! A c10d process group over a joined [`World`]'s store: Gloo (libtorch_cpu's `ProcessGroupGloo`,
 //! reached through the shim `csrc/gloo/process_group.cpp`, a shared object of its own because it is
-//! compiled against Gloo's headers, which the torch wheel lacks). Whoever loads the core opens that
-//! shim with RTLD_GLOBAL; its functions are found here by name, and without it a data-parallel job is
-//! refused with the reason. Collectives: in-place all-reduce (sum, max, min) and broadcast of one
-//! dense tensor, and a sum autograd differentiates (synchronised batch norm).
+//! compiled against Gloo's headers, which the torch wheel lacks) or NCCL (libtorch_cuda's
+//! `ProcessGroupNCCL`, through `csrc/cuda/nccl.cpp` in the CUDA shim). Whoever loads the core opens
+//! the shims with RTLD_GLOBAL; their functions are found here by name, and without them a
+//! data-parallel job is refused with the reason. Collectives: in-place all-reduce (sum, max, min) and
+//! broadcast of one dense tensor, and a sum autograd differentiates (synchronised batch norm).
 
 use super::World;
 use crate::error::{Error, Result};
@@ -11,10 +12,19 @@ use crate::shims::{found, shim_fn};
 use libloading::os::unix::Library;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 /// The file the package ships the Gloo shim in (built by scripts/gloo.mjs).
 pub const GLOO_SHIM_FILE: &str = "emotion-pipeline-gloo.linux-x64-gnu.so";
+
+/// Which c10d backend a group runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Host memory, any device (CUDA tensors go through the CPU).
+    Gloo,
+    /// CUDA memory in place, every rank on a GPU of its own.
+    Nccl,
+}
 
 type ErrBuf = *mut c_char;
 struct Api {
@@ -25,6 +35,7 @@ struct Api {
         c_int,
         *const c_char,
         *const c_char,
+        c_int,
         i64,
         ErrBuf,
         c_int,
@@ -35,7 +46,7 @@ struct Api {
     allreduce_grad: unsafe extern "C" fn(*mut c_void, *mut c_void, ErrBuf, c_int) -> *mut c_void,
 }
 
-fn lookup(this: &Library) -> std::result::Result<Api, String> {
+fn gloo(this: &Library) -> std::result::Result<Api, String> {
     Ok(Api {
         new: shim_fn!(this, GLOO_SHIM_FILE, "emotion_gloo_new"),
         free: shim_fn!(this, GLOO_SHIM_FILE, "emotion_gloo_free"),
@@ -45,14 +56,29 @@ fn lookup(this: &Library) -> std::result::Result<Api, String> {
     })
 }
 
-fn api() -> std::result::Result<&'static Api, String> {
-    static API: OnceLock<Api> = OnceLock::new();
-    found(&API, lookup)
+fn nccl(this: &Library) -> std::result::Result<Api, String> {
+    let file = crate::cuda_graph::SHIM_FILE;
+    Ok(Api {
+        new: shim_fn!(this, file, "emotion_nccl_new"),
+        free: shim_fn!(this, file, "emotion_nccl_free"),
+        allreduce: shim_fn!(this, file, "emotion_nccl_allreduce"),
+        broadcast: shim_fn!(this, file, "emotion_nccl_broadcast"),
+        allreduce_grad: shim_fn!(this, file, "emotion_nccl_allreduce_grad"),
+    })
 }
 
-/// Whether Gloo process groups can be made in this process, and why not.
-pub fn gloo_available() -> std::result::Result<(), String> {
-    api().map(|_| ())
+fn api(backend: Backend) -> std::result::Result<&'static Api, String> {
+    static GLOO: OnceLock<Api> = OnceLock::new();
+    static NCCL: OnceLock<Api> = OnceLock::new();
+    match backend {
+        Backend::Gloo => found(&GLOO, gloo),
+        Backend::Nccl => found(&NCCL, nccl),
+    }
+}
+
+/// Whether process groups of `backend` can be made in this process, and why not.
+pub fn available(backend: Backend) -> std::result::Result<(), String> {
+    api(backend).map(|_| ())
 }
 
 /// How an all-reduce combines the ranks' values.
@@ -79,6 +105,9 @@ pub struct ProcessGroup {
     api: &'static Api,
     pub rank: usize,
     pub size: usize,
+    pub backend: Backend,
+    /// Where its collectives read and write: the CPU for Gloo, this rank's GPU for NCCL.
+    pub device: Device,
 }
 
 // SAFETY: c10d's process group is used from one thread at a time here (the training thread, or
@@ -88,13 +117,22 @@ unsafe impl Send for ProcessGroup {}
 unsafe impl Sync for ProcessGroup {}
 
 impl ProcessGroup {
-    /// A Gloo group over `world`'s store (keys under `<attempt>/pg/<name>/`). Gloo binds to the
-    /// interface `GLOO_SOCKET_IFNAME` names when set (as PyTorch's), else to 127.0.0.1 for a job on
-    /// this machine, else to the address this machine's hostname resolves to.
-    pub fn gloo(world: &World, name: &str) -> Result<ProcessGroup> {
-        let api = api().map_err(|why| {
-            Error::invalid("distributed", format!("data-parallel training needs the Gloo shim: {why}"))
+    /// A group over `world`'s store (keys under `<attempt>/pg/<name>/`) on `backend`, this rank's
+    /// collectives on `device` for NCCL (its own GPU). Gloo binds to the interface
+    /// `GLOO_SOCKET_IFNAME` names when set (as PyTorch's), else to 127.0.0.1 for a job on this
+    /// machine, else to the address this machine's hostname resolves to.
+    pub fn new(world: &World, name: &str, backend: Backend, device: Device) -> Result<ProcessGroup> {
+        let api = api(backend).map_err(|why| {
+            Error::invalid("distributed", format!("data-parallel training over {backend:?} needs its shim: {why}"))
         })?;
+        let device = match (backend, device) {
+            (Backend::Nccl, Device::Cuda(i)) => Device::Cuda(i),
+            (Backend::Nccl, other) => {
+                return Err(Error::invalid("distributedBackend", format!("nccl needs a CUDA device, not {other:?}")))
+            }
+            (Backend::Gloo, _) => Device::Cpu,
+        };
+        let index = if let Device::Cuda(i) = device { i as c_int } else { -1 };
         let o = &world.options;
         let c = |what: &str, s: &str| {
             CString::new(s).map_err(|_| Error::invalid(what.to_string(), format!("contains a NUL byte: {s:?}")))
@@ -115,15 +153,16 @@ impl ProcessGroup {
                 o.world_size as c_int,
                 iface.as_ptr(),
                 host.as_ptr(),
+                index,
                 (o.timeout_seconds * 1000.0) as i64,
                 error.as_mut_ptr(),
                 ERROR_LEN as c_int,
             )
         };
         if handle.is_null() {
-            return Err(Error::Distributed(format!("Gloo process group `{name}`: {}", message(&error))));
+            return Err(Error::Distributed(format!("{backend:?} process group `{name}`: {}", message(&error))));
         }
-        Ok(ProcessGroup { handle, api, rank: o.rank, size: o.world_size })
+        Ok(ProcessGroup { handle, api, rank: o.rank, size: o.world_size, backend, device })
     }
 
     fn check(&self, what: &str, call: impl FnOnce(ErrBuf) -> c_int) -> Result<()> {
@@ -134,7 +173,7 @@ impl ProcessGroup {
         Err(Error::Distributed(format!("{what} failed on rank {}: {}", self.rank, message(&error))))
     }
 
-    /// Combines `tensor` (dense, contiguous, on the CPU for Gloo) over the ranks, in place.
+    /// Combines `tensor` (dense, contiguous, on [`ProcessGroup::device`]) over the ranks, in place.
     pub fn all_reduce(&self, tensor: &Tensor, op: ReduceOp) -> Result<()> {
         self.check("all-reduce", |e| {
             // SAFETY: a live `at::Tensor*` and a live group; the shim reports failures through `e`.

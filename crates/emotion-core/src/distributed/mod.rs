@@ -3,6 +3,7 @@
 //! name the rank they wait for when it dies or hangs. docs/DISTRIBUTED.md.
 
 pub mod group;
+pub mod self_test;
 pub mod store;
 pub mod sync_bn;
 

@@ -37,6 +37,19 @@ pub enum MemoryFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+/// The c10d backend of a data-parallel job's collectives.
+pub enum DistributedBackend {
+    /// NCCL when the job trains on CUDA (every rank on a GPU of its own) and the CUDA shim is loaded,
+    /// else Gloo.
+    Auto,
+    /// Host memory over TCP, any device (CUDA gradients go through the CPU).
+    Gloo,
+    /// The GPUs' own links (NVLink, InfiniBand, or TCP), CUDA only.
+    Nccl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
 /// Learning-rate schedule over the optimiser steps.
 pub enum LrSchedule {
     /// `lr` throughout (the reference).
@@ -187,6 +200,8 @@ pub struct TrainConfig {
     /// parameters (two small all-reduces) and stop with `DISTRIBUTED` at the first step where they
     /// differ. For checking a setup; costs a round trip per step.
     pub check_replicas: bool,
+    /// Data-parallel jobs only: the c10d backend of the collectives.
+    pub distributed_backend: DistributedBackend,
     /// The front-end settings the mel inputs were made with, kept in checkpoints so `predict` on
     /// audio files featurises them the same way.
     pub mel: Option<crate::audio::MelConfig>,
@@ -231,6 +246,7 @@ impl Default for TrainConfig {
             cudnn_benchmark: true,
             sync_batch_norm: true,
             check_replicas: false,
+            distributed_backend: DistributedBackend::Auto,
             mel: None,
             vocabulary: None,
             encoder_source: None,

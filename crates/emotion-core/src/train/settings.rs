@@ -3,7 +3,7 @@
 //! kept with a model). [`TrainConfig`] is the flat option bag users write; [`Job`] is what the engine
 //! runs, with every default the preset and the kind fill in made explicit.
 
-use super::config::{Amp, Augment, EarlyStopping, LrSchedule, MemoryFormat, Preset, TrainConfig};
+use super::config::{Amp, Augment, DistributedBackend, EarlyStopping, LrSchedule, MemoryFormat, Preset, TrainConfig};
 use super::data::HostSet;
 use super::kinds::check_spec;
 use super::spec::{EmbeddingInput, Input, MelInput, ModelInputs, ModelSpec, TokenInput};
@@ -47,6 +47,7 @@ pub struct RunSettings {
     pub cudnn_benchmark: bool,
     pub sync_batch_norm: bool,
     pub check_replicas: bool,
+    pub distributed_backend: DistributedBackend,
 }
 
 /// One training job: the model's spec, its training settings and its run settings.
@@ -177,6 +178,7 @@ impl TrainConfig {
             cudnn_benchmark: self.cudnn_benchmark,
             sync_batch_norm: self.sync_batch_norm,
             check_replicas: self.check_replicas,
+            distributed_backend: self.distributed_backend,
         }
     }
 }

@@ -10,7 +10,9 @@ use super::events::DataParallelStats;
 use super::window::EpochSums;
 use super::Trainer;
 use crate::control::CancelFlag;
-use crate::distributed::group::{buckets, ProcessGroup, ReduceOp};
+use crate::distributed::group::{self, buckets, Backend, ProcessGroup, ReduceOp};
+use crate::train::config::DistributedBackend;
+use crate::train::settings::RunSettings;
 use crate::distributed::World;
 use crate::error::{Error, Result};
 use crate::optim::Adam;
@@ -60,15 +62,16 @@ pub(super) struct Shard {
 }
 
 impl<'w> DataParallel<'w> {
-    /// The group of job number `job` in `world` (see [`World::next`]).
-    pub(super) fn new(
-        world: &'w World,
-        job: u64,
-        params: &[Tensor],
-        sync_batch_norm: bool,
-        check_replicas: bool,
-    ) -> Result<Self> {
-        let group = ProcessGroup::gloo(world, &format!("train-{job}"))?;
+    /// The group of job number `job` in `world` (see [`World::next`]), training on `device`.
+    pub(super) fn new(world: &'w World, job: u64, params: &[Tensor], run: &RunSettings, device: Device) -> Result<Self> {
+        let backend = match (run.distributed_backend, device) {
+            (DistributedBackend::Gloo, _) => Backend::Gloo,
+            (DistributedBackend::Nccl, _) => Backend::Nccl,
+            (DistributedBackend::Auto, Device::Cuda(_)) if group::available(Backend::Nccl).is_ok() => Backend::Nccl,
+            (DistributedBackend::Auto, _) => Backend::Gloo,
+        };
+        let group = ProcessGroup::new(world, &format!("train-{job}"), backend, device)?;
+        let (sync_batch_norm, check_replicas) = (run.sync_batch_norm, run.check_replicas);
         let buckets = buckets(params)?;
         Ok(DataParallel {
             world,
@@ -108,9 +111,9 @@ impl<'w> DataParallel<'w> {
     pub(super) fn broadcast(&self, tensors: &[Tensor]) -> Result<()> {
         let _guard = tch::no_grad_guard();
         for t in tensors {
-            let host = t.f_to_device(Device::Cpu)?.f_contiguous()?;
-            self.group.broadcast(&host, 0).map_err(|e| self.explain(e))?;
-            t.shallow_clone().f_copy_(&host)?;
+            let staged = t.f_to_device(self.group.device)?.f_contiguous()?;
+            self.group.broadcast(&staged, 0).map_err(|e| self.explain(e))?;
+            t.shallow_clone().f_copy_(&staged)?;
         }
         Ok(())
     }
@@ -137,7 +140,7 @@ impl<'w> DataParallel<'w> {
             if last {
                 flat.push(Tensor::f_full([1], if stop { 1.0 } else { 0.0 }, (Kind::Float, params[0].device()))?);
             }
-            let buffer = Tensor::f_cat(&flat, 0)?.f_to_device(Device::Cpu)?;
+            let buffer = Tensor::f_cat(&flat, 0)?.f_to_device(self.group.device)?;
             self.group.all_reduce(&buffer, ReduceOp::Sum).map_err(|e| self.explain(e))?;
             self.reduced_bytes += (buffer.numel() * 4) as u64;
             let mut offset = 0i64;
@@ -159,9 +162,9 @@ impl<'w> DataParallel<'w> {
 
     /// Sums host-side figures over the ranks (the epoch's loss, hits and clips).
     pub(super) fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
-        let t = Tensor::f_from_slice(values)?;
+        let t = Tensor::f_from_slice(values)?.f_to_device(self.group.device)?;
         self.group.all_reduce(&t, ReduceOp::Sum).map_err(|e| self.explain(e))?;
-        Ok(Vec::<f64>::try_from(&t)?)
+        Ok(Vec::<f64>::try_from(&t.f_to_device(Device::Cpu)?)?)
     }
 
     /// With `checkReplicas`: stops when the ranks' parameters differ after optimiser step `step`.
@@ -175,10 +178,12 @@ impl<'w> DataParallel<'w> {
             prints.push(p.f_sum(Kind::Double)?.f_double_value(&[])?);
             prints.push(p.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?);
         }
-        let (high, low) = (Tensor::f_from_slice(&prints)?, Tensor::f_from_slice(&prints)?);
+        let staged = || Tensor::f_from_slice(&prints)?.f_to_device(self.group.device);
+        let (high, low) = (staged()?, staged()?);
         self.group.all_reduce(&high, ReduceOp::Max).map_err(|e| self.explain(e))?;
         self.group.all_reduce(&low, ReduceOp::Min).map_err(|e| self.explain(e))?;
-        let (high, low) = (Vec::<f64>::try_from(&high)?, Vec::<f64>::try_from(&low)?);
+        let host = |t: Tensor| -> Result<Vec<f64>> { Ok(Vec::<f64>::try_from(&t.f_to_device(Device::Cpu)?)?) };
+        let (high, low) = (host(high)?, host(low)?);
         if let Some(i) = (0..prints.len()).find(|&i| high[i] != low[i]) {
             return Err(Error::Distributed(format!(
                 "checkReplicas: parameter tensor {} differs across ranks after optimiser step {step} ({} vs {})",
@@ -289,6 +294,7 @@ impl DataParallel<'_> {
 
     pub(super) fn stats(&self) -> DataParallelStats {
         DataParallelStats {
+            backend: format!("{:?}", self.group.backend).to_lowercase(),
             world_size: self.size() as u32,
             rank: self.rank() as u32,
             reductions: self.reductions,

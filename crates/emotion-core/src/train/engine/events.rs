@@ -80,6 +80,8 @@ pub struct TrainResult {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataParallelStats {
+    /// `gloo` or `nccl`.
+    pub backend: String,
     pub world_size: u32,
     pub rank: u32,
     /// Gradient all-reduces (one per optimiser step) and the seconds they took in all.

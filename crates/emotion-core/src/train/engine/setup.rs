@@ -57,8 +57,7 @@ impl<'a> Trainer<'a> {
         }
         let dp = match world.zip(job_no) {
             Some((w, job)) => {
-                let run = &config.run;
-                let dp = DataParallel::new(w, job, adam.params(), run.sync_batch_norm, run.check_replicas)?;
+                let dp = DataParallel::new(w, job, adam.params(), &config.run, device)?;
                 dp.start(&vs, &mut adam, resuming)?;
                 Some(dp)
             }
