@@ -154,12 +154,12 @@ function worstRelative(a: Record<string, Float32Array>, b: Record<string, Float3
   return worst
 }
 
-/** ‖a − b‖ / ‖a‖ over every trained tensor (running statistics left out). */
-function globalRelative(a: Record<string, Float32Array>, b: Record<string, Float32Array>): number {
+/** ‖a − b‖ / ‖a‖ over the trained tensors, or over batch norm's running statistics. */
+function globalRelative(a: Record<string, Float32Array>, b: Record<string, Float32Array>, running = false): number {
   let num = 0
   let den = 0
   for (const [name, x] of Object.entries(a)) {
-    if (name.includes('running_')) continue
+    if (name.includes('running_') !== running) continue
     for (let i = 0; i < x.length; i++) {
       num += (x[i] - b[name][i]) ** 2
       den += x[i] ** 2
@@ -244,6 +244,13 @@ test.serial('synchronised batch norm: the CNN on 2 ranks is as close to 1 proces
   )
   t.true(sync <= 2 * threads, `synchronised ${sync} vs the thread-count control ${threads}`)
   t.true(own > 5 * sync, `per-rank batch norm ${own} should differ far more than synchronised ${sync}`)
+  // The running mean and variance (what inference normalises by) follow the global batch too.
+  const running = (d: string) => globalRelative(reference, weights(join(d, 'last.safetensors')), true)
+  const [threadsRunning, syncRunning] = [running(dirs.threads), running(dirs.sync)]
+  t.true(syncRunning <= 2 * threadsRunning, `running statistics ${syncRunning} vs the control ${threadsRunning}`)
+  t.log(
+    `running statistics: 2 threads ${threadsRunning.toExponential(2)}, synchronised ${syncRunning.toExponential(2)}, per-rank ${running(dirs.own).toExponential(2)}`,
+  )
   t.log(
     `after 10 steps, ‖Δw‖/‖w‖ from 1 process × 16: 2 threads ${threads.toExponential(2)}, 2 ranks synchronised ${sync.toExponential(2)}, per-rank batch norm ${own.toExponential(2)}`,
   )

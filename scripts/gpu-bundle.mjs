@@ -102,6 +102,7 @@ if [ "\${1:-}" != "--tests-only" ]; then
   for b in 16 64; do
     timeout 120 /tmp/node "$PKG/benches/mel.mjs" --data .device/data --device cuda --batch $b --repeats 3 | tee "$RESULTS/bench-mel-cuda-b$b.json"
   done
+  timeout 120 /tmp/node "$PKG/benches/ddp.mjs" --device cuda --worlds 1 --steps audio:40,encoder:400 | tee "$RESULTS/bench-ddp-cuda.json"
   timeout 300 /tmp/node "$PKG/benches/train.mjs" --device cuda --steps 400 --configs fp32,fp32+cl,fp16,fp16+cl,bf16,bf16+cl,fp16+cl+nobench,fp32+cl+graph,fp16+cl+graph,bf16+cl+graph | tee "$RESULTS/bench-train-cuda.json"
 fi
 exit $status

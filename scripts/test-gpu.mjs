@@ -336,3 +336,119 @@ test('cudaGraph also replays the encoder head (the recommended model) and trains
     `  encoder head (${eager.r.precision}): eager ${eager.r.microStepsPerSecond.toFixed(0)}, graphed ${graphed.r.microStepsPerSecond.toFixed(0)} micro-steps/s`,
   )
 })
+
+test('an NCCL process group runs each collective data-parallel training uses (self-test, a world of one)', async () => {
+  const { processGroupSelfTest } = await import(new URL('dev.js', main).href)
+  const r = await processGroupSelfTest('nccl', 'cuda')
+  assert.equal(r.backend, 'nccl')
+  assert.equal(r.device, 'cuda:0')
+  assert.deepEqual(
+    [r.sum, r.max, r.broadcast, r.gradient],
+    [
+      [1, 2, 3],
+      [1, 2, 3],
+      [1, 2, 3],
+      [2, 4, 6],
+    ],
+  )
+})
+
+/** Trains `options` on synthetic rows in `ranks` processes (Gloo, all on cuda:0) or alone; the result rows. */
+async function trainRanks(options, ranks) {
+  const dir = mkdtempSync(join(tmpdir(), 'ep-gpu-ddp-'))
+  const worker = join(dir, 'worker.mjs')
+  writeFileSync(
+    worker,
+    `import { train, worldFromEnv } from ${JSON.stringify(main)}
+const o = JSON.parse(process.env.JOB)
+const [n, a, b] = o.shape
+const data = new Float32Array(n * a * b)
+for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.013) + (Math.floor(i / (a * b)) % 8) * 0.05
+const labels = Int32Array.from({ length: n }, (_, i) => i % 8)
+const set = { [o.input]: { data, shape: o.shape }, labels }
+const r = await train({ ...o.options, train: set, val: set, distributed: process.env.WORLD_SIZE ? 'env' : undefined })
+console.log(JSON.stringify({ dp: r.dataParallel, history: r.history }))`,
+  )
+  const { spawn } = await import('node:child_process')
+  const { createServer } = await import('node:net')
+  const port = await new Promise((done) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => done(port))
+    })
+  })
+  const runs = Array.from({ length: ranks }, (_, rank) => {
+    const world =
+      ranks > 1
+        ? { RANK: rank, WORLD_SIZE: ranks, LOCAL_RANK: rank, LOCAL_WORLD_SIZE: ranks, MASTER_ADDR: '127.0.0.1', MASTER_PORT: port }
+        : {}
+    const child = spawn(process.execPath, [worker], {
+      env: {
+        ...process.env,
+        ...world,
+        JOB: JSON.stringify({ ...options, options: { ...options.options, checkpointDir: join(dir, 'ckpt') } }),
+      },
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    return new Promise((done) => child.on('close', (code) => done({ code, out, err })))
+  })
+  const results = await Promise.all(runs)
+  for (const r of results) assert.equal(r.code, 0, r.err.slice(-2000))
+  return { dir: join(dir, 'ckpt'), rows: results.map((r) => JSON.parse(r.out.trim().split('\n').pop())) }
+}
+
+function safetensors(file) {
+  const bytes = readFileSync(file)
+  const length = Number(bytes.readBigUInt64LE(0))
+  const header = JSON.parse(bytes.subarray(8, 8 + length).toString())
+  const out = {}
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__' || t.dtype !== 'F32') continue
+    const part = bytes.subarray(8 + length + t.data_offsets[0], 8 + length + t.data_offsets[1])
+    out[name] = new Float32Array(part.buffer.slice(part.byteOffset, part.byteOffset + part.byteLength))
+  }
+  return out
+}
+
+test('data-parallel on CUDA over Gloo: 2 ranks × 8 on cuda:0 train the encoder head as 1 process × 16', async () => {
+  const options = { epochs: 3, accumulation: 2, amp: 'off', seed: 3, model: 'encoder', preset: 'reference', encoderHead: { dropout: 0 } }
+  const job = (batchSize, extra) => ({
+    input: 'embedding',
+    shape: [49, 7, 512],
+    options: { ...options, batchSize, device: 'cuda:0', ...extra },
+  })
+  const alone = await trainRanks(job(16), 1)
+  const pair = await trainRanks(job(8, { distributedBackend: 'gloo', checkReplicas: true }), 2)
+  assert.equal(pair.rows[0].dp.backend, 'gloo')
+  const [a, b] = [safetensors(join(alone.dir, 'last.safetensors')), safetensors(join(pair.dir, 'last.safetensors'))]
+  let worst = 0
+  for (const [name, x] of Object.entries(a)) {
+    const diff = x.reduce((m, v, i) => Math.max(m, Math.abs(v - b[name][i])), 0)
+    const size = x.reduce((m, v) => Math.max(m, Math.abs(v)), 1e-12)
+    worst = Math.max(worst, diff / size)
+  }
+  assert.ok(worst <= 1e-5, `worst relative difference ${worst}`)
+  console.log(`  encoder head on 2 ranks (Gloo, cuda:0): within ${worst.toExponential(1)} of one process`)
+})
+
+test('data-parallel on CUDA over Gloo: the CNN with synchronised batch norm trains, replicas identical every step', async () => {
+  const options = {
+    model: 'audio',
+    preset: 'reference',
+    amp: 'off',
+    epochs: 2,
+    batchSize: 8,
+    device: 'cuda:0',
+    audio: { channels: [8, 16, 16, 16], hidden: [32, 16], dropout: 0 },
+  }
+  const { rows } = await trainRanks(
+    { input: 'mel', shape: [40, 64, 128], options: { ...options, distributedBackend: 'gloo', checkReplicas: true } },
+    2,
+  )
+  assert.equal(rows[0].dp.syncBatchNorm, true)
+  assert.ok(rows[0].history.every((h) => Number.isFinite(h.trainLoss)))
+  assert.equal(rows[0].history.at(-1).trainLoss, rows[1].history.at(-1).trainLoss)
+})

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import { createServer } from 'node:net'
 import { awaitNative, EmotionPipelineError, invalidOption } from './errors.js'
-import { native } from './native.js'
+import { loadNative, native, nativeState } from './native.js'
 import type { Native } from './native.js'
 import type { WorldOptions } from './generated/options.js'
 
@@ -68,6 +68,34 @@ export function nativeWorldOf(world: World): Native.NativeWorld {
 /** Whether `value` is a world joinWorld() returned (rather than options to join one). */
 export function isJoinedWorld(value: unknown): value is World {
   return typeof value === 'object' && value !== null && handles.has(value as World)
+}
+
+/**
+ * The world a data-parallel job trains in: a joined world as it is, else joined here from `option`
+ * (`joined`: the caller leaves it) once the Gloo shim is known to be loaded; undefined alone.
+ */
+export async function trainingWorld(option: DistributedOption | World | undefined): Promise<{ world?: World; joined: boolean }> {
+  if (isJoinedWorld(option)) return { world: option, joined: false }
+  const wanted = option === 'env' ? worldFromEnv() : option
+  if (!wanted || (wanted.worldSize ?? 1) <= 1) return { joined: false }
+  loadNative()
+  const gloo = nativeState()?.gloo
+  if (!gloo?.loaded)
+    throw invalidOption(
+      'distributed',
+      `data-parallel training needs the Gloo shim: ${gloo?.problem ?? 'not loaded'} (see \`emotion-pipeline doctor\`)`,
+    )
+  return { world: await joinWorld(wanted), joined: true }
+}
+
+/** Runs `body` in `world`, telling the other ranks at once when it throws here (they name this rank). */
+export async function asRank<T>(world: World | undefined, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body()
+  } catch (err) {
+    world?.fail(err instanceof Error ? err.message : String(err))
+    throw err
+  }
 }
 
 /** Joins the world `option` describes, or returns undefined for a job of one process. */

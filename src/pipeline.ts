@@ -4,8 +4,8 @@ import { resolve } from 'node:path'
 import { callNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import { hubNameOf, resolveEncoder } from './encoder.js'
 import { native } from './native.js'
-import { isJoinedWorld, joinWorld } from './distributed.js'
-import type { DistributedOption, World } from './distributed.js'
+import { asRank, trainingWorld } from './distributed.js'
+import type { World } from './distributed.js'
 import { runStages } from './pipeline-stages.js'
 import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult } from './pipeline-types.js'
@@ -20,19 +20,18 @@ export { defaultModels, MODEL_NAMES }
 export async function trainPipeline(options: PipelineOptions): Promise<PipelineResult> {
   validate(options)
   const runDir = resolve(options.out)
-  const given = isJoinedWorld(options.distributed) ? options.distributed : undefined
-  const world = given ?? (await joinWorld(options.distributed as DistributedOption | undefined))
+  const { world, joined } = await trainingWorld(options.distributed)
   if (!world) return claimAndRun(options, runDir)
   // Rank 0 owns the run directory; the others start once it has claimed it (a refusal there stops
-  // them, naming rank 0's reason).
-  try {
-    const result = world.rank === 0 ? await claimAndRun(options, runDir, world) : await runStages(options, runDir, world)
-    if (!given) await world.leave()
+  // them at the barrier, naming rank 0's reason).
+  return asRank(world, async () => {
+    const result =
+      world.rank === 0
+        ? await claimAndRun(options, runDir, world)
+        : await world.barrier('pipeline/claimed').then(() => runStages(options, runDir, world))
+    if (joined) await world.leave()
     return result
-  } catch (err) {
-    world.fail(err instanceof Error ? err.message : String(err))
-    throw err
-  }
+  })
 }
 
 async function claimAndRun(options: PipelineOptions, runDir: string, world?: World): Promise<PipelineResult> {
@@ -40,6 +39,7 @@ async function claimAndRun(options: PipelineOptions, runDir: string, world?: Wor
   const lock = lockRunDir(runDir)
   try {
     claimOut(runDir, 'train', options)
+    await world?.barrier('pipeline/claimed')
     return await runStages(options, runDir, world)
   } finally {
     lock.release()

@@ -2,7 +2,7 @@ import { awaitNative, invalidOption, optionsJson } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { ensureWritableDir } from './run-dir.js'
-import { isJoinedWorld, joinWorld, nativeWorldOf } from './distributed.js'
+import { asRank, nativeWorldOf, trainingWorld } from './distributed.js'
 import type { DistributedOption, World } from './distributed.js'
 import type { DeviceSpec } from './device.js'
 import type { TrainConfig } from './generated/options.js'
@@ -76,24 +76,26 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { train: trainSet, val, test, onProgress, signal, distributed, ...settings } = options
   // The encoder head's input shape, speaker count and row groups come from the data in the core.
   const config = settings
-  const joined = isJoinedWorld(distributed) ? undefined : await joinWorld(distributed)
-  const world = isJoinedWorld(distributed) ? distributed : joined
-  if (config.checkpointDir && (world?.rank ?? 0) === 0) ensureWritableDir(config.checkpointDir, 'checkpointDir')
-  const json = await withCancel(signal, (token) =>
-    awaitNative(
-      native.train(
-        optionsJson(config),
-        toNativeSet(trainSet, 'train')!,
-        toNativeSet(val, 'val'),
-        toNativeSet(test, 'test'),
-        onProgress ? (e: string) => onProgress(JSON.parse(e) as TrainEvent) : undefined,
-        token,
-        world ? nativeWorldOf(world) : undefined,
+  const { world, joined } = await trainingWorld(distributed)
+  const json = await asRank(world, async () => {
+    if (config.checkpointDir && (world?.rank ?? 0) === 0) ensureWritableDir(config.checkpointDir, 'checkpointDir')
+    const text = await withCancel(signal, (token) =>
+      awaitNative(
+        native.train(
+          optionsJson(config),
+          toNativeSet(trainSet, 'train')!,
+          toNativeSet(val, 'val'),
+          toNativeSet(test, 'test'),
+          onProgress ? (e: string) => onProgress(JSON.parse(e) as TrainEvent) : undefined,
+          token,
+          world ? nativeWorldOf(world) : undefined,
+        ),
       ),
-    ),
-  )
-  // A world joined here is left here (every rank passes a last barrier; rank 0 keeps the store up
-  // until the others have).
-  await joined?.leave()
+    )
+    // A world joined here is left here (every rank passes a last barrier; rank 0 keeps the store up
+    // until the others have).
+    if (joined) await world?.leave()
+    return text
+  })
   return JSON.parse(json) as TrainResult
 }

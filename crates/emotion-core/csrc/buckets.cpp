@@ -2,14 +2,15 @@
 // parameters share a flat all-reduce buffer, in DDP's order and size limits.
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
-#include <cstdio>
+#include "guarded.hpp"
+
 #include <vector>
 
 // Writes the bucket of each of the `n` tensors into `bucket_of`; the first bucket holds up to
 // `first_bytes`, the others up to `cap_bytes` (DDP: 1 MiB, then 25 MiB).
 extern "C" int emotion_bucket_assignment(at::Tensor** tensors, int n, long long first_bytes, long long cap_bytes,
                                          int* bucket_of, char* error, int error_len) {
-  try {
+  return emotion::guarded(error, error_len, [&] {
     std::vector<at::Tensor> list;
     for (int i = 0; i < n; ++i) list.push_back(*tensors[i]);
     std::vector<size_t> limits{static_cast<size_t>(first_bytes), static_cast<size_t>(cap_bytes)};
@@ -17,9 +18,5 @@ extern "C" int emotion_bucket_assignment(at::Tensor** tensors, int n, long long 
     for (size_t b = 0; b < buckets.size(); ++b) {
       for (auto i : buckets[b]) bucket_of[i] = static_cast<int>(b);
     }
-    return 0;
-  } catch (const std::exception& e) {
-    std::snprintf(error, error_len, "%s", e.what());
-    return 1;
-  }
+  });
 }

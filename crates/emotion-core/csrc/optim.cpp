@@ -68,3 +68,7 @@ extern "C" void emotion_zero_grads(at::Tensor** params, int n) {
     if (grad.defined()) grad.zero_();
   }
 }
+
+// Sets a parameter's gradient to `grad` (a gradient summed across ranks for a parameter this rank's
+// backward did not reach).
+extern "C" void emotion_set_grad(at::Tensor* param, at::Tensor* grad) { param->mutable_grad() = *grad; }

@@ -52,6 +52,8 @@ inline at::Tensor summed(const Group& group, const at::Tensor& x) {
   return staged.to(x.device());
 }
 
+// The group travels in the autograd context as a plain pointer: the trainer runs every backward of a
+// micro-batch before it drops the group (DataParallel outlives the job's graphs).
 struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t group) {
     ctx->saved_data["group"] = group;

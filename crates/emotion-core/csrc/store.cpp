@@ -86,4 +86,7 @@ extern "C" int emotion_store_wait(void* handle, const char* key, long long timeo
 
 // The store as a `c10d::Store*`, for a process group made over it (csrc/gloo/process_group.cpp takes
 // its own reference).
-extern "C" void* emotion_store_raw(void* handle) { return static_cast<StoreHandle*>(handle)->store.get(); }
+extern "C" void* emotion_store_raw(void* handle) {
+  // Through `c10d::Store*` before the type is erased: the reader casts `void*` back to that.
+  return static_cast<c10d::Store*>(static_cast<StoreHandle*>(handle)->store.get());
+}

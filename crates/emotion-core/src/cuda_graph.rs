@@ -56,8 +56,7 @@ fn checked(what: &str, call: impl FnOnce(ErrBuf, c_int) -> bool) -> Result<()> {
     }
     // SAFETY: the shim writes a NUL-terminated message with snprintf into the buffer.
     let message = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
-    // libtorch appends its C++ backtrace ("Exception raised from …", frames): not for users.
-    let message = message.split("\nException raised from").next().unwrap_or_default().trim_end();
+    let message = crate::error::without_backtrace(&message);
     Err(Error::torch(format!("CUDA graph {what}: {message}")))
 }
 

@@ -27,6 +27,8 @@ pub fn rank_device(spec: &str, local_rank: usize) -> Result<String> {
     let cuda = tch::Cuda::is_available();
     match spec.as_str() {
         "auto" if !cuda => Ok("cpu".into()),
+        // No CUDA: `parse_device` says so (CUDA_UNAVAILABLE).
+        "cuda" if !cuda => Ok(spec),
         "auto" | "cuda" => {
             let count = tch::Cuda::device_count() as usize;
             if local_rank >= count {

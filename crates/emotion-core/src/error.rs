@@ -148,10 +148,16 @@ impl From<tch::TchError> for Error {
     }
 }
 
-/// The message of a panic, without libtorch's C++ backtrace (which tch's `unwrap` panics carry
-/// escaped, `\\nException raised from …`) or the `unwrap` wrapper around it.
+/// A libtorch message without the C++ backtrace libtorch appends ("Exception raised from …" and the
+/// frames: not for users), as C++ gives it or escaped inside a tch `unwrap` panic.
+pub fn without_backtrace(text: &str) -> &str {
+    let text = text.split("\nException raised from").next().unwrap_or(text);
+    text.split("\\nException raised from").next().unwrap_or(text).trim_end()
+}
+
+/// The message of a panic, without libtorch's backtrace or the `unwrap` wrapper around it.
 fn first_line(text: &str) -> String {
-    let text = text.split("\\nException raised from").next().unwrap_or(text);
+    let text = without_backtrace(text);
     let text = text.strip_prefix("called `Result::unwrap()` on an `Err` value: Torch(\"").unwrap_or(text);
     text.lines().next().unwrap_or(text).trim().to_string()
 }

@@ -30,6 +30,7 @@ extern "C" {
     ) -> c_int;
     pub fn emotion_clear_grads(params: *const *mut c_void, n: c_int);
     pub fn emotion_zero_grads(params: *const *mut c_void, n: c_int);
+    pub fn emotion_set_grad(param: *mut c_void, grad: *mut c_void);
 }
 
 // c10d's TCPStore (csrc/store.cpp).

@@ -94,8 +94,7 @@ const ERROR_LEN: usize = 2048;
 fn message(buffer: &[c_char]) -> String {
     // SAFETY: the shim writes a NUL-terminated message with snprintf into the zeroed buffer.
     let text = unsafe { CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy();
-    // libtorch appends its C++ backtrace ("Exception raised from …"): not for users.
-    text.split("\nException raised from").next().unwrap_or_default().trim_end().to_string()
+    crate::error::without_backtrace(&text).to_string()
 }
 
 /// One process group: every rank of the world makes it, then calls the same collectives in the same

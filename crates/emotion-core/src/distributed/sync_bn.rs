@@ -14,24 +14,33 @@ use tch::{nn, Kind, Tensor};
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
 
-/// The group to synchronise over, and whether this rank's rows are padding (a rank with no rows of
-/// a short last batch still takes part in every collective, contributing no statistics).
-type Scope = Option<(*const ProcessGroup, bool)>;
-
-thread_local! {
-    static SCOPE: Cell<Scope> = const { Cell::new(None) };
+/// A data-parallel forward's batch norm: the group, whether to synchronise over it, and whether this
+/// rank's rows are padding (a rank with no rows of a short last batch still takes part in every
+/// collective, contributing no statistics).
+#[derive(Clone, Copy)]
+struct Scope {
+    group: *const ProcessGroup,
+    sync: bool,
+    padding: bool,
 }
 
-/// While alive, training-mode batch norm on this thread synchronises over `group`.
+thread_local! {
+    static SCOPE: Cell<Option<Scope>> = const { Cell::new(None) };
+}
+
+/// While alive, training-mode batch norm on this thread is a data-parallel rank's.
 pub struct SyncScope<'a> {
-    previous: Scope,
+    previous: Option<Scope>,
     _group: PhantomData<&'a ProcessGroup>,
 }
 
 impl<'a> SyncScope<'a> {
-    /// `padding`: the batch is a stand-in row whose statistics must not count.
-    pub fn enter(group: &'a ProcessGroup, padding: bool) -> SyncScope<'a> {
-        let previous = SCOPE.with(|s| s.replace(Some((group as *const ProcessGroup, padding))));
+    /// `sync`: normalise by the global batch over `group` (else by this rank's rows); `padding`: the
+    /// batch is a stand-in row whose statistics must not count (without `sync` it is normalised by
+    /// the running statistics, which it leaves alone).
+    pub fn enter(group: &'a ProcessGroup, sync: bool, padding: bool) -> SyncScope<'a> {
+        let scope = Scope { group: group as *const ProcessGroup, sync, padding };
+        let previous = SCOPE.with(|s| s.replace(Some(scope)));
         SyncScope { previous, _group: PhantomData }
     }
 }
@@ -48,11 +57,25 @@ impl Drop for SyncScope<'_> {
 pub fn batch_norm(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
     match SCOPE.with(|s| s.get()) {
         // SAFETY: the scope borrows the group for as long as the pointer is set.
-        Some((group, padding)) if train => {
-            synced(bn, x, unsafe { &*group }, padding).unwrap_or_else(|e| std::panic::panic_any(e))
-        }
+        Some(s) if train && s.sync => synced(bn, x, unsafe { &*s.group }, s.padding).unwrap_or_else(|e| raise(e)),
+        Some(s) if train && s.padding => x.apply_t(bn, false),
         _ => x.apply_t(bn, train),
     }
+}
+
+/// Unwinds with `error` as the payload (`catch_panic` returns it as it was), without the default
+/// hook's "panicked at" report: the error reaches the caller with its own message.
+fn raise(error: crate::error::Error) -> ! {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<crate::error::Error>().is_none() {
+                previous(info)
+            }
+        }));
+    });
+    std::panic::panic_any(error)
 }
 
 fn synced(bn: &nn::BatchNorm, x: &Tensor, group: &ProcessGroup, padding: bool) -> crate::error::Result<Tensor> {

@@ -11,12 +11,13 @@ use super::window::EpochSums;
 use super::Trainer;
 use crate::control::CancelFlag;
 use crate::distributed::group::{self, buckets, Backend, ProcessGroup, ReduceOp};
-use crate::train::config::DistributedBackend;
-use crate::train::settings::RunSettings;
 use crate::distributed::World;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::optim::Adam;
 use crate::train::checkpoint::TrainState;
+use crate::train::config::DistributedBackend;
+use crate::train::settings::RunSettings;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::VarStore;
@@ -27,12 +28,14 @@ pub(super) struct DataParallel<'w> {
     pub(super) group: ProcessGroup,
     /// Indices into the trainable parameters, per flat all-reduce.
     buckets: Vec<Vec<usize>>,
+    /// Each trainable parameter's name (for `checkReplicas`' message).
+    names: Vec<String>,
     pub(super) sync_batch_norm: bool,
     check_replicas: bool,
     /// A rank asked to stop (its cancel flag), as learnt from the last gradient all-reduce.
     pub(super) stop_agreed: bool,
-    /// This rank's cancel flag at the start of the window, sent with its gradients.
-    pub(super) local_stop: bool,
+    /// This job's cancel flag, read when the gradients are sent (so a stop lands at the next window).
+    pub(super) cancel: Option<CancelFlag>,
     /// This rank's clips in windows not yet summed across ranks (at the next flush).
     pub(super) unreduced_seen: usize,
     /// Gradient all-reduce totals, for the result.
@@ -63,24 +66,38 @@ pub(super) struct Shard {
 
 impl<'w> DataParallel<'w> {
     /// The group of job number `job` in `world` (see [`World::next`]), training on `device`.
-    pub(super) fn new(world: &'w World, job: u64, params: &[Tensor], run: &RunSettings, device: Device) -> Result<Self> {
+    pub(super) fn new(
+        world: &'w World,
+        job: u64,
+        vs: &VarStore,
+        params: &[Tensor],
+        run: &RunSettings,
+        device: Device,
+    ) -> Result<Self> {
         let backend = match (run.distributed_backend, device) {
             (DistributedBackend::Gloo, _) => Backend::Gloo,
             (DistributedBackend::Nccl, _) => Backend::Nccl,
             (DistributedBackend::Auto, Device::Cuda(_)) if group::available(Backend::Nccl).is_ok() => Backend::Nccl,
             (DistributedBackend::Auto, _) => Backend::Gloo,
         };
-        let group = ProcessGroup::new(world, &format!("train-{job}"), backend, device)?;
+        // Every rank built its model (a rank that failed is named here, at once, not at Gloo's timeout).
+        world.barrier(&format!("train-{job}/ready"))?;
+        let group =
+            ProcessGroup::new(world, &format!("train-{job}"), backend, device).map_err(|e| explain(world, e))?;
         let (sync_batch_norm, check_replicas) = (run.sync_batch_norm, run.check_replicas);
         let buckets = buckets(params)?;
+        let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let name_of = |p: &Tensor| named.iter().find(|(_, t)| t.data_ptr() == p.data_ptr()).map(|(n, _)| n.clone());
+        let names = params.iter().enumerate().map(|(i, p)| name_of(p).unwrap_or_else(|| format!("#{i}"))).collect();
         Ok(DataParallel {
             world,
             group,
             buckets,
+            names,
             sync_batch_norm,
             check_replicas,
             stop_agreed: false,
-            local_stop: false,
+            cancel: None,
             unreduced_seen: 0,
             reduce_seconds: 0.0,
             reduced_bytes: 0,
@@ -103,7 +120,8 @@ impl<'w> DataParallel<'w> {
         let global = batch * self.size();
         let global_lo = b * global;
         let global_rows = global.min(n - global_lo);
-        let cut = |r: usize| global_lo + global_rows * r / self.size();
+        // Rounded up, so the first ranks take the rows of a short batch and the last go without.
+        let cut = |r: usize| global_lo + (global_rows * r).div_ceil(self.size());
         Shard { lo: cut(self.rank()), hi: cut(self.rank() + 1), global_lo, global_rows }
     }
 
@@ -125,36 +143,48 @@ impl<'w> DataParallel<'w> {
         self.broadcast(&named.into_iter().map(|(_, t)| t).collect::<Vec<_>>())
     }
 
-    /// Sums the gradients of `params` over the ranks, bucket by bucket; `stop` (this rank's cancel
-    /// flag) rides in the last bucket, and `stop_agreed` says afterwards whether any rank asked.
-    pub(super) fn reduce_gradients(&mut self, params: &[Tensor], stop: bool) -> Result<()> {
+    /// Sums the gradients of `params` over the ranks, bucket by bucket (a parameter this rank's
+    /// backward did not reach adds zeros). The last bucket also carries this rank's cancel flag and a
+    /// has-gradient flag per parameter: afterwards `stop_agreed` says whether any rank asked to stop,
+    /// and a parameter no rank has a gradient for keeps none (Adam skips it, as in one process).
+    pub(super) fn reduce_gradients(&mut self, params: &[Tensor]) -> Result<()> {
         let started = Instant::now();
         let _guard = tch::no_grad_guard();
-        make_missing_grads(params)?;
-        let mut stop_sum = 0.0;
+        let device = params.first().map_or(Device::Cpu, |p| p.device());
+        let stop = self.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+        let mut flags: Vec<f32> = params.iter().map(|p| if p.grad().defined() { 1.0 } else { 0.0 }).collect();
+        flags.push(if stop { 1.0 } else { 0.0 });
+        let mut reduced = Vec::with_capacity(self.buckets.len());
         for (i, bucket) in self.buckets.iter().enumerate() {
-            let grads: Vec<Tensor> = bucket.iter().map(|&p| params[p].grad()).collect();
-            let mut flat: Vec<Tensor> =
-                grads.iter().map(|g| g.f_reshape([-1])?.f_to_kind(Kind::Float)).collect::<Result<_, _>>()?;
-            let last = i + 1 == self.buckets.len();
-            if last {
-                flat.push(Tensor::f_full([1], if stop { 1.0 } else { 0.0 }, (Kind::Float, params[0].device()))?);
+            let mut flat: Vec<Tensor> = bucket
+                .iter()
+                .map(|&p| match params[p].grad() {
+                    g if g.defined() => g.f_reshape([-1])?.f_to_kind(Kind::Float),
+                    _ => Tensor::f_zeros([params[p].numel() as i64], (Kind::Float, device)),
+                })
+                .collect::<Result<_, _>>()?;
+            if i + 1 == self.buckets.len() {
+                flat.push(Tensor::f_from_slice(&flags)?.f_to_device(device)?);
             }
             let buffer = Tensor::f_cat(&flat, 0)?.f_to_device(self.group.device)?;
             self.group.all_reduce(&buffer, ReduceOp::Sum).map_err(|e| self.explain(e))?;
             self.reduced_bytes += (buffer.numel() * 4) as u64;
+            reduced.push(buffer);
+        }
+        let last = reduced.last().expect("at least one bucket");
+        let n = flags.len() as i64;
+        let seen = Vec::<f32>::try_from(&last.f_narrow(0, last.numel() as i64 - n, n)?.f_to_device(Device::Cpu)?)?;
+        for (bucket, buffer) in self.buckets.iter().zip(&reduced) {
             let mut offset = 0i64;
-            for g in &grads {
-                let n = g.numel() as i64;
-                let part = buffer.f_narrow(0, offset, n)?.f_view(g.size().as_slice())?;
-                g.shallow_clone().f_copy_(&part)?;
+            for &p in bucket {
+                let n = params[p].numel() as i64;
+                if seen[p] > 0.0 {
+                    set_grad(&params[p], &buffer.f_narrow(0, offset, n)?.f_view(params[p].size().as_slice())?)?;
+                }
                 offset += n;
             }
-            if last {
-                stop_sum = buffer.f_double_value(&[offset])?;
-            }
         }
-        self.stop_agreed = stop_sum > 0.0;
+        self.stop_agreed = seen[params.len()] > 0.0;
         self.reduce_seconds += started.elapsed().as_secs_f64();
         self.reductions += 1;
         Ok(())
@@ -186,8 +216,8 @@ impl<'w> DataParallel<'w> {
         let (high, low) = (host(high)?, host(low)?);
         if let Some(i) = (0..prints.len()).find(|&i| high[i] != low[i]) {
             return Err(Error::Distributed(format!(
-                "checkReplicas: parameter tensor {} differs across ranks after optimiser step {step} ({} vs {})",
-                i / 2,
+                "checkReplicas: parameter `{}` differs across ranks after optimiser step {step} ({} vs {})",
+                self.names[i / 2],
                 low[i],
                 high[i]
             )));
@@ -207,16 +237,35 @@ impl<'w> DataParallel<'w> {
         }
     }
 
-    /// A failed collective, with the rank behind it when the store knows (a failure report or a
-    /// silent heartbeat): c10d's own message names only an address.
+    /// A failed collective, named by rank where the store knows (see [`explain`]).
     pub(super) fn explain(&self, e: Error) -> Error {
-        match e {
-            Error::Distributed(message) => match self.world.culprit() {
-                Some(Error::Distributed(who)) => Error::Distributed(format!("{who} (c10d: {message})")),
-                _ => Error::Distributed(message),
-            },
-            other => other,
-        }
+        explain(self.world, e)
+    }
+
+    /// Rank 0's validation loss, accuracy and weighted F1 for every rank (the ranks' own evaluations
+    /// of the same weights may differ in the last bits), so every rank makes the same best-epoch and
+    /// early-stopping decisions.
+    pub(super) fn agree_on(&self, val: Option<(f64, Metrics)>) -> Result<Option<(f64, Metrics)>> {
+        let Some((loss, mut metrics)) = val else { return Ok(None) };
+        let figures = Tensor::f_from_slice(&[loss, metrics.accuracy, metrics.weighted_f1])?;
+        self.broadcast(std::slice::from_ref(&figures))?;
+        let [loss, accuracy, f1] = <[f64; 3]>::try_from(Vec::<f64>::try_from(&figures)?)
+            .map_err(|_| Error::Internal("three validation figures".into()))?;
+        metrics.accuracy = accuracy;
+        metrics.weighted_f1 = f1;
+        Ok(Some((loss, metrics)))
+    }
+}
+
+/// A failed collective or rendezvous, with the rank behind it when the store knows (a failure report
+/// or a silent heartbeat): c10d's own message names only an address.
+fn explain(world: &World, e: Error) -> Error {
+    match e {
+        Error::Distributed(message) => match world.culprit() {
+            Some(Error::Distributed(who)) => Error::Distributed(format!("{who} (c10d: {message})")),
+            _ => Error::Distributed(message),
+        },
+        other => other,
     }
 }
 
@@ -241,7 +290,7 @@ impl Trainer<'_> {
         match &mut self.dp {
             None => cancel.is_cancelled(),
             Some(dp) => {
-                dp.local_stop = cancel.is_cancelled();
+                dp.cancel.get_or_insert_with(|| cancel.clone());
                 dp.stop_agreed
             }
         }
@@ -334,19 +383,15 @@ pub(super) fn share_resumed(
     }
 }
 
-/// A parameter this rank's backward did not reach (a rank with no rows in a short last batch) gets a
-/// zero gradient, so every rank's buckets hold the same tensors.
-fn make_missing_grads(params: &[Tensor]) -> Result<()> {
-    let missing: Vec<&Tensor> = params.iter().filter(|p| !p.grad().defined()).collect();
-    if missing.is_empty() {
+/// Writes `value` into the gradient of `param` (made when its backward did not reach it).
+fn set_grad(param: &Tensor, value: &Tensor) -> Result<()> {
+    let grad = param.grad();
+    if grad.defined() {
+        grad.shallow_clone().f_copy_(value)?;
         return Ok(());
     }
-    tch::with_grad(|| -> Result<()> {
-        let mut zero = Tensor::f_zeros([], (Kind::Float, missing[0].device()))?;
-        for p in missing {
-            zero = zero.f_add(&p.f_sum(Kind::Float)?.f_mul_scalar(0.0)?)?;
-        }
-        Ok(zero.f_backward()?)
-    })?;
+    let fresh = value.f_to_kind(param.kind())?.f_contiguous()?;
+    // SAFETY: live `at::Tensor*`s; the shim assigns the parameter's gradient (a new reference).
+    unsafe { crate::shims::emotion_set_grad(param.as_ptr() as *mut _, fresh.as_ptr() as *mut _) };
     Ok(())
 }

@@ -312,9 +312,19 @@ impl<'a> Trainer<'a> {
                 None => loss?,
             }
         };
-        sums.window_seen += if global.as_ref().is_some_and(|g| g.padding) { 0 } else { (hi - lo) as usize };
         self.micro_steps += 1;
-        Ok(loss)
+        match global {
+            Some(g) if g.padding => Ok(loss),
+            Some(g) => {
+                sums.window_seen += (hi - lo) as usize;
+                // Shown in progress: this rank's mean (its share of the global batch's, rescaled).
+                Ok(loss.f_mul_scalar(g.count as f64 / (hi - lo) as f64)?)
+            }
+            None => {
+                sums.window_seen += (hi - lo) as usize;
+                Ok(loss)
+            }
+        }
     }
 
     /// The device work of a micro-batch (what a graph captures: no host sync, sums added in place):
@@ -341,7 +351,7 @@ impl<'a> Trainer<'a> {
         }
         let (model, mixed) = (&self.model, self.mixed);
         let padding = global.is_some_and(|g| g.padding);
-        let _sync_bn = self.dp.as_ref().filter(|dp| dp.sync_batch_norm).map(|dp| SyncScope::enter(&dp.group, padding));
+        let _scope = self.dp.as_ref().map(|dp| SyncScope::enter(&dp.group, dp.sync_batch_norm, padding));
         // Model ops panic on libtorch errors (tch's non-`f_` API): catch here to add the batch size to an OOM.
         let (logits, speakers) = catch_panic(|| {
             let out = mixed.forward(|| model.forward(&batch, true));
@@ -393,6 +403,10 @@ impl<'a> Trainer<'a> {
         let p = std::mem::take(&mut self.state.progress);
         self.share_buffers()?;
         let val = self.evaluate_on(self.val_set.as_ref())?;
+        let val = match &self.dp {
+            Some(dp) => dp.agree_on(val)?,
+            None => val,
+        };
         let record = EpochRecord {
             epoch: self.state.epoch + 1,
             train_loss: if p.seen > 0 { p.loss_sum / p.seen as f64 } else { f64::NAN },

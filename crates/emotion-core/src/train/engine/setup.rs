@@ -33,6 +33,9 @@ impl<'a> Trainer<'a> {
         let threads = enter_job_settings(config, device);
         let mut warn = |message: String| emit(TrainEvent::Warning { model: kind, message });
         let (sync_free, side_stream) = window_modes(config, device, world.is_some(), &mut warn);
+        if world.is_none() && config.run.check_replicas {
+            warn("checkReplicas: read only in a data-parallel job (a world of several ranks); ignored".into());
+        }
         let job_no = world.map(|w| w.next("train"));
         let rank0 = world.is_none_or(|w| w.options.rank == 0);
         let world_size = world.map_or(1, |w| w.options.world_size);
@@ -57,7 +60,7 @@ impl<'a> Trainer<'a> {
         }
         let dp = match world.zip(job_no) {
             Some((w, job)) => {
-                let dp = DataParallel::new(w, job, adam.params(), &config.run, device)?;
+                let dp = DataParallel::new(w, job, &vs, adam.params(), &config.run, device)?;
                 dp.start(&vs, &mut adam, resuming)?;
                 Some(dp)
             }

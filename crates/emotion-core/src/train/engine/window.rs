@@ -185,7 +185,7 @@ impl Trainer<'_> {
         emit: &mut dyn FnMut(TrainEvent),
     ) -> Result<()> {
         if let Some(dp) = &mut self.dp {
-            dp.reduce_gradients(self.adam.params(), dp.local_stop)?;
+            dp.reduce_gradients(self.adam.params())?;
         }
         let finite = self.state.scaler.unscale_and_check(&self.adam.grads())?;
         if finite {
