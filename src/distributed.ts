@@ -178,11 +178,14 @@ export async function launchLocal(nproc: number, args: string[]): Promise<number
   const onTerm = forward('SIGTERM')
   process.on('SIGINT', onInt)
   process.on('SIGTERM', onTerm)
+  let first = -1
   const codes = await new Promise<number[]>((done) => {
     const results: (number | undefined)[] = new Array(nproc).fill(undefined)
     children.forEach((child, rank) => {
       child.on('exit', (code, signal) => {
         results[rank] = code ?? (signal === 'SIGINT' ? 130 : 143)
+        if (results[rank] !== 0 && first < 0) first = rank
+        // The others stop at their next step (SIGTERM: rank 0 still writes its checkpoint).
         if (results[rank] !== 0) for (const other of children) if (other.exitCode === null) other.kill('SIGTERM')
         if (results.every((r) => r !== undefined)) done(results as number[])
       })
@@ -190,9 +193,11 @@ export async function launchLocal(nproc: number, args: string[]): Promise<number
   })
   process.off('SIGINT', onInt)
   process.off('SIGTERM', onTerm)
-  const failed = codes.findIndex((c) => c !== 0)
-  if (failed >= 0) console.error(`[launcher] rank ${failed} exited with ${codes[failed]}; the others were stopped`)
-  return failed >= 0 ? codes[failed] : 0
+  if (first < 0) return 0
+  console.error(
+    `[launcher] rank ${first} stopped first (exit ${codes[first]}); exits: ${codes.map((c, rank) => `rank ${rank} ${c}`).join(', ')}`,
+  )
+  return codes[first]
 }
 
 /** The folds rank `rank` of `worldSize` runs: every `worldSize`-th, starting at its rank. */

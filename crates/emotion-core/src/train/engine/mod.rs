@@ -65,7 +65,13 @@ pub fn train_in(
         let config = match world {
             Some(w) => {
                 let device = crate::device::rank_device(&config.device, w.options.local_rank)?;
-                ranked = TrainConfig { device, ..config.clone() };
+                // The machine's cores shared by its ranks, unless OMP_NUM_THREADS or `threads` says.
+                let shared = config.threads == 0
+                    && config.model.kind().default_threads().is_none()
+                    && std::env::var_os("OMP_NUM_THREADS").is_none();
+                let threads =
+                    if shared { (crate::cores() / w.options.local_world_size).max(1) } else { config.threads };
+                ranked = TrainConfig { device, threads, ..config.clone() };
                 &ranked
             }
             None => config,
