@@ -4,7 +4,7 @@
 // on one rank stops both at the same window and the resume is exact, a resume at another world size
 // is refused, a killed rank is named, and the CLI's launcher and torchrun each write one run.
 import test from 'ava'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
@@ -78,12 +78,13 @@ const onProgress = (e) => {
   steps += 1
   if (job.abortAt && steps === job.abortAt.step && rank === job.abortAt.rank) controller.abort()
   if (job.killAt && steps === job.killAt.step && rank === job.killAt.rank) process.kill(process.pid, 'SIGKILL')
+  if (job.hangAt && steps === job.hangAt.step && rank === job.hangAt.rank) process.kill(process.pid, 'SIGSTOP')
 }
 const started = Date.now()
 try {
   const result = await train({
     ...job.options, train: set, val: set, onProgress, signal: controller.signal, progressIntervalMs: 0,
-    distributed: process.env.WORLD_SIZE ? { ...worldFromEnv(), heartbeatSeconds: 2, timeoutSeconds: 60 } : undefined,
+    distributed: process.env.WORLD_SIZE ? { ...worldFromEnv(), heartbeatSeconds: 2, timeoutSeconds: job.timeoutSeconds ?? 60 } : undefined,
   })
   console.log(JSON.stringify({ rank, steps: result.optimizerSteps, dp: result.dataParallel, history: result.history }))
 } catch (e) {
@@ -99,6 +100,9 @@ interface Job {
   options: Record<string, unknown>
   abortAt?: { rank: number; step: number }
   killAt?: { rank: number; step: number }
+  /** The rank stops (SIGSTOP) at that step: a hang, not a death. */
+  hangAt?: { rank: number; step: number }
+  timeoutSeconds?: number
 }
 type Outcome = {
   status: number | null
@@ -306,6 +310,33 @@ test.serial('a rank killed mid-epoch makes the other stop with DISTRIBUTED namin
   t.regex(zero.out.message ?? '', /rank 1 stopped \(no heartbeat for [\d.]+ s\).*this is rank 0/)
   t.true((zero.out.seconds ?? 99) < 30, `${zero.out.seconds} s`)
   t.log(`rank 0 stopped ${zero.out.seconds?.toFixed(1)} s into training: ${zero.out.message}`)
+})
+
+test.serial('a rank that hangs mid-epoch makes the other stop with DISTRIBUTED naming it, at the timeout', async (t) => {
+  const why = cannotRun()
+  if (why) return skip(t, why)
+  const features = await realFeatures('mel')
+  const job = { ...cnnJob(features, tempDir('ep-ddp-hang-'), { epochs: 4, batchSize: 8 }), hangAt: { rank: 1, step: 5 }, timeoutSeconds: 5 }
+  const port = await freePort()
+  const ranks = [0, 1].map((rank) => {
+    const env = { ...process.env, RANK: `${rank}`, WORLD_SIZE: '2', LOCAL_RANK: `${rank}`, LOCAL_WORLD_SIZE: '2' }
+    return spawn(process.execPath, [worker()], {
+      env: { ...env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: `${port}`, OMP_NUM_THREADS: '1', JOB: JSON.stringify(job) },
+    })
+  })
+  let out = ''
+  ranks[0].stdout?.on('data', (d) => {
+    out += d
+  })
+  const status = await new Promise((done) => ranks[0].on('close', done))
+  // The hung rank is still stopped: end it.
+  ranks[1].kill('SIGKILL')
+  const zero = JSON.parse(out.trim().split('\n').pop() || '{}') as { code?: string; message?: string; seconds?: number }
+  t.is(status, 3)
+  t.is(zero.code, 'DISTRIBUTED', out)
+  t.regex(zero.message ?? '', /rank 1 stopped \(no heartbeat for [\d.]+ s\).*this is rank 0/)
+  t.true((zero.seconds ?? 99) < 30, `${zero.seconds} s`)
+  t.log(`rank 0 stopped ${zero.seconds?.toFixed(1)} s into training (Gloo timeout 5 s): ${zero.message}`)
 })
 
 // The CNN, the BiLSTM (its text from the RAVDESS file names) and their fusion (batch norm on its head).
