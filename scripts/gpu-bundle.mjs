@@ -19,6 +19,9 @@ const out = join(root, '.device')
 const data = process.env.EMOTION_GPU_DATA_SOURCE ?? resolve(root, '..', 'shared', 'data', 'ravdess-device')
 const flac = process.env.RAVDESS_DIR ?? resolve(root, '..', 'shared', 'data', 'ravdess')
 
+// Optional for users and not needed on the GPU host (see runtimeDependencies).
+const NOT_CARRIED = ['@huggingface/transformers', 'onnxruntime-web']
+
 rmSync(out, { recursive: true, force: true })
 mkdirSync(out)
 execFileSync('sh', ['-c', `xz -T0 -c "${process.execPath}" > "${join(out, 'node.xz')}"`])
@@ -35,8 +38,9 @@ function runtimeDependencies() {
   const visit = (pkgJson) => {
     const pkg = JSON.parse(readFileSync(pkgJson, 'utf8'))
     for (const name of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) {
-      // transformers.js is optional for users and not needed on the GPU host (transcripts travel as JSON).
-      if (seen.has(name) || name === '@huggingface/transformers' || !existsSync(join(root, 'node_modules', name, 'package.json'))) continue
+      // Optional for users and not needed on the GPU host: transformers.js (transcripts travel as JSON) and
+      // onnxruntime-web (the browser export's runtime, 139 MB).
+      if (seen.has(name) || NOT_CARRIED.includes(name) || !existsSync(join(root, 'node_modules', name, 'package.json'))) continue
       seen.add(name)
       visit(join(root, 'node_modules', name, 'package.json'))
     }
