@@ -3,7 +3,7 @@
 // starts N copies of the same command with those variables set, each with its share of the cores.
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import { createServer } from 'node:net'
@@ -231,6 +231,7 @@ async function checkShared(world: World, name: string, dir: string): Promise<voi
   const file = join(dir, `.shared-check-${world.worldSize}`)
   if (world.rank === 0) {
     const token = randomUUID()
+    mkdirSync(dir, { recursive: true })
     writeFileSync(file, token)
     await world.set(`${name}/token`, token)
   }

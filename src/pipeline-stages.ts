@@ -14,6 +14,7 @@ import type { DeviceSpec } from './device.js'
 import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb, uses } from './presets.js'
 import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult, Run, TextInputs } from './pipeline-types.js'
+import { shardedPass } from './distributed.js'
 import type { World } from './distributed.js'
 import { writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
@@ -492,15 +493,17 @@ async function transcriptsFor(run: Run, items: DatasetItem[]): Promise<(item: Da
       stage: 'transcripts',
       message: `Whisper on ${items.length} clips (${modelDir ?? options.whisper?.model ?? 'hub model'})`,
     })
-    const out = await transcribe(
-      items.map((i) => i.path),
-      {
+    const whisper = (paths: string[]) =>
+      transcribe(paths, {
         ...options.whisper,
         modelDir,
         signal: options.signal,
         onProgress: (e) => emit({ type: 'transcribe', done: e.done, total: e.total, cached: e.cached }),
-      },
-    )
+      })
+    const paths = items.map((i) => i.path)
+    // In a world each rank transcribes its share into the (shared) transcript cache, then reads all.
+    const cacheDir = options.whisper?.cacheDir === null ? null : (options.whisper?.cacheDir ?? join(cacheRoot(), 'transcripts'))
+    const out = run.world ? await shardedPass(run.world, cacheDir, paths, whisper) : await whisper(paths)
     const byPath = new Map(out.map((t) => [t.path, t.text]))
     return (i) => byPath.get(i.path) ?? ''
   }
