@@ -29,8 +29,17 @@ function glooIncludeDir(log) {
     const partial = `${dir}.partial-${process.pid}`
     rmSync(partial, { recursive: true, force: true })
     mkdirSync(partial, { recursive: true })
+    const download = () => execFileSync('apt-get', ['download', PACKAGE], { cwd: partial, stdio: ['ignore', 'ignore', 'pipe'] })
     try {
-      execFileSync('apt-get', ['download', PACKAGE], { cwd: partial, stdio: ['ignore', 'ignore', 'pipe'] })
+      try {
+        download()
+      } catch (err) {
+        // A fresh machine (CI) may have no package lists yet: as root, fetch them once and retry.
+        if (process.getuid?.() !== 0) throw err
+        log('apt has no package lists: apt-get update…')
+        execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'ignore', 'inherit'] })
+        download()
+      }
     } catch (err) {
       rmSync(partial, { recursive: true, force: true })
       throw new Error(
