@@ -378,6 +378,31 @@ test.serial('train --nproc-per-node 2 writes one run directory (CNN, BiLSTM and 
   t.regex(r.stdout, /audio\s+[\d.]+ %/)
 })
 
+test.serial('Ctrl-C under train --nproc-per-node 2 stops every rank with a checkpoint (exit 130); --resume finishes', async (t) => {
+  const why = cannotRun()
+  if (why) return skip(t, why)
+  const out = join(tempDir('ep-ddp-sigint-'), 'run')
+  const args = [cli, 'train', '--data', join(ravdessDir, 'Actor_01'), '--out', out, '--models', 'audio', '--max-items', '40']
+  const rest = ['--preset', 'reference', '--train', JSON.stringify({ audio: { audio: SMALL_CNN } }), '--nproc-per-node', '2']
+  const launcher = spawn(process.execPath, [...args, '--epochs', '60', ...rest])
+  let stderr = ''
+  launcher.stderr.on('data', (d) => {
+    stderr += d
+    // Stop once the second epoch has begun.
+    if (/epoch 2\/60/.test(stderr) && launcher.exitCode === null && !launcher.killed) launcher.kill('SIGINT')
+  })
+  const status = await new Promise((done) => launcher.on('close', done))
+  t.is(status, 130, stderr.slice(-2000))
+  t.regex(stderr, /\[launcher\] rank \d stopped first \(exit 130\); exits: rank 0 130, rank 1 130/)
+  const state = JSON.parse(readFileSync(join(out, 'models', 'audio', 'last.state.json'), 'utf8')) as { epoch: number; worldSize: number }
+  t.is(state.worldSize, 2)
+  t.true(state.epoch < 60, `stopped at epoch ${state.epoch}`)
+  const resumed = spawnSync(process.execPath, [...args, '--epochs', '60', ...rest, '--resume'], { encoding: 'utf8', timeout: 300_000 })
+  t.is(resumed.status, 0, resumed.stderr.slice(-2000))
+  t.true(existsSync(join(out, 'report.md')))
+  t.log(`stopped after epoch ${state.epoch} of 60; the resumed run finished`)
+})
+
 test.serial('train under the real torchrun (--no-python) joins its world and writes one run directory', async (t) => {
   const why = cannotRun()
   if (why) return skip(t, why)

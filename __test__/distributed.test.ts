@@ -128,7 +128,7 @@ test.serial('a port in use and an unreachable store are DISTRIBUTED errors that 
   t.log(`unreachable store reported after ${((Date.now() - started) / 1000).toFixed(1)} s (timeout 3 s)`)
 })
 
-test.serial('cv --nproc-per-node 2 gives the figures of the serial run', async (t) => {
+test.serial('cv --nproc-per-node 2, and under torchrun, gives the figures of the serial run', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   const args = (out: string) => [
     cli,
@@ -172,6 +172,18 @@ test.serial('cv --nproc-per-node 2 gives the figures of the serial run', async (
   t.deepEqual(figures(parallelOut), figures(serialOut))
   const result = JSON.parse(parallel.stdout.trim().split('\n').pop()!)
   t.deepEqual(result.finished, [0, 1, 2])
+  // The same command under the real torchrun (its agent store and variables): the same figures.
+  const python = referencePython()
+  const torchrun = python && join(dirname(python), 'torchrun')
+  if (!torchrun || !existsSync(torchrun)) return t.log('no torchrun in the contributor venv: the torchrun half skipped')
+  const torchrunOut = join(tempDir('ep-cv-torchrun-'), 'cv')
+  const launched = spawnSync(torchrun, ['--standalone', '--nproc-per-node', '2', '--no-python', process.execPath, ...args(torchrunOut)], {
+    env,
+    encoding: 'utf8',
+    timeout: 300_000,
+  })
+  t.is(launched.status, 0, launched.stderr.slice(-3000))
+  t.deepEqual(figures(torchrunOut), figures(serialOut))
 })
 
 test.serial(
