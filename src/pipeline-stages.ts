@@ -160,18 +160,48 @@ interface Rows {
  */
 async function featurise(run: Run, split: Split, models: ModelName[]): Promise<Parts> {
   const { options } = run
-  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features'))
   const all = [...split.train, ...split.val, ...split.test]
   const paths = all.map((i) => i.path)
   const common = {
     device: options.device ?? 'auto',
-    cacheDir,
+    cacheDir: options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features')),
     strict: options.strict ?? false,
     signal: options.signal,
     maxDuration: options.maxDuration,
     // Each rank computes its share into the cache, then every rank reads the whole set.
     world: run.world,
   }
+  const { mel, embedding } = await extractRows(run, paths, models, common)
+  const failures = reportCutAndSkipped(run, paths, mel, embedding)
+  const part = (list: DatasetItem[], offset: number): Part => {
+    const inputs = list.map((_, i) => offset + i).filter((i) => !failures.has(i))
+    return {
+      items: inputs.map((i) => all[i]),
+      mel: mel && (rowsOf(mel, inputs) as TrainSet['mel']),
+      embedding: embedding && (rowsOf(embedding, inputs) as TrainSet['embedding']),
+    }
+  }
+  const train = part(split.train, 0)
+  const val = part(split.val, split.train.length)
+  const test = part(split.test, split.train.length + split.val.length)
+  if (train.items.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
+  const speeds = options.speedPerturb ?? defaultSpeedPerturb(options.preset)
+  if (embedding && speeds.length) train.perturbed = await perturbed(run, train.items, speeds, common)
+  const encoderSource = embedding && (await encoderIdentity(options, embedding))
+  if (options.speakerNorm && embedding) speakerNormalise(run, all, [train, val, test])
+  return { train, val, test, encoderSource }
+}
+
+type FeatureOptions = Parameters<typeof perturbed>[3]
+
+/** The log-mel and encoder states the models need, of every clip (cached). */
+async function extractRows(
+  run: Run,
+  paths: string[],
+  models: ModelName[],
+  common: FeatureOptions,
+): Promise<{ mel?: Rows; embedding?: Rows }> {
+  const { options } = run
   const mel: Rows | undefined = models.some((m) => uses(m, 'mel'))
     ? await run.stage('features', 'log-mel spectrograms', () =>
         extractMel(paths, { ...common, mel: options.mel, onProgress: (e) => run.emit({ type: 'features', done: e.done, total: e.total }) }),
@@ -194,7 +224,20 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
         }),
       )
     : undefined
-  // Clips longer than a model's window: only the window was used. Said, never silent.
+  return { mel, embedding }
+}
+
+/**
+ * Says which clips were cut to a model's window and which could not be decoded (events and report
+ * notes, never silent); returns the undecodable ones by row.
+ */
+function reportCutAndSkipped(
+  run: Run,
+  paths: string[],
+  mel?: Rows,
+  embedding?: Rows,
+): Map<number, { path: string; code: string; message: string }> {
+  const { options } = run
   for (const [rows, window] of [
     [mel, `the ${options.mel?.durationSeconds ?? DEFAULTS.MelConfig.durationSeconds} s mel window`],
     [embedding, "Whisper's 30 s window"],
@@ -216,21 +259,12 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   for (const s of skipped) run.emit({ type: 'skipped', ...s })
   if (skipped.length > 0)
     run.notes.push(`Skipped ${skipped.length} clip(s) that could not be decoded: ${skipped.map((s) => s.path).join(', ')}.`)
-  const part = (list: DatasetItem[], offset: number): Part => {
-    const inputs = list.map((_, i) => offset + i).filter((i) => !failures.has(i))
-    return {
-      items: inputs.map((i) => all[i]),
-      mel: mel && (rowsOf(mel, inputs) as TrainSet['mel']),
-      embedding: embedding && (rowsOf(embedding, inputs) as TrainSet['embedding']),
-    }
-  }
-  const train = part(split.train, 0)
-  const val = part(split.val, split.train.length)
-  const test = part(split.test, split.train.length + split.val.length)
-  if (train.items.length === 0) throw new EmotionPipelineError('DATASET', 'no training clip could be decoded (see the skipped events)')
-  const speeds = options.speedPerturb ?? defaultSpeedPerturb(options.preset)
-  if (embedding && speeds.length) train.perturbed = await perturbed(run, train.items, speeds, common)
-  const encoderSource: EncoderIdentity | undefined = embedding && {
+  return failures
+}
+
+/** What a model on these encoder states records of its encoder. */
+async function encoderIdentity(options: PipelineOptions, embedding: Rows): Promise<EncoderIdentity> {
+  return {
     ...(await encoderLocation(options.encoder ?? DEFAULT_ENCODER, { signal: options.signal })),
     sha256: (embedding as Rows & { modelSha256: string }).modelSha256,
     input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
@@ -239,19 +273,20 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
     speakerNorm: options.speakerNorm === true,
     heads: (embedding as Rows & { heads: number }).heads,
   }
-  if (options.speakerNorm && embedding) {
-    const unnamed = all.filter((i) => i.speaker === '').length
-    if (unnamed > 0) {
-      const message = `speakerNorm: ${unnamed} clip(s) name no speaker and are standardised together, as one speaker`
-      run.emit({ type: 'warning', model: 'encoder', message })
-      run.notes.push(`${message}.`)
-    }
-    normaliseBySpeaker([train, val, test])
-    run.notes.push(
-      "Per-speaker normalisation: each speaker's encoder states were standardised with the mean and deviation of all of that speaker's clips, test speakers included (their unlabelled audio is used).",
-    )
+}
+
+/** `speakerNorm`: each speaker's states standardised by all of that speaker's clips (said in the report). */
+function speakerNormalise(run: Run, all: DatasetItem[], parts: Part[]): void {
+  const unnamed = all.filter((i) => i.speaker === '').length
+  if (unnamed > 0) {
+    const message = `speakerNorm: ${unnamed} clip(s) name no speaker and are standardised together, as one speaker`
+    run.emit({ type: 'warning', model: 'encoder', message })
+    run.notes.push(`${message}.`)
   }
-  return { train, val, test, encoderSource }
+  normaliseBySpeaker(parts)
+  run.notes.push(
+    "Per-speaker normalisation: each speaker's encoder states were standardised with the mean and deviation of all of that speaker's clips, test speakers included (their unlabelled audio is used).",
+  )
 }
 
 /** Encoder states of the training clips at each speed of `speedPerturb` (cached like the others). */

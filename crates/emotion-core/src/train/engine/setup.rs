@@ -33,9 +33,6 @@ impl<'a> Trainer<'a> {
         let threads = enter_job_settings(config, device);
         let mut warn = |message: String| emit(TrainEvent::Warning { model: kind, message });
         let (sync_free, side_stream) = window_modes(config, device, world.is_some(), &mut warn);
-        if world.is_none() && config.run.check_replicas {
-            warn("checkReplicas: read only in a data-parallel job (a world of several ranks); ignored".into());
-        }
         let job_no = world.map(|w| w.next("train"));
         let rank0 = world.is_none_or(|w| w.options.rank == 0);
         let world_size = world.map_or(1, |w| w.options.world_size);
@@ -126,6 +123,9 @@ fn class_weight_tensor(weights: &[f64], device: Device) -> Tensor {
 fn window_modes(config: &Job, device: Device, world: bool, warn: &mut dyn FnMut(String)) -> (bool, Option<SideStream>) {
     if world {
         return (false, data_parallel_modes(config, warn));
+    }
+    if config.run.check_replicas {
+        warn("checkReplicas: read only in a data-parallel job (a world of several ranks); ignored".into());
     }
     let sync_free = config.run.sync_free.unwrap_or(device.is_cuda());
     (sync_free, side_stream(config, device, sync_free, warn))
