@@ -261,28 +261,7 @@ pub fn extract_mel(
         cancel.check()?;
         let first = batch_no * options.batch_size;
         let loaded = load_parallel(batch, first, options, threads, cache.as_ref());
-        let mut rows: Vec<(usize, Row)> = Vec::with_capacity(batch.len());
-        let mut waves: Vec<Wave> = Vec::new();
-        for (offset, result) in loaded.into_iter().enumerate() {
-            let index = first + offset;
-            if let Ok((_, true)) = &result {
-                out.cut.push(index);
-            }
-            match result.map(|(loaded, _)| loaded) {
-                Ok(Loaded::Cached(features)) => rows.push((index, Row::Cached(features))),
-                Ok(Loaded::Wave { samples, cache_key }) => {
-                    rows.push((index, Row::Computed(waves.len())));
-                    waves.push((index, samples, cache_key));
-                }
-                Err(e) if options.strict => return Err(e),
-                Err(e) => out.failed.push(FailedInput {
-                    index,
-                    path: batch[offset].label(index),
-                    code: e.code(),
-                    message: e.to_string(),
-                }),
-            }
-        }
+        let (rows, waves) = sort_loaded(loaded, batch, first, options.strict, &mut out)?;
         // The batch's features, row-major `[waves, n_mels, frames]`, read straight from libtorch's output.
         let mel = if waves.is_empty() { None } else { Some(mel_of(&extractor, &waves, options.mel.num_samples())?) };
         let mel_rows: &[f32] = match &mel {
@@ -312,6 +291,40 @@ pub fn extract_mel(
     out.shape[0] = out.indices.len();
     out.cache = cache.map(|c| c.stats());
     Ok(out)
+}
+
+/// A batch's loaded inputs sorted into rows in input order (cached features, or waveforms to compute),
+/// with cut and failed inputs recorded in `out` (a failure stops the extraction when `strict`).
+fn sort_loaded<'a>(
+    loaded: Vec<Result<(Loaded<'a>, bool)>>,
+    batch: &[AudioInput],
+    first: usize,
+    strict: bool,
+    out: &mut MelFeatures,
+) -> Result<(Vec<(usize, Row)>, Vec<Wave<'a>>)> {
+    let mut rows: Vec<(usize, Row)> = Vec::with_capacity(batch.len());
+    let mut waves: Vec<Wave> = Vec::new();
+    for (offset, result) in loaded.into_iter().enumerate() {
+        let index = first + offset;
+        if let Ok((_, true)) = &result {
+            out.cut.push(index);
+        }
+        match result.map(|(loaded, _)| loaded) {
+            Ok(Loaded::Cached(features)) => rows.push((index, Row::Cached(features))),
+            Ok(Loaded::Wave { samples, cache_key }) => {
+                rows.push((index, Row::Computed(waves.len())));
+                waves.push((index, samples, cache_key));
+            }
+            Err(e) if strict => return Err(e),
+            Err(e) => out.failed.push(FailedInput {
+                index,
+                path: batch[offset].label(index),
+                code: e.code(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok((rows, waves))
 }
 
 /// Log-mel of equal-length waveforms (each `n` samples): they are copied once, into the input tensor,
