@@ -293,6 +293,9 @@ pub fn extract_mel(
     Ok(out)
 }
 
+/// A batch's rows in input order (each cached, or the index of its waveform) and the waveforms to compute.
+type SortedBatch<'a> = (Vec<(usize, Row)>, Vec<Wave<'a>>);
+
 /// A batch's loaded inputs sorted into rows in input order (cached features, or waveforms to compute),
 /// with cut and failed inputs recorded in `out` (a failure stops the extraction when `strict`).
 fn sort_loaded<'a>(
@@ -301,7 +304,7 @@ fn sort_loaded<'a>(
     first: usize,
     strict: bool,
     out: &mut MelFeatures,
-) -> Result<(Vec<(usize, Row)>, Vec<Wave<'a>>)> {
+) -> Result<SortedBatch<'a>> {
     let mut rows: Vec<(usize, Row)> = Vec::with_capacity(batch.len());
     let mut waves: Vec<Wave> = Vec::new();
     for (offset, result) in loaded.into_iter().enumerate() {
