@@ -6,10 +6,9 @@
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { extractEmbeddings, extractMel, indexDataset } from '../src/index.js'
-import { haveRavdess, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
+import { haveRavdess, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir, freePort } from './helpers.js'
 
 const root = resolve(import.meta.dirname, '..')
 const cli = join(root, 'dist', 'cli.js')
@@ -23,16 +22,6 @@ const NO_GLOO = existsSync(GLOO) ? undefined : `${GLOO} was not built (no apt?):
 
 /** Why this test cannot run here (no data, no Gloo shim), or undefined. */
 const cannotRun = () => (!haveRavdess ? NO_DATA : NO_GLOO)
-
-async function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const server = createServer()
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => done(port))
-    })
-  })
-}
 
 type Features = { file: string; input: 'mel' | 'embedding'; shape: number[]; labels: number[] }
 const features = new Map<string, Promise<Features>>()

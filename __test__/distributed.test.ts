@@ -4,23 +4,12 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { extractEmbeddings } from '../src/index.js'
-import { haveRavdess, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir } from './helpers.js'
+import { haveRavdess, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir, freePort } from './helpers.js'
 
 const cli = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
 const dist = resolve(import.meta.dirname, '..', 'dist', 'distributed.js')
-
-async function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const server = createServer()
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => done(port))
-    })
-  })
-}
 
 /** A worker script: joins the world in its environment, then runs `body` (an async function of `world`). */
 function worker(body: string): string {

@@ -1,3 +1,4 @@
+import { createServer } from 'node:net'
 import { inflateSync } from 'node:zlib'
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -182,4 +183,15 @@ export function decodePng(path: string): { width: number; height: number } {
   if (raw.length !== height * (1 + width * channels))
     throw new Error(`${path}: pixel data ${raw.length} bytes, expected ${height * (1 + width * channels)}`)
   return { width, height }
+}
+
+/** A free TCP port on 127.0.0.1 (a store for a world of test processes). */
+export async function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const server = createServer()
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => done(port))
+    })
+  })
 }
