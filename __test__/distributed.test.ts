@@ -4,6 +4,7 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { extractEmbeddings } from '../src/index.js'
 import { haveRavdess, NO_DATA, ravdessDir, referencePython, runAsync, skip, tempDir, freePort } from './helpers.js'
