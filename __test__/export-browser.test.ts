@@ -2,10 +2,10 @@
 // page labels 5 real clips as the library does, and the microphone path (Chromium's fake capture
 // device playing a RAVDESS clip) records, resamples and labels what it heard as the library labels
 // the same samples. The model is the recommended kind: a head on whisper-base states.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { join, resolve } from 'node:path'
 import { spawnSync } from 'node:child_process'
-import puppeteer from 'puppeteer-core'
+import puppeteer, { type Page } from 'puppeteer-core'
 import { extractEmbeddings, installedEncoderDir, loadModel, train } from '../src/index.js'
 import { findChromium } from '../scripts/browser.mjs'
 import { haveWavs, listAudio, NO_WAVS, skip, tempDir, wavDir } from './helpers.js'
@@ -24,13 +24,8 @@ interface PageResult {
   timeline: { start: number; end: number; label: string }[]
 }
 
-test('the browser folder labels real clips and the microphone in headless Chromium as the library does', async (t) => {
-  if (!haveWavs) return skip(t, NO_WAVS)
-  const chromium = findChromium()
-  if (!chromium) return skip(t, 'no chromium (setup installs it where apt-get can; or set CHROMIUM_PATH): skipped')
-  if (!installedEncoderDir('whisper-base')) return skip(t, 'whisper-base is not installed (npm run setup installs it): skipped')
-  const files = listAudio(wavDir)
-  const embedding = await extractEmbeddings(files, { encoder: 'whisper-base', precision: 'fp32', device: 'cpu' })
+/** An encoder head trained on `files` (RAVDESS names carry the label), saved to a new folder. */
+async function trainEncoderHead(files: string[], embedding: Awaited<ReturnType<typeof extractEmbeddings>>): Promise<string> {
   const modelDir = tempDir('ep-browser-model-')
   await train({
     model: 'encoder',
@@ -52,6 +47,17 @@ test('the browser folder labels real clips and the microphone in headless Chromi
       speakerNorm: false,
     },
   })
+  return modelDir
+}
+
+test('the browser folder labels real clips and the microphone in headless Chromium as the library does', async (t) => {
+  if (!haveWavs) return skip(t, NO_WAVS)
+  const chromium = findChromium()
+  if (!chromium) return skip(t, 'no chromium (setup installs it where apt-get can; or set CHROMIUM_PATH): skipped')
+  if (!installedEncoderDir('whisper-base')) return skip(t, 'whisper-base is not installed (npm run setup installs it): skipped')
+  const files = listAudio(wavDir)
+  const embedding = await extractEmbeddings(files, { encoder: 'whisper-base', precision: 'fp32', device: 'cpu' })
+  const modelDir = await trainEncoderHead(files, embedding)
   const model = await loadModel(modelDir, { device: 'cpu' })
   const dir = join(tempDir('ep-browser-'), 'site')
   // From the CLI, as the README shows it.
@@ -117,34 +123,39 @@ test('the browser folder labels real clips and the microphone in headless Chromi
     })
     t.log(`5 files in Chromium: labels equal; probabilities within ${largest.toExponential(2)} of the library's (browser resampling)`)
 
-    await tab.click('#record')
-    await tab.waitForFunction(
-      () => {
-        const e = (window as unknown as { emotion: { results: PageResult[]; error: string | null } }).emotion
-        return e.error !== null || e.results.some((r) => r.source === 'microphone')
-      },
-      { timeout: 60_000 },
-    )
-    const mic = (await tab.evaluate(() => {
-      const e = (window as unknown as { emotion: { results: PageResult[]; error: string | null; lastRecording: Float32Array } }).emotion
-      return { error: e.error, result: e.results.find((r) => r.source === 'microphone'), samples: Array.from(e.lastRecording ?? []) }
-    })) as { error: string | null; result?: PageResult; samples: number[] }
-    t.is(mic.error, null)
-    const samples = Float32Array.from(mic.samples)
-    const rms = Math.sqrt(samples.reduce((a, b) => a + b * b, 0) / samples.length)
-    t.true(samples.length === 4 * 16000 && rms > 1e-3, `recorded ${samples.length} samples, RMS ${rms}`)
-    // The library on the very samples the page recorded: the same label and probabilities.
-    const [ours] = await model.predict([{ samples, sampleRate: 16000 }], { strict: true })
-    const theirs = mic.result!
-    t.is(theirs.label, (ours as { label: string }).label)
-    const diff = Math.max(...theirs.scores.map((s, k) => Math.abs(s - (ours as { probabilities: number[] }).probabilities[k])))
-    t.true(diff < 1e-3, `${diff}`)
-    t.log(
-      `microphone (fake capture of ${micClip.split('/').pop()}): RMS ${rms.toFixed(4)}, label ${theirs.label}, within ${diff.toExponential(2)} of the library on the same samples`,
-    )
+    await checkMicrophone(t, tab, model, micClip)
     t.deepEqual(errors, [])
   } finally {
     await browser.close()
     server.close()
   }
 })
+
+/** The page's Record button on Chromium's fake capture of `micClip`: the page and the library agree on its samples. */
+async function checkMicrophone(t: ExecutionContext, tab: Page, model: Awaited<ReturnType<typeof loadModel>>, micClip: string) {
+  await tab.click('#record')
+  await tab.waitForFunction(
+    () => {
+      const e = (window as unknown as { emotion: { results: PageResult[]; error: string | null } }).emotion
+      return e.error !== null || e.results.some((r) => r.source === 'microphone')
+    },
+    { timeout: 60_000 },
+  )
+  const mic = (await tab.evaluate(() => {
+    const e = (window as unknown as { emotion: { results: PageResult[]; error: string | null; lastRecording: Float32Array } }).emotion
+    return { error: e.error, result: e.results.find((r) => r.source === 'microphone'), samples: Array.from(e.lastRecording ?? []) }
+  })) as { error: string | null; result?: PageResult; samples: number[] }
+  t.is(mic.error, null)
+  const samples = Float32Array.from(mic.samples)
+  const rms = Math.sqrt(samples.reduce((a, b) => a + b * b, 0) / samples.length)
+  t.true(samples.length === 4 * 16000 && rms > 1e-3, `recorded ${samples.length} samples, RMS ${rms}`)
+  // The library on the very samples the page recorded: the same label and probabilities.
+  const [ours] = await model.predict([{ samples, sampleRate: 16000 }], { strict: true })
+  const theirs = mic.result!
+  t.is(theirs.label, (ours as { label: string }).label)
+  const diff = Math.max(...theirs.scores.map((s, k) => Math.abs(s - (ours as { probabilities: number[] }).probabilities[k])))
+  t.true(diff < 1e-3, `${diff}`)
+  t.log(
+    `microphone (fake capture of ${micClip.split('/').pop()}): RMS ${rms.toFixed(4)}, label ${theirs.label}, within ${diff.toExponential(2)} of the library on the same samples`,
+  )
+}

@@ -4,7 +4,7 @@
 // then train the default model from the CLI and from a TypeScript file compiled with `tsc --strict`
 // against the installed types (no skipLibCheck), and predict. Every command the README names runs here
 // from the tarball: download (against a local Zenodo), demo without data, bench, install-models.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { basename, delimiter, join, resolve } from 'node:path'
@@ -240,17 +240,7 @@ test.serial(
     const site = JSON.parse(timed('export --browser', ['export', '--run', out, '--browser', join(exportDir, 'site'), '--json']).stdout)
     for (const f of ['index.html', 'app.js', 'recorder-worklet.js', 'ort/ort-wasm-simd-threaded.wasm'])
       t.true(existsSync(join(site.dir, f)), f)
-    const ortUser = join(p.dir, 'run-onnx.mjs')
-    writeFileSync(
-      ortUser,
-      `import * as ort from ${JSON.stringify(import.meta.resolve('onnxruntime-node'))}
-const s = await ort.InferenceSession.create(process.argv[2])
-const r = await s.run({ samples: new ort.Tensor('float32', new Float32Array(32000).map((_, i) => Math.sin(i / 9) * 0.1), [1, 32000]) })
-console.log(JSON.stringify(Array.from(r.scores.data)))`,
-    )
-    const ortRun = spawnSync(process.execPath, [ortUser, exported.path], { cwd: p.dir, env, encoding: 'utf8' })
-    t.is(ortRun.status, 0, ortRun.stderr)
-    const probabilities = JSON.parse(ortRun.stdout) as number[]
+    const probabilities = runInOnnxRuntime(t, p, env, exported.path)
     t.is(probabilities.length, 8)
     t.true(Math.abs(probabilities.reduce((a, b) => a + b, 0) - 1) < 1e-4)
 
@@ -266,15 +256,7 @@ console.log(JSON.stringify(Array.from(r.scores.data)))`,
     t.is(fromTs.ld, null, 'no LD_LIBRARY_PATH needed')
     t.true(readdirSync(join(cache, 'features')).length > 0, 'the feature cache lives under $EMOTION_PIPELINE_CACHE')
 
-    // What the cache holds, and cleaning one part of it, from the installed CLI.
-    const listed = JSON.parse(run(p, ['cache', 'list', '--json'], env).stdout)
-    const bytesOf = (part: string) =>
-      listed.entries.filter((e: { part: string }) => e.part === part).reduce((n: number, e: { bytes: number }) => n + e.bytes, 0)
-    t.true(bytesOf('encoders') >= 145e6 && bytesOf('features') > 0, JSON.stringify(listed))
-    const cleaned = run(p, ['cache', 'clean', '--what', 'features', '--json'], env)
-    t.is(cleaned.status, 0, cleaned.stderr)
-    t.false(existsSync(join(cache, 'features')))
-    t.true(existsSync(join(cache, 'encoders')), 'the other parts stay')
+    checkCacheCommands(t, p, env, cache)
   },
 )
 
@@ -522,3 +504,30 @@ test.serial(
     }
   },
 )
+
+/** What the cache holds, and cleaning one part of it, from the installed CLI. */
+function checkCacheCommands(t: ExecutionContext, p: Project, env: NodeJS.ProcessEnv, cache: string) {
+  const listed = JSON.parse(run(p, ['cache', 'list', '--json'], env).stdout)
+  const bytesOf = (part: string) =>
+    listed.entries.filter((e: { part: string }) => e.part === part).reduce((n: number, e: { bytes: number }) => n + e.bytes, 0)
+  t.true(bytesOf('encoders') >= 145e6 && bytesOf('features') > 0, JSON.stringify(listed))
+  const cleaned = run(p, ['cache', 'clean', '--what', 'features', '--json'], env)
+  t.is(cleaned.status, 0, cleaned.stderr)
+  t.false(existsSync(join(cache, 'features')))
+  t.true(existsSync(join(cache, 'encoders')), 'the other parts stay')
+}
+
+/** A user's own onnxruntime-node (the repository's here) running an exported file: its 8 scores. */
+function runInOnnxRuntime(t: ExecutionContext, p: Project, env: NodeJS.ProcessEnv, model: string): number[] {
+  const ortUser = join(p.dir, 'run-onnx.mjs')
+  writeFileSync(
+    ortUser,
+    `import * as ort from ${JSON.stringify(import.meta.resolve('onnxruntime-node'))}
+const s = await ort.InferenceSession.create(process.argv[2])
+const r = await s.run({ samples: new ort.Tensor('float32', new Float32Array(32000).map((_, i) => Math.sin(i / 9) * 0.1), [1, 32000]) })
+console.log(JSON.stringify(Array.from(r.scores.data)))`,
+  )
+  const ortRun = spawnSync(process.execPath, [ortUser, model], { cwd: p.dir, env, encoding: 'utf8' })
+  t.is(ortRun.status, 0, ortRun.stderr)
+  return JSON.parse(ortRun.stdout) as number[]
+}

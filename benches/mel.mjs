@@ -8,7 +8,7 @@
 //
 //   node benches/mel.mjs [--data DIR] [--clips N] [--device cpu|cuda] [--batch 64] [--repeats 3] [--device-batch 256]
 import { execFileSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -85,13 +85,18 @@ const onDevice = timeMelOnDevice({ device, batch: Number(values['device-batch'])
 const python = referencePython()
 let reference = null
 if (python) {
-  const listing = join(tmpdir(), `ep-bench-files-${process.pid}.txt`)
-  const wavesPath = join(tmpdir(), `ep-bench-waves-${process.pid}.f32`)
-  writeFileSync(listing, files.join('\n'))
-  writeFileSync(wavesPath, fitted)
-  const script = resolve(import.meta.dirname, 'reference', 'mel_bench.py')
-  const args = [script, listing, wavesPath, device, String(batchSize), String(repeats)]
-  reference = JSON.parse(execFileSync(python, args, { encoding: 'utf8' }))
+  const scratch = mkdtempSync(join(tmpdir(), 'ep-bench-mel-'))
+  try {
+    const listing = join(scratch, 'files.txt')
+    const wavesPath = join(scratch, 'waves.f32')
+    writeFileSync(listing, files.join('\n'))
+    writeFileSync(wavesPath, fitted)
+    const script = resolve(import.meta.dirname, 'reference', 'mel_bench.py')
+    const args = [script, listing, wavesPath, device, String(batchSize), String(repeats)]
+    reference = JSON.parse(execFileSync(python, args, { encoding: 'utf8' }))
+  } finally {
+    rmSync(scratch, { recursive: true, force: true })
+  }
 }
 
 const rate = (seconds) => ({

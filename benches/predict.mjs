@@ -8,7 +8,7 @@
 //
 //   node benches/predict.mjs [--data DIR] [--device cpu] [--hour 3600] [--out FILE] [--no-timeline]
 import { execFileSync } from 'node:child_process'
-import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -30,26 +30,38 @@ const { values } = parseArgs({
 })
 
 /**
- * This process's peak resident set (VmHWM). Not `resourceUsage().maxRSS`: Linux carries ru_maxrss over
- * fork and exec, so a child would report the parent's peak (the bench's own, hundreds of MB more).
+ * A /proc/self/status figure in MB: VmRSS now, VmHWM this process's peak. Not `resourceUsage().maxRSS`:
+ * Linux carries ru_maxrss over fork and exec, so a child would report the parent's peak.
  */
-function peakRssMB() {
-  const hwm = readFileSync('/proc/self/status', 'utf8').match(/^VmHWM:\s+(\d+) kB/m)
-  return Number(hwm[1]) / 1024
+function statusMB(field) {
+  return Number(readFileSync('/proc/self/status', 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'))[1]) / 1024
 }
 
 if (values['timeline-child']) {
   const model = await loadRun(values.run, { device: values.device })
+  // The resident set sampled every 5 ms while the native side works (it runs off the event loop): its
+  // peak in each quarter of the recording tells a leak (rising quarters) from one batch's transient.
+  const quarters = [0, 0, 0, 0]
+  let at = 0
+  const sampler = setInterval(() => {
+    const q = Math.min(3, Math.floor(at * 4))
+    quarters[q] = Math.max(quarters[q], statusMB('VmRSS'))
+  }, 5)
   const started = performance.now()
-  const t = await model.timeline(values['timeline-child'], { device: values.device })
+  const file = values['timeline-child']
+  const total = statSync(file).size / (2 * 16000) // seconds: writeRecording's 16-bit mono at 16 kHz
+  const t = await model.timeline(file, { device: values.device, onProgress: (s) => (at = s / total) })
   const seconds = (performance.now() - started) / 1000
+  clearInterval(sampler)
   console.log(
     JSON.stringify({
       audioSeconds: t.seconds,
       seconds,
       realTimeFactor: t.seconds / seconds,
       windows: t.segments.length,
-      maxRssMB: peakRssMB(),
+      maxRssMB: statusMB('VmHWM'),
+      peakRssByQuarterMB: quarters.map(Math.round),
+      endRssMB: statusMB('VmRSS'),
     }),
   )
   process.exit(0)
@@ -149,7 +161,7 @@ async function measure(name, runDir, clips, paths, rate, files) {
 
 /** The model exported to ONNX in onnxruntime-node against native predict, on the same 3 s samples. */
 async function onnxRow(model, paths) {
-  const exported = await model.export({ out: join(tmpdir(), `ep-bench-${process.pid}.onnx`) })
+  const exported = await model.export({ out: join(scratch, `${model.meta.spec.kind}.onnx`) })
   const rate = exported.sampleRate
   const n = 3 * rate
   const crops = []
@@ -200,14 +212,20 @@ const paths = split.test.slice(0, 64).map((i) => i.path)
 const rate = 16000
 const clips = []
 for (const p of paths.slice(0, 40)) clips.push((await decodeAudio(p, { sampleRate: rate })).samples)
-const dir = tmpdir()
-const files = { '30s': join(dir, 'ep-bench-30s.wav'), '1h': join(dir, 'ep-bench-1h.wav') }
-writeRecording(files['30s'], clips, rate, 30)
-writeRecording(files['1h'], clips, rate, Number(values.hour))
-const rows = [
-  await measure('default (encoder)', encoderDir, clips, paths, rate, files),
-  await measure('CNN (audio)', cnnDir, clips, paths, rate, files),
-]
+// The recordings and exported files live in one scratch folder, removed at the end (the hour is 115 MB).
+const scratch = mkdtempSync(join(tmpdir(), 'ep-bench-predict-'))
+const files = { '30s': join(scratch, '30s.wav'), '1h': join(scratch, '1h.wav') }
+let rows
+try {
+  writeRecording(files['30s'], clips, rate, 30)
+  writeRecording(files['1h'], clips, rate, Number(values.hour))
+  rows = [
+    await measure('default (encoder)', encoderDir, clips, paths, rate, files),
+    await measure('CNN (audio)', cnnDir, clips, paths, rate, files),
+  ]
+} finally {
+  rmSync(scratch, { recursive: true, force: true })
+}
 const result = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, device: values.device }, hourSeconds: Number(values.hour), rows }
 console.log(JSON.stringify(result, null, 1))
 if (values.out) writeFileSync(values.out, `${JSON.stringify(result, null, 1)}\n`)

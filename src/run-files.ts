@@ -43,21 +43,7 @@ export function writeRunFiles(
     reference: REFERENCE_ACCURACY,
     split: { ...splitSummary, seed },
     skipped: run.skipped,
-    models: Object.fromEntries(
-      Object.entries(trained).map(([m, result]) => [
-        m,
-        {
-          test: result.test,
-          val: result.val,
-          bestEpoch: result.bestEpoch,
-          epochs: result.history.length,
-          trainSeconds: trainingSeconds(result),
-          seconds: result.seconds,
-          precision: result.precision,
-          device: result.device,
-        },
-      ]),
-    ),
+    models: modelMetrics(trained),
     stageSeconds,
   })
   writeFileAtomic(paths.metrics, JSON.stringify(metrics, null, 1))
@@ -69,20 +55,7 @@ export function writeRunFiles(
       split: split.options,
       // The pipeline-level settings as the core resolves them (no default restated here)…
       ...pipelineLevel(options, seed, r.models[0]),
-      encoder: r.models.some((m) => uses(m, 'embedding'))
-        ? {
-            encoder: options.encoder ?? DEFAULT_ENCODER,
-            input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
-            pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
-            // The precision the states were computed in (`auto` resolved on this machine).
-            precision:
-              Object.values(trained).find((t) => t?.spec.inputs.embedding)?.spec.inputs.embedding?.encoder?.precision ??
-              options.encoderPrecision ??
-              'auto',
-            speedPerturb: options.speedPerturb ?? defaultSpeedPerturb(options.preset),
-            speakerNorm: options.speakerNorm ?? false,
-          }
-        : null,
+      encoder: r.models.some((m) => uses(m, 'embedding')) ? encoderSettings(options, trained) : null,
       // …and per model, as each job ran (defaults filled in); data-derived fields left out.
       trainConfig: Object.fromEntries(
         Object.entries(trained).map(([m, result]) => [
@@ -104,12 +77,7 @@ export function writeRunFiles(
     dataset: { root: index.root, items: index.items.length, duplicates: index.duplicates.length, problems: index.problems.length },
   })
   writeFileAtomic(paths.config, JSON.stringify(config, null, 1))
-  if (index.duplicates.length)
-    notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
-  if (index.problems.length)
-    notes.push(
-      `${index.problems.length} file(s) left out by indexing: ${index.problems.map((p) => `${basename(p.path)} (${p.kind}: ${p.message})`).join('; ')}.`,
-    )
+  notes.push(...indexNotes(index))
   writeFileAtomic(
     paths.report,
     reportMarkdown({
@@ -123,6 +91,53 @@ export function writeRunFiles(
     }),
   )
   files.push(RUN_FILES.history, RUN_FILES.metrics, RUN_FILES.config, RUN_FILES.report)
+}
+
+/** metrics.json's per-model figures. */
+function modelMetrics(trained: Record<string, TrainResult>) {
+  return Object.fromEntries(
+    Object.entries(trained).map(([m, result]) => [
+      m,
+      {
+        test: result.test,
+        val: result.val,
+        bestEpoch: result.bestEpoch,
+        epochs: result.history.length,
+        trainSeconds: trainingSeconds(result),
+        seconds: result.seconds,
+        precision: result.precision,
+        device: result.device,
+      },
+    ]),
+  )
+}
+
+/** The encoder settings a run's states were computed with, defaults filled in. */
+function encoderSettings(options: Run['options'], trained: Record<string, TrainResult>) {
+  return {
+    encoder: options.encoder ?? DEFAULT_ENCODER,
+    input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
+    pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
+    // The precision the states were computed in (`auto` resolved on this machine).
+    precision:
+      Object.values(trained).find((t) => t?.spec.inputs.embedding)?.spec.inputs.embedding?.encoder?.precision ??
+      options.encoderPrecision ??
+      'auto',
+    speedPerturb: options.speedPerturb ?? defaultSpeedPerturb(options.preset),
+    speakerNorm: options.speakerNorm ?? false,
+  }
+}
+
+/** The report's notes on clips indexing left out. */
+function indexNotes(index: DatasetIndex): string[] {
+  const notes: string[] = []
+  if (index.duplicates.length)
+    notes.push(`${index.duplicates.length} duplicate clip(s) left out: ${index.duplicates.map((d) => basename(d.path)).join(', ')}.`)
+  if (index.problems.length)
+    notes.push(
+      `${index.problems.length} file(s) left out by indexing: ${index.problems.map((p) => `${basename(p.path)} (${p.kind}: ${p.message})`).join('; ')}.`,
+    )
+  return notes
 }
 
 /**

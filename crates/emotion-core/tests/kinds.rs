@@ -68,7 +68,7 @@ fn the_linear_probe_learns_the_layer_that_carries_the_label_and_predicts_from_it
 }
 
 /// Trains a one-epoch probe into a fresh folder and returns it.
-fn probe_checkpoint(name: &str) -> std::path::PathBuf {
+fn probe_checkpoint(name: &str) -> common::Scratch {
     let dir = tmp(name);
     let config =
         TrainConfig { model: ModelKind::Probe, epochs: Some(1), checkpoint_dir: Some(dir.clone()), ..small_config() };

@@ -340,43 +340,7 @@ fn from_manifest(manifest: &Path, data_root: Option<&Path>, problems: &mut Vec<P
         reason: format!("line {line}: {why}"),
     };
     let jsonl = manifest.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
-    let mut rows = Vec::new();
-    if jsonl {
-        #[derive(Deserialize)]
-        struct Row {
-            path: String,
-            label: String,
-            #[serde(default)]
-            speaker: Option<String>,
-        }
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let row: Row = serde_json::from_str(line).map_err(|e| bad(i + 1, e.to_string()))?;
-            rows.push((row.path, row.label, row.speaker.unwrap_or_default()));
-        }
-    } else {
-        // A real CSV reader (RFC 4180): quoted fields may hold commas, quotes and line breaks.
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
-        let cols: Vec<String> =
-            reader.headers().map_err(|e| bad(1, e.to_string()))?.iter().map(|c| c.to_ascii_lowercase()).collect();
-        if cols.iter().all(|c| c.is_empty()) {
-            return Err(bad(1, "empty manifest".into()));
-        }
-        let col = |name: &str| cols.iter().position(|c| c == name);
-        let (p, l) = (
-            col("path").ok_or_else(|| bad(1, "header needs a `path` column".into()))?,
-            col("label").ok_or_else(|| bad(1, "header needs a `label` column".into()))?,
-        );
-        let s = col("speaker");
-        for record in reader.records() {
-            let record = record.map_err(|e| bad(e.position().map_or(0, |p| p.line() as usize), e.to_string()))?;
-            if record.iter().all(str::is_empty) {
-                continue;
-            }
-            let line = record.position().map_or(0, |p| p.line() as usize);
-            let get = |k: usize| record.get(k).ok_or_else(|| bad(line, format!("expected {} fields", cols.len())));
-            rows.push((get(p)?.to_string(), get(l)?.to_string(), s.map(get).transpose()?.unwrap_or("").to_string()));
-        }
-    }
+    let rows = if jsonl { jsonl_rows(text, &bad)? } else { csv_rows(text, &bad)? };
     let mut out = Vec::new();
     for (path, label, speaker) in rows {
         let full = base.join(&path);
@@ -410,6 +374,52 @@ fn from_manifest(manifest: &Path, data_root: Option<&Path>, problems: &mut Vec<P
         out.push(Candidate { path: full, label, speaker, ravdess });
     }
     Ok(out)
+}
+
+/// A manifest's rows as (path, label, speaker); `bad` makes the error for a line.
+type ManifestRows = Vec<(String, String, String)>;
+
+fn jsonl_rows(text: &str, bad: &dyn Fn(usize, String) -> Error) -> Result<ManifestRows> {
+    #[derive(Deserialize)]
+    struct Row {
+        path: String,
+        label: String,
+        #[serde(default)]
+        speaker: Option<String>,
+    }
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let row: Row = serde_json::from_str(line).map_err(|e| bad(i + 1, e.to_string()))?;
+        rows.push((row.path, row.label, row.speaker.unwrap_or_default()));
+    }
+    Ok(rows)
+}
+
+/// A real CSV reader (RFC 4180): quoted fields may hold commas, quotes and line breaks.
+fn csv_rows(text: &str, bad: &dyn Fn(usize, String) -> Error) -> Result<ManifestRows> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
+    let cols: Vec<String> =
+        reader.headers().map_err(|e| bad(1, e.to_string()))?.iter().map(|c| c.to_ascii_lowercase()).collect();
+    if cols.iter().all(|c| c.is_empty()) {
+        return Err(bad(1, "empty manifest".into()));
+    }
+    let col = |name: &str| cols.iter().position(|c| c == name);
+    let (p, l) = (
+        col("path").ok_or_else(|| bad(1, "header needs a `path` column".into()))?,
+        col("label").ok_or_else(|| bad(1, "header needs a `label` column".into()))?,
+    );
+    let s = col("speaker");
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| bad(e.position().map_or(0, |p| p.line() as usize), e.to_string()))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let get = |k: usize| record.get(k).ok_or_else(|| bad(line, format!("expected {} fields", cols.len())));
+        rows.push((get(p)?.to_string(), get(l)?.to_string(), s.map(get).transpose()?.unwrap_or("").to_string()));
+    }
+    Ok(rows)
 }
 
 type Probed = std::result::Result<(String, u32, Option<f64>), String>;

@@ -101,58 +101,59 @@ pub fn split_dataset(items: &[Item], options: &SplitOptions) -> Result<Split> {
             )?;
             partition_by_speaker(&sorted, &test_set, &val_set)
         }
-        Strategy::Kfold => {
-            let mut by_class = group(&sorted, |i| i.label.clone());
-            let mut test = Vec::new();
-            let mut rest = Vec::new();
-            let mut position = 0usize;
-            for members in by_class.values_mut() {
-                rng.shuffle(members);
-                for item in members.iter() {
-                    if position % options.folds == options.fold {
-                        test.push(*item)
-                    } else {
-                        rest.push(*item)
-                    }
-                    position += 1;
-                }
-            }
-            let n_val = (options.val_fraction * sorted.len() as f64).ceil() as usize;
-            let (train, val) = stratified_take(&rest, n_val, &mut rng);
-            (train, val, test)
-        }
-        Strategy::SpeakerKfold => {
-            let mut speakers: Vec<String> = speakers_of(&sorted)?.into_iter().collect();
-            if speakers.len() < options.folds {
-                return Err(Error::invalid(
-                    "folds",
-                    format!("{} folds but only {} speakers", options.folds, speakers.len()),
-                ));
-            }
-            rng.shuffle(&mut speakers);
-            let test_set: BTreeSet<String> = speakers
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % options.folds == options.fold)
-                .map(|(_, s)| s.clone())
-                .collect();
-            let remaining: BTreeSet<String> = speakers.iter().filter(|s| !test_set.contains(*s)).cloned().collect();
-            let val_set = pick_speakers(
-                &remaining,
-                None,
-                options.val_fraction,
-                &test_set,
-                &mut rng,
-                ("valSpeakers", "valFraction"),
-            )?;
-            partition_by_speaker(&sorted, &test_set, &val_set)
-        }
+        Strategy::Kfold => kfold(&sorted, options, &mut rng),
+        Strategy::SpeakerKfold => speaker_kfold(&sorted, options, &mut rng)?,
     };
     let own = |mut v: Vec<&Item>| {
         v.sort_by(|a, b| a.path.cmp(&b.path));
         v.into_iter().cloned().collect::<Vec<Item>>()
     };
     Ok(Split { options: options.clone(), train: own(train), val: own(val), test: own(test) })
+}
+
+type Parts<'a> = (Vec<&'a Item>, Vec<&'a Item>, Vec<&'a Item>);
+
+/// Fold `options.fold` of `options.folds` class-stratified folds as the test set; validation drawn
+/// stratified from the rest.
+fn kfold<'a>(sorted: &[&'a Item], options: &SplitOptions, rng: &mut SplitMix64) -> Parts<'a> {
+    let mut by_class = group(sorted, |i| i.label.clone());
+    let mut test = Vec::new();
+    let mut rest = Vec::new();
+    let mut position = 0usize;
+    for members in by_class.values_mut() {
+        rng.shuffle(members);
+        for item in members.iter() {
+            if position % options.folds == options.fold {
+                test.push(*item)
+            } else {
+                rest.push(*item)
+            }
+            position += 1;
+        }
+    }
+    let n_val = (options.val_fraction * sorted.len() as f64).ceil() as usize;
+    let (train, val) = stratified_take(&rest, n_val, rng);
+    (train, val, test)
+}
+
+/// Fold `options.fold` of `options.folds` folds of whole speakers as the test set; validation speakers
+/// drawn from the rest.
+fn speaker_kfold<'a>(sorted: &[&'a Item], options: &SplitOptions, rng: &mut SplitMix64) -> Result<Parts<'a>> {
+    let mut speakers: Vec<String> = speakers_of(sorted)?.into_iter().collect();
+    if speakers.len() < options.folds {
+        return Err(Error::invalid("folds", format!("{} folds but only {} speakers", options.folds, speakers.len())));
+    }
+    rng.shuffle(&mut speakers);
+    let test_set: BTreeSet<String> = speakers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % options.folds == options.fold)
+        .map(|(_, s)| s.clone())
+        .collect();
+    let remaining: BTreeSet<String> = speakers.iter().filter(|s| !test_set.contains(*s)).cloned().collect();
+    let val_set =
+        pick_speakers(&remaining, None, options.val_fraction, &test_set, rng, ("valSpeakers", "valFraction"))?;
+    Ok(partition_by_speaker(sorted, &test_set, &val_set))
 }
 
 fn validate(o: &SplitOptions) -> Result<()> {

@@ -83,27 +83,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The encoder's variables of the Hugging Face checkpoint in `dir`, in CTranslate2's names.
 pub fn read(dir: &Path, files: &[PathBuf]) -> Result<Ct2Model> {
-    let config_path = dir.join("config.json");
-    let config = read_config(&config_path)?;
-    if config.model_type.as_deref().is_some_and(|t| t != "whisper") {
-        return Err(Error::model_not_found(&config_path, format!("a {:?} model, not Whisper", config.model_type)));
-    }
-    if config.max_source_positions != 1500 {
-        return Err(Error::model_not_found(
-            &config_path,
-            format!("max_source_positions is {}, not Whisper's 1500", config.max_source_positions),
-        ));
-    }
-    let mut hf: HashMap<String, Tensor> = HashMap::new();
-    for file in files {
-        for (name, t) in Tensor::read_safetensors(file).map_err(|e| Error::model_not_found(file, e.to_string()))? {
-            // `model.encoder.*` (WhisperForConditionalGeneration, WhisperModel) or `encoder.*`.
-            let short = name.strip_prefix("model.").unwrap_or(&name);
-            if let Some(rest) = short.strip_prefix("encoder.") {
-                hf.insert(rest.to_string(), t.f_to_kind(Kind::Float)?);
-            }
-        }
-    }
+    let config = read_whisper_config(&dir.join("config.json"))?;
+    let hf = encoder_tensors(files)?;
     let primary = &files[0];
     let take = |name: &str| -> Result<Tensor> {
         hf.get(name)
@@ -126,32 +107,7 @@ pub fn read(dir: &Path, files: &[PathBuf]) -> Result<Ct2Model> {
         put(format!("encoder/{ct2}"), take(hf_name)?);
     }
     for i in 0..config.encoder_layers {
-        let (hf_layer, ct2_layer) = (format!("layers.{i}"), format!("encoder/layer_{i}"));
-        let attn = |p: &str| format!("{hf_layer}.self_attn.{p}");
-        let qkv_weight = Tensor::f_cat(
-            &[take(&attn("q_proj.weight"))?, take(&attn("k_proj.weight"))?, take(&attn("v_proj.weight"))?],
-            0,
-        )?;
-        // Whisper's key projection has no bias: zero in the fused one.
-        let q_bias = take(&attn("q_proj.bias"))?;
-        let qkv_bias = Tensor::f_cat(&[q_bias.zeros_like(), take(&attn("v_proj.bias"))?], 0)?;
-        let qkv_bias = Tensor::f_cat(&[&q_bias, &qkv_bias], 0)?;
-        put(format!("{ct2_layer}/self_attention/linear_0/weight"), qkv_weight);
-        put(format!("{ct2_layer}/self_attention/linear_0/bias"), qkv_bias);
-        for (hf_name, ct2) in [
-            (attn("out_proj.weight"), "self_attention/linear_1/weight"),
-            (attn("out_proj.bias"), "self_attention/linear_1/bias"),
-            (format!("{hf_layer}.self_attn_layer_norm.weight"), "self_attention/layer_norm/gamma"),
-            (format!("{hf_layer}.self_attn_layer_norm.bias"), "self_attention/layer_norm/beta"),
-            (format!("{hf_layer}.fc1.weight"), "ffn/linear_0/weight"),
-            (format!("{hf_layer}.fc1.bias"), "ffn/linear_0/bias"),
-            (format!("{hf_layer}.fc2.weight"), "ffn/linear_1/weight"),
-            (format!("{hf_layer}.fc2.bias"), "ffn/linear_1/bias"),
-            (format!("{hf_layer}.final_layer_norm.weight"), "ffn/layer_norm/gamma"),
-            (format!("{hf_layer}.final_layer_norm.bias"), "ffn/layer_norm/beta"),
-        ] {
-            put(format!("{ct2_layer}/{ct2}"), take(&hf_name)?);
-        }
+        put_layer(&mut put, i, &take)?;
     }
     // The config's layer count is the model's: a checkpoint with more layers than it says is refused,
     // not cut short silently.
@@ -175,4 +131,65 @@ pub fn read(dir: &Path, files: &[PathBuf]) -> Result<Ct2Model> {
     }
     let scalars = HashMap::from([("encoder/num_heads".to_string(), config.encoder_attention_heads)]);
     Ok(Ct2Model { spec: "WhisperSpec".into(), tensors, scalars })
+}
+
+/// The encoder's tensors (`model.encoder.*` of WhisperForConditionalGeneration and WhisperModel, or
+/// `encoder.*`) of every safetensors file, as fp32, keyed by the name after `encoder.`.
+fn encoder_tensors(files: &[PathBuf]) -> Result<HashMap<String, Tensor>> {
+    let mut hf = HashMap::new();
+    for file in files {
+        for (name, t) in Tensor::read_safetensors(file).map_err(|e| Error::model_not_found(file, e.to_string()))? {
+            let short = name.strip_prefix("model.").unwrap_or(&name);
+            if let Some(rest) = short.strip_prefix("encoder.") {
+                hf.insert(rest.to_string(), t.f_to_kind(Kind::Float)?);
+            }
+        }
+    }
+    Ok(hf)
+}
+
+/// config.json, refused unless it describes a Whisper model (30 s window of 1500 positions).
+fn read_whisper_config(config_path: &Path) -> Result<WhisperConfig> {
+    let config = read_config(config_path)?;
+    if config.model_type.as_deref().is_some_and(|t| t != "whisper") {
+        return Err(Error::model_not_found(config_path, format!("a {:?} model, not Whisper", config.model_type)));
+    }
+    if config.max_source_positions != 1500 {
+        return Err(Error::model_not_found(
+            config_path,
+            format!("max_source_positions is {}, not Whisper's 1500", config.max_source_positions),
+        ));
+    }
+    Ok(config)
+}
+
+/// Layer `i`'s variables in CTranslate2's names: the query, key and value projections fused into one.
+fn put_layer(put: &mut impl FnMut(String, Tensor), i: i64, take: &impl Fn(&str) -> Result<Tensor>) -> Result<()> {
+    let (hf_layer, ct2_layer) = (format!("layers.{i}"), format!("encoder/layer_{i}"));
+    let attn = |p: &str| format!("{hf_layer}.self_attn.{p}");
+    let qkv_weight = Tensor::f_cat(
+        &[take(&attn("q_proj.weight"))?, take(&attn("k_proj.weight"))?, take(&attn("v_proj.weight"))?],
+        0,
+    )?;
+    // Whisper's key projection has no bias: zero in the fused one.
+    let q_bias = take(&attn("q_proj.bias"))?;
+    let qkv_bias = Tensor::f_cat(&[q_bias.zeros_like(), take(&attn("v_proj.bias"))?], 0)?;
+    let qkv_bias = Tensor::f_cat(&[&q_bias, &qkv_bias], 0)?;
+    put(format!("{ct2_layer}/self_attention/linear_0/weight"), qkv_weight);
+    put(format!("{ct2_layer}/self_attention/linear_0/bias"), qkv_bias);
+    for (hf_name, ct2) in [
+        (attn("out_proj.weight"), "self_attention/linear_1/weight"),
+        (attn("out_proj.bias"), "self_attention/linear_1/bias"),
+        (format!("{hf_layer}.self_attn_layer_norm.weight"), "self_attention/layer_norm/gamma"),
+        (format!("{hf_layer}.self_attn_layer_norm.bias"), "self_attention/layer_norm/beta"),
+        (format!("{hf_layer}.fc1.weight"), "ffn/linear_0/weight"),
+        (format!("{hf_layer}.fc1.bias"), "ffn/linear_0/bias"),
+        (format!("{hf_layer}.fc2.weight"), "ffn/linear_1/weight"),
+        (format!("{hf_layer}.fc2.bias"), "ffn/linear_1/bias"),
+        (format!("{hf_layer}.final_layer_norm.weight"), "ffn/layer_norm/gamma"),
+        (format!("{hf_layer}.final_layer_norm.bias"), "ffn/layer_norm/beta"),
+    ] {
+        put(format!("{ct2_layer}/{ct2}"), take(&hf_name)?);
+    }
+    Ok(())
 }

@@ -175,6 +175,56 @@ fn to_encoder_rate(samples: &[f32], rate: u32, speed: f64) -> Vec<f32> {
     out
 }
 
+/// The pooled-row cache under `options.cache_dir`, if any, tagged with what a row depends on besides the
+/// audio: the encoder's weights, input handling, precision, speed, pooling and attention heads.
+fn open_cache(
+    options: &EmbedOptions,
+    model_sha256: &str,
+    kind: Kind,
+    heads: Option<i64>,
+) -> Result<Option<FeatureCache>> {
+    let mut tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);
+    if options.speed != 1.0 {
+        tag.push_str(&format!("\0speed {}", options.speed));
+    }
+    if options.pooling != Pooling::Mean {
+        tag.push_str(&format!("\0{:?}", options.pooling));
+    }
+    if let Some(heads) = heads {
+        tag.push_str(&format!("\0heads {heads}"));
+    }
+    options.cache_dir.as_deref().map(|d| FeatureCache::open_tagged(&d.join("embeddings"), tag)).transpose()
+}
+
+impl Embeddings {
+    /// Appends input `index`'s pooled row, or lists it as failed (the call fails instead when `strict`
+    /// or when the error is not the input's own).
+    fn record(
+        &mut self,
+        index: usize,
+        pooled: Result<Vec<f32>>,
+        strict: bool,
+        label: impl FnOnce() -> String,
+    ) -> Result<()> {
+        match pooled {
+            Ok(row) => {
+                self.data.extend_from_slice(&row);
+                self.indices.push(index);
+            }
+            Err(e) if strict || !is_per_input(&e) => return Err(e),
+            Err(e) => self.failed.push(FailedInput { index, path: label(), code: e.code(), message: e.to_string() }),
+        }
+        Ok(())
+    }
+}
+
+fn check_options(options: &EmbedOptions) -> Result<()> {
+    if !(0.5..=2.0).contains(&options.speed) {
+        return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));
+    }
+    crate::audio::features::check_max_duration(options.max_duration)
+}
+
 /// Encodes each input and pools its hidden states; failed inputs are listed, or fail the call when
 /// `strict`.
 pub fn extract_embeddings(
@@ -186,32 +236,15 @@ pub fn extract_embeddings(
     let _cache = crate::cpu_cache::JobCache::enter();
     let _turn = crate::job_turn_unless_cancelled(cancel)?;
     crate::use_all_cores();
-    if !(0.5..=2.0).contains(&options.speed) {
-        return Err(Error::invalid("speed", format!("must be 0.5–2, got {}", options.speed)));
-    }
-    crate::audio::features::check_max_duration(options.max_duration)?;
+    check_options(options)?;
     let device = parse_device(&options.device)?;
     let kind = precision_kind(options.precision, device);
     let encoder = loaded::encoder_for(&options.model_dir, device, kind)?;
     let model_sha256 = encoder.sha256().to_string();
     let (rows, width) = ((encoder.layers() + 1) * options.pooling.groups(), encoder.width as usize);
     let per_clip = rows * width;
-    let mut tag = format!("{FORMAT}\0{model_sha256}\0{:?}\0{kind:?}", options.input);
-    if options.speed != 1.0 {
-        tag.push_str(&format!("\0speed {}", options.speed));
-    }
-    if options.pooling != Pooling::Mean {
-        tag.push_str(&format!("\0{:?}", options.pooling));
-    }
-    if let Some(heads) = encoder.config_heads() {
-        tag.push_str(&format!("\0heads {heads}"));
-    }
-    let cache =
-        options.cache_dir.as_deref().map(|d| FeatureCache::open_tagged(&d.join("embeddings"), tag)).transpose()?;
-    let threads = match options.decode_threads {
-        0 => crate::cores(),
-        n => n,
-    };
+    let cache = open_cache(options, &model_sha256, kind, encoder.config_heads())?;
+    let threads = if options.decode_threads == 0 { crate::cores() } else { options.decode_threads };
     let mut out = Embeddings {
         data: Vec::with_capacity(inputs.len() * per_clip),
         shape: [0, rows, width],
@@ -259,19 +292,7 @@ pub fn extract_embeddings(
                     Ok(row)
                 }
             });
-            match pooled {
-                Ok(row) => {
-                    out.data.extend_from_slice(&row);
-                    out.indices.push(index);
-                }
-                Err(e) if options.strict || !is_per_input(&e) => return Err(e),
-                Err(e) => out.failed.push(FailedInput {
-                    index,
-                    path: batch[offset].label(index),
-                    code: e.code(),
-                    message: e.to_string(),
-                }),
-            }
+            out.record(index, pooled, options.strict, || batch[offset].label(index))?;
         }
         on_progress(Progress {
             stage: "embed",

@@ -60,10 +60,32 @@ pub fn small_config() -> TrainConfig {
     }
 }
 
-pub fn tmp(name: &str) -> PathBuf {
+/// A test's folder under the temporary directory, removed when the test is done with it.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn tmp(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("ep-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    Scratch(dir)
 }
 
 pub fn weights(dir: &std::path::Path, file: &str) -> Vec<(String, Vec<f32>)> {
