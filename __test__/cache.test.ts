@@ -14,6 +14,8 @@ function fakeCache(root: string): void {
     ['encoders/whisper-base', 5000],
     ['torch-2.11.0/lib', 7000],
     ['transcripts/12', 11],
+    ['whisper/whisper-tiny.en', 17],
+    ['downloads/archive.zip.part', 19],
     ['elsewhere', 13],
   ] as const) {
     mkdirSync(join(root, folder), { recursive: true })
@@ -52,8 +54,8 @@ test('cache list shows each part with its size; clean --what removes only those 
   const list = JSON.parse(listed.stdout)
   t.is(list.root, root)
   const byPart = Object.fromEntries(list.entries.map((e: { part: string; bytes: number }) => [e.part, e.bytes]))
-  t.deepEqual(byPart, { features: 3000, encoders: 5000, libtorch: 7000, transcripts: 11, other: 13 })
-  t.is(list.bytes, 3000 + 5000 + 7000 + 11 + 13)
+  t.deepEqual(byPart, { features: 3000, encoders: 5000, libtorch: 7000, transcripts: 11, whisper: 17, downloads: 19, other: 13 })
+  t.is(list.bytes, 3000 + 5000 + 7000 + 11 + 17 + 19 + 13)
   t.regex(run(['list'], xdg).stdout, /features\s+0\.0 MB\s+.*features/)
 
   const cleaned = run(['clean', '--what', 'features,transcripts', '--json'], xdg)
@@ -62,6 +64,10 @@ test('cache list shows each part with its size; clean --what removes only those 
   t.false(existsSync(join(root, 'features')))
   t.false(existsSync(join(root, 'transcripts')))
   t.true(existsSync(join(root, 'encoders', 'whisper-base', 'f')) && existsSync(join(root, 'elsewhere')))
+  // The text branch's Whisper is its own part: cleaning it keeps the encoders.
+  t.is(run(['clean', '--what', 'whisper'], xdg).status, 0)
+  t.false(existsSync(join(root, 'whisper')))
+  t.true(existsSync(join(root, 'encoders', 'whisper-base', 'f')) && existsSync(join(root, 'downloads')))
 
   const bad = run(['clean', '--what', 'models'], xdg)
   t.is(bad.status, 1)

@@ -4,7 +4,7 @@
 // said so; checks that would fail are made before any feature is extracted and name the user's option.
 import test from 'ava'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
 import { native } from '../src/native.js'
 import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb, PRESET_EPOCHS } from '../src/presets.js'
@@ -238,6 +238,13 @@ test('a non-empty out is refused by name unless --resume goes on with its run or
     0,
   )
   t.is(readFileSync(join(other, 'mine.txt'), 'utf8'), 'keep me')
+  // A run that failed before any checkpoint (only its split.json): the corrected command just runs.
+  const failed = join(base, 'failed')
+  mkdirSync(failed)
+  copyFileSync(join(out, 'split.json'), join(failed, 'split.json'))
+  const retried = runCli(['train', '--data', ravdessDir, '--out', failed, '--max-items', '32', '--epochs', '1', '--models', 'probe'])
+  t.is(retried.status, 0, retried.stderr)
+  t.true(existsSync(join(failed, 'metrics.json')))
 })
 
 test('--max-items too small to leave a training clip says so, naming the option', (t) => {

@@ -356,6 +356,18 @@ test.serial('export from the CLI; refusals name the option', async (t) => {
   const sidecar = JSON.parse(r.stdout) as ExportResult
   t.is(sidecar.path, out)
   t.true(existsSync(out))
+  // An existing file is replaced only when asked; a folder that is not empty likewise.
+  const again = spawnSync(process.execPath, [cli, 'export', '--model-dir', model.dir, '--out', out], { encoding: 'utf8' })
+  t.is(again.status, 1)
+  t.regex(again.stderr, /INVALID_OPTION.*out.*exists.*--overwrite/)
+  const replaced = spawnSync(process.execPath, [cli, 'export', '--model-dir', model.dir, '--out', out, '--overwrite'], { encoding: 'utf8' })
+  t.is(replaced.status, 0, replaced.stderr)
+  const site = tempDir('ep-export-site-')
+  writeFileSync(join(site, 'index.html'), 'mine')
+  await t.throwsAsync(model.exportBrowser({ dir: site }), { code: 'INVALID_OPTION', message: /not empty.*overwrite/ } as never)
+  t.is(readFileSync(join(site, 'index.html'), 'utf8'), 'mine')
+  // A folder that cannot be made (its parent is a file): IO naming the option, not a bare ENOTDIR.
+  await t.throwsAsync(model.exportBrowser({ dir: join(out, 'site') }), { code: 'IO', message: /option `dir`.*ENOTDIR/ } as never)
   await t.throwsAsync(model.export({ out: '/tmp/x.txt' }), { code: 'INVALID_OPTION', message: /out.*\.onnx/ } as never)
   await t.throwsAsync(model.export({ out: '/tmp/x.onnx', format: 'tflite' as never }), {
     code: 'INVALID_OPTION',

@@ -96,6 +96,16 @@ test.serial('every input kind gives the same result for the same audio: path, Bu
   t.is(r.label, m.labels[r.labelIndex])
   t.is(r.probabilities.length, 8)
   t.is(r.windows, 1)
+  // A misspelt option is refused by the call, naming the nearest one and the options it takes.
+  await t.throwsAsync(m.predict(paths.slice(0, 1), { topk: 3 } as never), {
+    code: 'INVALID_OPTION',
+    message: /`topk`: predict has no such option \(did you mean `topK`\?\); it takes .*maxDuration.*topK, strict/,
+  } as never)
+  await t.throwsAsync(m.timeline(paths[0], { windw: 2 } as never), { code: 'INVALID_OPTION', message: /did you mean `window`/ } as never)
+  await t.throwsAsync(m.timeline(paths[0], { topK: 2 } as never), {
+    code: 'INVALID_OPTION',
+    message: /timeline has no such option;/,
+  } as never)
 })
 
 test.serial('a batch with bad inputs returns the good predictions and one named error per bad input; strict throws', async (t) => {
@@ -337,7 +347,7 @@ test.serial('CLI predict: one line per file, a bad file named with exit 1; --tim
   )
   t.is(rows[0].scores.length, 2)
   t.is(rows[1].error.code, 'AUDIO_DECODE')
-  t.regex(r.stderr, /model: encoder \(validation UAR/)
+  t.regex(r.stderr, /model: encoder, best by validation UAR \(\d+\.\d\d %\)/)
   t.regex(r.stderr, /\/nonexistent\.wav\tAUDIO_DECODE/)
   // A 20 s recording written as a WAV, then its timeline files.
   const { samples } = concatenate(clips, { rate: RATE, gapSeconds: 3, snrDb: 20, noise: 'white' })

@@ -1,5 +1,6 @@
 import test from 'ava'
 import { execFileSync, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -401,6 +402,15 @@ test('CLI train --help and unknown commands', (t) => {
   t.regex(execFileSync(process.execPath, [cli, '--help'], { encoding: 'utf8' }), /predict/)
   const err = t.throws(() => execFileSync(process.execPath, [cli, 'fly'], { encoding: 'utf8', stdio: 'pipe' }))
   t.regex(String((err as { stderr?: string }).stderr), /unknown command 'fly'/)
+  const near = spawnSync(process.execPath, [cli, 'trian'], { encoding: 'utf8' })
+  t.is(near.status, 2)
+  t.regex(near.stderr, /unknown command 'trian' \(did you mean train\?\)/)
+  const flag = spawnSync(process.execPath, [cli, 'train', '--epoch', '2'], { encoding: 'utf8' })
+  t.is(flag.status, 2)
+  t.regex(flag.stderr, /error \[INVALID_OPTION\]: unknown option --epoch \(did you mean --epochs\?\); --help lists the options/)
+  const dataset = spawnSync(process.execPath, [cli, 'download', 'ravdes'], { encoding: 'utf8' })
+  t.is(dataset.status, 2)
+  t.regex(dataset.stderr, /unknown dataset 'ravdes' \(did you mean ravdess\?\)/)
   const badJson = t.throws(() =>
     execFileSync(process.execPath, [cli, 'train', '--data', ravdessDir, '--out', tempDir(), '--mel', '{align'], {
       encoding: 'utf8',
@@ -455,18 +465,45 @@ test('a clip that cannot be decoded is skipped with an event and counted in metr
   const bad = join(data, 'Actor_01', clips[0])
   const whole = readFileSync(join(actor, clips[0]))
   writeFileSync(bad, whole.subarray(0, whole.length >> 1))
+  // Files indexing itself leaves out: an empty one and one of random bytes.
+  const empty = join(data, 'Actor_01', 'empty.flac')
+  const noise = join(data, 'Actor_01', 'noise.wav')
+  writeFileSync(empty, '')
+  writeFileSync(noise, randomBytes(4096))
   const events: PipelineEvent[] = []
   const out = tempDir()
   const run = await trainPipeline({ data, out, models: ['audio'], epochs: 1, device: 'cpu', onProgress: (e) => events.push(e) })
-  const skippedEvents = events.filter((e) => e.type === 'skipped')
-  t.is(skippedEvents.length, 1)
-  t.is((skippedEvents[0] as { path: string }).path, bad)
+  const skipped = (list: { path: string; code: string }[]) => list.map((s) => [s.path, s.code]).sort()
+  const expected = [
+    [bad, 'AUDIO_DECODE'],
+    [empty, 'DATASET'],
+    [noise, 'DATASET'],
+  ]
+  t.deepEqual(skipped(events.filter((e) => e.type === 'skipped') as { path: string; code: string }[]), expected)
   const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'))
-  t.deepEqual(
-    metrics.skipped.map((s: { path: string; code: string }) => [s.path, s.code]),
-    [[bad, 'AUDIO_DECODE']],
-  )
+  t.deepEqual(skipped(metrics.skipped), expected)
   t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /Skipped 1 clip/)
+  // The CLI prints each on the console (not only in report.md).
+  const printed = spawnSync(
+    process.execPath,
+    [
+      resolve(import.meta.dirname, '..', 'dist', 'cli.js'),
+      'train',
+      '--data',
+      data,
+      '--out',
+      join(tempDir(), 'run'),
+      '--models',
+      'audio',
+      '--epochs',
+      '1',
+    ],
+    {
+      encoding: 'utf8',
+    },
+  )
+  t.is(printed.status, 0, printed.stderr)
+  for (const [path] of expected) t.true(printed.stderr.includes(`warning: skipped ${path}`), path)
   t.is(run.split.train + run.split.test + run.split.val, 24, 'the split still lists every indexed clip')
   const err = await t.throwsAsync(trainPipeline({ data, out: tempDir(), models: ['audio'], epochs: 1, device: 'cpu', strict: true }))
   t.is((err as EmotionPipelineError).code, 'AUDIO_DECODE')

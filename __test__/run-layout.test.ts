@@ -2,10 +2,11 @@
 // version, and their readers (used by the cross-validation summary, the CLI and scripts) refuse a file
 // whose fields were renamed or retyped by hand, naming the field.
 import test from 'ava'
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { EmotionPipelineError } from '../src/errors.js'
 import { trainPipeline } from '../src/index.js'
+import { chooseRunModel } from '../src/model.js'
 import { CONFIG_FORMAT, METRICS_FORMAT, readRunConfig, readRunMetrics, readRunSplit, runPaths } from '../src/run-layout.js'
 import { packageVersion } from '../src/version.js'
 import { haveRavdess, NO_DATA, ravdessDir, skip, tempDir } from './helpers.js'
@@ -39,4 +40,16 @@ test('a run is read back through the typed readers; a field renamed by hand is r
   const configFile = runPaths(out).config
   writeFileSync(configFile, readFileSync(configFile, 'utf8').replace('"labels"', '"classes"'))
   t.regex((t.throws(() => readRunConfig(out)) as Error).message, /config\.json: field `labels`/)
+})
+
+test('loading a run: a missing folder is not found; a run of transcript models is refused naming them', (t) => {
+  const missing = join(tempDir('ep-layout-none-'), 'nope')
+  t.throws(() => chooseRunModel(missing), { code: 'MODEL_NOT_FOUND', message: /run folder .*nope not found/ } as never)
+  // A run that trained only the text model (the files chooseRunModel reads).
+  const run = tempDir('ep-layout-text-')
+  const paths = runPaths(run)
+  writeFileSync(paths.metrics, JSON.stringify({ models: { text: { val: { uar: 0.2 } } } }))
+  mkdirSync(paths.model('text'), { recursive: true })
+  writeFileSync(join(paths.model('text'), 'best.json'), '{}')
+  t.throws(() => chooseRunModel(run), { code: 'INVALID_OPTION', message: /holds only text, which read Whisper transcripts/ } as never)
 })

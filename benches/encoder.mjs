@@ -11,7 +11,7 @@ import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { decodeAudio, deviceInfo, extractEmbeddings, resolveEncoder } from '../dist/index.js'
-import { audioFiles, referencePython } from './python.mjs'
+import { audioFiles, NO_REFERENCE, referencePython } from './python.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -89,6 +89,6 @@ if (python && values.device === 'cpu') {
   result.ratioPaddedVsPytorch = result.ours.paddedClipsPerSecond / reference.clipsPerSecond
   result.ratioClipLengthVsPytorchPadded = result.ours.clipLengthClipsPerSecond / reference.clipsPerSecond
 } else {
-  result.pytorch = python ? 'skipped: the PyTorch reference runs on the CPU only here' : 'skipped: no Python with torch 2.11'
+  result.pytorch = python ? 'skipped: the PyTorch reference runs on the CPU only here' : NO_REFERENCE
 }
 console.log(JSON.stringify(result, null, 1))

@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { timeMelOnDevice } from '../dist/dev.js'
 import { decodeAudio, deviceInfo, extractMel } from '../dist/index.js'
-import { audioFiles, referencePython } from './python.mjs'
+import { audioFiles, NO_REFERENCE, referencePython } from './python.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -125,6 +125,7 @@ const out = {
     audioHoursPerSecond: +onDevice.audioHoursPerSecond.toFixed(2),
     transferSecondsPerBatch: +onDevice.transferSecondsPerBatch.toFixed(5),
   },
+  torchaudioSkipped: reference ? null : NO_REFERENCE,
   torchaudio: reference && {
     decodeResampleMel: reference.decodeMelSeconds === null ? 'soundfile missing: not timed' : rate(reference.decodeMelSeconds),
     melOnly: rate(reference.melSeconds),

@@ -5,6 +5,10 @@ import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { cacheRoot } from '../dist/cache.js'
 
+/** Why a reference column is empty: the benchmarks' JSON says so instead of a bare null. */
+export const NO_REFERENCE =
+  'skipped: no Python with torch 2.11, torchaudio and numpy found (set EMOTION_PIPELINE_PYTHON to one, or activate a virtualenv that has them)'
+
 export function referencePython() {
   const cache = cacheRoot()
   const candidates = [

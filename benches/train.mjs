@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { deviceInfo, train } from '../dist/index.js'
-import { referencePython } from './python.mjs'
+import { NO_REFERENCE, referencePython } from './python.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -184,6 +184,7 @@ console.log(
       accumulation,
       microSteps: steps,
       gflopPerClip: round(perClip, 2),
+      pytorchSkipped: python ? null : NO_REFERENCE,
       rows,
       defaultConfig,
       cacheOff,

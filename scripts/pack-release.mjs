@@ -8,7 +8,7 @@
 // The main package lists the platform package in optionalDependencies (napi-rs convention), so npm,
 // pnpm and yarn install only the one matching os/cpu/libc; nothing runs at install time.
 import { execFileSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 
@@ -54,9 +54,19 @@ mkdirSync(stage, { recursive: true })
 // definition of what the package holds; npm pack applies the same list again).
 const mainDir = join(stage, 'main')
 mkdirSync(mainDir)
-for (const p of pkg.files) {
-  if (!existsSync(join(root, p))) throw new Error(`package.json files lists ${p}, which does not exist: run without --no-build`)
-  cpSync(join(root, p), join(mainDir, p), { recursive: true })
+// An entry is a path, or `dir/*.ext` (the only pattern it uses: npm's full glob rules are not needed).
+const expand = (p) => {
+  const star = /^(.*)\/\*(\.\w+)$/.exec(p)
+  if (!star) return [p]
+  return readdirSync(join(root, star[1]))
+    .filter((f) => f.endsWith(star[2]))
+    .map((f) => `${star[1]}/${f}`)
+}
+for (const entry of pkg.files) {
+  const paths = expand(entry)
+  if (paths.length === 0 || !paths.every((p) => existsSync(join(root, p))))
+    throw new Error(`package.json files lists ${entry}, which does not exist: run without --no-build`)
+  for (const p of paths) cpSync(join(root, p), join(mainDir, p), { recursive: true })
 }
 const mainPkg = {
   name: pkg.name,

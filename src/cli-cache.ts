@@ -1,5 +1,5 @@
 // `emotion-pipeline cache list|clean`: what the per-user cache holds, and removing parts of it.
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './cli-args.js'
 import { CACHE_PARTS, cacheRoot, cleanCache, listCache } from './cache.js'
 import type { CachePart, CacheEntry } from './cache.js'
 import { invalidOption } from './errors.js'
@@ -27,7 +27,7 @@ function print(entries: CacheEntry[], json: boolean, verb: string): void {
 }
 
 export async function cacheCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: argv,
     allowPositionals: true,
     options: { what: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },

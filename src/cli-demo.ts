@@ -2,7 +2,7 @@
 // with the cross-validated figure for unseen speakers beside it. Without data it offers the download.
 import { createInterface } from 'node:readline/promises'
 import { join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './cli-args.js'
 import { fetchRavdess } from './cli-setup.js'
 import { JSON_HELP, runPipeline } from './cli-pipeline.js'
 import { findRavdess } from './data.js'
@@ -22,7 +22,12 @@ actors 1–${RAVDESS.developmentActors} that \`emotion-pipeline download ravdess
 Quick (the default on a CPU): the recommended model (${defaultModels('recommended').join(', ')}: a head on frozen ${DEFAULT_ENCODER} states),
 stratified 80/20 split (seed 42) of all clips, about 2 minutes on 2 cores once the encoder states are
 cached. --full, or when CUDA is present: also the published audio, text and fusion models (50 epochs).
-  --encoder NAME|DIR  the encoder model's frozen speech encoder (default ${DEFAULT_ENCODER})
+
+  --data DIR            RAVDESS (Actor_NN/ folders of the original names)
+  --out DIR             the run directory (default runs/demo, runs/demo-full with --full; the demo
+                        replaces its own default folder, a folder given here follows train's rule)
+  --full                also the published audio, text and fusion models
+  --encoder NAME|DIR    the encoder model's frozen speech encoder (default ${DEFAULT_ENCODER})
   ${JSON_HELP}`
 
 /** The demo's data: the flag, the environment or a checkout's data, else the download (asked for on a TTY). */
@@ -50,7 +55,7 @@ async function demoData(flag: string | undefined, json: boolean): Promise<string
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       full: { type: 'boolean' },

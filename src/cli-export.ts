@@ -1,6 +1,6 @@
 // `emotion-pipeline export`: writes a run's model (or a model folder) as one ONNX graph with its front
 // end, and the JSON sidecar beside it.
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './cli-args.js'
 import { invalidOption } from './errors.js'
 import { EXPORT_FORMATS } from './export.js'
 import type { ExportFormat } from './export.js'
@@ -16,13 +16,14 @@ const HELP = `emotion-pipeline export (--run DIR [--model NAME] | --model-dir DI
   --format F         ${EXPORT_FORMATS.join(' | ')} (default onnx)
   --browser DIR      instead of --out: a static folder to serve as is (the page, model.onnx, onnxruntime-web's
                      WebAssembly): drop a file or use the microphone, see the emotion over time
+  --overwrite        replace an existing FILE.onnx, or write into a --browser folder that is not empty
   --json             the sidecar as JSON on stdout
 
 The graph reads mono float32 samples at the model's sample rate ([batch, samples]) and outputs label
 probabilities ([batch, labels]); onnxruntime runs it without libtorch. docs/EXPORT.md.`
 
 export async function exportCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       run: { type: 'string' },
@@ -32,6 +33,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
       out: { type: 'string' },
       format: { type: 'string' },
       browser: { type: 'string' },
+      overwrite: { type: 'boolean' },
       json: { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -54,7 +56,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (values.browser !== undefined) {
     if (values.format !== undefined && values.format !== 'onnx')
       throw invalidOption('--format', 'the browser page runs ONNX: leave --format out')
-    const page = await model.exportBrowser({ dir: values.browser })
+    const page = await model.exportBrowser({ dir: values.browser, overwrite: values.overwrite })
     if (values.json) console.log(JSON.stringify(page))
     else {
       console.error(`[export] ${from} → ${page.dir}: ${page.files.length} files, ${(page.bytes / 1e6).toFixed(1)} MB`)
@@ -62,7 +64,11 @@ export async function exportCommand(argv: string[]): Promise<number> {
     }
     return 0
   }
-  const result = await model.export({ out: values.out as string, format: values.format as ExportFormat | undefined })
+  const result = await model.export({
+    out: values.out as string,
+    format: values.format as ExportFormat | undefined,
+    overwrite: values.overwrite,
+  })
   if (values.json) console.log(JSON.stringify(result))
   else {
     const from = model.run ? `${model.run.model} model of ${model.run.dir}` : model.dir

@@ -2,7 +2,7 @@
 // rendered from the defaults the library uses (presets.ts, the generated core defaults), never restated.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './cli-args.js'
 import { crossValidate } from './cross-validate.js'
 import { launchLocal, worldFromEnv } from './distributed.js'
 import type { DeviceSpec } from './device.js'
@@ -30,13 +30,15 @@ export function trainHelp(): string {
   return `emotion-pipeline train --data DIR --out DIR [options]
 
   --data DIR|FILE       dataset folder (RAVDESS names, or <label>/ folders), or a manifest FILE.csv|.jsonl
-  --data-root DIR       every manifest entry must lie in DIR (links resolved); others are refused by name
                         (path,label[,speaker]; paths relative to it); speakers are optional
+  --data-root DIR       every manifest entry must lie in DIR (links resolved); others are refused by name
   --out DIR             run directory to write
   --models LIST         comma-separated: ${MODEL_NAMES.join(',')} (default: ${list(defaultModels('recommended'))};
                         with --preset reference: ${list(defaultModels('reference'))})
   --encoder NAME|DIR    frozen speech encoder of the encoder model: ${DEFAULT_ENCODER} (default) | ${ENCODER_NAMES.filter((n) => n !== DEFAULT_ENCODER).join(' | ')} |
-                        a folder with a CTranslate2 Whisper model.bin
+                        a Hugging Face Hub repository (org/name[@revision], e.g. openai/whisper-small;
+                        HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE apply) | a folder with config.json and
+                        model.safetensors, or with a CTranslate2 Whisper model.bin
   --encoder-input KIND  clip (each clip at its own length) | padded (to Whisper's 30 s); default ${e.input}
   --encoder-pooling P   mean | meanStd (mean and standard deviation of each layer's states); default ${e.pooling}
   --encoder-precision P auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32) | fp32 | fp16 | bf16;
@@ -47,7 +49,9 @@ export function trainHelp(): string {
                         unlabelled audio: not for predicting on a new speaker without calibration clips)
   --preset NAME         recommended (default: the best recipe measured on unseen speakers) | reference
                         (the published pipeline: constant lr, no label smoothing or augmentation)
-  --split KIND          stratified (default, 80/20) | speaker (no speaker in two parts; needs speakers)
+  --split KIND          stratified (default, 80/20 train/test: no validation part, so the last epoch is
+                        kept) | speaker (20 % of the speakers to test, no speaker in both parts; needs
+                        speakers). trainPipeline's split option takes valFraction / valSpeakers too
   --epochs N            default ${PRESET_EPOCHS.default} (the encoder model with the recommended preset: ${PRESET_EPOCHS.recommendedEncoder})
   --batch-size N        default ${t.batchSize}
   --accumulation N      default ${t.accumulation}
@@ -58,6 +62,7 @@ export function trainHelp(): string {
   --seed N              default ${t.seed}
   --max-items N         train on a stratified sample of N clips (quick runs)
   --max-duration S      longest clip in seconds (default ${DEFAULTS.ExtractOptions.maxDuration}): longer ones are skipped as undecodable
+  --cache-dir DIR|none  the feature cache (default: the per-user cache's features/); none: no cache
   --transcripts KIND    whisper (default) | ravdess-names (the statement in each RAVDESS file name) |
                         FILE.json: { "<clip path or file name without extension>": "text", … }
   --mel JSON            front-end options, e.g. '{"align":"center"}' (MelOptions, torchaudio names)
@@ -142,6 +147,7 @@ export const PIPELINE_FLAGS = {
   seed: { type: 'string' },
   'max-items': { type: 'string' },
   'max-duration': { type: 'string' },
+  'cache-dir': { type: 'string' },
   'data-root': { type: 'string' },
   transcripts: { type: 'string' },
   mel: { type: 'string' },
@@ -182,6 +188,7 @@ export function pipelineOptions(values: PipelineFlags): PipelineOptions {
     seed: num(values.seed),
     maxItems: num(values['max-items']),
     maxDuration: num(values['max-duration']),
+    cacheDir: values['cache-dir'] === 'none' ? null : text(values['cache-dir']),
     index: values['data-root'] === undefined ? undefined : { dataRoot: text(values['data-root']) },
     resume: values.resume === true ? true : undefined,
     overwrite: values.overwrite === true ? true : undefined,
@@ -198,7 +205,7 @@ export function pipelineOptions(values: PipelineFlags): PipelineOptions {
 }
 
 export async function trainCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: { ...PIPELINE_FLAGS, split: { type: 'string' }, 'nproc-per-node': { type: 'string' } },
   })
@@ -249,7 +256,7 @@ function isNprocArg(argv: string[], i: number): boolean {
 }
 
 export async function cvCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       ...PIPELINE_FLAGS,

@@ -3,7 +3,7 @@
 // recordings over time and writes CSV, JSON and an SVG plot.
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './cli-args.js'
 import type { DeviceSpec } from './device.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
 import { DEFAULTS } from './generated/options.js'
@@ -60,7 +60,7 @@ function calibrationClips(paths: string[] | undefined): string[] | undefined {
 }
 
 export async function predictCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: argv,
     allowPositionals: true,
     options: {
@@ -91,7 +91,8 @@ export async function predictCommand(argv: string[]): Promise<number> {
   const device = (values.device as DeviceSpec) ?? 'cpu'
   const model = await loadRun(values.run, { model: values.model, device, encoder: values.encoder })
   const run = model.run!
-  console.error(`model: ${run.model} (${run.by}${run.valUar === null ? '' : ` ${(run.valUar * 100).toFixed(2)} %`}) from ${run.dir}`)
+  const why = run.by === 'named' ? 'as named' : run.by === 'validation UAR' ? 'best by validation UAR' : run.by
+  console.error(`model: ${run.model}, ${why}${run.valUar === null ? '' : ` (${(run.valUar * 100).toFixed(2)} %)`}, from ${run.dir}`)
   const options: PredictOptions = {
     device,
     calibration: calibrationClips(values.calibration),

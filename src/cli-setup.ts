@@ -2,12 +2,12 @@
 // stderr and its result on stdout (JSON with --json).
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './cli-args.js'
 import { findRavdess } from './data.js'
 import { doctor as doctorReport, formatDoctor } from './doctor.js'
 import type { DownloadProgress } from './download.js'
 import { DEFAULT_ENCODER, ENCODER_NAMES, ENCODERS, installEncoder } from './encoder-install.js'
-import { invalidOption } from './errors.js'
+import { closest, invalidOption } from './errors.js'
 import { hubEncoder, parseHubName } from './hub.js'
 import { installTorch } from './install-torch.js'
 import { REQUIRED_TORCH } from './libtorch.js'
@@ -35,7 +35,7 @@ export function downloadPrinter(json: boolean): (p: DownloadProgress & { file?: 
 }
 
 export async function doctorCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean' } } })
+  const { values } = parseCommandArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean' } } })
   if (values.help) {
     console.log(
       'emotion-pipeline doctor [--json]\n\nPrints the libtorch, CUDA and cuDNN this process loads, the models and optional packages installed, and\nthe fix for what is missing. Exits 1 only when the default model cannot train (no addon, no libtorch,\nno encoder); --json prints the report as JSON on stdout.',
@@ -64,7 +64,7 @@ Downloads resume with the wheels already fetched; pip checks each against the in
 unpacking checks every file's CRC. The folder is used only once the install finished.`
 
 export async function installTorchCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       cpu: { type: 'boolean' },
@@ -116,7 +116,7 @@ ${'$'}EMOTION_PIPELINE_CACHE/whisper: the native core writes the ONNX (no Python
   --json           progress as JSON lines on stderr, the result as JSON on stdout`
 
 export async function installModelsCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       encoder: { type: 'string', multiple: true },
@@ -163,7 +163,7 @@ Licence: ${RAVDESS.licence}.
 Cite: ${RAVDESS.citation}`
 
 export async function downloadCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: argv,
     allowPositionals: true,
     options: { dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
@@ -173,7 +173,9 @@ export async function downloadCommand(argv: string[]): Promise<number> {
     return 0
   }
   if (positionals.length !== 1 || positionals[0] !== 'ravdess') {
-    console.error(`download: name the dataset (ravdess)\n\n${DOWNLOAD_HELP}`)
+    const asked = positionals.length ? `unknown dataset '${positionals.join(' ')}'` : 'name the dataset'
+    const near = positionals.length === 1 && closest(positionals[0], ['ravdess'])
+    console.error(`download: ${asked}${near ? ` (did you mean ${near}?)` : ''}; the one it knows: ravdess\n\n${DOWNLOAD_HELP}`)
     return 2
   }
   const json = values.json === true

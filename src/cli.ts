@@ -9,7 +9,7 @@ import { exportCommand } from './cli-export.js'
 import { cvCommand, trainCommand } from './cli-pipeline.js'
 import { predictCommand } from './cli-predict.js'
 import { benchCommand, doctorCommand, downloadCommand, installModelsCommand, installTorchCommand } from './cli-setup.js'
-import { EmotionPipelineError } from './errors.js'
+import { closest, EmotionPipelineError } from './errors.js'
 import { REQUIRED_TORCH } from './libtorch.js'
 import { packageVersion } from './version.js'
 
@@ -60,7 +60,8 @@ async function main(): Promise<number> {
   }
   const run = COMMANDS[command]
   if (!run) {
-    console.error(`unknown command '${command}'\n\n${HELP}`)
+    const near = closest(command, Object.keys(COMMANDS))
+    console.error(`unknown command '${command}'${near ? ` (did you mean ${near}?)` : ''}\n\n${HELP}`)
     return 2
   }
   return run(rest)

@@ -1,7 +1,7 @@
 // Export options, checked before the core writes anything (the format; an output path that names an
 // `.onnx` file, its folder made), and the browser folder: the page in the package's web/, the model and
 // onnxruntime-web's WebAssembly files copied beside it.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { EmotionPipelineError, invalidOption } from './errors.js'
@@ -20,6 +20,8 @@ export interface ExportModelOptions {
    * pooled encoder states of an encoder or probe model (for checking the graph against the library).
    */
   featuresOutput?: boolean
+  /** Replace an existing `out` (and its sidecar); without it an existing file is refused. @default false */
+  overwrite?: boolean
 }
 
 /** The sidecar, with where the files went. */
@@ -38,19 +40,21 @@ export function checkExportOptions(options: ExportModelOptions): string {
     throw invalidOption('out', `must name an .onnx file, got ${String(options.out)}`)
   }
   const out = resolve(options.out)
-  try {
-    mkdirSync(dirname(out), { recursive: true })
-  } catch (err) {
-    throw new EmotionPipelineError(
-      'IO',
-      `option \`out\`: cannot make the folder ${dirname(out)} (${(err as NodeJS.ErrnoException).code})`,
-      {
-        cause: err,
-      },
-    )
-  }
-  if (statSync(out, { throwIfNoEntry: false })?.isDirectory()) throw invalidOption('out', `${out} is a folder`)
+  ioStep('out', `cannot make the folder ${dirname(out)}`, () => mkdirSync(dirname(out), { recursive: true }))
+  const existing = statSync(out, { throwIfNoEntry: false })
+  if (existing?.isDirectory()) throw invalidOption('out', `${out} is a folder`)
+  if (existing && !options.overwrite) throw invalidOption('out', `${out} exists: pass overwrite: true (--overwrite) to replace it`)
   return out
+}
+
+/** Runs a file-system step, turning its failure into an IO error naming the option and the path. */
+function ioStep<T>(option: string, what: string, step: () => T): T {
+  try {
+    return step()
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw new EmotionPipelineError('IO', `option \`${option}\`: ${what} (${e.code ?? e.message})`, { cause: err })
+  }
 }
 
 /** The page files (in the package's `web/`) and the onnxruntime-web files it loads from `ort/`. */
@@ -60,6 +64,8 @@ const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-s
 export interface BrowserExportOptions {
   /** The folder to write (made when missing); the page, `model.onnx` and `ort/` go in it. */
   dir: string
+  /** Write into a folder that is not empty (replacing the page's files); without it one is refused. @default false */
+  overwrite?: boolean
 }
 
 /** What `exportBrowser` wrote. */
@@ -107,20 +113,20 @@ export async function exportBrowser(
   if (typeof dir !== 'string' || dir === '') throw invalidOption('dir', 'must name a folder')
   const root = resolve(dir)
   if (existsSync(root) && !statSync(root).isDirectory()) throw invalidOption('dir', `${root} is a file, not a folder`)
+  const held = existsSync(root) ? readdirSync(root) : []
+  if (held.length && !options.overwrite)
+    throw invalidOption('dir', `${root} is not empty (${held.length} entries): pass overwrite: true (--overwrite) to write into it`)
   const dist = onnxruntimeWebDist()
-  mkdirSync(root, { recursive: true })
+  ioStep('dir', `cannot make the folder ${join(root, 'ort')}`, () => mkdirSync(join(root, 'ort'), { recursive: true }))
   const model = await exportModel(join(root, 'model.onnx'))
   const page = join(import.meta.dirname, '..', 'web')
-  mkdirSync(join(root, 'ort'), { recursive: true })
   const files = ['model.onnx', 'model.onnx.json']
-  for (const f of PAGE_FILES) {
-    copyFileSync(join(page, f), join(root, f))
-    files.push(f)
+  const copy = (from: string, to: string) => {
+    ioStep('dir', `cannot write ${join(root, to)}`, () => copyFileSync(from, join(root, to)))
+    files.push(to)
   }
-  for (const f of ORT_FILES) {
-    copyFileSync(join(dist, f), join(root, 'ort', f))
-    files.push(`ort/${f}`)
-  }
+  for (const f of PAGE_FILES) copy(join(page, f), f)
+  for (const f of ORT_FILES) copy(join(dist, f), `ort/${f}`)
   const bytes = files.reduce((sum, f) => sum + statSync(join(root, f)).size, 0)
   return { dir: root, files, bytes, model }
 }

@@ -16,7 +16,7 @@ import type { BrowserExport, BrowserExportOptions, ExportModelOptions, ExportRes
 import type { PredictRow } from './generated/results.js'
 import { toNativeSet } from './train.js'
 import type { TrainSet } from './train.js'
-import { checkTopK, inferOptions, toNativeInputs, toResults } from './predict.js'
+import { checkInferOptions, checkTopK, inferOptions, toNativeInputs, toResults } from './predict.js'
 import type { PredictInput, PredictOptions, PredictResult, PredictRowResult } from './predict.js'
 import { EmotionStream } from './stream.js'
 import type { StreamOptions } from './stream.js'
@@ -117,6 +117,7 @@ export class EmotionModel {
    * of its speech windows (`longInput: 'aggregate'`, the default) or refused (`'refuse'`), never cut.
    */
   async predict(inputs: PredictInput[], options: PredictOptions = {}): Promise<PredictRowResult[]> {
+    checkInferOptions('predict', options, ['topK', 'strict', 'signal', 'calibration'])
     const native_ = toNativeInputs(inputs)
     checkTopK(options.topK, this.labels.length)
     if (options.calibration) checkAudioInputs(options.calibration)
@@ -148,6 +149,7 @@ export class EmotionModel {
    * grow with its length.
    */
   async timeline(input: PredictInput, options: TimelineOptions = {}): Promise<Timeline> {
+    checkInferOptions('timeline', options, ['signal', 'calibration', 'onProgress'], ['longInput', 'batchSize'])
     const [native_] = toNativeInputs([input], 'input')
     if (options.calibration) checkAudioInputs(options.calibration)
     const { signal, calibration, onProgress, ...core } = options
@@ -192,6 +194,7 @@ export class EmotionModel {
    * and labels as `timeline` on the same samples.
    */
   async stream(options: StreamOptions): Promise<EmotionStream> {
+    checkInferOptions('stream', options, ['sampleRate'], ['longInput', 'batchSize'])
     const { sampleRate, ...rest } = options
     if (!(Number.isInteger(sampleRate) && sampleRate > 0 && sampleRate < 2 ** 32)) {
       throw invalidOption('sampleRate', `must be a whole number of Hz, got ${sampleRate}`)
@@ -218,6 +221,7 @@ export function chooseRunModel(runDir: string, model?: string): RunChoice {
     throw invalidOption('run', `${runDir} is a cross-validation: load one of its folds (${join(runDir, 'fold-k')}/)`)
   }
   const paths = runPaths(runDir)
+  if (!existsSync(runDir)) throw new EmotionPipelineError('MODEL_NOT_FOUND', `run folder ${runDir} not found`)
   if (!existsSync(paths.metrics)) {
     throw new EmotionPipelineError(
       'MODEL_NOT_FOUND',
@@ -240,8 +244,15 @@ export function chooseRunModel(runDir: string, model?: string): RunChoice {
     return { dir: paths.model(model), model, by: 'named', valUar: uar(model) }
   }
   const trained = order.filter((name) => metrics.models[name] && existsSync(join(paths.model(name), 'best.json')))
-  if (trained.length === 0)
-    throw new EmotionPipelineError('MODEL_NOT_FOUND', `${runDir} holds no trained model on audio (models/*/best.json)`)
+  if (trained.length === 0) {
+    const onTranscripts = Object.keys(metrics.models).filter((name) => existsSync(join(paths.model(name), 'best.json')))
+    if (onTranscripts.length)
+      throw invalidOption(
+        'model',
+        `${runDir} holds only ${onTranscripts.join(' and ')}, which read Whisper transcripts: predict, timeline and export take a model on audio (train audio, encoder or probe)`,
+      )
+    throw new EmotionPipelineError('MODEL_NOT_FOUND', `${runDir} holds no trained model (models/*/best.json)`)
+  }
   const scored = trained.filter((name) => uar(name) !== null)
   if (scored.length === 0)
     return {

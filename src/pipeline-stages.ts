@@ -16,7 +16,7 @@ import { trainSettings } from './pipeline-types.js'
 import type { ModelName, PipelineOptions, PipelineResult, Run, TextInputs } from './pipeline-types.js'
 import { shardedPass } from './distributed.js'
 import type { World } from './distributed.js'
-import { writeFileAtomic } from './run-dir.js'
+import { ensureWritableDir, writeFileAtomic } from './run-dir.js'
 import { writeRunFiles } from './run-files.js'
 import { RUN_FILES, runPaths } from './run-layout.js'
 import { native } from './native.js'
@@ -100,6 +100,13 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
     indexDataset(options.data, { ...options.index, signal: options.signal }),
   )
   if (index.items.length === 0) throw new EmotionPipelineError('DATASET', `no usable clips in ${options.data}`)
+  // Files indexing left out (unreadable, unlabelled, missing from a manifest…) are reported like clips
+  // that fail to decode: a `skipped` event each and metrics.json's `skipped`.
+  for (const p of index.problems) {
+    const left = { path: p.path, code: 'DATASET', message: `${p.kind}: ${p.message}` }
+    run.skipped.push(left)
+    run.emit({ type: 'skipped', ...left })
+  }
   let items = index.items
   if (options.maxItems && options.maxItems < items.length) {
     items = splitDataset(items, { testFraction: options.maxItems / items.length, seed }).test
@@ -162,9 +169,22 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const { options } = run
   const all = [...split.train, ...split.val, ...split.test]
   const paths = all.map((i) => i.path)
+  const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features'))
+  if (cacheDir && options.cacheDir === undefined) {
+    try {
+      ensureWritableDir(cacheDir, 'cacheDir')
+    } catch (err) {
+      const why = (err as Error).message
+      throw new EmotionPipelineError(
+        'IO',
+        `${why}: the default feature cache; set cacheDir (--cache-dir DIR, or EMOTION_PIPELINE_CACHE) elsewhere, or null (--cache-dir none) for none`,
+        { cause: err },
+      )
+    }
+  }
   const common = {
     device: options.device ?? 'auto',
-    cacheDir: options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features')),
+    cacheDir,
     strict: options.strict ?? false,
     signal: options.signal,
     maxDuration: options.maxDuration,
@@ -255,7 +275,7 @@ function reportCutAndSkipped(
   for (const rows of [mel, embedding])
     for (const f of rows?.failed ?? []) failures.set(f.index, { path: f.path, code: f.code, message: f.message })
   const skipped = [...failures.values()]
-  run.skipped = skipped
+  run.skipped.push(...skipped)
   for (const s of skipped) run.emit({ type: 'skipped', ...s })
   if (skipped.length > 0)
     run.notes.push(`Skipped ${skipped.length} clip(s) that could not be decoded: ${skipped.map((s) => s.path).join(', ')}.`)

@@ -108,7 +108,10 @@ export type PipelineEvent =
   /** A Hub encoder's file being fetched into the Hugging Face cache (bytes; `total` 0 when unknown). */
   | { type: 'download'; file: string; done: number; total: number }
   | { type: 'transcribe'; done: number; total: number; cached: number }
-  /** A clip that could not be decoded was left out of the run (`strict: true` makes it an error). */
+  /**
+   * A file left out of the run: indexing could not use it (`code` 'DATASET'), or it could not be
+   * decoded (`strict: true` makes that an error).
+   */
   | { type: 'skipped'; path: string; code: string; message: string }
   | (TrainEvent & { stage?: undefined })
 
@@ -135,7 +138,7 @@ export interface Run {
   notes: string[]
   /** Files written, relative to `runDir`. */
   files: string[]
-  /** Clips left out because they could not be decoded. */
+  /** Files left out: by indexing, or because they could not be decoded. */
   skipped: { path: string; code: string; message: string }[]
   /** The data-parallel world this run is a rank of; undefined alone. */
   world?: World

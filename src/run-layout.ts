@@ -203,6 +203,12 @@ export function outContents(out: string): OutContents {
 export function claimOut(out: string, command: 'train' | 'cv', options: { resume?: boolean; overwrite?: boolean }): void {
   const holds = outContents(out)
   if (holds === 'empty') return
+  // A run that stopped before any model saved a checkpoint (a typo in --encoder, a failed download)
+  // holds nothing to lose: its split is made again, and a corrected command starts afresh.
+  if (holds === 'train' && command === 'train' && !hasTrainedWork(out)) {
+    removeRun(out)
+    return
+  }
   const mine = holds === command
   if (options.overwrite) {
     if (holds === 'train' || holds === 'cv') removeRun(out)
@@ -214,6 +220,16 @@ export function claimOut(out: string, command: 'train' | 'cv', options: { resume
     ? '--resume (resume: true) to go on with it, or --overwrite (overwrite: true) to replace it'
     : '--overwrite (overwrite: true) to write there anyway, or another out folder'
   throw new EmotionPipelineError('INVALID_OPTION', `invalid option \`out\`: ${out} holds ${what}; pass ${fix}`)
+}
+
+/** Whether a run in `out` finished or saved any checkpoint file. */
+function hasTrainedWork(out: string): boolean {
+  if (existsSync(join(out, RUN_FILES.metrics))) return true
+  try {
+    return readdirSync(join(out, RUN_FILES.models), { recursive: true, withFileTypes: true }).some((e) => e.isFile())
+  } catch {
+    return false
+  }
 }
 
 /** Removes a run's or a cross-validation's files from `out`, nothing else. */

@@ -3,6 +3,7 @@
 // runs on the CPU through onnxruntime so that libtorch's CUDA and onnxruntime's never share a process.
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { extractMel } from './audio.js'
 import { EmotionPipelineError, invalidOption } from './errors.js'
@@ -64,14 +65,38 @@ const WHISPER_MEL = {
 
 const loaded = new Map<string, Promise<Whisper>>()
 
+/** The onnxruntime-node version the installed transformers.js pins, read from its package.json. */
+function transformersOnnxruntime(): string {
+  try {
+    let dir = dirname(createRequire(import.meta.url).resolve('@huggingface/transformers'))
+    while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir)
+    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))
+    return pkg.dependencies?.['onnxruntime-node'] ?? 'of transformers.js'
+  } catch {
+    return 'of transformers.js'
+  }
+}
+
 /** transformers.js is an optional dependency (its onnxruntime-node fetches CUDA binaries at install time, which fails offline). */
 async function importTransformers(): Promise<typeof import('@huggingface/transformers')> {
   try {
     return await import('@huggingface/transformers')
   } catch (err) {
+    const first = (err as Error).message.split('\n')[0]
+    // Another onnxruntime-node in the process (a user's own, for exported models) loaded its
+    // libonnxruntime first: transformers.js's binding then finds the wrong library version.
+    if (/libonnxruntime\.so[^ ]*: version .VERS_/.test(first)) {
+      const pinned = transformersOnnxruntime()
+      throw new EmotionPipelineError(
+        'MODEL_NOT_FOUND',
+        `transcription's onnxruntime-node ${pinned} clashes with another onnxruntime-node loaded in this process (${first}): ` +
+          `install onnxruntime-node@${pinned} (the version @huggingface/transformers pins) so both share one, or run them in separate processes.`,
+        { cause: err },
+      )
+    }
     throw new EmotionPipelineError(
       'MODEL_NOT_FOUND',
-      `transcription needs the optional dependency @huggingface/transformers, which is not installed (${(err as Error).message.split('\n')[0]}). ` +
+      `transcription needs the optional dependency @huggingface/transformers, which is not installed (${first}). ` +
         `Install it with \`npm install @huggingface/transformers --onnxruntime-node-install=skip\`, or give transcripts yourself (transcripts: a { path: text } map).`,
       { cause: err },
     )

@@ -93,7 +93,7 @@ fn read_short(
                 return Err(Error::invalid(
                     "longInput",
                     format!(
-                        "the input is longer than the model's window of {longest} s: `longInput: 'aggregate'` scores it over windows, or cut it"
+                        "the input is longer than the model's window of {longest} s: `longInput: 'aggregate'` (CLI: --long-input aggregate) scores it over windows, or cut it"
                     ),
                 ));
             }
