@@ -6,6 +6,7 @@ import test from 'ava'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
+import { locateLibtorch } from '../src/libtorch.js'
 import { native } from '../src/native.js'
 import { defaultModels, defaultSpeakerAdversary, defaultSpeedPerturb, PRESET_EPOCHS } from '../src/presets.js'
 import { haveRavdess, listAudio, NO_DATA, ravdessDir, skip, tempDir } from './helpers.js'
@@ -245,6 +246,20 @@ test('a non-empty out is refused by name unless --resume goes on with its run or
   const retried = runCli(['train', '--data', ravdessDir, '--out', failed, '--max-items', '32', '--epochs', '1', '--models', 'probe'])
   t.is(retried.status, 0, retried.stderr)
   t.true(existsSync(join(failed, 'metrics.json')))
+  // Not when anything else is there: a file of the user's beside the split, or a config.json of theirs.
+  for (const [name, extra] of [
+    ['beside', 'mine.txt'],
+    ['theirs', 'config.json'],
+  ]) {
+    const dir = join(base, name)
+    mkdirSync(dir)
+    if (name === 'beside') copyFileSync(join(out, 'split.json'), join(dir, 'split.json'))
+    writeFileSync(join(dir, extra), 'keep me')
+    const kept = runCli(['train', '--data', ravdessDir, '--out', dir, '--max-items', '32', '--epochs', '1', '--models', 'probe'])
+    t.is(kept.status, 1, name)
+    t.regex(kept.stderr, /INVALID_OPTION.*`out`/)
+    t.is(readFileSync(join(dir, extra), 'utf8'), 'keep me')
+  }
 })
 
 test('--max-items too small to leave a training clip says so, naming the option', (t) => {
@@ -252,4 +267,18 @@ test('--max-items too small to leave a training clip says so, naming the option'
   const r = runCli(['train', '--data', ravdessDir, '--out', join(tempDir('ep-mi1-'), 'run'), '--max-items', '1', '--models', 'probe'])
   t.is(r.status, 1)
   t.regex(r.stderr, /INVALID_OPTION.*`maxItems`: is 1 \(--max-items\): the split of 1 clip\(s\) leaves none to train on/)
+})
+
+test('an unusable default feature cache is IO naming cacheDir and the ways out; --cache-dir none trains without one', (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const file = join(tempDir('ep-cache-file-'), 'not-a-folder')
+  writeFileSync(file, 'x')
+  const env = { ...process.env, EMOTION_PIPELINE_CACHE: join(file, 'cache'), LIBTORCH: locateLibtorch().found!.root }
+  const args = ['train', '--data', ravdessDir, '--max-items', '24', '--epochs', '1', '--models', 'audio', '--quiet']
+  const opts = { encoding: 'utf8' as const, env, timeout: 280_000 }
+  const refused = spawnSync(process.execPath, [cli, ...args, '--out', join(tempDir('ep-cache-run-'), 'run')], opts)
+  t.is(refused.status, 1)
+  t.regex(refused.stderr, /error \[IO\]: option `cacheDir`: .*the default feature cache; set cacheDir \(--cache-dir DIR/)
+  const none = spawnSync(process.execPath, [cli, ...args, '--out', join(tempDir('ep-cache-run-'), 'run'), '--cache-dir', 'none'], opts)
+  t.is(none.status, 0, none.stderr)
 })

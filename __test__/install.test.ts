@@ -125,8 +125,8 @@ test.serial('packages: main and platform tarballs within their size limits', asy
   )
   // The README's links to docs/ resolve inside the installed package (npm shows no repository).
   const installed = join(p.dir, 'node_modules', 'emotion-pipeline')
-  const links = [...readFileSync(join(installed, 'README.md'), 'utf8').matchAll(/\]\((docs\/[\w-]+\.md)[#)]/g)].map((m) => m[1])
-  t.true(links.length >= 5, `${links.length} links`)
+  const links = [...readFileSync(join(installed, 'README.md'), 'utf8').matchAll(/\]\((docs\/[\w/-]+\.(?:md|json))[#)]/g)].map((m) => m[1])
+  t.true(links.length >= 8, `${links.length} links`)
   for (const link of new Set(links)) t.true(existsSync(join(installed, link)), link)
 })
 

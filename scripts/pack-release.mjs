@@ -54,18 +54,23 @@ mkdirSync(stage, { recursive: true })
 // definition of what the package holds; npm pack applies the same list again).
 const mainDir = join(stage, 'main')
 mkdirSync(mainDir)
-// An entry is a path, or `dir/*.ext` (the only pattern it uses: npm's full glob rules are not needed).
-const expand = (p) => {
-  const star = /^(.*)\/\*(\.\w+)$/.exec(p)
-  if (!star) return [p]
-  return readdirSync(join(root, star[1]))
-    .filter((f) => f.endsWith(star[2]))
+// An entry is a path, or `dir/*.ext` (the only pattern it uses: npm's full glob rules are not needed),
+// which takes the folder's files of that extension.
+const expand = (entry) => {
+  const star = /^(.*)\/\*(\.\w+)$/.exec(entry)
+  if (!star) return existsSync(join(root, entry)) ? [entry] : []
+  const dir = join(root, star[1])
+  if (!existsSync(dir)) return []
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(star[2]) && statSync(join(dir, f)).isFile())
     .map((f) => `${star[1]}/${f}`)
 }
 for (const entry of pkg.files) {
   const paths = expand(entry)
-  if (paths.length === 0 || !paths.every((p) => existsSync(join(root, p))))
-    throw new Error(`package.json files lists ${entry}, which does not exist: run without --no-build`)
+  if (paths.length === 0)
+    throw new Error(
+      `package.json files lists ${entry}, which matches nothing${entry.startsWith('dist') || entry.startsWith('bindings') ? ': run without --no-build' : ''}`,
+    )
   for (const p of paths) cpSync(join(root, p), join(mainDir, p), { recursive: true })
 }
 const mainPkg = {

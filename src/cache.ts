@@ -20,8 +20,11 @@ export const CACHE_PARTS = {
   features: { folders: ['features'], what: 'log-mel features and encoder states, keyed by clip content' },
   transcripts: { folders: ['transcripts'], what: 'Whisper transcripts of clips' },
   encoders: { folders: ['encoders'], what: 'speech encoders installed by install-models --encoder' },
-  whisper: { folders: ['whisper', 'transformers'], what: "the text branch's Whisper tiny.en (install-models) and transformers.js files" },
-  downloads: { folders: ['downloads'], what: 'downloaded archives and wheels (kept so an interrupted download resumes)' },
+  whisper: {
+    folders: ['whisper', 'transformers'],
+    what: "the text branch's Whisper tiny.en and transformers.js files (install-models builds it again)",
+  },
+  downloads: { folders: ['downloads'], what: 'downloaded archives and wheels: only lets an interrupted download resume' },
   libtorch: { folders: ['torch-*', 'libtorch-*', 'cuda-crt-*'], what: 'libtorch installed by install-torch (and the development build)' },
   data: { folders: ['datasets'], what: 'datasets downloaded by `download`' },
 } as const

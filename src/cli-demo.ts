@@ -4,10 +4,11 @@ import { createInterface } from 'node:readline/promises'
 import { join, resolve } from 'node:path'
 import { parseCommandArgs } from './cli-args.js'
 import { fetchRavdess } from './cli-setup.js'
-import { JSON_HELP, runPipeline } from './cli-pipeline.js'
+import { DEFAULT_SPLIT_SHARES, JSON_HELP, runPipeline } from './cli-pipeline.js'
 import { findRavdess } from './data.js'
 import { deviceInfo } from './device.js'
 import { DEFAULT_ENCODER } from './encoder-install.js'
+import { DEFAULTS } from './generated/options.js'
 import type { PipelineOptions } from './pipeline.js'
 import { defaultModels } from './presets.js'
 import { downloadedRavdess, RAVDESS } from './ravdess-download.js'
@@ -15,16 +16,19 @@ import { RECOMMENDED_SPEAKER_CV } from './report.js'
 
 const cv = RECOMMENDED_SPEAKER_CV
 
+/** Where the demo writes when --out is not given (it replaces its own run there). */
+const DEMO_OUT = { quick: join('runs', 'demo'), full: join('runs', 'demo-full') }
+
 const DEMO_HELP = `emotion-pipeline demo [--data DIR] [--encoder NAME|DIR] [--full] [--out DIR] [--json]
 
 Trains the recommended recipe on RAVDESS and scores it. Data: --data DIR, else ${'$'}RAVDESS_DIR, else the
 actors 1–${RAVDESS.developmentActors} that \`emotion-pipeline download ravdess\` fetched (offered here on a terminal).
 Quick (the default on a CPU): the recommended model (${defaultModels('recommended').join(', ')}: a head on frozen ${DEFAULT_ENCODER} states),
-stratified 80/20 split (seed 42) of all clips, about 2 minutes on 2 cores once the encoder states are
+stratified ${DEFAULT_SPLIT_SHARES} split (seed ${DEFAULTS.TrainConfig.seed}) of all clips, about 2 minutes on 2 cores once the encoder states are
 cached. --full, or when CUDA is present: also the published audio, text and fusion models (50 epochs).
 
   --data DIR            RAVDESS (Actor_NN/ folders of the original names)
-  --out DIR             the run directory (default runs/demo, runs/demo-full with --full; the demo
+  --out DIR             the run directory (default ${DEMO_OUT.quick}, ${DEMO_OUT.full} with --full; the demo
                         replaces its own default folder, a folder given here follows train's rule)
   --full                also the published audio, text and fusion models
   --encoder NAME|DIR    the encoder model's frozen speech encoder (default ${DEFAULT_ENCODER})
@@ -74,12 +78,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const data = await demoData(values.data, json)
   if (!data) return 1
   const full = values.full || deviceInfo().cudaAvailable
-  const out = values.out ?? join(process.cwd(), 'runs', full ? 'demo-full' : 'demo')
+  const out = values.out ?? join(process.cwd(), full ? DEMO_OUT.full : DEMO_OUT.quick)
   const say = (line: string) => (json ? process.stderr.write(`${JSON.stringify({ type: 'log', message: line })}\n`) : console.log(line))
   say(
     full
       ? `Recommended recipe on ${data}: the encoder model, then the published audio, text and fusion models.`
-      : `Quick demo on ${data}: the recommended recipe (the ${cv.model} model, ${cv.epochs} epochs), stratified 80/20 split (use --full for the published models too).`,
+      : `Quick demo on ${data}: the recommended recipe (the ${cv.model} model, ${cv.epochs} epochs), stratified ${DEFAULT_SPLIT_SHARES} split (use --full for the published models too).`,
   )
   // The demo replaces its own runs/demo; a folder given with --out follows the usual rule.
   const options: PipelineOptions = {

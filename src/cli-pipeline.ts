@@ -21,6 +21,10 @@ import { RUN_FILES } from './run-layout.js'
 
 const list = (xs: readonly (string | number)[]) => (xs.length ? xs.join(',') : 'none')
 
+/** The default split's train/test shares as the help says them, e.g. "80/20". */
+const test = DEFAULTS.SplitOptions.testFraction
+export const DEFAULT_SPLIT_SHARES = `${Math.round((1 - test) * 100)}/${Math.round(test * 100)}`
+
 export const JSON_HELP = '--json                progress events as JSON lines on stderr, the result as JSON on stdout'
 
 /** `train --help`, from the presets and the core's defaults. */
@@ -49,8 +53,8 @@ export function trainHelp(): string {
                         unlabelled audio: not for predicting on a new speaker without calibration clips)
   --preset NAME         recommended (default: the best recipe measured on unseen speakers) | reference
                         (the published pipeline: constant lr, no label smoothing or augmentation)
-  --split KIND          stratified (default, 80/20 train/test: no validation part, so the last epoch is
-                        kept) | speaker (20 % of the speakers to test, no speaker in both parts; needs
+  --split KIND          stratified (default, ${DEFAULT_SPLIT_SHARES} train/test: no validation part, so the last epoch is
+                        kept) | speaker (${Math.round(test * 100)} % of the speakers to test, no speaker in both parts; needs
                         speakers). trainPipeline's split option takes valFraction / valSpeakers too
   --epochs N            default ${PRESET_EPOCHS.default} (the encoder model with the recommended preset: ${PRESET_EPOCHS.recommendedEncoder})
   --batch-size N        default ${t.batchSize}

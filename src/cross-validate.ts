@@ -155,6 +155,15 @@ async function runFolds(job: FoldJob, only: number[] | undefined): Promise<Cross
 
 async function trainFolds({ out, folds, valFraction, pipeline, onProgress }: FoldJob, list: number[]): Promise<void> {
   const emit = onProgress ?? (() => {})
+  // Every fold indexes the same data: a file indexing leaves out is reported by the first fold only.
+  const leftOut = new Set<string>()
+  const once = (e: PipelineEvent, fold: number) => {
+    if (e.type === 'skipped' && e.code === 'DATASET') {
+      if (leftOut.has(e.path)) return
+      leftOut.add(e.path)
+    }
+    emit({ ...e, fold })
+  }
   for (const fold of list) {
     emit({ type: 'fold', fold, folds, message: `fold ${fold + 1} of ${folds}` })
     const dir = foldDir(out, fold)
@@ -165,7 +174,7 @@ async function trainFolds({ out, folds, valFraction, pipeline, onProgress }: Fol
       split: { strategy: 'speaker-kfold', folds, fold, valFraction, testFraction: 0 },
       // A fold finished or interrupted in an earlier call goes on from its checkpoints.
       resume: pipeline.resume || existsSync(runPaths(dir).split),
-      onProgress: (e) => emit({ ...e, fold }),
+      onProgress: (e) => once(e, fold),
     })
   }
 }

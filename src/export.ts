@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
-import { EmotionPipelineError, invalidOption } from './errors.js'
+import { checkKnownOptions, EmotionPipelineError, invalidOption } from './errors.js'
 import type { OnnxSidecar } from './generated/results.js'
 
 export const EXPORT_FORMATS = ['onnx'] as const
@@ -24,6 +24,11 @@ export interface ExportModelOptions {
   overwrite?: boolean
 }
 
+const EXPORT_KEYS = Object.keys({ out: true, format: true, featuresOutput: true, overwrite: true } satisfies Record<
+  keyof ExportModelOptions,
+  true
+>)
+
 /** The sidecar, with where the files went. */
 export interface ExportResult extends OnnxSidecar {
   path: string
@@ -31,7 +36,9 @@ export interface ExportResult extends OnnxSidecar {
 }
 
 /** The absolute output path, its folder made; throws INVALID_OPTION / IO naming the option. */
-export function checkExportOptions(options: ExportModelOptions): string {
+export function checkExportOptions(given: ExportModelOptions): string {
+  const options = given ?? ({} as ExportModelOptions)
+  checkKnownOptions(options, EXPORT_KEYS, 'export')
   const format = options.format ?? 'onnx'
   if (!(EXPORT_FORMATS as readonly string[]).includes(format)) {
     throw invalidOption('format', `must be one of ${EXPORT_FORMATS.join(', ')}, got ${String(format)}`)
@@ -43,7 +50,9 @@ export function checkExportOptions(options: ExportModelOptions): string {
   ioStep('out', `cannot make the folder ${dirname(out)}`, () => mkdirSync(dirname(out), { recursive: true }))
   const existing = statSync(out, { throwIfNoEntry: false })
   if (existing?.isDirectory()) throw invalidOption('out', `${out} is a folder`)
-  if (existing && !options.overwrite) throw invalidOption('out', `${out} exists: pass overwrite: true (--overwrite) to replace it`)
+  for (const file of [out, `${out}.json`])
+    if (existsSync(file) && !options.overwrite)
+      throw invalidOption('out', `${file} exists: pass overwrite: true (--overwrite) to replace it`)
   return out
 }
 
@@ -109,6 +118,11 @@ export async function exportBrowser(
   options: BrowserExportOptions,
   exportModel: (out: string) => Promise<ExportResult>,
 ): Promise<BrowserExport> {
+  checkKnownOptions(
+    options ?? {},
+    Object.keys({ dir: true, overwrite: true } satisfies Record<keyof BrowserExportOptions, true>),
+    'exportBrowser',
+  )
   const dir = options?.dir
   if (typeof dir !== 'string' || dir === '') throw invalidOption('dir', 'must name a folder')
   const root = resolve(dir)

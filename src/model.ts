@@ -3,7 +3,7 @@
 // model was trained, windows, the voice gate); this file checks options and shapes results.
 import { existsSync, readFileSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
-import { EmotionPipelineError, awaitNative, invalidOption } from './errors.js'
+import { awaitNative, checkKnownOptions, EmotionPipelineError, invalidOption } from './errors.js'
 import { native } from './native.js'
 import { withCancel } from './cancel.js'
 import { checkAudioInputs } from './audio.js'
@@ -16,9 +16,9 @@ import type { BrowserExport, BrowserExportOptions, ExportModelOptions, ExportRes
 import type { PredictRow } from './generated/results.js'
 import { toNativeSet } from './train.js'
 import type { TrainSet } from './train.js'
-import { checkInferOptions, checkTopK, inferOptions, toNativeInputs, toResults } from './predict.js'
+import { checkTopK, inferOptions, PREDICT_KEYS, toNativeInputs, toResults } from './predict.js'
 import type { PredictInput, PredictOptions, PredictResult, PredictRowResult } from './predict.js'
-import { EmotionStream } from './stream.js'
+import { EmotionStream, STREAM_KEYS } from './stream.js'
 import type { StreamOptions } from './stream.js'
 import { defaultModels, MODEL_NAMES, uses } from './presets.js'
 import type { ModelName } from './presets.js'
@@ -53,6 +53,20 @@ export interface RunChoice {
 export interface TimelineOptions extends Omit<PredictOptions, 'topK' | 'strict' | 'longInput' | 'batchSize'> {
   onProgress?: (seconds: number) => void
 }
+
+/** The keys `timeline` takes (complete by the compiler, as `PREDICT_KEYS`). */
+const TIMELINE_KEYS = Object.keys({
+  device: true,
+  signal: true,
+  calibration: true,
+  maxDuration: true,
+  window: true,
+  hop: true,
+  vad: true,
+  minVoiced: true,
+  decodeThreads: true,
+  onProgress: true,
+} satisfies Record<keyof TimelineOptions, true>)
 
 /** A trained model: `loadModel(dir)` or `loadRun(runDir)`. */
 export class EmotionModel {
@@ -117,7 +131,7 @@ export class EmotionModel {
    * of its speech windows (`longInput: 'aggregate'`, the default) or refused (`'refuse'`), never cut.
    */
   async predict(inputs: PredictInput[], options: PredictOptions = {}): Promise<PredictRowResult[]> {
-    checkInferOptions('predict', options, ['topK', 'strict', 'signal', 'calibration'])
+    checkKnownOptions(options, PREDICT_KEYS, 'predict')
     const native_ = toNativeInputs(inputs)
     checkTopK(options.topK, this.labels.length)
     if (options.calibration) checkAudioInputs(options.calibration)
@@ -149,7 +163,7 @@ export class EmotionModel {
    * grow with its length.
    */
   async timeline(input: PredictInput, options: TimelineOptions = {}): Promise<Timeline> {
-    checkInferOptions('timeline', options, ['signal', 'calibration', 'onProgress'], ['longInput', 'batchSize'])
+    checkKnownOptions(options, TIMELINE_KEYS, 'timeline')
     const [native_] = toNativeInputs([input], 'input')
     if (options.calibration) checkAudioInputs(options.calibration)
     const { signal, calibration, onProgress, ...core } = options
@@ -194,7 +208,7 @@ export class EmotionModel {
    * and labels as `timeline` on the same samples.
    */
   async stream(options: StreamOptions): Promise<EmotionStream> {
-    checkInferOptions('stream', options, ['sampleRate'], ['longInput', 'batchSize'])
+    checkKnownOptions(options, STREAM_KEYS, 'stream')
     const { sampleRate, ...rest } = options
     if (!(Number.isInteger(sampleRate) && sampleRate > 0 && sampleRate < 2 ** 32)) {
       throw invalidOption('sampleRate', `must be a whole number of Hz, got ${sampleRate}`)
@@ -245,7 +259,10 @@ export function chooseRunModel(runDir: string, model?: string): RunChoice {
   }
   const trained = order.filter((name) => metrics.models[name] && existsSync(join(paths.model(name), 'best.json')))
   if (trained.length === 0) {
-    const onTranscripts = Object.keys(metrics.models).filter((name) => existsSync(join(paths.model(name), 'best.json')))
+    const onTranscripts = Object.keys(metrics.models).filter(
+      (name) =>
+        (MODEL_NAMES as string[]).includes(name) && uses(name as ModelName, 'tokens') && existsSync(join(paths.model(name), 'best.json')),
+    )
     if (onTranscripts.length)
       throw invalidOption(
         'model',

@@ -116,7 +116,7 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
   else labels.sort()
 
   const splitOptions: SplitOptions =
-    typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? 'stratified', testFraction: 0.2, seed }
+    typeof options.split === 'object' ? { seed, ...options.split } : { strategy: options.split ?? DEFAULTS.SplitOptions.strategy, seed }
   checkSpeakersForSplit(options.data, items, splitOptions)
   const split = splitDataset(items, splitOptions)
   if (split.train.length === 0)

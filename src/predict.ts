@@ -1,11 +1,10 @@
 // What `EmotionModel.predict` takes and returns: inputs of any kind (paths, encoded files in memory,
 // samples) checked and handed to the core, and its rows turned into transformers.js-style results
 // (`scores` sorted, `topK`), one error per bad input.
-import { checkKnownOptions, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
+import { EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
 import type { ErrorCode } from './errors.js'
 import type { DeviceSpec } from './device.js'
 import type { AudioInput } from './audio.js'
-import { DEFAULTS } from './generated/options.js'
 import type { InferOptions } from './generated/options.js'
 import type { PredictRow } from './generated/results.js'
 
@@ -127,16 +126,27 @@ export function toResults(rows: PredictRow[], inputs: PredictInput[], labels: st
   })
 }
 
-/** The core's options from a call's: what crosses the boundary. */
 /**
- * Refuses a key `call` does not take (a misspelling would otherwise reach the core, which names its own
- * field list): the core's `InferOptions` without `encoderDir` and `without`, plus the call's `own`.
+ * The keys `predict` takes, kept complete by the compiler (a key added to `PredictOptions` or the core's
+ * `InferOptions` must be added here): a misspelt key is refused by name instead of reaching the core.
  */
-export function checkInferOptions(call: string, options: object, own: string[], without: string[] = []): void {
-  const core = Object.keys(DEFAULTS.InferOptions).filter((k) => k !== 'encoderDir' && !without.includes(k))
-  checkKnownOptions(options, [...core, ...own], call)
-}
+export const PREDICT_KEYS = Object.keys({
+  device: true,
+  topK: true,
+  strict: true,
+  signal: true,
+  calibration: true,
+  maxDuration: true,
+  longInput: true,
+  window: true,
+  hop: true,
+  vad: true,
+  minVoiced: true,
+  batchSize: true,
+  decodeThreads: true,
+} satisfies Record<keyof PredictOptions, true>)
 
+/** The core's options from a call's: what crosses the boundary. */
 export function inferOptions(options: Omit<PredictOptions, 'topK' | 'strict' | 'signal' | 'calibration'>, encoderDir?: string): string {
   const { device, ...rest } = options
   return optionsJson({ ...rest, device, encoderDir } satisfies InferOptions)

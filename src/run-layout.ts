@@ -205,7 +205,7 @@ export function claimOut(out: string, command: 'train' | 'cv', options: { resume
   if (holds === 'empty') return
   // A run that stopped before any model saved a checkpoint (a typo in --encoder, a failed download)
   // holds nothing to lose: its split is made again, and a corrected command starts afresh.
-  if (holds === 'train' && command === 'train' && !hasTrainedWork(out)) {
+  if (holds === 'train' && command === 'train' && isUnstartedRun(out)) {
     removeRun(out)
     return
   }
@@ -222,11 +222,20 @@ export function claimOut(out: string, command: 'train' | 'cv', options: { resume
   throw new EmotionPipelineError('INVALID_OPTION', `invalid option \`out\`: ${out} holds ${what}; pass ${fix}`)
 }
 
-/** Whether a run in `out` finished or saved any checkpoint file. */
-function hasTrainedWork(out: string): boolean {
-  if (existsSync(join(out, RUN_FILES.metrics))) return true
+/** What a run writes before its first checkpoint (everything else comes later, or is not ours). */
+const BEFORE_TRAINING = new Set<string>([RUN_FILES.split, RUN_FILES.vocabulary, RUN_FILES.transcripts, RUN_FILES.models])
+
+/**
+ * Whether `out` holds only the start of a run of this library: a `split.json` that reads as ours, the
+ * other files a run writes before training, and under `models/` folders alone (no checkpoint, no link).
+ */
+function isUnstartedRun(out: string): boolean {
+  const names = readdirSync(out).filter((n) => !HOUSEKEEPING.has(n) && !n.startsWith('.write-test-'))
+  if (!names.includes(RUN_FILES.split) || !names.every((n) => BEFORE_TRAINING.has(n))) return false
   try {
-    return readdirSync(join(out, RUN_FILES.models), { recursive: true, withFileTypes: true }).some((e) => e.isFile())
+    readRunSplit(out)
+    const models = join(out, RUN_FILES.models)
+    return !existsSync(models) || readdirSync(models, { recursive: true, withFileTypes: true }).every((e) => e.isDirectory())
   } catch {
     return false
   }

@@ -10,6 +10,18 @@ export interface StreamOptions extends Omit<PredictOptions, 'topK' | 'strict' | 
   sampleRate: number
 }
 
+/** The keys `stream` takes (complete by the compiler, as `PREDICT_KEYS`). */
+export const STREAM_KEYS = Object.keys({
+  sampleRate: true,
+  device: true,
+  maxDuration: true,
+  window: true,
+  hop: true,
+  vad: true,
+  minVoiced: true,
+  decodeThreads: true,
+} satisfies Record<keyof StreamOptions, true>)
+
 /** `model.stream(options)`: push mono `Float32Array` chunks, get completed segments. */
 export class EmotionStream {
   private queue: Promise<unknown> = Promise.resolve()

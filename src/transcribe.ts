@@ -66,14 +66,13 @@ const WHISPER_MEL = {
 const loaded = new Map<string, Promise<Whisper>>()
 
 /** The onnxruntime-node version the installed transformers.js pins, read from its package.json. */
-function transformersOnnxruntime(): string {
+function transformersOnnxruntime(): string | undefined {
   try {
     let dir = dirname(createRequire(import.meta.url).resolve('@huggingface/transformers'))
     while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir)
-    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))
-    return pkg.dependencies?.['onnxruntime-node'] ?? 'of transformers.js'
+    return JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).dependencies?.['onnxruntime-node']
   } catch {
-    return 'of transformers.js'
+    return undefined
   }
 }
 
@@ -87,10 +86,11 @@ async function importTransformers(): Promise<typeof import('@huggingface/transfo
     // libonnxruntime first: transformers.js's binding then finds the wrong library version.
     if (/libonnxruntime\.so[^ ]*: version .VERS_/.test(first)) {
       const pinned = transformersOnnxruntime()
+      const version = pinned ? `onnxruntime-node@${pinned}` : 'the onnxruntime-node version'
       throw new EmotionPipelineError(
         'MODEL_NOT_FOUND',
-        `transcription's onnxruntime-node ${pinned} clashes with another onnxruntime-node loaded in this process (${first}): ` +
-          `install onnxruntime-node@${pinned} (the version @huggingface/transformers pins) so both share one, or run them in separate processes.`,
+        `transcription's onnxruntime-node clashes with another onnxruntime-node loaded in this process (${first}): ` +
+          `install ${version} that @huggingface/transformers pins so both share one, or run them in separate processes.`,
         { cause: err },
       )
     }
