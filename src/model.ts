@@ -16,7 +16,7 @@ import type { BrowserExport, BrowserExportOptions, ExportModelOptions, ExportRes
 import type { PredictRow } from './generated/results.js'
 import { toNativeSet } from './train.js'
 import type { TrainSet } from './train.js'
-import { checkTopK, inferOptions, PREDICT_KEYS, toNativeInputs, toResults } from './predict.js'
+import { checkTopK, inferOptions, PREDICT_KEYS, toNativeInputs, toResults, WINDOW_KEYS } from './predict.js'
 import type { PredictInput, PredictOptions, PredictResult, PredictRowResult } from './predict.js'
 import { EmotionStream, STREAM_KEYS } from './stream.js'
 import type { StreamOptions } from './stream.js'
@@ -55,18 +55,10 @@ export interface TimelineOptions extends Omit<PredictOptions, 'topK' | 'strict' 
 }
 
 /** The keys `timeline` takes (complete by the compiler, as `PREDICT_KEYS`). */
-const TIMELINE_KEYS = Object.keys({
-  device: true,
-  signal: true,
-  calibration: true,
-  maxDuration: true,
-  window: true,
-  hop: true,
-  vad: true,
-  minVoiced: true,
-  decodeThreads: true,
-  onProgress: true,
-} satisfies Record<keyof TimelineOptions, true>)
+const TIMELINE_KEYS = Object.keys({ signal: true, calibration: true, onProgress: true, ...WINDOW_KEYS } satisfies Record<
+  keyof TimelineOptions,
+  true
+>)
 
 /** A trained model: `loadModel(dir)` or `loadRun(runDir)`. */
 export class EmotionModel {

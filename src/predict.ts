@@ -126,24 +126,29 @@ export function toResults(rows: PredictRow[], inputs: PredictInput[], labels: st
   })
 }
 
+/** The keys of windowing and featurising that `predict`, `timeline` and `stream` all take. */
+export const WINDOW_KEYS = {
+  device: true,
+  maxDuration: true,
+  window: true,
+  hop: true,
+  vad: true,
+  minVoiced: true,
+  decodeThreads: true,
+} as const
+
 /**
  * The keys `predict` takes, kept complete by the compiler (a key added to `PredictOptions` or the core's
  * `InferOptions` must be added here): a misspelt key is refused by name instead of reaching the core.
  */
 export const PREDICT_KEYS = Object.keys({
-  device: true,
   topK: true,
   strict: true,
   signal: true,
   calibration: true,
-  maxDuration: true,
   longInput: true,
-  window: true,
-  hop: true,
-  vad: true,
-  minVoiced: true,
   batchSize: true,
-  decodeThreads: true,
+  ...WINDOW_KEYS,
 } satisfies Record<keyof PredictOptions, true>)
 
 /** The core's options from a call's: what crosses the boundary. */

@@ -4,6 +4,7 @@ import { awaitNative, invalidOption } from './errors.js'
 import type { native } from './native.js'
 import type { Segment } from './generated/results.js'
 import type { PredictOptions } from './predict.js'
+import { WINDOW_KEYS } from './predict.js'
 
 export interface StreamOptions extends Omit<PredictOptions, 'topK' | 'strict' | 'longInput' | 'batchSize' | 'signal' | 'calibration'> {
   /** Rate of the pushed samples, Hz. */
@@ -11,16 +12,7 @@ export interface StreamOptions extends Omit<PredictOptions, 'topK' | 'strict' | 
 }
 
 /** The keys `stream` takes (complete by the compiler, as `PREDICT_KEYS`). */
-export const STREAM_KEYS = Object.keys({
-  sampleRate: true,
-  device: true,
-  maxDuration: true,
-  window: true,
-  hop: true,
-  vad: true,
-  minVoiced: true,
-  decodeThreads: true,
-} satisfies Record<keyof StreamOptions, true>)
+export const STREAM_KEYS = Object.keys({ sampleRate: true, ...WINDOW_KEYS } satisfies Record<keyof StreamOptions, true>)
 
 /** `model.stream(options)`: push mono `Float32Array` chunks, get completed segments. */
 export class EmotionStream {
