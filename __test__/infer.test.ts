@@ -99,7 +99,7 @@ test.serial('every input kind gives the same result for the same audio: path, Bu
   // A misspelt option is refused by the call, naming the nearest one and the options it takes.
   await t.throwsAsync(m.predict(paths.slice(0, 1), { topk: 3 } as never), {
     code: 'INVALID_OPTION',
-    message: /`topk`: predict has no such option \(did you mean `topK`\?\); it takes device, topK, strict, .*maxDuration/,
+    message: /`topk`: predict has no such option \(did you mean `topK`\?\); it takes (?=.*\bmaxDuration\b)(?=.*\bstrict\b)/,
   } as never)
   await t.throwsAsync(m.timeline(paths[0], { windw: 2 } as never), { code: 'INVALID_OPTION', message: /did you mean `window`/ } as never)
   await t.throwsAsync(m.timeline(paths[0], { topK: 2 } as never), {
