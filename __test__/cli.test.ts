@@ -172,7 +172,9 @@ test('--version is the package version; every command has --help', (t) => {
   }
 })
 
-test('SIGTERM stops train like Ctrl-C: at the next step, with a resumable checkpoint, exit 143; --resume finishes it', async (t) => {
+// Serial (AVA runs serial tests first, alone): the other tests here block this worker's event loop in
+// spawnSync for tens of seconds, long enough for the child to finish its epochs before the kill is sent.
+test.serial('SIGTERM stops train like Ctrl-C: at the next step, with a resumable checkpoint, exit 143; --resume finishes it', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   const out = join(tempDir('ep-sigterm-'), 'run')
   const args = [cli, 'train', '--data', ravdessDir, '--out', out, '--max-items', '40', '--models', 'probe', '--epochs', '2000', '--json']

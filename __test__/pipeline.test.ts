@@ -6,7 +6,7 @@ import { hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { deviceInfo, EmotionPipelineError, extractEmbeddings, installedEncoderDir, loadModel, trainPipeline } from '../src/index.js'
 import type { ModelName, PipelineEvent } from '../src/index.js'
-import { decodePng, skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
+import { decodePng, haveRavdess, NO_DATA, ravdessDir, runAsync, skip, tempDir } from './helpers.js'
 
 const SMALL = { audio: { channels: [8, 16, 32], hidden: [32, 16] } }
 const quick = (out: string) => ({
@@ -484,24 +484,10 @@ test('a clip that cannot be decoded is skipped with an event and counted in metr
   t.deepEqual(skipped(metrics.skipped), expected)
   t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /Skipped 1 clip/)
   // The CLI prints each on the console (not only in report.md).
-  const printed = spawnSync(
-    process.execPath,
-    [
-      resolve(import.meta.dirname, '..', 'dist', 'cli.js'),
-      'train',
-      '--data',
-      data,
-      '--out',
-      join(tempDir(), 'run'),
-      '--models',
-      'audio',
-      '--epochs',
-      '1',
-    ],
-    {
-      encoding: 'utf8',
-    },
-  )
+  const printed = await runAsync(process.execPath, [
+    resolve(import.meta.dirname, '..', 'dist', 'cli.js'),
+    ...['train', '--data', data, '--out', join(tempDir(), 'run'), '--models', 'audio', '--epochs', '1'],
+  ])
   t.is(printed.status, 0, printed.stderr)
   for (const [path] of expected) t.true(printed.stderr.includes(`warning: skipped ${path}`), path)
   t.is(run.split.train + run.split.test + run.split.val, 24, 'the split still lists every indexed clip')
