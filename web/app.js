@@ -169,10 +169,27 @@ drop.addEventListener('drop', async (e) => {
   for (const file of e.dataTransfer.files) await analyseFile(file)
 })
 
-/** Records RECORD_SECONDS from the microphone at the model's rate (the browser resamples), then scores it. */
+/** `samples` at `from` Hz resampled to `to` Hz by the browser's own resampler (an offline graph). */
+async function resample(samples, from, to) {
+  if (from === to) return samples
+  const offline = new OfflineAudioContext(1, Math.round((samples.length * to) / from), to)
+  const buffer = offline.createBuffer(1, samples.length, from)
+  buffer.copyToChannel(samples, 0)
+  const source = offline.createBufferSource()
+  source.buffer = buffer
+  source.connect(offline.destination)
+  source.start()
+  return (await offline.startRendering()).getChannelData(0)
+}
+
+/**
+ * Records RECORD_SECONDS from the microphone at the device's own rate, resamples it to the model's, then
+ * scores it. Not a context at the model's rate: Firefox refuses to connect a microphone to a context
+ * whose rate differs from the device's.
+ */
 async function record() {
   $('record').disabled = true
-  const context = new AudioContext({ sampleRate: rate })
+  const context = new AudioContext()
   let stream
   try {
     stream = await navigator.mediaDevices.getUserMedia({
@@ -181,14 +198,15 @@ async function record() {
     await context.audioWorklet.addModule(new URL('./recorder-worklet.js', import.meta.url))
     const source = context.createMediaStreamSource(stream)
     const node = new AudioWorkletNode(context, 'recorder')
+    const native = context.sampleRate
     const chunks = []
     let got = 0
-    const want = RECORD_SECONDS * rate
+    const want = RECORD_SECONDS * native
     await new Promise((done) => {
       node.port.onmessage = (e) => {
         chunks.push(e.data)
         got += e.data.length
-        $('record-status').textContent = `recording… ${(got / rate).toFixed(1)} s`
+        $('record-status').textContent = `recording… ${(got / native).toFixed(1)} s`
         if (got >= want) {
           node.port.onmessage = null
           source.disconnect()
@@ -197,13 +215,14 @@ async function record() {
       }
       source.connect(node)
     })
-    const samples = new Float32Array(want)
+    const recorded = new Float32Array(want)
     let at = 0
     for (const c of chunks) {
-      samples.set(c.subarray(0, Math.min(c.length, want - at)), at)
+      recorded.set(c.subarray(0, Math.min(c.length, want - at)), at)
       at += c.length
       if (at >= want) break
     }
+    const samples = await resample(recorded, native, rate)
     state.lastRecording = samples
     $('record-status').textContent = ''
     await analyse(samples, 'microphone', `${RECORD_SECONDS} s from the microphone`)
