@@ -79,7 +79,8 @@ test('a copied actor folder, a corrupt clip, a song clip and a misplaced clip ar
   t.regex(misplaced!.message, /actor 03.*Actor_04/)
 
   const withSongs = await indexDataset(root, { speechOnly: false })
-  t.true(withSongs.items.some((i) => i.path === song) || withSongs.duplicates.some((d) => d.path === song))
+  // The song clip is a byte copy of actor[0] under another emotion's name: kept, or named as a contradiction.
+  t.true(withSongs.items.some((i) => i.path === song) || withSongs.problems.some((p) => p.path === song && p.kind === 'mislabelled'))
 })
 
 test('missing folders and empty folders are DATASET errors naming the path', async (t) => {
@@ -92,15 +93,19 @@ test('missing folders and empty folders are DATASET errors naming the path', asy
   t.is((bad as EmotionPipelineError).code, 'INVALID_OPTION')
 })
 
+/** Copies `files` into `<label>/` folders under `root`, alternating between the two labels. */
+function sortInto(root: string, files: string[], labels: [string, string], name: (file: string, i: number) => string): void {
+  for (const [i, f] of files.entries()) {
+    mkdirSync(join(root, labels[i % 2]), { recursive: true })
+    copyFileSync(f, join(root, labels[i % 2], name(f, i)))
+  }
+}
+
 test('label folders and CSV/JSONL manifests index generic corpora', async (t) => {
   if (!haveRavdess) return skip(t, NO_DATA)
   const root = tempDir('ep-generic-')
   const files = listAudio(join(ravdessDir, 'Actor_05')).slice(0, 6)
-  for (const [i, f] of files.entries()) {
-    const label = i % 2 ? 'happy' : 'sad'
-    mkdirSync(join(root, label), { recursive: true })
-    copyFileSync(f, join(root, label, `clip${i}.flac`))
-  }
+  sortInto(root, files, ['sad', 'happy'], (_, i) => `clip${i}.flac`)
   const folders = await indexDataset(root)
   t.is(folders.layout, 'folders')
   t.deepEqual(folders.counts.byLabel, { happy: 3, sad: 3 })
@@ -138,6 +143,36 @@ test('label folders and CSV/JSONL manifests index generic corpora', async (t) =>
     fromJsonl.problems.map((p) => [basename(p.path), p.kind]),
     [['gone.wav', 'unreadable']],
   )
+
+  // A manifest given without a layout is read (it used to be ignored for the folders); with another
+  // layout it is refused by name.
+  t.deepEqual((await indexDataset(root, { manifest: csv })).counts.byLabel, { a: 3, b: 3 })
+  await t.throwsAsync(indexDataset(root, { layout: 'folders', manifest: csv }), {
+    code: 'INVALID_OPTION',
+    message: /`manifest`: is read only with layout 'manifest', not 'folders'/,
+  } as never)
+  // The same audio listed under two labels: a problem naming both, not a quiet duplicate.
+  const twice = join(root, 'twice.csv')
+  writeFileSync(twice, 'path,label\nsad/clip0.flac,sad\nsad/clip0.flac,happy\n')
+  const conflicting = await indexDataset(root, { manifest: twice })
+  t.is(conflicting.items.length, 1)
+  t.deepEqual(conflicting.duplicates, [])
+  t.regex(conflicting.problems[0]?.message ?? '', /same audio as .*clip0\.flac, which is labelled "sad", but labelled "happy"/)
+  // A header without the columns names what it found (and a `;` file is said to be one).
+  const semicolons = join(root, 'semi.csv')
+  writeFileSync(semicolons, 'path;label\nsad/clip0.flac;sad\n')
+  await t.throwsAsync(indexDataset(root, { manifest: semicolons }), {
+    message: /header needs a `path` column \(path,label\[,speaker\]\); found: path;label \(the header is split by commas only\)/,
+  })
+})
+
+test("RAVDESS files sorted into folders of the user's labels are indexed by those folders", async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const root = tempDir('ep-relabel-')
+  sortInto(root, listAudio(join(ravdessDir, 'Actor_05')).slice(0, 4), ['no', 'yes'], (f) => basename(f))
+  const index = await indexDataset(root)
+  t.is(index.layout, 'folders')
+  t.deepEqual(index.counts.byLabel, { no: 2, yes: 2 })
 })
 
 function labelsOf(items: DatasetItem[]) {

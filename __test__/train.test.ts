@@ -1,7 +1,16 @@
 import test from 'ava'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { EmotionPipelineError, extractMel, indexDataset, loadModel, train } from '../src/index.js'
+import {
+  decodeAudio,
+  EmotionPipelineError,
+  extractEmbeddings,
+  extractMel,
+  indexDataset,
+  installedEncoderDir,
+  loadModel,
+  train,
+} from '../src/index.js'
 import type { TrainEvent, TrainSet } from '../src/index.js'
 import { skip, haveRavdess, NO_DATA, ravdessDir, tempDir } from './helpers.js'
 
@@ -105,6 +114,42 @@ test('an AbortSignal stops training with CANCELLED and leaves a resumable checkp
   })
   t.is(resumed.history.length, 4)
   t.true(resumed.history[0].epoch === 1 && resumed.history[3].epoch === 4)
+})
+
+test('features as extractMel and extractEmbeddings return them: the model records how they were made and predicts audio the same way', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const { paths } = await realSubset()
+  const labels = paths.map((p) => EMOTIONS.indexOf(EMOTIONS[Number(p.split('/').pop()!.split('-')[2]) - 1]))
+  // A front end other than the default: 64 bands at 16 kHz. No `mel` option given to train().
+  const front = { sampleRate: 16000, nMels: 64, nFft: 512, hopLength: 160, frames: 300 }
+  const mel = await extractMel(paths, { device: 'cpu', mel: front })
+  const dir = tempDir('ep-mel-config-')
+  await train({ train: { mel, labels }, epochs: 2, batchSize: 4, accumulation: 1, audio: SMALL, device: 'cpu', checkpointDir: dir })
+  const model = await loadModel(dir, { device: 'cpu' })
+  t.like(model.meta.spec.inputs.mel?.config, { sampleRate: 16000, nMels: 64, frames: 300 })
+  // Exactly one 3 s window of audio, so predict scores it whole: the same as its rows made by hand.
+  const samples = (await decodeAudio(paths[0], { sampleRate: 16000 })).samples.subarray(0, 48000)
+  const [fromAudio] = await model.predict([{ samples, sampleRate: 16000 }], { strict: true })
+  const [fromRows] = await model.predictFeatures({ mel: await extractMel([{ samples, sampleRate: 16000 }], { device: 'cpu', mel: front }) })
+  const gap = Math.max(...fromRows.probabilities.map((p, k) => Math.abs(p - (fromAudio as { probabilities: number[] }).probabilities[k])))
+  t.true(gap < 1e-6, `${gap}`)
+  // States: the identity comes with them, so predicting audio needs no encoderSource by hand.
+  if (!installedEncoderDir('whisper-tiny.en')) return t.log('whisper-tiny.en is not installed: the encoder half was not checked')
+  const embedding = await extractEmbeddings(paths, { encoder: 'whisper-tiny.en', precision: 'fp32', device: 'cpu' })
+  t.like(embedding.encoderSource, { source: 'installed', name: 'whisper-tiny.en', sha256: embedding.modelSha256, input: 'clip' })
+  const headDir = tempDir('ep-states-identity-')
+  await train({
+    model: 'probe',
+    train: { embedding, labels },
+    epochs: 2,
+    batchSize: 4,
+    accumulation: 1,
+    device: 'cpu',
+    checkpointDir: headDir,
+  })
+  const head = await loadModel(headDir, { device: 'cpu' })
+  const [row] = await head.predict([paths[0]], { strict: true })
+  t.is((row as { probabilities: number[] }).probabilities.length, 8)
 })
 
 test('invalid training options are INVALID_OPTION naming the field', async (t) => {

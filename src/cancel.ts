@@ -6,7 +6,7 @@ export async function withCancel<T>(
   signal: AbortSignal | undefined,
   job: (token: InstanceType<typeof native.CancelToken>) => Promise<T>,
 ): Promise<T> {
-  if (signal?.aborted) throw new EmotionPipelineError('CANCELLED', 'cancelled before it started')
+  if (signal?.aborted) throw new EmotionPipelineError('CANCELLED', 'cancelled (the signal was aborted before this step began)')
   const token = new native.CancelToken()
   const onAbort = () => token.cancel()
   signal?.addEventListener('abort', onAbort, { once: true })

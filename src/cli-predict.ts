@@ -26,7 +26,7 @@ function help(): string {
   --model NAME          the run's model to use (default: the best by validation UAR; the test split is never used)
   --device DEV          cpu | cuda | cuda:N | auto (default cpu)
   --json                one JSON object per input on stdout (the objects model.predict returns)
-  --top-k K             scores per result, best first (default: all labels)
+  --top-k K             the K best labels with their scores (default: text shows the best, --json all)
   --strict              stop at the first input that cannot be scored (default: report it and go on)
   --long-input MODE     inputs longer than the model's window: aggregate (mean of its speech windows) | refuse (default ${d.longInput})
   --max-duration S      longest input in seconds (default ${DEFAULTS.ExtractOptions.maxDuration}; with --timeline 24 h, read as it streams)
@@ -104,16 +104,17 @@ export async function predictCommand(argv: string[]): Promise<number> {
   }
   const files = positionals.map((p) => resolve(p))
   if (values.timeline) return timelines(model, files, options, { json: values.json, out: values.out })
+  const topK = num(values['top-k'], '--top-k')
   const rows = await model.predict(files, {
     ...options,
-    topK: num(values['top-k'], '--top-k'),
+    topK,
     strict: values.strict,
     longInput: values['long-input'] as LongInput | undefined,
   })
-  return printRows(rows, values.json ?? false)
+  return printRows(rows, values.json ?? false, topK)
 }
 
-function printRows(rows: PredictRowResult[], json: boolean): number {
+function printRows(rows: PredictRowResult[], json: boolean, topK: number | undefined): number {
   let failed = 0
   for (const row of rows) {
     if (row.error) {
@@ -122,9 +123,10 @@ function printRows(rows: PredictRowResult[], json: boolean): number {
       if (json) console.log(JSON.stringify(row))
     } else if (json) console.log(JSON.stringify(row))
     else {
-      const top = row.scores[0]
       const windows = row.windows > 1 ? `\t(mean of ${row.windows} windows over ${row.seconds.toFixed(1)} s)` : ''
-      console.log(`${row.path}\t${row.label}\t${(top.score * 100).toFixed(1)} %${windows}`)
+      // The best label, or with --top-k the K best, each with its score.
+      const shown = row.scores.slice(0, topK ?? 1).map((s) => `${topK ? `${s.label} ` : ''}${(s.score * 100).toFixed(1)} %`)
+      console.log(`${row.path}\t${row.label}\t${shown.join(', ')}${windows}`)
     }
   }
   if (failed) console.error(`${failed} of ${rows.length} inputs could not be scored`)

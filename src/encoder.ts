@@ -7,6 +7,7 @@ import type { DeviceSpec } from './device.js'
 import { shardedPass } from './distributed.js'
 import type { World } from './distributed.js'
 import { awaitNative, EmotionPipelineError, invalidOption, optionsJson } from './errors.js'
+import { DEFAULTS } from './generated/options.js'
 import type { EmbedOptions, EncoderIdentity } from './generated/options.js'
 import type { Embeddings as CoreEmbeddings, ProgressEvent } from './generated/results.js'
 import { native } from './native.js'
@@ -45,6 +46,28 @@ export type EmbeddingsProgress = ProgressEvent & { file?: string }
 export interface Embeddings extends CoreEmbeddings {
   /** Row-major `[shape[0], layers + 1, width]`. */
   data: Float32Array
+  /**
+   * What a model trained on these states records of its encoder, so that it can featurise audio the
+   * same way: `train()` takes it from here when its `encoderSource` is not given.
+   */
+  encoderSource: EncoderIdentity
+}
+
+/** The identity a model on `states` records: where the encoder came from and how the states were made. */
+export function identityOf(
+  location: Pick<EncoderIdentity, 'source' | 'name'>,
+  states: Pick<CoreEmbeddings, 'modelSha256' | 'precision' | 'heads'>,
+  made: { input?: EncoderIdentity['input']; pooling?: EncoderIdentity['pooling']; speakerNorm?: boolean },
+): EncoderIdentity {
+  return {
+    ...location,
+    sha256: states.modelSha256,
+    input: made.input ?? DEFAULTS.EmbedOptions.input,
+    pooling: made.pooling ?? DEFAULTS.EmbedOptions.pooling,
+    precision: states.precision,
+    speakerNorm: made.speakerNorm === true,
+    heads: states.heads,
+  }
 }
 
 const isInstalledName = (encoder: string) => (ENCODER_NAMES as readonly string[]).includes(encoder)
@@ -168,7 +191,9 @@ export async function extractEmbeddings(inputs: AudioInput[], options: ExtractEm
         ),
       ),
     )
-    return { ...(JSON.parse(result.featuresJson) as CoreEmbeddings), data: result.data }
+    const states = JSON.parse(result.featuresJson) as CoreEmbeddings
+    return { ...states, data: result.data, encoderSource: identityOf(location, states, rest) }
   }
+  const location = await encoderLocation(encoder ?? DEFAULT_ENCODER, { signal })
   return world ? shardedPass(world, rest.cacheDir, inputs, run) : run(inputs)
 }

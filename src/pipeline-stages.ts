@@ -3,7 +3,8 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { extractMel } from './audio.js'
-import { DEFAULT_ENCODER, encoderLocation, extractEmbeddings } from './encoder.js'
+import { DEFAULT_ENCODER, encoderLocation, extractEmbeddings, identityOf } from './encoder.js'
+import type { Embeddings } from './encoder.js'
 import { cacheRoot } from './cache.js'
 import { indexDataset, loadSplit, saveSplit, splitDataset } from './dataset.js'
 import type { DatasetIndex, DatasetItem, Split, SplitOptions } from './dataset.js'
@@ -284,15 +285,9 @@ function reportCutAndSkipped(
 
 /** What a model on these encoder states records of its encoder. */
 async function encoderIdentity(options: PipelineOptions, embedding: Rows): Promise<EncoderIdentity> {
-  return {
-    ...(await encoderLocation(options.encoder ?? DEFAULT_ENCODER, { signal: options.signal })),
-    sha256: (embedding as Rows & { modelSha256: string }).modelSha256,
-    input: options.encoderInput ?? DEFAULTS.EmbedOptions.input,
-    pooling: options.encoderPooling ?? DEFAULTS.EmbedOptions.pooling,
-    precision: (embedding as Rows & { precision: EncoderIdentity['precision'] }).precision,
-    speakerNorm: options.speakerNorm === true,
-    heads: (embedding as Rows & { heads: number }).heads,
-  }
+  const location = await encoderLocation(options.encoder ?? DEFAULT_ENCODER, { signal: options.signal })
+  const states = embedding as Rows & Pick<Embeddings, 'modelSha256' | 'precision' | 'heads'>
+  return identityOf(location, states, { input: options.encoderInput, pooling: options.encoderPooling, speakerNorm: options.speakerNorm })
 }
 
 /** `speakerNorm`: each speaker's states standardised by all of that speaker's clips (said in the report). */

@@ -91,6 +91,8 @@ export interface ReportInput {
   stageSeconds: Record<string, number>
   transcripts: string
   notes: string[]
+  /** The data is RAVDESS (indexed by its names): the published reference and its attribution apply. */
+  ravdess: boolean
 }
 
 export function reportMarkdown(r: ReportInput): string {
@@ -101,18 +103,20 @@ export function reportMarkdown(r: ReportInput): string {
     `Split: ${r.split.strategy} (seed ${r.split.seed}), ${r.split.train} train / ${r.split.val} validation / ${r.split.test} test clips. ` +
       `Device: ${r.device} (${r.machine}). Transcripts: ${r.transcripts}.`,
     '',
-    '| model | test accuracy | weighted F1 | weighted precision | weighted recall | UAR | reference accuracy | epochs | train time |',
-    '|---|---|---|---|---|---|---|---|---|',
+    `| model | test accuracy | weighted F1 | weighted precision | weighted recall | UAR |${r.ravdess ? ' reference accuracy |' : ''} epochs | train time |`,
+    `|---|---|---|---|---|---|${r.ravdess ? '---|' : ''}---|---|`,
   ]
   for (const m of models) {
     const res = r.results[m]
     const t = res.test
-    const ref = REFERENCE_ACCURACY[m as keyof typeof REFERENCE_ACCURACY]
+    const ref = r.ravdess ? ` ${pct(REFERENCE_ACCURACY[m as keyof typeof REFERENCE_ACCURACY])} |` : ''
     lines.push(
-      `| ${m} | ${pct(t?.accuracy)} | ${pct(t?.weightedF1)} | ${pct(t?.weightedPrecision)} | ${pct(t?.weightedRecall)} | ${pct(t?.uar)} | ${pct(ref)} | ${res.history.length} | ${clock(trainingSeconds(res))} |`,
+      `| ${m} | ${pct(t?.accuracy)} | ${pct(t?.weightedF1)} | ${pct(t?.weightedPrecision)} | ${pct(t?.weightedRecall)} | ${pct(t?.uar)} |${ref} ${res.history.length} | ${clock(trainingSeconds(res))} |`,
     )
   }
-  lines.push('', 'Reference: the published RAVDESS pipeline (audio 69.28 %, text 13.12 %, fusion 60.14 %, random stratified 80/20).', '')
+  if (r.ravdess)
+    lines.push('', 'Reference: the published RAVDESS pipeline (audio 69.28 %, text 13.12 %, fusion 60.14 %, random stratified 80/20).', '')
+  else lines.push('')
   lines.push("Train time is the sum of the epochs' wall time (over every session when a run was resumed).", '')
   lines.push('## Time per stage (this session)', '', '| stage | seconds |', '|---|---|')
   for (const [stage, s] of Object.entries(r.stageSeconds)) lines.push(`| ${stage} | ${s.toFixed(1)} |`)
@@ -128,6 +132,6 @@ export function reportMarkdown(r: ReportInput): string {
     }
   }
   if (r.notes.length) lines.push('', '## Notes', '', ...r.notes.map((n) => `- ${n}`))
-  lines.push('', 'Data: RAVDESS (Livingstone & Russo 2018, doi:10.1371/journal.pone.0196391), CC BY-NC-SA 4.0.', '')
+  if (r.ravdess) lines.push('', 'Data: RAVDESS (Livingstone & Russo 2018, doi:10.1371/journal.pone.0196391), CC BY-NC-SA 4.0.', '')
   return lines.join('\n')
 }

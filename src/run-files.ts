@@ -88,6 +88,7 @@ export function writeRunFiles(
       stageSeconds,
       transcripts: transcriptSource,
       notes,
+      ravdess: index.layout === 'ravdess',
     }),
   )
   files.push(RUN_FILES.history, RUN_FILES.metrics, RUN_FILES.config, RUN_FILES.report)

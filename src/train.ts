@@ -5,7 +5,7 @@ import { ensureWritableDir } from './run-dir.js'
 import { asRank, nativeWorldOf, trainingWorld } from './distributed.js'
 import type { DistributedOption, World } from './distributed.js'
 import type { DeviceSpec } from './device.js'
-import type { TrainConfig } from './generated/options.js'
+import type { EncoderIdentity, MelConfig, TrainConfig } from './generated/options.js'
 import type { TrainEvent, TrainResult } from './generated/results.js'
 
 /**
@@ -13,9 +13,11 @@ import type { TrainEvent, TrainResult } from './generated/results.js'
  * `embedding` from `extractEmbeddings` (`[n, layers, width]`).
  */
 export interface TrainSet {
-  mel?: { data: Float32Array; shape: [number, number, number] }
+  /** `config`, as `extractMel` returns it, is recorded in the model unless `mel` is given. */
+  mel?: { data: Float32Array; shape: [number, number, number]; config?: MelConfig }
   tokens?: { data: Int32Array; shape: [number, number] }
-  embedding?: { data: Float32Array; shape: [number, number, number] }
+  /** `encoderSource`, as `extractEmbeddings` returns it, is recorded in the model unless given. */
+  embedding?: { data: Float32Array; shape: [number, number, number]; encoderSource?: EncoderIdentity }
   /** Class ids indexing `labels`. */
   labels: Int32Array | number[]
   /**
@@ -74,8 +76,13 @@ export function toNativeSet(set: TrainSet | undefined, name: string) {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object')
   const { train: trainSet, val, test, onProgress, signal, distributed, ...settings } = options
-  // The encoder head's input shape, speaker count and row groups come from the data in the core.
-  const config = settings
+  // The encoder head's input shape, speaker count and row groups come from the data in the core; how
+  // the features were made comes with them from extractMel / extractEmbeddings unless given.
+  const config = {
+    ...settings,
+    mel: settings.mel ?? trainSet?.mel?.config,
+    encoderSource: settings.encoderSource ?? trainSet?.embedding?.encoderSource,
+  }
   const { world, joined } = await trainingWorld(distributed)
   const json = await asRank(world, async () => {
     if (config.checkpointDir && (world?.rank ?? 0) === 0) ensureWritableDir(config.checkpointDir, 'checkpointDir')

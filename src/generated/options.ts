@@ -406,7 +406,8 @@ export interface InferOptions {
 }
 
 /**
- * - `'auto'`: RAVDESS names if most files carry them, else `<label>/<file>` folders.
+ * - `'auto'`: `manifest` when one is given; RAVDESS names if most files carry them in `Actor_NN/` folders or
+ * the root; else `<label>/<file>` folders.
  * - `'folders'`: `<label>/<file>`: the parent folder is the label.
  * - `'manifest'`: A CSV (`path,label[,speaker]` header) or JSONL manifest, given as `manifest`.
  */
@@ -631,7 +632,8 @@ export interface SplitOptions {
    */
   testFraction?: number
   /**
-   * Share taken from the training part for validation (0: no validation set).
+   * Share of all the clips (or speakers) held out for validation, taken from what the test set
+   * leaves (0: no validation set): 0.2 and 0.1 give 70/10/20.
    * @default 0
    */
   valFraction?: number

@@ -281,6 +281,11 @@ export interface MelFeatures {
   device: string
   /** Cache counts when `cacheDir` was given. */
   cache?: CacheStats | null
+  /**
+   * The front end the rows were made with: `train()` records it in the model, so predictions on audio
+   * featurise the same way.
+   */
+  config: Required<MelConfig>
 }
 
 /** Log-mel input: the front end it was made with, and the normalisation of the training set. */

@@ -91,6 +91,9 @@ pub struct MelFeatures {
     /// Cache counts when `cacheDir` was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
+    /// The front end the rows were made with: `train()` records it in the model, so predictions on audio
+    /// featurise the same way.
+    pub config: MelConfig,
 }
 
 /// A clip ready for the next stage: features found in the cache, or a waveform to featurise.
@@ -254,6 +257,7 @@ pub fn extract_mel(
         cut: Vec::new(),
         device: device_name(device),
         cache: None,
+        config: options.mel.clone(),
     };
     out.data.reserve(inputs.len() * n_mels * frames);
     let total = inputs.len();

@@ -14,7 +14,8 @@ pub const AUDIO_EXTENSIONS: [&str; 4] = ["wav", "flac", "ogg", "mp3"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
-    /// RAVDESS names if most files carry them, else `<label>/<file>` folders.
+    /// `manifest` when one is given; RAVDESS names if most files carry them in `Actor_NN/` folders or
+    /// the root; else `<label>/<file>` folders.
     Auto,
     Ravdess,
     /// `<label>/<file>`: the parent folder is the label.
@@ -169,7 +170,16 @@ pub fn index_dataset(
     }
     let mut problems = Vec::new();
     let mut skipped = 0;
-    let (layout, candidates) = match options.layout {
+    // A manifest given without a layout is what the user means; with another layout it would be ignored.
+    let asked = match (options.layout, &options.manifest) {
+        (Layout::Auto, Some(_)) => Layout::Manifest,
+        (layout @ (Layout::Folders | Layout::Ravdess), Some(_)) => {
+            let name = if layout == Layout::Folders { "folders" } else { "ravdess" };
+            return Err(Error::invalid("manifest", format!("is read only with layout 'manifest', not '{name}'")));
+        }
+        (layout, _) => layout,
+    };
+    let (layout, candidates) = match asked {
         Layout::Manifest => {
             let manifest = options
                 .manifest
@@ -179,7 +189,7 @@ pub fn index_dataset(
         }
         layout => {
             let files = find_audio(root)?;
-            let layout = if layout == Layout::Auto { detect_layout(&files) } else { layout };
+            let layout = if layout == Layout::Auto { detect_layout(root, &files) } else { layout };
             let mut out = Vec::new();
             for path in files {
                 match label_file(root, &path, layout, &mut problems) {
@@ -216,7 +226,7 @@ pub fn index_dataset(
             }
         }
     }
-    let (items, duplicates) = drop_duplicates(items);
+    let (items, duplicates) = drop_duplicates(items, &mut problems);
     let counts = count(&items, skipped);
     Ok(DatasetIndex { root: root.display().to_string(), layout, items, duplicates, problems, counts })
 }
@@ -249,9 +259,18 @@ fn stem(path: &Path) -> &str {
     path.file_stem().and_then(|s| s.to_str()).unwrap_or("")
 }
 
-fn detect_layout(files: &[PathBuf]) -> Layout {
-    let named = files.iter().filter(|p| matches!(RavdessName::parse(stem(p)), Ok(Some(_)) | Err(_))).count();
-    if named * 2 > files.len() {
+/// RAVDESS when most files carry RAVDESS names in RAVDESS's own folders (`Actor_NN…/`, copies such as
+/// `Actor_03 - Copy` included, or the root); RAVDESS-named files sorted into other folders are the
+/// user's `<label>/` folders (a relabelling).
+fn detect_layout(root: &Path, files: &[PathBuf]) -> Layout {
+    let named: Vec<&PathBuf> =
+        files.iter().filter(|p| matches!(RavdessName::parse(stem(p)), Ok(Some(_)) | Err(_))).collect();
+    let ravdess_folder = |p: &&PathBuf| {
+        let parent = p.parent().unwrap_or(root);
+        let actor = parent.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_prefix("Actor_"));
+        parent == root || actor.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    if named.len() * 2 > files.len() && named.iter().all(ravdess_folder) {
         Layout::Ravdess
     } else {
         Layout::Folders
@@ -404,10 +423,14 @@ fn csv_rows(text: &str, bad: &dyn Fn(usize, String) -> Error) -> Result<Manifest
         return Err(bad(1, "empty manifest".into()));
     }
     let col = |name: &str| cols.iter().position(|c| c == name);
-    let (p, l) = (
-        col("path").ok_or_else(|| bad(1, "header needs a `path` column".into()))?,
-        col("label").ok_or_else(|| bad(1, "header needs a `label` column".into()))?,
-    );
+    let missing = |name: &str| {
+        let found = cols.join(", ");
+        // One column holding a `;` or a tab: the file is separated by that, not by commas.
+        let hint =
+            if cols.len() == 1 && cols[0].contains([';', '\t']) { " (the header is split by commas only)" } else { "" };
+        bad(1, format!("header needs a `{name}` column (path,label[,speaker]); found: {found}{hint}"))
+    };
+    let (p, l) = (col("path").ok_or_else(|| missing("path"))?, col("label").ok_or_else(|| missing("label"))?);
     let s = col("speaker");
     let mut rows = Vec::new();
     for record in reader.records() {
@@ -468,13 +491,26 @@ fn probe_one(path: &Path, verify: Verify) -> Probed {
 }
 
 /// Keeps the first of each group of equal content or equal RAVDESS identity (items are sorted by path).
-fn drop_duplicates(items: Vec<Item>) -> (Vec<Item>, Vec<Duplicate>) {
-    let mut by_hash: HashMap<String, String> = HashMap::new();
+/// Keeps the first of files with the same bytes (or RAVDESS identity); a copy under another label is a
+/// contradiction, reported as a problem rather than quietly dropped as a duplicate.
+fn drop_duplicates(items: Vec<Item>, problems: &mut Vec<Problem>) -> (Vec<Item>, Vec<Duplicate>) {
+    let mut by_hash: HashMap<String, (String, String)> = HashMap::new();
     let mut by_identity: HashMap<RavdessName, String> = HashMap::new();
     let mut kept = Vec::with_capacity(items.len());
     let mut duplicates = Vec::new();
     for item in items {
-        if let Some(first) = by_hash.get(&item.hash) {
+        if let Some((first, label)) = by_hash.get(&item.hash) {
+            if *label != item.label {
+                problems.push(Problem {
+                    message: format!(
+                        "the same audio as {first}, which is labelled {label:?}, but labelled {:?}",
+                        item.label
+                    ),
+                    path: item.path,
+                    kind: ProblemKind::Mislabelled,
+                });
+                continue;
+            }
             duplicates.push(Duplicate {
                 path: item.path,
                 duplicate_of: first.clone(),
@@ -490,7 +526,7 @@ fn drop_duplicates(items: Vec<Item>) -> (Vec<Item>, Vec<Duplicate>) {
             });
             continue;
         }
-        by_hash.insert(item.hash.clone(), item.path.clone());
+        by_hash.insert(item.hash.clone(), (item.path.clone(), item.label.clone()));
         if let Some(r) = item.ravdess {
             by_identity.insert(r, item.path.clone());
         }

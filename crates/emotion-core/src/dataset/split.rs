@@ -26,7 +26,8 @@ pub struct SplitOptions {
     pub strategy: Strategy,
     /// Share of the clips (`stratified`, `kfold`) or speakers (`speaker`) in the test set.
     pub test_fraction: f64,
-    /// Share taken from the training part for validation (0: no validation set).
+    /// Share of all the clips (or speakers) held out for validation, taken from what the test set
+    /// leaves (0: no validation set): 0.2 and 0.1 give 70/10/20.
     pub val_fraction: f64,
     /// The same items, options and seed give the same split.
     pub seed: u64,
