@@ -96,6 +96,10 @@ test.serial('every input kind gives the same result for the same audio: path, Bu
   t.is(r.label, m.labels[r.labelIndex])
   t.is(r.probabilities.length, 8)
   t.is(r.windows, 1)
+  t.true(r.speech)
+  // Digital silence is still scored (one window), but the voice gate says it is not speech.
+  const [silence] = ok(await m.predict([{ samples: new Float32Array(3 * 16000), sampleRate: 16000 }]))
+  t.false(silence!.speech)
   // A misspelt option is refused by the call, naming the nearest one and the options it takes.
   await t.throwsAsync(m.predict(paths.slice(0, 1), { topk: 3 } as never), {
     code: 'INVALID_OPTION',

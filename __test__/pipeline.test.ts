@@ -544,3 +544,23 @@ test('labels with a bar, a comma or a line break (folder names) keep report.md t
   t.is(classRows.length, 3, report.join('\n'))
   for (const row of classRows) t.is(row.replace(/\\\|/g, '').split('|').length - 1, 6, row)
 })
+
+test('a label with too few clips for the split is said in the split line and the report', async (t) => {
+  if (!haveRavdess) return skip(t, NO_DATA)
+  const data = tempDir('ep-thin-')
+  const clips = readdirSync(join(ravdessDir, 'Actor_02')).sort()
+  for (const [label, files] of [
+    ['a', clips.slice(0, 6)],
+    ['b', clips.slice(6, 12)],
+    ['c', clips.slice(12, 13)],
+  ] as const) {
+    mkdirSync(join(data, label))
+    for (const f of files) copyFileSync(join(ravdessDir, 'Actor_02', f), join(data, label, f.replace(/^03/, 'x')))
+  }
+  const events: PipelineEvent[] = []
+  const out = tempDir()
+  await trainPipeline({ data, out, models: ['audio'], epochs: 1, device: 'cpu', onProgress: (e) => events.push(e) })
+  const line = events.find((e) => e.type === 'stage' && e.stage === 'split') as { message: string }
+  t.regex(line.message, /no (training|test) clip for c/)
+  t.regex(readFileSync(join(out, 'report.md'), 'utf8'), /no (training|test) clip for c/)
+})

@@ -129,12 +129,25 @@ async function indexAndSplit(run: Run): Promise<{ index: DatasetIndex; labels: s
     if (options.resume) checkSameSplit(runPaths(run.runDir).split, split)
     saveSplit(split, runPaths(run.runDir).split)
   }
+  const thin = thinLabels(labels, split)
+  if (thin) run.notes.push(`${thin}.`)
   run.emit({
     type: 'stage',
     stage: 'split',
-    message: `${split.options.strategy}: ${split.train.length} train, ${split.val.length} val, ${split.test.length} test`,
+    message: `${split.options.strategy}: ${split.train.length} train, ${split.val.length} val, ${split.test.length} test${thin ? `; ${thin}` : ''}`,
   })
   return { index, labels, split }
+}
+
+/** Labels the split leaves without a training clip (the model cannot learn them) or without a test clip. */
+function thinLabels(labels: string[], split: Split): string {
+  const missing = (part: DatasetItem[]) => labels.filter((l) => !part.some((i) => i.label === l))
+  const lines = []
+  const untrained = missing(split.train)
+  if (untrained.length) lines.push(`no training clip for ${untrained.join(', ')} (the model cannot learn it)`)
+  const untested = split.test.length ? missing(split.test) : []
+  if (untested.length) lines.push(`no test clip for ${untested.join(', ')} (too few clips: its test figures are empty)`)
+  return lines.join('; ')
 }
 
 /** A split by speaker needs every clip's speaker: refused naming `split` (`--split`), not an internal field. */

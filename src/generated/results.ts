@@ -461,7 +461,7 @@ export interface Scored {
   seconds: number
   /** Windows averaged: 1 for an input within the model's window. */
   windows: number
-  /** Whether any of them was speech (always true for a single window, which is not gated). */
+  /** Whether any of them was speech by the voice gate (a single window is scored either way). */
   speech: boolean
 }
 

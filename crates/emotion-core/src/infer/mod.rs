@@ -94,7 +94,7 @@ pub struct Scored {
     pub seconds: f64,
     /// Windows averaged: 1 for an input within the model's window.
     pub windows: usize,
-    /// Whether any of them was speech (always true for a single window, which is not gated).
+    /// Whether any of them was speech by the voice gate (a single window is scored either way).
     pub speech: bool,
 }
 

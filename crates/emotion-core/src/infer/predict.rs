@@ -170,7 +170,7 @@ fn score_batch(
             for (short, input) in shorts.iter().zip(inputs) {
                 let one = model.predict_audio(std::slice::from_ref(&input), calibration, &predict, cancel);
                 rows[short.index] = Some(match one {
-                    Ok(mut p) => Ok(scored(short, p.remove(0))),
+                    Ok(mut p) => Ok(scored(short, p.remove(0), options)),
                     Err(e) if per_input(&e) => Err(e),
                     Err(e) => return Err(e),
                 });
@@ -184,19 +184,22 @@ fn score_batch(
         Err(e) => return Err(e),
     };
     for (short, p) in shorts.iter().zip(predictions) {
-        rows[short.index] = Some(Ok(scored(short, p)));
+        rows[short.index] = Some(Ok(scored(short, p, options)));
     }
     Ok(())
 }
 
-fn scored(short: &Short, p: crate::train::predict::Prediction) -> Scored {
+/// One window's result: scored whether speech or not (a single window is never dropped), and `speech`
+/// says what the voice gate found.
+fn scored(short: &Short, p: crate::train::predict::Prediction, options: &InferOptions) -> Scored {
+    let voiced = super::vad::voiced_fraction(options.vad, &short.samples, short.sample_rate);
     Scored {
         label: p.label,
         label_index: p.index,
         probabilities: p.probabilities,
         seconds: short.samples.len() as f64 / short.sample_rate as f64,
         windows: 1,
-        speech: true,
+        speech: voiced as f64 >= options.min_voiced,
     }
 }
 

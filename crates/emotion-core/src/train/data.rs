@@ -70,9 +70,14 @@ impl HostSet {
             (None, true) => return Err(Error::invalid(format!("{name}.mel"), "required by this model")),
             (Some((data, shape)), _) => {
                 if shape[0] != n || data.len() != shape.iter().product::<usize>() {
+                    let rows = if shape[0] != n {
+                        " (one label per row: extractMel leaves out inputs it cannot decode, so take the labels by its `indices`)"
+                    } else {
+                        ""
+                    };
                     return Err(Error::invalid(
                         format!("{name}.mel"),
-                        format!("shape {shape:?} does not fit {} values and {n} labels", data.len()),
+                        format!("shape {shape:?} does not fit {} values and {n} labels{rows}", data.len()),
                     ));
                 }
                 if let Some(i) = data.iter().position(|x| !x.is_finite()) {
