@@ -1,4 +1,3 @@
-import { createServer } from 'node:net'
 import { inflateSync } from 'node:zlib'
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -185,13 +184,4 @@ export function decodePng(path: string): { width: number; height: number } {
   return { width, height }
 }
 
-/** A free TCP port on 127.0.0.1 (a store for a world of test processes). */
-export async function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const server = createServer()
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => done(port))
-    })
-  })
-}
+export { freePort } from '../src/distributed.js'

@@ -118,7 +118,8 @@ export async function joinWorld(option: DistributedOption | undefined): Promise<
 }
 
 /** A free TCP port on 127.0.0.1 for the store. */
-async function freePort(): Promise<number> {
+/** A TCP port free on 127.0.0.1 now (the launcher's store, and the tests' servers). */
+export async function freePort(): Promise<number> {
   return new Promise((done, fail) => {
     const server = createServer()
     server.once('error', fail)

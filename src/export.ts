@@ -1,11 +1,12 @@
 // Export options, checked before the core writes anything (the format; an output path that names an
 // `.onnx` file, its folder made), and the browser folder: the page in the package's web/, the model and
 // onnxruntime-web's WebAssembly files copied beside it.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { checkKnownOptions, EmotionPipelineError, invalidOption } from './errors.js'
 import type { OnnxSidecar } from './generated/results.js'
+import { ensureWritableDir } from './run-dir.js'
 
 export const EXPORT_FORMATS = ['onnx'] as const
 export type ExportFormat = (typeof EXPORT_FORMATS)[number]
@@ -47,7 +48,7 @@ export function checkExportOptions(given: ExportModelOptions): string {
     throw invalidOption('out', `must name an .onnx file, got ${String(options.out)}`)
   }
   const out = resolve(options.out)
-  ioStep('out', `cannot make the folder ${dirname(out)}`, () => mkdirSync(dirname(out), { recursive: true }))
+  ensureWritableDir(dirname(out), 'out')
   const existing = statSync(out, { throwIfNoEntry: false })
   if (existing?.isDirectory()) throw invalidOption('out', `${out} is a folder`)
   for (const file of [out, `${out}.json`])
@@ -131,7 +132,7 @@ export async function exportBrowser(
   if (held.length && !options.overwrite)
     throw invalidOption('dir', `${root} is not empty (${held.length} entries): pass overwrite: true (--overwrite) to write into it`)
   const dist = onnxruntimeWebDist()
-  ioStep('dir', `cannot make the folder ${join(root, 'ort')}`, () => mkdirSync(join(root, 'ort'), { recursive: true }))
+  ensureWritableDir(join(root, 'ort'), 'dir')
   const model = await exportModel(join(root, 'model.onnx'))
   const page = join(import.meta.dirname, '..', 'web')
   const files = ['model.onnx', 'model.onnx.json']

@@ -251,9 +251,9 @@ export function chooseRunModel(runDir: string, model?: string): RunChoice {
   }
   const trained = order.filter((name) => metrics.models[name] && existsSync(join(paths.model(name), 'best.json')))
   if (trained.length === 0) {
+    // What the run trained that `order` left out: the models that read transcripts.
     const onTranscripts = Object.keys(metrics.models).filter(
-      (name) =>
-        (MODEL_NAMES as string[]).includes(name) && uses(name as ModelName, 'tokens') && existsSync(join(paths.model(name), 'best.json')),
+      (name) => !order.includes(name) && existsSync(join(paths.model(name), 'best.json')),
     )
     if (onTranscripts.length)
       throw invalidOption(

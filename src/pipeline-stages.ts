@@ -184,18 +184,12 @@ async function featurise(run: Run, split: Split, models: ModelName[]): Promise<P
   const all = [...split.train, ...split.val, ...split.test]
   const paths = all.map((i) => i.path)
   const cacheDir = options.cacheDir === null ? undefined : (options.cacheDir ?? join(cacheRoot(), 'features'))
-  if (cacheDir && options.cacheDir === undefined) {
-    try {
-      ensureWritableDir(cacheDir, 'cacheDir')
-    } catch (err) {
-      const why = (err as Error).message
-      throw new EmotionPipelineError(
-        'IO',
-        `${why}: the default feature cache; set cacheDir (--cache-dir DIR, or EMOTION_PIPELINE_CACHE) elsewhere, or null (--cache-dir none) for none`,
-        { cause: err },
-      )
-    }
-  }
+  if (cacheDir && options.cacheDir === undefined)
+    ensureWritableDir(
+      cacheDir,
+      'cacheDir',
+      ': the default feature cache; set cacheDir (--cache-dir DIR, or EMOTION_PIPELINE_CACHE) elsewhere, or null (--cache-dir none) for none',
+    )
   const common = {
     device: options.device ?? 'auto',
     cacheDir,

@@ -33,15 +33,15 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   }
 }
 
-function ioError(option: string, path: string, why: string, cause?: unknown): EmotionPipelineError {
-  return new EmotionPipelineError('IO', `option \`${option}\`: cannot use ${path} as a folder to write to (${why})`, { cause })
+function ioError(option: string, path: string, why: string, cause?: unknown, hint = ''): EmotionPipelineError {
+  return new EmotionPipelineError('IO', `option \`${option}\`: cannot use ${path} as a folder to write to (${why})${hint}`, { cause })
 }
 
 /**
  * Creates `dir` (a run directory, checkpoint or cache folder) one level at a time (no `recursive`, which loops on pseudo file systems such as
- * /proc), refusing a path under a regular file or where the process may not write.
+ * /proc), refusing a path under a regular file or where the process may not write. `hint` ends the error.
  */
-export function ensureWritableDir(dir: string, option: string): void {
+export function ensureWritableDir(dir: string, option: string, hint = ''): void {
   const missing: string[] = []
   let p = dir
   while (!existsSync(p)) {
@@ -50,16 +50,16 @@ export function ensureWritableDir(dir: string, option: string): void {
     p = dirname(p)
   }
   const blocked = fileInTheWay(dir)
-  if (blocked) throw ioError(option, dir, blocked)
+  if (blocked) throw ioError(option, dir, blocked, undefined, hint)
   for (const m of missing) {
     try {
       mkdirSync(m)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
-        throw ioError(option, dir, (err as NodeJS.ErrnoException).code ?? String(err), err)
+        throw ioError(option, dir, (err as NodeJS.ErrnoException).code ?? String(err), err, hint)
     }
     // What this call created must be a real folder (not a link planted between the check and mkdir).
-    if (!lstatSync(m).isDirectory()) throw ioError(option, dir, `${m} is not a real folder`)
+    if (!lstatSync(m).isDirectory()) throw ioError(option, dir, `${m} is not a real folder`, undefined, hint)
   }
   // A folder that exists but cannot hold files (read-only, /proc, …) fails here, not halfway through a run.
   // Exclusive create under an unpredictable name: a link planted at the name is never followed.
@@ -68,7 +68,7 @@ export function ensureWritableDir(dir: string, option: string): void {
     closeSync(openSync(probe, 'wx'))
     rmSync(probe, { force: true })
   } catch (err) {
-    throw ioError(option, dir, `not writable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, err)
+    throw ioError(option, dir, `not writable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, err, hint)
   }
 }
 

@@ -181,11 +181,16 @@ export type OutContents = 'empty' | 'train' | 'cv' | 'other'
 /** Names this library may leave in a folder it was asked to use without putting a run there. */
 const HOUSEKEEPING = new Set(['.lock'])
 
+/** The names in `out` other than this library's housekeeping (its lock, a write probe left by a crash). */
+function runEntries(out: string): string[] {
+  return readdirSync(out).filter((n) => !HOUSEKEEPING.has(n) && !n.startsWith('.write-test-'))
+}
+
 /** What `out` holds (an interrupted run, checkpoints without metrics, counts as a run). */
 export function outContents(out: string): OutContents {
   let names: string[]
   try {
-    names = readdirSync(out).filter((n) => !HOUSEKEEPING.has(n) && !n.startsWith('.write-test-'))
+    names = runEntries(out)
   } catch {
     return 'empty'
   }
@@ -230,7 +235,7 @@ const BEFORE_TRAINING = new Set<string>([RUN_FILES.split, RUN_FILES.vocabulary, 
  * other files a run writes before training, and under `models/` folders alone (no checkpoint, no link).
  */
 function isUnstartedRun(out: string): boolean {
-  const names = readdirSync(out).filter((n) => !HOUSEKEEPING.has(n) && !n.startsWith('.write-test-'))
+  const names = runEntries(out)
   if (!names.includes(RUN_FILES.split) || !names.every((n) => BEFORE_TRAINING.has(n))) return false
   try {
     readRunSplit(out)

@@ -174,7 +174,7 @@ pub fn index_dataset(
     let asked = match (options.layout, &options.manifest) {
         (Layout::Auto, Some(_)) => Layout::Manifest,
         (layout @ (Layout::Folders | Layout::Ravdess), Some(_)) => {
-            let name = if layout == Layout::Folders { "folders" } else { "ravdess" };
+            let name = format!("{layout:?}").to_lowercase();
             return Err(Error::invalid("manifest", format!("is read only with layout 'manifest', not '{name}'")));
         }
         (layout, _) => layout,
